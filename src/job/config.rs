@@ -1,0 +1,172 @@
+//! The job file as written: serde types that mirror the YAML one to one. Every struct
+//! denies unknown keys so a typo is an error, never silently ignored. Meaning is given to
+//! these values in `job::build`, not here.
+
+use serde::Deserialize;
+use std::collections::BTreeMap;
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct JobConfig {
+    pub version: u32,
+    pub name: String,
+    #[serde(default)]
+    pub scope: Option<String>,
+    #[serde(default)]
+    pub vars: BTreeMap<String, Scalar>,
+    pub provider: ProviderConfig,
+    #[serde(default)]
+    pub limits: LimitsConfig,
+    pub input: InputConfig,
+    pub steps: Vec<StepConfig>,
+    #[serde(default)]
+    pub report: Option<ReportConfig>,
+}
+
+/// A YAML scalar accepted where payrun wants text (`period: 2026-11`, `count: 5`).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(untagged)]
+pub enum Scalar {
+    Text(String),
+    Int(i64),
+    Float(f64),
+    Bool(bool),
+}
+
+impl Scalar {
+    pub fn into_text(self) -> String {
+        match self {
+            Scalar::Text(s) => s,
+            Scalar::Int(i) => i.to_string(),
+            Scalar::Float(f) => f.to_string(),
+            Scalar::Bool(b) => b.to_string(),
+        }
+    }
+}
+
+/// Provider settings. Credentials stay as written (with `${VAR}` unresolved when the
+/// variable is missing): only `run` needs them, so `validate` and `plan` work without.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ProviderConfig {
+    pub kind: String,
+    #[serde(default)]
+    pub base_url: Option<String>,
+    #[serde(default)]
+    pub app_id: Option<String>,
+    #[serde(default)]
+    pub secret_key: Option<String>,
+    #[serde(default)]
+    pub tenant_id: Option<String>,
+    #[serde(default)]
+    pub token: Option<String>,
+    #[serde(default)]
+    pub token_url: Option<String>,
+    #[serde(default)]
+    pub client_id: Option<String>,
+    #[serde(default)]
+    pub client_secret: Option<String>,
+}
+
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct LimitsConfig {
+    #[serde(default)]
+    pub rate: Option<String>,
+    #[serde(default)]
+    pub burst: Option<u32>,
+    #[serde(default)]
+    pub concurrency: Option<u32>,
+    #[serde(default)]
+    pub timeout: Option<String>,
+    #[serde(default)]
+    pub retry: Option<RetryConfig>,
+    #[serde(default)]
+    pub max_total: BTreeMap<String, Scalar>,
+    #[serde(default)]
+    pub max_amount: Option<Scalar>,
+    #[serde(default)]
+    pub max_rows: Option<u64>,
+    #[serde(default)]
+    pub max_batch_size: Option<u32>,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RetryConfig {
+    #[serde(default)]
+    pub attempts: Option<u32>,
+    #[serde(default)]
+    pub base: Option<String>,
+    #[serde(default)]
+    pub max: Option<String>,
+    #[serde(default)]
+    pub max_elapsed: Option<String>,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct InputConfig {
+    pub csv: String,
+    pub key: KeyColumns,
+    #[serde(default)]
+    pub delimiter: Option<String>,
+}
+
+/// `key: employee_id` or `key: [company, employee_id]`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(untagged)]
+pub enum KeyColumns {
+    One(String),
+    Many(Vec<String>),
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct StepConfig {
+    pub id: String,
+    #[serde(rename = "type")]
+    pub kind: String,
+    #[serde(default)]
+    pub when: Option<String>,
+    #[serde(default)]
+    pub fields: BTreeMap<String, FieldConfig>,
+    #[serde(default)]
+    pub batch: Option<BatchConfig>,
+    #[serde(default)]
+    pub wait: Option<WaitConfig>,
+}
+
+/// A step field: a template, or (for `payout_method_params`) a map of templates.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(untagged)]
+pub enum FieldConfig {
+    Value(Scalar),
+    Map(BTreeMap<String, Scalar>),
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct BatchConfig {
+    #[serde(default)]
+    pub size: Option<u32>,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct WaitConfig {
+    pub until: String,
+    #[serde(default)]
+    pub timeout: Option<String>,
+    #[serde(default)]
+    pub poll: Option<String>,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ReportConfig {
+    #[serde(default)]
+    pub dir: Option<String>,
+    #[serde(default)]
+    pub formats: Option<Vec<String>>,
+}

@@ -1,0 +1,173 @@
+//! Step types and the fields each one sends, named as the provider's API names them.
+
+use crate::validate::ImageKind;
+
+/// What a step does.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum StepKind {
+    Contact,
+    Kyc,
+    Payout,
+}
+
+impl StepKind {
+    pub const NAMES: [&'static str; 3] = ["contact", "kyc", "payout"];
+
+    pub fn parse(s: &str) -> Option<StepKind> {
+        match s {
+            "contact" => Some(StepKind::Contact),
+            "kyc" => Some(StepKind::Kyc),
+            "payout" => Some(StepKind::Payout),
+            _ => None,
+        }
+    }
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            StepKind::Contact => "contact",
+            StepKind::Kyc => "kyc",
+            StepKind::Payout => "payout",
+        }
+    }
+
+    /// The order steps run in: a row enters a step only when the earlier ones succeeded.
+    pub fn rank(self) -> u8 {
+        match self {
+            StepKind::Contact => 0,
+            StepKind::Kyc => 1,
+            StepKind::Payout => 2,
+        }
+    }
+
+    pub fn fields(self) -> &'static [FieldSpec] {
+        match self {
+            StepKind::Contact => CONTACT,
+            StepKind::Kyc => KYC,
+            StepKind::Payout => PAYOUT,
+        }
+    }
+
+    pub fn field(self, name: &str) -> Option<&'static FieldSpec> {
+        self.fields().iter().find(|f| f.name == name)
+    }
+}
+
+/// How a field's rendered value is checked.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum FieldKind {
+    Text { min: usize, max: usize },
+    Email,
+    /// Payee names: ASCII letters, digits, inner spaces.
+    PayeeName,
+    Enum(&'static [&'static str]),
+    Date,
+    PastDate,
+    Timestamp,
+    Country,
+    Currency,
+    Amount,
+    Phone,
+    /// A file path relative to the CSV, holding one of these image kinds.
+    Image(&'static [ImageKind]),
+    /// A map of names to templates (`payout_method_params`).
+    Map,
+    PayoutMethod,
+}
+
+/// A field a step type knows.
+#[derive(Debug, Clone, Copy)]
+pub struct FieldSpec {
+    pub name: &'static str,
+    pub kind: FieldKind,
+    pub required: Required,
+    /// Masked to its last 3 characters wherever payrun shows or stores it.
+    pub sensitive: bool,
+}
+
+/// When a field must be configured (and render non-empty).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Required {
+    Always,
+    Optional,
+    /// Required for KYC by documents; not allowed with a share token.
+    DocumentKyc,
+}
+
+const fn f(name: &'static str, kind: FieldKind, required: Required) -> FieldSpec {
+    FieldSpec {
+        name,
+        kind,
+        required,
+        sensitive: false,
+    }
+}
+
+const TEXT: FieldKind = FieldKind::Text { min: 1, max: 255 };
+use Required::{Always, DocumentKyc, Optional};
+
+// Create contact: the API schema marks every field required; reg_no matters only for
+// organisations (checked across fields in `plan`).
+const CONTACT: &[FieldSpec] = &[
+    f("email", FieldKind::Email, Always),
+    f("first_name", FieldKind::Text { min: 1, max: 100 }, Always),
+    f("last_name", FieldKind::Text { min: 1, max: 100 }, Always),
+    f("type", FieldKind::Enum(&["individual", "organization"]), Always),
+    f("dob", FieldKind::PastDate, Always),
+    f("reg_no", TEXT, Optional),
+    f("phone", FieldKind::Phone, Always),
+    f("gender", FieldKind::Enum(&["male", "female"]), Always),
+    f("street", TEXT, Always),
+    f("city", TEXT, Always),
+    f("postal_code", FieldKind::Text { min: 1, max: 20 }, Always),
+    f("state", TEXT, Always),
+    f("country", FieldKind::Country, Always),
+];
+
+const JPEG: &[ImageKind] = &[ImageKind::Jpeg];
+const JPEG_OR_PNG: &[ImageKind] = &[ImageKind::Jpeg, ImageKind::Png];
+
+const KYC: &[FieldSpec] = &[
+    f("email", FieldKind::Email, Always),
+    f(
+        "document_type",
+        FieldKind::Enum(&["passport", "id_card", "driving_license"]),
+        DocumentKyc,
+    ),
+    FieldSpec {
+        sensitive: true,
+        ..f("document_number", TEXT, DocumentKyc)
+    },
+    f("document_username", TEXT, DocumentKyc),
+    f("issue_date", FieldKind::Date, Optional),
+    f("expiry_date", FieldKind::Date, DocumentKyc),
+    f("issue_country", FieldKind::Country, DocumentKyc),
+    f("nationality", FieldKind::Country, DocumentKyc),
+    f("selfie", FieldKind::Image(JPEG), DocumentKyc),
+    f("id_doc_front_side", FieldKind::Image(JPEG_OR_PNG), DocumentKyc),
+    f("id_doc_back_side", FieldKind::Image(JPEG_OR_PNG), DocumentKyc),
+    FieldSpec {
+        sensitive: true,
+        ..f("token", FieldKind::Text { min: 1, max: 4096 }, Optional)
+    },
+];
+
+// Batch-level fields (currency, payout_method_name, description, scheduled_at) are rendered
+// per row too; rows that agree on them share a batch.
+const PAYOUT: &[FieldSpec] = &[
+    f("currency", FieldKind::Currency, Always),
+    f("payout_method_name", FieldKind::PayoutMethod, Always),
+    f("description", FieldKind::Text { min: 5, max: 90 }, Always),
+    f("scheduled_at", FieldKind::Timestamp, Optional),
+    f("external_id", TEXT, Optional),
+    f("first_name", FieldKind::PayeeName, Always),
+    f("last_name", FieldKind::PayeeName, Always),
+    f("email", FieldKind::Email, Always),
+    f("amount", FieldKind::Amount, Always),
+    f("payout_method_params", FieldKind::Map, Always),
+];
+
+/// The payout fields that decide which batch a row goes into.
+pub const BATCH_FIELDS: [&str; 4] = ["currency", "payout_method_name", "description", "scheduled_at"];
+
+/// Payout method parameters whose values are masked when shown or stored.
+pub const SENSITIVE_PARAMS: [&str; 3] = ["account_number", "iban", "card_number"];

@@ -1,0 +1,17 @@
+//! payrun: declarative batch jobs against payment APIs.
+//!
+//! A YAML job file says what to do (create contacts, submit KYC, pay out from CSV rows);
+//! payrun validates every row, plans the work into a SQLite state database, and (later
+//! stages) executes it with rate limits, retries and crash-safe idempotency.
+
+pub mod cli;
+pub mod commands;
+pub mod exit;
+pub mod input;
+pub mod job;
+pub mod plan;
+pub mod provider;
+pub mod redact;
+pub mod state;
+pub mod template;
+pub mod validate;

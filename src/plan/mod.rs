@@ -1,0 +1,114 @@
+//! Planning: rows → items. `validate` checks every row and sends and writes nothing;
+//! `plan` validates first and, only when the input is clean and within the guardrails,
+//! upserts the items and batches into the state database.
+
+mod check;
+
+pub use check::{CheckSummary, ItemPlan, RowPlan, check_rows, hex};
+
+use crate::input::InputError;
+use crate::job::Job;
+use crate::state::{PlanCounts, PlanWriter, State, StateError};
+use sha2::{Digest, Sha256};
+use std::path::{Path, PathBuf};
+
+/// Why a plan did not happen.
+#[derive(Debug, thiserror::Error)]
+pub enum PlanError {
+    #[error("{} problem(s) in the input; nothing was planned", .0.errors)]
+    Invalid(CheckSummary),
+    #[error(transparent)]
+    Input(#[from] InputError),
+    #[error(transparent)]
+    State(#[from] StateError),
+}
+
+/// What a successful plan did.
+#[derive(Debug)]
+pub struct PlanOutcome {
+    pub summary: CheckSummary,
+    pub counts: PlanCounts,
+    pub state_path: PathBuf,
+}
+
+/// Checks every row of the job; problems go to `on_error`.
+pub fn validate(job: &Job, on_error: &mut dyn FnMut(InputError)) -> Result<CheckSummary, InputError> {
+    check_rows(job, false, on_error, &mut |_| {})
+}
+
+/// The default state database of a job: `.payrun/<job name>.db` beside the job file.
+pub fn default_state_path(job: &Job) -> PathBuf {
+    job.dir.join(".payrun").join(format!("{}.db", job.name))
+}
+
+/// Validates the job's input and, when it is clean, writes the plan into the state database.
+pub fn plan(job: &Job, state_path: &Path, on_error: &mut dyn FnMut(InputError)) -> Result<PlanOutcome, PlanError> {
+    let summary = validate(job, on_error)?;
+    if summary.errors > 0 {
+        return Err(PlanError::Invalid(summary));
+    }
+    let mut state = State::open(state_path)?;
+    let mut writer = PlanWriter::begin(&mut state, job)?;
+    let mut failure: Option<StateError> = None;
+    let mut late_errors = 0;
+    // The input is read a second time to build the items: it may have changed since the
+    // first pass, so rows are checked again and any problem aborts the plan.
+    let second = check_rows(
+        job,
+        true,
+        &mut |e| {
+            late_errors += 1;
+            on_error(e)
+        },
+        &mut |row| {
+            if failure.is_none()
+                && let Err(e) = writer.add_row(&row)
+            {
+                failure = Some(e);
+            }
+        },
+    )?;
+    if let Some(e) = failure {
+        return Err(e.into());
+    }
+    if late_errors > 0 {
+        return Err(PlanError::Invalid(second));
+    }
+    let counts = writer.commit()?;
+    Ok(PlanOutcome { summary: second, counts, state_path: state_path.to_path_buf() })
+}
+
+/// Derives a stable external id from its parts (job, scope, step, row key or batch).
+///
+/// Readable where it can be: parts joined by `-`, kept to `[A-Za-z0-9._-]`, at most 64
+/// characters. When anything had to be changed or cut, a hash of the exact parts is
+/// appended, so two different rows never share an id.
+pub fn external_id(parts: &[&str]) -> String {
+    let joined = parts.join("-");
+    let clean: String = joined
+        .chars()
+        .map(|c| if c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-') { c } else { '-' })
+        .collect();
+    if clean == joined && clean.len() <= 64 {
+        return clean;
+    }
+    let digest = hex(&Sha256::digest(parts.join("\u{1f}").as_bytes()));
+    let prefix: String = clean.chars().take(47).collect();
+    format!("{prefix}-{}", &digest[..16])
+}
+
+#[cfg(test)]
+mod tests {
+    use super::external_id;
+
+    #[test]
+    fn external_ids_are_stable_readable_and_distinct() {
+        assert_eq!(external_id(&["payroll", "2026-11", "pay", "E001"]), "payroll-2026-11-pay-E001");
+        let a = external_id(&["payroll", "2026-11", "pay", "a b"]);
+        let b = external_id(&["payroll", "2026-11", "pay", "a-b"]);
+        assert_ne!(a, b);
+        assert_eq!(a, external_id(&["payroll", "2026-11", "pay", "a b"]));
+        let long = external_id(&["payroll", &"x".repeat(100)]);
+        assert!(long.len() <= 64, "{long}");
+    }
+}

@@ -1,0 +1,6 @@
+//! Hello Clever (see shared/api/helloclever.md).
+
+pub mod methods;
+
+/// The real API's sandbox base URL, the default for jobs that do not set one.
+pub const SANDBOX_BASE_URL: &str = "https://api.cleverhub.co/api";

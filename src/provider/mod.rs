@@ -1,0 +1,30 @@
+//! Payment providers: what payrun knows of each API. The HTTP clients arrive with the
+//! executor; for now this holds the facts that validation needs before anything is sent.
+
+pub mod helloclever;
+
+/// Which API a job talks to.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ProviderKind {
+    HelloClever,
+    FinHub,
+}
+
+impl ProviderKind {
+    pub const NAMES: [&'static str; 2] = ["helloclever", "finhub"];
+
+    pub fn parse(s: &str) -> Option<ProviderKind> {
+        match s {
+            "helloclever" => Some(ProviderKind::HelloClever),
+            "finhub" => Some(ProviderKind::FinHub),
+            _ => None,
+        }
+    }
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ProviderKind::HelloClever => "helloclever",
+            ProviderKind::FinHub => "finhub",
+        }
+    }
+}

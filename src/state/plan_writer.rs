@@ -1,0 +1,277 @@
+//! Writing a plan: upsert one item per (row, step) and assign payout items to batches.
+//!
+//! Re-planning is idempotent: an unchanged row touches nothing. A changed row gets a new
+//! version while its item has not been sent (pending, skipped, failed); once it may have
+//! reached the provider (in flight, succeeded, blocked) the change is recorded as a
+//! conflict and the item is never re-sent.
+
+use super::{State, StateError};
+use crate::job::Job;
+use crate::job::steps::StepKind;
+use crate::plan::RowPlan;
+use rusqlite::{OptionalExtension, params};
+
+/// Counts for one step.
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
+pub struct StepCounts {
+    pub new: u64,
+    pub unchanged: u64,
+    pub changed: u64,
+    pub conflict: u64,
+    pub done: u64,
+    pub skipped: u64,
+    pub batches: u64,
+    pub new_batches: u64,
+}
+
+/// What a plan did, per step, plus the conflicting rows.
+#[derive(Debug, Default, Clone)]
+pub struct PlanCounts {
+    pub steps: Vec<StepCounts>,
+    /// (line, key, step id) of rows that changed after being sent.
+    pub conflicts: Vec<(u64, String, String)>,
+}
+
+struct OpenBatch {
+    id: i64,
+    group: String,
+    count: u64,
+}
+
+/// Writes one plan inside one transaction.
+pub struct PlanWriter<'s> {
+    state: &'s mut State,
+    plan_id: i64,
+    job_name: String,
+    scope: String,
+    steps: Vec<(String, StepKind, u64)>,
+    /// Open batches per step, oldest first.
+    open: Vec<Vec<OpenBatch>>,
+    next_seq: Vec<i64>,
+    counts: PlanCounts,
+    now: String,
+    committed: bool,
+}
+
+impl Drop for PlanWriter<'_> {
+    fn drop(&mut self) {
+        if !self.committed {
+            // An error part-way: leave the database exactly as it was.
+            let _ = self.state.conn.execute_batch("ROLLBACK");
+        }
+    }
+}
+
+struct Existing {
+    id: i64,
+    state: String,
+    hash: String,
+    row_line: u64,
+    batch_id: Option<i64>,
+    conflict_hash: Option<String>,
+}
+
+impl<'s> PlanWriter<'s> {
+    /// Starts a plan for `job` (creating its plan record on first use).
+    pub fn begin(state: &'s mut State, job: &Job) -> Result<PlanWriter<'s>, StateError> {
+        let now = chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Millis, true);
+        state.conn.execute_batch("BEGIN IMMEDIATE").map_err(|e| state.err(e))?;
+        let plan_id = {
+            let conn = &state.conn;
+            conn.execute(
+                "INSERT INTO plans (job, scope, created_at) VALUES (?1, ?2, ?3) ON CONFLICT (job, scope) DO NOTHING",
+                params![job.name, job.scope, now],
+            )
+            .and_then(|_| {
+                conn.query_row("SELECT id FROM plans WHERE job = ?1 AND scope = ?2", params![job.name, job.scope], |r| r.get(0))
+            })
+            .map_err(|e| state.err(e))?
+        };
+        let mut open = Vec::new();
+        let mut next_seq = Vec::new();
+        for step in &job.steps {
+            let mut stmt = state
+                .conn
+                .prepare(
+                    "SELECT b.id, b.group_key, (SELECT COUNT(*) FROM items i WHERE i.batch_id = b.id)
+                     FROM batches b WHERE b.plan_id = ?1 AND b.step = ?2 AND b.state = 'open' ORDER BY b.seq",
+                )
+                .map_err(|e| state.err(e))?;
+            let batches = stmt
+                .query_map(params![plan_id, step.id], |r| Ok(OpenBatch { id: r.get(0)?, group: r.get(1)?, count: r.get::<_, i64>(2)? as u64 }))
+                .and_then(|rows| rows.collect::<Result<Vec<_>, _>>())
+                .map_err(|e| state.err(e))?;
+            let seq: i64 = state
+                .conn
+                .query_row("SELECT COALESCE(MAX(seq), 0) + 1 FROM batches WHERE plan_id = ?1 AND step = ?2", params![plan_id, step.id], |r| r.get(0))
+                .map_err(|e| state.err(e))?;
+            open.push(batches);
+            next_seq.push(seq);
+        }
+        Ok(PlanWriter {
+            plan_id,
+            job_name: job.name.clone(),
+            scope: job.scope.clone(),
+            steps: job.steps.iter().map(|s| (s.id.clone(), s.kind, u64::from(s.batch_size))).collect(),
+            open,
+            next_seq,
+            counts: PlanCounts { steps: vec![StepCounts::default(); job.steps.len()], conflicts: Vec::new() },
+            now,
+            committed: false,
+            state,
+        })
+    }
+
+    /// Upserts the items of one row.
+    pub fn add_row(&mut self, row: &RowPlan) -> Result<(), StateError> {
+        for item in &row.items {
+            let si = item.step;
+            let step_id = self.steps[si].0.clone();
+            let existing = self
+                .state
+                .conn
+                .prepare_cached(
+                    "SELECT id, state, content_hash, row_line, batch_id, conflict_hash FROM items
+                     WHERE plan_id = ?1 AND step = ?2 AND row_key = ?3",
+                )
+                .and_then(|mut s| {
+                    s.query_row(params![self.plan_id, step_id, row.key], |r| {
+                        Ok(Existing {
+                            id: r.get(0)?,
+                            state: r.get(1)?,
+                            hash: r.get(2)?,
+                            row_line: r.get::<_, i64>(3)? as u64,
+                            batch_id: r.get(4)?,
+                            conflict_hash: r.get(5)?,
+                        })
+                    })
+                    .optional()
+                })
+                .map_err(|e| self.state.err(e))?;
+            let new_state = if item.skipped { "skipped" } else { "pending" };
+            let amount = item.amount.map(|a| a.to_string());
+            match existing {
+                None => {
+                    let batch = self.assign_batch(si, item.group.as_deref())?;
+                    self.exec(
+                        "INSERT INTO items (plan_id, step, step_index, row_key, row_line, state, content_hash, payload,
+                                            amount, currency, batch_id, external_id, created_at, updated_at)
+                         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?13)",
+                        params![
+                            self.plan_id, step_id, si as i64, row.key, row.line as i64, new_state, item.hash, item.payload,
+                            amount, item.currency, batch, item.external_id, self.now
+                        ],
+                    )?;
+                    let c = &mut self.counts.steps[si];
+                    if item.skipped { c.skipped += 1 } else { c.new += 1 }
+                }
+                Some(old) if old.hash == item.hash => {
+                    if old.conflict_hash.is_some() {
+                        // The row went back to what was sent: the conflict is over.
+                        self.exec(
+                            "UPDATE items SET conflict_hash = NULL, conflict_payload = NULL, updated_at = ?2 WHERE id = ?1",
+                            params![old.id, self.now],
+                        )?;
+                    }
+                    if old.row_line != row.line {
+                        self.exec("UPDATE items SET row_line = ?2 WHERE id = ?1", params![old.id, row.line as i64])?;
+                    }
+                    let c = &mut self.counts.steps[si];
+                    match old.state.as_str() {
+                        "succeeded" => c.done += 1,
+                        "skipped" => c.skipped += 1,
+                        _ => c.unchanged += 1,
+                    }
+                }
+                Some(old) if matches!(old.state.as_str(), "pending" | "skipped" | "failed") => {
+                    // Not sent (or definitely rejected): the new content replaces the old.
+                    let batch = match (old.batch_id, item.group.as_deref()) {
+                        (Some(b), Some(g)) if self.batch_group(si, b) == Some(g) => Some(b),
+                        (old_batch, group) => {
+                            if let Some(b) = old_batch {
+                                self.leave_batch(si, b);
+                            }
+                            self.assign_batch(si, group)?
+                        }
+                    };
+                    self.exec(
+                        "UPDATE items SET version = version + 1, state = ?2, content_hash = ?3, payload = ?4, amount = ?5,
+                                currency = ?6, batch_id = ?7, external_id = ?8, row_line = ?9, error_code = NULL,
+                                error_message = NULL, updated_at = ?10
+                         WHERE id = ?1",
+                        params![old.id, new_state, item.hash, item.payload, amount, item.currency, batch, item.external_id, row.line as i64, self.now],
+                    )?;
+                    self.counts.steps[si].changed += 1;
+                }
+                Some(old) => {
+                    // May have reached the provider: record, never re-send.
+                    if old.conflict_hash.as_deref() != Some(item.hash.as_str()) {
+                        self.exec(
+                            "UPDATE items SET conflict_hash = ?2, conflict_payload = ?3, updated_at = ?4 WHERE id = ?1",
+                            params![old.id, item.hash, item.payload, self.now],
+                        )?;
+                    }
+                    self.counts.steps[si].conflict += 1;
+                    self.counts.conflicts.push((row.line, row.key.clone(), step_id));
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// Commits the plan and returns its counts.
+    pub fn commit(mut self) -> Result<PlanCounts, StateError> {
+        self.exec(
+            "DELETE FROM batches WHERE plan_id = ?1 AND state = 'open' AND NOT EXISTS (SELECT 1 FROM items WHERE batch_id = batches.id)",
+            params![self.plan_id],
+        )?;
+        for (si, (step_id, _, _)) in self.steps.iter().enumerate() {
+            let n: i64 = self
+                .state
+                .conn
+                .query_row("SELECT COUNT(*) FROM batches WHERE plan_id = ?1 AND step = ?2", params![self.plan_id, step_id], |r| r.get(0))
+                .map_err(|e| self.state.err(e))?;
+            self.counts.steps[si].batches = n as u64;
+        }
+        self.state.conn.execute_batch("COMMIT").map_err(|e| self.state.err(e))?;
+        self.committed = true;
+        Ok(std::mem::take(&mut self.counts))
+    }
+
+    fn exec(&self, sql: &str, p: impl rusqlite::Params) -> Result<usize, StateError> {
+        self.state.conn.prepare_cached(sql).and_then(|mut s| s.execute(p)).map_err(|e| self.state.err(e))
+    }
+
+    fn batch_group(&self, si: usize, batch: i64) -> Option<&str> {
+        self.open[si].iter().find(|b| b.id == batch).map(|b| b.group.as_str())
+    }
+
+    fn leave_batch(&mut self, si: usize, batch: i64) {
+        if let Some(b) = self.open[si].iter_mut().find(|b| b.id == batch) {
+            b.count = b.count.saturating_sub(1);
+        }
+    }
+
+    /// Puts a payout item into the oldest open batch of its group with room, or a new one.
+    fn assign_batch(&mut self, si: usize, group: Option<&str>) -> Result<Option<i64>, StateError> {
+        let (step_id, kind, size) = self.steps[si].clone();
+        let Some(group) = group.filter(|_| kind == StepKind::Payout) else {
+            return Ok(None);
+        };
+        if let Some(b) = self.open[si].iter_mut().find(|b| b.group == group && b.count < size) {
+            b.count += 1;
+            return Ok(Some(b.id));
+        }
+        let seq = self.next_seq[si];
+        self.next_seq[si] += 1;
+        let ext = crate::plan::external_id(&[&self.job_name, &self.scope, &step_id, &format!("b{seq:04}")]);
+        self.exec(
+            "INSERT INTO batches (plan_id, step, seq, group_key, external_id, created_at) VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+            params![self.plan_id, step_id, seq, group, ext, self.now],
+        )?;
+        let id = self.state.conn.last_insert_rowid();
+        self.open[si].push(OpenBatch { id, group: group.to_string(), count: 1 });
+        self.counts.steps[si].new_batches += 1;
+        Ok(Some(id))
+    }
+}

@@ -1,0 +1,101 @@
+//! Schema migrations: an append-only list, applied in order and tracked with
+//! `PRAGMA user_version`. Never edit a migration that has shipped; add a new one.
+
+use super::StateError;
+use rusqlite::Connection;
+use std::path::Path;
+
+const MIGRATIONS: &[&str] = &[
+    // 1: plans (one per job + scope), payout batches, items (one per row and step).
+    r#"
+    CREATE TABLE plans (
+        id          INTEGER PRIMARY KEY,
+        job         TEXT NOT NULL,
+        scope       TEXT NOT NULL,
+        created_at  TEXT NOT NULL,
+        UNIQUE (job, scope)
+    );
+    CREATE TABLE batches (
+        id           INTEGER PRIMARY KEY,
+        plan_id      INTEGER NOT NULL REFERENCES plans(id),
+        step         TEXT NOT NULL,
+        seq          INTEGER NOT NULL,
+        group_key    TEXT NOT NULL,
+        external_id  TEXT NOT NULL,
+        -- open: still taking rows; later states are the executor's
+        state        TEXT NOT NULL DEFAULT 'open',
+        provider_ref TEXT,
+        created_at   TEXT NOT NULL,
+        UNIQUE (plan_id, step, seq)
+    );
+    CREATE TABLE items (
+        id               INTEGER PRIMARY KEY,
+        plan_id          INTEGER NOT NULL REFERENCES plans(id),
+        step             TEXT NOT NULL,
+        step_index       INTEGER NOT NULL,
+        row_key          TEXT NOT NULL,
+        row_line         INTEGER NOT NULL,
+        -- pending | skipped | in_flight | succeeded | failed | blocked
+        state            TEXT NOT NULL,
+        version          INTEGER NOT NULL DEFAULT 1,
+        -- sha256 of the full rendered fields; payload is the masked copy
+        content_hash     TEXT NOT NULL,
+        payload          TEXT NOT NULL,
+        amount           TEXT,
+        currency         TEXT,
+        batch_id         INTEGER REFERENCES batches(id),
+        external_id      TEXT,
+        -- set when the row changed after the item was sent: never re-sent
+        conflict_hash    TEXT,
+        conflict_payload TEXT,
+        attempts         INTEGER NOT NULL DEFAULT 0,
+        error_code       TEXT,
+        error_message    TEXT,
+        provider_ref     TEXT,
+        created_at       TEXT NOT NULL,
+        updated_at       TEXT NOT NULL,
+        UNIQUE (plan_id, step, row_key)
+    );
+    CREATE INDEX items_by_state ON items (plan_id, step_index, state);
+    CREATE INDEX items_by_batch ON items (batch_id);
+    "#,
+];
+
+/// The schema version this build writes.
+pub const CURRENT: i64 = MIGRATIONS.len() as i64;
+
+pub fn migrate(conn: &mut Connection, path: &Path) -> Result<(), StateError> {
+    let wrap = |source| StateError::Sqlite { path: path.to_path_buf(), source };
+    let found: i64 = conn.pragma_query_value(None, "user_version", |r| r.get(0)).map_err(wrap)?;
+    if found > CURRENT {
+        return Err(StateError::TooNew { path: path.to_path_buf(), found, known: CURRENT });
+    }
+    for (i, sql) in MIGRATIONS.iter().enumerate().skip(found as usize) {
+        let tx = conn.transaction().map_err(wrap)?;
+        tx.execute_batch(sql).map_err(wrap)?;
+        tx.pragma_update(None, "user_version", (i + 1) as i64).map_err(wrap)?;
+        tx.commit().map_err(wrap)?;
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn migrates_fresh_and_is_idempotent() {
+        let mut conn = Connection::open_in_memory().unwrap();
+        migrate(&mut conn, Path::new(":memory:")).unwrap();
+        migrate(&mut conn, Path::new(":memory:")).unwrap();
+        let v: i64 = conn.pragma_query_value(None, "user_version", |r| r.get(0)).unwrap();
+        assert_eq!(v, CURRENT);
+    }
+
+    #[test]
+    fn refuses_a_newer_schema() {
+        let mut conn = Connection::open_in_memory().unwrap();
+        conn.pragma_update(None, "user_version", CURRENT + 1).unwrap();
+        assert!(matches!(migrate(&mut conn, Path::new("x.db")), Err(StateError::TooNew { .. })));
+    }
+}

@@ -1,0 +1,342 @@
+//! Pure value validators for the fields payrun sends: emails, names, dates, countries,
+//! currencies, amounts, phone numbers and KYC image files. Each returns a plain-English
+//! reason on failure; callers add the place (file, line, column) and the offending value.
+
+pub mod image;
+pub mod iso;
+
+use chrono::NaiveDate;
+use rust_decimal::Decimal;
+use std::str::FromStr;
+
+pub use image::{ImageKind, check_image};
+
+/// Checks an email address with the pragmatic subset of RFC 5321 that payment APIs accept.
+pub fn email(value: &str) -> Result<(), String> {
+    if value.len() > 254 {
+        return Err("email is longer than 254 characters".into());
+    }
+    let Some((local, domain)) = value.split_once('@') else {
+        return Err("email has no '@'".into());
+    };
+    if local.is_empty() || local.len() > 64 {
+        return Err("email's local part must be 1 to 64 characters".into());
+    }
+    let local_ok = local
+        .bytes()
+        .all(|b| b.is_ascii_alphanumeric() || b"!#$%&'*+/=?^_`{|}~.-".contains(&b));
+    if !local_ok || local.starts_with('.') || local.ends_with('.') || local.contains("..") {
+        return Err("email's local part has characters that are not allowed".into());
+    }
+    let labels: Vec<&str> = domain.split('.').collect();
+    if labels.len() < 2 {
+        return Err("email's domain has no dot".into());
+    }
+    for label in &labels {
+        let ok = !label.is_empty()
+            && label.len() <= 63
+            && label.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-')
+            && !label.starts_with('-')
+            && !label.ends_with('-');
+        if !ok {
+            return Err("email's domain is not a valid host name".into());
+        }
+    }
+    let tld = labels[labels.len() - 1];
+    if tld.len() < 2 || !tld.bytes().all(|b| b.is_ascii_alphabetic()) {
+        return Err("email's domain has no valid top-level domain".into());
+    }
+    Ok(())
+}
+
+/// Checks a payee name as the payout API's regex does: ASCII letters, digits and inner
+/// spaces only, not empty, no leading or trailing space.
+///
+/// The API's regex uses look-around (`\A(?![ ])(?![ ]*$)[a-zA-Z0-9 ]*(?<![ ])\z`), which is
+/// why this is written out by hand.
+pub fn payee_name(value: &str) -> Result<(), String> {
+    if value.is_empty() {
+        return Err("name is empty".into());
+    }
+    if value.starts_with(' ') || value.ends_with(' ') {
+        return Err("name has a leading or trailing space".into());
+    }
+    if let Some(c) = value.chars().find(|c| !(c.is_ascii_alphanumeric() || *c == ' ')) {
+        return Err(format!(
+            "name may hold only ASCII letters, digits and spaces, not '{c}'"
+        ));
+    }
+    Ok(())
+}
+
+/// Parses a `yyyy-mm-dd` calendar date that really exists (no 2026-02-30).
+pub fn date(value: &str) -> Result<NaiveDate, String> {
+    let b = value.as_bytes();
+    let shape_ok = b.len() == 10
+        && b[4] == b'-'
+        && b[7] == b'-'
+        && b.iter()
+            .enumerate()
+            .all(|(i, c)| i == 4 || i == 7 || c.is_ascii_digit());
+    if !shape_ok {
+        return Err("date must be written yyyy-mm-dd".into());
+    }
+    NaiveDate::from_str(value).map_err(|_| "date does not exist in the calendar".into())
+}
+
+/// Parses a date of birth: a real date in the past, not before 1900.
+pub fn date_of_birth(value: &str, today: NaiveDate) -> Result<NaiveDate, String> {
+    let d = date(value)?;
+    if d >= today {
+        return Err("date of birth must be in the past".into());
+    }
+    if d < NaiveDate::from_ymd_opt(1900, 1, 1).expect("valid constant date") {
+        return Err("date of birth is before 1900".into());
+    }
+    Ok(d)
+}
+
+/// Parses a UTC timestamp written `YYYY-MM-DDTHH:mm:ss`, as the payout API's `scheduled_at`.
+pub fn timestamp(value: &str) -> Result<chrono::NaiveDateTime, String> {
+    chrono::NaiveDateTime::parse_from_str(value, "%Y-%m-%dT%H:%M:%S")
+        .ok()
+        .filter(|_| value.len() == 19)
+        .ok_or_else(|| "timestamp must be written YYYY-MM-DDTHH:mm:ss (UTC)".into())
+}
+
+/// Checks an ISO 3166-1 alpha-2 country code (upper case, as the API expects).
+pub fn country(value: &str) -> Result<(), String> {
+    if iso::is_country(value) {
+        Ok(())
+    } else if iso::is_country(&value.to_ascii_uppercase()) {
+        Err("country code must be upper case (ISO 3166-1 alpha-2)".into())
+    } else {
+        Err("not an ISO 3166-1 alpha-2 country code".into())
+    }
+}
+
+/// Checks an ISO 4217 currency code and returns its minor units.
+pub fn currency(value: &str) -> Result<u32, String> {
+    iso::currency_minor_units(value).ok_or_else(|| {
+        if iso::currency_minor_units(&value.to_ascii_uppercase()).is_some() {
+            "currency code must be upper case (ISO 4217)".to_string()
+        } else {
+            "not an ISO 4217 currency code".to_string()
+        }
+    })
+}
+
+/// Parses a positive money amount written as plain digits with an optional decimal point.
+///
+/// Thousands separators, currency symbols, signs, exponents and spaces are rejected rather
+/// than guessed at: `1,000.00` might mean one thousand or one, depending on the locale.
+/// With `minor_units`, more decimals than the currency has is an error too.
+pub fn amount(value: &str, minor_units: Option<u32>) -> Result<Decimal, String> {
+    if value.is_empty() {
+        return Err("amount is empty".into());
+    }
+    if value.trim() != value {
+        return Err("amount has leading or trailing spaces".into());
+    }
+    if value.starts_with('-') {
+        return Err("amount must be positive".into());
+    }
+    if value.starts_with('+') {
+        return Err("amount must be plain digits, without a sign".into());
+    }
+    if value.contains(',') || value.contains('_') || value.contains(' ') || value.contains('\'')
+    {
+        return Err("amount must not contain thousands separators".into());
+    }
+    if value.chars().any(|c| !(c.is_ascii_digit() || c == '.')) {
+        let symbolic = value
+            .chars()
+            .any(|c| matches!(c, '$' | '€' | '£' | '¥' | '₱' | '₹' | '₩' | '₫' | '¢'))
+            || value.chars().any(|c| c.is_ascii_alphabetic());
+        return Err(if symbolic {
+            "amount must be a plain number, without a currency symbol or code".into()
+        } else {
+            "amount must be a plain number such as 1234.50".into()
+        });
+    }
+    let (whole, frac) = match value.split_once('.') {
+        Some((w, f)) => (w, Some(f)),
+        None => (value, None),
+    };
+    if whole.is_empty() || frac.is_some_and(|f| f.is_empty() || f.contains('.')) {
+        return Err("amount must be a plain number such as 1234.50".into());
+    }
+    let decimals = frac.map_or(0, |f| f.len() as u32);
+    if let Some(max) = minor_units
+        && decimals > max
+    {
+        return Err(match max {
+            0 => "amount must be a whole number for this currency".into(),
+            1 => "amount has more than 1 decimal place for this currency".into(),
+            n => format!("amount has more than {n} decimal places for this currency"),
+        });
+    }
+    let d = Decimal::from_str(value).map_err(|_| "amount is too large".to_string())?;
+    if d.is_zero() {
+        return Err("amount must be greater than zero".into());
+    }
+    Ok(d.normalize_to_scale(decimals))
+}
+
+/// Checks a phone number: an optional leading `+`, then 6 to 20 digits with optional single
+/// spaces or hyphens between them (`+61-412345678`, `+61 412 345 678`).
+pub fn phone(value: &str) -> Result<(), String> {
+    let body = value.strip_prefix('+').unwrap_or(value);
+    let digits = body.bytes().filter(u8::is_ascii_digit).count();
+    let shape_ok = body.bytes().all(|b| b.is_ascii_digit() || b == b' ' || b == b'-')
+        && body.starts_with(|c: char| c.is_ascii_digit())
+        && body.ends_with(|c: char| c.is_ascii_digit())
+        && !body.contains("  ")
+        && !body.contains("--");
+    if !shape_ok || !(6..=20).contains(&digits) {
+        return Err("phone must be digits with an optional leading '+' (e.g. +61412345678)".into());
+    }
+    Ok(())
+}
+
+/// Checks that `value` is one of `allowed`, naming them when it is not.
+pub fn one_of(value: &str, allowed: &[&str]) -> Result<(), String> {
+    if allowed.contains(&value) {
+        Ok(())
+    } else {
+        Err(format!("must be one of {}", allowed.join(", ")))
+    }
+}
+
+/// Checks a text's length in characters.
+pub fn length(value: &str, min: usize, max: usize) -> Result<(), String> {
+    let n = value.chars().count();
+    if n < min || n > max {
+        Err(format!("must be {min} to {max} characters long, not {n}"))
+    } else {
+        Ok(())
+    }
+}
+
+/// Normalise an amount to exactly `scale` decimal places (no trailing-zero ambiguity).
+trait NormalizeToScale {
+    fn normalize_to_scale(self, scale: u32) -> Self;
+}
+
+impl NormalizeToScale for Decimal {
+    fn normalize_to_scale(mut self, scale: u32) -> Self {
+        self.rescale(scale);
+        self
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn emails() {
+        for good in ["a@b.co", "jane.doe+pay@example.com.au", "X_Y@sub-d.example.org"] {
+            assert_eq!(email(good), Ok(()), "{good}");
+        }
+        for bad in [
+            "", "plain", "@example.com", "a@", "a@b", "a b@example.com", "a@exa mple.com",
+            "a..b@example.com", ".a@example.com", "a@-example.com", "a@example.c", "a@example.123",
+            "a@@example.com",
+        ] {
+            assert!(email(bad).is_err(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn payee_names() {
+        for good in ["John", "Mary Ann", "O Brien 2", "X"] {
+            assert_eq!(payee_name(good), Ok(()), "{good}");
+        }
+        for bad in ["", " John", "John ", "O'Brien", "José", "Anne-Marie", "   "] {
+            assert!(payee_name(bad).is_err(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn dates() {
+        assert!(date("2024-02-29").is_ok());
+        for bad in ["2023-02-29", "2024-13-01", "2024-1-05", "24-01-05", "2024/01/05", "", "2024-01-05T00:00:00"] {
+            assert!(date(bad).is_err(), "{bad}");
+        }
+        let today = NaiveDate::from_ymd_opt(2026, 11, 21).unwrap();
+        assert!(date_of_birth("1990-05-17", today).is_ok());
+        assert!(date_of_birth("2026-11-21", today).is_err());
+        assert!(date_of_birth("2030-01-01", today).is_err());
+        assert!(date_of_birth("1899-12-31", today).is_err());
+    }
+
+    #[test]
+    fn timestamps() {
+        assert!(timestamp("2026-11-28T09:00:00").is_ok());
+        for bad in ["2026-11-28", "2026-11-28 09:00:00", "2026-11-28T09:00:00Z", "2026-11-28T25:00:00"] {
+            assert!(timestamp(bad).is_err(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn countries_and_currencies() {
+        assert!(country("AU").is_ok());
+        assert!(country("au").unwrap_err().contains("upper case"));
+        assert!(country("ZZ").unwrap_err().contains("ISO 3166-1"));
+        assert_eq!(currency("PHP"), Ok(2));
+        assert!(currency("aud").unwrap_err().contains("upper case"));
+        assert!(currency("ABC").is_err());
+    }
+
+    #[test]
+    fn amounts() {
+        let d = |s: &str| Decimal::from_str(s).unwrap();
+        assert_eq!(amount("1234.50", Some(2)), Ok(d("1234.50")));
+        assert_eq!(amount("100", Some(2)).unwrap().to_string(), "100");
+        assert_eq!(amount("0.01", Some(2)), Ok(d("0.01")));
+        assert_eq!(amount("5000", Some(0)), Ok(d("5000")));
+        assert_eq!(amount("1.5", Some(2)).unwrap().to_string(), "1.5");
+        let err = |s: &str, mu| amount(s, mu).unwrap_err();
+        assert!(err("-5.00", Some(2)).contains("positive"));
+        assert!(err("0", Some(2)).contains("greater than zero"));
+        assert!(err("0.00", Some(2)).contains("greater than zero"));
+        assert!(err("1,000.00", Some(2)).contains("thousands"));
+        assert!(err("1 000", Some(2)).contains("thousands"));
+        assert!(err("$100", Some(2)).contains("currency symbol"));
+        assert!(err("100 AUD", Some(2)).contains("thousands") || err("100AUD", Some(2)).contains("currency"));
+        assert!(err("100AUD", Some(2)).contains("currency"));
+        assert!(err("10.005", Some(2)).contains("more than 2 decimal"));
+        assert!(err("10.5", Some(0)).contains("whole number"));
+        assert!(err("1e3", Some(2)).contains("currency") || err("1e3", Some(2)).contains("plain"));
+        assert!(err("+5", Some(2)).contains("sign"));
+        assert!(err("1.", Some(2)).contains("plain number"));
+        assert!(err(".5", Some(2)).contains("plain number"));
+        assert!(err("1.2.3", Some(2)).contains("plain number"));
+        assert!(err(" 5", Some(2)).contains("spaces"));
+        assert!(err("", Some(2)).contains("empty"));
+        assert!(err("99999999999999999999999999999999", None).contains("too large"));
+    }
+
+    #[test]
+    fn phones() {
+        for good in ["+61412345678", "+61-412345678", "+61 412 345 678", "0412345678"] {
+            assert_eq!(phone(good), Ok(()), "{good}");
+        }
+        for bad in ["", "+", "12345", "+61 (4) 1234", "phone", "+61--412345678", "+61412345678-"] {
+            assert!(phone(bad).is_err(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn enums_and_lengths() {
+        assert!(one_of("male", &["male", "female"]).is_ok());
+        assert_eq!(
+            one_of("Male", &["male", "female"]).unwrap_err(),
+            "must be one of male, female"
+        );
+        assert!(length("Payroll", 5, 90).is_ok());
+        assert!(length("Pay", 5, 90).unwrap_err().contains("not 3"));
+        assert!(length(&"x".repeat(91), 5, 90).is_err());
+    }
+}
