@@ -17,13 +17,21 @@ pub fn run(cli: Cli) -> i32 {
 }
 
 fn load(args: &JobArgs) -> Result<Job, i32> {
-    let opts = LoadOptions { vars: args.vars.clone(), env: None };
+    let opts = LoadOptions {
+        vars: args.vars.clone(),
+        env: None,
+    };
     job::load(&args.job, &opts).map_err(|diags| {
         let mut err = std::io::stderr().lock();
         for d in &diags {
             let _ = writeln!(err, "error: {d}");
         }
-        let _ = writeln!(err, "{} problem(s) in {}; nothing was done", diags.len(), args.job.display());
+        let _ = writeln!(
+            err,
+            "{} problem(s) in {}; nothing was done",
+            diags.len(),
+            args.job.display()
+        );
         exit::INVALID_INPUT
     })
 }
@@ -56,10 +64,18 @@ fn validate(args: &JobArgs) -> i32 {
                 job.path.display(),
                 summary.rows,
                 job.steps.len(),
-                if summary.errors == 0 { "no problems".to_string() } else { format!("{} problem(s)", summary.errors) }
+                if summary.errors == 0 {
+                    "no problems".to_string()
+                } else {
+                    format!("{} problem(s)", summary.errors)
+                }
             );
             print_totals(&summary);
-            if summary.errors == 0 { exit::SUCCESS } else { exit::INVALID_INPUT }
+            if summary.errors == 0 {
+                exit::SUCCESS
+            } else {
+                exit::INVALID_INPUT
+            }
         }
     }
 }
@@ -75,10 +91,16 @@ fn plan_cmd(args: &JobArgs, state: Option<&std::path::Path>) -> i32 {
         Ok(j) => j,
         Err(code) => return code,
     };
-    let state_path = state.map(std::path::Path::to_path_buf).unwrap_or_else(|| plan::default_state_path(&job));
+    let state_path = state
+        .map(std::path::Path::to_path_buf)
+        .unwrap_or_else(|| plan::default_state_path(&job));
     match plan::plan(&job, &state_path, &mut error_printer()) {
         Err(PlanError::Invalid(summary)) => {
-            eprintln!("{} problem(s) in {}; nothing was planned", summary.errors, job.input.csv.display());
+            eprintln!(
+                "{} problem(s) in {}; nothing was planned",
+                summary.errors,
+                job.input.csv.display()
+            );
             exit::INVALID_INPUT
         }
         Err(PlanError::Input(e)) => input_failure(&e),
@@ -87,11 +109,25 @@ fn plan_cmd(args: &JobArgs, state: Option<&std::path::Path>) -> i32 {
             exit::FATAL
         }
         Ok(outcome) => {
-            println!("plan for job '{}', scope '{}' ({} rows) in {}", job.name, job.scope, outcome.summary.rows, outcome.state_path.display());
+            println!(
+                "plan for job '{}', scope '{}' ({} rows) in {}",
+                job.name,
+                job.scope,
+                outcome.summary.rows,
+                outcome.state_path.display()
+            );
             println!();
             println!(
                 "{:<12} {:<8} {:>8} {:>10} {:>8} {:>9} {:>6} {:>8} {:>8}",
-                "step", "type", "new", "unchanged", "changed", "conflict", "done", "skipped", "batches"
+                "step",
+                "type",
+                "new",
+                "unchanged",
+                "changed",
+                "conflict",
+                "done",
+                "skipped",
+                "batches"
             );
             for (step, c) in job.steps.iter().zip(&outcome.counts.steps) {
                 let batches = if step.kind == job::steps::StepKind::Payout {
@@ -120,9 +156,15 @@ fn plan_cmd(args: &JobArgs, state: Option<&std::path::Path>) -> i32 {
             let conflicts = &outcome.counts.conflicts;
             if !conflicts.is_empty() {
                 println!();
-                println!("{} conflict(s): these rows changed after they were sent and will not be re-sent:", conflicts.len());
+                println!(
+                    "{} conflict(s): these rows changed after they were sent and will not be re-sent:",
+                    conflicts.len()
+                );
                 for (line, key, step) in conflicts.iter().take(50) {
-                    println!("  {}:{line}: key '{key}', step '{step}'", job.input.csv.display());
+                    println!(
+                        "  {}:{line}: key '{key}', step '{step}'",
+                        job.input.csv.display()
+                    );
                 }
                 if conflicts.len() > 50 {
                     println!("  … and {} more", conflicts.len() - 50);

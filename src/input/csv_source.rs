@@ -2,19 +2,63 @@
 
 use super::{Header, InputError};
 use csv::StringRecord;
+use std::collections::VecDeque;
 use std::fs::File;
-use std::io::{BufRead, BufReader};
+use std::io::{BufRead, BufReader, Read};
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 
 const BOM: &[u8] = b"\xEF\xBB\xBF";
 
 /// Reads the rows of one CSV file in order.
 pub struct CsvSource {
     path: PathBuf,
-    reader: csv::Reader<BufReader<File>>,
+    reader: csv::Reader<Counting<BufReader<File>>>,
+    lines: Arc<Mutex<Lines>>,
     header: Arc<Header>,
     key_indexes: Vec<usize>,
+}
+
+/// Line numbers by byte offset. The csv crate's own line count is wrong for CRLF files,
+/// so newlines are counted as the bytes stream past; only the offsets still ahead of the
+/// current record are kept, so memory stays bounded by the read buffers.
+#[derive(Default)]
+struct Lines {
+    /// Newlines before the first offset in `ahead`.
+    passed: u64,
+    ahead: VecDeque<u64>,
+    read: u64,
+}
+
+impl Lines {
+    /// The 1-based line of a record that csv says starts at byte `offset`; offsets must not
+    /// decrease between calls. After a CRLF, csv places the next record at the `\n`, so a
+    /// newline at `offset` itself is already behind the record.
+    fn line_of(&mut self, offset: u64) -> u64 {
+        while self.ahead.front().is_some_and(|&nl| nl <= offset) {
+            self.ahead.pop_front();
+            self.passed += 1;
+        }
+        self.passed + 1
+    }
+}
+
+struct Counting<R> {
+    inner: R,
+    lines: Arc<Mutex<Lines>>,
+}
+
+impl<R: Read> Read for Counting<R> {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        let n = self.inner.read(buf)?;
+        let mut lines = self.lines.lock().unwrap_or_else(|p| p.into_inner());
+        let base = lines.read;
+        lines
+            .ahead
+            .extend(memchr::memchr_iter(b'\n', &buf[..n]).map(|i| base + i as u64));
+        lines.read += n as u64;
+        Ok(n)
+    }
 }
 
 /// One data row: where it is, its key, and its fields (in the caller's reused buffer).
@@ -27,7 +71,11 @@ pub struct RawRow {
 
 impl CsvSource {
     /// Opens `path`, reads the header and checks that the key columns exist.
-    pub fn open(path: &Path, delimiter: u8, key_columns: &[String]) -> Result<CsvSource, InputError> {
+    pub fn open(
+        path: &Path,
+        delimiter: u8,
+        key_columns: &[String],
+    ) -> Result<CsvSource, InputError> {
         let err = |line, message: String| InputError {
             path: path.to_path_buf(),
             line,
@@ -43,17 +91,24 @@ impl CsvSource {
         {
             buf.consume(BOM.len());
         }
+        let lines = Arc::new(Mutex::new(Lines::default()));
         let mut reader = csv::ReaderBuilder::new()
             .delimiter(delimiter)
             .has_headers(true)
             .flexible(false)
-            .from_reader(buf);
+            .from_reader(Counting {
+                inner: buf,
+                lines: lines.clone(),
+            });
         let names: Vec<String> = match reader.headers() {
             Ok(h) => h.iter().map(str::to_string).collect(),
             Err(e) => return Err(err(Some(1), header_error(&e))),
         };
         if names.len() == 1 && names[0].is_empty() {
-            return Err(err(Some(1), "CSV file is empty: it has no header line".into()));
+            return Err(err(
+                Some(1),
+                "CSV file is empty: it has no header line".into(),
+            ));
         }
         let header = Header::new(names);
         let mut seen = std::collections::HashSet::new();
@@ -73,7 +128,10 @@ impl CsvSource {
             match header.index(k) {
                 Some(i) => key_indexes.push(i),
                 None => {
-                    let hint = crate::job::diag::did_you_mean(k, header.names().iter().map(String::as_str));
+                    let hint = crate::job::diag::did_you_mean(
+                        k,
+                        header.names().iter().map(String::as_str),
+                    );
                     return Err(InputError {
                         column: Some(k.clone()),
                         ..err(
@@ -90,6 +148,7 @@ impl CsvSource {
         Ok(CsvSource {
             path: path.to_path_buf(),
             reader,
+            lines,
             header: Arc::new(header),
             key_indexes,
         })
@@ -109,7 +168,7 @@ impl CsvSource {
         match self.reader.read_record(record) {
             Ok(false) => Ok(None),
             Ok(true) => {
-                let line = record.position().map_or(0, |p| p.line());
+                let line = self.line_of(record.position());
                 let mut key = String::new();
                 for (n, &i) in self.key_indexes.iter().enumerate() {
                     let part = record.get(i).unwrap_or("");
@@ -132,20 +191,32 @@ impl CsvSource {
         }
     }
 
+    fn line_of(&self, pos: Option<&csv::Position>) -> u64 {
+        let offset = pos.map_or(0, csv::Position::byte);
+        self.lines
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .line_of(offset)
+    }
+
     fn row_error(&self, e: &csv::Error) -> InputError {
         let (line, column, message) = match e.kind() {
-            csv::ErrorKind::UnequalLengths { pos, expected_len, len } => (
-                pos.as_ref().map(|p| p.line()),
+            csv::ErrorKind::UnequalLengths {
+                pos,
+                expected_len,
+                len,
+            } => (
+                Some(self.line_of(pos.as_ref())),
                 None,
                 format!("row has {len} fields but the header has {expected_len}"),
             ),
             csv::ErrorKind::Utf8 { pos, err } => (
-                pos.as_ref().map(|p| p.line()),
+                Some(self.line_of(pos.as_ref())),
                 self.header.name(err.field()).map(str::to_string),
                 "field is not valid UTF-8 (save the file as UTF-8)".to_string(),
             ),
             csv::ErrorKind::Io(io) => (None, None, format!("cannot read CSV file: {io}")),
-            _ => (e.position().map(|p| p.line()), None, e.to_string()),
+            _ => (Some(self.line_of(e.position())), None, e.to_string()),
         };
         InputError {
             path: self.path.clone(),
@@ -163,12 +234,13 @@ fn header_error(e: &csv::Error) -> String {
     }
 }
 
-
 #[cfg(test)]
 mod tests {
     use super::*;
 
-    fn rows(content: &[u8], key: &str) -> (Vec<String>, Vec<Result<(RawRow, Vec<String>), String>>) {
+    type RowResult = Result<(RawRow, Vec<String>), String>;
+
+    fn rows(content: &[u8], key: &str) -> (Vec<String>, Vec<RowResult>) {
         let dir = tempfile::tempdir().unwrap();
         let p = dir.path().join("in.csv");
         std::fs::write(&p, content).unwrap();
@@ -180,7 +252,12 @@ mod tests {
             match src.next_row(&mut rec) {
                 Ok(None) => break,
                 Ok(Some(r)) => out.push(Ok((r, rec.iter().map(str::to_string).collect()))),
-                Err(e) => out.push(Err(format!("{}:{}:{}", e.line.unwrap_or(0), e.column.unwrap_or_default(), e.message))),
+                Err(e) => out.push(Err(format!(
+                    "{}:{}:{}",
+                    e.line.unwrap_or(0),
+                    e.column.unwrap_or_default(),
+                    e.message
+                ))),
             }
         }
         (header, out)
@@ -188,7 +265,10 @@ mod tests {
 
     #[test]
     fn bom_crlf_and_quotes() {
-        let (header, out) = rows(b"\xEF\xBB\xBFid,name\r\n1,\"Doe, Jane\"\r\n2,\"multi\r\nline\"\r\n3,x\r\n", "id");
+        let (header, out) = rows(
+            b"\xEF\xBB\xBFid,name\r\n1,\"Doe, Jane\"\r\n2,\"multi\r\nline\"\r\n3,x\r\n",
+            "id",
+        );
         assert_eq!(header, ["id", "name"]);
         let ok: Vec<_> = out.into_iter().map(Result::unwrap).collect();
         assert_eq!(ok[0].1, ["1", "Doe, Jane"]);
@@ -197,11 +277,32 @@ mod tests {
     }
 
     #[test]
+    fn crlf_line_numbers_are_right() {
+        let (_, out) = rows(b"id,name\r\n1,x\r\n2,\"a\r\nb\"\r\n3,x\r\n4,y,z\r\n", "id");
+        let lines: Vec<u64> = out
+            .iter()
+            .filter_map(|r| r.as_ref().ok())
+            .map(|(r, _)| r.line)
+            .collect();
+        assert_eq!(lines, [2, 3, 5]);
+        assert_eq!(
+            out[3].as_ref().unwrap_err(),
+            "6::row has 3 fields but the header has 2"
+        );
+    }
+
+    #[test]
     fn ragged_and_bad_utf8_rows_are_reported_and_skipped() {
         let (_, out) = rows(b"id,name\n1,a\n2,b,extra\n3,\xff\xfe\n4,d\n", "id");
         assert!(out[0].is_ok());
-        assert_eq!(out[1].as_ref().unwrap_err(), "3::row has 3 fields but the header has 2");
-        assert_eq!(out[2].as_ref().unwrap_err(), "4:name:field is not valid UTF-8 (save the file as UTF-8)");
+        assert_eq!(
+            out[1].as_ref().unwrap_err(),
+            "3::row has 3 fields but the header has 2"
+        );
+        assert_eq!(
+            out[2].as_ref().unwrap_err(),
+            "4:name:field is not valid UTF-8 (save the file as UTF-8)"
+        );
         assert_eq!(out[3].as_ref().unwrap().0.key, "4");
     }
 
@@ -210,9 +311,15 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let p = dir.path().join("in.csv");
         std::fs::write(&p, "employee,name\n,a\n").unwrap();
-        let e = CsvSource::open(&p, b',', &["employee_id".into()]).err().unwrap();
+        let e = CsvSource::open(&p, b',', &["employee_id".into()])
+            .err()
+            .unwrap();
         assert_eq!(e.column.as_deref(), Some("employee_id"));
-        assert!(e.message.contains("did you mean 'employee'?"), "{}", e.message);
+        assert!(
+            e.message.contains("did you mean 'employee'?"),
+            "{}",
+            e.message
+        );
         let (_, out) = rows(b"id,name\n,a\n", "id");
         assert_eq!(out[0].as_ref().unwrap_err(), "2:id:key column is empty");
     }

@@ -122,11 +122,20 @@ pub fn find_key(source: &str, from: usize, key: &str) -> Option<(usize, usize)> 
 }
 
 /// Suggests the closest of `candidates` to a mistyped `word`, if one is close enough.
-pub fn did_you_mean<'a>(word: &str, candidates: impl IntoIterator<Item = &'a str>) -> Option<String> {
+pub fn did_you_mean<'a>(
+    word: &str,
+    candidates: impl IntoIterator<Item = &'a str>,
+) -> Option<String> {
     let limit = (word.chars().count() / 3).max(2);
+    // A prefix of a real name (`employee` for `employee_id`) is a likely slip too.
+    let prefix = |c: &str| {
+        word.len() >= 3
+            && (c.starts_with(word) || word.starts_with(c))
+            && c.len().min(word.len()) >= 3
+    };
     candidates
         .into_iter()
-        .map(|c| (edit_distance(word, c), c))
+        .map(|c| (if prefix(c) { 1 } else { edit_distance(word, c) }, c))
         .filter(|(d, _)| *d <= limit)
         .min_by_key(|(d, _)| *d)
         .map(|(_, c)| format!("did you mean '{c}'?"))
@@ -169,13 +178,16 @@ mod tests {
             .with_hint(Some("did you mean 'concurrency'?".into()));
         let text = d.to_string();
         assert!(text.starts_with("job.yaml:3:3: unknown key 'concurency'; did you mean"));
-        assert!(text.contains("3 |   concurency: 8\n  |   ^^^^^^^^^^"), "{text}");
+        assert!(
+            text.contains("3 |   concurency: 8\n  |   ^^^^^^^^^^"),
+            "{text}"
+        );
     }
 
     #[test]
     fn finds_keys_not_values() {
         let src = "steps:\n  - id: pay\n    fields: { amount: x, emial: \"{{ row.email }}\" }\n";
-        assert_eq!(find_key(src, 1, "emial"), Some((3, 27)));
+        assert_eq!(find_key(src, 1, "emial"), Some((3, 26)));
         assert_eq!(find_key(src, 1, "id"), Some((2, 5)));
         assert_eq!(find_key(src, 1, "row"), None);
     }

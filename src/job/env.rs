@@ -86,9 +86,7 @@ pub fn interpolate(text: &str, env: &Env) -> Result<Interpolated, String> {
                 None => (expr, None),
             };
             if name.is_empty()
-                || !name
-                    .chars()
-                    .all(|c| c.is_ascii_alphanumeric() || c == '_')
+                || !name.chars().all(|c| c.is_ascii_alphanumeric() || c == '_')
                 || name.starts_with(|c: char| c.is_ascii_digit())
             {
                 return Err(format!("'${{{expr}}}' is not a valid variable name"));
@@ -164,10 +162,9 @@ mod tests {
 
     #[test]
     fn dotenv_lines() {
-        let vars = parse_dotenv(
-            "# comment\nexport A=1\nB = \"two words\"\nC='x#y'\nD=plain # trailing\n",
-        )
-        .unwrap();
+        let vars =
+            parse_dotenv("# comment\nexport A=1\nB = \"two words\"\nC='x#y'\nD=plain # trailing\n")
+                .unwrap();
         assert_eq!(vars["A"], "1");
         assert_eq!(vars["B"], "two words");
         assert_eq!(vars["C"], "x#y");

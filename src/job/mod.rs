@@ -145,7 +145,8 @@ const REPORT_FORMATS: [&str; 4] = ["csv", "json", "junit", "html"];
 /// Loads and validates a job file, returning every problem found.
 pub fn load(path: &Path, opts: &LoadOptions) -> Result<Job, Vec<Diagnostic>> {
     let one = |m: String| vec![Diagnostic::new(path, m)];
-    let source = std::fs::read_to_string(path).map_err(|e| one(format!("cannot read job file: {e}")))?;
+    let source =
+        std::fs::read_to_string(path).map_err(|e| one(format!("cannot read job file: {e}")))?;
     let dir = path.parent().map(Path::to_path_buf).unwrap_or_default();
     let env = match &opts.env {
         Some(env) => env.clone(),
@@ -156,14 +157,24 @@ pub fn load(path: &Path, opts: &LoadOptions) -> Result<Job, Vec<Diagnostic>> {
     if let Err(e) = yaml_serde::from_str::<JobConfig>(&source) {
         return Err(vec![yaml_diagnostic(path, &source, &e)]);
     }
-    let mut tree: yaml_serde::Value = yaml_serde::from_str(&source).map_err(|e| vec![yaml_diagnostic(path, &source, &e)])?;
+    let mut tree: yaml_serde::Value =
+        yaml_serde::from_str(&source).map_err(|e| vec![yaml_diagnostic(path, &source, &e)])?;
     let mut diags = Vec::new();
     let mut deferred = Vec::new();
-    interpolate_tree(&mut tree, &mut Vec::new(), &env, path, &source, &mut diags, &mut deferred);
+    interpolate_tree(
+        &mut tree,
+        &mut Vec::new(),
+        &env,
+        path,
+        &source,
+        &mut diags,
+        &mut deferred,
+    );
     if !diags.is_empty() {
         return Err(diags);
     }
-    let config: JobConfig = yaml_serde::from_value(tree).map_err(|e| one(format!("after ${{VAR}} interpolation: {e}")))?;
+    let config: JobConfig = yaml_serde::from_value(tree)
+        .map_err(|e| one(format!("after ${{VAR}} interpolation: {e}")))?;
     Builder {
         path,
         source: &source,
@@ -232,19 +243,44 @@ impl Builder<'_> {
         self.diags.push(d);
     }
 
-    fn build(mut self, c: JobConfig, dir: PathBuf, opts: &LoadOptions, deferred: Vec<Diagnostic>) -> Result<Job, Vec<Diagnostic>> {
+    fn build(
+        mut self,
+        c: JobConfig,
+        dir: PathBuf,
+        opts: &LoadOptions,
+        deferred: Vec<Diagnostic>,
+    ) -> Result<Job, Vec<Diagnostic>> {
         if c.version != 1 {
-            self.err(&["version"], format!("unsupported job file version {} (this payrun reads version 1)", c.version));
+            self.err(
+                &["version"],
+                format!(
+                    "unsupported job file version {} (this payrun reads version 1)",
+                    c.version
+                ),
+            );
         }
         let name_ok = !c.name.is_empty()
             && c.name.len() <= 64
-            && c.name.starts_with(|ch: char| ch.is_ascii_lowercase() || ch.is_ascii_digit())
-            && c.name.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-' || b == b'_');
+            && c.name
+                .starts_with(|ch: char| ch.is_ascii_lowercase() || ch.is_ascii_digit())
+            && c.name
+                .bytes()
+                .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-' || b == b'_');
         if !name_ok {
-            self.err(&["name"], format!("job name '{}' must be 1-64 lower-case letters, digits, '-' or '_'", c.name));
+            self.err(
+                &["name"],
+                format!(
+                    "job name '{}' must be 1-64 lower-case letters, digits, '-' or '_'",
+                    c.name
+                ),
+            );
         }
 
-        let mut vars: BTreeMap<String, String> = c.vars.into_iter().map(|(k, v)| (k, v.into_text())).collect();
+        let mut vars: BTreeMap<String, String> = c
+            .vars
+            .into_iter()
+            .map(|(k, v)| (k, v.into_text()))
+            .collect();
         for (k, v) in &opts.vars {
             vars.insert(k.clone(), v.clone());
         }
@@ -275,10 +311,13 @@ impl Builder<'_> {
             Some(input) => match CsvSource::open(&input.csv, input.delimiter, &input.key) {
                 Ok(src) => Some(src.header().clone()),
                 Err(e) => {
-                    let mut d = Diagnostic::new(&e.path, match &e.column {
-                        Some(col) => format!("column '{col}': {}", e.message),
-                        None => e.message.clone(),
-                    });
+                    let mut d = Diagnostic::new(
+                        &e.path,
+                        match &e.column {
+                            Some(col) => format!("column '{col}': {}", e.message),
+                            None => e.message.clone(),
+                        },
+                    );
                     d.pos = e.line.map(|l| (l as usize, 0));
                     self.diags.push(d);
                     None
@@ -289,7 +328,10 @@ impl Builder<'_> {
 
         let mut steps = Vec::new();
         let templates = header.as_ref().map(|h| {
-            let job_map = BTreeMap::from([("name".to_string(), c.name.clone()), ("scope".to_string(), scope.clone())]);
+            let job_map = BTreeMap::from([
+                ("name".to_string(), c.name.clone()),
+                ("scope".to_string(), scope.clone()),
+            ]);
             let mut templates = Templates::new(h.clone(), &vars, &job_map);
             steps = self.steps(&c.steps, &mut templates, limits.max_batch_size);
             templates
@@ -321,8 +363,17 @@ impl Builder<'_> {
         let kind = ProviderKind::parse(&p.kind).unwrap_or_else(|| {
             let hint = diag::did_you_mean(&p.kind, ProviderKind::NAMES);
             self.diags.push(
-                self.locate(Diagnostic::new(self.path, format!("unknown provider kind '{}' (expected helloclever or finhub)", p.kind)), &["provider", "kind"])
-                    .with_hint(hint),
+                self.locate(
+                    Diagnostic::new(
+                        self.path,
+                        format!(
+                            "unknown provider kind '{}' (expected helloclever or finhub)",
+                            p.kind
+                        ),
+                    ),
+                    &["provider", "kind"],
+                )
+                .with_hint(hint),
             );
             ProviderKind::HelloClever
         });
@@ -372,11 +423,17 @@ impl Builder<'_> {
 
     fn limits(&mut self, l: config::LimitsConfig) -> Limits {
         let rate = match l.rate.as_deref().map(parse_rate) {
-            None => Rate { count: 10, per: Duration::from_secs(1) },
+            None => Rate {
+                count: 10,
+                per: Duration::from_secs(1),
+            },
             Some(Ok(r)) => r,
             Some(Err(e)) => {
                 self.err(&["limits", "rate"], e);
-                Rate { count: 1, per: Duration::from_secs(1) }
+                Rate {
+                    count: 1,
+                    per: Duration::from_secs(1),
+                }
             }
         };
         let positive = |b: &mut Self, key: &str, v: Option<u32>, default: u32| match v {
@@ -390,7 +447,11 @@ impl Builder<'_> {
         let burst = positive(self, "burst", l.burst, 5);
         let concurrency = positive(self, "concurrency", l.concurrency, 4);
         let max_batch_size = positive(self, "max_batch_size", l.max_batch_size, 1000);
-        let timeout = self.duration(&["limits", "timeout"], l.timeout.as_deref(), Duration::from_secs(30));
+        let timeout = self.duration(
+            &["limits", "timeout"],
+            l.timeout.as_deref(),
+            Duration::from_secs(30),
+        );
         let retry = match l.retry {
             None => Retry {
                 attempts: 5,
@@ -400,24 +461,44 @@ impl Builder<'_> {
             },
             Some(r) => Retry {
                 attempts: r.attempts.unwrap_or(5),
-                base: self.duration(&["limits", "retry", "base"], r.base.as_deref(), Duration::from_millis(500)),
-                max: self.duration(&["limits", "retry", "max"], r.max.as_deref(), Duration::from_secs(30)),
-                max_elapsed: self.duration(&["limits", "retry", "max_elapsed"], r.max_elapsed.as_deref(), Duration::from_secs(300)),
+                base: self.duration(
+                    &["limits", "retry", "base"],
+                    r.base.as_deref(),
+                    Duration::from_millis(500),
+                ),
+                max: self.duration(
+                    &["limits", "retry", "max"],
+                    r.max.as_deref(),
+                    Duration::from_secs(30),
+                ),
+                max_elapsed: self.duration(
+                    &["limits", "retry", "max_elapsed"],
+                    r.max_elapsed.as_deref(),
+                    Duration::from_secs(300),
+                ),
             },
         };
         let mut max_total = BTreeMap::new();
         for (ccy, v) in l.max_total {
             if let Err(e) = crate::validate::currency(&ccy) {
-                self.err(&["limits", "max_total", &ccy], format!("max_total: {e} (got '{ccy}')"));
+                self.err(
+                    &["limits", "max_total", &ccy],
+                    format!("max_total: {e} (got '{ccy}')"),
+                );
                 continue;
             }
             if let Some(d) = self.decimal(&["limits", "max_total", &ccy], v) {
                 max_total.insert(ccy, d);
             }
         }
-        let max_amount = l.max_amount.and_then(|v| self.decimal(&["limits", "max_amount"], v));
+        let max_amount = l
+            .max_amount
+            .and_then(|v| self.decimal(&["limits", "max_amount"], v));
         if l.max_rows == Some(0) {
-            self.err(&["limits", "max_rows"], "limits.max_rows must be at least 1");
+            self.err(
+                &["limits", "max_rows"],
+                "limits.max_rows must be at least 1",
+            );
         }
         Limits {
             rate,
@@ -446,7 +527,10 @@ impl Builder<'_> {
             Some("\\t" | "\t" | "tab") => b'\t',
             Some(d) if d.len() == 1 && d.is_ascii() && d != "\"" && d != "\n" => d.as_bytes()[0],
             Some(d) => {
-                self.err(&["input", "delimiter"], format!("delimiter must be one ASCII character or 'tab' (got '{d}')"));
+                self.err(
+                    &["input", "delimiter"],
+                    format!("delimiter must be one ASCII character or 'tab' (got '{d}')"),
+                );
                 return None;
             }
         };
@@ -462,13 +546,26 @@ impl Builder<'_> {
     }
 
     fn report(&mut self, r: Option<config::ReportConfig>, dir: &Path) -> Report {
-        let r = r.unwrap_or(config::ReportConfig { dir: None, formats: None });
-        let formats = r.formats.unwrap_or_else(|| REPORT_FORMATS.iter().map(|s| s.to_string()).collect());
+        let r = r.unwrap_or(config::ReportConfig {
+            dir: None,
+            formats: None,
+        });
+        let formats = r
+            .formats
+            .unwrap_or_else(|| REPORT_FORMATS.iter().map(|s| s.to_string()).collect());
         for f in &formats {
             if !REPORT_FORMATS.contains(&f.as_str()) {
                 let hint = diag::did_you_mean(f, REPORT_FORMATS);
                 let d = self
-                    .locate(Diagnostic::new(self.path, format!("unknown report format '{f}' (expected csv, json, junit or html)")), &["report", "formats"])
+                    .locate(
+                        Diagnostic::new(
+                            self.path,
+                            format!(
+                                "unknown report format '{f}' (expected csv, json, junit or html)"
+                            ),
+                        ),
+                        &["report", "formats"],
+                    )
                     .with_hint(hint);
                 self.diags.push(d);
             }
@@ -479,15 +576,28 @@ impl Builder<'_> {
         }
     }
 
-    fn steps(&mut self, configs: &[config::StepConfig], templates: &mut Templates, max_batch: u32) -> Vec<Step> {
+    fn steps(
+        &mut self,
+        configs: &[config::StepConfig],
+        templates: &mut Templates,
+        max_batch: u32,
+    ) -> Vec<Step> {
         if configs.is_empty() {
             self.err(&["steps"], "the job has no steps");
         }
         let mut steps: Vec<Step> = Vec::new();
         for sc in configs {
             let id = sc.id.clone();
-            if id.is_empty() || !id.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-') {
-                self.err_in_step(&id, &["id"], format!("step id '{id}' must be letters, digits, '-' or '_'"));
+            if id.is_empty()
+                || !id
+                    .bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-')
+            {
+                self.err_in_step(
+                    &id,
+                    &["id"],
+                    format!("step id '{id}' must be letters, digits, '-' or '_'"),
+                );
                 continue;
             }
             if steps.iter().any(|s| s.id == id) {
@@ -500,7 +610,14 @@ impl Builder<'_> {
                 if let Some((l, _)) = diag::find_key(self.source, line, "type") {
                     line = l;
                 }
-                let d = Diagnostic::new(self.path, format!("unknown step type '{}' (expected contact, kyc or payout)", sc.kind)).near(self.source, line, &sc.kind);
+                let d = Diagnostic::new(
+                    self.path,
+                    format!(
+                        "unknown step type '{}' (expected contact, kyc or payout)",
+                        sc.kind
+                    ),
+                )
+                .near(self.source, line, &sc.kind);
                 self.diags.push(d.with_hint(hint));
                 continue;
             };
@@ -509,18 +626,24 @@ impl Builder<'_> {
             {
                 self.err_in_step(&id, &["type"], format!("step '{id}' ({}) cannot come after step '{}' ({}): steps run contact, then kyc, then payout", kind.as_str(), prev.id, prev.kind.as_str()));
             }
-            let when = sc.when.as_ref().and_then(|src| match templates.compile(&format!("{id}.when"), src) {
-                Ok(t) => Some(t),
-                Err(e) => {
-                    self.err_in_step(&id, &["when"], format!("step '{id}' when: {e}"));
-                    None
+            let when = sc.when.as_ref().and_then(|src| {
+                match templates.compile(&format!("{id}.when"), src) {
+                    Ok(t) => Some(t),
+                    Err(e) => {
+                        self.err_in_step(&id, &["when"], format!("step '{id}' when: {e}"));
+                        None
+                    }
                 }
             });
             let fields = self.fields(&id, kind, &sc.fields, templates);
             let batch_size = match (&sc.batch, kind) {
                 (None, _) => DEFAULT_BATCH_SIZE.min(max_batch),
                 (Some(_), StepKind::Contact | StepKind::Kyc) => {
-                    self.err_in_step(&id, &["batch"], format!("step '{id}': batch applies to payout steps only"));
+                    self.err_in_step(
+                        &id,
+                        &["batch"],
+                        format!("step '{id}': batch applies to payout steps only"),
+                    );
                     0
                 }
                 (Some(b), StepKind::Payout) => match b.size {
@@ -537,17 +660,39 @@ impl Builder<'_> {
                     StepKind::Kyc => "approved",
                     StepKind::Payout => "completed",
                     StepKind::Contact => {
-                        self.err_in_step(&id, &["wait"], format!("step '{id}': contact steps have nothing to wait for"));
+                        self.err_in_step(
+                            &id,
+                            &["wait"],
+                            format!("step '{id}': contact steps have nothing to wait for"),
+                        );
                         return None;
                     }
                 };
                 if w.until != expected {
-                    self.err_in_step(&id, &["wait", "until"], format!("step '{id}': wait.until must be '{expected}' for a {} step (got '{}')", kind.as_str(), w.until));
+                    self.err_in_step(
+                        &id,
+                        &["wait", "until"],
+                        format!(
+                            "step '{id}': wait.until must be '{expected}' for a {} step (got '{}')",
+                            kind.as_str(),
+                            w.until
+                        ),
+                    );
                 }
-                let timeout = w.timeout.as_deref().map_or(Ok(Duration::from_secs(1800)), parse_duration);
-                let poll = w.poll.as_deref().map_or(Ok(Duration::from_secs(10)), parse_duration);
+                let timeout = w
+                    .timeout
+                    .as_deref()
+                    .map_or(Ok(Duration::from_secs(1800)), parse_duration);
+                let poll = w
+                    .poll
+                    .as_deref()
+                    .map_or(Ok(Duration::from_secs(10)), parse_duration);
                 match (timeout, poll) {
-                    (Ok(timeout), Ok(poll)) => Some(Wait { until: w.until.clone(), timeout, poll }),
+                    (Ok(timeout), Ok(poll)) => Some(Wait {
+                        until: w.until.clone(),
+                        timeout,
+                        poll,
+                    }),
                     (Err(e), _) => {
                         self.err_in_step(&id, &["wait", "timeout"], e);
                         None
@@ -558,19 +703,35 @@ impl Builder<'_> {
                     }
                 }
             });
-            steps.push(Step { id, kind, when, fields, batch_size, wait });
+            steps.push(Step {
+                id,
+                kind,
+                when,
+                fields,
+                batch_size,
+                wait,
+            });
         }
         steps
     }
 
-    fn fields(&mut self, id: &str, kind: StepKind, configs: &BTreeMap<String, FieldConfig>, templates: &mut Templates) -> Vec<Field> {
+    fn fields(
+        &mut self,
+        id: &str,
+        kind: StepKind,
+        configs: &BTreeMap<String, FieldConfig>,
+        templates: &mut Templates,
+    ) -> Vec<Field> {
         let by_token = configs.contains_key("token");
         let mut fields = Vec::new();
         for (name, value) in configs {
             let Some(spec) = kind.field(name) else {
                 let hint = diag::did_you_mean(name, kind.fields().iter().map(|f| f.name));
                 let line = self.step_line(id);
-                let d = Diagnostic::new(self.path, format!("unknown field '{name}' for a {} step", kind.as_str()));
+                let d = Diagnostic::new(
+                    self.path,
+                    format!("unknown field '{name}' for a {} step", kind.as_str()),
+                );
                 let d = match diag::find_key(self.source, line, name) {
                     Some((l, c)) => d.at(self.source, l, c, name.chars().count()),
                     None => d,
@@ -589,20 +750,34 @@ impl Builder<'_> {
                     for (k, v) in map {
                         match templates.compile(&format!("{label}.{k}"), &v.clone().into_text()) {
                             Ok((t, u)) => entries.push((k.clone(), t, u)),
-                            Err(e) => self.err_in_step(id, &["fields", name, k], format!("field '{label}.{k}': {e}")),
+                            Err(e) => self.err_in_step(
+                                id,
+                                &["fields", name, k],
+                                format!("field '{label}.{k}': {e}"),
+                            ),
                         }
                     }
                     Some(FieldValue::Map(entries))
                 }
                 (FieldConfig::Map(_), _) => {
-                    self.err_in_step(id, &["fields", name], format!("field '{label}' takes a single value, not a map"));
+                    self.err_in_step(
+                        id,
+                        &["fields", name],
+                        format!("field '{label}' takes a single value, not a map"),
+                    );
                     None
                 }
                 (FieldConfig::Value(_), FieldKind::Map) => {
-                    self.err_in_step(id, &["fields", name], format!("field '{label}' takes a map of names to values"));
+                    self.err_in_step(
+                        id,
+                        &["fields", name],
+                        format!("field '{label}' takes a map of names to values"),
+                    );
                     None
                 }
-                (FieldConfig::Value(v), _) => match templates.compile(&label, &v.clone().into_text()) {
+                (FieldConfig::Value(v), _) => match templates
+                    .compile(&label, &v.clone().into_text())
+                {
                     Ok((t, u)) => Some(FieldValue::One(t, u)),
                     Err(e) => {
                         self.err_in_step(id, &["fields", name], format!("field '{label}': {e}"));
@@ -621,8 +796,20 @@ impl Builder<'_> {
                 Required::Optional => false,
             };
             if needed && !configs.contains_key(spec.name) {
-                let alt = if spec.required == Required::DocumentKyc { " (or use 'token' for KYC by share token)" } else { "" };
-                self.err_in_step(id, &["fields"], format!("step '{id}' ({}) is missing required field '{}'{alt}", kind.as_str(), spec.name));
+                let alt = if spec.required == Required::DocumentKyc {
+                    " (or use 'token' for KYC by share token)"
+                } else {
+                    ""
+                };
+                self.err_in_step(
+                    id,
+                    &["fields"],
+                    format!(
+                        "step '{id}' ({}) is missing required field '{}'{alt}",
+                        kind.as_str(),
+                        spec.name
+                    ),
+                );
             }
         }
         fields
@@ -637,8 +824,15 @@ fn render_scope(src: &str, name: &str, vars: &BTreeMap<String, String>) -> Resul
     let mut env = minijinja::Environment::new();
     env.set_undefined_behavior(minijinja::UndefinedBehavior::Strict);
     let job = BTreeMap::from([("name".to_string(), name.to_string())]);
-    env.render_str(src, minijinja::context! { vars => vars.clone(), job => job })
-        .map_err(|e| e.detail().map(str::to_string).unwrap_or_else(|| e.to_string()))
+    env.render_str(
+        src,
+        minijinja::context! { vars => vars.clone(), job => job },
+    )
+    .map_err(|e| {
+        e.detail()
+            .map(str::to_string)
+            .unwrap_or_else(|| e.to_string())
+    })
 }
 
 /// Turns a YAML error into a diagnostic with a place and, for unknown keys, a suggestion.
@@ -654,13 +848,16 @@ fn yaml_diagnostic(path: &Path, source: &str, e: &yaml_serde::Error) -> Diagnost
         if let Some(end) = rest.find('`') {
             let word = rest[..end].to_string();
             width = word.chars().count();
-            let expected: Vec<&str> = rest[end..].split('`').skip(1).step_by(2).collect();
+            let expected: Vec<&str> = rest[end..].split('`').skip(2).step_by(2).collect();
             hint = diag::did_you_mean(&word, expected.iter().copied());
             let place = msg[..start].trim_end_matches([':', ' ']).to_string();
             msg = if place.is_empty() {
                 format!("unknown key '{word}' (allowed: {})", expected.join(", "))
             } else {
-                format!("unknown key '{word}' in {place} (allowed: {})", expected.join(", "))
+                format!(
+                    "unknown key '{word}' in {place} (allowed: {})",
+                    expected.join(", ")
+                )
             };
         }
     }
@@ -687,16 +884,31 @@ fn interpolate_tree(
         Value::String(s) => match env::interpolate(s, env) {
             Ok(Interpolated::Done(out)) => *s = out,
             Ok(Interpolated::Missing(names)) => {
-                let in_provider = path.first().is_some_and(|p| p == "provider") && path.get(1).is_some_and(|k| k != "kind");
+                let in_provider = path.first().is_some_and(|p| p == "provider")
+                    && path.get(1).is_some_and(|k| k != "kind");
                 for name in names {
                     let needle = format!("${{{name}");
-                    let d = Diagnostic::new(file, format!("environment variable {name} is not set (used in {})", path.join(".")))
-                        .near(source, 1, &needle)
-                        .with_hint(Some(format!("set it, put it in .env beside the job, or write ${{{name}:-default}}")));
-                    if in_provider { deferred.push(d) } else { diags.push(d) }
+                    let d = Diagnostic::new(
+                        file,
+                        format!(
+                            "environment variable {name} is not set (used in {})",
+                            path.join(".")
+                        ),
+                    )
+                    .near(source, 1, &needle)
+                    .with_hint(Some(format!(
+                        "set it, put it in .env beside the job, or write ${{{name}:-default}}"
+                    )));
+                    if in_provider {
+                        deferred.push(d)
+                    } else {
+                        diags.push(d)
+                    }
                 }
             }
-            Err(e) => diags.push(Diagnostic::new(file, format!("{}: {e}", path.join("."))).near(source, 1, "${")),
+            Err(e) => diags.push(
+                Diagnostic::new(file, format!("{}: {e}", path.join("."))).near(source, 1, "${"),
+            ),
         },
         Value::Sequence(items) => {
             for (i, item) in items.iter_mut().enumerate() {
@@ -712,7 +924,9 @@ fn interpolate_tree(
                 path.pop();
             }
         }
-        Value::Tagged(t) => interpolate_tree(&mut t.value, path, env, file, source, diags, deferred),
+        Value::Tagged(t) => {
+            interpolate_tree(&mut t.value, path, env, file, source, diags, deferred)
+        }
         _ => {}
     }
 }

@@ -8,7 +8,9 @@ pub fn parse_duration(s: &str) -> Result<Duration, String> {
     let s = s.trim();
     let split = s.find(|c: char| !c.is_ascii_digit()).unwrap_or(s.len());
     let (num, unit) = s.split_at(split);
-    let n: u64 = num.parse().map_err(|_| format!("'{s}' is not a duration like 500ms, 30s, 5m or 2h"))?;
+    let n: u64 = num
+        .parse()
+        .map_err(|_| format!("'{s}' is not a duration like 500ms, 30s, 5m or 2h"))?;
     let d = match unit.trim() {
         "ms" => Duration::from_millis(n),
         "s" => Duration::from_secs(n),
@@ -53,7 +55,13 @@ mod tests {
 
     #[test]
     fn rates() {
-        assert_eq!(parse_rate("20/s").unwrap(), Rate { count: 20, per: Duration::from_secs(1) });
+        assert_eq!(
+            parse_rate("20/s").unwrap(),
+            Rate {
+                count: 20,
+                per: Duration::from_secs(1)
+            }
+        );
         assert_eq!(parse_rate("600/min").unwrap().per, Duration::from_secs(60));
         for bad in ["20", "0/s", "x/s", "20/week", "20 per s"] {
             assert!(parse_rate(bad).is_err(), "{bad}");

@@ -55,7 +55,10 @@ impl StepKind {
 /// How a field's rendered value is checked.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum FieldKind {
-    Text { min: usize, max: usize },
+    Text {
+        min: usize,
+        max: usize,
+    },
     Email,
     /// Payee names: ASCII letters, digits, inner spaces.
     PayeeName,
@@ -111,7 +114,11 @@ const CONTACT: &[FieldSpec] = &[
     f("email", FieldKind::Email, Always),
     f("first_name", FieldKind::Text { min: 1, max: 100 }, Always),
     f("last_name", FieldKind::Text { min: 1, max: 100 }, Always),
-    f("type", FieldKind::Enum(&["individual", "organization"]), Always),
+    f(
+        "type",
+        FieldKind::Enum(&["individual", "organization"]),
+        Always,
+    ),
     f("dob", FieldKind::PastDate, Always),
     f("reg_no", TEXT, Optional),
     f("phone", FieldKind::Phone, Always),
@@ -143,8 +150,16 @@ const KYC: &[FieldSpec] = &[
     f("issue_country", FieldKind::Country, DocumentKyc),
     f("nationality", FieldKind::Country, DocumentKyc),
     f("selfie", FieldKind::Image(JPEG), DocumentKyc),
-    f("id_doc_front_side", FieldKind::Image(JPEG_OR_PNG), DocumentKyc),
-    f("id_doc_back_side", FieldKind::Image(JPEG_OR_PNG), DocumentKyc),
+    f(
+        "id_doc_front_side",
+        FieldKind::Image(JPEG_OR_PNG),
+        DocumentKyc,
+    ),
+    f(
+        "id_doc_back_side",
+        FieldKind::Image(JPEG_OR_PNG),
+        DocumentKyc,
+    ),
     FieldSpec {
         sensitive: true,
         ..f("token", FieldKind::Text { min: 1, max: 4096 }, Optional)
@@ -167,7 +182,12 @@ const PAYOUT: &[FieldSpec] = &[
 ];
 
 /// The payout fields that decide which batch a row goes into.
-pub const BATCH_FIELDS: [&str; 4] = ["currency", "payout_method_name", "description", "scheduled_at"];
+pub const BATCH_FIELDS: [&str; 4] = [
+    "currency",
+    "payout_method_name",
+    "description",
+    "scheduled_at",
+];
 
 /// Payout method parameters whose values are masked when shown or stored.
 pub const SENSITIVE_PARAMS: [&str; 3] = ["account_number", "iban", "card_number"];

@@ -77,7 +77,12 @@ pub fn check_rows(
     on_row: &mut dyn FnMut(RowPlan),
 ) -> Result<CheckSummary, InputError> {
     let mut src = CsvSource::open(&job.input.csv, job.input.delimiter, &job.input.key)?;
-    let csv_dir = job.input.csv.parent().map(PathBuf::from).unwrap_or_default();
+    let csv_dir = job
+        .input
+        .csv
+        .parent()
+        .map(PathBuf::from)
+        .unwrap_or_default();
     let mut ctx = RowContext {
         job,
         csv_dir,
@@ -106,7 +111,11 @@ pub fn check_rows(
         };
         summary.rows += 1;
         if job.limits.max_rows.is_some_and(|max| summary.rows > max) && over_rows.is_none() {
-            over_rows = Some(Offender { line: raw.line, key: raw.key.clone(), column: None });
+            over_rows = Some(Offender {
+                line: raw.line,
+                key: raw.key.clone(),
+                column: None,
+            });
         }
         // Keys are remembered as 64-bit hashes to keep memory flat; a hit is confirmed
         // against the real key text after the pass, so a hash collision is never reported.
@@ -117,20 +126,45 @@ pub fn check_rows(
         let mut items = Vec::with_capacity(job.steps.len());
         for (si, step) in job.steps.iter().enumerate() {
             if let Some(item) = ctx.check_step(si, step, &record, &raw.line, &raw.key) {
-                if let (false, Some(amount), Some(ccy)) = (item.skipped, item.amount, item.currency.as_ref()) {
-                    let entry = summary.totals.entry(ccy.clone()).or_insert((Decimal::ZERO, 0));
+                if let (false, Some(amount), Some(ccy)) =
+                    (item.skipped, item.amount, item.currency.as_ref())
+                {
+                    let entry = summary
+                        .totals
+                        .entry(ccy.clone())
+                        .or_insert((Decimal::ZERO, 0));
                     entry.0 += amount;
                     entry.1 += 1;
-                    if job.limits.max_total.get(ccy).is_some_and(|max| entry.0 > *max) && !over_total.contains_key(ccy) {
+                    if job
+                        .limits
+                        .max_total
+                        .get(ccy)
+                        .is_some_and(|max| entry.0 > *max)
+                        && !over_total.contains_key(ccy)
+                    {
                         let column = single_column(step, "amount");
-                        over_total.insert(ccy.clone(), Offender { line: raw.line, key: raw.key.clone(), column });
+                        over_total.insert(
+                            ccy.clone(),
+                            Offender {
+                                line: raw.line,
+                                key: raw.key.clone(),
+                                column,
+                            },
+                        );
                     }
                 }
                 items.push(item);
             }
         }
         if build && ctx.errors == errors_before {
-            on_row_wrapper(on_row, RowPlan { line: raw.line, key: raw.key, items });
+            on_row_wrapper(
+                on_row,
+                RowPlan {
+                    line: raw.line,
+                    key: raw.key,
+                    items,
+                },
+            );
         }
     }
 
@@ -171,7 +205,10 @@ fn on_row_wrapper(on_row: &mut dyn FnMut(RowPlan), row: RowPlan) {
 }
 
 /// Re-reads the input to find the first line of each suspected duplicate key.
-fn confirm_duplicates(job: &Job, suspects: &[(String, u64)]) -> Result<Vec<(String, u64, u64)>, InputError> {
+fn confirm_duplicates(
+    job: &Job,
+    suspects: &[(String, u64)],
+) -> Result<Vec<(String, u64, u64)>, InputError> {
     let wanted: HashSet<&str> = suspects.iter().map(|(k, _)| k.as_str()).collect();
     let mut first: HashMap<String, u64> = HashMap::new();
     let mut src = CsvSource::open(&job.input.csv, job.input.delimiter, &job.input.key)?;
@@ -189,7 +226,12 @@ fn confirm_duplicates(job: &Job, suspects: &[(String, u64)]) -> Result<Vec<(Stri
     }
     Ok(suspects
         .iter()
-        .filter_map(|(k, line)| first.get(k).filter(|f| *f < line).map(|f| (k.clone(), *line, *f)))
+        .filter_map(|(k, line)| {
+            first
+                .get(k)
+                .filter(|f| *f < line)
+                .map(|f| (k.clone(), *line, *f))
+        })
         .collect())
 }
 
@@ -218,11 +260,27 @@ impl RowContext<'_, '_> {
 
     /// Reports a problem with a field's value, naming the CSV column it came from when it
     /// came from exactly one, and the step field otherwise.
-    fn field_error(&mut self, line: u64, label: &str, uses: &Uses, message: &str, got: Option<&str>, sensitive: bool) {
+    fn field_error(
+        &mut self,
+        line: u64,
+        label: &str,
+        uses: &Uses,
+        message: &str,
+        got: Option<&str>,
+        sensitive: bool,
+    ) {
         let got = got.map(|g| {
-            let shown = if sensitive { crate::redact::mask_tail(g) } else { g.to_string() };
+            let shown = if sensitive {
+                crate::redact::mask_tail(g)
+            } else {
+                g.to_string()
+            };
             let short: String = shown.chars().take(80).collect();
-            if short.len() < shown.len() { format!("{short}…") } else { short }
+            if short.len() < shown.len() {
+                format!("{short}…")
+            } else {
+                short
+            }
         });
         let (column, prefix) = match uses.columns.as_slice() {
             [one] => (Some(one.clone()), String::new()),
@@ -239,7 +297,14 @@ impl RowContext<'_, '_> {
         });
     }
 
-    fn render<'r>(&mut self, line: u64, label: &str, t: &'r Template, uses: &Uses, record: &'r StringRecord) -> Option<Cow<'r, str>> {
+    fn render<'r>(
+        &mut self,
+        line: u64,
+        label: &str,
+        t: &'r Template,
+        uses: &Uses,
+        record: &'r StringRecord,
+    ) -> Option<Cow<'r, str>> {
         match self.job.templates.render(t, record) {
             Ok(v) => Some(v),
             Err(e) => {
@@ -249,7 +314,14 @@ impl RowContext<'_, '_> {
         }
     }
 
-    fn check_step(&mut self, si: usize, step: &Step, record: &StringRecord, line: &u64, key: &str) -> Option<ItemPlan> {
+    fn check_step(
+        &mut self,
+        si: usize,
+        step: &Step,
+        record: &StringRecord,
+        line: &u64,
+        key: &str,
+    ) -> Option<ItemPlan> {
         let line = *line;
         if let Some((t, uses)) = &step.when {
             let label = format!("{}.when", step.id);
@@ -261,7 +333,11 @@ impl RowContext<'_, '_> {
                         step: si,
                         skipped: true,
                         payload: "{}".into(),
-                        hash: if self.build { hex(&Sha256::digest(b"skipped")) } else { String::new() },
+                        hash: if self.build {
+                            hex(&Sha256::digest(b"skipped"))
+                        } else {
+                            String::new()
+                        },
                         amount: None,
                         currency: None,
                         group: None,
@@ -289,7 +365,8 @@ impl RowContext<'_, '_> {
                 FieldValue::Map(entries) => {
                     let mut out = Vec::with_capacity(entries.len());
                     for (k, t, uses) in entries {
-                        if let Some(v) = self.render(line, &format!("{label}.{k}"), t, uses, record) {
+                        if let Some(v) = self.render(line, &format!("{label}.{k}"), t, uses, record)
+                        {
                             out.push((k.as_str(), v));
                         }
                     }
@@ -319,11 +396,19 @@ impl RowContext<'_, '_> {
             let sensitive = field.spec.sensitive;
             if v.is_empty() {
                 let required = match field.spec.required {
-                    crate::job::steps::Required::Always | crate::job::steps::Required::DocumentKyc => true,
+                    crate::job::steps::Required::Always
+                    | crate::job::steps::Required::DocumentKyc => true,
                     crate::job::steps::Required::Optional => false,
                 };
                 if required {
-                    self.field_error(line, &label, uses, &format!("{} is required but empty", field.spec.name), None, false);
+                    self.field_error(
+                        line,
+                        &label,
+                        uses,
+                        &format!("{} is required but empty", field.spec.name),
+                        None,
+                        false,
+                    );
                 }
                 continue;
             }
@@ -342,7 +427,9 @@ impl RowContext<'_, '_> {
                     Ok(d) => {
                         amount = Some(d);
                         match self.job.limits.max_amount {
-                            Some(max) if d > max => Err(format!("amount is over limits.max_amount {max}")),
+                            Some(max) if d > max => {
+                                Err(format!("amount is over limits.max_amount {max}"))
+                            }
                             _ => Ok(()),
                         }
                     }
@@ -356,16 +443,22 @@ impl RowContext<'_, '_> {
                                 file_hashes.push((field.spec.name, hex(&Sha256::digest(&bytes))));
                                 Ok(())
                             }
-                            Err(e) => Err(format!("image file {} cannot be read: {e}", path.display())),
+                            Err(e) => {
+                                Err(format!("image file {} cannot be read: {e}", path.display()))
+                            }
                         },
                         Ok(_) => Ok(()),
                         Err(e) => Err(e),
                     }
                 }
-                FieldKind::PayoutMethod => methods::method_currency(v).and_then(|ccy| match text("currency") {
-                    Some(c) if c != ccy => Err(format!("payout method {v} pays {ccy}, but the currency is {c}")),
-                    _ => Ok(()),
-                }),
+                FieldKind::PayoutMethod => {
+                    methods::method_currency(v).and_then(|ccy| match text("currency") {
+                        Some(c) if c != ccy => Err(format!(
+                            "payout method {v} pays {ccy}, but the currency is {c}"
+                        )),
+                        _ => Ok(()),
+                    })
+                }
                 FieldKind::Map => Ok(()),
             };
             if let Err(e) = result {
@@ -383,7 +476,8 @@ impl RowContext<'_, '_> {
                 payload: String::new(),
                 hash: String::new(),
                 amount,
-                currency: (step.kind == StepKind::Payout).then(|| text("currency").unwrap_or_default().to_string()),
+                currency: (step.kind == StepKind::Payout)
+                    .then(|| text("currency").unwrap_or_default().to_string()),
                 group: None,
                 external_id: None,
             });
@@ -391,31 +485,73 @@ impl RowContext<'_, '_> {
         Some(self.build_item(si, step, key, &values, &file_hashes, amount))
     }
 
-    fn check_params(&mut self, line: u64, step: &Step, field: &Field, entries: &[(&str, Cow<str>)], method: Option<&str>) {
-        let FieldValue::Map(specs) = &field.value else { return };
-        let uses_of = |k: &str| specs.iter().find(|(n, _, _)| n == k).map(|(_, _, u)| u.clone()).unwrap_or_default();
+    fn check_params(
+        &mut self,
+        line: u64,
+        step: &Step,
+        field: &Field,
+        entries: &[(&str, Cow<str>)],
+        method: Option<&str>,
+    ) {
+        let FieldValue::Map(specs) = &field.value else {
+            return;
+        };
+        let uses_of = |k: &str| {
+            specs
+                .iter()
+                .find(|(n, _, _)| n == k)
+                .map(|(_, _, u)| u.clone())
+                .unwrap_or_default()
+        };
         let label = format!("{}.{}", step.id, field.spec.name);
         let Some(m) = method.and_then(methods::payout_method) else {
             for (k, v) in entries {
                 if v.trim().is_empty() {
-                    self.field_error(line, &format!("{label}.{k}"), &uses_of(k), &format!("{k} is empty"), None, false);
+                    self.field_error(
+                        line,
+                        &format!("{label}.{k}"),
+                        &uses_of(k),
+                        &format!("{k} is empty"),
+                        None,
+                        false,
+                    );
                 }
             }
             return;
         };
         for p in m.params {
             let Some((_, v)) = entries.iter().find(|(k, _)| *k == p.name) else {
-                self.field_error(line, &label, &Uses::default(), &format!("payout method {} needs parameter '{}'", m.name, p.name), None, false);
+                self.field_error(
+                    line,
+                    &label,
+                    &Uses::default(),
+                    &format!("payout method {} needs parameter '{}'", m.name, p.name),
+                    None,
+                    false,
+                );
                 continue;
             };
             if let Err(e) = (p.check)(v) {
                 let sensitive = crate::redact::is_sensitive_name(p.name);
-                self.field_error(line, &format!("{label}.{}", p.name), &uses_of(p.name), &e, Some(v), sensitive);
+                self.field_error(
+                    line,
+                    &format!("{label}.{}", p.name),
+                    &uses_of(p.name),
+                    &e,
+                    Some(v),
+                    sensitive,
+                );
             }
         }
     }
 
-    fn cross_checks(&mut self, line: u64, step: &Step, values: &[(&Field, Rendered)], amount: Option<Decimal>) {
+    fn cross_checks(
+        &mut self,
+        line: u64,
+        step: &Step,
+        values: &[(&Field, Rendered)],
+        amount: Option<Decimal>,
+    ) {
         let text = |name: &str| text_of(values, name);
         let uses = |name: &str| match crate::job::field(step, name).map(|f| &f.value) {
             Some(FieldValue::One(_, u)) => u.clone(),
@@ -425,7 +561,14 @@ impl RowContext<'_, '_> {
             StepKind::Contact => {
                 if text("type") == Some("organization") && text("reg_no").is_none() {
                     let label = format!("{}.reg_no", step.id);
-                    self.field_error(line, &label, &uses("reg_no"), "reg_no is required for an organization", None, false);
+                    self.field_error(
+                        line,
+                        &label,
+                        &uses("reg_no"),
+                        "reg_no is required for an organization",
+                        None,
+                        false,
+                    );
                 }
             }
             StepKind::Kyc => {
@@ -435,24 +578,47 @@ impl RowContext<'_, '_> {
                 if let (Some(i), Some(e)) = (issue, expiry)
                     && e <= i
                 {
-                    self.field_error(line, &label, &uses("expiry_date"), &format!("expiry_date must be after issue_date {i}"), text("expiry_date"), false);
+                    self.field_error(
+                        line,
+                        &label,
+                        &uses("expiry_date"),
+                        &format!("expiry_date must be after issue_date {i}"),
+                        text("expiry_date"),
+                        false,
+                    );
                 } else if let Some(e) = expiry
                     && e < self.today
                 {
-                    self.field_error(line, &label, &uses("expiry_date"), "the document has expired", text("expiry_date"), false);
+                    self.field_error(
+                        line,
+                        &label,
+                        &uses("expiry_date"),
+                        "the document has expired",
+                        text("expiry_date"),
+                        false,
+                    );
                 }
                 if let Some(i) = issue
                     && i > self.today
                 {
                     let label = format!("{}.issue_date", step.id);
-                    self.field_error(line, &label, &uses("issue_date"), "issue_date is in the future", text("issue_date"), false);
+                    self.field_error(
+                        line,
+                        &label,
+                        &uses("issue_date"),
+                        "issue_date is in the future",
+                        text("issue_date"),
+                        false,
+                    );
                 }
             }
             StepKind::Payout => {
                 let method = text("payout_method_name").and_then(methods::payout_method);
                 if let (Some(m), Some(a)) = (method, amount) {
                     let label = format!("{}.amount", step.id);
-                    if m.min_amount.is_some_and(|min| a < Decimal::from(min)) || m.max_amount.is_some_and(|max| a > Decimal::from(max)) {
+                    if m.min_amount.is_some_and(|min| a < Decimal::from(min))
+                        || m.max_amount.is_some_and(|max| a > Decimal::from(max))
+                    {
                         let msg = format!(
                             "amount must be between {} and {} {} for {}",
                             m.min_amount.unwrap_or(0),
@@ -460,14 +626,29 @@ impl RowContext<'_, '_> {
                             m.currency,
                             m.name
                         );
-                        self.field_error(line, &label, &uses("amount"), &msg, text("amount"), false);
+                        self.field_error(
+                            line,
+                            &label,
+                            &uses("amount"),
+                            &msg,
+                            text("amount"),
+                            false,
+                        );
                     }
                 }
             }
         }
     }
 
-    fn build_item(&self, si: usize, step: &Step, key: &str, values: &[(&Field, Rendered)], file_hashes: &[(&str, String)], amount: Option<Decimal>) -> ItemPlan {
+    fn build_item(
+        &self,
+        si: usize,
+        step: &Step,
+        key: &str,
+        values: &[(&Field, Rendered)],
+        file_hashes: &[(&str, String)],
+        amount: Option<Decimal>,
+    ) -> ItemPlan {
         let mut full = Map::new();
         let mut shown = Map::new();
         for (field, value) in values {
@@ -475,8 +656,16 @@ impl RowContext<'_, '_> {
             match value {
                 Rendered::Text(v) if v.is_empty() => {}
                 Rendered::Text(v) => {
-                    let v = if field.spec.kind == FieldKind::Amount { amount.map_or(v.to_string(), |a| a.to_string()) } else { v.to_string() };
-                    let masked = if field.spec.sensitive { crate::redact::mask_tail(&v) } else { v.clone() };
+                    let v = if field.spec.kind == FieldKind::Amount {
+                        amount.map_or(v.to_string(), |a| a.to_string())
+                    } else {
+                        v.to_string()
+                    };
+                    let masked = if field.spec.sensitive {
+                        crate::redact::mask_tail(&v)
+                    } else {
+                        v.clone()
+                    };
                     full.insert(name.into(), Value::String(v));
                     shown.insert(name.into(), Value::String(masked));
                 }
@@ -495,9 +684,18 @@ impl RowContext<'_, '_> {
         for (name, h) in file_hashes {
             full.insert(format!("{name}#sha256"), Value::String(h.clone()));
         }
-        let get = |n: &str| full.get(n).and_then(Value::as_str).unwrap_or("").to_string();
+        let get = |n: &str| {
+            full.get(n)
+                .and_then(Value::as_str)
+                .unwrap_or("")
+                .to_string()
+        };
         let (currency, group, ext) = if step.kind == StepKind::Payout {
-            let group = crate::job::steps::BATCH_FIELDS.iter().map(|f| get(f)).collect::<Vec<_>>().join("\u{1f}");
+            let group = crate::job::steps::BATCH_FIELDS
+                .iter()
+                .map(|f| get(f))
+                .collect::<Vec<_>>()
+                .join("\u{1f}");
             let ext = match full.get("external_id").and_then(Value::as_str) {
                 Some(user) => user.to_string(),
                 None => external_id(&[&self.job.name, &self.job.scope, &step.id, key]),
@@ -532,10 +730,12 @@ fn text_of<'v>(values: &'v [(&Field, Rendered)], name: &str) -> Option<&'v str> 
 /// Lower-case hex of a digest.
 pub fn hex(bytes: &[u8]) -> String {
     use std::fmt::Write;
-    bytes.iter().fold(String::with_capacity(bytes.len() * 2), |mut s, b| {
-        let _ = write!(s, "{b:02x}");
-        s
-    })
+    bytes
+        .iter()
+        .fold(String::with_capacity(bytes.len() * 2), |mut s, b| {
+            let _ = write!(s, "{b:02x}");
+            s
+        })
 }
 
 /// A hasher for keys that are already hashes.

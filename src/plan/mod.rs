@@ -32,7 +32,10 @@ pub struct PlanOutcome {
 }
 
 /// Checks every row of the job; problems go to `on_error`.
-pub fn validate(job: &Job, on_error: &mut dyn FnMut(InputError)) -> Result<CheckSummary, InputError> {
+pub fn validate(
+    job: &Job,
+    on_error: &mut dyn FnMut(InputError),
+) -> Result<CheckSummary, InputError> {
     check_rows(job, false, on_error, &mut |_| {})
 }
 
@@ -42,7 +45,11 @@ pub fn default_state_path(job: &Job) -> PathBuf {
 }
 
 /// Validates the job's input and, when it is clean, writes the plan into the state database.
-pub fn plan(job: &Job, state_path: &Path, on_error: &mut dyn FnMut(InputError)) -> Result<PlanOutcome, PlanError> {
+pub fn plan(
+    job: &Job,
+    state_path: &Path,
+    on_error: &mut dyn FnMut(InputError),
+) -> Result<PlanOutcome, PlanError> {
     let summary = validate(job, on_error)?;
     if summary.errors > 0 {
         return Err(PlanError::Invalid(summary));
@@ -75,7 +82,11 @@ pub fn plan(job: &Job, state_path: &Path, on_error: &mut dyn FnMut(InputError)) 
         return Err(PlanError::Invalid(second));
     }
     let counts = writer.commit()?;
-    Ok(PlanOutcome { summary: second, counts, state_path: state_path.to_path_buf() })
+    Ok(PlanOutcome {
+        summary: second,
+        counts,
+        state_path: state_path.to_path_buf(),
+    })
 }
 
 /// Derives a stable external id from its parts (job, scope, step, row key or batch).
@@ -87,7 +98,13 @@ pub fn external_id(parts: &[&str]) -> String {
     let joined = parts.join("-");
     let clean: String = joined
         .chars()
-        .map(|c| if c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-') { c } else { '-' })
+        .map(|c| {
+            if c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-') {
+                c
+            } else {
+                '-'
+            }
+        })
         .collect();
     if clean == joined && clean.len() <= 64 {
         return clean;
@@ -103,7 +120,10 @@ mod tests {
 
     #[test]
     fn external_ids_are_stable_readable_and_distinct() {
-        assert_eq!(external_id(&["payroll", "2026-11", "pay", "E001"]), "payroll-2026-11-pay-E001");
+        assert_eq!(
+            external_id(&["payroll", "2026-11", "pay", "E001"]),
+            "payroll-2026-11-pay-E001"
+        );
         let a = external_id(&["payroll", "2026-11", "pay", "a b"]);
         let b = external_id(&["payroll", "2026-11", "pay", "a-b"]);
         assert_ne!(a, b);

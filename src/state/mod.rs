@@ -24,8 +24,14 @@ pub enum StateError {
         #[source]
         source: std::io::Error,
     },
-    #[error("state database {path} has schema version {found}, newer than this payrun knows ({known}); upgrade payrun")]
-    TooNew { path: PathBuf, found: i64, known: i64 },
+    #[error(
+        "state database {path} has schema version {found}, newer than this payrun knows ({known}); upgrade payrun"
+    )]
+    TooNew {
+        path: PathBuf,
+        found: i64,
+        known: i64,
+    },
 }
 
 /// An open state database.
@@ -38,26 +44,42 @@ impl State {
     /// Opens (creating if needed) the database at `path` and brings its schema up to date.
     pub fn open(path: &Path) -> Result<State, StateError> {
         if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
-            std::fs::create_dir_all(dir).map_err(|source| StateError::Dir { path: path.to_path_buf(), source })?;
+            std::fs::create_dir_all(dir).map_err(|source| StateError::Dir {
+                path: path.to_path_buf(),
+                source,
+            })?;
         }
-        let conn = Connection::open(path).map_err(|source| StateError::Sqlite { path: path.to_path_buf(), source })?;
+        let conn = Connection::open(path).map_err(|source| StateError::Sqlite {
+            path: path.to_path_buf(),
+            source,
+        })?;
         Self::init(conn, path.to_path_buf())
     }
 
     /// Opens a private in-memory database (tests).
     pub fn open_in_memory() -> Result<State, StateError> {
-        let conn = Connection::open_in_memory().map_err(|source| StateError::Sqlite { path: ":memory:".into(), source })?;
+        let conn = Connection::open_in_memory().map_err(|source| StateError::Sqlite {
+            path: ":memory:".into(),
+            source,
+        })?;
         Self::init(conn, ":memory:".into())
     }
 
     fn init(mut conn: Connection, path: PathBuf) -> Result<State, StateError> {
-        let wrap = |source| StateError::Sqlite { path: path.clone(), source };
+        let wrap = |source| StateError::Sqlite {
+            path: path.clone(),
+            source,
+        };
         // WAL lets readers (status, report) run beside a writer; NORMAL sync in WAL mode is
         // durable at each checkpoint, and commits that must survive a crash use FULL.
-        conn.pragma_update(None, "journal_mode", "wal").map_err(wrap)?;
-        conn.pragma_update(None, "synchronous", "full").map_err(wrap)?;
-        conn.pragma_update(None, "foreign_keys", "on").map_err(wrap)?;
-        conn.busy_timeout(std::time::Duration::from_secs(10)).map_err(wrap)?;
+        conn.pragma_update(None, "journal_mode", "wal")
+            .map_err(wrap)?;
+        conn.pragma_update(None, "synchronous", "full")
+            .map_err(wrap)?;
+        conn.pragma_update(None, "foreign_keys", "on")
+            .map_err(wrap)?;
+        conn.busy_timeout(std::time::Duration::from_secs(10))
+            .map_err(wrap)?;
         schema::migrate(&mut conn, &path)?;
         Ok(State { conn, path })
     }
@@ -67,7 +89,10 @@ impl State {
     }
 
     pub(crate) fn err(&self, source: rusqlite::Error) -> StateError {
-        StateError::Sqlite { path: self.path.clone(), source }
+        StateError::Sqlite {
+            path: self.path.clone(),
+            source,
+        }
     }
 
     /// Gives read access to the connection (reports, tests).

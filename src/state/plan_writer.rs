@@ -75,7 +75,10 @@ impl<'s> PlanWriter<'s> {
     /// Starts a plan for `job` (creating its plan record on first use).
     pub fn begin(state: &'s mut State, job: &Job) -> Result<PlanWriter<'s>, StateError> {
         let now = chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Millis, true);
-        state.conn.execute_batch("BEGIN IMMEDIATE").map_err(|e| state.err(e))?;
+        state
+            .conn
+            .execute_batch("BEGIN IMMEDIATE")
+            .map_err(|e| state.err(e))?;
         let plan_id = {
             let conn = &state.conn;
             conn.execute(
@@ -98,7 +101,13 @@ impl<'s> PlanWriter<'s> {
                 )
                 .map_err(|e| state.err(e))?;
             let batches = stmt
-                .query_map(params![plan_id, step.id], |r| Ok(OpenBatch { id: r.get(0)?, group: r.get(1)?, count: r.get::<_, i64>(2)? as u64 }))
+                .query_map(params![plan_id, step.id], |r| {
+                    Ok(OpenBatch {
+                        id: r.get(0)?,
+                        group: r.get(1)?,
+                        count: r.get::<_, i64>(2)? as u64,
+                    })
+                })
                 .and_then(|rows| rows.collect::<Result<Vec<_>, _>>())
                 .map_err(|e| state.err(e))?;
             let seq: i64 = state
@@ -112,10 +121,17 @@ impl<'s> PlanWriter<'s> {
             plan_id,
             job_name: job.name.clone(),
             scope: job.scope.clone(),
-            steps: job.steps.iter().map(|s| (s.id.clone(), s.kind, u64::from(s.batch_size))).collect(),
+            steps: job
+                .steps
+                .iter()
+                .map(|s| (s.id.clone(), s.kind, u64::from(s.batch_size)))
+                .collect(),
             open,
             next_seq,
-            counts: PlanCounts { steps: vec![StepCounts::default(); job.steps.len()], conflicts: Vec::new() },
+            counts: PlanCounts {
+                steps: vec![StepCounts::default(); job.steps.len()],
+                conflicts: Vec::new(),
+            },
             now,
             committed: false,
             state,
@@ -163,7 +179,11 @@ impl<'s> PlanWriter<'s> {
                         ],
                     )?;
                     let c = &mut self.counts.steps[si];
-                    if item.skipped { c.skipped += 1 } else { c.new += 1 }
+                    if item.skipped {
+                        c.skipped += 1
+                    } else {
+                        c.new += 1
+                    }
                 }
                 Some(old) if old.hash == item.hash => {
                     if old.conflict_hash.is_some() {
@@ -174,7 +194,10 @@ impl<'s> PlanWriter<'s> {
                         )?;
                     }
                     if old.row_line != row.line {
-                        self.exec("UPDATE items SET row_line = ?2 WHERE id = ?1", params![old.id, row.line as i64])?;
+                        self.exec(
+                            "UPDATE items SET row_line = ?2 WHERE id = ?1",
+                            params![old.id, row.line as i64],
+                        )?;
                     }
                     let c = &mut self.counts.steps[si];
                     match old.state.as_str() {
@@ -212,7 +235,9 @@ impl<'s> PlanWriter<'s> {
                         )?;
                     }
                     self.counts.steps[si].conflict += 1;
-                    self.counts.conflicts.push((row.line, row.key.clone(), step_id));
+                    self.counts
+                        .conflicts
+                        .push((row.line, row.key.clone(), step_id));
                 }
             }
         }
@@ -229,21 +254,35 @@ impl<'s> PlanWriter<'s> {
             let n: i64 = self
                 .state
                 .conn
-                .query_row("SELECT COUNT(*) FROM batches WHERE plan_id = ?1 AND step = ?2", params![self.plan_id, step_id], |r| r.get(0))
+                .query_row(
+                    "SELECT COUNT(*) FROM batches WHERE plan_id = ?1 AND step = ?2",
+                    params![self.plan_id, step_id],
+                    |r| r.get(0),
+                )
                 .map_err(|e| self.state.err(e))?;
             self.counts.steps[si].batches = n as u64;
         }
-        self.state.conn.execute_batch("COMMIT").map_err(|e| self.state.err(e))?;
+        self.state
+            .conn
+            .execute_batch("COMMIT")
+            .map_err(|e| self.state.err(e))?;
         self.committed = true;
         Ok(std::mem::take(&mut self.counts))
     }
 
     fn exec(&self, sql: &str, p: impl rusqlite::Params) -> Result<usize, StateError> {
-        self.state.conn.prepare_cached(sql).and_then(|mut s| s.execute(p)).map_err(|e| self.state.err(e))
+        self.state
+            .conn
+            .prepare_cached(sql)
+            .and_then(|mut s| s.execute(p))
+            .map_err(|e| self.state.err(e))
     }
 
     fn batch_group(&self, si: usize, batch: i64) -> Option<&str> {
-        self.open[si].iter().find(|b| b.id == batch).map(|b| b.group.as_str())
+        self.open[si]
+            .iter()
+            .find(|b| b.id == batch)
+            .map(|b| b.group.as_str())
     }
 
     fn leave_batch(&mut self, si: usize, batch: i64) {
@@ -258,19 +297,31 @@ impl<'s> PlanWriter<'s> {
         let Some(group) = group.filter(|_| kind == StepKind::Payout) else {
             return Ok(None);
         };
-        if let Some(b) = self.open[si].iter_mut().find(|b| b.group == group && b.count < size) {
+        if let Some(b) = self.open[si]
+            .iter_mut()
+            .find(|b| b.group == group && b.count < size)
+        {
             b.count += 1;
             return Ok(Some(b.id));
         }
         let seq = self.next_seq[si];
         self.next_seq[si] += 1;
-        let ext = crate::plan::external_id(&[&self.job_name, &self.scope, &step_id, &format!("b{seq:04}")]);
+        let ext = crate::plan::external_id(&[
+            &self.job_name,
+            &self.scope,
+            &step_id,
+            &format!("b{seq:04}"),
+        ]);
         self.exec(
             "INSERT INTO batches (plan_id, step, seq, group_key, external_id, created_at) VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
             params![self.plan_id, step_id, seq, group, ext, self.now],
         )?;
         let id = self.state.conn.last_insert_rowid();
-        self.open[si].push(OpenBatch { id, group: group.to_string(), count: 1 });
+        self.open[si].push(OpenBatch {
+            id,
+            group: group.to_string(),
+            count: 1,
+        });
         self.counts.steps[si].new_batches += 1;
         Ok(Some(id))
     }

@@ -65,15 +65,25 @@ const MIGRATIONS: &[&str] = &[
 pub const CURRENT: i64 = MIGRATIONS.len() as i64;
 
 pub fn migrate(conn: &mut Connection, path: &Path) -> Result<(), StateError> {
-    let wrap = |source| StateError::Sqlite { path: path.to_path_buf(), source };
-    let found: i64 = conn.pragma_query_value(None, "user_version", |r| r.get(0)).map_err(wrap)?;
+    let wrap = |source| StateError::Sqlite {
+        path: path.to_path_buf(),
+        source,
+    };
+    let found: i64 = conn
+        .pragma_query_value(None, "user_version", |r| r.get(0))
+        .map_err(wrap)?;
     if found > CURRENT {
-        return Err(StateError::TooNew { path: path.to_path_buf(), found, known: CURRENT });
+        return Err(StateError::TooNew {
+            path: path.to_path_buf(),
+            found,
+            known: CURRENT,
+        });
     }
     for (i, sql) in MIGRATIONS.iter().enumerate().skip(found as usize) {
         let tx = conn.transaction().map_err(wrap)?;
         tx.execute_batch(sql).map_err(wrap)?;
-        tx.pragma_update(None, "user_version", (i + 1) as i64).map_err(wrap)?;
+        tx.pragma_update(None, "user_version", (i + 1) as i64)
+            .map_err(wrap)?;
         tx.commit().map_err(wrap)?;
     }
     Ok(())
@@ -88,14 +98,20 @@ mod tests {
         let mut conn = Connection::open_in_memory().unwrap();
         migrate(&mut conn, Path::new(":memory:")).unwrap();
         migrate(&mut conn, Path::new(":memory:")).unwrap();
-        let v: i64 = conn.pragma_query_value(None, "user_version", |r| r.get(0)).unwrap();
+        let v: i64 = conn
+            .pragma_query_value(None, "user_version", |r| r.get(0))
+            .unwrap();
         assert_eq!(v, CURRENT);
     }
 
     #[test]
     fn refuses_a_newer_schema() {
         let mut conn = Connection::open_in_memory().unwrap();
-        conn.pragma_update(None, "user_version", CURRENT + 1).unwrap();
-        assert!(matches!(migrate(&mut conn, Path::new("x.db")), Err(StateError::TooNew { .. })));
+        conn.pragma_update(None, "user_version", CURRENT + 1)
+            .unwrap();
+        assert!(matches!(
+            migrate(&mut conn, Path::new("x.db")),
+            Err(StateError::TooNew { .. })
+        ));
     }
 }

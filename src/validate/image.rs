@@ -46,7 +46,11 @@ impl ImageKind {
 
 /// Checks one image file against the kinds a KYC part accepts.
 pub fn check_image(path: &Path, allowed: &[ImageKind]) -> Result<ImageKind, String> {
-    let wanted = allowed.iter().map(|k| k.name()).collect::<Vec<_>>().join(" or ");
+    let wanted = allowed
+        .iter()
+        .map(|k| k.name())
+        .collect::<Vec<_>>()
+        .join(" or ");
     let mut file = std::fs::File::open(path).map_err(|e| match e.kind() {
         std::io::ErrorKind::NotFound => format!("image file {} does not exist", path.display()),
         _ => format!("image file {} cannot be read: {e}", path.display()),
@@ -111,7 +115,10 @@ mod tests {
         let j = write(dir.path(), "a.jpg", JPEG);
         let p = write(dir.path(), "a.png", PNG);
         assert_eq!(check_image(&j, &[ImageKind::Jpeg]), Ok(ImageKind::Jpeg));
-        assert_eq!(check_image(&p, &[ImageKind::Jpeg, ImageKind::Png]), Ok(ImageKind::Png));
+        assert_eq!(
+            check_image(&p, &[ImageKind::Jpeg, ImageKind::Png]),
+            Ok(ImageKind::Png)
+        );
     }
 
     #[test]
@@ -124,14 +131,30 @@ mod tests {
         let e = check_image(&png, &[ImageKind::Jpeg]).unwrap_err();
         assert!(e.contains("this field takes JPEG"), "{e}");
         let text = write(dir.path(), "x.jpg", b"hello world");
-        assert!(check_image(&text, &[ImageKind::Jpeg]).unwrap_err().contains("not a JPEG"));
+        assert!(
+            check_image(&text, &[ImageKind::Jpeg])
+                .unwrap_err()
+                .contains("not a JPEG")
+        );
         let empty = write(dir.path(), "e.jpg", b"");
-        assert!(check_image(&empty, &[ImageKind::Jpeg]).unwrap_err().contains("empty"));
+        assert!(
+            check_image(&empty, &[ImageKind::Jpeg])
+                .unwrap_err()
+                .contains("empty")
+        );
         let missing = dir.path().join("missing.jpg");
-        assert!(check_image(&missing, &[ImageKind::Jpeg]).unwrap_err().contains("does not exist"));
+        assert!(
+            check_image(&missing, &[ImageKind::Jpeg])
+                .unwrap_err()
+                .contains("does not exist")
+        );
         let big = dir.path().join("big.jpg");
         let f = std::fs::File::create(&big).unwrap();
         f.set_len(MAX_IMAGE_BYTES + 1).unwrap();
-        assert!(check_image(&big, &[ImageKind::Jpeg]).unwrap_err().contains("limit"));
+        assert!(
+            check_image(&big, &[ImageKind::Jpeg])
+                .unwrap_err()
+                .contains("limit")
+        );
     }
 }

@@ -35,7 +35,9 @@ pub fn email(value: &str) -> Result<(), String> {
     for label in &labels {
         let ok = !label.is_empty()
             && label.len() <= 63
-            && label.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-')
+            && label
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b == b'-')
             && !label.starts_with('-')
             && !label.ends_with('-');
         if !ok {
@@ -61,7 +63,10 @@ pub fn payee_name(value: &str) -> Result<(), String> {
     if value.starts_with(' ') || value.ends_with(' ') {
         return Err("name has a leading or trailing space".into());
     }
-    if let Some(c) = value.chars().find(|c| !(c.is_ascii_alphanumeric() || *c == ' ')) {
+    if let Some(c) = value
+        .chars()
+        .find(|c| !(c.is_ascii_alphanumeric() || *c == ' '))
+    {
         return Err(format!(
             "name may hold only ASCII letters, digits and spaces, not '{c}'"
         ));
@@ -144,8 +149,7 @@ pub fn amount(value: &str, minor_units: Option<u32>) -> Result<Decimal, String> 
     if value.starts_with('+') {
         return Err("amount must be plain digits, without a sign".into());
     }
-    if value.contains(',') || value.contains('_') || value.contains(' ') || value.contains('\'')
-    {
+    if value.contains(',') || value.contains('_') || value.contains(' ') || value.contains('\'') {
         return Err("amount must not contain thousands separators".into());
     }
     if value.chars().any(|c| !(c.is_ascii_digit() || c == '.')) {
@@ -188,7 +192,9 @@ pub fn amount(value: &str, minor_units: Option<u32>) -> Result<Decimal, String> 
 pub fn phone(value: &str) -> Result<(), String> {
     let body = value.strip_prefix('+').unwrap_or(value);
     let digits = body.bytes().filter(u8::is_ascii_digit).count();
-    let shape_ok = body.bytes().all(|b| b.is_ascii_digit() || b == b' ' || b == b'-')
+    let shape_ok = body
+        .bytes()
+        .all(|b| b.is_ascii_digit() || b == b' ' || b == b'-')
         && body.starts_with(|c: char| c.is_ascii_digit())
         && body.ends_with(|c: char| c.is_ascii_digit())
         && !body.contains("  ")
@@ -236,12 +242,26 @@ mod tests {
 
     #[test]
     fn emails() {
-        for good in ["a@b.co", "jane.doe+pay@example.com.au", "X_Y@sub-d.example.org"] {
+        for good in [
+            "a@b.co",
+            "jane.doe+pay@example.com.au",
+            "X_Y@sub-d.example.org",
+        ] {
             assert_eq!(email(good), Ok(()), "{good}");
         }
         for bad in [
-            "", "plain", "@example.com", "a@", "a@b", "a b@example.com", "a@exa mple.com",
-            "a..b@example.com", ".a@example.com", "a@-example.com", "a@example.c", "a@example.123",
+            "",
+            "plain",
+            "@example.com",
+            "a@",
+            "a@b",
+            "a b@example.com",
+            "a@exa mple.com",
+            "a..b@example.com",
+            ".a@example.com",
+            "a@-example.com",
+            "a@example.c",
+            "a@example.123",
             "a@@example.com",
         ] {
             assert!(email(bad).is_err(), "{bad}");
@@ -261,7 +281,15 @@ mod tests {
     #[test]
     fn dates() {
         assert!(date("2024-02-29").is_ok());
-        for bad in ["2023-02-29", "2024-13-01", "2024-1-05", "24-01-05", "2024/01/05", "", "2024-01-05T00:00:00"] {
+        for bad in [
+            "2023-02-29",
+            "2024-13-01",
+            "2024-1-05",
+            "24-01-05",
+            "2024/01/05",
+            "",
+            "2024-01-05T00:00:00",
+        ] {
             assert!(date(bad).is_err(), "{bad}");
         }
         let today = NaiveDate::from_ymd_opt(2026, 11, 21).unwrap();
@@ -274,7 +302,12 @@ mod tests {
     #[test]
     fn timestamps() {
         assert!(timestamp("2026-11-28T09:00:00").is_ok());
-        for bad in ["2026-11-28", "2026-11-28 09:00:00", "2026-11-28T09:00:00Z", "2026-11-28T25:00:00"] {
+        for bad in [
+            "2026-11-28",
+            "2026-11-28 09:00:00",
+            "2026-11-28T09:00:00Z",
+            "2026-11-28T25:00:00",
+        ] {
             assert!(timestamp(bad).is_err(), "{bad}");
         }
     }
@@ -304,7 +337,10 @@ mod tests {
         assert!(err("1,000.00", Some(2)).contains("thousands"));
         assert!(err("1 000", Some(2)).contains("thousands"));
         assert!(err("$100", Some(2)).contains("currency symbol"));
-        assert!(err("100 AUD", Some(2)).contains("thousands") || err("100AUD", Some(2)).contains("currency"));
+        assert!(
+            err("100 AUD", Some(2)).contains("thousands")
+                || err("100AUD", Some(2)).contains("currency")
+        );
         assert!(err("100AUD", Some(2)).contains("currency"));
         assert!(err("10.005", Some(2)).contains("more than 2 decimal"));
         assert!(err("10.5", Some(0)).contains("whole number"));
@@ -320,10 +356,23 @@ mod tests {
 
     #[test]
     fn phones() {
-        for good in ["+61412345678", "+61-412345678", "+61 412 345 678", "0412345678"] {
+        for good in [
+            "+61412345678",
+            "+61-412345678",
+            "+61 412 345 678",
+            "0412345678",
+        ] {
             assert_eq!(phone(good), Ok(()), "{good}");
         }
-        for bad in ["", "+", "12345", "+61 (4) 1234", "phone", "+61--412345678", "+61412345678-"] {
+        for bad in [
+            "",
+            "+",
+            "12345",
+            "+61 (4) 1234",
+            "phone",
+            "+61--412345678",
+            "+61412345678-",
+        ] {
             assert!(phone(bad).is_err(), "{bad}");
         }
     }

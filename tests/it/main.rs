@@ -1,1 +1,5 @@
+//! payrun's integration tests: one binary, the real `payrun` executable on fixture jobs.
 
+mod plan;
+mod support;
+mod validate;

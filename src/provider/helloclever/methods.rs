@@ -24,7 +24,11 @@ pub struct Param {
 }
 
 fn non_empty(v: &str) -> Result<(), String> {
-    if v.trim().is_empty() { Err("is empty".into()) } else { Ok(()) }
+    if v.trim().is_empty() {
+        Err("is empty".into())
+    } else {
+        Ok(())
+    }
 }
 
 fn bsb(v: &str) -> Result<(), String> {
@@ -61,14 +65,22 @@ pub const PAYOUT_METHODS: &[PayoutMethod] = &[
     PayoutMethod {
         name: "au_bank_aud",
         currency: "AUD",
-        params: &[p("bsb", bsb), p("account_number", au_account_number), p("account_name", non_empty)],
+        params: &[
+            p("bsb", bsb),
+            p("account_number", au_account_number),
+            p("account_name", non_empty),
+        ],
         min_amount: None,
         max_amount: None,
     },
     PayoutMethod {
         name: "ph_bank_maya_php",
         currency: "PHP",
-        params: &[p("account_number", digits), p("account_name", non_empty), p("bank_code", non_empty)],
+        params: &[
+            p("account_number", digits),
+            p("account_name", non_empty),
+            p("bank_code", non_empty),
+        ],
         min_amount: Some(200),
         max_amount: Some(50_000),
     },
@@ -82,7 +94,11 @@ pub const PAYOUT_METHODS: &[PayoutMethod] = &[
     PayoutMethod {
         name: "id_bank_idr",
         currency: "IDR",
-        params: &[p("bank_code", non_empty), p("account_number", digits), p("account_name", non_empty)],
+        params: &[
+            p("bank_code", non_empty),
+            p("account_number", digits),
+            p("account_name", non_empty),
+        ],
         min_amount: None,
         max_amount: None,
     },
@@ -100,11 +116,17 @@ pub fn method_currency(name: &str) -> Result<String, String> {
     }
     let parts: Vec<&str> = name.split('_').collect();
     let ok = parts.len() >= 3
-        && parts.iter().all(|p| !p.is_empty() && p.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit()))
+        && parts.iter().all(|p| {
+            !p.is_empty()
+                && p.bytes()
+                    .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit())
+        })
         && parts[0].len() == 2;
     let ccy = parts.last().copied().unwrap_or_default();
     if !ok || !(3..=4).contains(&ccy.len()) {
-        return Err("payout method name must look like au_bank_aud (<country>_<kind>_<currency>)".into());
+        return Err(
+            "payout method name must look like au_bank_aud (<country>_<kind>_<currency>)".into(),
+        );
     }
     Ok(ccy.to_ascii_uppercase())
 }

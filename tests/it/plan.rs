@@ -1,0 +1,218 @@
+//! `payrun plan`: items and batches in the state database, idempotent re-plans, changed
+//! rows as new versions or conflicts, guardrails before anything is written.
+
+use crate::support::{Fixture, JOB, rows};
+use rusqlite::Connection;
+
+/// Every item and batch, as text, for whole-state comparisons.
+fn dump(f: &Fixture) -> String {
+    let conn = Connection::open(f.state_db()).unwrap();
+    let mut out = String::new();
+    for sql in [
+        "SELECT * FROM plans ORDER BY id",
+        "SELECT * FROM batches ORDER BY id",
+        "SELECT * FROM items ORDER BY id",
+    ] {
+        let mut stmt = conn.prepare(sql).unwrap();
+        let n = stmt.column_count();
+        let rows = stmt
+            .query_map([], |r| {
+                Ok((0..n)
+                    .map(|i| format!("{:?}", r.get_ref(i).unwrap()))
+                    .collect::<Vec<_>>()
+                    .join("|"))
+            })
+            .unwrap();
+        for r in rows {
+            out.push_str(&r.unwrap());
+            out.push('\n');
+        }
+    }
+    out
+}
+
+fn item(f: &Fixture, step: &str, key: &str) -> (String, i64, Option<i64>, Option<String>) {
+    let conn = Connection::open(f.state_db()).unwrap();
+    conn.query_row(
+        "SELECT state, version, batch_id, conflict_hash FROM items WHERE step = ?1 AND row_key = ?2",
+        [step, key],
+        |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?)),
+    )
+    .unwrap()
+}
+
+fn plan(f: &Fixture) -> crate::support::Output {
+    let out = f.payrun(&["plan", "job.yaml"]);
+    assert_eq!(out.code, 0, "plan failed:\n{}{}", out.stdout, out.stderr);
+    out
+}
+
+#[test]
+fn plan_writes_items_and_batches() {
+    let f = Fixture::standard();
+    let out = plan(&f);
+    assert!(
+        out.stdout.contains("contact      contact         3"),
+        "{}",
+        out.stdout
+    );
+    // batch.size is 2: three payouts make two batches.
+    assert!(out.stdout.contains("2 (+2)"), "{}", out.stdout);
+    let conn = Connection::open(f.state_db()).unwrap();
+    let (items, batches): (i64, i64) = conn
+        .query_row(
+            "SELECT (SELECT COUNT(*) FROM items), (SELECT COUNT(*) FROM batches)",
+            [],
+            |r| Ok((r.get(0)?, r.get(1)?)),
+        )
+        .unwrap();
+    assert_eq!((items, batches), (6, 2));
+    let ext: Vec<String> = conn
+        .prepare("SELECT external_id FROM batches ORDER BY seq")
+        .unwrap()
+        .query_map([], |r| r.get(0))
+        .unwrap()
+        .map(Result::unwrap)
+        .collect();
+    assert_eq!(
+        ext,
+        ["testpay-2026-11-pay-b0001", "testpay-2026-11-pay-b0002"]
+    );
+    let (ext, payload): (String, String) = conn
+        .query_row(
+            "SELECT external_id, payload FROM items WHERE step = 'pay' AND row_key = 'E1'",
+            [],
+            |r| Ok((r.get(0)?, r.get(1)?)),
+        )
+        .unwrap();
+    assert_eq!(ext, "testpay-2026-11-pay-E1");
+    // Account numbers are stored masked; only their hash covers the full value.
+    assert!(
+        payload.contains("\"account_number\":\"*****678\""),
+        "{payload}"
+    );
+    assert!(!payload.contains("12345678"), "{payload}");
+}
+
+#[test]
+fn planning_twice_changes_nothing() {
+    let f = Fixture::standard();
+    plan(&f);
+    let before = dump(&f);
+    let out = plan(&f);
+    assert_eq!(dump(&f), before);
+    assert!(
+        out.stdout
+            .contains("contact      contact         0          3"),
+        "{}",
+        out.stdout
+    );
+}
+
+#[test]
+fn new_rows_join_open_batches() {
+    let f = Fixture::standard();
+    plan(&f);
+    let mut r = rows();
+    r.push("E4,Dan,Oh,dan@example.com,AU,1979-12-31,100.00,033000,11223344".into());
+    f.write_csv(&r);
+    let out = plan(&f);
+    assert!(
+        out.stdout.contains("2 (+0)"),
+        "E4 fills batch 2: {}",
+        out.stdout
+    );
+    assert_eq!(item(&f, "pay", "E4").2, item(&f, "pay", "E3").2);
+}
+
+#[test]
+fn changed_pending_row_gets_a_new_version() {
+    let f = Fixture::standard();
+    plan(&f);
+    let mut r = rows();
+    r[0] = r[0].replace("1500.00", "1600.00");
+    f.write_csv(&r);
+    let out = plan(&f);
+    assert!(
+        out.stdout
+            .contains("pay          payout          0          2        1"),
+        "{}",
+        out.stdout
+    );
+    let (state, version, _, conflict) = item(&f, "pay", "E1");
+    assert_eq!((state.as_str(), version, conflict), ("pending", 2, None));
+}
+
+#[test]
+fn changed_paid_row_is_a_conflict_and_never_requeued() {
+    let f = Fixture::standard();
+    plan(&f);
+    // The executor marks sent payouts; here we stand in for it.
+    Connection::open(f.state_db())
+        .unwrap()
+        .execute(
+            "UPDATE items SET state = 'succeeded' WHERE step = 'pay' AND row_key = 'E2'",
+            [],
+        )
+        .unwrap();
+    let mut r = rows();
+    r[1] = r[1].replace("2500.50", "2600.00");
+    f.write_csv(&r);
+    let out = plan(&f);
+    assert!(out.stdout.contains("1 conflict(s)"), "{}", out.stdout);
+    assert!(
+        out.stdout.contains("payroll.csv:3: key 'E2', step 'pay'"),
+        "{}",
+        out.stdout
+    );
+    let (state, version, _, conflict) = item(&f, "pay", "E2");
+    assert_eq!((state.as_str(), version), ("succeeded", 1));
+    assert!(conflict.is_some());
+    // Reverting the row ends the conflict.
+    f.write_csv(&rows());
+    let out = plan(&f);
+    assert!(!out.stdout.contains("conflict(s)"), "{}", out.stdout);
+    assert!(item(&f, "pay", "E2").3.is_none());
+}
+
+#[test]
+fn guardrail_failure_writes_nothing() {
+    let mut r = rows();
+    r.push("E4,Dan,Oh,dan@example.com,AU,1979-12-31,4999.00,033000,11223344".into());
+    r.push("E5,Eve,Li,eve@example.com,AU,1979-12-31,4999.00,033000,11223344".into());
+    let f = Fixture::new(JOB, &r);
+    let out = f.payrun(&["plan", "job.yaml"]);
+    assert_eq!(out.code, 2, "{}", out.stderr);
+    assert!(
+        out.stderr.contains("limits.max_total for AUD is 10000.00"),
+        "{}",
+        out.stderr
+    );
+    assert!(
+        !f.state_db().exists(),
+        "no state may be written when the plan is refused"
+    );
+}
+
+#[test]
+fn scopes_are_separate_plans() {
+    let f = Fixture::standard();
+    plan(&f);
+    let out = f.payrun(&[
+        "plan",
+        "job.yaml",
+        "--var",
+        "period=2026-12",
+        "--state",
+        "other.db",
+    ]);
+    assert_eq!(out.code, 0, "{}", out.stderr);
+    assert!(out.stdout.contains("scope '2026-12'"), "{}", out.stdout);
+    assert!(f.path("other.db").exists());
+    let out = f.payrun(&["plan", "job.yaml", "--var", "period=2026-12"]);
+    assert!(
+        out.stdout.contains("contact      contact         3"),
+        "a new scope plans afresh: {}",
+        out.stdout
+    );
+}

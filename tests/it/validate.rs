@@ -1,0 +1,463 @@
+//! `payrun validate`: the examples pass; each kind of bad input exits 2 with a message that
+//! names the file, the line and the column (or key) at fault.
+
+use crate::support::{Fixture, JOB, Output, payrun_in, repo, rows};
+
+fn validate(f: &Fixture) -> Output {
+    f.payrun(&["validate", "job.yaml"])
+}
+
+/// Asserts exit 2 and that stderr holds every one of `needles`.
+fn assert_invalid(out: &Output, needles: &[&str]) {
+    assert_eq!(
+        out.code, 2,
+        "expected exit 2\nstdout:\n{}\nstderr:\n{}",
+        out.stdout, out.stderr
+    );
+    for n in needles {
+        assert!(
+            out.stderr.contains(n),
+            "stderr lacks {n:?}:\n{}",
+            out.stderr
+        );
+    }
+}
+
+fn with_row(i: usize, row: &str) -> Fixture {
+    let mut r = rows();
+    r[i] = row.to_string();
+    Fixture::new(JOB, &r)
+}
+
+#[test]
+fn example_jobs_validate_cleanly() {
+    for job in ["jobs/payroll.yaml", "jobs/onboard-contacts.yaml"] {
+        let out = payrun_in(&repo(), &["validate", job]);
+        assert_eq!(out.code, 0, "{job}: {}{}", out.stdout, out.stderr);
+        assert!(out.stdout.contains("no problems"), "{}", out.stdout);
+    }
+}
+
+#[test]
+fn clean_fixture_passes_and_writes_nothing() {
+    let f = Fixture::standard();
+    let out = validate(&f);
+    assert_eq!(out.code, 0, "{}", out.stderr);
+    assert!(out.stdout.contains("3 rows × 2 steps"), "{}", out.stdout);
+    assert!(
+        out.stdout.contains("AUD 4999.50 in 3 payout(s)"),
+        "{}",
+        out.stdout
+    );
+    assert!(!f.path(".payrun").exists(), "validate must not write state");
+}
+
+#[test]
+fn unknown_key_points_at_it_with_a_suggestion() {
+    let f = Fixture::new(&JOB.replace("  concurrency: 4", "  concurency: 4"), &rows());
+    assert_invalid(
+        &validate(&f),
+        &[
+            "job.yaml:13:3: unknown key 'concurency' in limits",
+            "did you mean 'concurrency'?",
+            "^^^^^^^^^^",
+        ],
+    );
+}
+
+#[test]
+fn wrong_type_names_the_place() {
+    let f = Fixture::new(
+        &JOB.replace("  concurrency: 4", "  concurrency: lots"),
+        &rows(),
+    );
+    assert_invalid(
+        &validate(&f),
+        &["job.yaml:13:16: limits.concurrency: invalid type: string \"lots\""],
+    );
+}
+
+#[test]
+fn missing_env_var_is_named() {
+    let f = Fixture::new(
+        &JOB.replace("period: \"2026-11\"", "period: ${PERIOD}"),
+        &rows(),
+    );
+    assert_invalid(
+        &validate(&f),
+        &["job.yaml:5:11: environment variable PERIOD is not set"],
+    );
+}
+
+#[test]
+fn env_default_and_dotenv_fill_variables() {
+    let f = Fixture::new(
+        &JOB.replace("period: \"2026-11\"", "period: ${PERIOD}"),
+        &rows(),
+    );
+    f.write(".env", b"# test\nPERIOD=2027-01\n");
+    let out = f.payrun(&["plan", "job.yaml"]);
+    assert_eq!(out.code, 0, "{}", out.stderr);
+    assert!(out.stdout.contains("scope '2027-01'"), "{}", out.stdout);
+}
+
+#[test]
+fn credentials_are_not_needed_to_validate_or_plan() {
+    // HC_TEST_APP_ID and HC_TEST_SECRET_KEY are unset in the fixture environment.
+    let f = Fixture::standard();
+    assert_eq!(validate(&f).code, 0);
+    assert_eq!(f.payrun(&["plan", "job.yaml"]).code, 0);
+}
+
+#[test]
+fn unknown_template_column_is_caught_at_load() {
+    let f = Fixture::new(
+        &JOB.replace("{{ row.net_pay }}", "{{ row.netpay }}"),
+        &rows(),
+    );
+    assert_invalid(
+        &validate(&f),
+        &[
+            "job.yaml:45:7: field 'pay.amount': template uses column 'netpay', which the CSV header does not have",
+            "did you mean 'net_pay'?",
+        ],
+    );
+}
+
+#[test]
+fn unknown_step_field_and_type() {
+    let f = Fixture::new(&JOB.replace("      amount:", "      amont:"), &rows());
+    assert_invalid(
+        &validate(&f),
+        &[
+            "job.yaml:45:7: unknown field 'amont' for a payout step",
+            "did you mean 'amount'?",
+            "missing required field 'amount'",
+        ],
+    );
+    let f = Fixture::new(&JOB.replace("type: payout", "type: payuot"), &rows());
+    assert_invalid(
+        &validate(&f),
+        &[
+            "job.yaml:36:11: unknown step type 'payuot'",
+            "did you mean 'payout'?",
+        ],
+    );
+}
+
+#[test]
+fn ragged_row() {
+    let f = with_row(1, "E2,Bob,Ng,bob@example.com,AU,1985-05-06,2500.50,062000");
+    assert_invalid(
+        &validate(&f),
+        &["payroll.csv:3: row has 8 fields but the header has 9"],
+    );
+}
+
+#[test]
+fn invalid_utf8() {
+    let f = Fixture::standard();
+    let mut csv = std::fs::read(f.path("payroll.csv")).unwrap();
+    let at = csv.windows(3).position(|w| w == b"Bob").unwrap();
+    csv[at + 1] = 0xFF;
+    f.write("payroll.csv", &csv);
+    assert_invalid(
+        &validate(&f),
+        &["payroll.csv:3: column 'first_name': field is not valid UTF-8"],
+    );
+}
+
+#[test]
+fn bom_and_crlf_pass() {
+    let f = Fixture::standard();
+    let csv = std::fs::read_to_string(f.path("payroll.csv"))
+        .unwrap()
+        .replace('\n', "\r\n");
+    let mut bytes = b"\xEF\xBB\xBF".to_vec();
+    bytes.extend_from_slice(csv.as_bytes());
+    f.write("payroll.csv", &bytes);
+    let out = validate(&f);
+    assert_eq!(out.code, 0, "{}", out.stderr);
+}
+
+#[test]
+fn duplicate_key() {
+    let f = with_row(
+        2,
+        "E1,Cat,Wu,cat@example.com,AU,1979-12-31,999,033000,11223344",
+    );
+    assert_invalid(
+        &validate(&f),
+        &["payroll.csv:4: column 'employee_id': duplicate key 'E1' (first used on line 2)"],
+    );
+}
+
+#[test]
+fn missing_key_column() {
+    let f = Fixture::new(&JOB.replace("key: employee_id", "key: employee"), &rows());
+    assert_invalid(
+        &validate(&f),
+        &[
+            "payroll.csv:1: column 'employee': key column is missing from the header",
+            "did you mean 'employee_id'?",
+        ],
+    );
+}
+
+#[test]
+fn negative_amount() {
+    let f = with_row(
+        0,
+        "E1,Ann,Lee,ann@example.com,AU,1990-01-02,-5.00,062000,12345678",
+    );
+    assert_invalid(
+        &validate(&f),
+        &["payroll.csv:2: column 'net_pay': amount must be positive (got '-5.00')"],
+    );
+}
+
+#[test]
+fn too_many_decimals() {
+    let f = with_row(
+        0,
+        "E1,Ann,Lee,ann@example.com,AU,1990-01-02,10.005,062000,12345678",
+    );
+    assert_invalid(
+        &validate(&f),
+        &[
+            "payroll.csv:2: column 'net_pay': amount has more than 2 decimal places for this currency (got '10.005')",
+        ],
+    );
+}
+
+#[test]
+fn thousands_separator() {
+    let f = with_row(
+        0,
+        "E1,Ann,Lee,ann@example.com,AU,1990-01-02,\"1,000.00\",062000,12345678",
+    );
+    assert_invalid(
+        &validate(&f),
+        &[
+            "payroll.csv:2: column 'net_pay': amount must not contain thousands separators (got '1,000.00')",
+        ],
+    );
+}
+
+#[test]
+fn currency_symbol() {
+    let f = with_row(
+        0,
+        "E1,Ann,Lee,ann@example.com,AU,1990-01-02,$100,062000,12345678",
+    );
+    assert_invalid(
+        &validate(&f),
+        &[
+            "column 'net_pay': amount must be a plain number, without a currency symbol or code (got '$100')",
+        ],
+    );
+}
+
+#[test]
+fn bad_country() {
+    let f = with_row(
+        1,
+        "E2,Bob,Ng,bob@example.com,UK,1985-05-06,2500.50,062000,87654321",
+    );
+    assert_invalid(
+        &validate(&f),
+        &["payroll.csv:3: column 'country': not an ISO 3166-1 alpha-2 country code (got 'UK')"],
+    );
+}
+
+#[test]
+fn bad_date() {
+    let f = with_row(
+        1,
+        "E2,Bob,Ng,bob@example.com,AU,1985-02-30,2500.50,062000,87654321",
+    );
+    assert_invalid(
+        &validate(&f),
+        &["payroll.csv:3: column 'dob': date does not exist in the calendar (got '1985-02-30')"],
+    );
+}
+
+#[test]
+fn bad_email_name_and_bank_details() {
+    let f = with_row(
+        1,
+        "E2,Bo-b,Ng,bob@example,AU,1985-05-06,2500.50,06200,87654321999",
+    );
+    assert_invalid(
+        &validate(&f),
+        &[
+            "payroll.csv:3: column 'email': email's domain has no dot (got 'bob@example')",
+            "payroll.csv:3: column 'first_name': name may hold only ASCII letters, digits and spaces, not '-' (got 'Bo-b')",
+            "payroll.csv:3: column 'bsb': BSB must be 6 digits",
+            // Account numbers are masked even in error messages.
+            "column 'account_number': account number must be 5 to 9 digits (got '********999')",
+        ],
+    );
+}
+
+#[test]
+fn every_error_is_reported_not_just_the_first() {
+    let mut r = rows();
+    r[0] = "E1,Ann,Lee,ann@example.com,XX,1990-01-02,1500.00,062000,12345678".into();
+    r[2] = "E3,Cat,Wu,cat@example.com,AU,1979-12-31,0,033000,11223344".into();
+    let out = validate(&Fixture::new(JOB, &r));
+    assert_invalid(
+        &out,
+        &[
+            "payroll.csv:2: column 'country'",
+            "payroll.csv:4: column 'net_pay': amount must be greater than zero",
+        ],
+    );
+    assert!(out.stdout.contains("2 problem(s)"), "{}", out.stdout);
+}
+
+#[test]
+fn max_amount_and_max_total_guardrails() {
+    let mut r = rows();
+    r.push("E4,Dan,Oh,dan@example.com,AU,1979-12-31,4800.00,033000,11223344".into());
+    r.push("E5,Eve,Li,eve@example.com,AU,1979-12-31,4000.00,033000,11223344".into());
+    r.push("E6,Fay,Yu,fay@example.com,AU,1979-12-31,5000.01,033000,11223344".into());
+    let out = validate(&Fixture::new(JOB, &r));
+    assert_invalid(
+        &out,
+        &[
+            "payroll.csv:7: column 'net_pay': amount is over limits.max_amount 5000.00 (got '5000.01')",
+            "payroll.csv:6: column 'net_pay': limits.max_total for AUD is 10000.00 but the planned total is 13799.50; row 'E5' is the first to pass the limit",
+        ],
+    );
+}
+
+#[test]
+fn max_rows_guardrail() {
+    let f = Fixture::new(
+        &JOB.replace(
+            "  max_amount: \"5000.00\"",
+            "  max_amount: \"5000.00\"\n  max_rows: 2",
+        ),
+        &rows(),
+    );
+    assert_invalid(
+        &validate(&f),
+        &[
+            "payroll.csv:4: limits.max_rows is 2 but the input has 3 rows; row 'E3' is the first over the limit",
+        ],
+    );
+}
+
+mod kyc {
+    use super::*;
+
+    const KYC_JOB: &str = r#"version: 1
+name: kyc
+provider: { kind: helloclever, app_id: "${HC_TEST_APP_ID}", secret_key: "${HC_TEST_SECRET_KEY}" }
+input: { csv: people.csv, key: id }
+steps:
+  - id: kyc
+    type: kyc
+    when: "{{ row.kyc == 'yes' }}"
+    fields:
+      email: "{{ row.email }}"
+      document_type: passport
+      document_number: "{{ row.doc }}"
+      document_username: "{{ row.name }}"
+      issue_date: "2020-01-01"
+      expiry_date: "{{ row.expiry }}"
+      issue_country: AU
+      nationality: AU
+      selfie: "{{ row.selfie }}"
+      id_doc_front_side: "{{ row.front }}"
+      id_doc_back_side: "{{ row.back }}"
+"#;
+    const JPEG: &[u8] = &[0xFF, 0xD8, 0xFF, 0xE0, 0, 0x10, b'J', b'F', b'I', b'F'];
+    const PNG: &[u8] = b"\x89PNG\r\n\x1a\n\0\0\0\rIHDR";
+
+    fn fixture(rows: &[&str]) -> Fixture {
+        let f = Fixture::new(KYC_JOB, &[]);
+        let mut csv = "id,kyc,email,doc,name,expiry,selfie,front,back\n".to_string();
+        for r in rows {
+            csv.push_str(r);
+            csv.push('\n');
+        }
+        f.write("people.csv", csv.as_bytes());
+        f.write("img/s.jpg", JPEG);
+        f.write("img/f.png", PNG);
+        f.write("img/b.jpg", JPEG);
+        f.write("img/png-named.jpg", PNG);
+        f
+    }
+
+    #[test]
+    fn good_kyc_rows_and_skipped_rows_pass() {
+        let f = fixture(&[
+            "1,yes,a@example.com,PA1234567,Ann Lee,2031-01-01,img/s.jpg,img/f.png,img/b.jpg",
+            "2,no,b@example.com,,,,,,",
+        ]);
+        let out = validate(&f);
+        assert_eq!(out.code, 0, "{}", out.stderr);
+    }
+
+    #[test]
+    fn missing_image() {
+        let f = fixture(&[
+            "1,yes,a@example.com,PA1234567,Ann Lee,2031-01-01,img/nope.jpg,img/f.png,img/b.jpg",
+        ]);
+        assert_invalid(
+            &validate(&f),
+            &[
+                "people.csv:2: column 'selfie': image file",
+                "img/nope.jpg does not exist",
+            ],
+        );
+    }
+
+    #[test]
+    fn png_renamed_jpg() {
+        let f = fixture(&[
+            "1,yes,a@example.com,PA1234567,Ann Lee,2031-01-01,img/s.jpg,img/f.png,img/png-named.jpg",
+        ]);
+        assert_invalid(
+            &validate(&f),
+            &[
+                "people.csv:2: column 'back': image file",
+                "png-named.jpg is a PNG image but its name says JPEG",
+            ],
+        );
+    }
+
+    #[test]
+    fn expiry_before_issue() {
+        let f = fixture(&[
+            "1,yes,a@example.com,PA1234567,Ann Lee,2019-01-01,img/s.jpg,img/f.png,img/b.jpg",
+        ]);
+        assert_invalid(
+            &validate(&f),
+            &[
+                "people.csv:2: column 'expiry': expiry_date must be after issue_date 2020-01-01 (got '2019-01-01')",
+            ],
+        );
+    }
+
+    #[test]
+    fn token_and_documents_do_not_mix() {
+        let job = KYC_JOB.replace(
+            "      nationality: AU\n",
+            "      nationality: AU\n      token: \"{{ row.doc }}\"\n",
+        );
+        let f = Fixture::new(&job, &[]);
+        f.write(
+            "people.csv",
+            b"id,kyc,email,doc,name,expiry,selfie,front,back\n",
+        );
+        assert_invalid(
+            &validate(&f),
+            &[
+                "field 'document_type' is for KYC by documents; with 'token' only email and token are sent",
+            ],
+        );
+    }
+}
