@@ -119,9 +119,19 @@ impl Templates {
                 }
             }
         }
-        let template = fast_path(source, &self.header).unwrap_or(Template::Jinja {
-            name: name.to_string(),
-        });
+        let reads_row = tmpl.undeclared_variables(false).contains("row");
+        let template = if !reads_row {
+            // Only vars and job: the same for every row, so render it once now.
+            let ctx = minijinja::context! { vars => self.vars.clone(), job => self.job.clone() };
+            let text = tmpl.render(ctx).map_err(|e| {
+                format!("template failed: {}", e.detail().unwrap_or("render error"))
+            })?;
+            Template::Literal(text)
+        } else {
+            fast_path(source, &self.header).unwrap_or(Template::Jinja {
+                name: name.to_string(),
+            })
+        };
         Ok((template, uses))
     }
 
@@ -138,6 +148,20 @@ impl Templates {
                 let raw = row.get(*index).unwrap_or("");
                 if filters.is_empty() {
                     return Ok(Cow::Borrowed(raw));
+                }
+                // ASCII values that a case filter would not change are returned as they are.
+                if let [f @ (Filter::Lower | Filter::Upper)] = filters.as_slice()
+                    && raw.is_ascii()
+                {
+                    let unchanged = match f {
+                        Filter::Lower => !raw.bytes().any(|b| b.is_ascii_uppercase()),
+                        _ => !raw.bytes().any(|b| b.is_ascii_lowercase()),
+                    };
+                    return Ok(match (unchanged, f) {
+                        (true, _) => Cow::Borrowed(raw),
+                        (false, Filter::Lower) => Cow::Owned(raw.to_ascii_lowercase()),
+                        (false, _) => Cow::Owned(raw.to_ascii_uppercase()),
+                    });
                 }
                 let mut s = raw.to_string();
                 for f in filters {
@@ -308,7 +332,15 @@ mod tests {
         let (tpl, _) = t
             .compile("d", "Pay {{ vars.period }} for {{ job.name }}")
             .unwrap();
+        assert!(
+            matches!(tpl, Template::Literal(_)),
+            "row-free templates are folded at compile time"
+        );
         assert_eq!(t.render(&tpl, &row).unwrap(), "Pay 2026-11 for payroll");
+        let (tpl, _) = t
+            .compile("m", "{{ vars.period }}-{{ row['first name'] | upper }}")
+            .unwrap();
+        assert_eq!(t.render(&tpl, &row).unwrap(), "2026-11-JANE");
         let (tpl, _) = t.compile("l", "plain text").unwrap();
         assert!(matches!(tpl, Template::Literal(_)));
     }

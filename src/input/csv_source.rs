@@ -61,14 +61,6 @@ impl<R: Read> Read for Counting<R> {
     }
 }
 
-/// One data row: where it is, its key, and its fields (in the caller's reused buffer).
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct RawRow {
-    /// 1-based line where the record starts.
-    pub line: u64,
-    pub key: String,
-}
-
 impl CsvSource {
     /// Opens `path`, reads the header and checks that the key columns exist.
     pub fn open(
@@ -162,14 +154,19 @@ impl CsvSource {
         &self.path
     }
 
-    /// Reads the next row into `record`. `Ok(None)` at the end of the file. A bad row is an
+    /// Reads the next row into `record` and its key (key columns joined by `/`) into `key`;
+    /// returns the row's 1-based line, or `Ok(None)` at the end of the file. A bad row is an
     /// error, after which reading may go on with the next row.
-    pub fn next_row(&mut self, record: &mut StringRecord) -> Result<Option<RawRow>, InputError> {
+    pub fn next_row(
+        &mut self,
+        record: &mut StringRecord,
+        key: &mut String,
+    ) -> Result<Option<u64>, InputError> {
         match self.reader.read_record(record) {
             Ok(false) => Ok(None),
             Ok(true) => {
                 let line = self.line_of(record.position());
-                let mut key = String::new();
+                key.clear();
                 for (n, &i) in self.key_indexes.iter().enumerate() {
                     let part = record.get(i).unwrap_or("");
                     if part.trim().is_empty() {
@@ -185,7 +182,7 @@ impl CsvSource {
                     }
                     key.push_str(part);
                 }
-                Ok(Some(RawRow { line, key }))
+                Ok(Some(line))
             }
             Err(e) => Err(self.row_error(&e)),
         }
@@ -238,7 +235,7 @@ fn header_error(e: &csv::Error) -> String {
 mod tests {
     use super::*;
 
-    type RowResult = Result<(RawRow, Vec<String>), String>;
+    type RowResult = Result<(u64, String, Vec<String>), String>;
 
     fn rows(content: &[u8], key: &str) -> (Vec<String>, Vec<RowResult>) {
         let dir = tempfile::tempdir().unwrap();
@@ -247,11 +244,16 @@ mod tests {
         let mut src = CsvSource::open(&p, b',', &[key.to_string()]).unwrap();
         let header = src.header().names().to_vec();
         let mut rec = StringRecord::new();
+        let mut key = String::new();
         let mut out = Vec::new();
         loop {
-            match src.next_row(&mut rec) {
+            match src.next_row(&mut rec, &mut key) {
                 Ok(None) => break,
-                Ok(Some(r)) => out.push(Ok((r, rec.iter().map(str::to_string).collect()))),
+                Ok(Some(line)) => out.push(Ok((
+                    line,
+                    key.clone(),
+                    rec.iter().map(str::to_string).collect(),
+                ))),
                 Err(e) => out.push(Err(format!(
                     "{}:{}:{}",
                     e.line.unwrap_or(0),
@@ -271,9 +273,9 @@ mod tests {
         );
         assert_eq!(header, ["id", "name"]);
         let ok: Vec<_> = out.into_iter().map(Result::unwrap).collect();
-        assert_eq!(ok[0].1, ["1", "Doe, Jane"]);
-        assert_eq!(ok[1].1, ["2", "multi\r\nline"]);
-        assert_eq!((ok[2].0.line, ok[2].0.key.as_str()), (5, "3"));
+        assert_eq!(ok[0].2, ["1", "Doe, Jane"]);
+        assert_eq!(ok[1].2, ["2", "multi\r\nline"]);
+        assert_eq!((ok[2].0, ok[2].1.as_str()), (5, "3"));
     }
 
     #[test]
@@ -282,7 +284,7 @@ mod tests {
         let lines: Vec<u64> = out
             .iter()
             .filter_map(|r| r.as_ref().ok())
-            .map(|(r, _)| r.line)
+            .map(|(line, _, _)| *line)
             .collect();
         assert_eq!(lines, [2, 3, 5]);
         assert_eq!(
@@ -303,7 +305,7 @@ mod tests {
             out[2].as_ref().unwrap_err(),
             "4:name:field is not valid UTF-8 (save the file as UTF-8)"
         );
-        assert_eq!(out[3].as_ref().unwrap().0.key, "4");
+        assert_eq!(out[3].as_ref().unwrap().1, "4");
     }
 
     #[test]

@@ -3,7 +3,7 @@
 
 mod csv_source;
 
-pub use csv_source::{CsvSource, RawRow};
+pub use csv_source::CsvSource;
 
 use std::collections::HashMap;
 use std::fmt;

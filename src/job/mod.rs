@@ -109,6 +109,8 @@ pub struct Step {
 pub struct Field {
     pub spec: &'static FieldSpec,
     pub value: FieldValue,
+    /// The job-file line that sets this field (for problems with constant values).
+    pub line: Option<usize>,
 }
 
 #[derive(Debug)]
@@ -786,7 +788,8 @@ impl Builder<'_> {
                 },
             };
             if let Some(value) = compiled {
-                fields.push(Field { spec, value });
+                let line = diag::find_key(self.source, self.step_line(id), name).map(|(l, _)| l);
+                fields.push(Field { spec, value, line });
             }
         }
         for spec in kind.fields() {

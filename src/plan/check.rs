@@ -1,10 +1,15 @@
 //! The row checker: streams the CSV once, renders every step's fields for every row,
 //! validates them, and enforces the guardrails. `validate` runs it alone; `plan` runs it
 //! first (nothing is written unless it is clean) and again to build the items it stores.
+//!
+//! Fields whose template is a constant are checked once, before the rows, and their
+//! problems point at the job file; per row, only what the row can change is checked.
 
-use super::external_id;
+use super::items::{build_item, skipped_item};
+use super::reader;
+use super::rules::{Facts, check_value};
 use crate::input::{CsvSource, InputError};
-use crate::job::steps::{FieldKind, StepKind};
+use crate::job::steps::{FieldKind, Required, StepKind};
 use crate::job::{Field, FieldValue, Job, Step};
 use crate::provider::helloclever::methods;
 use crate::template::{Template, Uses};
@@ -12,11 +17,9 @@ use crate::validate;
 use chrono::NaiveDate;
 use csv::StringRecord;
 use rust_decimal::Decimal;
-use serde_json::{Map, Value};
-use sha2::{Digest, Sha256};
 use std::borrow::Cow;
 use std::collections::{BTreeMap, HashMap, HashSet};
-use std::hash::{BuildHasher, BuildHasherDefault, DefaultHasher};
+use std::hash::BuildHasherDefault;
 use std::path::PathBuf;
 
 /// One step's work for one row, as planned.
@@ -53,208 +56,160 @@ pub struct CheckSummary {
     pub totals: BTreeMap<String, (Decimal, u64)>,
 }
 
+/// A rendered field value.
+pub enum Rendered<'r> {
+    Text(Cow<'r, str>),
+    Map(Vec<(&'r str, Cow<'r, str>)>),
+}
+
+impl Rendered<'_> {
+    fn text(&self) -> Option<&str> {
+        match self {
+            Rendered::Text(s) if !s.is_empty() => Some(s),
+            _ => None,
+        }
+    }
+}
+
 /// Where a guardrail was first crossed.
-#[derive(Debug, Clone)]
 struct Offender {
     line: u64,
     key: String,
     column: Option<String>,
 }
 
-/// A rendered field value.
-enum Rendered<'r> {
-    Text(Cow<'r, str>),
-    Map(Vec<(&'r str, Cow<'r, str>)>),
+/// Positions of the fields that other checks depend on.
+#[derive(Default)]
+struct Indexes {
+    currency: Option<usize>,
+    method: Option<usize>,
+    amount: Option<usize>,
+    kind: Option<usize>,
+    reg_no: Option<usize>,
+    issue_date: Option<usize>,
+    expiry_date: Option<usize>,
+}
+
+/// What is known about a step before any row is read.
+struct StepRules {
+    /// Per field: checked once up front, not per row.
+    checked_once: Vec<bool>,
+    idx: Indexes,
+    /// The currency's minor units when the currency is a constant.
+    minor_units: Option<Option<u32>>,
+    amount_column: Option<String>,
+}
+
+impl StepRules {
+    fn new(step: &Step) -> StepRules {
+        let pos = |name: &str| step.fields.iter().position(|f| f.spec.name == name);
+        let idx = Indexes {
+            currency: pos("currency"),
+            method: pos("payout_method_name"),
+            amount: pos("amount"),
+            kind: pos("type"),
+            reg_no: pos("reg_no"),
+            issue_date: pos("issue_date"),
+            expiry_date: pos("expiry_date"),
+        };
+        let literal = |i: Option<usize>| match i.map(|i| &step.fields[i].value) {
+            Some(FieldValue::One(Template::Literal(s), _)) => Some(s.as_str()),
+            _ => None,
+        };
+        let currency = literal(idx.currency);
+        let currency_fixed = idx.currency.is_none() || currency.is_some();
+        let checked_once = step
+            .fields
+            .iter()
+            .map(|f| match (&f.value, f.spec.kind) {
+                // These depend on the currency: once only if it is fixed too.
+                (
+                    FieldValue::One(Template::Literal(_), _),
+                    FieldKind::Amount | FieldKind::PayoutMethod,
+                ) => currency_fixed,
+                (FieldValue::One(Template::Literal(_), _), _) => true,
+                _ => false,
+            })
+            .collect();
+        StepRules {
+            checked_once,
+            minor_units: currency.map(|c| validate::currency(c).ok()),
+            amount_column: match idx.amount.map(|i| &step.fields[i].value) {
+                Some(FieldValue::One(_, uses)) if uses.columns.len() == 1 => {
+                    Some(uses.columns[0].clone())
+                }
+                _ => None,
+            },
+            idx,
+        }
+    }
 }
 
 /// Checks every row of the job's input. Row problems go to `on_error` (all of them, in
-/// file order, guardrails last); with `build`, each clean row's items go to `on_row`.
-/// An `Err` is an input that cannot be read at all.
+/// file order, duplicates and guardrails last); with `build`, each clean row's items go to
+/// `on_row`. An `Err` is an input that cannot be read at all.
 pub fn check_rows(
     job: &Job,
     build: bool,
     on_error: &mut dyn FnMut(InputError),
     on_row: &mut dyn FnMut(RowPlan),
 ) -> Result<CheckSummary, InputError> {
-    let mut src = CsvSource::open(&job.input.csv, job.input.delimiter, &job.input.key)?;
-    let csv_dir = job
-        .input
-        .csv
-        .parent()
-        .map(PathBuf::from)
-        .unwrap_or_default();
-    let mut ctx = RowContext {
+    let src = CsvSource::open(&job.input.csv, job.input.delimiter, &job.input.key)?;
+    let size_hint = std::fs::metadata(&job.input.csv).map_or(0, |m| m.len());
+    let mut c = Checker {
         job,
-        csv_dir,
+        rules: job.steps.iter().map(StepRules::new).collect(),
+        csv_dir: job
+            .input
+            .csv
+            .parent()
+            .map(PathBuf::from)
+            .unwrap_or_default(),
         today: chrono::Utc::now().date_naive(),
         build,
-        errors: 0,
         on_error,
+        summary: CheckSummary::default(),
+        seen: HashSet::with_capacity_and_hasher(
+            (size_hint / 64).min(4 << 20) as usize,
+            BuildHasherDefault::default(),
+        ),
+        suspects: Vec::new(),
+        over_rows: None,
+        over_total: BTreeMap::new(),
     };
-    let mut summary = CheckSummary::default();
-    let hasher = BuildHasherDefault::<DefaultHasher>::default();
-    let mut seen_keys: HashSet<u64, BuildHasherDefault<NoHash>> = HashSet::default();
-    let mut suspects: Vec<(String, u64)> = Vec::new();
-    let mut over_total: BTreeMap<String, Offender> = BTreeMap::new();
-    let mut over_rows: Option<Offender> = None;
-    let mut record = StringRecord::new();
-
-    loop {
-        let raw = match src.next_row(&mut record) {
-            Ok(None) => break,
-            Ok(Some(raw)) => raw,
-            Err(e) if e.line.is_none() => return Err(e),
-            Err(e) => {
-                ctx.report(e);
-                continue;
-            }
-        };
-        summary.rows += 1;
-        if job.limits.max_rows.is_some_and(|max| summary.rows > max) && over_rows.is_none() {
-            over_rows = Some(Offender {
-                line: raw.line,
-                key: raw.key.clone(),
-                column: None,
-            });
-        }
-        // Keys are remembered as 64-bit hashes to keep memory flat; a hit is confirmed
-        // against the real key text after the pass, so a hash collision is never reported.
-        if !seen_keys.insert(hasher.hash_one(&raw.key)) {
-            suspects.push((raw.key.clone(), raw.line));
-        }
-        let errors_before = ctx.errors;
-        let mut items = Vec::with_capacity(job.steps.len());
-        for (si, step) in job.steps.iter().enumerate() {
-            if let Some(item) = ctx.check_step(si, step, &record, &raw.line, &raw.key) {
-                if let (false, Some(amount), Some(ccy)) =
-                    (item.skipped, item.amount, item.currency.as_ref())
-                {
-                    let entry = summary
-                        .totals
-                        .entry(ccy.clone())
-                        .or_insert((Decimal::ZERO, 0));
-                    entry.0 += amount;
-                    entry.1 += 1;
-                    if job
-                        .limits
-                        .max_total
-                        .get(ccy)
-                        .is_some_and(|max| entry.0 > *max)
-                        && !over_total.contains_key(ccy)
-                    {
-                        let column = single_column(step, "amount");
-                        over_total.insert(
-                            ccy.clone(),
-                            Offender {
-                                line: raw.line,
-                                key: raw.key.clone(),
-                                column,
-                            },
-                        );
-                    }
-                }
-                items.push(item);
+    c.check_constants();
+    reader::for_each_chunk(src, |chunk| {
+        for (i, line) in chunk.lines.iter().enumerate() {
+            match line {
+                Err(e) => c.report(e.clone()),
+                Ok(line) => c.check_row(*line, &chunk.keys[i], &chunk.records[i], on_row),
             }
         }
-        if build && ctx.errors == errors_before {
-            on_row_wrapper(
-                on_row,
-                RowPlan {
-                    line: raw.line,
-                    key: raw.key,
-                    items,
-                },
-            );
-        }
-    }
-
-    if !suspects.is_empty() {
-        for (key, line, first) in confirm_duplicates(job, &suspects)? {
-            ctx.report(InputError {
-                path: job.input.csv.clone(),
-                line: Some(line),
-                column: Some(job.input.key.join("+")),
-                message: format!("duplicate key '{key}' (first used on line {first})"),
-            });
-        }
-    }
-    if let (Some(max), Some(o)) = (job.limits.max_rows, over_rows) {
-        ctx.report(InputError {
-            path: job.input.csv.clone(),
-            line: Some(o.line),
-            column: None,
-            message: format!("limits.max_rows is {max} but the input has {} rows; row '{}' is the first over the limit", summary.rows, o.key),
-        });
-    }
-    for (ccy, o) in over_total {
-        let max = job.limits.max_total[&ccy];
-        let total = summary.totals[&ccy].0;
-        ctx.report(InputError {
-            path: job.input.csv.clone(),
-            line: Some(o.line),
-            column: o.column,
-            message: format!("limits.max_total for {ccy} is {max} but the planned total is {total}; row '{}' is the first to pass the limit", o.key),
-        });
-    }
-    summary.errors = ctx.errors;
-    Ok(summary)
+        Ok::<(), std::convert::Infallible>(())
+    })?
+    .unwrap_or_else(|never| match never {});
+    c.finish()
 }
 
-fn on_row_wrapper(on_row: &mut dyn FnMut(RowPlan), row: RowPlan) {
-    on_row(row)
-}
-
-/// Re-reads the input to find the first line of each suspected duplicate key.
-fn confirm_duplicates(
-    job: &Job,
-    suspects: &[(String, u64)],
-) -> Result<Vec<(String, u64, u64)>, InputError> {
-    let wanted: HashSet<&str> = suspects.iter().map(|(k, _)| k.as_str()).collect();
-    let mut first: HashMap<String, u64> = HashMap::new();
-    let mut src = CsvSource::open(&job.input.csv, job.input.delimiter, &job.input.key)?;
-    let mut record = StringRecord::new();
-    loop {
-        match src.next_row(&mut record) {
-            Ok(None) => break,
-            Ok(Some(raw)) if wanted.contains(raw.key.as_str()) => {
-                first.entry(raw.key).or_insert(raw.line);
-            }
-            Ok(Some(_)) => {}
-            Err(e) if e.line.is_none() => return Err(e),
-            Err(_) => {}
-        }
-    }
-    Ok(suspects
-        .iter()
-        .filter_map(|(k, line)| {
-            first
-                .get(k)
-                .filter(|f| *f < line)
-                .map(|f| (k.clone(), *line, *f))
-        })
-        .collect())
-}
-
-/// The one CSV column a field reads, if it reads exactly one.
-fn single_column(step: &Step, field: &str) -> Option<String> {
-    match &crate::job::field(step, field)?.value {
-        FieldValue::One(_, uses) if uses.columns.len() == 1 => Some(uses.columns[0].clone()),
-        _ => None,
-    }
-}
-
-struct RowContext<'a, 'e> {
+struct Checker<'a, 'e> {
     job: &'a Job,
+    rules: Vec<StepRules>,
     csv_dir: PathBuf,
     today: NaiveDate,
     build: bool,
-    errors: u64,
     on_error: &'e mut dyn FnMut(InputError),
+    summary: CheckSummary,
+    /// Keys seen, as 64-bit hashes to keep memory flat; a repeat is only a suspect until
+    /// `finish` confirms it against the real key text, so a collision is never reported.
+    seen: HashSet<u64, BuildHasherDefault<Prehashed>>,
+    suspects: Vec<(String, u64)>,
+    over_rows: Option<Offender>,
+    over_total: BTreeMap<String, Offender>,
 }
 
-impl RowContext<'_, '_> {
+impl Checker<'_, '_> {
     fn report(&mut self, e: InputError) {
-        self.errors += 1;
+        self.summary.errors += 1;
         (self.on_error)(e);
     }
 
@@ -263,25 +218,12 @@ impl RowContext<'_, '_> {
     fn field_error(
         &mut self,
         line: u64,
-        label: &str,
+        label: &dyn std::fmt::Display,
         uses: &Uses,
         message: &str,
         got: Option<&str>,
         sensitive: bool,
     ) {
-        let got = got.map(|g| {
-            let shown = if sensitive {
-                crate::redact::mask_tail(g)
-            } else {
-                g.to_string()
-            };
-            let short: String = shown.chars().take(80).collect();
-            if short.len() < shown.len() {
-                format!("{short}…")
-            } else {
-                short
-            }
-        });
         let (column, prefix) = match uses.columns.as_slice() {
             [one] => (Some(one.clone()), String::new()),
             _ => (None, format!("field '{label}': ")),
@@ -290,17 +232,101 @@ impl RowContext<'_, '_> {
             path: self.job.input.csv.clone(),
             line: Some(line),
             column,
-            message: match got {
-                Some(g) => format!("{prefix}{message} (got '{g}')"),
-                None => format!("{prefix}{message}"),
-            },
+            message: format!("{prefix}{message}{}", got_suffix(got, sensitive)),
         });
+    }
+
+    /// Checks the fields whose value is the same for every row, once; problems point at
+    /// the job file.
+    fn check_constants(&mut self) {
+        let job = self.job;
+        for (si, step) in job.steps.iter().enumerate() {
+            let rules = &self.rules[si];
+            let currency = rules.idx.currency.and_then(|i| literal(&step.fields[i]));
+            let facts = Facts {
+                today: self.today,
+                minor_units: rules.minor_units.flatten(),
+                currency,
+                max_amount: job.limits.max_amount,
+                csv_dir: &self.csv_dir,
+            };
+            let mut problems = Vec::new();
+            for (fi, field) in step.fields.iter().enumerate() {
+                let Some(v) = literal(field).filter(|_| rules.checked_once[fi]) else {
+                    continue;
+                };
+                let result = if v.is_empty() {
+                    required(field)
+                        .then(|| format!("{} is required but empty", field.spec.name))
+                        .map_or(Ok(None), Err)
+                } else {
+                    check_value(field.spec.kind, v, &facts)
+                };
+                if let Err(e) = result {
+                    let got = if v.is_empty() {
+                        String::new()
+                    } else {
+                        got_suffix(Some(v), field.spec.sensitive)
+                    };
+                    problems.push(InputError {
+                        path: job.path.clone(),
+                        line: field.line.map(|l| l as u64),
+                        column: None,
+                        message: format!(
+                            "field '{}': {e}{got}",
+                            Label(&step.id, field.spec.name, None)
+                        ),
+                    });
+                }
+            }
+            for p in problems {
+                self.report(p);
+            }
+        }
+    }
+
+    fn check_row(
+        &mut self,
+        line: u64,
+        key: &str,
+        record: &StringRecord,
+        on_row: &mut dyn FnMut(RowPlan),
+    ) {
+        self.summary.rows += 1;
+        if self
+            .job
+            .limits
+            .max_rows
+            .is_some_and(|max| self.summary.rows > max)
+            && self.over_rows.is_none()
+        {
+            self.over_rows = Some(Offender {
+                line,
+                key: key.to_string(),
+                column: None,
+            });
+        }
+        if !self.seen.insert(key_hash(key)) {
+            self.suspects.push((key.to_string(), line));
+        }
+        let errors_before = self.summary.errors;
+        let mut items = Vec::new();
+        for (si, step) in self.job.steps.iter().enumerate() {
+            self.check_step(si, step, record, line, key, &mut items);
+        }
+        if self.build && self.summary.errors == errors_before {
+            on_row(RowPlan {
+                line,
+                key: key.to_string(),
+                items,
+            });
+        }
     }
 
     fn render<'r>(
         &mut self,
         line: u64,
-        label: &str,
+        label: &dyn std::fmt::Display,
         t: &'r Template,
         uses: &Uses,
         record: &'r StringRecord,
@@ -319,430 +345,401 @@ impl RowContext<'_, '_> {
         si: usize,
         step: &Step,
         record: &StringRecord,
-        line: &u64,
+        line: u64,
         key: &str,
-    ) -> Option<ItemPlan> {
-        let line = *line;
+        items: &mut Vec<ItemPlan>,
+    ) {
         if let Some((t, uses)) = &step.when {
-            let label = format!("{}.when", step.id);
-            let v = self.render(line, &label, t, uses, record)?;
-            match v.trim().to_ascii_lowercase().as_str() {
-                "true" => {}
-                "false" | "" => {
-                    return Some(ItemPlan {
-                        step: si,
-                        skipped: true,
-                        payload: "{}".into(),
-                        hash: if self.build {
-                            hex(&Sha256::digest(b"skipped"))
-                        } else {
-                            String::new()
-                        },
-                        amount: None,
-                        currency: None,
-                        group: None,
-                        external_id: None,
-                    });
+            let label = Label(&step.id, "when", None);
+            let Some(v) = self.render(line, &label, t, uses, record) else {
+                return;
+            };
+            match v.trim() {
+                "true" | "True" => {}
+                "false" | "False" | "" => {
+                    if self.build {
+                        items.push(skipped_item(si));
+                    }
+                    return;
                 }
                 other => {
                     let msg = format!("'when' must render to true or false, not '{other}'");
                     self.field_error(line, &label, uses, &msg, None, false);
-                    return None;
+                    return;
                 }
             }
         }
 
-        let errors_before = self.errors;
-        let mut values: Vec<(&Field, Rendered)> = Vec::with_capacity(step.fields.len());
+        let errors_before = self.summary.errors;
+        let mut values: Vec<Rendered> = Vec::with_capacity(step.fields.len());
         for field in &step.fields {
-            let label = format!("{}.{}", step.id, field.spec.name);
-            match &field.value {
-                FieldValue::One(t, uses) => {
-                    if let Some(v) = self.render(line, &label, t, uses, record) {
-                        values.push((field, Rendered::Text(v)));
-                    }
-                }
-                FieldValue::Map(entries) => {
-                    let mut out = Vec::with_capacity(entries.len());
-                    for (k, t, uses) in entries {
-                        if let Some(v) = self.render(line, &format!("{label}.{k}"), t, uses, record)
-                        {
-                            out.push((k.as_str(), v));
-                        }
-                    }
-                    values.push((field, Rendered::Map(out)));
-                }
-            }
+            let label = Label(&step.id, field.spec.name, None);
+            let rendered = match &field.value {
+                FieldValue::One(t, uses) => Rendered::Text(
+                    self.render(line, &label, t, uses, record)
+                        .unwrap_or_default(),
+                ),
+                FieldValue::Map(entries) => Rendered::Map(
+                    entries
+                        .iter()
+                        .filter_map(|(k, t, uses)| {
+                            let label = Label(&step.id, field.spec.name, Some(k));
+                            self.render(line, &label, t, uses, record)
+                                .map(|v| (k.as_str(), v))
+                        })
+                        .collect(),
+                ),
+            };
+            values.push(rendered);
         }
-        if self.errors > errors_before {
-            return None;
+        if self.summary.errors > errors_before {
+            return;
         }
-        let text = |name: &str| text_of(&values, name);
 
-        // Values other fields depend on: the payout currency fixes the amount's decimals.
-        let minor_units = text("currency").and_then(|c| validate::currency(c).ok());
+        let rules = &self.rules[si];
+        let currency = rules.idx.currency.and_then(|i| values[i].text());
+        let facts = Facts {
+            today: self.today,
+            minor_units: rules
+                .minor_units
+                .unwrap_or_else(|| currency.and_then(|c| validate::currency(c).ok())),
+            currency,
+            max_amount: self.job.limits.max_amount,
+            csv_dir: &self.csv_dir,
+        };
         let mut amount = None;
-        let mut file_hashes = Vec::new();
-        for (field, value) in &values {
-            let label = format!("{}.{}", step.id, field.spec.name);
-            let FieldValue::One(_, uses) = &field.value else {
-                if let Rendered::Map(entries) = value {
-                    self.check_params(line, step, field, entries, text("payout_method_name"));
-                }
-                continue;
-            };
-            let Rendered::Text(v) = value else { continue };
-            let v = v.as_ref();
-            let sensitive = field.spec.sensitive;
-            if v.is_empty() {
-                let required = match field.spec.required {
-                    crate::job::steps::Required::Always
-                    | crate::job::steps::Required::DocumentKyc => true,
-                    crate::job::steps::Required::Optional => false,
-                };
-                if required {
-                    self.field_error(
-                        line,
-                        &label,
-                        uses,
-                        &format!("{} is required but empty", field.spec.name),
-                        None,
-                        false,
-                    );
+        let mut problems: Vec<(usize, Option<&str>, String)> = Vec::new();
+        for (fi, (field, value)) in step.fields.iter().zip(&values).enumerate() {
+            if rules.checked_once[fi] {
+                if field.spec.kind == FieldKind::Amount {
+                    amount = value
+                        .text()
+                        .and_then(|v| validate::amount(v, facts.minor_units).ok());
                 }
                 continue;
             }
-            let result = match field.spec.kind {
-                FieldKind::Text { min, max } => validate::length(v, min, max),
-                FieldKind::Email => validate::email(v),
-                FieldKind::PayeeName => validate::payee_name(v),
-                FieldKind::Enum(allowed) => validate::one_of(v, allowed),
-                FieldKind::Date => validate::date(v).map(drop),
-                FieldKind::PastDate => validate::date_of_birth(v, self.today).map(drop),
-                FieldKind::Timestamp => validate::timestamp(v).map(drop),
-                FieldKind::Country => validate::country(v),
-                FieldKind::Currency => validate::currency(v).map(drop),
-                FieldKind::Phone => validate::phone(v),
-                FieldKind::Amount => match validate::amount(v, minor_units) {
-                    Ok(d) => {
-                        amount = Some(d);
-                        match self.job.limits.max_amount {
-                            Some(max) if d > max => {
-                                Err(format!("amount is over limits.max_amount {max}"))
-                            }
-                            _ => Ok(()),
-                        }
+            match value {
+                Rendered::Map(entries) => {
+                    let method = rules.idx.method.and_then(|i| values[i].text());
+                    for (sub, msg, got) in check_params(entries, method) {
+                        problems.push((fi, got, format!("{}\u{0}{msg}", sub.unwrap_or_default())));
                     }
-                    Err(e) => Err(e),
+                }
+                Rendered::Text(v) if v.is_empty() => {
+                    if required(field) {
+                        problems.push((
+                            fi,
+                            None,
+                            format!("\u{0}{} is required but empty", field.spec.name),
+                        ));
+                    }
+                }
+                Rendered::Text(v) => match check_value(field.spec.kind, v, &facts) {
+                    Ok(parsed) => amount = amount.or(parsed),
+                    Err(e) => problems.push((fi, Some(v), format!("\u{0}{e}"))),
                 },
-                FieldKind::Image(kinds) => {
-                    let path = self.csv_dir.join(v);
-                    match validate::check_image(&path, kinds) {
-                        Ok(_) if self.build => match std::fs::read(&path) {
-                            Ok(bytes) => {
-                                file_hashes.push((field.spec.name, hex(&Sha256::digest(&bytes))));
-                                Ok(())
-                            }
-                            Err(e) => {
-                                Err(format!("image file {} cannot be read: {e}", path.display()))
-                            }
-                        },
-                        Ok(_) => Ok(()),
-                        Err(e) => Err(e),
-                    }
-                }
-                FieldKind::PayoutMethod => {
-                    methods::method_currency(v).and_then(|ccy| match text("currency") {
-                        Some(c) if c != ccy => Err(format!(
-                            "payout method {v} pays {ccy}, but the currency is {c}"
-                        )),
-                        _ => Ok(()),
-                    })
-                }
-                FieldKind::Map => Ok(()),
-            };
-            if let Err(e) = result {
-                self.field_error(line, &label, uses, &e, Some(v), sensitive);
             }
         }
-        self.cross_checks(line, step, &values, amount);
-        if self.errors > errors_before {
-            return None;
+        cross_checks(step, rules, &values, amount, self.today, &mut problems);
+        for (fi, got, msg) in problems {
+            let field = &step.fields[fi];
+            let (sub, msg) = msg.split_once('\u{0}').unwrap_or(("", &msg));
+            let (uses, sensitive) = match (&field.value, sub) {
+                (FieldValue::Map(entries), sub) if !sub.is_empty() => (
+                    entries
+                        .iter()
+                        .find(|(k, _, _)| k == sub)
+                        .map(|(_, _, u)| u.clone())
+                        .unwrap_or_default(),
+                    crate::redact::is_sensitive_name(sub),
+                ),
+                (FieldValue::One(_, uses), _) => (uses.clone(), field.spec.sensitive),
+                _ => (Uses::default(), false),
+            };
+            let label = Label(&step.id, field.spec.name, (!sub.is_empty()).then_some(sub));
+            self.field_error(line, &label, &uses, msg, got, sensitive);
         }
-        if !self.build {
-            return Some(ItemPlan {
-                step: si,
-                skipped: false,
-                payload: String::new(),
-                hash: String::new(),
-                amount,
-                currency: (step.kind == StepKind::Payout)
-                    .then(|| text("currency").unwrap_or_default().to_string()),
-                group: None,
-                external_id: None,
+        if self.summary.errors > errors_before {
+            return;
+        }
+
+        if step.kind == StepKind::Payout
+            && let (Some(a), Some(ccy)) = (amount, currency)
+        {
+            self.add_to_total(ccy, a, line, key, si);
+        }
+        if self.build {
+            match build_item(self.job, si, step, key, &values, amount, &self.csv_dir) {
+                Ok(item) => items.push(item),
+                Err(e) => self.report(InputError {
+                    path: self.job.input.csv.clone(),
+                    line: Some(line),
+                    column: None,
+                    message: e,
+                }),
+            }
+        }
+    }
+
+    fn add_to_total(&mut self, ccy: &str, amount: Decimal, line: u64, key: &str, si: usize) {
+        let entry = match self.summary.totals.get_mut(ccy) {
+            Some(e) => e,
+            None => self
+                .summary
+                .totals
+                .entry(ccy.to_string())
+                .or_insert((Decimal::ZERO, 0)),
+        };
+        entry.0 += amount;
+        entry.1 += 1;
+        let total = entry.0;
+        if self
+            .job
+            .limits
+            .max_total
+            .get(ccy)
+            .is_some_and(|max| total > *max)
+            && !self.over_total.contains_key(ccy)
+        {
+            let column = self.rules[si].amount_column.clone();
+            self.over_total.insert(
+                ccy.to_string(),
+                Offender {
+                    line,
+                    key: key.to_string(),
+                    column,
+                },
+            );
+        }
+    }
+
+    fn finish(mut self) -> Result<CheckSummary, InputError> {
+        let job = self.job;
+        if !self.suspects.is_empty() {
+            for (key, line, first) in confirm_duplicates(job, &self.suspects)? {
+                self.report(InputError {
+                    path: job.input.csv.clone(),
+                    line: Some(line),
+                    column: Some(job.input.key.join("+")),
+                    message: format!("duplicate key '{key}' (first used on line {first})"),
+                });
+            }
+        }
+        if let (Some(max), Some(o)) = (job.limits.max_rows, self.over_rows.take()) {
+            let rows = self.summary.rows;
+            self.report(InputError {
+                path: job.input.csv.clone(),
+                line: Some(o.line),
+                column: None,
+                message: format!("limits.max_rows is {max} but the input has {rows} rows; row '{}' is the first over the limit", o.key),
             });
         }
-        Some(self.build_item(si, step, key, &values, &file_hashes, amount))
-    }
-
-    fn check_params(
-        &mut self,
-        line: u64,
-        step: &Step,
-        field: &Field,
-        entries: &[(&str, Cow<str>)],
-        method: Option<&str>,
-    ) {
-        let FieldValue::Map(specs) = &field.value else {
-            return;
-        };
-        let uses_of = |k: &str| {
-            specs
-                .iter()
-                .find(|(n, _, _)| n == k)
-                .map(|(_, _, u)| u.clone())
-                .unwrap_or_default()
-        };
-        let label = format!("{}.{}", step.id, field.spec.name);
-        let Some(m) = method.and_then(methods::payout_method) else {
-            for (k, v) in entries {
-                if v.trim().is_empty() {
-                    self.field_error(
-                        line,
-                        &format!("{label}.{k}"),
-                        &uses_of(k),
-                        &format!("{k} is empty"),
-                        None,
-                        false,
-                    );
-                }
-            }
-            return;
-        };
-        for p in m.params {
-            let Some((_, v)) = entries.iter().find(|(k, _)| *k == p.name) else {
-                self.field_error(
-                    line,
-                    &label,
-                    &Uses::default(),
-                    &format!("payout method {} needs parameter '{}'", m.name, p.name),
-                    None,
-                    false,
-                );
-                continue;
-            };
-            if let Err(e) = (p.check)(v) {
-                let sensitive = crate::redact::is_sensitive_name(p.name);
-                self.field_error(
-                    line,
-                    &format!("{label}.{}", p.name),
-                    &uses_of(p.name),
-                    &e,
-                    Some(v),
-                    sensitive,
-                );
-            }
+        for (ccy, o) in std::mem::take(&mut self.over_total) {
+            let max = job.limits.max_total[&ccy];
+            let total = self.summary.totals[&ccy].0;
+            self.report(InputError {
+                path: job.input.csv.clone(),
+                line: Some(o.line),
+                column: o.column,
+                message: format!("limits.max_total for {ccy} is {max} but the planned total is {total}; row '{}' is the first to pass the limit", o.key),
+            });
         }
-    }
-
-    fn cross_checks(
-        &mut self,
-        line: u64,
-        step: &Step,
-        values: &[(&Field, Rendered)],
-        amount: Option<Decimal>,
-    ) {
-        let text = |name: &str| text_of(values, name);
-        let uses = |name: &str| match crate::job::field(step, name).map(|f| &f.value) {
-            Some(FieldValue::One(_, u)) => u.clone(),
-            _ => Uses::default(),
-        };
-        match step.kind {
-            StepKind::Contact => {
-                if text("type") == Some("organization") && text("reg_no").is_none() {
-                    let label = format!("{}.reg_no", step.id);
-                    self.field_error(
-                        line,
-                        &label,
-                        &uses("reg_no"),
-                        "reg_no is required for an organization",
-                        None,
-                        false,
-                    );
-                }
-            }
-            StepKind::Kyc => {
-                let issue = text("issue_date").and_then(|d| validate::date(d).ok());
-                let expiry = text("expiry_date").and_then(|d| validate::date(d).ok());
-                let label = format!("{}.expiry_date", step.id);
-                if let (Some(i), Some(e)) = (issue, expiry)
-                    && e <= i
-                {
-                    self.field_error(
-                        line,
-                        &label,
-                        &uses("expiry_date"),
-                        &format!("expiry_date must be after issue_date {i}"),
-                        text("expiry_date"),
-                        false,
-                    );
-                } else if let Some(e) = expiry
-                    && e < self.today
-                {
-                    self.field_error(
-                        line,
-                        &label,
-                        &uses("expiry_date"),
-                        "the document has expired",
-                        text("expiry_date"),
-                        false,
-                    );
-                }
-                if let Some(i) = issue
-                    && i > self.today
-                {
-                    let label = format!("{}.issue_date", step.id);
-                    self.field_error(
-                        line,
-                        &label,
-                        &uses("issue_date"),
-                        "issue_date is in the future",
-                        text("issue_date"),
-                        false,
-                    );
-                }
-            }
-            StepKind::Payout => {
-                let method = text("payout_method_name").and_then(methods::payout_method);
-                if let (Some(m), Some(a)) = (method, amount) {
-                    let label = format!("{}.amount", step.id);
-                    if m.min_amount.is_some_and(|min| a < Decimal::from(min))
-                        || m.max_amount.is_some_and(|max| a > Decimal::from(max))
-                    {
-                        let msg = format!(
-                            "amount must be between {} and {} {} for {}",
-                            m.min_amount.unwrap_or(0),
-                            m.max_amount.map_or("any".to_string(), |x| x.to_string()),
-                            m.currency,
-                            m.name
-                        );
-                        self.field_error(
-                            line,
-                            &label,
-                            &uses("amount"),
-                            &msg,
-                            text("amount"),
-                            false,
-                        );
-                    }
-                }
-            }
-        }
-    }
-
-    fn build_item(
-        &self,
-        si: usize,
-        step: &Step,
-        key: &str,
-        values: &[(&Field, Rendered)],
-        file_hashes: &[(&str, String)],
-        amount: Option<Decimal>,
-    ) -> ItemPlan {
-        let mut full = Map::new();
-        let mut shown = Map::new();
-        for (field, value) in values {
-            let name = field.spec.name;
-            match value {
-                Rendered::Text(v) if v.is_empty() => {}
-                Rendered::Text(v) => {
-                    let v = if field.spec.kind == FieldKind::Amount {
-                        amount.map_or(v.to_string(), |a| a.to_string())
-                    } else {
-                        v.to_string()
-                    };
-                    let masked = if field.spec.sensitive {
-                        crate::redact::mask_tail(&v)
-                    } else {
-                        v.clone()
-                    };
-                    full.insert(name.into(), Value::String(v));
-                    shown.insert(name.into(), Value::String(masked));
-                }
-                Rendered::Map(entries) => {
-                    let mut f = Map::new();
-                    let mut s = Map::new();
-                    for (k, v) in entries {
-                        f.insert((*k).into(), Value::String(v.to_string()));
-                        s.insert((*k).into(), Value::String(crate::redact::for_display(k, v)));
-                    }
-                    full.insert(name.into(), Value::Object(f));
-                    shown.insert(name.into(), Value::Object(s));
-                }
-            }
-        }
-        for (name, h) in file_hashes {
-            full.insert(format!("{name}#sha256"), Value::String(h.clone()));
-        }
-        let get = |n: &str| {
-            full.get(n)
-                .and_then(Value::as_str)
-                .unwrap_or("")
-                .to_string()
-        };
-        let (currency, group, ext) = if step.kind == StepKind::Payout {
-            let group = crate::job::steps::BATCH_FIELDS
-                .iter()
-                .map(|f| get(f))
-                .collect::<Vec<_>>()
-                .join("\u{1f}");
-            let ext = match full.get("external_id").and_then(Value::as_str) {
-                Some(user) => user.to_string(),
-                None => external_id(&[&self.job.name, &self.job.scope, &step.id, key]),
-            };
-            (Some(get("currency")), Some(group), Some(ext))
-        } else {
-            (None, None, None)
-        };
-        // serde_json's Map is ordered by key, so the JSON text is canonical.
-        let full_text = Value::Object(full).to_string();
-        ItemPlan {
-            step: si,
-            skipped: false,
-            payload: Value::Object(shown).to_string(),
-            hash: hex(&Sha256::digest(full_text.as_bytes())),
-            amount,
-            currency,
-            group,
-            external_id: ext,
-        }
+        Ok(self.summary)
     }
 }
 
-/// The non-empty rendered text of a field, by name.
-fn text_of<'v>(values: &'v [(&Field, Rendered)], name: &str) -> Option<&'v str> {
-    values.iter().find_map(|(f, v)| match v {
-        Rendered::Text(s) if f.spec.name == name && !s.is_empty() => Some(s.as_ref()),
+fn literal(field: &Field) -> Option<&str> {
+    match &field.value {
+        FieldValue::One(Template::Literal(s), _) => Some(s),
         _ => None,
-    })
+    }
 }
 
-/// Lower-case hex of a digest.
-pub fn hex(bytes: &[u8]) -> String {
-    use std::fmt::Write;
-    bytes
+fn required(field: &Field) -> bool {
+    matches!(
+        field.spec.required,
+        Required::Always | Required::DocumentKyc
+    )
+}
+
+/// ` (got 'value')`, masked when sensitive and shortened when long.
+fn got_suffix(got: Option<&str>, sensitive: bool) -> String {
+    let Some(g) = got else { return String::new() };
+    let shown = if sensitive {
+        crate::redact::mask_tail(g)
+    } else {
+        g.to_string()
+    };
+    let short: String = shown.chars().take(80).collect();
+    let ellipsis = if short.len() < shown.len() { "…" } else { "" };
+    format!(" (got '{short}{ellipsis}')")
+}
+
+/// Checks payout method parameters: (parameter, message, offending value).
+fn check_params<'v>(
+    entries: &'v [(&str, Cow<str>)],
+    method: Option<&str>,
+) -> Vec<(Option<&'v str>, String, Option<&'v str>)> {
+    let mut out = Vec::new();
+    let Some(m) = method.and_then(methods::payout_method) else {
+        for (k, v) in entries {
+            if v.trim().is_empty() {
+                out.push((Some(*k), format!("{k} is empty"), None));
+            }
+        }
+        return out;
+    };
+    for p in m.params {
+        match entries.iter().find(|(k, _)| *k == p.name) {
+            None => out.push((
+                None,
+                format!("payout method {} needs parameter '{}'", m.name, p.name),
+                None,
+            )),
+            Some((k, v)) => {
+                if let Err(e) = (p.check)(v) {
+                    out.push((Some(*k), e, Some(v.as_ref())));
+                }
+            }
+        }
+    }
+    out
+}
+
+/// Checks between fields of one step; problems as (field index, offending value, message).
+fn cross_checks<'v>(
+    step: &Step,
+    rules: &StepRules,
+    values: &'v [Rendered],
+    amount: Option<Decimal>,
+    today: NaiveDate,
+    problems: &mut Vec<(usize, Option<&'v str>, String)>,
+) {
+    let idx = &rules.idx;
+    let text = |i: Option<usize>| i.and_then(|i| values[i].text());
+    match step.kind {
+        StepKind::Contact => {
+            if text(idx.kind) == Some("organization")
+                && text(idx.reg_no).is_none()
+                && let Some(i) = idx.reg_no.or(idx.kind)
+            {
+                problems.push((
+                    i,
+                    None,
+                    "\u{0}reg_no is required for an organization".into(),
+                ));
+            }
+        }
+        StepKind::Kyc => {
+            let issue = text(idx.issue_date).and_then(|d| validate::date(d).ok());
+            let expiry = text(idx.expiry_date).and_then(|d| validate::date(d).ok());
+            if let (Some(ei), Some(e)) = (idx.expiry_date, expiry) {
+                if let Some(i) = issue.filter(|i| e <= *i) {
+                    problems.push((
+                        ei,
+                        text(idx.expiry_date),
+                        format!("\u{0}expiry_date must be after issue_date {i}"),
+                    ));
+                } else if e < today {
+                    problems.push((
+                        ei,
+                        text(idx.expiry_date),
+                        "\u{0}the document has expired".into(),
+                    ));
+                }
+            }
+            if let (Some(ii), Some(i)) = (idx.issue_date, issue)
+                && i > today
+            {
+                problems.push((
+                    ii,
+                    text(idx.issue_date),
+                    "\u{0}issue_date is in the future".into(),
+                ));
+            }
+        }
+        StepKind::Payout => {
+            let method = text(idx.method).and_then(methods::payout_method);
+            if let (Some(m), Some(a), Some(ai)) = (method, amount, idx.amount)
+                && (m.min_amount.is_some_and(|min| a < Decimal::from(min))
+                    || m.max_amount.is_some_and(|max| a > Decimal::from(max)))
+            {
+                let msg = format!(
+                    "\u{0}amount must be between {} and {} {} for {}",
+                    m.min_amount.unwrap_or(0),
+                    m.max_amount.map_or("any".to_string(), |x| x.to_string()),
+                    m.currency,
+                    m.name
+                );
+                problems.push((ai, text(idx.amount), msg));
+            }
+        }
+    }
+}
+
+/// Re-reads the input to find the first line of each suspected duplicate key; returns
+/// (key, line, first line) for the real duplicates.
+fn confirm_duplicates(
+    job: &Job,
+    suspects: &[(String, u64)],
+) -> Result<Vec<(String, u64, u64)>, InputError> {
+    let wanted: HashSet<&str> = suspects.iter().map(|(k, _)| k.as_str()).collect();
+    let mut first: HashMap<String, u64> = HashMap::new();
+    let mut src = CsvSource::open(&job.input.csv, job.input.delimiter, &job.input.key)?;
+    let (mut record, mut key) = (StringRecord::new(), String::new());
+    loop {
+        match src.next_row(&mut record, &mut key) {
+            Ok(None) => break,
+            Ok(Some(line)) if wanted.contains(key.as_str()) => {
+                first.entry(key.clone()).or_insert(line);
+            }
+            Ok(Some(_)) => {}
+            Err(e) if e.line.is_none() => return Err(e),
+            Err(_) => {}
+        }
+    }
+    Ok(suspects
         .iter()
-        .fold(String::with_capacity(bytes.len() * 2), |mut s, b| {
-            let _ = write!(s, "{b:02x}");
-            s
+        .filter_map(|(k, line)| {
+            first
+                .get(k)
+                .filter(|f| *f < line)
+                .map(|f| (k.clone(), *line, *f))
         })
+        .collect())
+}
+
+/// A field's name for messages (`pay.amount`, `pay.payout_method_params.bsb`), formatted
+/// only when a message needs it.
+struct Label<'a>(&'a str, &'a str, Option<&'a str>);
+
+impl std::fmt::Display for Label<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}.{}", self.0, self.1)?;
+        if let Some(sub) = self.2 {
+            write!(f, ".{sub}")?;
+        }
+        Ok(())
+    }
+}
+
+/// A fast 64-bit hash of a key (FNV-1a, then a final mix). Not collision-proof, and it
+/// need not be: repeats are confirmed on the real text.
+fn key_hash(key: &str) -> u64 {
+    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
+    for b in key.bytes() {
+        h = (h ^ u64::from(b)).wrapping_mul(0x0100_0000_01b3);
+    }
+    h ^= h >> 33;
+    h = h.wrapping_mul(0xff51_afd7_ed55_8ccd);
+    h ^ (h >> 33)
 }
 
 /// A hasher for keys that are already hashes.
 #[derive(Default)]
-struct NoHash(u64);
+struct Prehashed(u64);
 
-impl std::hash::Hasher for NoHash {
+impl std::hash::Hasher for Prehashed {
     fn finish(&self) -> u64 {
         self.0
     }

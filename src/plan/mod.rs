@@ -3,8 +3,11 @@
 //! upserts the items and batches into the state database.
 
 mod check;
+mod items;
+mod reader;
+mod rules;
 
-pub use check::{CheckSummary, ItemPlan, RowPlan, check_rows, hex};
+pub use check::{CheckSummary, ItemPlan, RowPlan, check_rows};
 
 use crate::input::InputError;
 use crate::job::Job;
@@ -87,6 +90,17 @@ pub fn plan(
         counts,
         state_path: state_path.to_path_buf(),
     })
+}
+
+/// Lower-case hex of a digest.
+pub fn hex(bytes: &[u8]) -> String {
+    use std::fmt::Write;
+    bytes
+        .iter()
+        .fold(String::with_capacity(bytes.len() * 2), |mut s, b| {
+            let _ = write!(s, "{b:02x}");
+            s
+        })
 }
 
 /// Derives a stable external id from its parts (job, scope, step, row key or batch).
