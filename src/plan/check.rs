@@ -17,6 +17,7 @@ use crate::validate;
 use chrono::NaiveDate;
 use csv::StringRecord;
 use rust_decimal::Decimal;
+use smallvec::SmallVec;
 use std::borrow::Cow;
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::hash::BuildHasherDefault;
@@ -147,16 +148,16 @@ impl StepRules {
 
 /// Checks every row of the job's input. Row problems go to `on_error` (all of them, in
 /// file order, duplicates and guardrails last); with `build`, each clean row's items go to
-/// `on_row`. An `Err` is an input that cannot be read at all.
+/// `on_row`, which returns `false` to stop early. An `Err` is an input that cannot be read.
 pub fn check_rows(
     job: &Job,
     build: bool,
     on_error: &mut dyn FnMut(InputError),
-    on_row: &mut dyn FnMut(RowPlan),
+    on_row: &mut dyn FnMut(RowPlan) -> bool,
 ) -> Result<CheckSummary, InputError> {
     let src = CsvSource::open(&job.input.csv, job.input.delimiter, &job.input.key)?;
     let size_hint = std::fs::metadata(&job.input.csv).map_or(0, |m| m.len());
-    let mut c = Checker {
+    let checker = RowChecker {
         job,
         rules: job.steps.iter().map(StepRules::new).collect(),
         csv_dir: job
@@ -167,6 +168,9 @@ pub fn check_rows(
             .unwrap_or_default(),
         today: chrono::Utc::now().date_naive(),
         build,
+    };
+    let mut merger = Merger {
+        job,
         on_error,
         summary: CheckSummary::default(),
         seen: HashSet::with_capacity_and_hasher(
@@ -177,26 +181,56 @@ pub fn check_rows(
         over_rows: None,
         over_total: BTreeMap::new(),
     };
-    c.check_constants();
-    reader::for_each_chunk(src, |chunk| {
-        for (i, line) in chunk.lines.iter().enumerate() {
-            match line {
-                Err(e) => c.report(e.clone()),
-                Ok(line) => c.check_row(*line, &chunk.keys[i], &chunk.records[i], on_row),
+    for e in checker.check_constants() {
+        merger.report(e);
+    }
+    let workers = std::thread::available_parallelism().map_or(1, usize::from);
+    reader::pipeline(
+        src,
+        workers,
+        |chunk| {
+            let mut out = ChunkResult::default();
+            for (slot, line) in chunk.lines.iter().enumerate() {
+                if let Ok(line) = line {
+                    checker.check_row(
+                        slot,
+                        *line,
+                        &chunk.keys[slot],
+                        &chunk.records[slot],
+                        &mut out,
+                    );
+                }
             }
-        }
-        Ok::<(), std::convert::Infallible>(())
-    })?
-    .unwrap_or_else(|never| match never {});
-    c.finish()
+            out
+        },
+        |chunk, result| merger.merge(chunk, result, &checker.rules, on_row),
+    )?;
+    merger.finish()
 }
 
-struct Checker<'a, 'e> {
+/// What the workers found in one chunk, by row slot, in slot order.
+#[derive(Default)]
+pub struct ChunkResult {
+    errors: Vec<(usize, InputError)>,
+    /// (slot, step, amount, currency) of each valid payout.
+    payouts: Vec<(usize, usize, Decimal, [u8; 3])>,
+    /// (slot, items) of each clean row, when building.
+    items: Vec<(usize, Vec<ItemPlan>)>,
+}
+
+/// The per-row checks: pure, shared by the worker threads.
+struct RowChecker<'a> {
     job: &'a Job,
     rules: Vec<StepRules>,
     csv_dir: PathBuf,
     today: NaiveDate,
     build: bool,
+}
+
+/// What depends on row order, on the calling thread: duplicate keys, totals, guardrails
+/// and reporting.
+struct Merger<'a, 'e> {
+    job: &'a Job,
     on_error: &'e mut dyn FnMut(InputError),
     summary: CheckSummary,
     /// Keys seen, as 64-bit hashes to keep memory flat; a repeat is only a suspect until
@@ -207,16 +241,156 @@ struct Checker<'a, 'e> {
     over_total: BTreeMap<String, Offender>,
 }
 
-impl Checker<'_, '_> {
+impl Merger<'_, '_> {
     fn report(&mut self, e: InputError) {
         self.summary.errors += 1;
         (self.on_error)(e);
     }
 
+    /// Takes one chunk's results in file order; returns `false` when `on_row` asks to stop.
+    fn merge(
+        &mut self,
+        chunk: &reader::Chunk,
+        result: ChunkResult,
+        rules: &[StepRules],
+        on_row: &mut dyn FnMut(RowPlan) -> bool,
+    ) -> bool {
+        let mut errors = result.errors.into_iter().peekable();
+        let mut payouts = result.payouts.into_iter().peekable();
+        let mut items = result.items.into_iter().peekable();
+        for (slot, line) in chunk.lines.iter().enumerate() {
+            let line = match line {
+                Err(e) => {
+                    self.report(e.clone());
+                    continue;
+                }
+                Ok(line) => *line,
+            };
+            let key = chunk.keys[slot].as_str();
+            self.summary.rows += 1;
+            if self
+                .job
+                .limits
+                .max_rows
+                .is_some_and(|max| self.summary.rows > max)
+                && self.over_rows.is_none()
+            {
+                self.over_rows = Some(Offender {
+                    line,
+                    key: key.to_string(),
+                    column: None,
+                });
+            }
+            if !self.seen.insert(key_hash(key)) {
+                self.suspects.push((key.to_string(), line));
+            }
+            while let Some((_, e)) = errors.next_if(|(s, _)| *s == slot) {
+                self.report(e);
+            }
+            while let Some((_, si, amount, ccy)) = payouts.next_if(|(s, ..)| *s == slot) {
+                let ccy = std::str::from_utf8(&ccy).unwrap_or("???");
+                self.add_to_total(ccy, amount, line, key, rules[si].amount_column.as_ref());
+            }
+            if let Some((_, row_items)) = items.next_if(|(s, _)| *s == slot)
+                && !on_row(RowPlan {
+                    line,
+                    key: key.to_string(),
+                    items: row_items,
+                })
+            {
+                return false;
+            }
+        }
+        true
+    }
+
+    fn add_to_total(
+        &mut self,
+        ccy: &str,
+        amount: Decimal,
+        line: u64,
+        key: &str,
+        column: Option<&String>,
+    ) {
+        let entry = match self.summary.totals.get_mut(ccy) {
+            Some(e) => e,
+            None => self
+                .summary
+                .totals
+                .entry(ccy.to_string())
+                .or_insert((Decimal::ZERO, 0)),
+        };
+        entry.0 += amount;
+        entry.1 += 1;
+        let total = entry.0;
+        if self
+            .job
+            .limits
+            .max_total
+            .get(ccy)
+            .is_some_and(|max| total > *max)
+            && !self.over_total.contains_key(ccy)
+        {
+            self.over_total.insert(
+                ccy.to_string(),
+                Offender {
+                    line,
+                    key: key.to_string(),
+                    column: column.cloned(),
+                },
+            );
+        }
+    }
+
+    fn finish(mut self) -> Result<CheckSummary, InputError> {
+        let job = self.job;
+        if !self.suspects.is_empty() {
+            for (key, line, first) in confirm_duplicates(job, &self.suspects)? {
+                self.report(InputError {
+                    path: job.input.csv.clone(),
+                    line: Some(line),
+                    column: Some(job.input.key.join("+")),
+                    message: format!("duplicate key '{key}' (first used on line {first})"),
+                });
+            }
+        }
+        if let (Some(max), Some(o)) = (job.limits.max_rows, self.over_rows.take()) {
+            let rows = self.summary.rows;
+            self.report(InputError {
+                path: job.input.csv.clone(),
+                line: Some(o.line),
+                column: None,
+                message: format!("limits.max_rows is {max} but the input has {rows} rows; row '{}' is the first over the limit", o.key),
+            });
+        }
+        for (ccy, o) in std::mem::take(&mut self.over_total) {
+            let max = job.limits.max_total[&ccy];
+            let total = self.summary.totals[&ccy].0;
+            self.report(InputError {
+                path: job.input.csv.clone(),
+                line: Some(o.line),
+                column: o.column,
+                message: format!("limits.max_total for {ccy} is {max} but the planned total is {total}; row '{}' is the first to pass the limit", o.key),
+            });
+        }
+        Ok(self.summary)
+    }
+}
+
+/// Collects one row's problems, in the order found.
+struct RowErrors<'o> {
+    out: &'o mut ChunkResult,
+    slot: usize,
+    count: usize,
+}
+
+impl RowChecker<'_> {
     /// Reports a problem with a field's value, naming the CSV column it came from when it
     /// came from exactly one, and the step field otherwise.
+    #[allow(clippy::too_many_arguments)]
     fn field_error(
-        &mut self,
+        &self,
+        errs: &mut RowErrors,
         line: u64,
         label: &dyn std::fmt::Display,
         uses: &Uses,
@@ -228,18 +402,23 @@ impl Checker<'_, '_> {
             [one] => (Some(one.clone()), String::new()),
             _ => (None, format!("field '{label}': ")),
         };
-        self.report(InputError {
-            path: self.job.input.csv.clone(),
-            line: Some(line),
-            column,
-            message: format!("{prefix}{message}{}", got_suffix(got, sensitive)),
-        });
+        errs.count += 1;
+        errs.out.errors.push((
+            errs.slot,
+            InputError {
+                path: self.job.input.csv.clone(),
+                line: Some(line),
+                column,
+                message: format!("{prefix}{message}{}", got_suffix(got, sensitive)),
+            },
+        ));
     }
 
     /// Checks the fields whose value is the same for every row, once; problems point at
     /// the job file.
-    fn check_constants(&mut self) {
+    fn check_constants(&self) -> Vec<InputError> {
         let job = self.job;
+        let mut problems = Vec::new();
         for (si, step) in job.steps.iter().enumerate() {
             let rules = &self.rules[si];
             let currency = rules.idx.currency.and_then(|i| literal(&step.fields[i]));
@@ -250,7 +429,6 @@ impl Checker<'_, '_> {
                 max_amount: job.limits.max_amount,
                 csv_dir: &self.csv_dir,
             };
-            let mut problems = Vec::new();
             for (fi, field) in step.fields.iter().enumerate() {
                 let Some(v) = literal(field).filter(|_| rules.checked_once[fi]) else {
                     continue;
@@ -279,52 +457,35 @@ impl Checker<'_, '_> {
                     });
                 }
             }
-            for p in problems {
-                self.report(p);
-            }
         }
+        problems
     }
 
     fn check_row(
-        &mut self,
+        &self,
+        slot: usize,
         line: u64,
         key: &str,
         record: &StringRecord,
-        on_row: &mut dyn FnMut(RowPlan),
+        out: &mut ChunkResult,
     ) {
-        self.summary.rows += 1;
-        if self
-            .job
-            .limits
-            .max_rows
-            .is_some_and(|max| self.summary.rows > max)
-            && self.over_rows.is_none()
-        {
-            self.over_rows = Some(Offender {
-                line,
-                key: key.to_string(),
-                column: None,
-            });
-        }
-        if !self.seen.insert(key_hash(key)) {
-            self.suspects.push((key.to_string(), line));
-        }
-        let errors_before = self.summary.errors;
+        let mut errs = RowErrors {
+            out,
+            slot,
+            count: 0,
+        };
         let mut items = Vec::new();
         for (si, step) in self.job.steps.iter().enumerate() {
-            self.check_step(si, step, record, line, key, &mut items);
+            self.check_step(si, step, record, line, key, &mut errs, &mut items);
         }
-        if self.build && self.summary.errors == errors_before {
-            on_row(RowPlan {
-                line,
-                key: key.to_string(),
-                items,
-            });
+        if self.build && errs.count == 0 {
+            errs.out.items.push((slot, items));
         }
     }
 
     fn render<'r>(
-        &mut self,
+        &self,
+        errs: &mut RowErrors,
         line: u64,
         label: &dyn std::fmt::Display,
         t: &'r Template,
@@ -334,24 +495,26 @@ impl Checker<'_, '_> {
         match self.job.templates.render(t, record) {
             Ok(v) => Some(v),
             Err(e) => {
-                self.field_error(line, label, uses, &e, None, false);
+                self.field_error(errs, line, label, uses, &e, None, false);
                 None
             }
         }
     }
 
+    #[allow(clippy::too_many_arguments)]
     fn check_step(
-        &mut self,
+        &self,
         si: usize,
         step: &Step,
         record: &StringRecord,
         line: u64,
         key: &str,
+        errs: &mut RowErrors,
         items: &mut Vec<ItemPlan>,
     ) {
         if let Some((t, uses)) = &step.when {
             let label = Label(&step.id, "when", None);
-            let Some(v) = self.render(line, &label, t, uses, record) else {
+            let Some(v) = self.render(errs, line, &label, t, uses, record) else {
                 return;
             };
             match v.trim() {
@@ -364,19 +527,20 @@ impl Checker<'_, '_> {
                 }
                 other => {
                     let msg = format!("'when' must render to true or false, not '{other}'");
-                    self.field_error(line, &label, uses, &msg, None, false);
+                    self.field_error(errs, line, &label, uses, &msg, None, false);
                     return;
                 }
             }
         }
 
-        let errors_before = self.summary.errors;
-        let mut values: Vec<Rendered> = Vec::with_capacity(step.fields.len());
+        let errors_before = errs.count;
+        // Inline storage: no allocation per row for the usual number of fields.
+        let mut values: SmallVec<[Rendered; 14]> = SmallVec::new();
         for field in &step.fields {
             let label = Label(&step.id, field.spec.name, None);
             let rendered = match &field.value {
                 FieldValue::One(t, uses) => Rendered::Text(
-                    self.render(line, &label, t, uses, record)
+                    self.render(errs, line, &label, t, uses, record)
                         .unwrap_or_default(),
                 ),
                 FieldValue::Map(entries) => Rendered::Map(
@@ -384,7 +548,7 @@ impl Checker<'_, '_> {
                         .iter()
                         .filter_map(|(k, t, uses)| {
                             let label = Label(&step.id, field.spec.name, Some(k));
-                            self.render(line, &label, t, uses, record)
+                            self.render(errs, line, &label, t, uses, record)
                                 .map(|v| (k.as_str(), v))
                         })
                         .collect(),
@@ -392,7 +556,7 @@ impl Checker<'_, '_> {
             };
             values.push(rendered);
         }
-        if self.summary.errors > errors_before {
+        if errs.count > errors_before {
             return;
         }
 
@@ -457,94 +621,37 @@ impl Checker<'_, '_> {
                 _ => (Uses::default(), false),
             };
             let label = Label(&step.id, field.spec.name, (!sub.is_empty()).then_some(sub));
-            self.field_error(line, &label, &uses, msg, got, sensitive);
+            self.field_error(errs, line, &label, &uses, msg, got, sensitive);
         }
-        if self.summary.errors > errors_before {
+        if errs.count > errors_before {
             return;
         }
 
         if step.kind == StepKind::Payout
-            && let (Some(a), Some(ccy)) = (amount, currency)
+            && let (Some(a), Some(ccy)) = (
+                amount,
+                currency.and_then(|c| <[u8; 3]>::try_from(c.as_bytes()).ok()),
+            )
         {
-            self.add_to_total(ccy, a, line, key, si);
+            errs.out.payouts.push((errs.slot, si, a, ccy));
         }
         if self.build {
             match build_item(self.job, si, step, key, &values, amount, &self.csv_dir) {
                 Ok(item) => items.push(item),
-                Err(e) => self.report(InputError {
-                    path: self.job.input.csv.clone(),
-                    line: Some(line),
-                    column: None,
-                    message: e,
-                }),
+                Err(e) => {
+                    errs.count += 1;
+                    errs.out.errors.push((
+                        errs.slot,
+                        InputError {
+                            path: self.job.input.csv.clone(),
+                            line: Some(line),
+                            column: None,
+                            message: e,
+                        },
+                    ));
+                }
             }
         }
-    }
-
-    fn add_to_total(&mut self, ccy: &str, amount: Decimal, line: u64, key: &str, si: usize) {
-        let entry = match self.summary.totals.get_mut(ccy) {
-            Some(e) => e,
-            None => self
-                .summary
-                .totals
-                .entry(ccy.to_string())
-                .or_insert((Decimal::ZERO, 0)),
-        };
-        entry.0 += amount;
-        entry.1 += 1;
-        let total = entry.0;
-        if self
-            .job
-            .limits
-            .max_total
-            .get(ccy)
-            .is_some_and(|max| total > *max)
-            && !self.over_total.contains_key(ccy)
-        {
-            let column = self.rules[si].amount_column.clone();
-            self.over_total.insert(
-                ccy.to_string(),
-                Offender {
-                    line,
-                    key: key.to_string(),
-                    column,
-                },
-            );
-        }
-    }
-
-    fn finish(mut self) -> Result<CheckSummary, InputError> {
-        let job = self.job;
-        if !self.suspects.is_empty() {
-            for (key, line, first) in confirm_duplicates(job, &self.suspects)? {
-                self.report(InputError {
-                    path: job.input.csv.clone(),
-                    line: Some(line),
-                    column: Some(job.input.key.join("+")),
-                    message: format!("duplicate key '{key}' (first used on line {first})"),
-                });
-            }
-        }
-        if let (Some(max), Some(o)) = (job.limits.max_rows, self.over_rows.take()) {
-            let rows = self.summary.rows;
-            self.report(InputError {
-                path: job.input.csv.clone(),
-                line: Some(o.line),
-                column: None,
-                message: format!("limits.max_rows is {max} but the input has {rows} rows; row '{}' is the first over the limit", o.key),
-            });
-        }
-        for (ccy, o) in std::mem::take(&mut self.over_total) {
-            let max = job.limits.max_total[&ccy];
-            let total = self.summary.totals[&ccy].0;
-            self.report(InputError {
-                path: job.input.csv.clone(),
-                line: Some(o.line),
-                column: o.column,
-                message: format!("limits.max_total for {ccy} is {max} but the planned total is {total}; row '{}' is the first to pass the limit", o.key),
-            });
-        }
-        Ok(self.summary)
     }
 }
 

@@ -39,7 +39,7 @@ pub fn validate(
     job: &Job,
     on_error: &mut dyn FnMut(InputError),
 ) -> Result<CheckSummary, InputError> {
-    check_rows(job, false, on_error, &mut |_| {})
+    check_rows(job, false, on_error, &mut |_| true)
 }
 
 /// The default state database of a job: `.payrun/<job name>.db` beside the job file.
@@ -57,8 +57,8 @@ pub fn plan(
     if summary.errors > 0 {
         return Err(PlanError::Invalid(summary));
     }
-    let mut state = State::open(state_path)?;
-    let mut writer = PlanWriter::begin(&mut state, job)?;
+    let state = State::open(state_path)?;
+    let mut writer = PlanWriter::begin(&state, job)?;
     let mut failure: Option<StateError> = None;
     let mut late_errors = 0;
     // The input is read a second time to build the items: it may have changed since the
@@ -70,11 +70,11 @@ pub fn plan(
             late_errors += 1;
             on_error(e)
         },
-        &mut |row| {
-            if failure.is_none()
-                && let Err(e) = writer.add_row(&row)
-            {
+        &mut |row| match writer.add_row(&row) {
+            Ok(()) => true,
+            Err(e) => {
                 failure = Some(e);
+                false
             }
         },
     )?;

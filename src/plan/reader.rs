@@ -1,16 +1,19 @@
-//! Reading rows on a second thread: CSV parsing is sequential, so it runs beside the
-//! checker rather than before it. Rows travel in recycled chunks, so the steady state
-//! allocates nothing and memory stays bounded (a few chunks in flight).
+//! The row pipeline: one thread reads the CSV (parsing is sequential), worker threads
+//! check chunks of rows (rows are independent), and the caller merges the results in file
+//! order (what depends on order: duplicate keys, totals, output). Chunks are recycled, so
+//! the steady state allocates little and memory stays bounded by the chunks in flight.
 
 use crate::input::{CsvSource, InputError};
 use csv::StringRecord;
+use std::collections::BTreeMap;
 use std::sync::mpsc::{Receiver, SyncSender, sync_channel};
+use std::sync::{Arc, Mutex};
 
-const CHUNK_ROWS: usize = 1024;
-const CHUNKS_IN_FLIGHT: usize = 4;
+const CHUNK_ROWS: usize = 512;
 
 /// A run of rows in file order: each slot is a row (record, key, line) or a row error.
 pub struct Chunk {
+    seq: u64,
     pub records: Vec<StringRecord>,
     pub keys: Vec<String>,
     pub lines: Vec<Result<u64, InputError>>,
@@ -19,6 +22,7 @@ pub struct Chunk {
 impl Chunk {
     fn new() -> Chunk {
         Chunk {
+            seq: 0,
             records: vec![StringRecord::new(); CHUNK_ROWS],
             keys: vec![String::new(); CHUNK_ROWS],
             lines: Vec::with_capacity(CHUNK_ROWS),
@@ -26,34 +30,59 @@ impl Chunk {
     }
 }
 
-/// Reads `src` to the end on a scoped thread and hands chunks to `each`, in order. A
-/// fatal read error (I/O) ends the stream and is returned.
-pub fn for_each_chunk<E>(
+/// Reads `src` to the end, runs `work` on each chunk on `workers` threads, and hands each
+/// chunk with its result to `merge` on the calling thread, in file order. `merge` returning
+/// `false` stops the pipeline early. A fatal read error (I/O) is returned.
+pub fn pipeline<R: Send>(
     src: CsvSource,
-    mut each: impl FnMut(&Chunk) -> Result<(), E>,
-) -> Result<Result<(), E>, InputError> {
-    let (full_tx, full_rx) = sync_channel::<Chunk>(CHUNKS_IN_FLIGHT);
-    let (free_tx, free_rx) = sync_channel::<Chunk>(CHUNKS_IN_FLIGHT);
-    for _ in 0..CHUNKS_IN_FLIGHT {
+    workers: usize,
+    work: impl Fn(&Chunk) -> R + Sync,
+    mut merge: impl FnMut(&Chunk, R) -> bool,
+) -> Result<(), InputError> {
+    let workers = workers.max(1);
+    let in_flight = 2 * workers + 2;
+    let (free_tx, free_rx) = sync_channel::<Chunk>(in_flight);
+    let (work_tx, work_rx) = sync_channel::<Chunk>(in_flight);
+    let (done_tx, done_rx) = sync_channel::<(Chunk, R)>(in_flight);
+    for _ in 0..in_flight {
         free_tx.send(Chunk::new()).expect("channel has room");
     }
+    let work_rx = Arc::new(Mutex::new(work_rx));
     std::thread::scope(|scope| {
-        let reader = scope.spawn(move || produce(src, &full_tx, &free_rx));
-        let mut outcome = Ok(());
-        for chunk in full_rx.iter() {
-            outcome = each(&chunk);
-            if outcome.is_err() {
-                break;
-            }
-            // The reader may have finished and dropped its end: then recycling is moot.
-            let _ = free_tx.send(chunk);
+        let reader = scope.spawn(move || produce(src, &work_tx, &free_rx));
+        for _ in 0..workers {
+            let (rx, tx, work) = (work_rx.clone(), done_tx.clone(), &work);
+            scope.spawn(move || {
+                loop {
+                    let next = rx.lock().unwrap_or_else(|p| p.into_inner()).recv();
+                    let Ok(chunk) = next else { return };
+                    let result = work(&chunk);
+                    if tx.send((chunk, result)).is_err() {
+                        return;
+                    }
+                }
+            });
         }
-        // Closing both channels stops a reader that is still going (after an error).
-        drop(full_rx);
+        drop(done_tx);
+        // Workers finish out of order; hold results until their turn.
+        let mut waiting = BTreeMap::new();
+        let mut next = 0;
+        'merge: for (chunk, result) in done_rx.iter() {
+            waiting.insert(chunk.seq, (chunk, result));
+            while let Some((chunk, result)) = waiting.remove(&next) {
+                next += 1;
+                if !merge(&chunk, result) {
+                    break 'merge;
+                }
+                // The reader may have finished and dropped its end: then recycling is moot.
+                let _ = free_tx.send(chunk);
+            }
+        }
+        // Closing the channels stops the reader and workers if they are still going.
+        drop(done_rx);
         drop(free_tx);
         match reader.join() {
-            Ok(Ok(())) => Ok(outcome),
-            Ok(Err(fatal)) => Err(fatal),
+            Ok(result) => result,
             Err(panic) => std::panic::resume_unwind(panic),
         }
     })
@@ -61,14 +90,16 @@ pub fn for_each_chunk<E>(
 
 fn produce(
     mut src: CsvSource,
-    full: &SyncSender<Chunk>,
+    work: &SyncSender<Chunk>,
     free: &Receiver<Chunk>,
 ) -> Result<(), InputError> {
+    let mut seq = 0;
     loop {
         let Ok(mut chunk) = free.recv() else {
             return Ok(());
         };
         chunk.lines.clear();
+        chunk.seq = seq;
         let mut at_end = false;
         while chunk.lines.len() < CHUNK_ROWS {
             let i = chunk.lines.len();
@@ -84,8 +115,11 @@ fn produce(
                 Err(e) => chunk.lines.push(Err(e)),
             }
         }
-        if !chunk.lines.is_empty() && full.send(chunk).is_err() {
-            return Ok(());
+        if !chunk.lines.is_empty() {
+            if work.send(chunk).is_err() {
+                return Ok(());
+            }
+            seq += 1;
         }
         if at_end {
             return Ok(());

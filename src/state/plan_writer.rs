@@ -40,7 +40,11 @@ struct OpenBatch {
 
 /// Writes one plan inside one transaction.
 pub struct PlanWriter<'s> {
-    state: &'s mut State,
+    state: &'s State,
+    /// The plan had no items before: nothing to look up.
+    fresh: bool,
+    select_item: rusqlite::Statement<'s>,
+    insert_item: rusqlite::Statement<'s>,
     plan_id: i64,
     job_name: String,
     scope: String,
@@ -73,7 +77,7 @@ struct Existing {
 
 impl<'s> PlanWriter<'s> {
     /// Starts a plan for `job` (creating its plan record on first use).
-    pub fn begin(state: &'s mut State, job: &Job) -> Result<PlanWriter<'s>, StateError> {
+    pub fn begin(state: &'s State, job: &Job) -> Result<PlanWriter<'s>, StateError> {
         let now = chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Millis, true);
         state
             .conn
@@ -117,7 +121,33 @@ impl<'s> PlanWriter<'s> {
             open.push(batches);
             next_seq.push(seq);
         }
+        let fresh: bool = state
+            .conn
+            .query_row(
+                "SELECT NOT EXISTS (SELECT 1 FROM items WHERE plan_id = ?1)",
+                params![plan_id],
+                |r| r.get(0),
+            )
+            .map_err(|e| state.err(e))?;
+        let select_item = state
+            .conn
+            .prepare(
+                "SELECT id, state, content_hash, row_line, batch_id, conflict_hash FROM items
+                 WHERE plan_id = ?1 AND step = ?2 AND row_key = ?3",
+            )
+            .map_err(|e| state.err(e))?;
+        let insert_item = state
+            .conn
+            .prepare(
+                "INSERT INTO items (plan_id, step, step_index, row_key, row_line, state, content_hash, payload,
+                                    amount, currency, batch_id, external_id, created_at, updated_at)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?13)",
+            )
+            .map_err(|e| state.err(e))?;
         Ok(PlanWriter {
+            fresh,
+            select_item,
+            insert_item,
             plan_id,
             job_name: job.name.clone(),
             scope: job.scope.clone(),
@@ -143,15 +173,11 @@ impl<'s> PlanWriter<'s> {
         for item in &row.items {
             let si = item.step;
             let step_id = self.steps[si].0.clone();
-            let existing = self
-                .state
-                .conn
-                .prepare_cached(
-                    "SELECT id, state, content_hash, row_line, batch_id, conflict_hash FROM items
-                     WHERE plan_id = ?1 AND step = ?2 AND row_key = ?3",
-                )
-                .and_then(|mut s| {
-                    s.query_row(params![self.plan_id, step_id, row.key], |r| {
+            let existing = if self.fresh {
+                None
+            } else {
+                self.select_item
+                    .query_row(params![self.plan_id, step_id, row.key], |r| {
                         Ok(Existing {
                             id: r.get(0)?,
                             state: r.get(1)?,
@@ -162,22 +188,30 @@ impl<'s> PlanWriter<'s> {
                         })
                     })
                     .optional()
-                })
-                .map_err(|e| self.state.err(e))?;
+                    .map_err(|e| self.state.err(e))?
+            };
             let new_state = if item.skipped { "skipped" } else { "pending" };
             let amount = item.amount.map(|a| a.to_string());
             match existing {
                 None => {
                     let batch = self.assign_batch(si, item.group.as_deref())?;
-                    self.exec(
-                        "INSERT INTO items (plan_id, step, step_index, row_key, row_line, state, content_hash, payload,
-                                            amount, currency, batch_id, external_id, created_at, updated_at)
-                         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?13)",
-                        params![
-                            self.plan_id, step_id, si as i64, row.key, row.line as i64, new_state, item.hash, item.payload,
-                            amount, item.currency, batch, item.external_id, self.now
-                        ],
-                    )?;
+                    self.insert_item
+                        .execute(params![
+                            self.plan_id,
+                            step_id,
+                            si as i64,
+                            row.key,
+                            row.line as i64,
+                            new_state,
+                            item.hash,
+                            item.payload,
+                            amount,
+                            item.currency,
+                            batch,
+                            item.external_id,
+                            self.now
+                        ])
+                        .map_err(|e| self.state.err(e))?;
                     let c = &mut self.counts.steps[si];
                     if item.skipped {
                         c.skipped += 1

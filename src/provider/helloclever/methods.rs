@@ -32,9 +32,14 @@ fn non_empty(v: &str) -> Result<(), String> {
 }
 
 fn bsb(v: &str) -> Result<(), String> {
-    let digits: String = v.chars().filter(|c| *c != '-').collect();
-    let shape = v.len() == 6 || (v.len() == 7 && v.as_bytes()[3] == b'-');
-    if shape && digits.len() == 6 && digits.bytes().all(|b| b.is_ascii_digit()) {
+    let b = v.as_bytes();
+    let digits = |s: &[u8]| s.iter().all(u8::is_ascii_digit);
+    let ok = match b.len() {
+        6 => digits(b),
+        7 => b[3] == b'-' && digits(&b[..3]) && digits(&b[4..]),
+        _ => false,
+    };
+    if ok {
         Ok(())
     } else {
         Err("BSB must be 6 digits (e.g. 062000 or 062-000)".into())
