@@ -96,7 +96,7 @@ impl CsvSource {
             Ok(h) => h.iter().map(str::to_string).collect(),
             Err(e) => return Err(err(Some(1), header_error(&e))),
         };
-        if names.len() == 1 && names[0].is_empty() {
+        if names.is_empty() || (names.len() == 1 && names[0].is_empty()) {
             return Err(err(
                 Some(1),
                 "CSV file is empty: it has no header line".into(),
@@ -114,6 +114,24 @@ impl CsvSource {
                     ..err(Some(1), "header names this column twice".into())
                 });
             }
+        }
+        // One column holding another separator is a file in another dialect.
+        if let [only] = header.names()
+            && let Some(sep) = [';', '\t', '|', ',']
+                .into_iter()
+                .find(|c| only.contains(*c) && *c as u8 != delimiter)
+        {
+            let shown = if sep == '\t' {
+                "tab".to_string()
+            } else {
+                format!("\"{sep}\"")
+            };
+            return Err(err(
+                Some(1),
+                format!(
+                    "the header is a single column, '{only}': the file seems to be separated by {shown}; set input.delimiter: {shown}"
+                ),
+            ));
         }
         let mut key_indexes = Vec::with_capacity(key_columns.len());
         for k in key_columns {

@@ -841,8 +841,34 @@ fn render_scope(src: &str, name: &str, vars: &BTreeMap<String, String>) -> Resul
 /// Turns a YAML error into a diagnostic with a place and, for unknown keys, a suggestion.
 fn yaml_diagnostic(path: &Path, source: &str, e: &yaml_serde::Error) -> Diagnostic {
     let mut msg = e.to_string();
-    if let Some(i) = msg.rfind(" at line ") {
-        msg.truncate(i);
+    // The place is shown as file:line:col already; drop libyaml's own " at line N column M".
+    while let Some(i) = msg.find(" at line ") {
+        let rest = &msg[i + " at line ".len()..];
+        let end = rest
+            .find(" column ")
+            .map(|c| c + " column ".len())
+            .map(|c| {
+                c + rest[c..]
+                    .find(|ch: char| !ch.is_ascii_digit())
+                    .unwrap_or(rest.len() - c)
+            })
+            .unwrap_or(0);
+        msg.replace_range(i..i + " at line ".len() + end, "");
+    }
+    for (from, to) in [
+        ("expected u32", "expected a whole number"),
+        ("expected u64", "expected a whole number"),
+    ] {
+        msg = msg.replace(from, to);
+    }
+    if let Some(start) = msg.find("missing field `")
+        && let Some(len) = msg[start + 15..].find('`')
+    {
+        let name = msg[start + 15..start + 15 + len].to_string();
+        msg.replace_range(
+            start..start + 16 + len,
+            &format!("missing required key '{name}'"),
+        );
     }
     let mut hint = None;
     let mut width = 1;

@@ -461,3 +461,79 @@ steps:
         );
     }
 }
+
+#[test]
+fn constant_field_problems_point_at_the_job_file() {
+    let f = Fixture::new(
+        &JOB.replace("      currency: AUD", "      currency: AUX"),
+        &rows(),
+    );
+    let out = validate(&f);
+    assert_invalid(
+        &out,
+        &["job.yaml:39: field 'pay.currency': not an ISO 4217 currency code (got 'AUX')"],
+    );
+    // Reported once, not once per row.
+    assert_eq!(
+        out.stderr.matches("pay.currency").count(),
+        1,
+        "{}",
+        out.stderr
+    );
+    let f = Fixture::new(
+        &JOB.replace(
+            "payout_method_name: au_bank_aud",
+            "payout_method_name: ph_bank_maya_php",
+        ),
+        &rows(),
+    );
+    assert_invalid(
+        &validate(&f),
+        &[
+            "field 'pay.payout_method_name': payout method ph_bank_maya_php pays PHP, but the currency is AUD",
+        ],
+    );
+}
+
+#[test]
+fn empty_and_foreign_dialect_csv_files() {
+    let f = Fixture::standard();
+    f.write("payroll.csv", b"");
+    assert_invalid(&validate(&f), &["payroll.csv:1: CSV file is empty"]);
+    let csv = std::fs::read_to_string(f.path("job.yaml")).unwrap();
+    assert!(csv.contains("key: employee_id"));
+    f.write(
+        "payroll.csv",
+        crate::support::PAYOUT_HEADER.replace(',', ";").as_bytes(),
+    );
+    assert_invalid(
+        &validate(&f),
+        &["the file seems to be separated by \";\"; set input.delimiter: \";\""],
+    );
+}
+
+#[test]
+fn semicolon_delimiter_is_honoured() {
+    let job = JOB.replace(
+        "  key: employee_id",
+        "  key: employee_id\n  delimiter: \";\"",
+    );
+    let f = Fixture::new(&job, &[]);
+    let mut csv = crate::support::PAYOUT_HEADER.replace(',', ";");
+    for r in rows() {
+        csv.push('\n');
+        csv.push_str(&r.replace(',', ";"));
+    }
+    f.write("payroll.csv", csv.as_bytes());
+    let out = validate(&f);
+    assert_eq!(out.code, 0, "{}", out.stderr);
+}
+
+#[test]
+fn missing_section_is_named() {
+    let f = Fixture::new("version: 1\nname: x\n", &rows());
+    assert_invalid(
+        &validate(&f),
+        &["job.yaml:1:1: missing required key 'provider'"],
+    );
+}
