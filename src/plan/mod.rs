@@ -5,6 +5,7 @@
 mod check;
 mod items;
 mod reader;
+mod rows;
 mod rules;
 
 pub use check::{CheckSummary, ItemPlan, RowPlan, check_rows};

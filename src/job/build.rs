@@ -1,0 +1,678 @@
+//! Static checks of a parsed job file: every value's meaning, every template against the
+//! CSV header. All problems are collected, each pointing at its place in the file.
+
+use super::config::{self, FieldConfig, JobConfig, KeyColumns, ProviderConfig};
+use super::diag::{self, Diagnostic};
+use super::steps::{FieldKind, Required, StepKind};
+use super::{
+    DEFAULT_BATCH_SIZE, Field, FieldValue, Input, Job, Limits, LoadOptions, Provider,
+    REPORT_FORMATS, Rate, Report, Retry, Step, Wait, parse_duration, parse_rate,
+};
+use crate::input::CsvSource;
+use crate::provider::ProviderKind;
+use crate::template::Templates;
+use rust_decimal::Decimal;
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+pub(super) struct Builder<'a> {
+    path: &'a Path,
+    source: &'a str,
+    diags: Vec<Diagnostic>,
+}
+
+impl<'a> Builder<'a> {
+    pub(super) fn new(path: &'a Path, source: &'a str) -> Builder<'a> {
+        Builder {
+            path,
+            source,
+            diags: Vec::new(),
+        }
+    }
+
+    fn err(&mut self, key_path: &[&str], message: impl Into<String>) {
+        let d = self.locate(Diagnostic::new(self.path, message), key_path);
+        self.diags.push(d);
+    }
+
+    /// Points a diagnostic at the last key of `key_path`, searching below its parents.
+    fn locate(&self, d: Diagnostic, key_path: &[&str]) -> Diagnostic {
+        let mut line = 1;
+        let mut found = None;
+        for key in key_path {
+            match diag::find_key(self.source, line, key) {
+                Some((l, c)) => {
+                    line = l;
+                    found = Some((l, c, key.chars().count()));
+                }
+                None => break,
+            }
+        }
+        match found {
+            Some((l, c, w)) => d.at(self.source, l, c, w),
+            None => d,
+        }
+    }
+
+    /// The line where the step with this id starts, to search its keys from there.
+    fn step_line(&self, id: &str) -> usize {
+        let start = diag::find_key(self.source, 1, "steps").map_or(1, |(l, _)| l);
+        self.source
+            .lines()
+            .enumerate()
+            .skip(start)
+            .find(|(_, l)| l.contains("id:") && l.contains(id))
+            .map_or(start, |(i, _)| i + 1)
+    }
+
+    fn err_in_step(&mut self, step_id: &str, keys: &[&str], message: impl Into<String>) {
+        let mut line = self.step_line(step_id);
+        let mut d = Diagnostic::new(self.path, message);
+        let mut found = None;
+        for key in keys {
+            if let Some((l, c)) = diag::find_key(self.source, line, key) {
+                line = l;
+                found = Some((l, c, key.chars().count()));
+            }
+        }
+        if let Some((l, c, w)) = found {
+            d = d.at(self.source, l, c, w);
+        } else if let Some((l, c)) = diag::find_key(self.source, line, "id") {
+            d = d.at(self.source, l, c, 2);
+        }
+        self.diags.push(d);
+    }
+
+    pub(super) fn build(
+        mut self,
+        c: JobConfig,
+        dir: PathBuf,
+        opts: &LoadOptions,
+        deferred: Vec<Diagnostic>,
+    ) -> Result<Job, Vec<Diagnostic>> {
+        if c.version != 1 {
+            self.err(
+                &["version"],
+                format!(
+                    "unsupported job file version {} (this payrun reads version 1)",
+                    c.version
+                ),
+            );
+        }
+        let name_ok = !c.name.is_empty()
+            && c.name.len() <= 64
+            && c.name
+                .starts_with(|ch: char| ch.is_ascii_lowercase() || ch.is_ascii_digit())
+            && c.name
+                .bytes()
+                .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-' || b == b'_');
+        if !name_ok {
+            self.err(
+                &["name"],
+                format!(
+                    "job name '{}' must be 1-64 lower-case letters, digits, '-' or '_'",
+                    c.name
+                ),
+            );
+        }
+
+        let mut vars: BTreeMap<String, String> = c
+            .vars
+            .into_iter()
+            .map(|(k, v)| (k, v.into_text()))
+            .collect();
+        for (k, v) in &opts.vars {
+            vars.insert(k.clone(), v.clone());
+        }
+
+        let provider = self.provider(&c.provider, deferred);
+        let limits = self.limits(c.limits);
+        let input = self.input(&c.input, &dir);
+        let report = self.report(c.report, &dir);
+
+        // The scope partitions state: render it before the step templates that may use it.
+        let scope = match &c.scope {
+            None => "default".to_string(),
+            Some(src) => match render_scope(src, &c.name, &vars) {
+                Ok(s) if scope_ok(&s) => s,
+                Ok(s) => {
+                    self.err(&["scope"], format!("scope renders to '{s}'; it must be 1-64 characters without '/' or control characters"));
+                    String::new()
+                }
+                Err(e) => {
+                    self.err(&["scope"], format!("scope: {e}"));
+                    String::new()
+                }
+            },
+        };
+
+        // Templates are checked against the CSV header, so the header is read now.
+        let header = match &input {
+            Some(input) => match CsvSource::open(&input.csv, input.delimiter, &input.key) {
+                Ok(src) => Some(src.header().clone()),
+                Err(e) => {
+                    let mut d = Diagnostic::new(
+                        &e.path,
+                        match &e.column {
+                            Some(col) => format!("column '{col}': {}", e.message),
+                            None => e.message.clone(),
+                        },
+                    );
+                    d.pos = e.line.map(|l| (l as usize, 0));
+                    self.diags.push(d);
+                    None
+                }
+            },
+            None => None,
+        };
+
+        let mut steps = Vec::new();
+        let templates = header.as_ref().map(|h| {
+            let job_map = BTreeMap::from([
+                ("name".to_string(), c.name.clone()),
+                ("scope".to_string(), scope.clone()),
+            ]);
+            let mut templates = Templates::new(h.clone(), &vars, &job_map);
+            steps = self.steps(&c.steps, &mut templates, limits.max_batch_size);
+            templates
+        });
+
+        if !self.diags.is_empty() {
+            return Err(self.diags);
+        }
+        let (Some(input), Some(header), Some(templates)) = (input, header, templates) else {
+            unreachable!("every None above pushed a diagnostic")
+        };
+        Ok(Job {
+            path: self.path.to_path_buf(),
+            dir,
+            name: c.name,
+            scope,
+            vars,
+            provider,
+            limits,
+            input,
+            steps,
+            report,
+            header,
+            templates,
+        })
+    }
+
+    fn provider(&mut self, p: &ProviderConfig, deferred: Vec<Diagnostic>) -> Provider {
+        let kind = ProviderKind::parse(&p.kind).unwrap_or_else(|| {
+            let hint = diag::did_you_mean(&p.kind, ProviderKind::NAMES);
+            self.diags.push(
+                self.locate(
+                    Diagnostic::new(
+                        self.path,
+                        format!(
+                            "unknown provider kind '{}' (expected helloclever or finhub)",
+                            p.kind
+                        ),
+                    ),
+                    &["provider", "kind"],
+                )
+                .with_hint(hint),
+            );
+            ProviderKind::HelloClever
+        });
+        let mut settings = BTreeMap::new();
+        for (name, value) in [
+            ("base_url", &p.base_url),
+            ("app_id", &p.app_id),
+            ("secret_key", &p.secret_key),
+            ("tenant_id", &p.tenant_id),
+            ("token", &p.token),
+            ("token_url", &p.token_url),
+            ("client_id", &p.client_id),
+            ("client_secret", &p.client_secret),
+        ] {
+            if let Some(v) = value {
+                settings.insert(name, v.clone());
+            }
+        }
+        Provider {
+            kind,
+            settings,
+            unresolved: deferred,
+        }
+    }
+
+    fn duration(&mut self, keys: &[&str], value: Option<&str>, default: Duration) -> Duration {
+        match value.map(parse_duration) {
+            None => default,
+            Some(Ok(d)) => d,
+            Some(Err(e)) => {
+                self.err(keys, e);
+                default
+            }
+        }
+    }
+
+    fn decimal(&mut self, keys: &[&str], value: config::Scalar) -> Option<Decimal> {
+        let text = value.into_text();
+        match crate::validate::amount(&text, None) {
+            Ok(d) => Some(d),
+            Err(e) => {
+                self.err(keys, format!("{e} (got '{text}')"));
+                None
+            }
+        }
+    }
+
+    fn limits(&mut self, l: config::LimitsConfig) -> Limits {
+        let rate = match l.rate.as_deref().map(parse_rate) {
+            None => Rate {
+                count: 10,
+                per: Duration::from_secs(1),
+            },
+            Some(Ok(r)) => r,
+            Some(Err(e)) => {
+                self.err(&["limits", "rate"], e);
+                Rate {
+                    count: 1,
+                    per: Duration::from_secs(1),
+                }
+            }
+        };
+        let positive = |b: &mut Self, key: &str, v: Option<u32>, default: u32| match v {
+            Some(0) => {
+                b.err(&["limits", key], format!("limits.{key} must be at least 1"));
+                default
+            }
+            Some(n) => n,
+            None => default,
+        };
+        let burst = positive(self, "burst", l.burst, 5);
+        let concurrency = positive(self, "concurrency", l.concurrency, 4);
+        let max_batch_size = positive(self, "max_batch_size", l.max_batch_size, 1000);
+        let timeout = self.duration(
+            &["limits", "timeout"],
+            l.timeout.as_deref(),
+            Duration::from_secs(30),
+        );
+        let retry = match l.retry {
+            None => Retry {
+                attempts: 5,
+                base: Duration::from_millis(500),
+                max: Duration::from_secs(30),
+                max_elapsed: Duration::from_secs(300),
+            },
+            Some(r) => Retry {
+                attempts: r.attempts.unwrap_or(5),
+                base: self.duration(
+                    &["limits", "retry", "base"],
+                    r.base.as_deref(),
+                    Duration::from_millis(500),
+                ),
+                max: self.duration(
+                    &["limits", "retry", "max"],
+                    r.max.as_deref(),
+                    Duration::from_secs(30),
+                ),
+                max_elapsed: self.duration(
+                    &["limits", "retry", "max_elapsed"],
+                    r.max_elapsed.as_deref(),
+                    Duration::from_secs(300),
+                ),
+            },
+        };
+        let mut max_total = BTreeMap::new();
+        for (ccy, v) in l.max_total {
+            if let Err(e) = crate::validate::currency(&ccy) {
+                self.err(
+                    &["limits", "max_total", &ccy],
+                    format!("max_total: {e} (got '{ccy}')"),
+                );
+                continue;
+            }
+            if let Some(d) = self.decimal(&["limits", "max_total", &ccy], v) {
+                max_total.insert(ccy, d);
+            }
+        }
+        let max_amount = l
+            .max_amount
+            .and_then(|v| self.decimal(&["limits", "max_amount"], v));
+        if l.max_rows == Some(0) {
+            self.err(
+                &["limits", "max_rows"],
+                "limits.max_rows must be at least 1",
+            );
+        }
+        Limits {
+            rate,
+            burst,
+            concurrency,
+            timeout,
+            retry,
+            max_total,
+            max_amount,
+            max_rows: l.max_rows,
+            max_batch_size,
+        }
+    }
+
+    fn input(&mut self, i: &config::InputConfig, dir: &Path) -> Option<Input> {
+        let key = match &i.key {
+            KeyColumns::One(k) => vec![k.clone()],
+            KeyColumns::Many(ks) => ks.clone(),
+        };
+        if key.is_empty() || key.iter().any(String::is_empty) {
+            self.err(&["input", "key"], "input.key must name at least one column");
+            return None;
+        }
+        let delimiter = match i.delimiter.as_deref() {
+            None => b',',
+            Some("\\t" | "\t" | "tab") => b'\t',
+            Some(d) if d.len() == 1 && d.is_ascii() && d != "\"" && d != "\n" => d.as_bytes()[0],
+            Some(d) => {
+                self.err(
+                    &["input", "delimiter"],
+                    format!("delimiter must be one ASCII character or 'tab' (got '{d}')"),
+                );
+                return None;
+            }
+        };
+        if i.csv.is_empty() {
+            self.err(&["input", "csv"], "input.csv must name a file");
+            return None;
+        }
+        Some(Input {
+            csv: dir.join(&i.csv),
+            key,
+            delimiter,
+        })
+    }
+
+    fn report(&mut self, r: Option<config::ReportConfig>, dir: &Path) -> Report {
+        let r = r.unwrap_or(config::ReportConfig {
+            dir: None,
+            formats: None,
+        });
+        let formats = r
+            .formats
+            .unwrap_or_else(|| REPORT_FORMATS.iter().map(|s| s.to_string()).collect());
+        for f in &formats {
+            if !REPORT_FORMATS.contains(&f.as_str()) {
+                let hint = diag::did_you_mean(f, REPORT_FORMATS);
+                let d = self
+                    .locate(
+                        Diagnostic::new(
+                            self.path,
+                            format!(
+                                "unknown report format '{f}' (expected csv, json, junit or html)"
+                            ),
+                        ),
+                        &["report", "formats"],
+                    )
+                    .with_hint(hint);
+                self.diags.push(d);
+            }
+        }
+        Report {
+            dir: dir.join(r.dir.as_deref().unwrap_or("reports")),
+            formats,
+        }
+    }
+
+    fn steps(
+        &mut self,
+        configs: &[config::StepConfig],
+        templates: &mut Templates,
+        max_batch: u32,
+    ) -> Vec<Step> {
+        if configs.is_empty() {
+            self.err(&["steps"], "the job has no steps");
+        }
+        let mut steps: Vec<Step> = Vec::new();
+        for sc in configs {
+            let id = sc.id.clone();
+            if id.is_empty()
+                || !id
+                    .bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-')
+            {
+                self.err_in_step(
+                    &id,
+                    &["id"],
+                    format!("step id '{id}' must be letters, digits, '-' or '_'"),
+                );
+                continue;
+            }
+            if steps.iter().any(|s| s.id == id) {
+                self.err_in_step(&id, &["id"], format!("step id '{id}' is used twice"));
+                continue;
+            }
+            let Some(kind) = StepKind::parse(&sc.kind) else {
+                let hint = diag::did_you_mean(&sc.kind, StepKind::NAMES);
+                let mut line = self.step_line(&id);
+                if let Some((l, _)) = diag::find_key(self.source, line, "type") {
+                    line = l;
+                }
+                let d = Diagnostic::new(
+                    self.path,
+                    format!(
+                        "unknown step type '{}' (expected contact, kyc or payout)",
+                        sc.kind
+                    ),
+                )
+                .near(self.source, line, &sc.kind);
+                self.diags.push(d.with_hint(hint));
+                continue;
+            };
+            if let Some(prev) = steps.last()
+                && prev.kind.rank() > kind.rank()
+            {
+                self.err_in_step(&id, &["type"], format!("step '{id}' ({}) cannot come after step '{}' ({}): steps run contact, then kyc, then payout", kind.as_str(), prev.id, prev.kind.as_str()));
+            }
+            let when = sc.when.as_ref().and_then(|src| {
+                match templates.compile(&format!("{id}.when"), src) {
+                    Ok(t) => Some(t),
+                    Err(e) => {
+                        self.err_in_step(&id, &["when"], format!("step '{id}' when: {e}"));
+                        None
+                    }
+                }
+            });
+            let fields = self.fields(&id, kind, &sc.fields, templates);
+            let batch_size = match (&sc.batch, kind) {
+                (None, _) => DEFAULT_BATCH_SIZE.min(max_batch),
+                (Some(_), StepKind::Contact | StepKind::Kyc) => {
+                    self.err_in_step(
+                        &id,
+                        &["batch"],
+                        format!("step '{id}': batch applies to payout steps only"),
+                    );
+                    0
+                }
+                (Some(b), StepKind::Payout) => match b.size {
+                    None => DEFAULT_BATCH_SIZE.min(max_batch),
+                    Some(n) if n >= 1 && n <= max_batch => n,
+                    Some(n) => {
+                        self.err_in_step(&id, &["batch", "size"], format!("batch.size must be 1 to {max_batch} (limits.max_batch_size), not {n}"));
+                        0
+                    }
+                },
+            };
+            let wait = sc.wait.as_ref().and_then(|w| {
+                let expected = match kind {
+                    StepKind::Kyc => "approved",
+                    StepKind::Payout => "completed",
+                    StepKind::Contact => {
+                        self.err_in_step(
+                            &id,
+                            &["wait"],
+                            format!("step '{id}': contact steps have nothing to wait for"),
+                        );
+                        return None;
+                    }
+                };
+                if w.until != expected {
+                    self.err_in_step(
+                        &id,
+                        &["wait", "until"],
+                        format!(
+                            "step '{id}': wait.until must be '{expected}' for a {} step (got '{}')",
+                            kind.as_str(),
+                            w.until
+                        ),
+                    );
+                }
+                let timeout = w
+                    .timeout
+                    .as_deref()
+                    .map_or(Ok(Duration::from_secs(1800)), parse_duration);
+                let poll = w
+                    .poll
+                    .as_deref()
+                    .map_or(Ok(Duration::from_secs(10)), parse_duration);
+                match (timeout, poll) {
+                    (Ok(timeout), Ok(poll)) => Some(Wait {
+                        until: w.until.clone(),
+                        timeout,
+                        poll,
+                    }),
+                    (Err(e), _) => {
+                        self.err_in_step(&id, &["wait", "timeout"], e);
+                        None
+                    }
+                    (_, Err(e)) => {
+                        self.err_in_step(&id, &["wait", "poll"], e);
+                        None
+                    }
+                }
+            });
+            steps.push(Step {
+                id,
+                kind,
+                when,
+                fields,
+                batch_size,
+                wait,
+            });
+        }
+        steps
+    }
+
+    fn fields(
+        &mut self,
+        id: &str,
+        kind: StepKind,
+        configs: &BTreeMap<String, FieldConfig>,
+        templates: &mut Templates,
+    ) -> Vec<Field> {
+        let by_token = configs.contains_key("token");
+        let mut fields = Vec::new();
+        for (name, value) in configs {
+            let Some(spec) = kind.field(name) else {
+                let hint = diag::did_you_mean(name, kind.fields().iter().map(|f| f.name));
+                let line = self.step_line(id);
+                let d = Diagnostic::new(
+                    self.path,
+                    format!("unknown field '{name}' for a {} step", kind.as_str()),
+                );
+                let d = match diag::find_key(self.source, line, name) {
+                    Some((l, c)) => d.at(self.source, l, c, name.chars().count()),
+                    None => d,
+                };
+                self.diags.push(d.with_hint(hint));
+                continue;
+            };
+            if by_token && spec.required == Required::DocumentKyc {
+                self.err_in_step(id, &["fields", name], format!("step '{id}': field '{name}' is for KYC by documents; with 'token' only email and token are sent"));
+                continue;
+            }
+            let label = format!("{id}.{name}");
+            let compiled = match (value, spec.kind) {
+                (FieldConfig::Map(map), FieldKind::Map) => {
+                    let mut entries = Vec::new();
+                    for (k, v) in map {
+                        match templates.compile(&format!("{label}.{k}"), &v.clone().into_text()) {
+                            Ok((t, u)) => entries.push((k.clone(), t, u)),
+                            Err(e) => self.err_in_step(
+                                id,
+                                &["fields", name, k],
+                                format!("field '{label}.{k}': {e}"),
+                            ),
+                        }
+                    }
+                    Some(FieldValue::Map(entries))
+                }
+                (FieldConfig::Map(_), _) => {
+                    self.err_in_step(
+                        id,
+                        &["fields", name],
+                        format!("field '{label}' takes a single value, not a map"),
+                    );
+                    None
+                }
+                (FieldConfig::Value(_), FieldKind::Map) => {
+                    self.err_in_step(
+                        id,
+                        &["fields", name],
+                        format!("field '{label}' takes a map of names to values"),
+                    );
+                    None
+                }
+                (FieldConfig::Value(v), _) => match templates
+                    .compile(&label, &v.clone().into_text())
+                {
+                    Ok((t, u)) => Some(FieldValue::One(t, u)),
+                    Err(e) => {
+                        self.err_in_step(id, &["fields", name], format!("field '{label}': {e}"));
+                        None
+                    }
+                },
+            };
+            if let Some(value) = compiled {
+                let line = diag::find_key(self.source, self.step_line(id), name).map(|(l, _)| l);
+                fields.push(Field { spec, value, line });
+            }
+        }
+        for spec in kind.fields() {
+            let needed = match spec.required {
+                Required::Always => true,
+                Required::DocumentKyc => !by_token,
+                Required::Optional => false,
+            };
+            if needed && !configs.contains_key(spec.name) {
+                let alt = if spec.required == Required::DocumentKyc {
+                    " (or use 'token' for KYC by share token)"
+                } else {
+                    ""
+                };
+                self.err_in_step(
+                    id,
+                    &["fields"],
+                    format!(
+                        "step '{id}' ({}) is missing required field '{}'{alt}",
+                        kind.as_str(),
+                        spec.name
+                    ),
+                );
+            }
+        }
+        fields
+    }
+}
+
+fn scope_ok(s: &str) -> bool {
+    !s.is_empty() && s.chars().count() <= 64 && !s.contains('/') && !s.chars().any(char::is_control)
+}
+
+fn render_scope(src: &str, name: &str, vars: &BTreeMap<String, String>) -> Result<String, String> {
+    let mut env = minijinja::Environment::new();
+    env.set_undefined_behavior(minijinja::UndefinedBehavior::Strict);
+    let job = BTreeMap::from([("name".to_string(), name.to_string())]);
+    env.render_str(
+        src,
+        minijinja::context! { vars => vars.clone(), job => job },
+    )
+    .map_err(|e| {
+        e.detail()
+            .map(str::to_string)
+            .unwrap_or_else(|| e.to_string())
+    })
+}

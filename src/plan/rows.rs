@@ -1,0 +1,516 @@
+//! The per-row checks, run on worker threads: render each step's fields, check each value
+//! and the rules between values, and build the items to store. Pure: the only state is
+//! what the row carries.
+
+use super::check::{ChunkResult, ItemPlan, Rendered};
+use super::items::{build_item, skipped_item};
+use super::rules::{Facts, check_value};
+use crate::input::InputError;
+use crate::job::steps::{FieldKind, Required, StepKind};
+use crate::job::{Field, FieldValue, Job, Step};
+use crate::provider::helloclever::methods;
+use crate::template::{Template, Uses};
+use crate::validate;
+use chrono::NaiveDate;
+use csv::StringRecord;
+use rust_decimal::Decimal;
+use smallvec::SmallVec;
+use std::borrow::Cow;
+use std::path::PathBuf;
+
+/// Positions of the fields that other checks depend on.
+#[derive(Default)]
+struct Indexes {
+    currency: Option<usize>,
+    method: Option<usize>,
+    amount: Option<usize>,
+    kind: Option<usize>,
+    reg_no: Option<usize>,
+    issue_date: Option<usize>,
+    expiry_date: Option<usize>,
+}
+
+/// What is known about a step before any row is read.
+pub(super) struct StepRules {
+    /// Per field: checked once up front, not per row.
+    checked_once: Vec<bool>,
+    idx: Indexes,
+    /// The currency's minor units when the currency is a constant.
+    minor_units: Option<Option<u32>>,
+    pub(super) amount_column: Option<String>,
+}
+
+impl StepRules {
+    pub(super) fn new(step: &Step) -> StepRules {
+        let pos = |name: &str| step.fields.iter().position(|f| f.spec.name == name);
+        let idx = Indexes {
+            currency: pos("currency"),
+            method: pos("payout_method_name"),
+            amount: pos("amount"),
+            kind: pos("type"),
+            reg_no: pos("reg_no"),
+            issue_date: pos("issue_date"),
+            expiry_date: pos("expiry_date"),
+        };
+        let literal = |i: Option<usize>| match i.map(|i| &step.fields[i].value) {
+            Some(FieldValue::One(Template::Literal(s), _)) => Some(s.as_str()),
+            _ => None,
+        };
+        let currency = literal(idx.currency);
+        let currency_fixed = idx.currency.is_none() || currency.is_some();
+        let checked_once = step
+            .fields
+            .iter()
+            .map(|f| match (&f.value, f.spec.kind) {
+                // These depend on the currency: once only if it is fixed too.
+                (
+                    FieldValue::One(Template::Literal(_), _),
+                    FieldKind::Amount | FieldKind::PayoutMethod,
+                ) => currency_fixed,
+                (FieldValue::One(Template::Literal(_), _), _) => true,
+                _ => false,
+            })
+            .collect();
+        StepRules {
+            checked_once,
+            minor_units: currency.map(|c| validate::currency(c).ok()),
+            amount_column: match idx.amount.map(|i| &step.fields[i].value) {
+                Some(FieldValue::One(_, uses)) if uses.columns.len() == 1 => {
+                    Some(uses.columns[0].clone())
+                }
+                _ => None,
+            },
+            idx,
+        }
+    }
+}
+
+/// The per-row checks: pure, shared by the worker threads.
+pub(super) struct RowChecker<'a> {
+    pub(super) job: &'a Job,
+    pub(super) rules: Vec<StepRules>,
+    pub(super) csv_dir: PathBuf,
+    pub(super) today: NaiveDate,
+    pub(super) build: bool,
+}
+
+/// Collects one row's problems, in the order found.
+struct RowErrors<'o> {
+    out: &'o mut ChunkResult,
+    slot: usize,
+    count: usize,
+}
+
+impl RowChecker<'_> {
+    /// Reports a problem with a field's value, naming the CSV column it came from when it
+    /// came from exactly one, and the step field otherwise.
+    #[allow(clippy::too_many_arguments)]
+    fn field_error(
+        &self,
+        errs: &mut RowErrors,
+        line: u64,
+        label: &dyn std::fmt::Display,
+        uses: &Uses,
+        message: &str,
+        got: Option<&str>,
+        sensitive: bool,
+    ) {
+        let (column, prefix) = match uses.columns.as_slice() {
+            [one] => (Some(one.clone()), String::new()),
+            _ => (None, format!("field '{label}': ")),
+        };
+        errs.count += 1;
+        errs.out.errors.push((
+            errs.slot,
+            InputError {
+                path: self.job.input.csv.clone(),
+                line: Some(line),
+                column,
+                message: format!("{prefix}{message}{}", got_suffix(got, sensitive)),
+            },
+        ));
+    }
+
+    /// Checks the fields whose value is the same for every row, once; problems point at
+    /// the job file.
+    pub(super) fn check_constants(&self) -> Vec<InputError> {
+        let job = self.job;
+        let mut problems = Vec::new();
+        for (si, step) in job.steps.iter().enumerate() {
+            let rules = &self.rules[si];
+            let currency = rules.idx.currency.and_then(|i| literal(&step.fields[i]));
+            let facts = Facts {
+                today: self.today,
+                minor_units: rules.minor_units.flatten(),
+                currency,
+                max_amount: job.limits.max_amount,
+                csv_dir: &self.csv_dir,
+            };
+            for (fi, field) in step.fields.iter().enumerate() {
+                let Some(v) = literal(field).filter(|_| rules.checked_once[fi]) else {
+                    continue;
+                };
+                let result = if v.is_empty() {
+                    required(field)
+                        .then(|| format!("{} is required but empty", field.spec.name))
+                        .map_or(Ok(None), Err)
+                } else {
+                    check_value(field.spec.kind, v, &facts)
+                };
+                if let Err(e) = result {
+                    let got = if v.is_empty() {
+                        String::new()
+                    } else {
+                        got_suffix(Some(v), field.spec.sensitive)
+                    };
+                    problems.push(InputError {
+                        path: job.path.clone(),
+                        line: field.line.map(|l| l as u64),
+                        column: None,
+                        message: format!(
+                            "field '{}': {e}{got}",
+                            Label(&step.id, field.spec.name, None)
+                        ),
+                    });
+                }
+            }
+        }
+        problems
+    }
+
+    pub(super) fn check_row(
+        &self,
+        slot: usize,
+        line: u64,
+        key: &str,
+        record: &StringRecord,
+        out: &mut ChunkResult,
+    ) {
+        let mut errs = RowErrors {
+            out,
+            slot,
+            count: 0,
+        };
+        let mut items = Vec::new();
+        for (si, step) in self.job.steps.iter().enumerate() {
+            self.check_step(si, step, record, line, key, &mut errs, &mut items);
+        }
+        if self.build && errs.count == 0 {
+            errs.out.items.push((slot, items));
+        }
+    }
+
+    fn render<'r>(
+        &self,
+        errs: &mut RowErrors,
+        line: u64,
+        label: &dyn std::fmt::Display,
+        t: &'r Template,
+        uses: &Uses,
+        record: &'r StringRecord,
+    ) -> Option<Cow<'r, str>> {
+        match self.job.templates.render(t, record) {
+            Ok(v) => Some(v),
+            Err(e) => {
+                self.field_error(errs, line, label, uses, &e, None, false);
+                None
+            }
+        }
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    fn check_step(
+        &self,
+        si: usize,
+        step: &Step,
+        record: &StringRecord,
+        line: u64,
+        key: &str,
+        errs: &mut RowErrors,
+        items: &mut Vec<ItemPlan>,
+    ) {
+        if let Some((t, uses)) = &step.when {
+            let label = Label(&step.id, "when", None);
+            let Some(v) = self.render(errs, line, &label, t, uses, record) else {
+                return;
+            };
+            match v.trim() {
+                "true" | "True" => {}
+                "false" | "False" | "" => {
+                    if self.build {
+                        items.push(skipped_item(si));
+                    }
+                    return;
+                }
+                other => {
+                    let msg = format!("'when' must render to true or false, not '{other}'");
+                    self.field_error(errs, line, &label, uses, &msg, None, false);
+                    return;
+                }
+            }
+        }
+
+        let errors_before = errs.count;
+        // Inline storage: no allocation per row for the usual number of fields.
+        let mut values: SmallVec<[Rendered; 14]> = SmallVec::new();
+        for field in &step.fields {
+            let label = Label(&step.id, field.spec.name, None);
+            let rendered = match &field.value {
+                FieldValue::One(t, uses) => Rendered::Text(
+                    self.render(errs, line, &label, t, uses, record)
+                        .unwrap_or_default(),
+                ),
+                FieldValue::Map(entries) => Rendered::Map(
+                    entries
+                        .iter()
+                        .filter_map(|(k, t, uses)| {
+                            let label = Label(&step.id, field.spec.name, Some(k));
+                            self.render(errs, line, &label, t, uses, record)
+                                .map(|v| (k.as_str(), v))
+                        })
+                        .collect(),
+                ),
+            };
+            values.push(rendered);
+        }
+        if errs.count > errors_before {
+            return;
+        }
+
+        let rules = &self.rules[si];
+        let currency = rules.idx.currency.and_then(|i| values[i].text());
+        let facts = Facts {
+            today: self.today,
+            minor_units: rules
+                .minor_units
+                .unwrap_or_else(|| currency.and_then(|c| validate::currency(c).ok())),
+            currency,
+            max_amount: self.job.limits.max_amount,
+            csv_dir: &self.csv_dir,
+        };
+        let mut amount = None;
+        let mut problems: Vec<(usize, Option<&str>, String)> = Vec::new();
+        for (fi, (field, value)) in step.fields.iter().zip(&values).enumerate() {
+            if rules.checked_once[fi] {
+                if field.spec.kind == FieldKind::Amount {
+                    amount = value
+                        .text()
+                        .and_then(|v| validate::amount(v, facts.minor_units).ok());
+                }
+                continue;
+            }
+            match value {
+                Rendered::Map(entries) => {
+                    let method = rules.idx.method.and_then(|i| values[i].text());
+                    for (sub, msg, got) in check_params(entries, method) {
+                        problems.push((fi, got, format!("{}\u{0}{msg}", sub.unwrap_or_default())));
+                    }
+                }
+                Rendered::Text(v) if v.is_empty() => {
+                    if required(field) {
+                        problems.push((
+                            fi,
+                            None,
+                            format!("\u{0}{} is required but empty", field.spec.name),
+                        ));
+                    }
+                }
+                Rendered::Text(v) => match check_value(field.spec.kind, v, &facts) {
+                    Ok(parsed) => amount = amount.or(parsed),
+                    Err(e) => problems.push((fi, Some(v), format!("\u{0}{e}"))),
+                },
+            }
+        }
+        cross_checks(step, rules, &values, amount, self.today, &mut problems);
+        for (fi, got, msg) in problems {
+            let field = &step.fields[fi];
+            let (sub, msg) = msg.split_once('\u{0}').unwrap_or(("", &msg));
+            let (uses, sensitive) = match (&field.value, sub) {
+                (FieldValue::Map(entries), sub) if !sub.is_empty() => (
+                    entries
+                        .iter()
+                        .find(|(k, _, _)| k == sub)
+                        .map(|(_, _, u)| u.clone())
+                        .unwrap_or_default(),
+                    crate::redact::is_sensitive_name(sub),
+                ),
+                (FieldValue::One(_, uses), _) => (uses.clone(), field.spec.sensitive),
+                _ => (Uses::default(), false),
+            };
+            let label = Label(&step.id, field.spec.name, (!sub.is_empty()).then_some(sub));
+            self.field_error(errs, line, &label, &uses, msg, got, sensitive);
+        }
+        if errs.count > errors_before {
+            return;
+        }
+
+        if step.kind == StepKind::Payout
+            && let (Some(a), Some(ccy)) = (
+                amount,
+                currency.and_then(|c| <[u8; 3]>::try_from(c.as_bytes()).ok()),
+            )
+        {
+            errs.out.payouts.push((errs.slot, si, a, ccy));
+        }
+        if self.build {
+            match build_item(self.job, si, step, key, &values, amount, &self.csv_dir) {
+                Ok(item) => items.push(item),
+                Err(e) => {
+                    errs.count += 1;
+                    errs.out.errors.push((
+                        errs.slot,
+                        InputError {
+                            path: self.job.input.csv.clone(),
+                            line: Some(line),
+                            column: None,
+                            message: e,
+                        },
+                    ));
+                }
+            }
+        }
+    }
+}
+
+fn literal(field: &Field) -> Option<&str> {
+    match &field.value {
+        FieldValue::One(Template::Literal(s), _) => Some(s),
+        _ => None,
+    }
+}
+
+fn required(field: &Field) -> bool {
+    matches!(
+        field.spec.required,
+        Required::Always | Required::DocumentKyc
+    )
+}
+
+/// ` (got 'value')`, masked when sensitive and shortened when long.
+fn got_suffix(got: Option<&str>, sensitive: bool) -> String {
+    let Some(g) = got else { return String::new() };
+    let shown = if sensitive {
+        crate::redact::mask_tail(g)
+    } else {
+        g.to_string()
+    };
+    let short: String = shown.chars().take(80).collect();
+    let ellipsis = if short.len() < shown.len() { "…" } else { "" };
+    format!(" (got '{short}{ellipsis}')")
+}
+
+/// Checks payout method parameters: (parameter, message, offending value).
+fn check_params<'v>(
+    entries: &'v [(&str, Cow<str>)],
+    method: Option<&str>,
+) -> Vec<(Option<&'v str>, String, Option<&'v str>)> {
+    let mut out = Vec::new();
+    let Some(m) = method.and_then(methods::payout_method) else {
+        for (k, v) in entries {
+            if v.trim().is_empty() {
+                out.push((Some(*k), format!("{k} is empty"), None));
+            }
+        }
+        return out;
+    };
+    for p in m.params {
+        match entries.iter().find(|(k, _)| *k == p.name) {
+            None => out.push((
+                None,
+                format!("payout method {} needs parameter '{}'", m.name, p.name),
+                None,
+            )),
+            Some((k, v)) => {
+                if let Err(e) = (p.check)(v) {
+                    out.push((Some(*k), e, Some(v.as_ref())));
+                }
+            }
+        }
+    }
+    out
+}
+
+/// Checks between fields of one step; problems as (field index, offending value, message).
+fn cross_checks<'v>(
+    step: &Step,
+    rules: &StepRules,
+    values: &'v [Rendered],
+    amount: Option<Decimal>,
+    today: NaiveDate,
+    problems: &mut Vec<(usize, Option<&'v str>, String)>,
+) {
+    let idx = &rules.idx;
+    let text = |i: Option<usize>| i.and_then(|i| values[i].text());
+    match step.kind {
+        StepKind::Contact => {
+            if text(idx.kind) == Some("organization")
+                && text(idx.reg_no).is_none()
+                && let Some(i) = idx.reg_no.or(idx.kind)
+            {
+                problems.push((
+                    i,
+                    None,
+                    "\u{0}reg_no is required for an organization".into(),
+                ));
+            }
+        }
+        StepKind::Kyc => {
+            let issue = text(idx.issue_date).and_then(|d| validate::date(d).ok());
+            let expiry = text(idx.expiry_date).and_then(|d| validate::date(d).ok());
+            if let (Some(ei), Some(e)) = (idx.expiry_date, expiry) {
+                if let Some(i) = issue.filter(|i| e <= *i) {
+                    problems.push((
+                        ei,
+                        text(idx.expiry_date),
+                        format!("\u{0}expiry_date must be after issue_date {i}"),
+                    ));
+                } else if e < today {
+                    problems.push((
+                        ei,
+                        text(idx.expiry_date),
+                        "\u{0}the document has expired".into(),
+                    ));
+                }
+            }
+            if let (Some(ii), Some(i)) = (idx.issue_date, issue)
+                && i > today
+            {
+                problems.push((
+                    ii,
+                    text(idx.issue_date),
+                    "\u{0}issue_date is in the future".into(),
+                ));
+            }
+        }
+        StepKind::Payout => {
+            let method = text(idx.method).and_then(methods::payout_method);
+            if let (Some(m), Some(a), Some(ai)) = (method, amount, idx.amount)
+                && (m.min_amount.is_some_and(|min| a < Decimal::from(min))
+                    || m.max_amount.is_some_and(|max| a > Decimal::from(max)))
+            {
+                let msg = format!(
+                    "\u{0}amount must be between {} and {} {} for {}",
+                    m.min_amount.unwrap_or(0),
+                    m.max_amount.map_or("any".to_string(), |x| x.to_string()),
+                    m.currency,
+                    m.name
+                );
+                problems.push((ai, text(idx.amount), msg));
+            }
+        }
+    }
+}
+
+/// A field's name for messages (`pay.amount`, `pay.payout_method_params.bsb`), formatted
+/// only when a message needs it.
+struct Label<'a>(&'a str, &'a str, Option<&'a str>);
+
+impl std::fmt::Display for Label<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}.{}", self.0, self.1)?;
+        if let Some(sub) = self.2 {
+            write!(f, ".{sub}")?;
+        }
+        Ok(())
+    }
+}
