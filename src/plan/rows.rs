@@ -101,6 +101,13 @@ struct RowErrors<'o> {
     count: usize,
 }
 
+impl RowErrors<'_> {
+    fn push(&mut self, e: InputError) {
+        self.count += 1;
+        self.out.errors.push((self.slot, e));
+    }
+}
+
 impl RowChecker<'_> {
     /// Reports a problem with a field's value, naming the CSV column it came from when it
     /// came from exactly one, and the step field otherwise.
@@ -119,16 +126,12 @@ impl RowChecker<'_> {
             [one] => (Some(one.clone()), String::new()),
             _ => (None, format!("field '{label}': ")),
         };
-        errs.count += 1;
-        errs.out.errors.push((
-            errs.slot,
-            InputError {
-                path: self.job.input.csv.clone(),
-                line: Some(line),
-                column,
-                message: format!("{prefix}{message}{}", got_suffix(got, sensitive)),
-            },
-        ));
+        errs.push(InputError {
+            path: self.job.input.csv.clone(),
+            line: Some(line),
+            column,
+            message: format!("{prefix}{message}{}", got_suffix(got, sensitive)),
+        });
     }
 
     /// Checks the fields whose value is the same for every row, once; problems point at
@@ -355,18 +358,12 @@ impl RowChecker<'_> {
         if self.build {
             match build_item(self.job, si, step, key, &values, amount, &self.csv_dir) {
                 Ok(item) => items.push(item),
-                Err(e) => {
-                    errs.count += 1;
-                    errs.out.errors.push((
-                        errs.slot,
-                        InputError {
-                            path: self.job.input.csv.clone(),
-                            line: Some(line),
-                            column: None,
-                            message: e,
-                        },
-                    ));
-                }
+                Err(message) => errs.push(InputError {
+                    path: self.job.input.csv.clone(),
+                    line: Some(line),
+                    column: None,
+                    message,
+                }),
             }
         }
     }
