@@ -6,7 +6,7 @@ use std::collections::VecDeque;
 use std::fs::File;
 use std::io::{BufRead, BufReader, Read};
 use std::path::{Path, PathBuf};
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 
 const BOM: &[u8] = b"\xEF\xBB\xBF";
 
@@ -14,7 +14,6 @@ const BOM: &[u8] = b"\xEF\xBB\xBF";
 pub struct CsvSource {
     path: PathBuf,
     reader: csv::Reader<Counting<BufReader<File>>>,
-    lines: Arc<Mutex<Lines>>,
     header: Arc<Header>,
     key_indexes: Vec<usize>,
 }
@@ -45,13 +44,13 @@ impl Lines {
 
 struct Counting<R> {
     inner: R,
-    lines: Arc<Mutex<Lines>>,
+    lines: Lines,
 }
 
 impl<R: Read> Read for Counting<R> {
     fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
         let n = self.inner.read(buf)?;
-        let mut lines = self.lines.lock().unwrap_or_else(|p| p.into_inner());
+        let lines = &mut self.lines;
         let base = lines.read;
         lines
             .ahead
@@ -83,14 +82,13 @@ impl CsvSource {
         {
             buf.consume(BOM.len());
         }
-        let lines = Arc::new(Mutex::new(Lines::default()));
         let mut reader = csv::ReaderBuilder::new()
             .delimiter(delimiter)
             .has_headers(true)
             .flexible(false)
             .from_reader(Counting {
                 inner: buf,
-                lines: lines.clone(),
+                lines: Lines::default(),
             });
         let names: Vec<String> = match reader.headers() {
             Ok(h) => h.iter().map(str::to_string).collect(),
@@ -158,7 +156,6 @@ impl CsvSource {
         Ok(CsvSource {
             path: path.to_path_buf(),
             reader,
-            lines,
             header: Arc::new(header),
             key_indexes,
         })
@@ -206,15 +203,12 @@ impl CsvSource {
         }
     }
 
-    fn line_of(&self, pos: Option<&csv::Position>) -> u64 {
+    fn line_of(&mut self, pos: Option<&csv::Position>) -> u64 {
         let offset = pos.map_or(0, csv::Position::byte);
-        self.lines
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .line_of(offset)
+        self.reader.get_mut().lines.line_of(offset)
     }
 
-    fn row_error(&self, e: &csv::Error) -> InputError {
+    fn row_error(&mut self, e: &csv::Error) -> InputError {
         let (line, column, message) = match e.kind() {
             csv::ErrorKind::UnequalLengths {
                 pos,

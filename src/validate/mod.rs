@@ -212,7 +212,17 @@ pub fn amount(value: &str, minor_units: Option<u32>) -> Result<Decimal, String> 
             n => format!("amount has more than {n} decimal places for this currency"),
         });
     }
-    let d = Decimal::from_str(value).map_err(|_| "amount is too large".to_string())?;
+    // The shape is checked: accumulate the digits as an integer mantissa (a Decimal holds 28).
+    let digits = b.len() - usize::from(dot.is_some());
+    if digits > 28 {
+        return Err("amount is too large".into());
+    }
+    let mantissa = b
+        .iter()
+        .filter(|c| **c != b'.')
+        .fold(0i128, |m, c| m * 10 + i128::from(c - b'0'));
+    let d = Decimal::try_from_i128_with_scale(mantissa, decimals)
+        .map_err(|_| "amount is too large".to_string())?;
     if d.is_zero() {
         return Err("amount must be greater than zero".into());
     }
