@@ -18,6 +18,86 @@ pub enum Command {
     Validate(JobArgs),
     /// Validate, then record the planned items and batches in the state database.
     Plan(PlanArgs),
+    /// Run the local Hello Clever emulator (for tests, demos and dry rehearsals).
+    Sandbox(SandboxArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct SandboxArgs {
+    /// Port to listen on (0 picks a free one; the first line printed says which).
+    #[arg(long, default_value_t = 0)]
+    pub port: u16,
+    /// Address to listen on.
+    #[arg(long, default_value = "127.0.0.1")]
+    pub bind: std::net::IpAddr,
+    /// The app-id clients must send.
+    #[arg(long, default_value = "sandbox-app")]
+    pub app_id: String,
+    /// The secret-key clients must send.
+    #[arg(long, default_value = "sandbox-secret")]
+    pub secret_key: String,
+    /// Time from KYC submission to its outcome (document numbers starting REJECT end
+    /// rejected, REVIEW manual_review, others approved).
+    #[arg(long, default_value = "5s", value_parser = parse_duration_arg)]
+    pub kyc_delay: std::time::Duration,
+    /// Time from payout creation to completed (processing from half-way).
+    #[arg(long, default_value = "10s", value_parser = parse_duration_arg)]
+    pub payout_delay: std::time::Duration,
+    /// A balance: --balance AUD=1000000 (repeatable); currencies not given are unlimited.
+    #[arg(long = "balance", value_name = "CCY=AMOUNT", value_parser = parse_balance)]
+    pub balances: Vec<(String, rust_decimal::Decimal)>,
+    /// Added latency per request: 20ms..200ms, or a single value.
+    #[arg(long, value_parser = crate::sandbox::faults::parse_latency)]
+    pub latency: Option<(std::time::Duration, std::time::Duration)>,
+    /// Share of requests answered 500/502/503 before anything is applied.
+    #[arg(long, default_value_t = 0.0, value_parser = parse_rate_arg)]
+    pub error_rate: f64,
+    /// Requests per second over all endpoints; above it, 429 with Retry-After.
+    #[arg(long)]
+    pub rate_limit: Option<u32>,
+    /// Share of requests whose connection is dropped before anything is applied.
+    #[arg(long, default_value_t = 0.0, value_parser = parse_rate_arg)]
+    pub reset_rate: f64,
+    /// Share of requests applied, then dropped without a reply.
+    #[arg(long, default_value_t = 0.0, value_parser = parse_rate_arg)]
+    pub lost_response_rate: f64,
+    /// Share of requests applied, then answered only after --timeout-delay.
+    #[arg(long, default_value_t = 0.0, value_parser = parse_rate_arg)]
+    pub timeout_rate: f64,
+    /// How long a --timeout-rate reply is held.
+    #[arg(long, default_value = "120s", value_parser = parse_duration_arg)]
+    pub timeout_delay: std::time::Duration,
+    /// Seed for faults and generated ids: the same seed gives the same faults.
+    #[arg(long, default_value_t = 1)]
+    pub seed: u64,
+    /// Pre-populate N contacts, payouts, payins, PayTo agreements and card payments over
+    /// the last 400 days.
+    #[arg(long, default_value_t = 0)]
+    pub seed_data: usize,
+}
+
+fn parse_duration_arg(s: &str) -> Result<std::time::Duration, String> {
+    crate::job::parse_duration(s)
+}
+
+fn parse_rate_arg(s: &str) -> Result<f64, String> {
+    match s.parse::<f64>() {
+        Ok(r) if (0.0..=1.0).contains(&r) => Ok(r),
+        _ => Err(format!(
+            "expected a share from 0 to 1, such as 0.05 (got '{s}')"
+        )),
+    }
+}
+
+fn parse_balance(s: &str) -> Result<(String, rust_decimal::Decimal), String> {
+    let (ccy, amount) = s
+        .split_once('=')
+        .ok_or_else(|| format!("expected CCY=AMOUNT, got '{s}'"))?;
+    crate::validate::currency(ccy).map_err(|e| format!("{e} (got '{ccy}')"))?;
+    let amount = amount
+        .parse()
+        .map_err(|_| format!("'{amount}' is not an amount"))?;
+    Ok((ccy.to_string(), amount))
 }
 
 #[derive(Debug, Args)]

@@ -13,6 +13,7 @@ pub fn run(cli: Cli) -> i32 {
     match cli.command {
         Command::Validate(args) => validate(&args),
         Command::Plan(args) => plan_cmd(&args.job, args.state.as_deref()),
+        Command::Sandbox(args) => sandbox(args),
     }
 }
 
@@ -173,4 +174,56 @@ fn plan_cmd(args: &JobArgs, state: Option<&std::path::Path>) -> i32 {
             exit::SUCCESS
         }
     }
+}
+
+fn sandbox(args: crate::cli::SandboxArgs) -> i32 {
+    use crate::sandbox::{self, Config, Faults};
+    let config = Config {
+        app_id: args.app_id,
+        secret_key: args.secret_key,
+        kyc_delay: args.kyc_delay,
+        payout_delay: args.payout_delay,
+        balances: args.balances.into_iter().collect(),
+        faults: Faults {
+            latency: args.latency,
+            error_rate: args.error_rate,
+            rate_limit: args.rate_limit,
+            reset_rate: args.reset_rate,
+            lost_response_rate: args.lost_response_rate,
+            timeout_rate: args.timeout_rate,
+            timeout_delay: args.timeout_delay,
+        },
+        seed: args.seed,
+        seed_data: args.seed_data,
+    };
+    let runtime = match tokio::runtime::Runtime::new() {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("error: cannot start the async runtime: {e}");
+            return exit::FATAL;
+        }
+    };
+    runtime.block_on(async move {
+        let listener = match tokio::net::TcpListener::bind((args.bind, args.port)).await {
+            Ok(l) => l,
+            Err(e) => {
+                eprintln!("error: cannot listen on {}:{}: {e}", args.bind, args.port);
+                return exit::FATAL;
+            }
+        };
+        let server = match sandbox::start(listener, config).await {
+            Ok(s) => s,
+            Err(e) => {
+                eprintln!("error: cannot start the sandbox: {e}");
+                return exit::FATAL;
+            }
+        };
+        // The first line is a contract: tests and scripts read the address from it.
+        println!("payrun sandbox listening on http://{}", server.addr);
+        println!("Hello Clever API base URL: {}", server.base_url());
+        let _ = std::io::stdout().flush();
+        let _ = tokio::signal::ctrl_c().await;
+        server.stop().await;
+        exit::SUCCESS
+    })
 }

@@ -12,6 +12,7 @@ pub mod job;
 pub mod plan;
 pub mod provider;
 pub mod redact;
+pub mod sandbox;
 pub mod state;
 pub mod template;
 pub mod validate;

@@ -1,0 +1,110 @@
+//! The read-only exports: PayTo agreements search (T1, shape B) and card payments (D1,
+//! shape A).
+
+use super::App;
+use super::api::{ApiError, ApiResult, page_a, page_b, page_number, parse_filter_date};
+use axum::Json;
+use axum::extract::{Query, State};
+use chrono::{DateTime, Utc};
+use std::collections::HashMap;
+use std::sync::Arc;
+
+const CARD_STATUSES: [&str; 13] = [
+    "pending",
+    "authorised",
+    "waiting",
+    "received",
+    "expired",
+    "return_pending",
+    "return_expired",
+    "partially_refunded",
+    "return_received",
+    "return_rejected",
+    "failed",
+    "in_dispute",
+    "dispute_lost",
+];
+
+fn date(
+    q: &HashMap<String, String>,
+    k: &str,
+    required: bool,
+) -> Result<Option<DateTime<Utc>>, ApiError> {
+    match q.get(k) {
+        None if required => Err(ApiError::bad_request(format!("{k} is required"))),
+        None => Ok(None),
+        Some(s) => parse_filter_date(s)
+            .map(Some)
+            .ok_or_else(|| ApiError::bad_request(format!("{k} is not a valid date"))),
+    }
+}
+
+/// `GET /v1/pay_to/payment_agreement/search?from_date&to_date&page&size`.
+pub async fn payto_search(
+    State(app): State<Arc<App>>,
+    Query(q): Query<HashMap<String, String>>,
+) -> ApiResult {
+    let (from, to) = (
+        date(&q, "from_date", true)?.unwrap_or_default(),
+        date(&q, "to_date", true)?.unwrap_or_default(),
+    );
+    let page = page_number(q.get("page"), "page")?;
+    let size = if q.contains_key("size") {
+        page_number(q.get("size"), "size")?.min(100)
+    } else {
+        20
+    };
+    let ledger = app.ledger();
+    let mut found: Vec<_> = ledger
+        .agreements
+        .iter()
+        .filter(|a| a.created_at >= from && a.created_at <= to)
+        .collect();
+    found.sort_by_key(|a| a.created_at);
+    Ok(Json(page_b(
+        found.iter().map(|a| a.record.clone()).collect(),
+        page,
+        size,
+        from,
+        to,
+    )))
+}
+
+/// `GET /v2/cards/payments?start_date&end_date&page&per_page&status`.
+pub async fn card_payments(
+    State(app): State<Arc<App>>,
+    Query(q): Query<HashMap<String, String>>,
+) -> ApiResult {
+    let (from, to) = (date(&q, "start_date", false)?, date(&q, "end_date", false)?);
+    let page = page_number(q.get("page"), "page")?;
+    let per_page = if q.contains_key("per_page") {
+        page_number(q.get("per_page"), "per_page")?.min(100)
+    } else {
+        20
+    };
+    let status = q.get("status").filter(|s| !s.is_empty());
+    if let Some(s) = status
+        && !CARD_STATUSES.contains(&s.as_str())
+    {
+        return Err(ApiError::bad_request(format!(
+            "status must be one of {}",
+            CARD_STATUSES.join(", ")
+        )));
+    }
+    let ledger = app.ledger();
+    let mut found: Vec<_> = ledger
+        .cards
+        .iter()
+        .filter(|c| {
+            from.is_none_or(|f| c.created_at >= f)
+                && to.is_none_or(|t| c.created_at <= t)
+                && status.is_none_or(|s| *s == c.status)
+        })
+        .collect();
+    found.sort_by_key(|c| c.created_at);
+    Ok(Json(page_a(
+        found.iter().map(|c| c.record.clone()).collect(),
+        page,
+        per_page,
+    )))
+}
