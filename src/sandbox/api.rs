@@ -138,6 +138,11 @@ pub fn money(d: Decimal) -> Value {
     Value::String(if s.contains('.') { s } else { format!("{s}.0") })
 }
 
+/// Money as the card API renders it: a JSON number, exact (serde_json keeps its digits).
+pub fn number(d: Decimal) -> Value {
+    serde_json::from_str(&d.to_string()).unwrap_or(Value::Null)
+}
+
 /// Response timestamps: `2021-12-23T06:00:00.000+0000`.
 pub fn timestamp(t: DateTime<Utc>) -> Value {
     Value::String(t.format("%Y-%m-%dT%H:%M:%S%.3f+0000").to_string())

@@ -1,7 +1,7 @@
 //! `--seed-data N`: N of each exportable record (contacts, payouts, payins, PayTo agreements,
 //! card payments), spread evenly over the last 400 days, deterministic for a given seed.
 
-use super::api::timestamp;
+use super::api::{number, timestamp};
 use super::ledger::{Agreement, CardPayment, Contact, Ledger, Payin, PayoutBatch, PayoutTx};
 use chrono::{Duration, Utc};
 use rust_decimal::Decimal;
@@ -143,7 +143,8 @@ pub fn populate(ledger: &mut Ledger, n: usize) {
             "uuid": card_uuid, "name": format!("{first} {last}"), "email": format!("card{i}@seed.example.com"),
             "external_id": format!("wc_order_{i}"), "status": status,
             "pay_code": {"3ds_url": "https://3ds-auth.example.com/verify"}, "currency": "USD",
-            "amount": amount, "total": amount, "paid_amount": if status == "received" { amount } else { Decimal::ZERO },
+            "amount": number(amount), "total": number(amount),
+            "paid_amount": number(if status == "received" { amount } else { Decimal::ZERO }),
             "is_refundable": status == "received" || status == "waiting", "payment_method": "card", "expired_at": "",
             "webhook_notification": {"endpoint_url": "https://merchant.example/card", "authorization_header": "****"},
             "refund_information": Value::Null,

@@ -1,5 +1,8 @@
 //! payrun's integration tests: one binary, the real `payrun` executable on fixture jobs.
 
+mod faults;
 mod plan;
+mod sandbox;
+mod sandbox_support;
 mod support;
 mod validate;
