@@ -89,13 +89,23 @@ async fn rate_limit_answers_429_with_retry_after() {
     .await;
     let c = client();
     let url = format!("{}/v2/payouts/payout_methods", s.base_url());
+    let started = Instant::now();
     let replies = futures_join(&c, &url, 60).await;
+    // Each one-second window the burst touches lets 20 through.
+    let windows = started.elapsed().as_secs() as usize + 2;
     let limited: Vec<&(u16, Option<String>)> =
         replies.iter().filter(|(st, _)| *st == 429).collect();
     let ok = replies.iter().filter(|(st, _)| *st == 200).count();
-    // All 60 land within one or two one-second windows: at most 40 can pass.
-    assert!((20..=40).contains(&ok), "{ok} passed");
-    assert!(!limited.is_empty());
+    assert!(
+        ok >= 20 && ok <= 20 * windows,
+        "{ok} passed over {windows} windows"
+    );
+    if windows == 2 {
+        assert!(
+            !limited.is_empty(),
+            "60 requests in under a second must meet the limit"
+        );
+    }
     assert!(
         limited.iter().all(|(_, ra)| ra.as_deref() == Some("1")),
         "Retry-After: 1 on every 429"
@@ -207,11 +217,27 @@ async fn latency_is_added_to_api_calls_only() {
             t.elapsed()
         );
     }
-    let t = Instant::now();
-    ledger(&s).await;
+}
+
+#[tokio::test]
+async fn the_test_endpoints_are_never_faulted() {
+    let s = start(with(
+        Faults {
+            error_rate: 1.0,
+            ..Faults::default()
+        },
+        1,
+    ))
+    .await;
+    let c = client();
+    assert_eq!(
+        get(&c, &s, "/v2/payouts/payout_methods").await.0 / 100,
+        5,
+        "every API call fails"
+    );
     assert!(
-        t.elapsed() < Duration::from_millis(50),
-        "the ledger endpoint is not faulted"
+        ledger(&s).await["requests"].is_object(),
+        "the ledger still answers"
     );
 }
 

@@ -199,7 +199,12 @@ async fn contact_validation_rules() {
 
 #[tokio::test]
 async fn kyc_by_documents_moves_over_time() {
-    let s = start(fast()).await;
+    // Long enough that the first read surely sees `pending`, even on a loaded machine.
+    let s = start(Config {
+        kyc_delay: Duration::from_millis(1500),
+        ..fast()
+    })
+    .await;
     let c = client();
     for email in ["a@example.com", "r@example.com", "m@example.com"] {
         post(&c, &s, "/v2/contacts", &contact(email)).await;
