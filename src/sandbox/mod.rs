@@ -215,11 +215,26 @@ fn router(app: Arc<App>) -> Router {
         .with_state(app)
 }
 
-/// Counts requests by endpoint and status code, for the ledger.
+/// Counts requests by endpoint and status code, for the ledger. A request whose
+/// connection was dropped (reset, lost response) never completes: it counts as status 0,
+/// shown as `dropped`.
 async fn count(State(app): State<Arc<App>>, req: Request, next: Next) -> Response {
-    let endpoint = format!("{} {}", req.method(), req.uri().path());
+    struct Pending(Arc<App>, Option<String>);
+    impl Drop for Pending {
+        fn drop(&mut self) {
+            if let Some(endpoint) = self.1.take() {
+                self.0.ledger().count(endpoint, 0);
+            }
+        }
+    }
+    let mut pending = Pending(app, Some(format!("{} {}", req.method(), req.uri().path())));
     let response = next.run(req).await;
-    app.ledger().count(endpoint, response.status().as_u16());
+    if let Some(endpoint) = pending.1.take() {
+        pending
+            .0
+            .ledger()
+            .count(endpoint, response.status().as_u16());
+    }
     response
 }
 

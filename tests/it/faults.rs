@@ -183,7 +183,12 @@ async fn lost_responses_are_applied_but_never_answered() {
     let failed = create_contacts(&s, &client(), 60).await;
     assert!((6..=32).contains(&failed), "{failed} lost in 60 at 30%");
     // The case that makes double payments: the client saw an error, the server applied it.
-    assert_eq!(ledger(&s).await["contacts"].as_array().unwrap().len(), 60);
+    let l = ledger(&s).await;
+    assert_eq!(l["contacts"].as_array().unwrap().len(), 60);
+    assert_eq!(
+        l["requests"]["POST /api/v2/contacts"]["dropped"], failed,
+        "dropped replies are counted"
+    );
 }
 
 #[tokio::test]
