@@ -349,10 +349,15 @@ pub async fn show(State(app): State<Arc<App>>) -> Json<Value> {
         .collect();
     let mut requests: BTreeMap<String, BTreeMap<String, u64>> = BTreeMap::new();
     for ((endpoint, status), n) in &l.counters {
+        let status = if *status == 0 {
+            "dropped".to_string()
+        } else {
+            status.to_string()
+        };
         requests
             .entry(endpoint.clone())
             .or_default()
-            .insert(status.to_string(), *n);
+            .insert(status, *n);
     }
     let balances: HashMap<&String, Value> =
         l.balances.iter().map(|(c, b)| (c, money(*b))).collect();

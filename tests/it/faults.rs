@@ -187,7 +187,8 @@ async fn lost_responses_are_applied_but_never_answered() {
     assert_eq!(l["contacts"].as_array().unwrap().len(), 60);
     assert_eq!(
         l["requests"]["POST /api/v2/contacts"]["dropped"], failed,
-        "dropped replies are counted"
+        "dropped replies are counted: {}",
+        l["requests"]
     );
 }
 
