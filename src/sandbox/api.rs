@@ -160,6 +160,17 @@ pub fn parse_filter_date(s: &str) -> Option<DateTime<Utc>> {
         .map(|t| t.and_utc())
 }
 
+/// A required, non-empty query parameter (400 when missing).
+pub fn query_param<'q>(
+    q: &'q std::collections::HashMap<String, String>,
+    name: &str,
+) -> Result<&'q str, ApiError> {
+    q.get(name)
+        .map(String::as_str)
+        .filter(|v| !v.is_empty())
+        .ok_or_else(|| ApiError::bad_request(format!("{name} is required")))
+}
+
 /// Parses a page-number query value (default 1).
 pub fn page_number(v: Option<&String>, name: &str) -> Result<usize, ApiError> {
     match v {

@@ -2,7 +2,8 @@
 
 use super::App;
 use super::api::{
-    ApiError, ApiResult, object, optional_str, page_a, page_number, parse_filter_date, required_str,
+    ApiError, ApiResult, object, optional_str, page_a, page_number, parse_filter_date, query_param,
+    required_str,
 };
 use super::ledger::{Contact, Kyc};
 use axum::Json;
@@ -141,10 +142,7 @@ pub async fn detail(
     State(app): State<Arc<App>>,
     Query(q): Query<HashMap<String, String>>,
 ) -> ApiResult {
-    let email = q
-        .get("email")
-        .filter(|e| !e.is_empty())
-        .ok_or_else(|| ApiError::bad_request("email is required"))?;
+    let email = query_param(&q, "email")?;
     let ledger = app.ledger();
     let contact = ledger.contacts.get(email).ok_or_else(|| {
         ApiError::new(
@@ -213,10 +211,7 @@ pub async fn delete(
     State(app): State<Arc<App>>,
     Query(q): Query<HashMap<String, String>>,
 ) -> ApiResult {
-    let email = q
-        .get("email")
-        .filter(|e| !e.is_empty())
-        .ok_or_else(|| ApiError::bad_request("email is required"))?;
+    let email = query_param(&q, "email")?;
     let mut ledger = app.ledger();
     ledger
         .contacts

@@ -3,7 +3,7 @@
 use super::App;
 use super::api::{
     ApiError, ApiResult, amount, money, object, optional_str, page_a, page_number,
-    parse_filter_date, required_str, timestamp,
+    parse_filter_date, query_param, required_str, timestamp,
 };
 use super::contacts::email_ok;
 use super::ledger::{Payin, mask_webhook};
@@ -24,9 +24,7 @@ pub async fn methods() -> Json<Value> {
 
 /// `GET /v2/payins/payin_method/params?payin_method_name=`.
 pub async fn method_params(Query(q): Query<HashMap<String, String>>) -> ApiResult {
-    let name = q
-        .get("payin_method_name")
-        .ok_or_else(|| ApiError::bad_request("payin_method_name is required"))?;
+    let name = query_param(&q, "payin_method_name")?;
     let m = methods::payin(name)
         .ok_or_else(|| ApiError::bad_request("Payin method name is invalid"))?;
     Ok(Json(json!({"record": m.record("payin")})))
@@ -218,9 +216,7 @@ pub async fn detail(
     State(app): State<Arc<App>>,
     Query(q): Query<HashMap<String, String>>,
 ) -> ApiResult {
-    let uuid = q
-        .get("uuid")
-        .ok_or_else(|| ApiError::bad_request("uuid is required"))?;
+    let uuid = query_param(&q, "uuid")?;
     let mut ledger = app.ledger();
     Ok(Json(payin_json(find(&mut ledger, uuid)?, Utc::now())))
 }

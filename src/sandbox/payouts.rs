@@ -5,7 +5,7 @@
 use super::App;
 use super::api::{
     ApiError, ApiResult, amount, object, optional_str, page_b, page_number, parse_filter_date,
-    required_str,
+    query_param, required_str,
 };
 use super::contacts::email_ok;
 use super::ledger::{PayoutBatch, PayoutTx};
@@ -26,9 +26,7 @@ pub async fn methods() -> Json<Value> {
 
 /// `GET /v2/payouts/payout_method/params?payout_method_name=`.
 pub async fn method_params(Query(q): Query<HashMap<String, String>>) -> ApiResult {
-    let name = q
-        .get("payout_method_name")
-        .ok_or_else(|| ApiError::bad_request("payout_method_name is required"))?;
+    let name = query_param(&q, "payout_method_name")?;
     let m =
         methods::payout(name).ok_or_else(|| ApiError::invalid("Payout method name is invalid"))?;
     Ok(Json(json!({"record": m.record("payout")})))
@@ -211,10 +209,7 @@ pub async fn detail(
     State(app): State<Arc<App>>,
     Query(q): Query<HashMap<String, String>>,
 ) -> ApiResult {
-    let uuid = q
-        .get("uuid")
-        .filter(|u| !u.is_empty())
-        .ok_or_else(|| ApiError::bad_request("uuid is required"))?;
+    let uuid = query_param(&q, "uuid")?;
     let ledger = app.ledger();
     let i = ledger
         .find_payout(uuid)
