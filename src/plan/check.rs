@@ -37,6 +37,8 @@ pub struct ItemPlan {
 #[derive(Debug, Clone)]
 pub struct RowPlan {
     pub line: u64,
+    /// Byte offset of the record in the file (after any BOM), to re-read it later.
+    pub offset: u64,
     pub key: String,
     pub items: Vec<ItemPlan>,
 }
@@ -211,6 +213,9 @@ impl Merger<'_, '_> {
             if let Some((_, row_items)) = items.next_if(|(s, _)| *s == slot)
                 && !on_row(RowPlan {
                     line,
+                    offset: chunk.records[slot]
+                        .position()
+                        .map_or(0, csv::Position::byte),
                     key: key.to_string(),
                     items: row_items,
                 })

@@ -2,6 +2,7 @@
 //! executor; for now this holds the facts that validation needs before anything is sent.
 
 pub mod helloclever;
+pub mod http;
 
 /// Which API a job talks to.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

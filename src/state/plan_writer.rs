@@ -73,6 +73,7 @@ struct Existing {
     row_line: u64,
     batch_id: Option<i64>,
     conflict_hash: Option<String>,
+    row_offset: u64,
 }
 
 impl<'s> PlanWriter<'s> {
@@ -132,7 +133,7 @@ impl<'s> PlanWriter<'s> {
         let select_item = state
             .conn
             .prepare(
-                "SELECT id, state, content_hash, row_line, batch_id, conflict_hash FROM items
+                "SELECT id, state, content_hash, row_line, batch_id, conflict_hash, row_offset FROM items
                  WHERE plan_id = ?1 AND step = ?2 AND row_key = ?3",
             )
             .map_err(|e| state.err(e))?;
@@ -140,8 +141,8 @@ impl<'s> PlanWriter<'s> {
             .conn
             .prepare(
                 "INSERT INTO items (plan_id, step, step_index, row_key, row_line, state, content_hash, payload,
-                                    amount, currency, batch_id, external_id, created_at, updated_at)
-                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?13)",
+                                    amount, currency, batch_id, external_id, created_at, updated_at, row_offset)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?13, ?14)",
             )
             .map_err(|e| state.err(e))?;
         Ok(PlanWriter {
@@ -185,6 +186,7 @@ impl<'s> PlanWriter<'s> {
                             row_line: r.get::<_, i64>(3)? as u64,
                             batch_id: r.get(4)?,
                             conflict_hash: r.get(5)?,
+                            row_offset: r.get::<_, i64>(6)? as u64,
                         })
                     })
                     .optional()
@@ -209,7 +211,8 @@ impl<'s> PlanWriter<'s> {
                             item.currency,
                             batch,
                             item.external_id,
-                            self.now
+                            self.now,
+                            row.offset as i64
                         ])
                         .map_err(|e| self.state.err(e))?;
                     let c = &mut self.counts.steps[si];
@@ -227,10 +230,10 @@ impl<'s> PlanWriter<'s> {
                             params![old.id, self.now],
                         )?;
                     }
-                    if old.row_line != row.line {
+                    if old.row_line != row.line || old.row_offset != row.offset {
                         self.exec(
-                            "UPDATE items SET row_line = ?2 WHERE id = ?1",
-                            params![old.id, row.line as i64],
+                            "UPDATE items SET row_line = ?2, row_offset = ?3 WHERE id = ?1",
+                            params![old.id, row.line as i64, row.offset as i64],
                         )?;
                     }
                     let c = &mut self.counts.steps[si];
@@ -253,10 +256,13 @@ impl<'s> PlanWriter<'s> {
                     };
                     self.exec(
                         "UPDATE items SET version = version + 1, state = ?2, content_hash = ?3, payload = ?4, amount = ?5,
-                                currency = ?6, batch_id = ?7, external_id = ?8, row_line = ?9, error_code = NULL,
+                                currency = ?6, batch_id = ?7, external_id = ?8, row_line = ?9, row_offset = ?11, error_code = NULL,
                                 error_message = NULL, updated_at = ?10
                          WHERE id = ?1",
-                        params![old.id, new_state, item.hash, item.payload, amount, item.currency, batch, item.external_id, row.line as i64, self.now],
+                        params![old.id, new_state, item.hash, item.payload, amount, item.currency, batch, item.external_id, row.line as i64,
+                            self.now,
+                            row.offset as i64
+                        ],
                     )?;
                     self.counts.steps[si].changed += 1;
                 }

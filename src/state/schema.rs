@@ -59,6 +59,39 @@ const MIGRATIONS: &[&str] = &[
     CREATE INDEX items_by_state ON items (plan_id, step_index, state);
     CREATE INDEX items_by_batch ON items (batch_id);
     "#,
+    // 2: what the executor needs: where a row is in the file, attempt times, batch send
+    // state, runs and the per-plan lock.
+    r#"
+    ALTER TABLE items ADD COLUMN row_offset INTEGER NOT NULL DEFAULT 0;
+    ALTER TABLE items ADD COLUMN first_attempt_at TEXT;
+    ALTER TABLE items ADD COLUMN provider_status TEXT;
+    ALTER TABLE batches ADD COLUMN attempts INTEGER NOT NULL DEFAULT 0;
+    ALTER TABLE batches ADD COLUMN first_attempt_at TEXT;
+    ALTER TABLE batches ADD COLUMN provider_status TEXT;
+    ALTER TABLE batches ADD COLUMN error_code TEXT;
+    ALTER TABLE batches ADD COLUMN error_message TEXT;
+    CREATE TABLE runs (
+        id                INTEGER PRIMARY KEY,
+        plan_id           INTEGER NOT NULL REFERENCES plans(id),
+        started_at        TEXT NOT NULL,
+        ended_at          TEXT,
+        exit_code         INTEGER,
+        pid               INTEGER NOT NULL,
+        host              TEXT NOT NULL,
+        requests          INTEGER NOT NULL DEFAULT 0,
+        retries           INTEGER NOT NULL DEFAULT 0,
+        rate_limited      INTEGER NOT NULL DEFAULT 0,
+        in_doubt_resolved INTEGER NOT NULL DEFAULT 0,
+        counts            TEXT
+    );
+    CREATE TABLE locks (
+        plan_id    INTEGER PRIMARY KEY REFERENCES plans(id),
+        run_id     INTEGER NOT NULL,
+        pid        INTEGER NOT NULL,
+        host       TEXT NOT NULL,
+        started_at TEXT NOT NULL
+    );
+    "#,
 ];
 
 /// The schema version this build writes.

@@ -7,6 +7,7 @@ use serde_json::{Value, json};
 use std::time::Duration;
 
 pub async fn start(config: Config) -> Sandbox {
+    payrun::provider::http::install_tls_provider();
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     sandbox::start(listener, config).await.unwrap()
 }
@@ -16,6 +17,7 @@ pub fn client() -> reqwest::Client {
 }
 
 pub fn client_with(timeout: Duration) -> reqwest::Client {
+    payrun::provider::http::install_tls_provider();
     let mut h = HeaderMap::new();
     h.insert("app-id", HeaderValue::from_static("sandbox-app"));
     h.insert("secret-key", HeaderValue::from_static("sandbox-secret"));
