@@ -1,9 +1,11 @@
 //! The state database: SQLite in WAL mode, the single source of truth for what was planned,
 //! sent and confirmed. This module is the one place that opens it and migrates its schema.
 
+mod db;
 mod plan_writer;
 mod schema;
 
+pub use db::Db;
 pub use plan_writer::{PlanCounts, PlanWriter, StepCounts};
 
 use rusqlite::Connection;
@@ -24,6 +26,8 @@ pub enum StateError {
         #[source]
         source: std::io::Error,
     },
+    #[error("state database {path}: {message}")]
+    Db { path: PathBuf, message: String },
     #[error(
         "state database {path} has schema version {found}, newer than this payrun knows ({known}); upgrade payrun"
     )]

@@ -1,0 +1,210 @@
+//! The state database for async code: one thread owns the connection (rusqlite never runs
+//! on a tokio worker), and writes queued together are committed together — many intents,
+//! one fsync (group commit) — each in its own savepoint so one failure spoils no other.
+
+use super::{State, StateError};
+use rusqlite::Connection;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::mpsc;
+
+type Completion = Box<dyn FnOnce(Result<(), String>) + Send>;
+type WriteJob = Box<dyn FnOnce(&Connection) -> Completion + Send>;
+type ReadJob = Box<dyn FnOnce(&Connection) + Send>;
+
+enum Job {
+    Read(ReadJob),
+    Write(WriteJob),
+}
+
+/// A handle to the database thread; cheap to clone.
+#[derive(Clone)]
+pub struct Db {
+    jobs: mpsc::Sender<Job>,
+    path: PathBuf,
+    commits: Arc<AtomicU64>,
+}
+
+/// Writes at most this many queued jobs per transaction.
+const MAX_GROUP: usize = 512;
+
+impl Db {
+    /// Opens the database (running migrations) on its own thread.
+    pub fn open(path: &Path) -> Result<Db, StateError> {
+        let state = State::open(path)?;
+        let (jobs, rx) = mpsc::channel::<Job>();
+        let commits = Arc::new(AtomicU64::new(0));
+        let counter = commits.clone();
+        std::thread::Builder::new()
+            .name("payrun-db".into())
+            .spawn(move || serve(state.conn, rx, counter))
+            .map_err(|e| StateError::Db {
+                path: path.to_path_buf(),
+                message: format!("cannot start the database thread: {e}"),
+            })?;
+        Ok(Db {
+            jobs,
+            path: path.to_path_buf(),
+            commits,
+        })
+    }
+
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    /// Transactions committed so far (each one fsync): group commit makes this smaller than
+    /// the number of writes.
+    pub fn commits(&self) -> u64 {
+        self.commits.load(Ordering::Relaxed)
+    }
+
+    fn gone(&self) -> StateError {
+        StateError::Db {
+            path: self.path.clone(),
+            message: "the database thread has stopped".into(),
+        }
+    }
+
+    /// Runs `f` on the database thread, outside any transaction.
+    pub async fn read<T: Send + 'static>(
+        &self,
+        f: impl FnOnce(&Connection) -> rusqlite::Result<T> + Send + 'static,
+    ) -> Result<T, StateError> {
+        let (tx, rx) = tokio::sync::oneshot::channel();
+        let job: ReadJob = Box::new(move |conn| {
+            let _ = tx.send(f(conn));
+        });
+        self.jobs.send(Job::Read(job)).map_err(|_| self.gone())?;
+        let path = self.path.clone();
+        rx.await
+            .map_err(|_| self.gone())?
+            .map_err(|source| StateError::Sqlite { path, source })
+    }
+
+    /// Runs `f` in a transaction shared with the other queued writes; returns once that
+    /// transaction is durably committed.
+    pub async fn write<T: Send + 'static>(
+        &self,
+        f: impl FnOnce(&Connection) -> rusqlite::Result<T> + Send + 'static,
+    ) -> Result<T, StateError> {
+        let (tx, rx) = tokio::sync::oneshot::channel::<Result<T, String>>();
+        let job: WriteJob = Box::new(move |conn| {
+            let result = in_savepoint(conn, f);
+            Box::new(move |commit: Result<(), String>| {
+                let _ = tx.send(match (result, commit) {
+                    (Ok(v), Ok(())) => Ok(v),
+                    (Err(e), _) => Err(e.to_string()),
+                    (Ok(_), Err(e)) => Err(format!("commit failed: {e}")),
+                });
+            })
+        });
+        self.jobs.send(Job::Write(job)).map_err(|_| self.gone())?;
+        rx.await
+            .map_err(|_| self.gone())?
+            .map_err(|message| StateError::Db {
+                path: self.path.clone(),
+                message,
+            })
+    }
+}
+
+fn in_savepoint<T>(
+    conn: &Connection,
+    f: impl FnOnce(&Connection) -> rusqlite::Result<T>,
+) -> rusqlite::Result<T> {
+    conn.execute_batch("SAVEPOINT job")?;
+    match f(conn) {
+        Ok(v) => {
+            conn.execute_batch("RELEASE job")?;
+            Ok(v)
+        }
+        Err(e) => {
+            let _ = conn.execute_batch("ROLLBACK TO job; RELEASE job");
+            Err(e)
+        }
+    }
+}
+
+fn serve(conn: Connection, rx: mpsc::Receiver<Job>, commits: Arc<AtomicU64>) {
+    while let Ok(first) = rx.recv() {
+        let mut writes = Vec::new();
+        let mut reads = Vec::new();
+        match first {
+            Job::Read(r) => reads.push(r),
+            Job::Write(w) => writes.push(w),
+        }
+        // Whatever else is already queued joins this round.
+        while writes.len() < MAX_GROUP {
+            match rx.try_recv() {
+                Ok(Job::Write(w)) => writes.push(w),
+                Ok(Job::Read(r)) => reads.push(r),
+                Err(_) => break,
+            }
+        }
+        if !writes.is_empty() {
+            let began = conn
+                .execute_batch("BEGIN IMMEDIATE")
+                .map_err(|e| e.to_string());
+            let completions: Vec<Completion> = match &began {
+                Ok(()) => writes.into_iter().map(|w| w(&conn)).collect(),
+                Err(_) => Vec::new(),
+            };
+            let outcome =
+                began.and_then(|()| conn.execute_batch("COMMIT").map_err(|e| e.to_string()));
+            if outcome.is_err() {
+                let _ = conn.execute_batch("ROLLBACK");
+            } else {
+                commits.fetch_add(1, Ordering::Relaxed);
+            }
+            for c in completions {
+                c(outcome.clone());
+            }
+        }
+        // Reads queued behind writes see them committed.
+        for r in reads {
+            r(&conn);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn concurrent_writes_share_commits_and_fail_alone() {
+        let dir = tempfile::tempdir().unwrap();
+        let db = Db::open(&dir.path().join("t.db")).unwrap();
+        db.write(|c| c.execute_batch("CREATE TABLE t (n INTEGER UNIQUE)"))
+            .await
+            .unwrap();
+        let tasks: Vec<_> = (0..200)
+            .map(|i| {
+                let db = db.clone();
+                tokio::spawn(async move {
+                    db.write(move |c| c.execute("INSERT INTO t VALUES (?1)", [i % 150]))
+                        .await
+                })
+            })
+            .collect();
+        let mut failed = 0;
+        for t in tasks {
+            if t.await.unwrap().is_err() {
+                failed += 1;
+            }
+        }
+        assert_eq!(failed, 50, "duplicates fail on their own");
+        let n: i64 = db
+            .read(|c| c.query_row("SELECT COUNT(*) FROM t", [], |r| r.get(0)))
+            .await
+            .unwrap();
+        assert_eq!(n, 150);
+        assert!(
+            db.commits() < 200,
+            "{} commits for 201 writes",
+            db.commits()
+        );
+    }
+}
