@@ -1,6 +1,7 @@
 //! Payment providers: what payrun knows of each API. The HTTP clients arrive with the
 //! executor; for now this holds the facts that validation needs before anything is sent.
 
+pub mod error;
 pub mod helloclever;
 pub mod http;
 

@@ -1,0 +1,181 @@
+//! The Hello Clever client: one shared reqwest client, credentials in headers (never
+//! logged), typed replies (`wire`), failures as [`CallError`].
+
+use super::wire::{Contact, PayoutBatch, PayoutPage};
+use crate::provider::error::{CallError, parse_retry_after};
+use reqwest::{Method, RequestBuilder, Response};
+use serde::de::DeserializeOwned;
+use serde_json::Value;
+use std::fmt;
+
+/// A credential: kept in memory only; `Debug` shows nothing of it.
+#[derive(Clone)]
+pub struct Secret(String);
+
+impl Secret {
+    pub fn new(s: impl Into<String>) -> Secret {
+        Secret(s.into())
+    }
+
+    pub fn expose(&self) -> &str {
+        &self.0
+    }
+}
+
+impl fmt::Debug for Secret {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("Secret(****)")
+    }
+}
+
+/// A KYC image to upload.
+pub struct Upload {
+    pub part: &'static str,
+    pub file_name: String,
+    pub mime: &'static str,
+    pub bytes: Vec<u8>,
+}
+
+#[derive(Clone, Debug)]
+pub struct HelloClever {
+    http: reqwest::Client,
+    base: String,
+    app_id: Secret,
+    secret_key: Secret,
+}
+
+impl HelloClever {
+    pub fn new(http: reqwest::Client, base_url: &str, app_id: Secret, secret_key: Secret) -> HelloClever {
+        HelloClever { http, base: base_url.trim_end_matches('/').to_string(), app_id, secret_key }
+    }
+
+    fn request(&self, method: Method, path: &str) -> RequestBuilder {
+        self.http
+            .request(method, format!("{}{path}", self.base))
+            .header("app-id", self.app_id.expose())
+            .header("secret-key", self.secret_key.expose())
+            .header("accept", "application/json")
+    }
+
+    async fn send<T: DeserializeOwned>(&self, req: RequestBuilder) -> Result<T, CallError> {
+        let response = req.send().await.map_err(transport)?;
+        let status = response.status();
+        if status.is_success() {
+            let bytes = response.bytes().await.map_err(transport)?;
+            return serde_json::from_slice(&bytes).map_err(|e| CallError::Decode(e.to_string()));
+        }
+        Err(status_error(response).await)
+    }
+
+    /// `POST /v2/contacts`.
+    pub async fn create_contact(&self, body: &Value) -> Result<Value, CallError> {
+        self.send(self.request(Method::POST, "/v2/contacts").json(body)).await
+    }
+
+    /// `GET /v2/contacts/detail?email=`; `Ok(None)` when the contact does not exist.
+    pub async fn contact(&self, email: &str) -> Result<Option<Contact>, CallError> {
+        match self.send(self.request(Method::GET, "/v2/contacts/detail").query(&[("email", email)])).await {
+            Ok(c) => Ok(Some(c)),
+            // The API answers an unknown email with 400 (404 in other readings).
+            Err(CallError::Status { status: 400 | 404, .. }) => Ok(None),
+            Err(e) => Err(e),
+        }
+    }
+
+    /// `PUT /v2/contact/update_info`.
+    pub async fn update_contact(&self, body: &Value) -> Result<Value, CallError> {
+        self.send(self.request(Method::PUT, "/v2/contact/update_info").json(body)).await
+    }
+
+    /// `POST /v2/contacts/submit_kyc` (multipart).
+    pub async fn submit_kyc(&self, fields: &serde_json::Map<String, Value>, uploads: Vec<Upload>) -> Result<Value, CallError> {
+        let mut form = reqwest::multipart::Form::new();
+        for (k, v) in fields {
+            let text = match v {
+                Value::String(s) => s.clone(),
+                other => other.to_string(),
+            };
+            form = form.text(k.clone(), text);
+        }
+        for u in uploads {
+            let part = reqwest::multipart::Part::bytes(u.bytes).file_name(u.file_name).mime_str(u.mime).map_err(|e| CallError::Decode(e.to_string()))?;
+            form = form.part(u.part, part);
+        }
+        self.send(self.request(Method::POST, "/v2/contacts/submit_kyc").multipart(form)).await
+    }
+
+    /// `POST /v2/contacts/share_token`.
+    pub async fn submit_kyc_token(&self, body: &Value) -> Result<Value, CallError> {
+        self.send(self.request(Method::POST, "/v2/contacts/share_token").json(body)).await
+    }
+
+    /// `POST /v2/payouts`.
+    pub async fn create_payout(&self, body: &Value) -> Result<PayoutBatch, CallError> {
+        self.send(self.request(Method::POST, "/v2/payouts").json(body)).await
+    }
+
+    /// `GET /v2/payouts/detail?uuid=`.
+    pub async fn payout(&self, uuid: &str) -> Result<PayoutBatch, CallError> {
+        self.send(self.request(Method::GET, "/v2/payouts/detail").query(&[("uuid", uuid)])).await
+    }
+
+    /// `GET /v2/payouts/all` for one page of a window (dates as `YYYY-MM-DDThh:mm:ss`, UTC).
+    pub async fn payouts(&self, from: &str, to: &str, page: u64) -> Result<PayoutPage, CallError> {
+        let page = page.to_string();
+        self.send(self.request(Method::GET, "/v2/payouts/all").query(&[("from_date", from), ("to_date", to), ("page", page.as_str())])).await
+    }
+}
+
+fn transport(e: reqwest::Error) -> CallError {
+    if e.is_connect() {
+        CallError::Connect(without_url(&e))
+    } else if e.is_timeout() {
+        CallError::Timeout
+    } else {
+        CallError::Transport(without_url(&e))
+    }
+}
+
+/// reqwest's messages carry the URL; ours say what happened (the URL may hold an email).
+fn without_url(e: &reqwest::Error) -> String {
+    let mut source = std::error::Error::source(e);
+    let mut last = e.without_url_ref().to_string();
+    while let Some(s) = source {
+        last = s.to_string();
+        source = s.source();
+    }
+    last
+}
+
+trait WithoutUrl {
+    fn without_url_ref(&self) -> String;
+}
+
+impl WithoutUrl for reqwest::Error {
+    fn without_url_ref(&self) -> String {
+        let mut s = self.to_string();
+        if let Some(url) = self.url()
+            && let Some(i) = s.find(&format!(" ({url})"))
+        {
+            s.truncate(i);
+        }
+        s
+    }
+}
+
+async fn status_error(response: Response) -> CallError {
+    let status = response.status().as_u16();
+    let retry_after = response.headers().get("retry-after").and_then(|v| v.to_str().ok()).and_then(parse_retry_after);
+    let body: Value = response.json().await.unwrap_or(Value::Null);
+    let errors = &body["errors"];
+    let code = errors["code"].as_str().map(str::to_string);
+    let message = match errors {
+        Value::Object(map) => match map.get("message").and_then(Value::as_str) {
+            Some(m) => m.to_string(),
+            // The field-keyed 422 form: `{"refund_amount": "can't be blank"}`.
+            None => map.iter().filter(|(k, _)| *k != "code").map(|(k, v)| format!("{k} {}", v.as_str().unwrap_or_default().trim())).collect::<Vec<_>>().join("; "),
+        },
+        _ => String::new(),
+    };
+    CallError::Status { status, code, message: if message.is_empty() { format!("HTTP {status}") } else { message }, retry_after }
+}

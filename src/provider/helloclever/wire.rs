@@ -1,0 +1,111 @@
+//! The client's view of Hello Clever's replies: only the fields payrun reads, lenient where
+//! the reference shows the API is loose (money as string or number, optional lists). These
+//! types are the client's own; the sandbox has its own on purpose.
+
+use rust_decimal::Decimal;
+use serde::{Deserialize, Deserializer};
+use std::str::FromStr;
+
+/// Money written as `"1000.0"` or `1000`.
+fn money<'de, D: Deserializer<'de>>(d: D) -> Result<Option<Decimal>, D::Error> {
+    #[derive(Deserialize)]
+    #[serde(untagged)]
+    enum Raw {
+        Text(String),
+        Number(serde_json::Number),
+        Null,
+    }
+    Ok(match Raw::deserialize(d)? {
+        Raw::Text(s) if s.is_empty() => None,
+        Raw::Text(s) => Some(Decimal::from_str(&s).map_err(serde::de::Error::custom)?),
+        Raw::Number(n) => {
+            let s = n.to_string();
+            Some(Decimal::from_str(&s).or_else(|_| Decimal::from_scientific(&s)).map_err(serde::de::Error::custom)?)
+        }
+        Raw::Null => None,
+    })
+}
+
+#[derive(Debug, Clone, Deserialize)]
+pub struct KycStatus {
+    pub kyc_status: String,
+    #[serde(default)]
+    pub message: Option<String>,
+}
+
+#[derive(Debug, Clone, Default, Deserialize)]
+pub struct Identity {
+    #[serde(default)]
+    pub document_number: Option<String>,
+}
+
+/// A contact as the details endpoint returns it; the plain fields stay as JSON so they can
+/// be compared with what a row would send.
+#[derive(Debug, Clone, Deserialize)]
+pub struct Contact {
+    pub email: String,
+    #[serde(default)]
+    pub identity: Option<Identity>,
+    #[serde(default)]
+    pub kyc_statuses: Vec<KycStatus>,
+    #[serde(flatten)]
+    pub fields: serde_json::Map<String, serde_json::Value>,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+pub struct PayoutTransaction {
+    pub uuid: String,
+    #[serde(default)]
+    pub external_id: Option<String>,
+    #[serde(default)]
+    pub email: Option<String>,
+    #[serde(default, deserialize_with = "money")]
+    pub amount: Option<Decimal>,
+    #[serde(default)]
+    pub status: Option<String>,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+pub struct PayoutBatch {
+    pub uuid: String,
+    #[serde(default)]
+    pub status: Option<String>,
+    #[serde(default)]
+    pub external_id: Option<String>,
+    #[serde(default, deserialize_with = "money")]
+    pub total_amount: Option<Decimal>,
+    #[serde(default)]
+    pub error_code: Option<String>,
+    #[serde(default)]
+    pub error_message: Option<String>,
+    #[serde(default)]
+    pub payout_transactions: Vec<PayoutTransaction>,
+}
+
+/// Pagination shape B, as the payouts list uses it.
+#[derive(Debug, Clone, Deserialize)]
+pub struct PayoutPage {
+    #[serde(default)]
+    pub records: Vec<PayoutBatch>,
+    #[serde(default)]
+    pub page: Option<u64>,
+    #[serde(default)]
+    pub next_page: Option<u64>,
+    #[serde(default)]
+    pub total_page: Option<u64>,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn money_as_string_or_number() {
+        let b: PayoutBatch = serde_json::from_str(r#"{"uuid":"A","total_amount":"1000.0","payout_transactions":[{"uuid":"T","amount":12.50}]}"#).unwrap();
+        assert_eq!(b.total_amount, Some(Decimal::from_str("1000.0").unwrap()));
+        assert_eq!(b.payout_transactions[0].amount, Some(Decimal::from_str("12.50").unwrap()));
+        let c: Contact = serde_json::from_str(r#"{"email":"a@b.co","city":"Sydney","kyc_statuses":[{"kyc_status":"approved","message":"null"}]}"#).unwrap();
+        assert_eq!(c.fields["city"], "Sydney");
+        assert_eq!(c.kyc_statuses[0].kyc_status, "approved");
+    }
+}
