@@ -18,8 +18,25 @@ pub enum Command {
     Validate(JobArgs),
     /// Validate, then record the planned items and batches in the state database.
     Plan(PlanArgs),
+    /// Plan, then send the planned work to the provider (rate-limited, retried, exactly once).
+    Run(RunArgs),
+    /// Show a job's items by step and state, its last runs and any item in doubt.
+    Status(PlanArgs),
     /// Run the local Hello Clever emulator (for tests, demos and dry rehearsals).
     Sandbox(SandboxArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct RunArgs {
+    #[command(flatten)]
+    pub plan: PlanArgs,
+    /// Run against the embedded sandbox (started on 127.0.0.1, fast status changes) instead
+    /// of the job's provider: no credentials needed.
+    #[arg(long)]
+    pub sandbox: bool,
+    /// Put failed items back in the queue first (not conflicts, not successes).
+    #[arg(long)]
+    pub retry_failed: bool,
 }
 
 #[derive(Debug, Args)]

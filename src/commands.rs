@@ -14,6 +14,8 @@ pub fn run(cli: Cli) -> i32 {
         Command::Validate(args) => validate(&args),
         Command::Plan(args) => plan_cmd(&args.job, args.state.as_deref()),
         Command::Sandbox(args) => sandbox(args),
+        Command::Run(args) => run_cmd(&args),
+        Command::Status(args) => status_cmd(&args.job, args.state.as_deref()),
     }
 }
 
@@ -226,4 +228,243 @@ fn sandbox(args: crate::cli::SandboxArgs) -> i32 {
         server.stop().await;
         exit::SUCCESS
     })
+}
+
+fn runtime() -> Result<tokio::runtime::Runtime, i32> {
+    tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .map_err(|e| {
+            eprintln!("error: cannot start the async runtime: {e}");
+            exit::FATAL
+        })
+}
+
+/// First SIGINT/SIGTERM: stop taking work, finish what is in flight. Second: exit now (state
+/// stays correct: anything sent is in flight, and the next run resolves it).
+fn watch_signals(stop: std::sync::Arc<std::sync::atomic::AtomicBool>) {
+    tokio::spawn(async move {
+        use tokio::signal::unix::{SignalKind, signal};
+        let (Ok(mut int), Ok(mut term)) = (
+            signal(SignalKind::interrupt()),
+            signal(SignalKind::terminate()),
+        ) else {
+            return;
+        };
+        for n in 0.. {
+            tokio::select! { _ = int.recv() => {}, _ = term.recv() => {} }
+            if n == 0 {
+                stop.store(true, std::sync::atomic::Ordering::SeqCst);
+                eprintln!("stopping: letting requests in flight finish (signal again to exit now)");
+            } else {
+                std::process::exit(exit::INTERRUPTED);
+            }
+        }
+    });
+}
+
+fn run_cmd(args: &crate::cli::RunArgs) -> i32 {
+    let job = match load(&args.plan.job) {
+        Ok(j) => j,
+        Err(code) => return code,
+    };
+    let state_path = args
+        .plan
+        .state
+        .clone()
+        .unwrap_or_else(|| plan::default_state_path(&job));
+    let rt = match runtime() {
+        Ok(rt) => rt,
+        Err(code) => return code,
+    };
+    rt.block_on(async {
+        let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+        watch_signals(stop.clone());
+        let mut opts = crate::exec::RunOptions { state_path, base_url: None, credentials: None, retry_failed: args.retry_failed, stop, poll_cap: None };
+        let _sandbox = if args.sandbox {
+            let config = crate::sandbox::Config {
+                kyc_delay: std::time::Duration::from_millis(500),
+                payout_delay: std::time::Duration::from_millis(1500),
+                ..crate::sandbox::Config::default()
+            };
+            let started = match tokio::net::TcpListener::bind("127.0.0.1:0").await {
+                Ok(l) => crate::sandbox::start(l, config.clone()).await,
+                Err(e) => Err(e),
+            };
+            let sb = match started {
+                Ok(sb) => sb,
+                Err(e) => {
+                    eprintln!("error: cannot start the sandbox: {e}");
+                    return exit::FATAL;
+                }
+            };
+            eprintln!("using the embedded sandbox at {}", sb.base_url());
+            opts.base_url = Some(sb.base_url());
+            opts.credentials = Some((config.app_id.clone(), config.secret_key.clone()));
+            opts.poll_cap = Some(std::time::Duration::from_millis(200));
+            Some(sb)
+        } else {
+            None
+        };
+        match crate::exec::run(&job, opts, &mut error_printer()).await {
+            Ok(report) => {
+                print_run(&job, &report);
+                report.exit_code
+            }
+            Err(crate::exec::RunError::Locked(h)) => {
+                eprintln!("error: another run of '{}' scope '{}' holds the lock: run {} (pid {} on {}, started {})", job.name, job.scope, h.run_id, h.pid, h.host, h.started_at);
+                exit::LOCKED
+            }
+            Err(crate::exec::RunError::Config(m)) => {
+                eprintln!("error: {m}");
+                exit::INVALID_INPUT
+            }
+            Err(e) => {
+                eprintln!("error: {e}");
+                exit::FATAL
+            }
+        }
+    })
+}
+
+fn print_run(job: &Job, report: &crate::exec::RunReport) {
+    let meaning = match report.exit_code {
+        exit::SUCCESS => "all rows done",
+        exit::ROWS_FAILED => "finished; some rows failed, are blocked or in doubt",
+        exit::INVALID_INPUT => "invalid input; nothing was sent",
+        exit::INTERRUPTED => "interrupted; run again to resume",
+        _ => "stopped",
+    };
+    println!(
+        "run {} of '{}' scope '{}': {meaning} (exit {})",
+        report.run_id, job.name, job.scope, report.exit_code
+    );
+    if let Ok(serde_json::Value::Object(steps)) =
+        serde_json::from_str::<serde_json::Value>(&report.counts)
+    {
+        for (step, states) in steps {
+            let parts: Vec<String> = states
+                .as_object()
+                .map(|m| m.iter().map(|(s, n)| format!("{s} {n}")).collect())
+                .unwrap_or_default();
+            println!("  {step:<12} {}", parts.join(", "));
+        }
+    }
+    let s = &report.stats;
+    println!(
+        "  requests {}, retries {}, rate-limited {}, in-doubt resolved {}",
+        s.requests, s.retries, s.rate_limited, s.in_doubt_resolved
+    );
+}
+
+fn status_cmd(args: &JobArgs, state: Option<&std::path::Path>) -> i32 {
+    let job = match load(args) {
+        Ok(j) => j,
+        Err(code) => return code,
+    };
+    let path = state
+        .map(std::path::Path::to_path_buf)
+        .unwrap_or_else(|| plan::default_state_path(&job));
+    if !path.exists() {
+        println!(
+            "'{}' scope '{}' has no state yet ({} does not exist): run `payrun plan` or `payrun run`",
+            job.name,
+            job.scope,
+            path.display()
+        );
+        return exit::SUCCESS;
+    }
+    let result = (|| -> Result<(), crate::state::StateError> {
+        let st = crate::state::State::open(&path)?;
+        let conn = st.connection();
+        let err = |e| st.err(e);
+        let Some(plan_id) =
+            crate::state::work::plan_id(conn, &job.name, &job.scope).map_err(err)?
+        else {
+            println!("'{}' scope '{}' has not been planned", job.name, job.scope);
+            return Ok(());
+        };
+        println!(
+            "job '{}' scope '{}' ({})",
+            job.name,
+            job.scope,
+            path.display()
+        );
+        let mut stmt = conn.prepare("SELECT step, state, COUNT(*) FROM items WHERE plan_id = ?1 GROUP BY step, state ORDER BY MIN(step_index), state").map_err(err)?;
+        let rows = stmt
+            .query_map([plan_id], |r| {
+                Ok((
+                    r.get::<_, String>(0)?,
+                    r.get::<_, String>(1)?,
+                    r.get::<_, i64>(2)?,
+                ))
+            })
+            .map_err(err)?;
+        for row in rows {
+            let (step, s, n) = row.map_err(err)?;
+            println!("  {step:<12} {s:<10} {n:>8}");
+        }
+        let conflicts: i64 = conn
+            .query_row(
+                "SELECT COUNT(*) FROM items WHERE plan_id = ?1 AND conflict_hash IS NOT NULL",
+                [plan_id],
+                |r| r.get(0),
+            )
+            .map_err(err)?;
+        if conflicts > 0 {
+            println!(
+                "  {conflicts} conflict(s): rows changed after they were sent (never re-sent)"
+            );
+        }
+        println!("last runs:");
+        let mut stmt = conn.prepare("SELECT id, started_at, COALESCE(ended_at, 'running'), COALESCE(exit_code, -1), requests, retries, in_doubt_resolved FROM runs WHERE plan_id = ?1 ORDER BY id DESC LIMIT 5").map_err(err)?;
+        let runs = stmt
+            .query_map([plan_id], |r| {
+                Ok((
+                    r.get::<_, i64>(0)?,
+                    r.get::<_, String>(1)?,
+                    r.get::<_, String>(2)?,
+                    r.get::<_, i64>(3)?,
+                    r.get::<_, i64>(4)?,
+                    r.get::<_, i64>(5)?,
+                    r.get::<_, i64>(6)?,
+                ))
+            })
+            .map_err(err)?;
+        for run in runs {
+            let (id, start, end, code, req, retries, doubt) = run.map_err(err)?;
+            let code = if code < 0 {
+                "-".to_string()
+            } else {
+                code.to_string()
+            };
+            println!(
+                "  run {id}: {start} → {end}, exit {code}, {req} requests, {retries} retries, {doubt} in doubt resolved"
+            );
+        }
+        let mut stmt = conn.prepare("SELECT step, row_key, attempts, COALESCE(first_attempt_at, '') FROM items WHERE plan_id = ?1 AND state = 'in_flight' ORDER BY id LIMIT 50").map_err(err)?;
+        let doubt: Vec<(String, String, i64, String)> = stmt
+            .query_map([plan_id], |r| {
+                Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?))
+            })
+            .map_err(err)?
+            .collect::<Result<_, _>>()
+            .map_err(err)?;
+        if !doubt.is_empty() {
+            println!(
+                "in doubt (sent, outcome unknown; the next run asks the provider before any resend):"
+            );
+            for (step, key, attempts, first) in doubt {
+                println!("  {step} row '{key}': {attempts} attempt(s), first at {first}");
+            }
+        }
+        Ok(())
+    })();
+    match result {
+        Ok(()) => exit::SUCCESS,
+        Err(e) => {
+            eprintln!("error: {e}");
+            exit::FATAL
+        }
+    }
 }

@@ -243,6 +243,82 @@ fn header_error(e: &csv::Error) -> String {
     }
 }
 
+/// Reads single records back by the byte offset `plan` stored, so the executor needs no
+/// copy of the file in memory.
+pub struct RecordReader {
+    path: PathBuf,
+    file: BufReader<File>,
+    delimiter: u8,
+    bom: u64,
+}
+
+impl RecordReader {
+    pub fn open(path: &Path, delimiter: u8) -> Result<RecordReader, InputError> {
+        let err = |message: String| InputError {
+            path: path.to_path_buf(),
+            line: None,
+            column: None,
+            message,
+        };
+        let mut file = BufReader::new(
+            File::open(path).map_err(|e| err(format!("cannot open CSV file: {e}")))?,
+        );
+        let bom = if file
+            .fill_buf()
+            .map_err(|e| err(format!("cannot read CSV file: {e}")))?
+            .starts_with(BOM)
+        {
+            BOM.len() as u64
+        } else {
+            0
+        };
+        Ok(RecordReader {
+            path: path.to_path_buf(),
+            file,
+            delimiter,
+            bom,
+        })
+    }
+
+    /// The record that starts at `offset` (as csv reported it when planning).
+    pub fn read_at(&mut self, offset: u64, line: u64) -> Result<StringRecord, InputError> {
+        use std::io::{Seek, SeekFrom};
+        let err = |message: String| InputError {
+            path: self.path.clone(),
+            line: Some(line),
+            column: None,
+            message,
+        };
+        self.file
+            .seek(SeekFrom::Start(self.bom + offset))
+            .map_err(|e| err(format!("cannot read CSV file: {e}")))?;
+        // After CRLF, csv places a record at the '\n' before it: step over line ends.
+        loop {
+            let buf = self
+                .file
+                .fill_buf()
+                .map_err(|e| err(format!("cannot read CSV file: {e}")))?;
+            match buf.first() {
+                Some(b'\r' | b'\n') => self.file.consume(1),
+                _ => break,
+            }
+        }
+        let mut reader = csv::ReaderBuilder::new()
+            .delimiter(self.delimiter)
+            .has_headers(false)
+            .flexible(true)
+            .from_reader(&mut self.file);
+        let mut record = StringRecord::new();
+        match reader.read_record(&mut record) {
+            Ok(true) => Ok(record),
+            Ok(false) => Err(err(
+                "the row is no longer in the file (it changed since it was planned)".into(),
+            )),
+            Err(e) => Err(err(format!("cannot read the row again: {e}"))),
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

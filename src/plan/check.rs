@@ -31,6 +31,8 @@ pub struct ItemPlan {
     /// Rows with equal groups may share a payout batch.
     pub group: Option<String>,
     pub external_id: Option<String>,
+    /// The full, unmasked fields to send; only when rendering for the executor.
+    pub send: Option<serde_json::Map<String, serde_json::Value>>,
 }
 
 /// One input row's items.
@@ -96,6 +98,7 @@ pub fn check_rows(
             .unwrap_or_default(),
         today: chrono::Utc::now().date_naive(),
         build,
+        keep_full: false,
     };
     let mut merger = Merger {
         job,

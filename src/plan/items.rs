@@ -13,6 +13,7 @@ use sha2::{Digest, Sha256};
 use std::path::Path;
 
 /// Builds the item for one rendered, valid step of a row.
+#[allow(clippy::too_many_arguments)]
 pub fn build_item(
     job: &Job,
     si: usize,
@@ -21,6 +22,7 @@ pub fn build_item(
     values: &[Rendered],
     amount: Option<Decimal>,
     csv_dir: &Path,
+    keep_full: bool,
 ) -> Result<ItemPlan, String> {
     let mut full = Map::new();
     let mut shown = Map::new();
@@ -85,6 +87,13 @@ pub fn build_item(
         (None, None, None)
     };
     // serde_json's Map is ordered by key, so the JSON text is canonical.
+    // What a request carries: the full values, without the image-content hashes.
+    let send = keep_full.then(|| {
+        full.iter()
+            .filter(|(k, _)| !k.contains('#'))
+            .map(|(k, v)| (k.clone(), v.clone()))
+            .collect::<Map<String, Value>>()
+    });
     let full_text = Value::Object(full).to_string();
     Ok(ItemPlan {
         step: si,
@@ -95,6 +104,7 @@ pub fn build_item(
         currency,
         group,
         external_id: ext,
+        send,
     })
 }
 
@@ -109,5 +119,6 @@ pub fn skipped_item(si: usize) -> ItemPlan {
         currency: None,
         group: None,
         external_id: None,
+        send: None,
     }
 }

@@ -129,6 +129,47 @@ pub fn external_id(parts: &[&str]) -> String {
     format!("{prefix}-{}", &digest[..16])
 }
 
+/// Renders single rows again for the executor: the same templates and checks as `plan`,
+/// with the full (unmasked) values of each item, which state never holds.
+pub struct Renderer<'a> {
+    checker: rows::RowChecker<'a>,
+}
+
+impl<'a> Renderer<'a> {
+    pub fn new(job: &'a Job) -> Renderer<'a> {
+        Renderer {
+            checker: rows::RowChecker {
+                job,
+                rules: job.steps.iter().map(rows::StepRules::new).collect(),
+                csv_dir: job
+                    .input
+                    .csv
+                    .parent()
+                    .map(PathBuf::from)
+                    .unwrap_or_default(),
+                today: chrono::Utc::now().date_naive(),
+                build: true,
+                keep_full: true,
+            },
+        }
+    }
+
+    /// Renders and checks one record; its items, or its problems.
+    pub fn render(
+        &self,
+        record: &csv::StringRecord,
+        line: u64,
+        key: &str,
+    ) -> Result<Vec<ItemPlan>, Vec<InputError>> {
+        let mut out = check::ChunkResult::default();
+        self.checker.check_row(0, line, key, record, &mut out);
+        if !out.errors.is_empty() {
+            return Err(out.errors.into_iter().map(|(_, e)| e).collect());
+        }
+        Ok(out.items.pop().map(|(_, items)| items).unwrap_or_default())
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::external_id;

@@ -92,6 +92,8 @@ pub(super) struct RowChecker<'a> {
     pub(super) csv_dir: PathBuf,
     pub(super) today: NaiveDate,
     pub(super) build: bool,
+    /// Keep the full values of each item (rendering for the executor).
+    pub(super) keep_full: bool,
 }
 
 /// Collects one row's problems, in the order found.
@@ -356,7 +358,16 @@ impl RowChecker<'_> {
             errs.out.payouts.push((errs.slot, si, a, ccy));
         }
         if self.build {
-            match build_item(self.job, si, step, key, &values, amount, &self.csv_dir) {
+            match build_item(
+                self.job,
+                si,
+                step,
+                key,
+                &values,
+                amount,
+                &self.csv_dir,
+                self.keep_full,
+            ) {
                 Ok(item) => items.push(item),
                 Err(message) => errs.push(InputError {
                     path: self.job.input.csv.clone(),

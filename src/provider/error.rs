@@ -17,7 +17,12 @@ pub enum CallError {
     Transport(String),
     /// The provider answered with an error status.
     #[error("HTTP {status}{}: {message}", code.as_ref().map(|c| format!(" {c}")).unwrap_or_default())]
-    Status { status: u16, code: Option<String>, message: String, retry_after: Option<Duration> },
+    Status {
+        status: u16,
+        code: Option<String>,
+        message: String,
+        retry_after: Option<Duration>,
+    },
     /// A 2xx reply that does not parse: the operation happened; what it returned is unknown.
     #[error("unreadable reply: {0}")]
     Decode(String),
@@ -27,7 +32,10 @@ pub enum CallError {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Verdict {
     /// Try again; `maybe_applied` means ask the provider before sending again.
-    Retry { maybe_applied: bool, after: Option<Duration> },
+    Retry {
+        maybe_applied: bool,
+        after: Option<Duration>,
+    },
     /// The provider refused it: the item fails with the provider's message.
     Reject,
 }
@@ -37,11 +45,31 @@ impl CallError {
     /// 429 and 500/502/503/504; everything else is a rejection.
     pub fn verdict(&self) -> Verdict {
         match self {
-            CallError::Connect(_) => Verdict::Retry { maybe_applied: false, after: None },
-            CallError::Timeout | CallError::Transport(_) | CallError::Decode(_) => Verdict::Retry { maybe_applied: true, after: None },
-            CallError::Status { status: 429, retry_after, .. } => Verdict::Retry { maybe_applied: false, after: *retry_after },
+            CallError::Connect(_) => Verdict::Retry {
+                maybe_applied: false,
+                after: None,
+            },
+            CallError::Timeout | CallError::Transport(_) | CallError::Decode(_) => Verdict::Retry {
+                maybe_applied: true,
+                after: None,
+            },
+            CallError::Status {
+                status: 429,
+                retry_after,
+                ..
+            } => Verdict::Retry {
+                maybe_applied: false,
+                after: *retry_after,
+            },
             // A 5xx may come after the body was applied: treat as in doubt.
-            CallError::Status { status: 500 | 502 | 503 | 504, retry_after, .. } => Verdict::Retry { maybe_applied: true, after: *retry_after },
+            CallError::Status {
+                status: 500 | 502 | 503 | 504,
+                retry_after,
+                ..
+            } => Verdict::Retry {
+                maybe_applied: true,
+                after: *retry_after,
+            },
             CallError::Status { .. } => Verdict::Reject,
         }
     }
@@ -79,16 +107,48 @@ mod tests {
     use super::*;
 
     fn status(s: u16) -> CallError {
-        CallError::Status { status: s, code: None, message: String::new(), retry_after: None }
+        CallError::Status {
+            status: s,
+            code: None,
+            message: String::new(),
+            retry_after: None,
+        }
     }
 
     #[test]
     fn classification() {
-        assert_eq!(CallError::Connect("x".into()).verdict(), Verdict::Retry { maybe_applied: false, after: None });
-        assert_eq!(CallError::Timeout.verdict(), Verdict::Retry { maybe_applied: true, after: None });
-        assert!(matches!(status(429).verdict(), Verdict::Retry { maybe_applied: false, .. }));
+        assert_eq!(
+            CallError::Connect("x".into()).verdict(),
+            Verdict::Retry {
+                maybe_applied: false,
+                after: None
+            }
+        );
+        assert_eq!(
+            CallError::Timeout.verdict(),
+            Verdict::Retry {
+                maybe_applied: true,
+                after: None
+            }
+        );
+        assert!(matches!(
+            status(429).verdict(),
+            Verdict::Retry {
+                maybe_applied: false,
+                ..
+            }
+        ));
         for s in [500, 502, 503, 504] {
-            assert!(matches!(status(s).verdict(), Verdict::Retry { maybe_applied: true, .. }), "{s}");
+            assert!(
+                matches!(
+                    status(s).verdict(),
+                    Verdict::Retry {
+                        maybe_applied: true,
+                        ..
+                    }
+                ),
+                "{s}"
+            );
         }
         for s in [400, 401, 404, 409, 422, 501] {
             assert_eq!(status(s).verdict(), Verdict::Reject, "{s}");
@@ -100,8 +160,14 @@ mod tests {
         assert_eq!(parse_retry_after("3"), Some(Duration::from_secs(3)));
         let later = (chrono::Utc::now() + chrono::Duration::seconds(30)).to_rfc2822();
         let d = parse_retry_after(&later).unwrap();
-        assert!(d > Duration::from_secs(25) && d <= Duration::from_secs(30), "{d:?}");
-        assert_eq!(parse_retry_after("Wed, 21 Oct 2015 07:28:00 GMT"), Some(Duration::ZERO));
+        assert!(
+            d > Duration::from_secs(25) && d <= Duration::from_secs(30),
+            "{d:?}"
+        );
+        assert_eq!(
+            parse_retry_after("Wed, 21 Oct 2015 07:28:00 GMT"),
+            Some(Duration::ZERO)
+        );
         assert_eq!(parse_retry_after("soon"), None);
     }
 }

@@ -4,6 +4,7 @@
 mod db;
 mod plan_writer;
 mod schema;
+pub mod work;
 
 pub use db::Db;
 pub use plan_writer::{PlanCounts, PlanWriter, StepCounts};

@@ -141,8 +141,8 @@ impl<'s> PlanWriter<'s> {
             .conn
             .prepare(
                 "INSERT INTO items (plan_id, step, step_index, row_key, row_line, state, content_hash, payload,
-                                    amount, currency, batch_id, external_id, created_at, updated_at, row_offset)
-                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?13, ?14)",
+                                    amount, currency, batch_id, external_id, created_at, updated_at, row_offset, group_key)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?13, ?14, ?15)",
             )
             .map_err(|e| state.err(e))?;
         Ok(PlanWriter {
@@ -212,7 +212,8 @@ impl<'s> PlanWriter<'s> {
                             batch,
                             item.external_id,
                             self.now,
-                            row.offset as i64
+                            row.offset as i64,
+                            item.group
                         ])
                         .map_err(|e| self.state.err(e))?;
                     let c = &mut self.counts.steps[si];
@@ -256,12 +257,13 @@ impl<'s> PlanWriter<'s> {
                     };
                     self.exec(
                         "UPDATE items SET version = version + 1, state = ?2, content_hash = ?3, payload = ?4, amount = ?5,
-                                currency = ?6, batch_id = ?7, external_id = ?8, row_line = ?9, row_offset = ?11, error_code = NULL,
+                                currency = ?6, batch_id = ?7, external_id = ?8, row_line = ?9, row_offset = ?11, group_key = ?12, error_code = NULL,
                                 error_message = NULL, updated_at = ?10
                          WHERE id = ?1",
                         params![old.id, new_state, item.hash, item.payload, amount, item.currency, batch, item.external_id, row.line as i64,
                             self.now,
-                            row.offset as i64
+                            row.offset as i64,
+                            item.group
                         ],
                     )?;
                     self.counts.steps[si].changed += 1;

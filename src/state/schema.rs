@@ -65,6 +65,8 @@ const MIGRATIONS: &[&str] = &[
     ALTER TABLE items ADD COLUMN row_offset INTEGER NOT NULL DEFAULT 0;
     ALTER TABLE items ADD COLUMN first_attempt_at TEXT;
     ALTER TABLE items ADD COLUMN provider_status TEXT;
+    -- payout items: which batches they may join (currency, method, description, schedule)
+    ALTER TABLE items ADD COLUMN group_key TEXT;
     ALTER TABLE batches ADD COLUMN attempts INTEGER NOT NULL DEFAULT 0;
     ALTER TABLE batches ADD COLUMN first_attempt_at TEXT;
     ALTER TABLE batches ADD COLUMN provider_status TEXT;

@@ -45,8 +45,18 @@ pub struct HelloClever {
 }
 
 impl HelloClever {
-    pub fn new(http: reqwest::Client, base_url: &str, app_id: Secret, secret_key: Secret) -> HelloClever {
-        HelloClever { http, base: base_url.trim_end_matches('/').to_string(), app_id, secret_key }
+    pub fn new(
+        http: reqwest::Client,
+        base_url: &str,
+        app_id: Secret,
+        secret_key: Secret,
+    ) -> HelloClever {
+        HelloClever {
+            http,
+            base: base_url.trim_end_matches('/').to_string(),
+            app_id,
+            secret_key,
+        }
     }
 
     fn request(&self, method: Method, path: &str) -> RequestBuilder {
@@ -69,26 +79,43 @@ impl HelloClever {
 
     /// `POST /v2/contacts`.
     pub async fn create_contact(&self, body: &Value) -> Result<Value, CallError> {
-        self.send(self.request(Method::POST, "/v2/contacts").json(body)).await
+        self.send(self.request(Method::POST, "/v2/contacts").json(body))
+            .await
     }
 
     /// `GET /v2/contacts/detail?email=`; `Ok(None)` when the contact does not exist.
     pub async fn contact(&self, email: &str) -> Result<Option<Contact>, CallError> {
-        match self.send(self.request(Method::GET, "/v2/contacts/detail").query(&[("email", email)])).await {
+        match self
+            .send(
+                self.request(Method::GET, "/v2/contacts/detail")
+                    .query(&[("email", email)]),
+            )
+            .await
+        {
             Ok(c) => Ok(Some(c)),
             // The API answers an unknown email with 400 (404 in other readings).
-            Err(CallError::Status { status: 400 | 404, .. }) => Ok(None),
+            Err(CallError::Status {
+                status: 400 | 404, ..
+            }) => Ok(None),
             Err(e) => Err(e),
         }
     }
 
     /// `PUT /v2/contact/update_info`.
     pub async fn update_contact(&self, body: &Value) -> Result<Value, CallError> {
-        self.send(self.request(Method::PUT, "/v2/contact/update_info").json(body)).await
+        self.send(
+            self.request(Method::PUT, "/v2/contact/update_info")
+                .json(body),
+        )
+        .await
     }
 
     /// `POST /v2/contacts/submit_kyc` (multipart).
-    pub async fn submit_kyc(&self, fields: &serde_json::Map<String, Value>, uploads: Vec<Upload>) -> Result<Value, CallError> {
+    pub async fn submit_kyc(
+        &self,
+        fields: &serde_json::Map<String, Value>,
+        uploads: Vec<Upload>,
+    ) -> Result<Value, CallError> {
         let mut form = reqwest::multipart::Form::new();
         for (k, v) in fields {
             let text = match v {
@@ -98,31 +125,52 @@ impl HelloClever {
             form = form.text(k.clone(), text);
         }
         for u in uploads {
-            let part = reqwest::multipart::Part::bytes(u.bytes).file_name(u.file_name).mime_str(u.mime).map_err(|e| CallError::Decode(e.to_string()))?;
+            let part = reqwest::multipart::Part::bytes(u.bytes)
+                .file_name(u.file_name)
+                .mime_str(u.mime)
+                .map_err(|e| CallError::Decode(e.to_string()))?;
             form = form.part(u.part, part);
         }
-        self.send(self.request(Method::POST, "/v2/contacts/submit_kyc").multipart(form)).await
+        self.send(
+            self.request(Method::POST, "/v2/contacts/submit_kyc")
+                .multipart(form),
+        )
+        .await
     }
 
     /// `POST /v2/contacts/share_token`.
     pub async fn submit_kyc_token(&self, body: &Value) -> Result<Value, CallError> {
-        self.send(self.request(Method::POST, "/v2/contacts/share_token").json(body)).await
+        self.send(
+            self.request(Method::POST, "/v2/contacts/share_token")
+                .json(body),
+        )
+        .await
     }
 
     /// `POST /v2/payouts`.
     pub async fn create_payout(&self, body: &Value) -> Result<PayoutBatch, CallError> {
-        self.send(self.request(Method::POST, "/v2/payouts").json(body)).await
+        self.send(self.request(Method::POST, "/v2/payouts").json(body))
+            .await
     }
 
     /// `GET /v2/payouts/detail?uuid=`.
     pub async fn payout(&self, uuid: &str) -> Result<PayoutBatch, CallError> {
-        self.send(self.request(Method::GET, "/v2/payouts/detail").query(&[("uuid", uuid)])).await
+        self.send(
+            self.request(Method::GET, "/v2/payouts/detail")
+                .query(&[("uuid", uuid)]),
+        )
+        .await
     }
 
     /// `GET /v2/payouts/all` for one page of a window (dates as `YYYY-MM-DDThh:mm:ss`, UTC).
     pub async fn payouts(&self, from: &str, to: &str, page: u64) -> Result<PayoutPage, CallError> {
         let page = page.to_string();
-        self.send(self.request(Method::GET, "/v2/payouts/all").query(&[("from_date", from), ("to_date", to), ("page", page.as_str())])).await
+        self.send(self.request(Method::GET, "/v2/payouts/all").query(&[
+            ("from_date", from),
+            ("to_date", to),
+            ("page", page.as_str()),
+        ]))
+        .await
     }
 }
 
@@ -165,7 +213,11 @@ impl WithoutUrl for reqwest::Error {
 
 async fn status_error(response: Response) -> CallError {
     let status = response.status().as_u16();
-    let retry_after = response.headers().get("retry-after").and_then(|v| v.to_str().ok()).and_then(parse_retry_after);
+    let retry_after = response
+        .headers()
+        .get("retry-after")
+        .and_then(|v| v.to_str().ok())
+        .and_then(parse_retry_after);
     let body: Value = response.json().await.unwrap_or(Value::Null);
     let errors = &body["errors"];
     let code = errors["code"].as_str().map(str::to_string);
@@ -173,9 +225,23 @@ async fn status_error(response: Response) -> CallError {
         Value::Object(map) => match map.get("message").and_then(Value::as_str) {
             Some(m) => m.to_string(),
             // The field-keyed 422 form: `{"refund_amount": "can't be blank"}`.
-            None => map.iter().filter(|(k, _)| *k != "code").map(|(k, v)| format!("{k} {}", v.as_str().unwrap_or_default().trim())).collect::<Vec<_>>().join("; "),
+            None => map
+                .iter()
+                .filter(|(k, _)| *k != "code")
+                .map(|(k, v)| format!("{k} {}", v.as_str().unwrap_or_default().trim()))
+                .collect::<Vec<_>>()
+                .join("; "),
         },
         _ => String::new(),
     };
-    CallError::Status { status, code, message: if message.is_empty() { format!("HTTP {status}") } else { message }, retry_after }
+    CallError::Status {
+        status,
+        code,
+        message: if message.is_empty() {
+            format!("HTTP {status}")
+        } else {
+            message
+        },
+        retry_after,
+    }
 }

@@ -20,7 +20,11 @@ fn money<'de, D: Deserializer<'de>>(d: D) -> Result<Option<Decimal>, D::Error> {
         Raw::Text(s) => Some(Decimal::from_str(&s).map_err(serde::de::Error::custom)?),
         Raw::Number(n) => {
             let s = n.to_string();
-            Some(Decimal::from_str(&s).or_else(|_| Decimal::from_scientific(&s)).map_err(serde::de::Error::custom)?)
+            Some(
+                Decimal::from_str(&s)
+                    .or_else(|_| Decimal::from_scientific(&s))
+                    .map_err(serde::de::Error::custom)?,
+            )
         }
         Raw::Null => None,
     })
@@ -103,7 +107,10 @@ mod tests {
     fn money_as_string_or_number() {
         let b: PayoutBatch = serde_json::from_str(r#"{"uuid":"A","total_amount":"1000.0","payout_transactions":[{"uuid":"T","amount":12.50}]}"#).unwrap();
         assert_eq!(b.total_amount, Some(Decimal::from_str("1000.0").unwrap()));
-        assert_eq!(b.payout_transactions[0].amount, Some(Decimal::from_str("12.50").unwrap()));
+        assert_eq!(
+            b.payout_transactions[0].amount,
+            Some(Decimal::from_str("12.50").unwrap())
+        );
         let c: Contact = serde_json::from_str(r#"{"email":"a@b.co","city":"Sydney","kyc_statuses":[{"kyc_status":"approved","message":"null"}]}"#).unwrap();
         assert_eq!(c.fields["city"], "Sydney");
         assert_eq!(c.kyc_statuses[0].kyc_status, "approved");

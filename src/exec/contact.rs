@@ -1,0 +1,257 @@
+//! Contacts: create; when the contact exists already, bring it to the row's values (or
+//! leave it when equal). In doubt, the contact is looked up by email before any resend.
+
+use super::{Ctx, RowSource, RunError, split_ready};
+use crate::job::{Job, Step};
+use crate::provider::error::{CallError, Verdict};
+use crate::provider::helloclever::wire::Contact;
+use crate::state::StateError;
+use crate::state::work::{self, Outcome, WorkItem};
+use serde_json::{Map, Value};
+use std::future::Future;
+use std::sync::Arc;
+use tokio::task::JoinSet;
+use tokio::time::Instant;
+
+pub async fn run(
+    job: &Job,
+    si: usize,
+    step: &Step,
+    ctx: &Arc<Ctx>,
+    rows: &mut RowSource<'_, '_>,
+) -> Result<(), RunError> {
+    let (plan_id, step_id) = (ctx.plan_id, step.id.clone());
+    let items = ctx
+        .db
+        .read(move |c| work::items_in(c, plan_id, &step_id, &["pending", "in_flight"]))
+        .await?;
+    let items = split_ready(job, si, step, ctx, items).await?;
+    let mut tasks = JoinSet::new();
+    for item in items {
+        if ctx.stopping() {
+            break;
+        }
+        let payload = match rows.payload(si, &item) {
+            Ok(p) => p,
+            Err(e) => {
+                unreadable(ctx, &item, e).await?;
+                continue;
+            }
+        };
+        throttle(&mut tasks, ctx).await?;
+        tasks.spawn(process(ctx.clone(), item, payload));
+    }
+    drain(&mut tasks).await
+}
+
+/// A row that cannot be rendered as planned is not sent. An item already in flight stays
+/// in doubt (it may have been applied); a pending one fails with the reason.
+pub(super) async fn unreadable(ctx: &Ctx, item: &WorkItem, why: String) -> Result<(), StateError> {
+    if item.state == "in_flight" {
+        return Ok(());
+    }
+    ctx.outcome(
+        item.id,
+        Outcome {
+            state: "failed",
+            error_code: Some("ROW_CHANGED".into()),
+            error_message: Some(why),
+            ..Outcome::default()
+        },
+    )
+    .await
+}
+
+/// Keeps at most a few tasks per request slot queued, so memory stays bounded.
+pub(super) async fn throttle(
+    tasks: &mut JoinSet<Result<(), StateError>>,
+    ctx: &Ctx,
+) -> Result<(), RunError> {
+    let _ = ctx;
+    while tasks.len() >= 256 {
+        join_one(tasks).await?;
+    }
+    Ok(())
+}
+
+pub(super) async fn drain(tasks: &mut JoinSet<Result<(), StateError>>) -> Result<(), RunError> {
+    while !tasks.is_empty() {
+        join_one(tasks).await?;
+    }
+    Ok(())
+}
+
+async fn join_one(tasks: &mut JoinSet<Result<(), StateError>>) -> Result<(), RunError> {
+    match tasks.join_next().await {
+        Some(Ok(r)) => r.map_err(RunError::from),
+        Some(Err(e)) => Err(RunError::Fatal(format!("a worker task failed: {e}"))),
+        None => Ok(()),
+    }
+}
+
+/// Calls an idempotent operation (a lookup, an update), retrying what is retryable.
+pub(super) async fn idempotent<T, F, Fut>(ctx: &Ctx, mut call: F) -> Result<T, CallError>
+where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = Result<T, CallError>>,
+{
+    let mut attempt = 0;
+    loop {
+        attempt += 1;
+        let slot = ctx.pacer.permit().await;
+        let result = call().await;
+        drop(slot);
+        match result {
+            Ok(v) => return Ok(v),
+            Err(e) => match e.verdict() {
+                Verdict::Retry { after, .. } if attempt < ctx.pacer.attempts() => {
+                    if e.is_rate_limited() {
+                        ctx.pacer.rate_limited(after);
+                    }
+                    tokio::time::sleep(ctx.pacer.delay(attempt, after)).await;
+                }
+                _ => return Err(e),
+            },
+        }
+    }
+}
+
+pub(super) fn failed(e: &CallError) -> Outcome {
+    let message = match e {
+        CallError::Status { message, .. } => message.clone(),
+        other => other.to_string(),
+    };
+    Outcome {
+        state: "failed",
+        error_code: Some(e.code()),
+        error_message: Some(message),
+        ..Outcome::default()
+    }
+}
+
+fn succeeded(email: &str, status: &str) -> Outcome {
+    Outcome {
+        state: "succeeded",
+        provider_ref: Some(email.to_string()),
+        provider_status: Some(status.to_string()),
+        ..Outcome::default()
+    }
+}
+
+/// Whether the provider holds the contact with the row's values already.
+fn same(existing: &Contact, payload: &Map<String, Value>) -> bool {
+    payload.iter().all(|(k, v)| {
+        let theirs = if k == "email" {
+            Some(Value::String(existing.email.clone()))
+        } else {
+            existing.fields.get(k).cloned()
+        };
+        match (v, theirs) {
+            (Value::String(a), Some(Value::String(b))) => {
+                a.eq_ignore_ascii_case(&b) && (k == "email" || a == &b)
+            }
+            (a, Some(b)) => *a == b,
+            (_, None) => false,
+        }
+    })
+}
+
+/// The contact exists: leave it when equal, else update it to the row's values.
+async fn reconcile(
+    ctx: &Ctx,
+    id: i64,
+    existing: Contact,
+    payload: &Map<String, Value>,
+) -> Result<(), StateError> {
+    let email = existing.email.clone();
+    if same(&existing, payload) {
+        return ctx.outcome(id, succeeded(&email, "unchanged")).await;
+    }
+    let body = Value::Object(payload.clone());
+    match idempotent(ctx, || ctx.client.update_contact(&body)).await {
+        Ok(_) => ctx.outcome(id, succeeded(&email, "updated")).await,
+        Err(e) => ctx.outcome(id, failed(&e)).await,
+    }
+}
+
+fn already_exists(e: &CallError) -> bool {
+    matches!(e, CallError::Status { status: 422, message, .. } if message.contains("already"))
+}
+
+async fn process(
+    ctx: Arc<Ctx>,
+    item: WorkItem,
+    payload: Map<String, Value>,
+) -> Result<(), StateError> {
+    let email = payload
+        .get("email")
+        .and_then(Value::as_str)
+        .unwrap_or_default()
+        .to_string();
+    let body = Value::Object(payload.clone());
+    let started = Instant::now();
+    let mut in_doubt = item.state == "in_flight";
+    let mut attempt = 0u32;
+    loop {
+        if in_doubt {
+            // Was it applied? Ask before sending again.
+            match idempotent(&ctx, || ctx.client.contact(&email)).await {
+                Ok(Some(existing)) => {
+                    super::pace::Stats::add(&ctx.pacer.stats.in_doubt_resolved);
+                    return reconcile(&ctx, item.id, existing, &payload).await;
+                }
+                Ok(None) => {
+                    // Proven absent: safe to send.
+                    super::pace::Stats::add(&ctx.pacer.stats.in_doubt_resolved);
+                }
+                // Cannot tell now: it stays in doubt for the next run.
+                Err(_) => return Ok(()),
+            }
+        }
+        attempt += 1;
+        let id = item.id;
+        ctx.db
+            .write(move |c| work::mark_in_flight(c, &[id]))
+            .await?;
+        let slot = ctx.pacer.permit().await;
+        let result = ctx.client.create_contact(&body).await;
+        drop(slot);
+        let e = match result {
+            Ok(_) => return ctx.outcome(item.id, succeeded(&email, "created")).await,
+            Err(e) => e,
+        };
+        if already_exists(&e) {
+            return match idempotent(&ctx, || ctx.client.contact(&email)).await {
+                Ok(Some(existing)) => reconcile(&ctx, item.id, existing, &payload).await,
+                Ok(None) => ctx.outcome(item.id, failed(&e)).await,
+                Err(lookup) => ctx.outcome(item.id, failed(&lookup)).await,
+            };
+        }
+        match e.verdict() {
+            Verdict::Reject => return ctx.outcome(item.id, failed(&e)).await,
+            Verdict::Retry {
+                maybe_applied,
+                after,
+            } => {
+                if e.is_rate_limited() {
+                    ctx.pacer.rate_limited(after);
+                }
+                let out_of_time = started.elapsed() > ctx.pacer.max_elapsed();
+                if attempt >= ctx.pacer.attempts() || out_of_time || ctx.stopping() {
+                    if maybe_applied {
+                        // Left in flight: in doubt until the next run asks the provider.
+                        return Ok(());
+                    }
+                    let mut o = failed(&e);
+                    o.error_message = Some(format!(
+                        "gave up after {attempt} attempts: {}",
+                        o.error_message.unwrap_or_default()
+                    ));
+                    return ctx.outcome(item.id, o).await;
+                }
+                tokio::time::sleep(ctx.pacer.delay(attempt, after)).await;
+                in_doubt = maybe_applied;
+            }
+        }
+    }
+}

@@ -1,0 +1,310 @@
+//! KYC: submit documents (multipart) or a share token for rows whose contact exists, then,
+//! with `wait: {until: approved}`, poll the contact's KYC status. A row still pending at the
+//! timeout is `blocked`; the next run polls it again (it is never submitted twice).
+
+use super::contact::{drain, failed, idempotent, throttle, unreadable};
+use super::{Ctx, RowSource, RunError, split_ready};
+use crate::job::{Job, Step};
+use crate::provider::error::Verdict;
+use crate::provider::helloclever::client::Upload;
+use crate::provider::helloclever::wire::Contact;
+use crate::state::StateError;
+use crate::state::work::{self, Outcome, WorkItem};
+use serde_json::{Map, Value, json};
+use std::path::PathBuf;
+use std::sync::Arc;
+use tokio::task::JoinSet;
+use tokio::time::Instant;
+
+const FILES: [(&str, &str); 3] = [
+    ("selfie", "selfie"),
+    ("id_doc_front_side", "id_doc_front_side"),
+    ("id_doc_back_side", "id_doc_back_side"),
+];
+
+pub async fn run(
+    job: &Job,
+    si: usize,
+    step: &Step,
+    ctx: &Arc<Ctx>,
+    rows: &mut RowSource<'_, '_>,
+) -> Result<(), RunError> {
+    let (plan_id, step_id) = (ctx.plan_id, step.id.clone());
+    let items = ctx
+        .db
+        .read(move |c| work::items_in(c, plan_id, &step_id, &["pending", "in_flight"]))
+        .await?;
+    // A blocked item that was submitted is only waiting for review: not sent again.
+    let (plan_id, step_id) = (ctx.plan_id, step.id.clone());
+    let waiting = ctx
+        .db
+        .read(move |c| work::items_in(c, plan_id, &step_id, &["blocked"]))
+        .await?;
+    let resubmit: Vec<WorkItem> = waiting
+        .into_iter()
+        .filter(|i| i.provider_status.is_none())
+        .collect();
+    let mut items = items;
+    for mut i in resubmit {
+        i.state = "pending".into();
+        items.push(i);
+    }
+    let items = split_ready(job, si, step, ctx, items).await?;
+    let csv_dir = job
+        .input
+        .csv
+        .parent()
+        .map(PathBuf::from)
+        .unwrap_or_default();
+    let mut tasks = JoinSet::new();
+    for item in items {
+        if ctx.stopping() {
+            break;
+        }
+        let payload = match rows.payload(si, &item) {
+            Ok(p) => p,
+            Err(e) => {
+                unreadable(ctx, &item, e).await?;
+                continue;
+            }
+        };
+        throttle(&mut tasks, ctx).await?;
+        tasks.spawn(process(ctx.clone(), item, payload, csv_dir.clone()));
+    }
+    drain(&mut tasks).await?;
+    if let Some(wait) = &step.wait
+        && !ctx.stopping()
+    {
+        poll(step, ctx, wait.timeout, ctx.poll_every(wait.poll)).await?;
+    }
+    Ok(())
+}
+
+/// The newest KYC status of a contact (the list runs newest first; see the README).
+fn latest(c: &Contact) -> Option<&str> {
+    c.kyc_statuses.first().map(|s| s.kyc_status.as_str())
+}
+
+/// Whether this submission reached the provider: the contact's identity carries our
+/// document number (by token: the contact has a KYC status at all).
+fn present(c: &Contact, payload: &Map<String, Value>) -> bool {
+    match payload.get("document_number").and_then(Value::as_str) {
+        Some(number) => {
+            c.identity
+                .as_ref()
+                .and_then(|i| i.document_number.as_deref())
+                == Some(number)
+        }
+        None => !c.kyc_statuses.is_empty(),
+    }
+}
+
+fn submitted(status: &str) -> Outcome {
+    Outcome {
+        state: "succeeded",
+        provider_status: Some(status.to_string()),
+        ..Outcome::default()
+    }
+}
+
+async fn process(
+    ctx: Arc<Ctx>,
+    item: WorkItem,
+    payload: Map<String, Value>,
+    csv_dir: PathBuf,
+) -> Result<(), StateError> {
+    let email = payload
+        .get("email")
+        .and_then(Value::as_str)
+        .unwrap_or_default()
+        .to_string();
+    let started = Instant::now();
+    let mut in_doubt = item.state == "in_flight";
+    let mut attempt = 0u32;
+    loop {
+        if in_doubt {
+            match idempotent(&ctx, || ctx.client.contact(&email)).await {
+                Ok(Some(c)) if present(&c, &payload) => {
+                    super::pace::Stats::add(&ctx.pacer.stats.in_doubt_resolved);
+                    return ctx
+                        .outcome(item.id, submitted(latest(&c).unwrap_or("pending")))
+                        .await;
+                }
+                Ok(_) => {
+                    // Proven absent: safe to send.
+                    super::pace::Stats::add(&ctx.pacer.stats.in_doubt_resolved);
+                }
+                Err(_) => return Ok(()),
+            }
+        }
+        attempt += 1;
+        let id = item.id;
+        ctx.db
+            .write(move |c| work::mark_in_flight(c, &[id]))
+            .await?;
+        let slot = ctx.pacer.permit().await;
+        let result = if let Some(token) = payload.get("token") {
+            let body = json!({"email": email, "token": token, "webhook_notification": {}});
+            ctx.client.submit_kyc_token(&body).await
+        } else {
+            let mut fields = Map::new();
+            for (k, v) in &payload {
+                if !FILES.iter().any(|(f, _)| f == k) {
+                    fields.insert(k.clone(), v.clone());
+                }
+            }
+            fields.insert("webhook_notification".into(), json!("{}"));
+            let mut uploads = Vec::new();
+            for (field, part) in FILES {
+                let Some(rel) = payload.get(field).and_then(Value::as_str) else {
+                    continue;
+                };
+                let path = csv_dir.join(rel);
+                let bytes = match tokio::fs::read(&path).await {
+                    Ok(b) => b,
+                    Err(e) => {
+                        drop(slot);
+                        let o = Outcome {
+                            state: "failed",
+                            error_code: Some("FILE".into()),
+                            error_message: Some(format!("cannot read {}: {e}", path.display())),
+                            ..Outcome::default()
+                        };
+                        return ctx.outcome(item.id, o).await;
+                    }
+                };
+                let mime = if bytes.starts_with(b"\x89PNG") {
+                    "image/png"
+                } else {
+                    "image/jpeg"
+                };
+                let file_name = path
+                    .file_name()
+                    .map(|n| n.to_string_lossy().into_owned())
+                    .unwrap_or_else(|| part.into());
+                uploads.push(Upload {
+                    part,
+                    file_name,
+                    mime,
+                    bytes,
+                });
+            }
+            ctx.client.submit_kyc(&fields, uploads).await
+        };
+        drop(slot);
+        let e = match result {
+            Ok(_) => return ctx.outcome(item.id, submitted("pending")).await,
+            Err(e) => e,
+        };
+        match e.verdict() {
+            Verdict::Reject => return ctx.outcome(item.id, failed(&e)).await,
+            Verdict::Retry {
+                maybe_applied,
+                after,
+            } => {
+                if e.is_rate_limited() {
+                    ctx.pacer.rate_limited(after);
+                }
+                if attempt >= ctx.pacer.attempts()
+                    || started.elapsed() > ctx.pacer.max_elapsed()
+                    || ctx.stopping()
+                {
+                    if maybe_applied {
+                        return Ok(());
+                    }
+                    return ctx.outcome(item.id, failed(&e)).await;
+                }
+                tokio::time::sleep(ctx.pacer.delay(attempt, after)).await;
+                in_doubt = maybe_applied;
+            }
+        }
+    }
+}
+
+/// Polls submitted KYC until approved, rejected, or the timeout; still pending → blocked.
+async fn poll(
+    step: &Step,
+    ctx: &Arc<Ctx>,
+    timeout: std::time::Duration,
+    every: std::time::Duration,
+) -> Result<(), RunError> {
+    let deadline = Instant::now() + timeout;
+    loop {
+        let (plan_id, step_id) = (ctx.plan_id, step.id.clone());
+        let waiting: Vec<WorkItem> = ctx
+            .db
+            .read(move |c| work::items_in(c, plan_id, &step_id, &["succeeded", "blocked"]))
+            .await?
+            .into_iter()
+            .filter(|i| {
+                i.provider_status
+                    .as_deref()
+                    .is_some_and(|s| s != "approved")
+            })
+            .collect();
+        if waiting.is_empty() {
+            return Ok(());
+        }
+        let expired = Instant::now() >= deadline || ctx.stopping();
+        for item in waiting {
+            // The row key is the contact's email only through the payload; the stored
+            // provider reference is not kept for KYC, so look the email up from state.
+            let id = item.id;
+            let email: Option<String> = ctx
+                .db
+                .read(move |c| {
+                    c.query_row(
+                        "SELECT json_extract(payload, '$.email') FROM items WHERE id = ?1",
+                        [id],
+                        |r| r.get(0),
+                    )
+                })
+                .await?;
+            let Some(email) = email else { continue };
+            let status = match idempotent(ctx, || ctx.client.contact(&email)).await {
+                Ok(Some(c)) => latest(&c).map(str::to_string),
+                _ => None,
+            };
+            let o = match status.as_deref() {
+                Some("approved") => Outcome {
+                    state: "succeeded",
+                    provider_status: Some("approved".into()),
+                    ..Outcome::default()
+                },
+                Some(s @ ("rejected" | "failed" | "blocked")) => Outcome {
+                    state: "failed",
+                    provider_status: Some(s.into()),
+                    error_code: Some(format!("KYC_{}", s.to_uppercase())),
+                    error_message: Some(format!("KYC {s}")),
+                    ..Outcome::default()
+                },
+                Some(s) if expired => Outcome {
+                    state: "blocked",
+                    provider_status: Some(s.into()),
+                    error_code: Some("KYC_PENDING".into()),
+                    error_message: Some(format!(
+                        "KYC still {s} after {}s; the next run checks again",
+                        timeout.as_secs()
+                    )),
+                    ..Outcome::default()
+                },
+                Some(s) => Outcome {
+                    state: "succeeded",
+                    provider_status: Some(s.into()),
+                    ..Outcome::default()
+                },
+                None => continue,
+            };
+            ctx.outcome(item.id, o).await?;
+        }
+        if expired {
+            return Ok(());
+        }
+        tokio::time::sleep(
+            every
+                .min(deadline.saturating_duration_since(Instant::now()))
+                .max(std::time::Duration::from_millis(10)),
+        )
+        .await;
+    }
+}

@@ -1,0 +1,351 @@
+//! `payrun run`: plan, then execute the planned items against the provider, under the
+//! idempotency protocol of DESIGN.md:
+//!
+//! 1. the intent (`in_flight`, attempt, external id) is durably committed before a request
+//!    leaves (group commit: concurrent intents share one fsync);
+//! 2. a definite answer records `succeeded` or `failed`;
+//! 3. no answer leaves the item `in_flight`: in doubt. Before any resend, payrun asks the
+//!    provider whether the operation happened, and resends only when it did not.
+//!
+//! Steps run in order — contacts, KYC, payouts — and a row enters a step only when its
+//! earlier steps succeeded. Rows are re-read from the CSV by offset when sent, so full
+//! account numbers are never stored.
+
+mod contact;
+mod kyc;
+pub mod pace;
+mod payout;
+
+use crate::input::RecordReader;
+use crate::job::steps::StepKind;
+use crate::job::{Job, Step};
+use crate::plan::Renderer;
+use crate::provider::helloclever::client::HelloClever;
+use crate::state::work::{self, Holder, Outcome, WorkItem};
+use crate::state::{Db, StateError};
+use pace::Pacer;
+use serde_json::{Map, Value};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+
+/// Why a run could not go ahead.
+#[derive(Debug, thiserror::Error)]
+pub enum RunError {
+    #[error("another run holds the lock: run {} (pid {} on {}, started {})", .0.run_id, .0.pid, .0.host, .0.started_at)]
+    Locked(Holder),
+    #[error(transparent)]
+    State(#[from] StateError),
+    #[error("{0}")]
+    Config(String),
+    #[error("{0}")]
+    Fatal(String),
+}
+
+/// What a run did.
+#[derive(Debug, Clone)]
+pub struct RunReport {
+    pub run_id: i64,
+    pub exit_code: i32,
+    /// Items by step and state, as JSON.
+    pub counts: String,
+    pub stats: work::RunStats,
+}
+
+/// Everything the step runners share.
+pub struct Ctx {
+    pub client: HelloClever,
+    pub pacer: Pacer,
+    pub db: Db,
+    pub plan_id: i64,
+    /// Set by the first SIGINT/SIGTERM: take no new work.
+    pub stop: Arc<AtomicBool>,
+    /// Polls no less often than this (the embedded sandbox moves statuses in seconds).
+    pub poll_cap: Option<std::time::Duration>,
+}
+
+impl Ctx {
+    pub fn poll_every(&self, configured: std::time::Duration) -> std::time::Duration {
+        self.poll_cap.map_or(configured, |cap| configured.min(cap))
+    }
+
+    pub fn stopping(&self) -> bool {
+        self.stop.load(Ordering::Relaxed)
+    }
+
+    pub async fn outcome(&self, id: i64, o: Outcome) -> Result<(), StateError> {
+        self.db.write(move |c| work::set_outcome(c, id, &o)).await
+    }
+}
+
+/// How to run.
+pub struct RunOptions {
+    pub state_path: std::path::PathBuf,
+    /// Replaces the job's `base_url` (the embedded sandbox).
+    pub base_url: Option<String>,
+    /// Replaces the job's credentials (the embedded sandbox): app id, secret key.
+    pub credentials: Option<(String, String)>,
+    pub retry_failed: bool,
+    /// Set to stop taking new work (signals).
+    pub stop: Arc<AtomicBool>,
+    /// Caps the job's poll intervals (used with the embedded sandbox).
+    pub poll_cap: Option<std::time::Duration>,
+}
+
+/// Resolves the provider settings `run` needs; a missing variable is an error naming it.
+fn provider_settings(job: &Job, opts: &RunOptions) -> Result<(String, String, String), RunError> {
+    let get = |k: &str| job.provider.settings.get(k).cloned();
+    let (app_id, secret) = match &opts.credentials {
+        Some(c) => c.clone(),
+        None => {
+            if let Some(d) = job.provider.unresolved.first() {
+                return Err(RunError::Config(d.to_string()));
+            }
+            let need = |k: &str| {
+                get(k).filter(|v| !v.is_empty()).ok_or_else(|| {
+                    RunError::Config(format!(
+                        "{}: provider.{k} is required to run",
+                        job.path.display()
+                    ))
+                })
+            };
+            (need("app_id")?, need("secret_key")?)
+        }
+    };
+    let base = match &opts.base_url {
+        Some(b) => b.clone(),
+        None => get("base_url")
+            .unwrap_or_else(|| crate::provider::helloclever::SANDBOX_BASE_URL.to_string()),
+    };
+    if base.contains("${") {
+        return Err(RunError::Config(format!(
+            "{}: provider.base_url has an unset variable",
+            job.path.display()
+        )));
+    }
+    Ok((base, app_id, secret))
+}
+
+/// Plans the job and runs it: takes the plan's lock (exit 3 when held), plans under it,
+/// executes, records the run. Row problems found while planning go to `on_error`.
+pub async fn run(
+    job: &Job,
+    opts: RunOptions,
+    on_error: &mut dyn FnMut(crate::input::InputError),
+) -> Result<RunReport, RunError> {
+    use crate::provider::helloclever::client::Secret;
+    let (base, app_id, secret) = provider_settings(job, &opts)?;
+    if job.provider.kind != crate::provider::ProviderKind::HelloClever {
+        return Err(RunError::Config(format!(
+            "{}: provider kind {} is not supported by `run` yet",
+            job.path.display(),
+            job.provider.kind.as_str()
+        )));
+    }
+    let http = crate::provider::http::client(job.limits.timeout, job.limits.concurrency as usize)
+        .map_err(|e| RunError::Fatal(format!("cannot build the HTTP client: {e}")))?;
+    let client = HelloClever::new(http, &base, Secret::new(app_id), Secret::new(secret));
+    let db = Db::open(&opts.state_path)?;
+    let (name, scope) = (job.name.clone(), job.scope.clone());
+    let plan_id = db
+        .write(move |c| {
+            c.execute("INSERT INTO plans (job, scope, created_at) VALUES (?1, ?2, ?3) ON CONFLICT (job, scope) DO NOTHING", rusqlite::params![name, scope, work::now()])?;
+            c.query_row("SELECT id FROM plans WHERE job = ?1 AND scope = ?2", rusqlite::params![name, scope], |r| r.get::<_, i64>(0))
+        })
+        .await?;
+    let run_id = db
+        .write(move |c| work::start_run(c, plan_id))
+        .await?
+        .map_err(RunError::Locked)?;
+    let ctx = Arc::new(Ctx {
+        client,
+        pacer: Pacer::new(
+            &job.limits.rate,
+            job.limits.burst,
+            job.limits.concurrency,
+            job.limits.retry.clone(),
+        ),
+        db: db.clone(),
+        plan_id,
+        stop: opts.stop.clone(),
+        poll_cap: opts.poll_cap,
+    });
+    // Planning happens under the lock: no other run can be sending while items change.
+    let planned =
+        tokio::task::block_in_place(|| crate::plan::plan(job, &opts.state_path, on_error));
+    let exit_code = match planned {
+        Err(crate::plan::PlanError::Invalid(_) | crate::plan::PlanError::Input(_)) => {
+            crate::exit::INVALID_INPUT
+        }
+        Err(crate::plan::PlanError::State(e)) => {
+            let _ = db
+                .write(move |c| {
+                    work::finish_run(
+                        c,
+                        plan_id,
+                        run_id,
+                        crate::exit::FATAL,
+                        &work::RunStats::default(),
+                    )
+                })
+                .await;
+            return Err(e.into());
+        }
+        Ok(_) => match execute(job, ctx.clone(), opts.retry_failed).await {
+            Ok(code) => code,
+            Err(e) => {
+                let stats = ctx.pacer.stats.snapshot();
+                let _ = db
+                    .write(move |c| {
+                        work::finish_run(c, plan_id, run_id, crate::exit::FATAL, &stats)
+                    })
+                    .await;
+                return Err(e);
+            }
+        },
+    };
+    let stats = ctx.pacer.stats.snapshot();
+    let recorded = stats.clone();
+    db.write(move |c| work::finish_run(c, plan_id, run_id, exit_code, &recorded))
+        .await?;
+    let counts = db.read(move |c| work::counts_json(c, plan_id)).await?;
+    Ok(RunReport {
+        run_id,
+        exit_code,
+        counts,
+        stats,
+    })
+}
+
+/// Executes a planned job: `plan_id` is the plan, `run_id` the run holding its lock.
+pub async fn execute(job: &Job, ctx: Arc<Ctx>, retry_failed: bool) -> Result<i32, RunError> {
+    let plan_id = ctx.plan_id;
+    if retry_failed {
+        ctx.db
+            .write(move |c| work::retry_failed(c, plan_id))
+            .await?;
+    }
+    let renderer = Renderer::new(job);
+    let mut rows = RecordReader::open(&job.input.csv, job.input.delimiter)
+        .map_err(|e| RunError::Fatal(e.to_string()))?;
+    let mut rows = RowSource {
+        renderer: &renderer,
+        reader: &mut rows,
+    };
+    for (si, step) in job.steps.iter().enumerate() {
+        if ctx.stopping() {
+            break;
+        }
+        match step.kind {
+            StepKind::Contact => contact::run(job, si, step, &ctx, &mut rows).await?,
+            StepKind::Kyc => kyc::run(job, si, step, &ctx, &mut rows).await?,
+            StepKind::Payout => payout::run(job, si, step, &ctx, &mut rows).await?,
+        }
+    }
+    if ctx.stopping() {
+        return Ok(crate::exit::INTERRUPTED);
+    }
+    let open: i64 = ctx
+        .db
+        .read(move |c| c.query_row("SELECT COUNT(*) FROM items WHERE plan_id = ?1 AND state IN ('failed', 'blocked', 'in_flight', 'pending')", [plan_id], |r| r.get(0)))
+        .await?;
+    Ok(if open == 0 {
+        crate::exit::SUCCESS
+    } else {
+        crate::exit::ROWS_FAILED
+    })
+}
+
+/// Rows read back from the CSV and rendered again, checked against what was planned.
+pub(crate) struct RowSource<'a, 'r> {
+    renderer: &'a Renderer<'a>,
+    reader: &'r mut RecordReader,
+}
+
+impl RowSource<'_, '_> {
+    /// The full fields of `item` in step `si`, if the row still renders to what was planned.
+    pub fn payload(&mut self, si: usize, item: &WorkItem) -> Result<Map<String, Value>, String> {
+        let record = self
+            .reader
+            .read_at(item.row_offset, item.row_line)
+            .map_err(|e| e.to_string())?;
+        let items = self
+            .renderer
+            .render(&record, item.row_line, &item.row_key)
+            .map_err(|errs| {
+                errs.iter()
+                    .map(ToString::to_string)
+                    .collect::<Vec<_>>()
+                    .join("; ")
+            })?;
+        let planned = items
+            .into_iter()
+            .find(|i| i.step == si)
+            .ok_or("the row no longer renders this step")?;
+        if planned.hash != item.content_hash {
+            return Err(
+                "the row changed since it was planned; run again to plan the change".into(),
+            );
+        }
+        planned
+            .send
+            .ok_or_else(|| "the row does not take part in this step any more".into())
+    }
+}
+
+/// Whether a row may enter step `si`: every earlier step's item succeeded (KYC with a wait
+/// also approved) or was skipped. Otherwise, why not.
+pub(crate) fn ready(
+    job: &Job,
+    si: usize,
+    row_key: &str,
+    states: &work::RowStates,
+) -> Result<(), String> {
+    for earlier in &job.steps[..si] {
+        let Some((state, provider_status)) = states.get(&(row_key.to_string(), earlier.id.clone()))
+        else {
+            continue;
+        };
+        let approved_needed = earlier.kind == StepKind::Kyc && earlier.wait.is_some();
+        match state.as_str() {
+            "skipped" => {}
+            "succeeded" if !approved_needed || provider_status.as_deref() == Some("approved") => {}
+            "failed" => return Err(format!("step '{}' failed for this row", earlier.id)),
+            _ => return Err(format!("waiting for step '{}'", earlier.id)),
+        }
+    }
+    Ok(())
+}
+
+/// Marks items whose row is not ready as blocked, and returns the ready ones.
+pub(crate) async fn split_ready(
+    job: &Job,
+    si: usize,
+    step: &Step,
+    ctx: &Ctx,
+    items: Vec<WorkItem>,
+) -> Result<Vec<WorkItem>, StateError> {
+    if si == 0 {
+        return Ok(items);
+    }
+    let plan_id = ctx.plan_id;
+    let states = ctx.db.read(move |c| work::row_states(c, plan_id)).await?;
+    let mut go = Vec::with_capacity(items.len());
+    for item in items {
+        match ready(job, si, &item.row_key, &states) {
+            Ok(()) => go.push(item),
+            // In-flight items were sent: they are resolved whatever their row does now.
+            Err(_) if item.state == "in_flight" => go.push(item),
+            Err(why) => {
+                let o = Outcome {
+                    state: "blocked",
+                    error_code: Some("WAITING".into()),
+                    error_message: Some(why),
+                    ..Outcome::default()
+                };
+                ctx.outcome(item.id, o).await?;
+            }
+        }
+    }
+    let _ = step;
+    Ok(go)
+}

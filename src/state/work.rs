@@ -1,0 +1,369 @@
+//! The executor's reads and transitions of state, as plain functions on a connection (the
+//! database thread runs them). Every state change an executor makes is one of these.
+
+use rusqlite::{Connection, OptionalExtension, params};
+
+pub fn now() -> String {
+    chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Millis, true)
+}
+
+/// The plan record of a job and scope.
+pub fn plan_id(conn: &Connection, job: &str, scope: &str) -> rusqlite::Result<Option<i64>> {
+    conn.query_row(
+        "SELECT id FROM plans WHERE job = ?1 AND scope = ?2",
+        params![job, scope],
+        |r| r.get(0),
+    )
+    .optional()
+}
+
+/// Who holds a plan's lock.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Holder {
+    pub run_id: i64,
+    pub pid: i64,
+    pub host: String,
+    pub started_at: String,
+}
+
+/// This machine's name, for lock records.
+pub fn host_name() -> String {
+    std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .or_else(|_| std::fs::read_to_string("/etc/hostname"))
+        .map(|s| s.trim().to_string())
+        .unwrap_or_else(|_| "unknown".into())
+}
+
+fn alive(pid: i64) -> bool {
+    // A process exists while /proc/<pid> does (Linux); elsewhere, assume alive (safe side).
+    if !std::path::Path::new("/proc").exists() {
+        return true;
+    }
+    std::path::Path::new(&format!("/proc/{pid}")).exists()
+}
+
+/// Starts a run and takes the plan's lock, in one transaction. A lock held by a live
+/// process (or by another host, which cannot be checked) is refused; a lock whose holder
+/// died is taken over.
+pub fn start_run(conn: &Connection, plan_id: i64) -> rusqlite::Result<Result<i64, Holder>> {
+    let pid = i64::from(std::process::id());
+    let host = host_name();
+    let holder: Option<Holder> = conn
+        .query_row(
+            "SELECT run_id, pid, host, started_at FROM locks WHERE plan_id = ?1",
+            [plan_id],
+            |r| {
+                Ok(Holder {
+                    run_id: r.get(0)?,
+                    pid: r.get(1)?,
+                    host: r.get(2)?,
+                    started_at: r.get(3)?,
+                })
+            },
+        )
+        .optional()?;
+    if let Some(h) = holder {
+        if h.host != host || (alive(h.pid) && h.pid != pid) {
+            return Ok(Err(h));
+        }
+        // The holder died: its run ends as interrupted; its in-flight items stay in doubt.
+        conn.execute(
+            "UPDATE runs SET ended_at = ?2, exit_code = 4 WHERE id = ?1 AND ended_at IS NULL",
+            params![h.run_id, now()],
+        )?;
+        conn.execute("DELETE FROM locks WHERE plan_id = ?1", [plan_id])?;
+    }
+    let started = now();
+    conn.execute(
+        "INSERT INTO runs (plan_id, started_at, pid, host) VALUES (?1, ?2, ?3, ?4)",
+        params![plan_id, started, pid, host],
+    )?;
+    let run_id = conn.last_insert_rowid();
+    conn.execute(
+        "INSERT INTO locks (plan_id, run_id, pid, host, started_at) VALUES (?1, ?2, ?3, ?4, ?5)",
+        params![plan_id, run_id, pid, host, started],
+    )?;
+    Ok(Ok(run_id))
+}
+
+/// Run figures recorded at the end.
+#[derive(Debug, Default, Clone)]
+pub struct RunStats {
+    pub requests: u64,
+    pub retries: u64,
+    pub rate_limited: u64,
+    pub in_doubt_resolved: u64,
+}
+
+/// Ends a run: its figures, counts by step and state, exit code; releases the lock.
+pub fn finish_run(
+    conn: &Connection,
+    plan_id: i64,
+    run_id: i64,
+    exit_code: i32,
+    stats: &RunStats,
+) -> rusqlite::Result<()> {
+    let counts = counts_json(conn, plan_id)?;
+    conn.execute(
+        "UPDATE runs SET ended_at = ?2, exit_code = ?3, requests = ?4, retries = ?5, rate_limited = ?6, in_doubt_resolved = ?7, counts = ?8
+         WHERE id = ?1",
+        params![run_id, now(), exit_code, stats.requests as i64, stats.retries as i64, stats.rate_limited as i64, stats.in_doubt_resolved as i64, counts],
+    )?;
+    conn.execute(
+        "DELETE FROM locks WHERE plan_id = ?1 AND run_id = ?2",
+        params![plan_id, run_id],
+    )?;
+    Ok(())
+}
+
+/// Items by step and state, as JSON: `{"contact": {"succeeded": 20}, ...}`.
+pub fn counts_json(conn: &Connection, plan_id: i64) -> rusqlite::Result<String> {
+    let mut stmt = conn.prepare("SELECT step, state, COUNT(*) FROM items WHERE plan_id = ?1 GROUP BY step, state ORDER BY MIN(step_index), state")?;
+    let mut map = serde_json::Map::new();
+    for row in stmt.query_map([plan_id], |r| {
+        Ok((
+            r.get::<_, String>(0)?,
+            r.get::<_, String>(1)?,
+            r.get::<_, i64>(2)?,
+        ))
+    })? {
+        let (step, state, n) = row?;
+        let entry = map.entry(step).or_insert_with(|| serde_json::json!({}));
+        entry[state] = serde_json::json!(n);
+    }
+    Ok(serde_json::Value::Object(map).to_string())
+}
+
+/// An item as the executor works on it.
+#[derive(Debug, Clone)]
+pub struct WorkItem {
+    pub id: i64,
+    pub row_key: String,
+    pub row_line: u64,
+    pub row_offset: u64,
+    pub state: String,
+    pub attempts: u32,
+    pub content_hash: String,
+    pub first_attempt_at: Option<String>,
+    pub batch_id: Option<i64>,
+    pub external_id: Option<String>,
+    pub provider_status: Option<String>,
+}
+
+const ITEM_COLUMNS: &str = "id, row_key, row_line, row_offset, state, attempts, content_hash, first_attempt_at, batch_id, external_id, provider_status";
+
+fn work_item(r: &rusqlite::Row) -> rusqlite::Result<WorkItem> {
+    Ok(WorkItem {
+        id: r.get(0)?,
+        row_key: r.get(1)?,
+        row_line: r.get::<_, i64>(2)? as u64,
+        row_offset: r.get::<_, i64>(3)? as u64,
+        state: r.get(4)?,
+        attempts: r.get::<_, i64>(5)? as u32,
+        content_hash: r.get(6)?,
+        first_attempt_at: r.get(7)?,
+        batch_id: r.get(8)?,
+        external_id: r.get(9)?,
+        provider_status: r.get(10)?,
+    })
+}
+
+/// Items of a step in the given states, in plan order (conflicts are never work).
+pub fn items_in(
+    conn: &Connection,
+    plan_id: i64,
+    step: &str,
+    states: &[&str],
+) -> rusqlite::Result<Vec<WorkItem>> {
+    let marks = states
+        .iter()
+        .map(|s| format!("'{s}'"))
+        .collect::<Vec<_>>()
+        .join(",");
+    let sql = format!(
+        "SELECT {ITEM_COLUMNS} FROM items WHERE plan_id = ?1 AND step = ?2 AND state IN ({marks}) AND conflict_hash IS NULL ORDER BY id"
+    );
+    let mut stmt = conn.prepare(&sql)?;
+    stmt.query_map(params![plan_id, step], work_item)?.collect()
+}
+
+/// Each row's step items: `(row_key, step) -> (state, provider_status)`.
+pub type RowStates = std::collections::HashMap<(String, String), (String, Option<String>)>;
+
+/// The state of every step's item for these rows.
+pub fn row_states(conn: &Connection, plan_id: i64) -> rusqlite::Result<RowStates> {
+    let mut stmt =
+        conn.prepare("SELECT row_key, step, state, provider_status FROM items WHERE plan_id = ?1")?;
+    stmt.query_map([plan_id], |r| {
+        Ok(((r.get(0)?, r.get(1)?), (r.get(2)?, r.get(3)?)))
+    })?
+    .collect()
+}
+
+/// Records the intent to send: in flight, one more attempt, first attempt time kept.
+pub fn mark_in_flight(conn: &Connection, ids: &[i64]) -> rusqlite::Result<()> {
+    let t = now();
+    let mut stmt = conn.prepare_cached(
+        "UPDATE items SET state = 'in_flight', attempts = attempts + 1, first_attempt_at = COALESCE(first_attempt_at, ?2), updated_at = ?2 WHERE id = ?1",
+    )?;
+    for id in ids {
+        stmt.execute(params![id, t])?;
+    }
+    Ok(())
+}
+
+/// An item's outcome.
+#[derive(Debug, Clone, Default)]
+pub struct Outcome {
+    pub state: &'static str,
+    pub provider_ref: Option<String>,
+    pub provider_status: Option<String>,
+    pub error_code: Option<String>,
+    pub error_message: Option<String>,
+}
+
+pub fn set_outcome(conn: &Connection, id: i64, o: &Outcome) -> rusqlite::Result<()> {
+    conn.prepare_cached(
+        "UPDATE items SET state = ?2, provider_ref = COALESCE(?3, provider_ref), provider_status = COALESCE(?4, provider_status),
+                error_code = ?5, error_message = ?6, updated_at = ?7 WHERE id = ?1",
+    )?
+    .execute(params![id, o.state, o.provider_ref, o.provider_status, o.error_code, o.error_message, now()])?;
+    Ok(())
+}
+
+/// A payout batch as the executor sends it.
+#[derive(Debug, Clone)]
+pub struct WorkBatch {
+    pub id: i64,
+    pub external_id: String,
+    pub state: String,
+    pub first_attempt_at: Option<String>,
+    pub provider_ref: Option<String>,
+}
+
+/// Batches of a step in the given states, oldest first.
+pub fn batches_in(
+    conn: &Connection,
+    plan_id: i64,
+    step: &str,
+    states: &[&str],
+) -> rusqlite::Result<Vec<WorkBatch>> {
+    let marks = states
+        .iter()
+        .map(|s| format!("'{s}'"))
+        .collect::<Vec<_>>()
+        .join(",");
+    let sql = format!(
+        "SELECT id, external_id, state, first_attempt_at, provider_ref FROM batches WHERE plan_id = ?1 AND step = ?2 AND state IN ({marks}) ORDER BY seq"
+    );
+    let mut stmt = conn.prepare(&sql)?;
+    stmt.query_map(params![plan_id, step], |r| {
+        Ok(WorkBatch {
+            id: r.get(0)?,
+            external_id: r.get(1)?,
+            state: r.get(2)?,
+            first_attempt_at: r.get(3)?,
+            provider_ref: r.get(4)?,
+        })
+    })?
+    .collect()
+}
+
+pub fn batch_items(conn: &Connection, batch_id: i64) -> rusqlite::Result<Vec<WorkItem>> {
+    let mut stmt = conn.prepare(&format!(
+        "SELECT {ITEM_COLUMNS} FROM items WHERE batch_id = ?1 ORDER BY id"
+    ))?;
+    stmt.query_map([batch_id], work_item)?.collect()
+}
+
+/// The intent to send a batch: batch and its items in flight, in one transaction.
+pub fn mark_batch_in_flight(conn: &Connection, batch_id: i64) -> rusqlite::Result<()> {
+    let t = now();
+    conn.execute(
+        "UPDATE batches SET state = 'in_flight', attempts = attempts + 1, first_attempt_at = COALESCE(first_attempt_at, ?2) WHERE id = ?1",
+        params![batch_id, t],
+    )?;
+    conn.execute(
+        "UPDATE items SET state = 'in_flight', attempts = attempts + 1, first_attempt_at = COALESCE(first_attempt_at, ?2), updated_at = ?2 WHERE batch_id = ?1",
+        params![batch_id, t],
+    )?;
+    Ok(())
+}
+
+pub fn set_batch(
+    conn: &Connection,
+    batch_id: i64,
+    state: &str,
+    provider_ref: Option<&str>,
+    provider_status: Option<&str>,
+    error: Option<(&str, &str)>,
+) -> rusqlite::Result<()> {
+    conn.execute(
+        "UPDATE batches SET state = ?2, provider_ref = COALESCE(?3, provider_ref), provider_status = COALESCE(?4, provider_status),
+                error_code = ?5, error_message = ?6 WHERE id = ?1",
+        params![batch_id, state, provider_ref, provider_status, error.map(|e| e.0), error.map(|e| e.1)],
+    )?;
+    Ok(())
+}
+
+/// Takes items out of an unsent batch (their row is not ready): they wait, `blocked`, for a
+/// later run, which puts them into a new batch.
+pub fn detach(conn: &Connection, id: i64, reason: &str) -> rusqlite::Result<()> {
+    conn.execute(
+        "UPDATE items SET batch_id = NULL, state = 'blocked', error_code = 'WAITING', error_message = ?2, updated_at = ?3 WHERE id = ?1",
+        params![id, reason, now()],
+    )?;
+    Ok(())
+}
+
+/// Puts unbatched payout items that are ready to go (pending, or blocked earlier) into open
+/// batches of their group, creating batches as needed; drops empty open batches.
+pub fn rebatch(
+    conn: &Connection,
+    plan_id: i64,
+    step: &str,
+    size: u32,
+    job: &str,
+    scope: &str,
+) -> rusqlite::Result<()> {
+    let waiting: Vec<(i64, String)> = conn
+        .prepare("SELECT id, COALESCE(group_key, '') FROM items WHERE plan_id = ?1 AND step = ?2 AND batch_id IS NULL AND state IN ('pending', 'blocked') AND conflict_hash IS NULL ORDER BY id")?
+        .query_map(params![plan_id, step], |r| Ok((r.get(0)?, r.get(1)?)))?
+        .collect::<Result<_, _>>()?;
+    for (id, group) in waiting {
+        let open: Option<i64> = conn
+            .query_row(
+                "SELECT b.id FROM batches b WHERE b.plan_id = ?1 AND b.step = ?2 AND b.state = 'open' AND b.group_key = ?3
+                   AND (SELECT COUNT(*) FROM items i WHERE i.batch_id = b.id) < ?4 ORDER BY b.seq LIMIT 1",
+                params![plan_id, step, group, size],
+                |r| r.get(0),
+            )
+            .optional()?;
+        let batch = match open {
+            Some(b) => b,
+            None => {
+                let seq: i64 = conn.query_row("SELECT COALESCE(MAX(seq), 0) + 1 FROM batches WHERE plan_id = ?1 AND step = ?2", params![plan_id, step], |r| r.get(0))?;
+                let ext = crate::plan::external_id(&[job, scope, step, &format!("b{seq:04}")]);
+                conn.execute(
+                    "INSERT INTO batches (plan_id, step, seq, group_key, external_id, created_at) VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+                    params![plan_id, step, seq, group, ext, now()],
+                )?;
+                conn.last_insert_rowid()
+            }
+        };
+        conn.execute("UPDATE items SET batch_id = ?2, state = 'pending', error_code = NULL, error_message = NULL WHERE id = ?1", params![id, batch])?;
+    }
+    conn.execute("DELETE FROM batches WHERE plan_id = ?1 AND state = 'open' AND NOT EXISTS (SELECT 1 FROM items WHERE batch_id = batches.id)", [plan_id])?;
+    Ok(())
+}
+
+/// `--retry-failed`: failed items go back to pending (never conflicts or successes); failed
+/// payout items leave their batch, so they go out in a new batch with a new external id.
+pub fn retry_failed(conn: &Connection, plan_id: i64) -> rusqlite::Result<usize> {
+    conn.execute(
+        "UPDATE items SET state = 'pending', error_code = NULL, error_message = NULL,
+                batch_id = CASE WHEN batch_id IS NULL THEN NULL ELSE NULL END, updated_at = ?2
+         WHERE plan_id = ?1 AND state = 'failed' AND conflict_hash IS NULL",
+        params![plan_id, now()],
+    )
+}
