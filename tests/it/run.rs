@@ -1,0 +1,452 @@
+//! `payrun run` against the sandbox: every row done, exactly one payout per row under
+//! faults and crashes, the lock, conflicts, failures and their retry.
+
+use crate::sandbox_support::{ledger, start};
+use payrun::exec::{RunOptions, RunReport, run};
+use payrun::job::env::Env;
+use payrun::job::{LoadOptions, load};
+use payrun::sandbox::{Config, Faults, Sandbox};
+use serde_json::Value;
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::sync::atomic::AtomicBool;
+use std::time::Duration;
+
+/// A contact + payout job over `people.csv`, provider from HC_TEST_* variables.
+fn job_text(batch: u32, extra_limits: &str) -> String {
+    format!(
+        r#"version: 1
+name: soak
+scope: "2026-11"
+provider:
+  kind: helloclever
+  base_url: ${{HC_TEST_BASE_URL}}
+  app_id: ${{HC_TEST_APP_ID}}
+  secret_key: ${{HC_TEST_SECRET_KEY}}
+limits:
+  rate: 400/s
+  burst: 20
+  concurrency: 8
+  timeout: 2s
+  retry: {{ attempts: 12, base: 5ms, max: 100ms, max_elapsed: 60s }}
+{extra_limits}
+input: {{ csv: people.csv, key: id }}
+steps:
+  - id: contact
+    type: contact
+    fields:
+      email: "{{{{ row.email }}}}"
+      first_name: "{{{{ row.first }}}}"
+      last_name: "{{{{ row.last }}}}"
+      type: individual
+      dob: "1990-01-01"
+      phone: "+61412345678"
+      gender: female
+      street: 1 George Street
+      city: Sydney
+      postal_code: "2000"
+      state: NSW
+      country: AU
+  - id: pay
+    type: payout
+    batch: {{ size: {batch} }}
+    fields:
+      currency: AUD
+      payout_method_name: au_bank_aud
+      description: Salary 2026-11
+      first_name: "{{{{ row.first }}}}"
+      last_name: "{{{{ row.last }}}}"
+      email: "{{{{ row.email }}}}"
+      amount: "{{{{ row.amount }}}}"
+      payout_method_params: {{ bsb: "062000", account_number: "{{{{ row.account }}}}", account_name: "{{{{ row.first }}}} {{{{ row.last }}}}" }}
+    wait: {{ until: completed, timeout: 20s, poll: 100ms }}
+"#
+    )
+}
+
+/// `n` rows: id, first, last, email, amount, account.
+fn people(n: usize) -> String {
+    let mut s = String::from("id,first,last,email,amount,account\n");
+    for i in 0..n {
+        s.push_str(&format!(
+            "P{i:04},Ann{i},Lee,ann{i}@example.com,{}.{:02},{:08}\n",
+            100 + i,
+            i % 100,
+            10_000_000 + i
+        ));
+    }
+    s
+}
+
+struct Setup {
+    dir: tempfile::TempDir,
+}
+
+impl Setup {
+    fn new(job: &str, csv: &str) -> Setup {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(dir.path().join("job.yaml"), job).unwrap();
+        std::fs::write(dir.path().join("people.csv"), csv).unwrap();
+        Setup { dir }
+    }
+
+    fn path(&self, name: &str) -> PathBuf {
+        self.dir.path().join(name)
+    }
+
+    fn env(&self, s: &Sandbox) -> Vec<(String, String)> {
+        vec![
+            ("HC_TEST_BASE_URL".into(), s.base_url()),
+            ("HC_TEST_APP_ID".into(), "sandbox-app".into()),
+            ("HC_TEST_SECRET_KEY".into(), "sandbox-secret".into()),
+        ]
+    }
+
+    /// Runs the job in this process (the library entry point).
+    async fn run(&self, s: &Sandbox, retry_failed: bool) -> RunReport {
+        let env = self.env(s);
+        let opts = LoadOptions {
+            vars: vec![],
+            env: Some(Env::from_pairs(
+                env.iter().map(|(k, v)| (k.as_str(), v.as_str())),
+            )),
+        };
+        let job = load(&self.path("job.yaml"), &opts).unwrap_or_else(|d| panic!("{d:?}"));
+        let opts = RunOptions {
+            state_path: self.path("state.db"),
+            base_url: None,
+            credentials: None,
+            retry_failed,
+            stop: Arc::new(AtomicBool::new(false)),
+            poll_cap: Some(Duration::from_millis(100)),
+        };
+        run(&job, opts, &mut |e| panic!("unexpected input error: {e}"))
+            .await
+            .unwrap_or_else(|e| panic!("{e}"))
+    }
+}
+
+fn fast(faults: Faults) -> Config {
+    Config {
+        kyc_delay: Duration::from_millis(200),
+        payout_delay: Duration::from_millis(300),
+        faults,
+        seed: 11,
+        ..Config::default()
+    }
+}
+
+/// Transactions in the ledger by email: (count, amounts).
+fn transactions(l: &Value) -> HashMap<String, Vec<String>> {
+    let mut out: HashMap<String, Vec<String>> = HashMap::new();
+    for b in l["payouts"].as_array().unwrap() {
+        for t in b["payout_transactions"].as_array().unwrap() {
+            out.entry(t["email"].as_str().unwrap().to_string())
+                .or_default()
+                .push(t["amount"].as_str().unwrap().to_string());
+        }
+    }
+    out
+}
+
+fn assert_exactly_once(l: &Value, n: usize) {
+    let txs = transactions(l);
+    assert_eq!(txs.len(), n, "every row paid");
+    for i in 0..n {
+        let amounts = &txs[&format!("ann{i}@example.com")];
+        assert_eq!(amounts.len(), 1, "row {i} paid {} times", amounts.len());
+        let want: rust_decimal::Decimal = format!("{}.{:02}", 100 + i, i % 100).parse().unwrap();
+        let got: rust_decimal::Decimal = amounts[0].parse().unwrap();
+        assert_eq!(got, want, "row {i} amount");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn example_payroll_end_to_end() {
+    let s = start(fast(Faults::default())).await;
+    let dir = tempfile::tempdir().unwrap();
+    let repo = PathBuf::from(env!("CARGO_MANIFEST_DIR"));
+    let job = load(
+        &repo.join("jobs/payroll.yaml"),
+        &LoadOptions {
+            vars: vec![],
+            env: Some(Env::from_pairs([])),
+        },
+    )
+    .unwrap();
+    let opts = |state: &Path| RunOptions {
+        state_path: state.to_path_buf(),
+        base_url: Some(s.base_url()),
+        credentials: Some(("sandbox-app".into(), "sandbox-secret".into())),
+        retry_failed: false,
+        stop: Arc::new(AtomicBool::new(false)),
+        poll_cap: Some(Duration::from_millis(100)),
+    };
+    let report = run(&job, opts(&dir.path().join("s.db")), &mut |e| panic!("{e}"))
+        .await
+        .unwrap();
+    assert_eq!(report.exit_code, 0, "{}", report.counts);
+    let counts: Value = serde_json::from_str(&report.counts).unwrap();
+    assert_eq!(counts["contact"]["succeeded"], 20);
+    assert_eq!(
+        (
+            counts["kyc"]["succeeded"].as_u64(),
+            counts["kyc"]["skipped"].as_u64()
+        ),
+        (Some(6), Some(14))
+    );
+    assert_eq!(counts["pay"]["succeeded"], 20);
+    let l = ledger(&s).await;
+    assert_eq!(l["contacts"].as_array().unwrap().len(), 20);
+    assert_eq!(l["kyc_submissions"].as_array().unwrap().len(), 6);
+    let csv = std::fs::read_to_string(repo.join("examples/payroll.csv")).unwrap();
+    let mut rdr = csv::Reader::from_reader(csv.as_bytes());
+    let txs = transactions(&l);
+    for r in rdr.deserialize::<HashMap<String, String>>() {
+        let r = r.unwrap();
+        let amounts = &txs[&r["email"]];
+        assert_eq!(amounts.len(), 1);
+        assert_eq!(
+            amounts[0].parse::<rust_decimal::Decimal>().unwrap(),
+            r["net_pay"].parse::<rust_decimal::Decimal>().unwrap()
+        );
+    }
+    // Completed payouts were polled to the end; the account numbers went out in full.
+    assert!(
+        l["payouts"][0]["payout_transactions"][0]["payout_method_params"]["account_number"]
+            .as_str()
+            .unwrap()
+            .len()
+            == 8
+    );
+    // A second run has nothing to do.
+    let again = run(&job, opts(&dir.path().join("s.db")), &mut |e| panic!("{e}"))
+        .await
+        .unwrap();
+    assert_eq!((again.exit_code, again.stats.requests), (0, 0));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn fault_soak_pays_every_row_exactly_once() {
+    let faults = Faults {
+        latency: Some((Duration::from_millis(1), Duration::from_millis(5))),
+        error_rate: 0.10,
+        rate_limit: Some(150),
+        reset_rate: 0.02,
+        lost_response_rate: 0.03,
+        ..Faults::default()
+    };
+    let s = start(fast(faults)).await;
+    let n = 200;
+    let setup = Setup::new(&job_text(10, ""), &people(n));
+    let mut report = setup.run(&s, false).await;
+    // Items still in doubt after their attempts are resolved by the next run.
+    for _ in 0..3 {
+        if report.exit_code == 0 {
+            break;
+        }
+        report = setup.run(&s, false).await;
+    }
+    assert_eq!(report.exit_code, 0, "{}", report.counts);
+    let l = ledger(&s).await;
+    assert_exactly_once(&l, n);
+    assert_eq!(l["contacts"].as_array().unwrap().len(), n);
+    let conn = rusqlite::Connection::open(setup.path("state.db")).unwrap();
+    let (retries, in_doubt): (i64, i64) = conn
+        .query_row(
+            "SELECT SUM(retries), SUM(in_doubt_resolved) FROM runs",
+            [],
+            |r| Ok((r.get(0)?, r.get(1)?)),
+        )
+        .unwrap();
+    assert!(
+        retries > 0 && in_doubt > 0,
+        "retries {retries}, in doubt resolved {in_doubt}"
+    );
+    let dropped = l["requests"]["POST /api/v2/payouts"]["dropped"]
+        .as_u64()
+        .unwrap_or(0)
+        + l["requests"]["POST /api/v2/contacts"]["dropped"]
+            .as_u64()
+            .unwrap_or(0);
+    assert!(
+        dropped > 0,
+        "the soak must include dropped replies: {}",
+        l["requests"]
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn short_balance_fails_the_batch_and_retry_failed_sends_it_again() {
+    let n = 6;
+    let setup = Setup::new(&job_text(100, ""), &people(n));
+    let poor = start(Config {
+        balances: [("AUD".to_string(), "50.00".parse().unwrap())].into(),
+        ..fast(Faults::default())
+    })
+    .await;
+    let report = setup.run(&poor, false).await;
+    assert_eq!(report.exit_code, 1);
+    let conn = rusqlite::Connection::open(setup.path("state.db")).unwrap();
+    let failed: Vec<(String, String)> = conn
+        .prepare(
+            "SELECT error_code, error_message FROM items WHERE step = 'pay' AND state = 'failed'",
+        )
+        .unwrap()
+        .query_map([], |r| Ok((r.get(0)?, r.get(1)?)))
+        .unwrap()
+        .map(Result::unwrap)
+        .collect();
+    assert_eq!(failed.len(), n);
+    assert_eq!(
+        failed[0],
+        (
+            "HC_PAYOUT1".to_string(),
+            "Insufficient available funds. Top up your balance.".to_string()
+        )
+    );
+    // Same provider, funds topped up (a fresh sandbox stands in), contacts still there.
+    let rich = start(fast(Faults::default())).await;
+    let c = crate::sandbox_support::client();
+    for i in 0..n {
+        crate::sandbox_support::post(
+            &c,
+            &rich,
+            "/v2/contacts",
+            &crate::sandbox_support::contact(&format!("ann{i}@example.com")),
+        )
+        .await;
+    }
+    let plain = setup.run(&rich, false).await;
+    assert_eq!(
+        (plain.exit_code, plain.stats.requests),
+        (1, 0),
+        "failed rows wait for --retry-failed"
+    );
+    let retried = setup.run(&rich, true).await;
+    assert_eq!(retried.exit_code, 0, "{}", retried.counts);
+    let l = ledger(&rich).await;
+    assert_exactly_once(&l, n);
+    assert_eq!(
+        l["payouts"][0]["external_id"], "soak-2026-11-pay-b0002",
+        "a retried batch has a new external id"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_changed_paid_row_is_a_conflict_and_is_not_sent_again() {
+    let s = start(fast(Faults::default())).await;
+    let setup = Setup::new(&job_text(100, ""), &people(3));
+    assert_eq!(setup.run(&s, false).await.exit_code, 0);
+    let changed = people(3).replace(
+        "P0001,Ann1,Lee,ann1@example.com,101.01",
+        "P0001,Ann1,Lee,ann1@example.com,999.00",
+    );
+    std::fs::write(setup.path("people.csv"), changed).unwrap();
+    let again = setup.run(&s, false).await;
+    assert_eq!((again.exit_code, again.stats.requests), (0, 0));
+    assert_exactly_once(&ledger(&s).await, 3);
+    let conn = rusqlite::Connection::open(setup.path("state.db")).unwrap();
+    let conflicts: i64 = conn
+        .query_row(
+            "SELECT COUNT(*) FROM items WHERE conflict_hash IS NOT NULL",
+            [],
+            |r| r.get(0),
+        )
+        .unwrap();
+    assert_eq!(
+        conflicts, 1,
+        "the payout of the changed row (its contact fields did not change)"
+    );
+}
+
+/// Runs the real binary on the setup's job against `s`.
+fn binary(setup: &Setup, s: &Sandbox, extra: &[&str]) -> std::process::Child {
+    let mut cmd = std::process::Command::new(env!("CARGO_BIN_EXE_payrun"));
+    cmd.args(["run", "job.yaml", "--state", "state.db"])
+        .args(extra)
+        .current_dir(setup.dir.path());
+    for (k, v) in setup.env(s) {
+        cmd.env(k, v);
+    }
+    cmd.stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped());
+    cmd.spawn().unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_second_run_is_refused_while_one_holds_the_lock() {
+    let s = start(fast(Faults::default())).await;
+    let setup = Setup::new(&job_text(100, ""), &people(3));
+    // Plan, then stand in for a live run holding the lock: this test process.
+    assert_eq!(setup.run(&s, false).await.exit_code, 0);
+    let conn = rusqlite::Connection::open(setup.path("state.db")).unwrap();
+    conn.execute(
+        "INSERT INTO locks (plan_id, run_id, pid, host, started_at) VALUES (1, 99, ?1, ?2, '2026-11-21T00:00:00Z')",
+        rusqlite::params![std::process::id(), payrun::state::work::host_name()],
+    )
+    .unwrap();
+    let api = |l: Value| -> Value {
+        l["requests"]
+            .as_object()
+            .unwrap()
+            .iter()
+            .filter(|(k, _)| k.contains("/api/"))
+            .map(|(k, v)| (k.clone(), v.clone()))
+            .collect()
+    };
+    let before = api(ledger(&s).await);
+    let out = binary(&setup, &s, &[]).wait_with_output().unwrap();
+    assert_eq!(
+        out.status.code(),
+        Some(3),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains(&format!("pid {}", std::process::id())),
+        "{stderr}"
+    );
+    assert_eq!(api(ledger(&s).await), before, "nothing was sent");
+    // A lock whose holder is dead is taken over.
+    conn.execute("UPDATE locks SET pid = 999999999", [])
+        .unwrap();
+    let out = binary(&setup, &s, &[]).wait_with_output().unwrap();
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn killed_runs_resume_and_pay_every_row_exactly_once() {
+    let faults = Faults {
+        lost_response_rate: 0.05,
+        latency: Some((Duration::from_millis(1), Duration::from_millis(3))),
+        ..Faults::default()
+    };
+    let s = start(fast(faults)).await;
+    let n = 500;
+    let setup = Setup::new(&job_text(25, ""), &people(n));
+    let mut rng = fastrand::Rng::with_seed(5);
+    for _ in 0..10 {
+        let mut child = binary(&setup, &s, &[]);
+        tokio::time::sleep(Duration::from_millis(rng.u64(20..400))).await;
+        let _ = child.kill(); // SIGKILL
+        let _ = child.wait();
+    }
+    let mut code = None;
+    for _ in 0..4 {
+        let out = binary(&setup, &s, &[]).wait_with_output().unwrap();
+        code = out.status.code();
+        if code == Some(0) {
+            break;
+        }
+    }
+    assert_eq!(code, Some(0));
+    assert_exactly_once(&ledger(&s).await, n);
+}
