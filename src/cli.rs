@@ -37,6 +37,10 @@ pub struct RunArgs {
     /// Put failed items back in the queue first (not conflicts, not successes).
     #[arg(long)]
     pub retry_failed: bool,
+    /// Plan and list exactly what would be sent (sensitive values masked); send nothing,
+    /// change no state.
+    #[arg(long, conflicts_with = "sandbox")]
+    pub dry_run: bool,
 }
 
 #[derive(Debug, Args)]

@@ -273,6 +273,31 @@ fn run_cmd(args: &crate::cli::RunArgs) -> i32 {
         .state
         .clone()
         .unwrap_or_else(|| plan::default_state_path(&job));
+    if args.dry_run {
+        return match crate::exec::dry_run(&job, &state_path, &mut error_printer()) {
+            Ok(lines) => {
+                println!(
+                    "dry run of '{}' scope '{}': nothing is sent, no state changes",
+                    job.name, job.scope
+                );
+                if lines.is_empty() {
+                    println!("nothing to send: every row is done");
+                }
+                for l in lines {
+                    println!("{l}");
+                }
+                exit::SUCCESS
+            }
+            Err(crate::exec::RunError::Config(m)) => {
+                eprintln!("{m}");
+                exit::INVALID_INPUT
+            }
+            Err(e) => {
+                eprintln!("error: {e}");
+                exit::FATAL
+            }
+        };
+    }
     let rt = match runtime() {
         Ok(rt) => rt,
         Err(code) => return code,

@@ -12,9 +12,12 @@
 //! account numbers are never stored.
 
 mod contact;
+mod dry;
 mod kyc;
 pub mod pace;
 mod payout;
+
+pub use dry::dry_run;
 
 use crate::input::RecordReader;
 use crate::job::steps::StepKind;

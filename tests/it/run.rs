@@ -450,3 +450,86 @@ async fn killed_runs_resume_and_pay_every_row_exactly_once() {
     assert_eq!(code, Some(0));
     assert_exactly_once(&ledger(&s).await, n);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigterm_stops_cleanly_with_exit_4_and_the_next_run_finishes() {
+    let faults = Faults {
+        latency: Some((Duration::from_millis(20), Duration::from_millis(30))),
+        ..Faults::default()
+    };
+    let s = start(fast(faults)).await;
+    let n = 120;
+    let setup = Setup::new(
+        &job_text(20, "").replace("concurrency: 8", "concurrency: 2"),
+        &people(n),
+    );
+    let child = binary(&setup, &s, &[]);
+    tokio::time::sleep(Duration::from_millis(600)).await;
+    let status = std::process::Command::new("kill")
+        .args(["-TERM", &child.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(status.success());
+    let out = child.wait_with_output().unwrap();
+    assert_eq!(
+        out.status.code(),
+        Some(4),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let conn = rusqlite::Connection::open(setup.path("state.db")).unwrap();
+    let (code, in_flight): (i64, i64) = conn
+        .query_row("SELECT exit_code, (SELECT COUNT(*) FROM items WHERE state = 'in_flight') FROM runs ORDER BY id DESC LIMIT 1", [], |r| Ok((r.get(0)?, r.get(1)?)))
+        .unwrap();
+    assert_eq!(
+        (code, in_flight),
+        (4, 0),
+        "the run is recorded and requests in flight finished"
+    );
+    let done = binary(&setup, &s, &[]).wait_with_output().unwrap();
+    assert_eq!(
+        done.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&done.stderr)
+    );
+    assert_exactly_once(&ledger(&s).await, n);
+}
+
+#[test]
+fn dry_run_lists_what_would_be_sent_and_changes_nothing() {
+    let setup = Setup::new(&job_text(2, ""), &people(3));
+    // No credentials and no provider: a dry run needs neither.
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_payrun"))
+        .args(["run", "job.yaml", "--dry-run"])
+        .current_dir(setup.dir.path())
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{stdout}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(stdout.matches("POST /v2/contacts {").count(), 3, "{stdout}");
+    assert!(
+        stdout
+            .contains("pay batch soak-2026-11-pay-b0001: POST /v2/payouts, 2 row(s), total 201.01"),
+        "{stdout}"
+    );
+    assert!(
+        stdout
+            .contains("pay batch soak-2026-11-pay-b0002: POST /v2/payouts, 1 row(s), total 102.02"),
+        "{stdout}"
+    );
+    assert!(
+        stdout.contains("\"account_number\":\"*****000\""),
+        "account numbers are masked: {stdout}"
+    );
+    assert!(!stdout.contains("10000000"), "{stdout}");
+    assert!(
+        !setup.path(".payrun").exists() && !setup.path("state.db").exists(),
+        "no state is written"
+    );
+}

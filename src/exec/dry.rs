@@ -1,0 +1,137 @@
+//! `payrun run --dry-run`: plan into a throwaway copy of the state and list exactly what a
+//! run would send, sensitive values masked. Nothing is sent and the real state is untouched.
+
+use super::RunError;
+use crate::input::InputError;
+use crate::job::Job;
+use crate::job::steps::StepKind;
+use crate::state::State;
+use crate::state::work;
+use std::path::Path;
+
+/// The requests a run would make now, one line per request (batches list their rows).
+pub fn dry_run(
+    job: &Job,
+    state_path: &Path,
+    on_error: &mut dyn FnMut(InputError),
+) -> Result<Vec<String>, RunError> {
+    let tmp = std::env::temp_dir().join(format!(
+        "payrun-dry-{}-{}.db",
+        std::process::id(),
+        chrono::Utc::now().timestamp_nanos_opt().unwrap_or(0)
+    ));
+    let cleanup = |p: &Path| {
+        for suffix in ["", "-wal", "-shm"] {
+            let _ = std::fs::remove_file(format!("{}{suffix}", p.display()));
+        }
+    };
+    if state_path.exists() {
+        let st = State::open(state_path)?;
+        st.connection()
+            .execute("VACUUM INTO ?1", [tmp.to_string_lossy()])
+            .map_err(|e| st.err(e))?;
+    }
+    let result = (|| {
+        match crate::plan::plan(job, &tmp, on_error) {
+            Ok(_) => {}
+            Err(crate::plan::PlanError::State(e)) => return Err(e.into()),
+            Err(e) => return Err(RunError::Config(e.to_string())),
+        }
+        let st = State::open(&tmp)?;
+        let conn = st.connection();
+        let err = |e| RunError::from(st.err(e));
+        let plan_id = work::plan_id(conn, &job.name, &job.scope)
+            .map_err(err)?
+            .unwrap_or(0);
+        let mut lines = Vec::new();
+        for step in &job.steps {
+            let items = work::items_in(
+                conn,
+                plan_id,
+                &step.id,
+                &["pending", "in_flight", "blocked"],
+            )
+            .map_err(err)?;
+            let payload = |id: i64| -> rusqlite::Result<String> {
+                conn.query_row("SELECT payload FROM items WHERE id = ?1", [id], |r| {
+                    r.get(0)
+                })
+            };
+            match step.kind {
+                StepKind::Contact | StepKind::Kyc => {
+                    let path = if step.kind == StepKind::Contact {
+                        "POST /v2/contacts"
+                    } else {
+                        "POST /v2/contacts/submit_kyc"
+                    };
+                    for i in items {
+                        let doubt = if i.state == "in_flight" {
+                            " (in doubt: the provider is asked first)"
+                        } else {
+                            ""
+                        };
+                        lines.push(format!(
+                            "{} row '{}' (line {}): {path} {}{doubt}",
+                            step.id,
+                            i.row_key,
+                            i.row_line,
+                            payload(i.id).map_err(err)?
+                        ));
+                    }
+                }
+                StepKind::Payout => {
+                    work::rebatch(
+                        conn,
+                        plan_id,
+                        &step.id,
+                        step.batch_size,
+                        &job.name,
+                        &job.scope,
+                    )
+                    .map_err(err)?;
+                    for b in work::batches_in(conn, plan_id, &step.id, &["open", "in_flight"])
+                        .map_err(err)?
+                    {
+                        let members = work::batch_items(conn, b.id).map_err(err)?;
+                        let total: rust_decimal::Decimal = members
+                            .iter()
+                            .filter_map(|m| {
+                                conn.query_row(
+                                    "SELECT amount FROM items WHERE id = ?1",
+                                    [m.id],
+                                    |r| r.get::<_, Option<String>>(0),
+                                )
+                                .ok()
+                                .flatten()
+                            })
+                            .filter_map(|a| a.parse::<rust_decimal::Decimal>().ok())
+                            .sum();
+                        let doubt = if b.state == "in_flight" {
+                            " (in doubt: the provider's payouts are searched first)"
+                        } else {
+                            ""
+                        };
+                        lines.push(format!(
+                            "{} batch {}: POST /v2/payouts, {} row(s), total {total}{doubt}",
+                            step.id,
+                            b.external_id,
+                            members.len()
+                        ));
+                        for m in members {
+                            lines.push(format!(
+                                "    row '{}' (line {}), external_id {}: {}",
+                                m.row_key,
+                                m.row_line,
+                                m.external_id.unwrap_or_default(),
+                                payload(m.id).map_err(err)?
+                            ));
+                        }
+                    }
+                }
+            }
+        }
+        Ok(lines)
+    })();
+    cleanup(&tmp);
+    result
+}
