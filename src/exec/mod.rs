@@ -76,7 +76,7 @@ impl Ctx {
     }
 
     pub async fn outcome(&self, id: i64, o: Outcome) -> Result<(), StateError> {
-        self.db.write(move |c| work::set_outcome(c, id, &o)).await
+        self.db.record(move |c| work::set_outcome(c, id, &o)).await
     }
 }
 

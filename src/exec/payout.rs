@@ -296,7 +296,7 @@ async fn record(
         .collect();
     // The batch and all its rows in one transaction.
     ctx.db
-        .write(move |c| {
+        .record(move |c| {
             work::set_batch(c, id, "sent", Some(&uuid), status.as_deref(), None)?;
             for (item, o) in &updates {
                 work::set_outcome(c, *item, o)?;

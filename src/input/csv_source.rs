@@ -244,76 +244,36 @@ fn header_error(e: &csv::Error) -> String {
 }
 
 /// Reads single records back by the byte offset `plan` stored, so the executor needs no
-/// copy of the file in memory.
+/// copy of the file in memory. One csv reader is kept and moved (building one per record
+/// would cost more than the read).
 pub struct RecordReader {
     path: PathBuf,
-    file: BufReader<File>,
-    delimiter: u8,
+    reader: csv::Reader<File>,
     bom: u64,
 }
 
 impl RecordReader {
     pub fn open(path: &Path, delimiter: u8) -> Result<RecordReader, InputError> {
-        let err = |message: String| InputError {
-            path: path.to_path_buf(),
-            line: None,
-            column: None,
-            message,
-        };
-        let mut file = BufReader::new(
-            File::open(path).map_err(|e| err(format!("cannot open CSV file: {e}")))?,
-        );
-        let bom = if file
-            .fill_buf()
-            .map_err(|e| err(format!("cannot read CSV file: {e}")))?
-            .starts_with(BOM)
-        {
-            BOM.len() as u64
-        } else {
-            0
-        };
-        Ok(RecordReader {
-            path: path.to_path_buf(),
-            file,
-            delimiter,
-            bom,
-        })
+        let err = |message: String| InputError { path: path.to_path_buf(), line: None, column: None, message };
+        let mut file = File::open(path).map_err(|e| err(format!("cannot open CSV file: {e}")))?;
+        let mut head = [0u8; 3];
+        let n = file.read(&mut head).map_err(|e| err(format!("cannot read CSV file: {e}")))?;
+        let bom = if head[..n] == *BOM { BOM.len() as u64 } else { 0 };
+        let reader = csv::ReaderBuilder::new().delimiter(delimiter).has_headers(false).flexible(true).from_reader(file);
+        Ok(RecordReader { path: path.to_path_buf(), reader, bom })
     }
 
-    /// The record that starts at `offset` (as csv reported it when planning).
+    /// The record that starts at `offset` (as csv reported it when planning). After a CRLF
+    /// that offset is the '\n' before the record, which csv skips as an empty line.
     pub fn read_at(&mut self, offset: u64, line: u64) -> Result<StringRecord, InputError> {
-        use std::io::{Seek, SeekFrom};
-        let err = |message: String| InputError {
-            path: self.path.clone(),
-            line: Some(line),
-            column: None,
-            message,
-        };
-        self.file
-            .seek(SeekFrom::Start(self.bom + offset))
-            .map_err(|e| err(format!("cannot read CSV file: {e}")))?;
-        // After CRLF, csv places a record at the '\n' before it: step over line ends.
-        loop {
-            let buf = self
-                .file
-                .fill_buf()
-                .map_err(|e| err(format!("cannot read CSV file: {e}")))?;
-            match buf.first() {
-                Some(b'\r' | b'\n') => self.file.consume(1),
-                _ => break,
-            }
-        }
-        let mut reader = csv::ReaderBuilder::new()
-            .delimiter(self.delimiter)
-            .has_headers(false)
-            .flexible(true)
-            .from_reader(&mut self.file);
+        let err = |message: String| InputError { path: self.path.clone(), line: Some(line), column: None, message };
+        let mut pos = csv::Position::new();
+        pos.set_byte(self.bom + offset);
+        self.reader.seek(pos).map_err(|e| err(format!("cannot read CSV file: {e}")))?;
         let mut record = StringRecord::new();
-        match reader.read_record(&mut record) {
+        match self.reader.read_record(&mut record) {
             Ok(true) => Ok(record),
-            Ok(false) => Err(err(
-                "the row is no longer in the file (it changed since it was planned)".into(),
-            )),
+            Ok(false) => Err(err("the row is no longer in the file (it changed since it was planned)".into())),
             Err(e) => Err(err(format!("cannot read the row again: {e}"))),
         }
     }

@@ -15,7 +15,8 @@ type ReadJob = Box<dyn FnOnce(&Connection) + Send>;
 
 enum Job {
     Read(ReadJob),
-    Write(WriteJob),
+    /// `durable`: must survive power loss before the caller goes on (an intent).
+    Write(WriteJob, bool),
 }
 
 /// A handle to the database thread; cheap to clone.
@@ -84,10 +85,28 @@ impl Db {
     }
 
     /// Runs `f` in a transaction shared with the other queued writes; returns once that
-    /// transaction is durably committed.
+    /// transaction is durably committed (fsync): for intents, which must never be lost.
     pub async fn write<T: Send + 'static>(
         &self,
         f: impl FnOnce(&Connection) -> rusqlite::Result<T> + Send + 'static,
+    ) -> Result<T, StateError> {
+        self.submit(f, true).await
+    }
+
+    /// Like [`Db::write`], committed without waiting for the disk (WAL, synchronous=NORMAL):
+    /// it survives a crash of payrun but maybe not of the machine. For outcomes: one lost to
+    /// a power cut leaves its item in flight, and the next run asks the provider — safe.
+    pub async fn record<T: Send + 'static>(
+        &self,
+        f: impl FnOnce(&Connection) -> rusqlite::Result<T> + Send + 'static,
+    ) -> Result<T, StateError> {
+        self.submit(f, false).await
+    }
+
+    async fn submit<T: Send + 'static>(
+        &self,
+        f: impl FnOnce(&Connection) -> rusqlite::Result<T> + Send + 'static,
+        durable: bool,
     ) -> Result<T, StateError> {
         let (tx, rx) = tokio::sync::oneshot::channel::<Result<T, String>>();
         let job: WriteJob = Box::new(move |conn| {
@@ -100,7 +119,7 @@ impl Db {
                 });
             })
         });
-        self.jobs.send(Job::Write(job)).map_err(|_| self.gone())?;
+        self.jobs.send(Job::Write(job, durable)).map_err(|_| self.gone())?;
         rx.await
             .map_err(|_| self.gone())?
             .map_err(|message| StateError::Db {
@@ -128,22 +147,36 @@ fn in_savepoint<T>(
 }
 
 fn serve(conn: Connection, rx: mpsc::Receiver<Job>, commits: Arc<AtomicU64>) {
+    let mut full_sync = true;
     while let Ok(first) = rx.recv() {
         let mut writes = Vec::new();
         let mut reads = Vec::new();
+        let mut durable = false;
         match first {
             Job::Read(r) => reads.push(r),
-            Job::Write(w) => writes.push(w),
+            Job::Write(w, d) => {
+                writes.push(w);
+                durable |= d;
+            }
         }
         // Whatever else is already queued joins this round.
         while writes.len() < MAX_GROUP {
             match rx.try_recv() {
-                Ok(Job::Write(w)) => writes.push(w),
+                Ok(Job::Write(w, d)) => {
+                    writes.push(w);
+                    durable |= d;
+                }
                 Ok(Job::Read(r)) => reads.push(r),
                 Err(_) => break,
             }
         }
         if !writes.is_empty() {
+            if durable != full_sync {
+                let level = if durable { "FULL" } else { "NORMAL" };
+                if conn.pragma_update(None, "synchronous", level).is_ok() {
+                    full_sync = durable;
+                }
+            }
             let began = conn
                 .execute_batch("BEGIN IMMEDIATE")
                 .map_err(|e| e.to_string());

@@ -1,0 +1,149 @@
+//! Executor benchmarks, against in-process sandboxes, running the real `payrun` binary:
+//!
+//! 1. overhead: 20,000-row onboarding job, faults off, no rate limit, concurrency 8; payrun
+//!    rows/s next to `wrk` requests/s on the same endpoint with the same concurrency;
+//! 2. rate accuracy: job limit 50/s against a sandbox enforcing 50/s, 2,000 rows;
+//! 3. latency hiding: sandbox latency 200 ms, limit 100/s, concurrency 32, 2,000 rows;
+//! 4. resume: re-run of a completed 100,000-row job (wall time, requests).
+//!
+//! Run: `cargo bench --bench executor` (needs `wrk`). SKIP_SLOW=1 skips 2 and 3.
+
+use payrun::sandbox::{self, Config, Faults, Sandbox};
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+fn job(rate: &str, burst: u32, concurrency: u32) -> String {
+    format!(
+        r#"version: 1
+name: bench
+provider: {{ kind: helloclever, base_url: "${{BENCH_BASE_URL}}", app_id: sandbox-app, secret_key: sandbox-secret }}
+limits: {{ rate: {rate}, burst: {burst}, concurrency: {concurrency}, timeout: 30s, retry: {{ attempts: 8, base: 50ms, max: 2s }} }}
+input: {{ csv: contacts.csv, key: id }}
+steps:
+  - id: contact
+    type: contact
+    fields:
+      email: "{{{{ row.email }}}}"
+      first_name: Luxy
+      last_name: Tran
+      type: individual
+      dob: "1991-12-24"
+      phone: "+6123224242"
+      gender: male
+      street: 338 George Street
+      city: Sydney
+      postal_code: "2000"
+      state: NSW
+      country: AU
+"#
+    )
+}
+
+fn csv(dir: &Path, n: usize) {
+    let mut s = String::from("id,email\n");
+    for i in 0..n {
+        s.push_str(&format!("C{i:06},c{i}@bench.example.com\n"));
+    }
+    std::fs::write(dir.join("contacts.csv"), s).unwrap();
+}
+
+struct Measured {
+    wall: f64,
+    requests: i64,
+    rate_limited: i64,
+    code: i32,
+}
+
+fn run_payrun(dir: &Path, sb: &Sandbox) -> Measured {
+    let t = Instant::now();
+    let out = Command::new(env!("CARGO_BIN_EXE_payrun"))
+        .args(["run", "job.yaml", "--state", "state.db"])
+        .env("BENCH_BASE_URL", sb.base_url())
+        .current_dir(dir)
+        .output()
+        .unwrap();
+    let wall = t.elapsed().as_secs_f64();
+    let conn = rusqlite::Connection::open(dir.join("state.db")).unwrap();
+    let (requests, rate_limited) = conn.query_row("SELECT requests, rate_limited FROM runs ORDER BY id DESC LIMIT 1", [], |r| Ok((r.get(0)?, r.get(1)?))).unwrap();
+    Measured { wall, requests, rate_limited, code: out.status.code().unwrap_or(-1) }
+}
+
+fn setup(name: &str, n: usize, job_text: &str) -> PathBuf {
+    let dir = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join(format!("bench-exec-{name}"));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).unwrap();
+    std::fs::write(dir.join("job.yaml"), job_text).unwrap();
+    csv(&dir, n);
+    dir
+}
+
+const WRK_SCRIPT: &str = r#"
+local counter = 0
+local id = 0
+setup = function(thread) id = id + 1; thread:set("tid", id) end
+request = function()
+  counter = counter + 1
+  local body = string.format('{"email":"wrk-%d-%d@example.com","first_name":"Luxy","last_name":"Tran","type":"individual","dob":"1991-12-24","reg_no":"1","phone":"+6123224242","gender":"male","street":"338 George Street","city":"Sydney","postal_code":"2000","state":"NSW","country":"AU"}', tid, counter)
+  return wrk.format("POST", nil, {["content-type"]="application/json", ["app-id"]="sandbox-app", ["secret-key"]="sandbox-secret"}, body)
+end
+"#;
+
+fn wrk(url: &str, connections: u32) -> f64 {
+    let script = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("bench-exec.lua");
+    std::fs::write(&script, WRK_SCRIPT).unwrap();
+    let out = Command::new("wrk").args(["-t2", "-c", &connections.to_string(), "-d", "5s", "-s", script.to_str().unwrap(), url]).output().expect("wrk is needed: apt-get install wrk");
+    let text = String::from_utf8_lossy(&out.stdout);
+    text.lines().find_map(|l| l.strip_prefix("Requests/sec:")).and_then(|v| v.trim().parse().ok()).expect("wrk prints Requests/sec")
+}
+
+fn main() {
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    let start = |config: Config| rt.block_on(async { sandbox::start(tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap(), config).await.unwrap() });
+    let skip_slow = std::env::var("SKIP_SLOW").is_ok();
+
+    // 1. Overhead.
+    let sb = start(Config::default());
+    let dir = setup("overhead", 20_000, &job("1000000/s", 1000, 8));
+    let m = run_payrun(&dir, &sb);
+    assert_eq!(m.code, 0);
+    let payrun_rate = 20_000.0 / m.wall;
+    let wrk_sb = start(Config::default());
+    let wrk_rate = {
+        let _guard = rt.enter();
+        wrk(&format!("{}/v2/contacts", wrk_sb.base_url()), 8)
+    };
+    println!("1. overhead: payrun {payrun_rate:.0} rows/s ({:.2} s for 20,000 rows, {} requests, durable state) vs wrk {wrk_rate:.0} req/s, same endpoint, 8 connections: ratio {:.2} (target >= 0.5)", m.wall, m.requests, payrun_rate / wrk_rate);
+
+    if !skip_slow {
+        // 2. Rate accuracy.
+        let sb = start(Config { faults: Faults { rate_limit: Some(50), ..Faults::default() }, ..Config::default() });
+        let dir = setup("rate", 2_000, &job("50/s", 1, 8));
+        let m = run_payrun(&dir, &sb);
+        println!(
+            "2. rate accuracy: 2,000 rows at a 50/s limit against a sandbox enforcing 50/s: {:.2} s, achieved {:.2} req/s = {:.1}% of 50/s, 429s: {} (target >= 98%, no 429s), exit {}",
+            m.wall,
+            m.requests as f64 / m.wall,
+            100.0 * m.requests as f64 / m.wall / 50.0,
+            m.rate_limited,
+            m.code
+        );
+
+        // 3. Latency hiding.
+        let lat = Duration::from_millis(200);
+        let sb = start(Config { faults: Faults { latency: Some((lat, lat)), ..Faults::default() }, ..Config::default() });
+        let dir = setup("latency", 2_000, &job("100/s", 10, 32));
+        let m = run_payrun(&dir, &sb);
+        println!("3. latency hiding: 200 ms latency, 100/s, concurrency 32: 2,000 rows in {:.2} s = {:.1} rows/s (target >= 95), exit {}", m.wall, 2000.0 / m.wall, m.code);
+    }
+
+    // 4. Resume.
+    let sb = start(Config::default());
+    let dir = setup("resume", 100_000, &job("1000000/s", 1000, 8));
+    let first = run_payrun(&dir, &sb);
+    let again = run_payrun(&dir, &sb);
+    println!(
+        "4. resume: first run of 100,000 rows {:.2} s ({} requests); re-run of the completed job {:.2} s, {} requests (exit {})",
+        first.wall, first.requests, again.wall, again.requests, again.code
+    );
+}
