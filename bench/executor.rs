@@ -65,8 +65,19 @@ fn run_payrun(dir: &Path, sb: &Sandbox) -> Measured {
         .unwrap();
     let wall = t.elapsed().as_secs_f64();
     let conn = rusqlite::Connection::open(dir.join("state.db")).unwrap();
-    let (requests, rate_limited) = conn.query_row("SELECT requests, rate_limited FROM runs ORDER BY id DESC LIMIT 1", [], |r| Ok((r.get(0)?, r.get(1)?))).unwrap();
-    Measured { wall, requests, rate_limited, code: out.status.code().unwrap_or(-1) }
+    let (requests, rate_limited) = conn
+        .query_row(
+            "SELECT requests, rate_limited FROM runs ORDER BY id DESC LIMIT 1",
+            [],
+            |r| Ok((r.get(0)?, r.get(1)?)),
+        )
+        .unwrap();
+    Measured {
+        wall,
+        requests,
+        rate_limited,
+        code: out.status.code().unwrap_or(-1),
+    }
 }
 
 fn setup(name: &str, n: usize, job_text: &str) -> PathBuf {
@@ -92,14 +103,38 @@ end
 fn wrk(url: &str, connections: u32) -> f64 {
     let script = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("bench-exec.lua");
     std::fs::write(&script, WRK_SCRIPT).unwrap();
-    let out = Command::new("wrk").args(["-t2", "-c", &connections.to_string(), "-d", "5s", "-s", script.to_str().unwrap(), url]).output().expect("wrk is needed: apt-get install wrk");
+    let out = Command::new("wrk")
+        .args([
+            "-t2",
+            "-c",
+            &connections.to_string(),
+            "-d",
+            "5s",
+            "-s",
+            script.to_str().unwrap(),
+            url,
+        ])
+        .output()
+        .expect("wrk is needed: apt-get install wrk");
     let text = String::from_utf8_lossy(&out.stdout);
-    text.lines().find_map(|l| l.strip_prefix("Requests/sec:")).and_then(|v| v.trim().parse().ok()).expect("wrk prints Requests/sec")
+    text.lines()
+        .find_map(|l| l.strip_prefix("Requests/sec:"))
+        .and_then(|v| v.trim().parse().ok())
+        .expect("wrk prints Requests/sec")
 }
 
 fn main() {
     let rt = tokio::runtime::Runtime::new().unwrap();
-    let start = |config: Config| rt.block_on(async { sandbox::start(tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap(), config).await.unwrap() });
+    let start = |config: Config| {
+        rt.block_on(async {
+            sandbox::start(
+                tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap(),
+                config,
+            )
+            .await
+            .unwrap()
+        })
+    };
     let skip_slow = std::env::var("SKIP_SLOW").is_ok();
 
     // 1. Overhead.
@@ -113,11 +148,22 @@ fn main() {
         let _guard = rt.enter();
         wrk(&format!("{}/v2/contacts", wrk_sb.base_url()), 8)
     };
-    println!("1. overhead: payrun {payrun_rate:.0} rows/s ({:.2} s for 20,000 rows, {} requests, durable state) vs wrk {wrk_rate:.0} req/s, same endpoint, 8 connections: ratio {:.2} (target >= 0.5)", m.wall, m.requests, payrun_rate / wrk_rate);
+    println!(
+        "1. overhead: payrun {payrun_rate:.0} rows/s ({:.2} s for 20,000 rows, {} requests, durable state) vs wrk {wrk_rate:.0} req/s, same endpoint, 8 connections: ratio {:.2} (target >= 0.5)",
+        m.wall,
+        m.requests,
+        payrun_rate / wrk_rate
+    );
 
     if !skip_slow {
         // 2. Rate accuracy.
-        let sb = start(Config { faults: Faults { rate_limit: Some(50), ..Faults::default() }, ..Config::default() });
+        let sb = start(Config {
+            faults: Faults {
+                rate_limit: Some(50),
+                ..Faults::default()
+            },
+            ..Config::default()
+        });
         let dir = setup("rate", 2_000, &job("50/s", 1, 8));
         let m = run_payrun(&dir, &sb);
         println!(
@@ -131,10 +177,21 @@ fn main() {
 
         // 3. Latency hiding.
         let lat = Duration::from_millis(200);
-        let sb = start(Config { faults: Faults { latency: Some((lat, lat)), ..Faults::default() }, ..Config::default() });
+        let sb = start(Config {
+            faults: Faults {
+                latency: Some((lat, lat)),
+                ..Faults::default()
+            },
+            ..Config::default()
+        });
         let dir = setup("latency", 2_000, &job("100/s", 10, 32));
         let m = run_payrun(&dir, &sb);
-        println!("3. latency hiding: 200 ms latency, 100/s, concurrency 32: 2,000 rows in {:.2} s = {:.1} rows/s (target >= 95), exit {}", m.wall, 2000.0 / m.wall, m.code);
+        println!(
+            "3. latency hiding: 200 ms latency, 100/s, concurrency 32: 2,000 rows in {:.2} s = {:.1} rows/s (target >= 95), exit {}",
+            m.wall,
+            2000.0 / m.wall,
+            m.code
+        );
     }
 
     // 4. Resume.

@@ -254,26 +254,54 @@ pub struct RecordReader {
 
 impl RecordReader {
     pub fn open(path: &Path, delimiter: u8) -> Result<RecordReader, InputError> {
-        let err = |message: String| InputError { path: path.to_path_buf(), line: None, column: None, message };
+        let err = |message: String| InputError {
+            path: path.to_path_buf(),
+            line: None,
+            column: None,
+            message,
+        };
         let mut file = File::open(path).map_err(|e| err(format!("cannot open CSV file: {e}")))?;
         let mut head = [0u8; 3];
-        let n = file.read(&mut head).map_err(|e| err(format!("cannot read CSV file: {e}")))?;
-        let bom = if head[..n] == *BOM { BOM.len() as u64 } else { 0 };
-        let reader = csv::ReaderBuilder::new().delimiter(delimiter).has_headers(false).flexible(true).from_reader(file);
-        Ok(RecordReader { path: path.to_path_buf(), reader, bom })
+        let n = file
+            .read(&mut head)
+            .map_err(|e| err(format!("cannot read CSV file: {e}")))?;
+        let bom = if head[..n] == *BOM {
+            BOM.len() as u64
+        } else {
+            0
+        };
+        let reader = csv::ReaderBuilder::new()
+            .delimiter(delimiter)
+            .has_headers(false)
+            .flexible(true)
+            .from_reader(file);
+        Ok(RecordReader {
+            path: path.to_path_buf(),
+            reader,
+            bom,
+        })
     }
 
     /// The record that starts at `offset` (as csv reported it when planning). After a CRLF
     /// that offset is the '\n' before the record, which csv skips as an empty line.
     pub fn read_at(&mut self, offset: u64, line: u64) -> Result<StringRecord, InputError> {
-        let err = |message: String| InputError { path: self.path.clone(), line: Some(line), column: None, message };
+        let err = |message: String| InputError {
+            path: self.path.clone(),
+            line: Some(line),
+            column: None,
+            message,
+        };
         let mut pos = csv::Position::new();
         pos.set_byte(self.bom + offset);
-        self.reader.seek(pos).map_err(|e| err(format!("cannot read CSV file: {e}")))?;
+        self.reader
+            .seek(pos)
+            .map_err(|e| err(format!("cannot read CSV file: {e}")))?;
         let mut record = StringRecord::new();
         match self.reader.read_record(&mut record) {
             Ok(true) => Ok(record),
-            Ok(false) => Err(err("the row is no longer in the file (it changed since it was planned)".into())),
+            Ok(false) => Err(err(
+                "the row is no longer in the file (it changed since it was planned)".into(),
+            )),
             Err(e) => Err(err(format!("cannot read the row again: {e}"))),
         }
     }

@@ -119,7 +119,9 @@ impl Db {
                 });
             })
         });
-        self.jobs.send(Job::Write(job, durable)).map_err(|_| self.gone())?;
+        self.jobs
+            .send(Job::Write(job, durable))
+            .map_err(|_| self.gone())?;
         rx.await
             .map_err(|_| self.gone())?
             .map_err(|message| StateError::Db {
