@@ -32,6 +32,9 @@ pub async fn run(
         .read(move |c| work::batches_in(c, plan_id, &step_id, &["open", "in_flight"]))
         .await?;
     let states = ctx.db.read(move |c| work::row_states(c, plan_id)).await?;
+    // Each method's mandatory parameters, asked once per run (O2).
+    let mut required: std::collections::HashMap<String, Vec<String>> =
+        std::collections::HashMap::new();
     let mut tasks: JoinSet<Result<(), StateError>> = JoinSet::new();
     for batch in batches {
         if ctx.stopping() {
@@ -64,6 +67,43 @@ pub async fn run(
         }
         if members.is_empty() {
             continue;
+        }
+        if batch.state == "open"
+            && let Some(method) = members[0]
+                .1
+                .get("payout_method_name")
+                .and_then(Value::as_str)
+                .map(str::to_string)
+        {
+            if !required.contains_key(&method) {
+                // Unknown to this provider, or unreachable: the send itself will say.
+                let params = idempotent(ctx, || ctx.client.payout_required_params(&method))
+                    .await
+                    .unwrap_or_default();
+                required.insert(method.clone(), params);
+            }
+            let missing: Vec<&String> = required[&method]
+                .iter()
+                .filter(|p| {
+                    members.iter().any(|(_, m)| {
+                        m.get("payout_method_params")
+                            .and_then(|v| v.get(p.as_str()))
+                            .is_none()
+                    })
+                })
+                .collect();
+            if !missing.is_empty() {
+                let msg = format!(
+                    "payout method {method} needs parameter(s) {}; add them to payout_method_params",
+                    missing
+                        .iter()
+                        .map(|p| p.as_str())
+                        .collect::<Vec<_>>()
+                        .join(", ")
+                );
+                fail_all(ctx, &batch, &members, "MISSING_PARAMS", &msg).await?;
+                continue;
+            }
         }
         while tasks.len() >= 64 {
             if let Some(r) = tasks.join_next().await {

@@ -134,6 +134,21 @@ pub const PAYOUT: &[Method] = &[
             ],
         )
     },
+    Method {
+        min_amount: 100,
+        max_amount: 2_000_000,
+        ..m(
+            "th_bank_thb",
+            "THB",
+            "฿",
+            "Thai bank transfer",
+            &[
+                ("bank_code", "string:Mandatory Bank Code"),
+                ("account_number", "string:Mandatory Bank Account Number"),
+                ("account_name", "string:Mandatory Account Holder Name"),
+            ],
+        )
+    },
 ];
 
 pub const PAYIN: &[Method] = &[

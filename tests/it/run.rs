@@ -533,3 +533,42 @@ fn dry_run_lists_what_would_be_sent_and_changes_nothing() {
         "no state is written"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn missing_method_parameters_are_caught_before_sending() {
+    // th_bank_thb is unknown to payrun's own catalogue: only the provider's required-fields
+    // endpoint can tell that bank_code is mandatory.
+    let job = job_text(10, "")
+        .replace("currency: AUD", "currency: THB")
+        .replace(
+            "payout_method_name: au_bank_aud",
+            "payout_method_name: th_bank_thb",
+        )
+        .replace(
+            r#"payout_method_params: { bsb: "062000", "#,
+            "payout_method_params: { ",
+        );
+    let s = start(fast(Faults::default())).await;
+    let setup = Setup::new(&job, &people(2));
+    let report = setup.run(&s, false).await;
+    assert_eq!(report.exit_code, 1);
+    let conn = rusqlite::Connection::open(setup.path("state.db")).unwrap();
+    let (code, msg): (String, String) = conn
+        .query_row(
+            "SELECT error_code, error_message FROM items WHERE step = 'pay' LIMIT 1",
+            [],
+            |r| Ok((r.get(0)?, r.get(1)?)),
+        )
+        .unwrap();
+    assert_eq!(code, "MISSING_PARAMS");
+    assert!(
+        msg.contains("th_bank_thb needs parameter(s) bank_code"),
+        "{msg}"
+    );
+    assert!(
+        ledger(&s).await["requests"]
+            .get("POST /api/v2/payouts")
+            .is_none(),
+        "no payout was sent"
+    );
+}

@@ -147,6 +147,26 @@ impl HelloClever {
         .await
     }
 
+    /// `GET /v2/payouts/payout_method/params?payout_method_name=`: the method's mandatory
+    /// parameters (descriptors `"string:Mandatory ..."`).
+    pub async fn payout_required_params(&self, method: &str) -> Result<Vec<String>, CallError> {
+        let v: Value = self
+            .send(
+                self.request(Method::GET, "/v2/payouts/payout_method/params")
+                    .query(&[("payout_method_name", method)]),
+            )
+            .await?;
+        let params = v["record"]["payout_method_params"]
+            .as_object()
+            .cloned()
+            .unwrap_or_default();
+        Ok(params
+            .into_iter()
+            .filter(|(_, d)| d.as_str().is_some_and(|d| d.contains("Mandatory")))
+            .map(|(k, _)| k)
+            .collect())
+    }
+
     /// `POST /v2/payouts`.
     pub async fn create_payout(&self, body: &Value) -> Result<PayoutBatch, CallError> {
         self.send(self.request(Method::POST, "/v2/payouts").json(body))
