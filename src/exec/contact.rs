@@ -13,6 +13,11 @@ use std::sync::Arc;
 use tokio::task::JoinSet;
 use tokio::time::Instant;
 
+/// Intents are committed for this many items at once. An item whose intent is written
+/// but whose request never left (a crash in between) is in doubt for the next run, which
+/// asks the provider before sending: correct, at the price of a lookup.
+pub(super) const INTENT_CHUNK: usize = 64;
+
 pub async fn run(
     job: &Job,
     si: usize,
@@ -27,19 +32,28 @@ pub async fn run(
         .await?;
     let items = split_ready(job, si, step, ctx, items).await?;
     let mut tasks = JoinSet::new();
-    for item in items {
+    for chunk in items.chunks(INTENT_CHUNK) {
         if ctx.stopping() {
             break;
         }
-        let payload = match rows.payload(si, &item) {
-            Ok(p) => p,
-            Err(e) => {
-                unreadable(ctx, &item, e).await?;
-                continue;
+        let mut ready = Vec::with_capacity(chunk.len());
+        for item in chunk {
+            match rows.payload(si, item) {
+                Ok(p) => ready.push((item.clone(), p)),
+                Err(e) => unreadable(ctx, item, e).await?,
             }
-        };
-        throttle(&mut tasks, ctx).await?;
-        tasks.spawn(process(ctx.clone(), item, payload));
+        }
+        // One durable commit for the intents of the chunk, just before its requests start.
+        let ids: Vec<i64> = ready
+            .iter()
+            .filter(|(i, _)| i.state != "in_flight")
+            .map(|(i, _)| i.id)
+            .collect();
+        ctx.db.write(move |c| work::mark_in_flight(c, &ids)).await?;
+        for (item, payload) in ready {
+            throttle(&mut tasks, ctx).await?;
+            tasks.spawn(process(ctx.clone(), item, payload));
+        }
     }
     drain(&mut tasks).await
 }
@@ -191,6 +205,8 @@ async fn process(
     let body = Value::Object(payload.clone());
     let started = Instant::now();
     let mut in_doubt = item.state == "in_flight";
+    // A pending item's first intent was committed with its chunk.
+    let mut intent_written = !in_doubt;
     let mut attempt = 0u32;
     loop {
         if in_doubt {
@@ -209,10 +225,13 @@ async fn process(
             }
         }
         attempt += 1;
-        let id = item.id;
-        ctx.db
-            .write(move |c| work::mark_in_flight(c, &[id]))
-            .await?;
+        if !intent_written {
+            let id = item.id;
+            ctx.db
+                .write(move |c| work::mark_in_flight(c, &[id]))
+                .await?;
+        }
+        intent_written = false;
         let slot = ctx.pacer.permit().await;
         let result = ctx.client.create_contact(&body).await;
         drop(slot);
