@@ -1,7 +1,7 @@
 //! Contacts: create; when the contact exists already, bring it to the row's values (or
 //! leave it when equal). In doubt, the contact is looked up by email before any resend.
 
-use super::{Ctx, RowSource, RunError, split_ready};
+use super::{Ctx, Next, RowSource, RunError, split_ready};
 use crate::job::{Job, Step};
 use crate::provider::error::{CallError, Verdict};
 use crate::provider::helloclever::wire::Contact;
@@ -246,30 +246,19 @@ async fn process(
                 Err(lookup) => ctx.outcome(item.id, failed(&lookup)).await,
             };
         }
-        match e.verdict() {
-            Verdict::Reject => return ctx.outcome(item.id, failed(&e)).await,
-            Verdict::Retry {
-                maybe_applied,
-                after,
-            } => {
-                if e.is_rate_limited() {
-                    ctx.pacer.rate_limited(after);
-                }
-                let out_of_time = started.elapsed() > ctx.pacer.max_elapsed();
-                if attempt >= ctx.pacer.attempts() || out_of_time || ctx.stopping() {
-                    if maybe_applied {
-                        // Left in flight: in doubt until the next run asks the provider.
-                        return Ok(());
-                    }
-                    let mut o = failed(&e);
+        match ctx.after_failure(&e, attempt, started).await {
+            Next::Retry { in_doubt: d } => in_doubt = d,
+            // Left in flight: in doubt until the next run asks the provider.
+            Next::InDoubt => return Ok(()),
+            Next::Fail => {
+                let mut o = failed(&e);
+                if e.verdict() != Verdict::Reject {
                     o.error_message = Some(format!(
                         "gave up after {attempt} attempts: {}",
                         o.error_message.unwrap_or_default()
                     ));
-                    return ctx.outcome(item.id, o).await;
                 }
-                tokio::time::sleep(ctx.pacer.delay(attempt, after)).await;
-                in_doubt = maybe_applied;
+                return ctx.outcome(item.id, o).await;
             }
         }
     }

@@ -3,9 +3,8 @@
 //! timeout is `blocked`; the next run polls it again (it is never submitted twice).
 
 use super::contact::{drain, failed, idempotent, throttle, unreadable};
-use super::{Ctx, RowSource, RunError, split_ready};
+use super::{Ctx, Next, RowSource, RunError, split_ready};
 use crate::job::{Job, Step};
-use crate::provider::error::Verdict;
 use crate::provider::helloclever::client::Upload;
 use crate::provider::helloclever::wire::Contact;
 use crate::state::StateError;
@@ -196,27 +195,10 @@ async fn process(
             Ok(_) => return ctx.outcome(item.id, submitted("pending")).await,
             Err(e) => e,
         };
-        match e.verdict() {
-            Verdict::Reject => return ctx.outcome(item.id, failed(&e)).await,
-            Verdict::Retry {
-                maybe_applied,
-                after,
-            } => {
-                if e.is_rate_limited() {
-                    ctx.pacer.rate_limited(after);
-                }
-                if attempt >= ctx.pacer.attempts()
-                    || started.elapsed() > ctx.pacer.max_elapsed()
-                    || ctx.stopping()
-                {
-                    if maybe_applied {
-                        return Ok(());
-                    }
-                    return ctx.outcome(item.id, failed(&e)).await;
-                }
-                tokio::time::sleep(ctx.pacer.delay(attempt, after)).await;
-                in_doubt = maybe_applied;
-            }
+        match ctx.after_failure(&e, attempt, started).await {
+            Next::Retry { in_doubt: d } => in_doubt = d,
+            Next::InDoubt => return Ok(()),
+            Next::Fail => return ctx.outcome(item.id, failed(&e)).await,
         }
     }
 }

@@ -66,7 +66,53 @@ pub struct Ctx {
     pub poll_cap: Option<std::time::Duration>,
 }
 
+/// What to do after a failed attempt.
+pub(crate) enum Next {
+    /// Wait done; try again (asking the provider first when it may have been applied).
+    Retry { in_doubt: bool },
+    /// Out of attempts, and it may have been applied: leave it in flight for the next run.
+    InDoubt,
+    /// Refused, or out of attempts and surely not applied.
+    Fail,
+}
+
 impl Ctx {
+    /// Decides, in one place for every step, what a failed attempt leads to: a 429 holds
+    /// every sender; retries wait with backoff; exhausted attempts either fail the item or,
+    /// when the request may have been applied, leave it in doubt.
+    pub(crate) async fn after_failure(
+        &self,
+        e: &crate::provider::error::CallError,
+        attempt: u32,
+        started: tokio::time::Instant,
+    ) -> Next {
+        use crate::provider::error::Verdict;
+        match e.verdict() {
+            Verdict::Reject => Next::Fail,
+            Verdict::Retry {
+                maybe_applied,
+                after,
+            } => {
+                if e.is_rate_limited() {
+                    self.pacer.rate_limited(after);
+                }
+                let exhausted = attempt >= self.pacer.attempts()
+                    || started.elapsed() > self.pacer.max_elapsed()
+                    || self.stopping();
+                match (exhausted, maybe_applied) {
+                    (true, true) => Next::InDoubt,
+                    (true, false) => Next::Fail,
+                    (false, _) => {
+                        tokio::time::sleep(self.pacer.delay(attempt, after)).await;
+                        Next::Retry {
+                            in_doubt: maybe_applied,
+                        }
+                    }
+                }
+            }
+        }
+    }
+
     pub fn poll_every(&self, configured: std::time::Duration) -> std::time::Duration {
         self.poll_cap.map_or(configured, |cap| configured.min(cap))
     }

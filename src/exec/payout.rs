@@ -3,9 +3,9 @@
 //! looks for that external id before sending again — the provider does not deduplicate.
 
 use super::contact::{failed, idempotent, unreadable};
-use super::{Ctx, RowSource, RunError, ready};
+use super::{Ctx, Next, RowSource, RunError, ready};
 use crate::job::{Job, Step};
-use crate::provider::error::{CallError, Verdict};
+use crate::provider::error::CallError;
 use crate::provider::helloclever::wire::PayoutBatch;
 use crate::state::StateError;
 use crate::state::work::{self, Outcome, WorkBatch, WorkItem};
@@ -202,8 +202,10 @@ async fn send(
             Ok(created) => return record(&ctx, &batch, &members, &created).await,
             Err(e) => e,
         };
-        match e.verdict() {
-            Verdict::Reject => {
+        match ctx.after_failure(&e, attempt, started).await {
+            Next::Retry { in_doubt: d } => in_doubt = d,
+            Next::InDoubt => return Ok(()),
+            Next::Fail => {
                 let o = failed(&e);
                 return fail_all(
                     &ctx,
@@ -213,33 +215,6 @@ async fn send(
                     &o.error_message.unwrap_or_default(),
                 )
                 .await;
-            }
-            Verdict::Retry {
-                maybe_applied,
-                after,
-            } => {
-                if e.is_rate_limited() {
-                    ctx.pacer.rate_limited(after);
-                }
-                if attempt >= ctx.pacer.attempts()
-                    || started.elapsed() > ctx.pacer.max_elapsed()
-                    || ctx.stopping()
-                {
-                    if maybe_applied {
-                        return Ok(());
-                    }
-                    let o = failed(&e);
-                    return fail_all(
-                        &ctx,
-                        &batch,
-                        &members,
-                        &o.error_code.unwrap_or_default(),
-                        &o.error_message.unwrap_or_default(),
-                    )
-                    .await;
-                }
-                tokio::time::sleep(ctx.pacer.delay(attempt, after)).await;
-                in_doubt = maybe_applied;
             }
         }
     }

@@ -14,7 +14,6 @@ use rust_decimal::Decimal;
 use std::borrow::Cow;
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::hash::BuildHasherDefault;
-use std::path::PathBuf;
 
 /// One step's work for one row, as planned.
 #[derive(Debug, Clone)]
@@ -87,19 +86,7 @@ pub fn check_rows(
 ) -> Result<CheckSummary, InputError> {
     let src = CsvSource::open(&job.input.csv, job.input.delimiter, &job.input.key)?;
     let size_hint = std::fs::metadata(&job.input.csv).map_or(0, |m| m.len());
-    let checker = RowChecker {
-        job,
-        rules: job.steps.iter().map(StepRules::new).collect(),
-        csv_dir: job
-            .input
-            .csv
-            .parent()
-            .map(PathBuf::from)
-            .unwrap_or_default(),
-        today: chrono::Utc::now().date_naive(),
-        build,
-        keep_full: false,
-    };
+    let checker = RowChecker::new(job, build, false);
     let mut merger = Merger {
         job,
         on_error,

@@ -138,19 +138,7 @@ pub struct Renderer<'a> {
 impl<'a> Renderer<'a> {
     pub fn new(job: &'a Job) -> Renderer<'a> {
         Renderer {
-            checker: rows::RowChecker {
-                job,
-                rules: job.steps.iter().map(rows::StepRules::new).collect(),
-                csv_dir: job
-                    .input
-                    .csv
-                    .parent()
-                    .map(PathBuf::from)
-                    .unwrap_or_default(),
-                today: chrono::Utc::now().date_naive(),
-                build: true,
-                keep_full: true,
-            },
+            checker: rows::RowChecker::new(job, true, true),
         }
     }
 

@@ -110,6 +110,24 @@ impl RowErrors<'_> {
     }
 }
 
+impl<'a> RowChecker<'a> {
+    pub(super) fn new(job: &'a Job, build: bool, keep_full: bool) -> RowChecker<'a> {
+        RowChecker {
+            job,
+            rules: job.steps.iter().map(StepRules::new).collect(),
+            csv_dir: job
+                .input
+                .csv
+                .parent()
+                .map(PathBuf::from)
+                .unwrap_or_default(),
+            today: chrono::Utc::now().date_naive(),
+            build,
+            keep_full,
+        }
+    }
+}
+
 impl RowChecker<'_> {
     /// Reports a problem with a field's value, naming the CSV column it came from when it
     /// came from exactly one, and the step field otherwise.
