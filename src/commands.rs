@@ -97,6 +97,19 @@ fn plan_cmd(args: &JobArgs, state: Option<&std::path::Path>) -> i32 {
     let state_path = state
         .map(std::path::Path::to_path_buf)
         .unwrap_or_else(|| plan::default_state_path(&job));
+    // Planning changes items: not while a run of this job and scope may be sending them.
+    if state_path.exists()
+        && let Ok(st) = crate::state::State::open(&state_path)
+        && let Ok(Some(plan_id)) =
+            crate::state::work::plan_id(st.connection(), &job.name, &job.scope)
+        && let Ok(Some(h)) = crate::state::work::live_holder(st.connection(), plan_id)
+    {
+        eprintln!(
+            "error: a run of '{}' scope '{}' is in progress: run {} (pid {} on {}, started {}); plan again when it ends",
+            job.name, job.scope, h.run_id, h.pid, h.host, h.started_at
+        );
+        return exit::LOCKED;
+    }
     match plan::plan(&job, &state_path, &mut error_printer()) {
         Err(PlanError::Invalid(summary)) => {
             eprintln!(

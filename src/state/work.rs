@@ -42,26 +42,35 @@ fn alive(pid: i64) -> bool {
     std::path::Path::new(&format!("/proc/{pid}")).exists()
 }
 
+fn holder(conn: &Connection, plan_id: i64) -> rusqlite::Result<Option<Holder>> {
+    conn.query_row(
+        "SELECT run_id, pid, host, started_at FROM locks WHERE plan_id = ?1",
+        [plan_id],
+        |r| {
+            Ok(Holder {
+                run_id: r.get(0)?,
+                pid: r.get(1)?,
+                host: r.get(2)?,
+                started_at: r.get(3)?,
+            })
+        },
+    )
+    .optional()
+}
+
+/// The holder of a plan's lock, if it is alive (or on another host, which cannot be checked).
+pub fn live_holder(conn: &Connection, plan_id: i64) -> rusqlite::Result<Option<Holder>> {
+    let holder = holder(conn, plan_id)?;
+    Ok(holder.filter(|h| h.host != host_name() || alive(h.pid)))
+}
+
 /// Starts a run and takes the plan's lock, in one transaction. A lock held by a live
 /// process (or by another host, which cannot be checked) is refused; a lock whose holder
 /// died is taken over.
 pub fn start_run(conn: &Connection, plan_id: i64) -> rusqlite::Result<Result<i64, Holder>> {
     let pid = i64::from(std::process::id());
     let host = host_name();
-    let holder: Option<Holder> = conn
-        .query_row(
-            "SELECT run_id, pid, host, started_at FROM locks WHERE plan_id = ?1",
-            [plan_id],
-            |r| {
-                Ok(Holder {
-                    run_id: r.get(0)?,
-                    pid: r.get(1)?,
-                    host: r.get(2)?,
-                    started_at: r.get(3)?,
-                })
-            },
-        )
-        .optional()?;
+    let holder = holder(conn, plan_id)?;
     if let Some(h) = holder {
         if h.host != host || (alive(h.pid) && h.pid != pid) {
             return Ok(Err(h));

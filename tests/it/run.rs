@@ -410,6 +410,18 @@ async fn a_second_run_is_refused_while_one_holds_the_lock() {
         "{stderr}"
     );
     assert_eq!(api(ledger(&s).await), before, "nothing was sent");
+    // `plan` waits for the run too: it would change the items being sent.
+    let plan = std::process::Command::new(env!("CARGO_BIN_EXE_payrun"))
+        .args(["plan", "job.yaml", "--state", "state.db"])
+        .current_dir(setup.dir.path())
+        .output()
+        .unwrap();
+    assert_eq!(
+        plan.status.code(),
+        Some(3),
+        "{}",
+        String::from_utf8_lossy(&plan.stderr)
+    );
     // A lock whose holder is dead is taken over.
     conn.execute("UPDATE locks SET pid = 999999999", [])
         .unwrap();
