@@ -46,13 +46,16 @@ pub fn build_item(
                         Value::String(hex(&Sha256::digest(&bytes))),
                     );
                 }
-                let masked = if field.spec.sensitive {
-                    redact::mask_tail(&v)
-                } else {
-                    v.clone()
-                };
+                // Rendering to send needs no display copy.
+                if !keep_full {
+                    let masked = if field.spec.sensitive {
+                        redact::mask_tail(&v)
+                    } else {
+                        v.clone()
+                    };
+                    shown.insert(name.into(), Value::String(masked));
+                }
                 full.insert(name.into(), Value::String(v));
-                shown.insert(name.into(), Value::String(masked));
             }
             Rendered::Map(entries) => {
                 let mut f = Map::new();
