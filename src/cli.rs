@@ -22,6 +22,9 @@ pub enum Command {
     Run(RunArgs),
     /// Show a job's items by step and state, its last runs and any item in doubt.
     Status(PlanArgs),
+    /// Write (again) a run's reports from the state database: results.csv, summary.json,
+    /// junit.xml, into report.dir/<job>/<scope>/<run id>/ and latest/.
+    Report(ReportArgs),
     /// Run the local Hello Clever emulator (for tests, demos and dry rehearsals).
     Sandbox(SandboxArgs),
 }
@@ -41,6 +44,15 @@ pub struct RunArgs {
     /// change no state.
     #[arg(long, conflicts_with = "sandbox")]
     pub dry_run: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct ReportArgs {
+    #[command(flatten)]
+    pub plan: PlanArgs,
+    /// The run to report on (default: the latest).
+    #[arg(long)]
+    pub run: Option<i64>,
 }
 
 #[derive(Debug, Args)]

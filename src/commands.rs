@@ -16,6 +16,7 @@ pub fn run(cli: Cli) -> i32 {
         Command::Sandbox(args) => sandbox(args),
         Command::Run(args) => run_cmd(&args),
         Command::Status(args) => status_cmd(&args.job, args.state.as_deref()),
+        Command::Report(args) => report_cmd(&args),
     }
 }
 
@@ -318,6 +319,7 @@ fn run_cmd(args: &crate::cli::RunArgs) -> i32 {
     rt.block_on(async {
         let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
         watch_signals(stop.clone());
+        let state_path_for_report = state_path.clone();
         let mut opts = crate::exec::RunOptions { state_path, base_url: None, credentials: None, retry_failed: args.retry_failed, stop, poll_cap: None };
         let _sandbox = if args.sandbox {
             let config = crate::sandbox::Config {
@@ -347,6 +349,11 @@ fn run_cmd(args: &crate::cli::RunArgs) -> i32 {
         match crate::exec::run(&job, opts, &mut error_printer()).await {
             Ok(report) => {
                 print_run(&job, &report);
+                match crate::report::write(&job, &state_path_for_report, Some(report.run_id)) {
+                    Ok(dir) => println!("  reports: {}", dir.display()),
+                    // The run itself is recorded; the reports can be written again.
+                    Err(e) => eprintln!("warning: reports not written ({e}); `payrun report` writes them from state"),
+                }
                 report.exit_code
             }
             Err(crate::exec::RunError::Locked(h)) => {
@@ -500,6 +507,32 @@ fn status_cmd(args: &JobArgs, state: Option<&std::path::Path>) -> i32 {
     })();
     match result {
         Ok(()) => exit::SUCCESS,
+        Err(e) => {
+            eprintln!("error: {e}");
+            exit::FATAL
+        }
+    }
+}
+
+fn report_cmd(args: &crate::cli::ReportArgs) -> i32 {
+    let job = match load(&args.plan.job) {
+        Ok(j) => j,
+        Err(code) => return code,
+    };
+    let state_path = args
+        .plan
+        .state
+        .clone()
+        .unwrap_or_else(|| plan::default_state_path(&job));
+    match crate::report::write(&job, &state_path, args.run) {
+        Ok(dir) => {
+            println!("reports written to {}", dir.display());
+            exit::SUCCESS
+        }
+        Err(crate::report::ReportError::NotFound(m)) => {
+            eprintln!("error: {m}");
+            exit::INVALID_INPUT
+        }
         Err(e) => {
             eprintln!("error: {e}");
             exit::FATAL

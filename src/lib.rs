@@ -13,6 +13,7 @@ pub mod job;
 pub mod plan;
 pub mod provider;
 pub mod redact;
+pub mod report;
 pub mod sandbox;
 pub mod state;
 pub mod template;

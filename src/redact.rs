@@ -38,6 +38,33 @@ pub fn for_display(name: &str, value: &str) -> String {
     }
 }
 
+/// Masks what may be an account or document number in free text (a provider's message, an
+/// error): every run of 7 or more digits keeps only its last 3. (payrun's own messages mask
+/// at the source; this is the backstop for text from elsewhere. Shorter runs are mostly
+/// amounts and limits, which readers need.)
+pub fn scrub(text: &str) -> String {
+    let mut out = String::with_capacity(text.len());
+    let mut digits = String::new();
+    let flush = |digits: &mut String, out: &mut String| {
+        if digits.len() >= 7 {
+            out.push_str(&mask_tail(digits));
+        } else {
+            out.push_str(digits);
+        }
+        digits.clear();
+    };
+    for c in text.chars() {
+        if c.is_ascii_digit() {
+            digits.push(c);
+        } else {
+            flush(&mut digits, &mut out);
+            out.push(c);
+        }
+    }
+    flush(&mut digits, &mut out);
+    out
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -48,6 +75,20 @@ mod tests {
         assert_eq!(mask_tail("PA1234567"), "******567");
         assert_eq!(mask_tail("abc"), "***");
         assert_eq!(mask_tail(""), "");
+    }
+
+    #[test]
+    fn scrubbing_free_text() {
+        assert_eq!(
+            scrub("account 12345678 rejected"),
+            "account *****678 rejected"
+        );
+        assert_eq!(scrub("row 42, amount 1500.00"), "row 42, amount 1500.00");
+        assert_eq!(
+            scrub("between 1 and 100000 AUD"),
+            "between 1 and 100000 AUD"
+        );
+        assert_eq!(scrub("PA1234567"), "PA****567");
     }
 
     #[test]

@@ -2,6 +2,7 @@
 
 mod faults;
 mod plan;
+mod report;
 mod run;
 mod sandbox;
 mod sandbox_support;

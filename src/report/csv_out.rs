@@ -1,0 +1,118 @@
+//! results.csv: one line per input row, every step's status and provider ids, the money,
+//! attempts and the first error. Safe to open in a spreadsheet: cells that would start a
+//! formula are neutralised.
+
+use super::{Report, StepResult};
+use crate::job::steps::StepKind;
+use crate::redact;
+
+/// Prefixes a cell a spreadsheet would run as a formula (`= + - @`, tab, CR) with `'`.
+pub fn neutralise(cell: &str) -> String {
+    if cell.starts_with(['=', '+', '-', '@', '\t', '\r']) {
+        format!("'{cell}")
+    } else {
+        cell.to_string()
+    }
+}
+
+pub fn results_csv(r: &Report) -> String {
+    let mut header: Vec<String> = vec!["key".into(), "line".into()];
+    for (id, kind) in &r.steps {
+        header.push(format!("{id}_status"));
+        match kind {
+            StepKind::Contact => header.push(format!("{id}_email")),
+            StepKind::Kyc => header.push(format!("{id}_kyc_status")),
+            StepKind::Payout => {
+                for col in ["batch_uuid", "transaction_uuid", "transaction_status"] {
+                    header.push(format!("{id}_{col}"));
+                }
+            }
+        }
+    }
+    header.extend(
+        [
+            "amount",
+            "currency",
+            "attempts",
+            "error_code",
+            "error_message",
+            "updated_at",
+        ]
+        .map(String::from),
+    );
+    let mut w = csv::Writer::from_writer(Vec::new());
+    let _ = w.write_record(&header);
+    for row in &r.rows {
+        let mut rec: Vec<String> = vec![row.key.clone(), row.line.to_string()];
+        let opt = |v: &Option<String>| v.clone().unwrap_or_default();
+        let mut amount = (String::new(), String::new());
+        let mut attempts = 0;
+        let mut error: Option<(String, String)> = None;
+        let mut updated = String::new();
+        for ((id, kind), s) in r.steps.iter().zip(&row.steps) {
+            let empty = StepResult {
+                status: String::new(),
+                provider_ref: None,
+                provider_status: None,
+                batch_ref: None,
+                amount: None,
+                currency: None,
+                attempts: 0,
+                error_code: None,
+                error_message: None,
+                updated_at: String::new(),
+            };
+            let s = s.as_ref().unwrap_or(&empty);
+            rec.push(s.status.clone());
+            match kind {
+                StepKind::Contact => rec.push(opt(&s.provider_ref)),
+                StepKind::Kyc => rec.push(opt(&s.provider_status)),
+                StepKind::Payout => {
+                    rec.push(opt(&s.batch_ref));
+                    rec.push(opt(&s.provider_ref));
+                    rec.push(opt(&s.provider_status));
+                    if let (Some(a), Some(c)) = (s.amount, &s.currency)
+                        && amount.0.is_empty()
+                    {
+                        amount = (a.to_string(), c.clone());
+                    }
+                }
+            }
+            attempts += s.attempts;
+            if error.is_none()
+                && let Some(m) = &s.error_message
+            {
+                error = Some((opt(&s.error_code), format!("{id}: {m}")));
+            }
+            if s.updated_at > updated {
+                updated = s.updated_at.clone();
+            }
+        }
+        let (code, message) = error.unwrap_or_default();
+        rec.extend([
+            amount.0,
+            amount.1,
+            attempts.to_string(),
+            code,
+            redact::scrub(&message),
+            updated,
+        ]);
+        let _ = w.write_record(rec.iter().map(|c| neutralise(c)));
+    }
+    String::from_utf8(w.into_inner().unwrap_or_default()).unwrap_or_default()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::neutralise;
+
+    #[test]
+    fn formula_cells_are_neutralised() {
+        for bad in ["=HYPERLINK(\"x\")", "+61", "-5", "@SUM(A1)", "\tx", "\rx"] {
+            assert!(neutralise(bad).starts_with('\''), "{bad}");
+        }
+        for ok in ["E1001", "1500.00", "a=b", "ann@example.com"] {
+            assert_eq!(neutralise(ok), ok);
+        }
+    }
+}

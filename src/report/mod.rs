@@ -1,0 +1,286 @@
+//! Reports: what happened to every row and every dollar, built from the state database
+//! alone (so `payrun report` regenerates any run's files exactly). One model, [`Report`],
+//! feeds every writer: results.csv, summary.json, junit.xml.
+
+mod csv_out;
+mod junit;
+mod summary;
+
+use crate::job::Job;
+use crate::job::steps::StepKind;
+use rusqlite::{Connection, OptionalExtension, params};
+use rust_decimal::Decimal;
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+
+/// The version of summary.json's schema (see the README).
+pub const SUMMARY_SCHEMA: u32 = 1;
+
+/// One step of one row, as the report shows it.
+#[derive(Debug, Clone)]
+pub struct StepResult {
+    /// succeeded | failed | blocked | skipped | conflict | pending (in doubt shows as pending
+    /// with its reason)
+    pub status: String,
+    pub provider_ref: Option<String>,
+    pub provider_status: Option<String>,
+    pub batch_ref: Option<String>,
+    pub amount: Option<Decimal>,
+    pub currency: Option<String>,
+    pub attempts: u32,
+    pub error_code: Option<String>,
+    pub error_message: Option<String>,
+    pub updated_at: String,
+}
+
+/// One input row.
+#[derive(Debug, Clone)]
+pub struct RowResult {
+    pub key: String,
+    pub line: u64,
+    /// By step index; `None` when the row has no item for that step.
+    pub steps: Vec<Option<StepResult>>,
+}
+
+/// The run a report is about.
+#[derive(Debug, Clone, Default)]
+pub struct RunInfo {
+    pub id: i64,
+    pub started_at: String,
+    pub ended_at: Option<String>,
+    pub exit_code: Option<i32>,
+    pub requests: u64,
+    pub retries: u64,
+    pub rate_limited: u64,
+    pub in_doubt_resolved: u64,
+}
+
+/// Money per currency.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Totals {
+    pub planned: Decimal,
+    pub sent: Decimal,
+    pub completed: Decimal,
+    pub failed: Decimal,
+}
+
+#[derive(Debug, Clone)]
+pub struct Report {
+    pub job: String,
+    pub scope: String,
+    pub steps: Vec<(String, StepKind)>,
+    pub run: RunInfo,
+    pub rows: Vec<RowResult>,
+    pub totals: BTreeMap<String, Totals>,
+}
+
+/// Why a report could not be made.
+#[derive(Debug, thiserror::Error)]
+pub enum ReportError {
+    #[error(transparent)]
+    State(#[from] crate::state::StateError),
+    #[error("{0}")]
+    NotFound(String),
+    #[error("cannot write {path}: {source}")]
+    Write {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+}
+
+fn status_of(state: &str, conflict: bool, provider_status: Option<&str>) -> String {
+    if conflict {
+        return "conflict".into();
+    }
+    match state {
+        "succeeded" | "failed" | "blocked" | "skipped" => state.into(),
+        // Sent, outcome unknown: it is pending until the next run asks the provider.
+        "in_flight" => "pending".into(),
+        _ if provider_status == Some("failed") => "failed".into(),
+        _ => "pending".into(),
+    }
+}
+
+impl Report {
+    /// Builds the report of run `run_id` (the latest when `None`) from the state database.
+    pub fn load(
+        conn: &Connection,
+        job: &Job,
+        run_id: Option<i64>,
+    ) -> Result<Report, rusqlite::Error> {
+        let plan_id: Option<i64> = crate::state::work::plan_id(conn, &job.name, &job.scope)?;
+        let plan_id = plan_id.unwrap_or(-1);
+        let run = conn
+            .query_row(
+                "SELECT id, started_at, ended_at, exit_code, requests, retries, rate_limited, in_doubt_resolved FROM runs
+                 WHERE plan_id = ?1 AND (?2 IS NULL OR id = ?2) ORDER BY id DESC LIMIT 1",
+                params![plan_id, run_id],
+                |r| {
+                    Ok(RunInfo {
+                        id: r.get(0)?,
+                        started_at: r.get(1)?,
+                        ended_at: r.get(2)?,
+                        exit_code: r.get(3)?,
+                        requests: r.get::<_, i64>(4)? as u64,
+                        retries: r.get::<_, i64>(5)? as u64,
+                        rate_limited: r.get::<_, i64>(6)? as u64,
+                        in_doubt_resolved: r.get::<_, i64>(7)? as u64,
+                    })
+                },
+            )
+            .optional()?
+            .unwrap_or_default();
+        let steps: Vec<(String, StepKind)> =
+            job.steps.iter().map(|s| (s.id.clone(), s.kind)).collect();
+        let mut rows: BTreeMap<(u64, String), RowResult> = BTreeMap::new();
+        let mut totals: BTreeMap<String, Totals> = BTreeMap::new();
+        let mut stmt = conn.prepare(
+            "SELECT i.row_key, i.row_line, i.step_index, i.state, i.conflict_hash IS NOT NULL, i.provider_ref, i.provider_status,
+                    b.provider_ref, i.amount, i.currency, i.attempts, i.error_code, i.error_message, i.updated_at, i.step
+             FROM items i LEFT JOIN batches b ON b.id = i.batch_id WHERE i.plan_id = ?1 ORDER BY i.row_line, i.id",
+        )?;
+        let mut q = stmt.query([plan_id])?;
+        while let Some(r) = q.next()? {
+            let (key, line, si): (String, i64, i64) = (r.get(0)?, r.get(1)?, r.get(2)?);
+            let state: String = r.get(3)?;
+            let provider_status: Option<String> = r.get(6)?;
+            let amount: Option<Decimal> =
+                r.get::<_, Option<String>>(8)?.and_then(|a| a.parse().ok());
+            let currency: Option<String> = r.get(9)?;
+            let step_id: String = r.get(14)?;
+            // Rows of steps no longer in the job are left out.
+            let Some(si) = steps
+                .iter()
+                .position(|(id, _)| *id == step_id)
+                .or(usize::try_from(si).ok().filter(|i| *i < steps.len()))
+            else {
+                continue;
+            };
+            let result = StepResult {
+                status: status_of(&state, r.get(4)?, provider_status.as_deref()),
+                provider_ref: r.get(5)?,
+                provider_status: provider_status.clone(),
+                batch_ref: r.get(7)?,
+                amount,
+                currency: currency.clone(),
+                attempts: r.get::<_, i64>(10)? as u32,
+                error_code: r.get(11)?,
+                error_message: r.get(12)?,
+                updated_at: r.get(13)?,
+            };
+            if steps[si].1 == StepKind::Payout
+                && result.status != "skipped"
+                && let (Some(a), Some(c)) = (amount, &currency)
+            {
+                let t = totals.entry(c.clone()).or_default();
+                t.planned += a;
+                if matches!(state.as_str(), "succeeded" | "in_flight") {
+                    t.sent += a;
+                }
+                if provider_status.as_deref() == Some("completed") {
+                    t.completed += a;
+                }
+                if result.status == "failed" {
+                    t.failed += a;
+                }
+            }
+            let row = rows
+                .entry((line as u64, key.clone()))
+                .or_insert_with(|| RowResult {
+                    key,
+                    line: line as u64,
+                    steps: vec![None; steps.len()],
+                });
+            row.steps[si] = Some(result);
+        }
+        Ok(Report {
+            job: job.name.clone(),
+            scope: job.scope.clone(),
+            steps,
+            run,
+            rows: rows.into_values().collect(),
+            totals,
+        })
+    }
+
+    /// Counts by step and status.
+    pub fn counts(&self) -> BTreeMap<String, BTreeMap<String, u64>> {
+        let mut out: BTreeMap<String, BTreeMap<String, u64>> = BTreeMap::new();
+        for row in &self.rows {
+            for (si, s) in row.steps.iter().enumerate() {
+                if let Some(s) = s {
+                    *out.entry(self.steps[si].0.clone())
+                        .or_default()
+                        .entry(s.status.clone())
+                        .or_default() += 1;
+                }
+            }
+        }
+        out
+    }
+}
+
+/// Where a run's reports go: `report.dir/<job>/<scope>/<run id>/`.
+pub fn run_dir(job: &Job, run_id: i64) -> PathBuf {
+    job.report
+        .dir
+        .join(&job.name)
+        .join(&job.scope)
+        .join(run_id.to_string())
+}
+
+/// Writes the job's report formats for a run (the latest when `None`) into its directory,
+/// and the same files into `latest/` beside it. Returns the run's directory.
+pub fn write(job: &Job, state_path: &Path, run_id: Option<i64>) -> Result<PathBuf, ReportError> {
+    let state = crate::state::State::open(state_path)?;
+    let report = Report::load(state.connection(), job, run_id).map_err(|e| state.err(e))?;
+    if report.run.id == 0 {
+        return Err(ReportError::NotFound(match run_id {
+            Some(id) => format!(
+                "run {id} of '{}' scope '{}' is not in {}",
+                job.name,
+                job.scope,
+                state_path.display()
+            ),
+            None => format!(
+                "'{}' scope '{}' has no run yet in {}",
+                job.name,
+                job.scope,
+                state_path.display()
+            ),
+        }));
+    }
+    let dir = run_dir(job, report.run.id);
+    let latest = job
+        .report
+        .dir
+        .join(&job.name)
+        .join(&job.scope)
+        .join("latest");
+    let mut files: Vec<(&str, String)> = Vec::new();
+    for format in &job.report.formats {
+        match format.as_str() {
+            "csv" => files.push(("results.csv", csv_out::results_csv(&report))),
+            "json" => files.push(("summary.json", summary::summary_json(&report))),
+            "junit" => files.push(("junit.xml", junit::junit_xml(&report))),
+            // The HTML page is not built yet (issue 5 continues).
+            _ => {}
+        }
+    }
+    for d in [&dir, &latest] {
+        std::fs::create_dir_all(d).map_err(|source| ReportError::Write {
+            path: d.clone(),
+            source,
+        })?;
+        for (name, content) in &files {
+            let path = d.join(name);
+            // Written under a temporary name and renamed: a reader never sees half a file.
+            let tmp = d.join(format!(".{name}.tmp"));
+            std::fs::write(&tmp, content)
+                .and_then(|()| std::fs::rename(&tmp, &path))
+                .map_err(|source| ReportError::Write { path, source })?;
+        }
+    }
+    Ok(dir)
+}

@@ -1,0 +1,51 @@
+//! summary.json: the run in numbers, with a versioned schema (see the README).
+
+use super::{Report, SUMMARY_SCHEMA};
+use serde_json::{Map, Value, json};
+
+pub fn summary_json(r: &Report) -> String {
+    let parse = |t: &str| chrono::DateTime::parse_from_rfc3339(t).ok();
+    let duration = match (
+        parse(&r.run.started_at),
+        r.run.ended_at.as_deref().and_then(parse),
+    ) {
+        (Some(a), Some(b)) => ((b - a).num_milliseconds() as f64 / 1000.0).max(0.0),
+        _ => 0.0,
+    };
+    let counts: Map<String, Value> = r
+        .counts()
+        .into_iter()
+        .map(|(step, by)| (step, json!(by)))
+        .collect();
+    let totals: Map<String, Value> = r
+        .totals
+        .iter()
+        .map(|(ccy, t)| {
+            (ccy.clone(), json!({"planned": t.planned.to_string(), "sent": t.sent.to_string(), "completed": t.completed.to_string(), "failed": t.failed.to_string()}))
+        })
+        .collect();
+    let rate = if duration > 0.0 {
+        (r.run.requests as f64 / duration * 100.0).round() / 100.0
+    } else {
+        0.0
+    };
+    let v = json!({
+        "schema": SUMMARY_SCHEMA,
+        "run_id": r.run.id,
+        "job": r.job,
+        "scope": r.scope,
+        "started_at": r.run.started_at,
+        "ended_at": r.run.ended_at,
+        "duration_seconds": duration,
+        "exit_code": r.run.exit_code,
+        "rows": r.rows.len(),
+        "counts": counts,
+        "totals": totals,
+        "requests": r.run.requests,
+        "retries": r.run.retries,
+        "rate_limited": r.run.rate_limited,
+        "in_doubt_resolved": r.run.in_doubt_resolved,
+        "achieved_request_rate": rate,
+    });
+    serde_json::to_string_pretty(&v).unwrap_or_default() + "\n"
+}
