@@ -44,6 +44,10 @@ pub struct RunArgs {
     /// change no state.
     #[arg(long, conflicts_with = "sandbox")]
     pub dry_run: bool,
+    /// Write Prometheus text-format metrics of the run here (node_exporter textfile
+    /// collector: e.g. /var/lib/node_exporter/textfile/payrun.prom).
+    #[arg(long, value_name = "PATH")]
+    pub metrics_file: Option<std::path::PathBuf>,
 }
 
 #[derive(Debug, Args)]

@@ -354,6 +354,11 @@ fn run_cmd(args: &crate::cli::RunArgs) -> i32 {
                     // The run itself is recorded; the reports can be written again.
                     Err(e) => eprintln!("warning: reports not written ({e}); `payrun report` writes them from state"),
                 }
+                if let Some(path) = &args.metrics_file
+                    && let Err(e) = crate::report::write_metrics(&job, &state_path_for_report, Some(report.run_id), path)
+                {
+                    eprintln!("warning: metrics not written: {e}");
+                }
                 report.exit_code
             }
             Err(crate::exec::RunError::Locked(h)) => {

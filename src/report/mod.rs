@@ -4,6 +4,7 @@
 
 mod csv_out;
 mod junit;
+mod metrics;
 mod summary;
 
 use crate::job::Job;
@@ -283,4 +284,22 @@ pub fn write(job: &Job, state_path: &Path, run_id: Option<i64>) -> Result<PathBu
         }
     }
     Ok(dir)
+}
+
+/// Writes Prometheus text-format metrics of a run (the latest when `None`) to `path`.
+pub fn write_metrics(
+    job: &Job,
+    state_path: &Path,
+    run_id: Option<i64>,
+    path: &Path,
+) -> Result<(), ReportError> {
+    let state = crate::state::State::open(state_path)?;
+    let report = Report::load(state.connection(), job, run_id).map_err(|e| state.err(e))?;
+    let tmp = path.with_extension("prom.tmp");
+    std::fs::write(&tmp, metrics::metrics(&report))
+        .and_then(|()| std::fs::rename(&tmp, path))
+        .map_err(|source| ReportError::Write {
+            path: path.to_path_buf(),
+            source,
+        })
 }

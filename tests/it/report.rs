@@ -148,6 +148,22 @@ async fn reports_show_every_row_safely_and_regenerate_identically() {
     assert!(junit.contains("<failure type=\"CONFLICT\""), "{junit}");
     assert!(junit.contains("name=\"=SUM(1) (line 5)\""), "{junit}");
 
+    // Prometheus metrics for the textfile collector.
+    let prom = dir.path().join("payrun.prom");
+    payrun::report::write_metrics(&job, &state, Some(second.run_id), &prom).unwrap();
+    let prom = std::fs::read_to_string(prom).unwrap();
+    assert!(
+        prom.contains(
+            "payrun_rows{job=\"mixed\",scope=\"2026-11\",step=\"pay\",status=\"failed\"} 1"
+        ),
+        "{prom}"
+    );
+    assert!(
+        prom.contains("payrun_last_run_success{job=\"mixed\",scope=\"2026-11\"} 0"),
+        "{prom}"
+    );
+    assert!(prom.contains("payrun_amount{job=\"mixed\",scope=\"2026-11\",currency=\"AUD\",kind=\"failed\"} 150000.00"), "{prom}");
+
     // Regenerated from state: the same files.
     let again = payrun::report::write(&job, &state, Some(second.run_id)).unwrap();
     for f in ["results.csv", "summary.json", "junit.xml"] {
