@@ -3,6 +3,7 @@
 //! feeds every writer: results.csv, summary.json, junit.xml.
 
 mod csv_out;
+mod html;
 mod junit;
 mod metrics;
 mod summary;
@@ -265,7 +266,7 @@ pub fn write(job: &Job, state_path: &Path, run_id: Option<i64>) -> Result<PathBu
             "csv" => files.push(("results.csv", csv_out::results_csv(&report))),
             "json" => files.push(("summary.json", summary::summary_json(&report))),
             "junit" => files.push(("junit.xml", junit::junit_xml(&report))),
-            // The HTML page is not built yet (issue 5 continues).
+            "html" => files.push(("report.html", html::report_html(&report))),
             _ => {}
         }
     }

@@ -41,7 +41,7 @@ steps:
       amount: "{{ row.amount }}"
       payout_method_params: { bsb: "062000", account_number: "{{ row.account }}", account_name: "{{ row.first }} Lee" }
     wait: { until: completed, timeout: 10s, poll: 100ms }
-report: { dir: out, formats: [csv, json, junit] }
+report: { dir: out, formats: [csv, json, junit, html] }
 "#;
 
 const ROWS: &str = "id,first,email,token,amount,account\n\
@@ -166,7 +166,27 @@ async fn reports_show_every_row_safely_and_regenerate_identically() {
 
     // Regenerated from state: the same files.
     let again = payrun::report::write(&job, &state, Some(second.run_id)).unwrap();
-    for f in ["results.csv", "summary.json", "junit.xml"] {
+    let html = std::fs::read_to_string(run_dir.join("report.html")).unwrap();
+    assert!(
+        html.contains("<td class=\"num\">150000.00</td>"),
+        "failed total on the page"
+    );
+    assert!(
+        html.contains("Needs a look (3)"),
+        "R1 conflict, R2 blocked, R3 failed"
+    );
+    assert!(
+        !html.contains("<script src")
+            && !html.contains("<link")
+            && !html.contains("http://")
+            && !html.contains("https://"),
+        "self-contained"
+    );
+    assert!(
+        html.contains("&#39;=SUM(1)") || html.contains("=SUM(1)"),
+        "keys are shown, escaped"
+    );
+    for f in ["results.csv", "summary.json", "junit.xml", "report.html"] {
         assert_eq!(
             std::fs::read(run_dir.join(f)).unwrap(),
             std::fs::read(again.join(f)).unwrap(),

@@ -1,0 +1,216 @@
+//! report.html: one self-contained page (no external assets; works offline): headline
+//! totals per currency, status counts with an inline SVG chart, the rows that need a look
+//! first, then every row in a table that filters as you type.
+
+use super::{Report, StepResult};
+use crate::redact;
+use std::fmt::Write;
+
+fn esc(s: &str) -> String {
+    s.replace('&', "&amp;")
+        .replace('<', "&lt;")
+        .replace('>', "&gt;")
+        .replace('"', "&quot;")
+        .replace('\'', "&#39;")
+}
+
+const STYLE: &str = "body{font:14px system-ui,sans-serif;margin:2em;color:#222}h1{font-size:1.4em}table{border-collapse:collapse;margin:1em 0}\
+td,th{border:1px solid #ccc;padding:4px 8px;text-align:left}th{background:#f4f4f4}.succeeded{color:#176b2c}.failed,.conflict{color:#b00020;font-weight:bold}\
+.blocked,.pending{color:#8a5a00}.skipped{color:#777}input{padding:4px;width:20em}.num{text-align:right;font-variant-numeric:tabular-nums}";
+
+const COLOURS: [(&str, &str); 6] = [
+    ("succeeded", "#2e9e4f"),
+    ("failed", "#d33"),
+    ("conflict", "#a0c"),
+    ("blocked", "#e0a030"),
+    ("pending", "#ccb000"),
+    ("skipped", "#bbb"),
+];
+
+const SCRIPT: &str = "document.getElementById('filter').addEventListener('input',function(e){var q=e.target.value.toLowerCase();\
+var rows=document.querySelectorAll('#rows tbody tr');for(var i=0;i<rows.length;i++){rows[i].style.display=rows[i].textContent.toLowerCase().indexOf(q)>=0?'':'none';}});";
+
+fn chart(r: &Report) -> String {
+    let counts = r.counts();
+    let total_rows = r.rows.len().max(1) as f64;
+    let mut svg = String::new();
+    let height = 28 * r.steps.len() + 10;
+    let _ = write!(
+        svg,
+        "<svg width=\"640\" height=\"{height}\" role=\"img\" aria-label=\"rows by step and status\">"
+    );
+    for (i, (step, _)) in r.steps.iter().enumerate() {
+        let y = 5 + i * 28;
+        let _ = write!(
+            svg,
+            "<text x=\"0\" y=\"{}\" font-size=\"12\">{}</text>",
+            y + 15,
+            esc(step)
+        );
+        let mut x = 100.0;
+        if let Some(by) = counts.get(step) {
+            for (status, colour) in COLOURS {
+                let n = by.get(status).copied().unwrap_or(0);
+                if n == 0 {
+                    continue;
+                }
+                let w = 520.0 * n as f64 / total_rows;
+                let _ = write!(
+                    svg,
+                    "<rect x=\"{x:.1}\" y=\"{y}\" width=\"{w:.1}\" height=\"20\" fill=\"{colour}\"><title>{status}: {n}</title></rect>"
+                );
+                x += w;
+            }
+        }
+    }
+    svg.push_str("</svg>");
+    svg
+}
+
+fn cell(s: &Option<StepResult>) -> String {
+    match s {
+        None => "<td></td>".into(),
+        Some(s) => {
+            let detail = s
+                .provider_status
+                .clone()
+                .or_else(|| s.provider_ref.clone())
+                .unwrap_or_default();
+            format!(
+                "<td class=\"{}\">{}{}</td>",
+                esc(&s.status),
+                esc(&s.status),
+                if detail.is_empty() {
+                    String::new()
+                } else {
+                    format!(" <small>{}</small>", esc(&detail))
+                }
+            )
+        }
+    }
+}
+
+pub fn report_html(r: &Report) -> String {
+    let mut h = String::new();
+    let title = format!("payrun: {} {} run {}", r.job, r.scope, r.run.id);
+    let _ = write!(
+        h,
+        "<!DOCTYPE html><html lang=\"en\"><head><meta charset=\"utf-8\"><title>{}</title><style>{STYLE}</style></head><body>",
+        esc(&title)
+    );
+    let _ = write!(
+        h,
+        "<h1>{}</h1><p>Started {} — ended {} — exit code {}</p>",
+        esc(&title),
+        esc(&r.run.started_at),
+        esc(r.run.ended_at.as_deref().unwrap_or("(running)")),
+        r.run.exit_code.map_or("-".into(), |c| c.to_string())
+    );
+    h.push_str("<h2>Totals</h2><table id=\"totals\"><thead><tr><th>Currency</th><th>Planned</th><th>Sent</th><th>Completed</th><th>Failed</th></tr></thead><tbody>");
+    for (ccy, t) in &r.totals {
+        let _ = write!(
+            h,
+            "<tr><td>{}</td><td class=\"num\">{}</td><td class=\"num\">{}</td><td class=\"num\">{}</td><td class=\"num\">{}</td></tr>",
+            esc(ccy),
+            t.planned,
+            t.sent,
+            t.completed,
+            t.failed
+        );
+    }
+    h.push_str("</tbody></table><h2>Rows by step and status</h2><table id=\"counts\"><thead><tr><th>Step</th>");
+    for (status, _) in COLOURS {
+        let _ = write!(h, "<th>{status}</th>");
+    }
+    h.push_str("</tr></thead><tbody>");
+    let counts = r.counts();
+    for (step, _) in &r.steps {
+        let _ = write!(h, "<tr><td>{}</td>", esc(step));
+        for (status, _) in COLOURS {
+            let n = counts
+                .get(step)
+                .and_then(|b| b.get(status))
+                .copied()
+                .unwrap_or(0);
+            let _ = write!(h, "<td class=\"num\">{n}</td>");
+        }
+        h.push_str("</tr>");
+    }
+    h.push_str("</tbody></table>");
+    h.push_str(&chart(r));
+    let attention: Vec<_> = r
+        .rows
+        .iter()
+        .filter(|row| {
+            row.steps.iter().flatten().any(|s| {
+                matches!(
+                    s.status.as_str(),
+                    "failed" | "conflict" | "blocked" | "pending"
+                )
+            })
+        })
+        .collect();
+    let _ = write!(h, "<h2>Needs a look ({})</h2>", attention.len());
+    if !attention.is_empty() {
+        h.push_str("<table id=\"attention\"><thead><tr><th>Row</th><th>Line</th><th>Step</th><th>Status</th><th>Reason</th></tr></thead><tbody>");
+        for row in &attention {
+            for ((step, _), s) in r.steps.iter().zip(&row.steps) {
+                let Some(s) = s else { continue };
+                if !matches!(
+                    s.status.as_str(),
+                    "failed" | "conflict" | "blocked" | "pending"
+                ) {
+                    continue;
+                }
+                let reason = match s.status.as_str() {
+                    "conflict" => {
+                        "the row changed after it was sent; it is not sent again".to_string()
+                    }
+                    "pending" if s.error_message.is_none() => {
+                        "not sent yet, or sent and awaiting confirmation".to_string()
+                    }
+                    _ => redact::scrub(s.error_message.as_deref().unwrap_or("")),
+                };
+                let _ = write!(
+                    h,
+                    "<tr><td>{}</td><td class=\"num\">{}</td><td>{}</td><td class=\"{}\">{}</td><td>{}</td></tr>",
+                    esc(&row.key),
+                    row.line,
+                    esc(step),
+                    esc(&s.status),
+                    esc(&s.status),
+                    esc(&reason)
+                );
+            }
+        }
+        h.push_str("</tbody></table>");
+    }
+    h.push_str("<h2>All rows</h2><p><label>Filter: <input id=\"filter\" type=\"search\" placeholder=\"key, status, email…\"></label></p><table id=\"rows\"><thead><tr><th>Row</th><th>Line</th>");
+    for (step, _) in &r.steps {
+        let _ = write!(h, "<th>{}</th>", esc(step));
+    }
+    h.push_str("<th>Amount</th></tr></thead><tbody>");
+    for row in &r.rows {
+        let _ = write!(
+            h,
+            "<tr><td>{}</td><td class=\"num\">{}</td>",
+            esc(&row.key),
+            row.line
+        );
+        for s in &row.steps {
+            h.push_str(&cell(s));
+        }
+        let amount = row
+            .steps
+            .iter()
+            .flatten()
+            .find_map(|s| {
+                s.amount
+                    .map(|a| format!("{a} {}", s.currency.clone().unwrap_or_default()))
+            })
+            .unwrap_or_default();
+        let _ = write!(h, "<td class=\"num\">{}</td></tr>", esc(&amount));
+    }
+    let _ = writeln!(h, "</tbody></table><script>{SCRIPT}</script></body></html>");
+    h
+}
