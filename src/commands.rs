@@ -8,13 +8,37 @@ use crate::job::{self, Job, LoadOptions};
 use crate::plan::{self, CheckSummary, PlanError};
 use std::io::Write;
 
+/// Sets up log lines on stderr. On a terminal, `run` shows progress bars instead of info
+/// lines; colour only on a terminal and never with NO_COLOR set.
+fn init_logging(format: crate::cli::LogFormat, quiet: bool) -> bool {
+    use std::io::IsTerminal;
+    let terminal = std::io::stderr().is_terminal();
+    let bars = terminal && !quiet && format == crate::cli::LogFormat::Text;
+    let level = if quiet || bars {
+        tracing::Level::WARN
+    } else {
+        tracing::Level::INFO
+    };
+    let colour = terminal && std::env::var_os("NO_COLOR").is_none_or(|v| v.is_empty());
+    let builder = tracing_subscriber::fmt()
+        .with_writer(std::io::stderr)
+        .with_max_level(level)
+        .with_target(false);
+    let _ = match format {
+        crate::cli::LogFormat::Text => builder.with_ansi(colour).try_init(),
+        crate::cli::LogFormat::Json => builder.json().with_ansi(false).try_init(),
+    };
+    bars
+}
+
 /// Runs a parsed command line and returns the process exit code.
 pub fn run(cli: Cli) -> i32 {
+    let bars = init_logging(cli.log_format, cli.quiet);
     match cli.command {
         Command::Validate(args) => validate(&args),
         Command::Plan(args) => plan_cmd(&args.job, args.state.as_deref()),
         Command::Sandbox(args) => sandbox(args),
-        Command::Run(args) => run_cmd(&args),
+        Command::Run(args) => run_cmd(&args, bars, cli.quiet),
         Command::Status(args) => status_cmd(&args.job, args.state.as_deref()),
         Command::Report(args) => report_cmd(&args),
     }
@@ -277,7 +301,7 @@ fn watch_signals(stop: std::sync::Arc<std::sync::atomic::AtomicBool>) {
     });
 }
 
-fn run_cmd(args: &crate::cli::RunArgs) -> i32 {
+fn run_cmd(args: &crate::cli::RunArgs, bars: bool, quiet: bool) -> i32 {
     let job = match load(&args.plan.job) {
         Ok(j) => j,
         Err(code) => return code,
@@ -320,7 +344,7 @@ fn run_cmd(args: &crate::cli::RunArgs) -> i32 {
         let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
         watch_signals(stop.clone());
         let state_path_for_report = state_path.clone();
-        let mut opts = crate::exec::RunOptions { state_path, base_url: None, credentials: None, retry_failed: args.retry_failed, stop, poll_cap: None };
+        let mut opts = crate::exec::RunOptions { state_path, base_url: None, credentials: None, retry_failed: args.retry_failed, stop, poll_cap: None, show_progress: bars };
         let _sandbox = if args.sandbox {
             let config = crate::sandbox::Config {
                 kyc_delay: std::time::Duration::from_millis(500),
@@ -338,7 +362,7 @@ fn run_cmd(args: &crate::cli::RunArgs) -> i32 {
                     return exit::FATAL;
                 }
             };
-            eprintln!("using the embedded sandbox at {}", sb.base_url());
+            tracing::info!(url = %sb.base_url(), "using the embedded sandbox");
             opts.base_url = Some(sb.base_url());
             opts.credentials = Some((config.app_id.clone(), config.secret_key.clone()));
             opts.poll_cap = Some(std::time::Duration::from_millis(200));
@@ -348,9 +372,12 @@ fn run_cmd(args: &crate::cli::RunArgs) -> i32 {
         };
         match crate::exec::run(&job, opts, &mut error_printer()).await {
             Ok(report) => {
-                print_run(&job, &report);
+                if !quiet {
+                    print_run(&job, &report);
+                }
                 match crate::report::write(&job, &state_path_for_report, Some(report.run_id)) {
-                    Ok(dir) => println!("  reports: {}", dir.display()),
+                    Ok(dir) if !quiet => println!("  reports: {}", dir.display()),
+                    Ok(_) => {}
                     // The run itself is recorded; the reports can be written again.
                     Err(e) => eprintln!("warning: reports not written ({e}); `payrun report` writes them from state"),
                 }

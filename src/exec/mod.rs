@@ -16,6 +16,7 @@ mod dry;
 mod kyc;
 pub mod pace;
 mod payout;
+pub mod progress;
 
 pub use dry::dry_run;
 
@@ -64,6 +65,7 @@ pub struct Ctx {
     pub stop: Arc<AtomicBool>,
     /// Polls no less often than this (the embedded sandbox moves statuses in seconds).
     pub poll_cap: Option<std::time::Duration>,
+    pub progress: Option<progress::Progress>,
 }
 
 /// What to do after a failed attempt.
@@ -122,7 +124,15 @@ impl Ctx {
     }
 
     pub async fn outcome(&self, id: i64, o: Outcome) -> Result<(), StateError> {
+        self.tick(1);
         self.db.record(move |c| work::set_outcome(c, id, &o)).await
+    }
+
+    /// Moves the progress bar, when there is one.
+    pub fn tick(&self, n: u64) {
+        if let Some(p) = &self.progress {
+            p.inc(n);
+        }
     }
 }
 
@@ -138,6 +148,8 @@ pub struct RunOptions {
     pub stop: Arc<AtomicBool>,
     /// Caps the job's poll intervals (used with the embedded sandbox).
     pub poll_cap: Option<std::time::Duration>,
+    /// Show progress bars (a terminal, not --quiet).
+    pub show_progress: bool,
 }
 
 /// Resolves the provider settings `run` needs; a missing variable is an error naming it.
@@ -217,7 +229,13 @@ pub async fn run(
         plan_id,
         stop: opts.stop.clone(),
         poll_cap: opts.poll_cap,
+        progress: if opts.show_progress {
+            progress::Progress::for_terminal()
+        } else {
+            None
+        },
     });
+    tracing::info!(run = run_id, job = %job.name, scope = %job.scope, "run started");
     // Planning happens under the lock: no other run can be sending while items change.
     let planned =
         tokio::task::block_in_place(|| crate::plan::plan(job, &opts.state_path, on_error));
@@ -253,6 +271,15 @@ pub async fn run(
         },
     };
     let stats = ctx.pacer.stats.snapshot();
+    tracing::info!(
+        run = run_id,
+        exit_code,
+        requests = stats.requests,
+        retries = stats.retries,
+        rate_limited = stats.rate_limited,
+        in_doubt_resolved = stats.in_doubt_resolved,
+        "run finished"
+    );
     let recorded = stats.clone();
     db.write(move |c| work::finish_run(c, plan_id, run_id, exit_code, &recorded))
         .await?;
@@ -284,11 +311,24 @@ pub async fn execute(job: &Job, ctx: Arc<Ctx>, retry_failed: bool) -> Result<i32
         if ctx.stopping() {
             break;
         }
+        let (step_id, states) = (step.id.clone(), ["pending", "in_flight", "blocked"]);
+        let todo = ctx
+            .db
+            .read(move |c| work::items_in(c, plan_id, &step_id, &states).map(|v| v.len() as u64))
+            .await?;
+        tracing::info!(step = %step.id, items = todo, "step started");
+        if let Some(p) = &ctx.progress {
+            p.start(&step.id, todo);
+        }
         match step.kind {
             StepKind::Contact => contact::run(job, si, step, &ctx, &mut rows).await?,
             StepKind::Kyc => kyc::run(job, si, step, &ctx, &mut rows).await?,
             StepKind::Payout => payout::run(job, si, step, &ctx, &mut rows).await?,
         }
+        if let Some(p) = &ctx.progress {
+            p.finish();
+        }
+        log_step_end(&ctx, &step.id).await?;
     }
     if ctx.stopping() {
         return Ok(crate::exit::INTERRUPTED);
@@ -302,6 +342,36 @@ pub async fn execute(job: &Job, ctx: Arc<Ctx>, retry_failed: bool) -> Result<i32
     } else {
         crate::exit::ROWS_FAILED
     })
+}
+
+/// Logs a step's end: its counts, and every row that failed or is blocked, with why.
+async fn log_step_end(ctx: &Ctx, step: &str) -> Result<(), StateError> {
+    let (plan_id, step_id) = (ctx.plan_id, step.to_string());
+    let rows: Vec<(String, String, Option<String>, Option<String>)> = ctx
+        .db
+        .read(move |c| {
+            let mut st = c.prepare("SELECT row_key, state, error_code, error_message FROM items WHERE plan_id = ?1 AND step = ?2 AND state IN ('failed', 'blocked', 'in_flight') ORDER BY row_line")?;
+            st.query_map(rusqlite::params![plan_id, step_id], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?)))?.collect()
+        })
+        .await?;
+    for (row, state, code, message) in rows.iter().take(200) {
+        let message = crate::redact::scrub(message.as_deref().unwrap_or(""));
+        let state = if state == "in_flight" {
+            "in doubt"
+        } else {
+            state.as_str()
+        };
+        tracing::warn!(step, row = %row, state, code = code.as_deref().unwrap_or(""), "{message}");
+    }
+    if rows.len() > 200 {
+        tracing::warn!(
+            step,
+            "… and {} more rows that need a look (see the report)",
+            rows.len() - 200
+        );
+    }
+    tracing::info!(step, needing_a_look = rows.len(), "step finished");
+    Ok(())
 }
 
 /// Rows read back from the CSV and rendered again, checked against what was planned.

@@ -309,6 +309,7 @@ async fn record(
             )
         })
         .collect();
+    ctx.tick(updates.len() as u64);
     // The batch and all its rows in one transaction.
     ctx.db
         .record(move |c| {

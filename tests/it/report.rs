@@ -83,6 +83,7 @@ async fn reports_show_every_row_safely_and_regenerate_identically() {
         retry_failed: false,
         stop: Arc::new(AtomicBool::new(false)),
         poll_cap: None,
+        show_progress: false,
     };
     let first = run(&job, opts(), &mut |e| panic!("{e}")).await.unwrap();
     assert_eq!(first.exit_code, 1);

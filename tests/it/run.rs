@@ -120,6 +120,7 @@ impl Setup {
             retry_failed,
             stop: Arc::new(AtomicBool::new(false)),
             poll_cap: Some(Duration::from_millis(100)),
+            show_progress: false,
         };
         run(&job, opts, &mut |e| panic!("unexpected input error: {e}"))
             .await
@@ -182,6 +183,7 @@ async fn example_payroll_end_to_end() {
         retry_failed: false,
         stop: Arc::new(AtomicBool::new(false)),
         poll_cap: Some(Duration::from_millis(100)),
+        show_progress: false,
     };
     let report = run(&job, opts(&dir.path().join("s.db")), &mut |e| panic!("{e}"))
         .await
