@@ -381,6 +381,11 @@ fn run_cmd(args: &crate::cli::RunArgs, bars: bool, quiet: bool) -> i32 {
                     // The run itself is recorded; the reports can be written again.
                     Err(e) => eprintln!("warning: reports not written ({e}); `payrun report` writes them from state"),
                 }
+                match crate::report::notify(&job, &state_path_for_report, report.run_id, report.exit_code).await {
+                    Ok(true) => tracing::info!("run summary posted to the notify webhook"),
+                    Ok(false) => {}
+                    Err(e) => tracing::warn!("notify: {e}"),
+                }
                 if let Some(path) = &args.metrics_file
                     && let Err(e) = crate::report::write_metrics(&job, &state_path_for_report, Some(report.run_id), path)
                 {

@@ -130,6 +130,7 @@ impl<'a> Builder<'a> {
         let limits = self.limits(c.limits);
         let input = self.input(&c.input, &dir);
         let report = self.report(c.report, &dir);
+        let notify = c.notify.as_ref().and_then(|n| self.notify(n));
 
         // The scope partitions state: render it before the step templates that may use it.
         let scope = match &c.scope {
@@ -195,6 +196,7 @@ impl<'a> Builder<'a> {
             input,
             steps,
             report,
+            notify,
             header,
             templates,
         })
@@ -415,6 +417,35 @@ impl<'a> Builder<'a> {
             dir: dir.join(r.dir.as_deref().unwrap_or("reports")),
             formats,
         }
+    }
+
+    fn notify(&mut self, n: &config::NotifyConfig) -> Option<super::Notify> {
+        let always = match n.when.as_deref() {
+            None | Some("failures") => false,
+            Some("always") => true,
+            Some(other) => {
+                self.err(
+                    &["notify", "when"],
+                    format!("notify.when must be failures or always (got '{other}')"),
+                );
+                return None;
+            }
+        };
+        let unresolved = n.webhook_url.contains("${");
+        if !unresolved
+            && !(n.webhook_url.starts_with("https://") || n.webhook_url.starts_with("http://"))
+        {
+            self.err(
+                &["notify", "webhook_url"],
+                "notify.webhook_url must be an http:// or https:// URL",
+            );
+            return None;
+        }
+        Some(super::Notify {
+            url: n.webhook_url.clone(),
+            always,
+            unresolved,
+        })
     }
 
     fn steps(

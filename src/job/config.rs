@@ -21,6 +21,19 @@ pub struct JobConfig {
     pub steps: Vec<StepConfig>,
     #[serde(default)]
     pub report: Option<ReportConfig>,
+    #[serde(default)]
+    pub notify: Option<NotifyConfig>,
+}
+
+/// Where to send the run's summary. The URL is resolved only when a run needs it (webhook
+/// URLs often carry a token), like provider credentials.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct NotifyConfig {
+    pub webhook_url: String,
+    /// `failures` (default) or `always`.
+    #[serde(default)]
+    pub when: Option<String>,
 }
 
 /// A YAML scalar accepted where payrun wants text (`period: 2026-11`, `count: 5`).

@@ -40,6 +40,7 @@ pub struct Job {
     pub input: Input,
     pub steps: Vec<Step>,
     pub report: Report,
+    pub notify: Option<Notify>,
     pub header: Arc<Header>,
     pub templates: Templates,
 }
@@ -125,6 +126,24 @@ pub struct Wait {
     pub until: String,
     pub timeout: Duration,
     pub poll: Duration,
+}
+
+/// Where a run's summary is posted, and when.
+#[derive(Clone)]
+pub struct Notify {
+    /// As written when a variable in it was unset (then `run` warns and skips it).
+    pub url: String,
+    pub always: bool,
+    pub unresolved: bool,
+}
+
+impl std::fmt::Debug for Notify {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        // The URL may hold a token: never in Debug output.
+        f.debug_struct("Notify")
+            .field("always", &self.always)
+            .finish_non_exhaustive()
+    }
 }
 
 #[derive(Debug, Clone)]
@@ -256,8 +275,11 @@ fn interpolate_tree(
         Value::String(s) => match env::interpolate(s, env) {
             Ok(Interpolated::Done(out)) => *s = out,
             Ok(Interpolated::Missing(names)) => {
-                let in_provider = path.first().is_some_and(|p| p == "provider")
-                    && path.get(1).is_some_and(|k| k != "kind");
+                // Credentials and the webhook URL are only needed by `run`.
+                let in_provider = (path.first().is_some_and(|p| p == "provider")
+                    && path.get(1).is_some_and(|k| k != "kind"))
+                    || (path.first().is_some_and(|p| p == "notify")
+                        && path.get(1).is_some_and(|k| k == "webhook_url"));
                 for name in names {
                     let needle = format!("${{{name}");
                     let d = Diagnostic::new(

@@ -304,3 +304,61 @@ pub fn write_metrics(
             source,
         })
 }
+
+/// Posts the run's summary (summary.json) to `notify.webhook_url` when the job asks for it:
+/// after a run with failures, or after every run with `when: always`. Three attempts; it
+/// never changes the run's exit code. Returns whether a summary was delivered.
+pub async fn notify(
+    job: &Job,
+    state_path: &Path,
+    run_id: i64,
+    exit_code: i32,
+) -> Result<bool, String> {
+    let Some(n) = &job.notify else {
+        return Ok(false);
+    };
+    if !n.always && exit_code == crate::exit::SUCCESS {
+        return Ok(false);
+    }
+    if n.unresolved {
+        return Err("notify.webhook_url has an unset variable; no notification sent".into());
+    }
+    let body = {
+        let state = crate::state::State::open(state_path).map_err(|e| e.to_string())?;
+        let report =
+            Report::load(state.connection(), job, Some(run_id)).map_err(|e| e.to_string())?;
+        summary::summary_json(&report)
+    };
+    let http = crate::provider::http::client(std::time::Duration::from_secs(10), 1)
+        .map_err(|e| e.to_string())?;
+    let mut last = String::new();
+    for attempt in 0..3u32 {
+        if attempt > 0 {
+            tokio::time::sleep(std::time::Duration::from_millis(500 * 2u64.pow(attempt))).await;
+        }
+        match http
+            .post(&n.url)
+            .header("content-type", "application/json")
+            .body(body.clone())
+            .send()
+            .await
+        {
+            Ok(r) if r.status().is_success() => return Ok(true),
+            // The URL is not part of the message: it may carry a token.
+            Ok(r) => last = format!("the webhook answered HTTP {}", r.status().as_u16()),
+            Err(e) => {
+                last = format!(
+                    "the webhook could not be reached ({})",
+                    if e.is_timeout() {
+                        "timeout"
+                    } else if e.is_connect() {
+                        "connection refused or failed"
+                    } else {
+                        "transport error"
+                    }
+                )
+            }
+        }
+    }
+    Err(last)
+}

@@ -586,3 +586,78 @@ async fn missing_method_parameters_are_caught_before_sending() {
         "no payout was sent"
     );
 }
+
+/// A webhook receiver on 127.0.0.1:0 that records bodies and answers `status`.
+async fn hook(status: u16) -> (String, Arc<std::sync::Mutex<Vec<String>>>) {
+    let seen = Arc::new(std::sync::Mutex::new(Vec::new()));
+    let store = seen.clone();
+    let app = axum::Router::new().route(
+        "/hook",
+        axum::routing::post(move |body: String| {
+            let store = store.clone();
+            async move {
+                store.lock().unwrap().push(body);
+                axum::http::StatusCode::from_u16(status).unwrap()
+            }
+        }),
+    );
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!("http://{}/hook", listener.local_addr().unwrap());
+    tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
+    (url, seen)
+}
+
+fn run_with_hook(setup: &Setup, s: &Sandbox, url: &str) -> std::process::Output {
+    let mut cmd = std::process::Command::new(env!("CARGO_BIN_EXE_payrun"));
+    cmd.args(["run", "job.yaml", "--state", "state.db"])
+        .current_dir(setup.dir.path())
+        .env("HOOK_URL", url);
+    for (k, v) in setup.env(s) {
+        cmd.env(k, v);
+    }
+    cmd.output().unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_webhook_gets_the_summary_of_runs_with_failures_and_never_changes_the_exit_code() {
+    let s = start(fast(Faults::default())).await;
+    let job = format!(
+        "{}notify: {{ webhook_url: \"${{HOOK_URL}}\", when: failures }}\n",
+        job_text(1, "")
+    );
+    // A clean run: nothing is posted.
+    let (url, seen) = hook(200).await;
+    let clean = Setup::new(&job, &people(2));
+    assert_eq!(run_with_hook(&clean, &s, &url).status.code(), Some(0));
+    assert!(seen.lock().unwrap().is_empty());
+    // A run with a failing row (over the method's limit): its summary is posted.
+    let failing = Setup::new(&job, &people(2).replace("101.01", "150000.00"));
+    let out = run_with_hook(&failing, &s, &url);
+    assert_eq!(
+        out.status.code(),
+        Some(1),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let bodies = seen.lock().unwrap().clone();
+    assert_eq!(bodies.len(), 1);
+    let summary: Value = serde_json::from_str(&bodies[0]).unwrap();
+    assert_eq!(
+        (
+            summary["exit_code"].as_i64(),
+            summary["counts"]["pay"]["failed"].as_u64()
+        ),
+        (Some(1), Some(1))
+    );
+    // A webhook that keeps failing is retried, then given up: the exit code stays the run's.
+    let (bad, tries) = hook(500).await;
+    let failing = Setup::new(&job, &people(2).replace("101.01", "150000.00"));
+    let out = run_with_hook(&failing, &s, &bad);
+    assert_eq!(out.status.code(), Some(1));
+    assert_eq!(tries.lock().unwrap().len(), 3, "three attempts");
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("notify: the webhook answered HTTP 500"),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
