@@ -432,9 +432,10 @@ impl<'a> Builder<'a> {
             }
         };
         let unresolved = n.webhook_url.contains("${");
-        if !unresolved
-            && !(n.webhook_url.starts_with("https://") || n.webhook_url.starts_with("http://"))
-        {
+        let url_ok = unresolved
+            || n.webhook_url.starts_with("https://")
+            || n.webhook_url.starts_with("http://");
+        if !url_ok {
             self.err(
                 &["notify", "webhook_url"],
                 "notify.webhook_url must be an http:// or https:// URL",
