@@ -149,6 +149,18 @@ async fn reports_show_every_row_safely_and_regenerate_identically() {
     assert!(junit.contains("<failure type=\"CONFLICT\""), "{junit}");
     assert!(junit.contains("name=\"=SUM(1) (line 5)\""), "{junit}");
 
+    // Snapshots of what users read, with what varies between runs blanked: times, the
+    // provider's ids, durations and request counts.
+    insta::assert_snapshot!("results_csv", stable_csv(&csv));
+    insta::assert_snapshot!(
+        "summary_json",
+        stable_summary(&std::fs::read_to_string(run_dir.join("summary.json")).unwrap())
+    );
+    insta::assert_snapshot!(
+        "junit_xml",
+        junit.replace(&format!("run {}", second.run_id), "run N")
+    );
+
     // Prometheus metrics for the textfile collector.
     let prom = dir.path().join("payrun.prom");
     payrun::report::write_metrics(&job, &state, Some(second.run_id), &prom).unwrap();
@@ -234,4 +246,50 @@ fn walk(dir: &std::path::Path) -> Vec<std::path::PathBuf> {
         }
     }
     out
+}
+
+/// results.csv with the provider's ids and the update times blanked.
+fn stable_csv(csv: &str) -> String {
+    let mut rdr = csv::Reader::from_reader(csv.as_bytes());
+    let header = rdr.headers().unwrap().clone();
+    let volatile: Vec<usize> = header
+        .iter()
+        .enumerate()
+        .filter(|(_, h)| h.ends_with("_uuid") || *h == "updated_at")
+        .map(|(i, _)| i)
+        .collect();
+    let mut w = csv::Writer::from_writer(Vec::new());
+    w.write_record(&header).unwrap();
+    for rec in rdr.records() {
+        let rec = rec.unwrap();
+        let fields: Vec<&str> = rec
+            .iter()
+            .enumerate()
+            .map(|(i, f)| {
+                if volatile.contains(&i) && !f.is_empty() {
+                    "[id]"
+                } else {
+                    f
+                }
+            })
+            .collect();
+        w.write_record(&fields).unwrap();
+    }
+    String::from_utf8(w.into_inner().unwrap()).unwrap()
+}
+
+/// summary.json with times, durations and request figures blanked.
+fn stable_summary(json: &str) -> String {
+    let mut v: serde_json::Value = serde_json::from_str(json).unwrap();
+    for k in [
+        "started_at",
+        "ended_at",
+        "duration_seconds",
+        "achieved_request_rate",
+        "requests",
+        "run_id",
+    ] {
+        v[k] = serde_json::json!("[varies]");
+    }
+    serde_json::to_string_pretty(&v).unwrap()
 }
