@@ -639,6 +639,20 @@ async fn the_webhook_gets_the_summary_of_runs_with_failures_and_never_changes_th
         "{}",
         String::from_utf8_lossy(&out.stderr)
     );
+    // Every line the run printed (logs of the failed row included): no secret, no full
+    // account number, no webhook URL.
+    let printed = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(
+        printed.contains("WARN") && printed.contains("P0001"),
+        "the failed row is logged: {printed}"
+    );
+    for secret in ["sandbox-secret", "10000000", "10000001", url.as_str()] {
+        assert!(!printed.contains(secret), "{secret} was printed: {printed}");
+    }
     let bodies = seen.lock().unwrap().clone();
     assert_eq!(bodies.len(), 1);
     let summary: Value = serde_json::from_str(&bodies[0]).unwrap();
