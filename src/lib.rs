@@ -1,8 +1,8 @@
 //! payrun: declarative batch jobs against payment APIs.
 //!
 //! A YAML job file says what to do (create contacts, submit KYC, pay out from CSV rows);
-//! payrun validates every row, plans the work into a SQLite state database, and (later
-//! stages) executes it with rate limits, retries and crash-safe idempotency.
+//! payrun validates every row, plans the work into a SQLite state database, executes it
+//! with rate limits, retries and crash-safe idempotency, and reports on every row.
 
 pub mod cli;
 pub mod commands;

@@ -1,5 +1,5 @@
-//! Payment providers: what payrun knows of each API. The HTTP clients arrive with the
-//! executor; for now this holds the facts that validation needs before anything is sent.
+//! Payment providers: what payrun knows of each API — the shared HTTP client, how failures
+//! are classified, and per provider its client, wire types and the facts validation needs.
 
 pub mod error;
 pub mod helloclever;
