@@ -34,6 +34,9 @@ pub enum Command {
     Run(RunArgs),
     /// Show a job's items by step and state, its last runs and any item in doubt.
     Status(PlanArgs),
+    /// Refresh every sent payout and transaction (and undecided KYC) from the provider,
+    /// record what changed, and write the reports again.
+    Reconcile(PlanArgs),
     /// Write (again) a run's reports from the state database: results.csv, summary.json,
     /// junit.xml, into report.dir/<job>/<scope>/<run id>/ and latest/.
     Report(ReportArgs),

@@ -41,6 +41,7 @@ pub fn run(cli: Cli) -> i32 {
         Command::Run(args) => run_cmd(&args, bars, cli.quiet),
         Command::Status(args) => status_cmd(&args.job, args.state.as_deref()),
         Command::Report(args) => report_cmd(&args),
+        Command::Reconcile(args) => reconcile_cmd(&args, cli.quiet),
     }
 }
 
@@ -575,4 +576,51 @@ fn report_cmd(args: &crate::cli::ReportArgs) -> i32 {
             exit::FATAL
         }
     }
+}
+
+fn reconcile_cmd(args: &crate::cli::PlanArgs, quiet: bool) -> i32 {
+    let job = match load(&args.job) {
+        Ok(j) => j,
+        Err(code) => return code,
+    };
+    let state_path = args
+        .state
+        .clone()
+        .unwrap_or_else(|| plan::default_state_path(&job));
+    let rt = match runtime() {
+        Ok(rt) => rt,
+        Err(code) => return code,
+    };
+    rt.block_on(async {
+        let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let opts = crate::exec::RunOptions { state_path: state_path.clone(), base_url: None, credentials: None, retry_failed: false, stop, poll_cap: None, show_progress: false };
+        match crate::exec::reconcile(&job, opts).await {
+            Ok((report, changes)) => {
+                if !quiet {
+                    println!("reconciled '{}' scope '{}' (run {}): {} change(s)", job.name, job.scope, report.run_id, changes.len());
+                    for c in &changes {
+                        println!("  {} row '{}': {}", c.step, c.row_key, c.what);
+                    }
+                }
+                match crate::report::write(&job, &state_path, Some(report.run_id)) {
+                    Ok(dir) if !quiet => println!("  reports: {}", dir.display()),
+                    Ok(_) => {}
+                    Err(e) => eprintln!("warning: reports not written ({e})"),
+                }
+                report.exit_code
+            }
+            Err(crate::exec::RunError::Locked(h)) => {
+                eprintln!("error: a run of '{}' scope '{}' holds the lock: run {} (pid {} on {}, started {})", job.name, job.scope, h.run_id, h.pid, h.host, h.started_at);
+                exit::LOCKED
+            }
+            Err(crate::exec::RunError::Config(m)) => {
+                eprintln!("error: {m}");
+                exit::INVALID_INPUT
+            }
+            Err(e) => {
+                eprintln!("error: {e}");
+                exit::FATAL
+            }
+        }
+    })
 }

@@ -229,55 +229,7 @@ async fn poll(
         }
         let expired = Instant::now() >= deadline || ctx.stopping();
         for item in waiting {
-            // The row key is the contact's email only through the payload; the stored
-            // provider reference is not kept for KYC, so look the email up from state.
-            let id = item.id;
-            let email: Option<String> = ctx
-                .db
-                .read(move |c| {
-                    c.query_row(
-                        "SELECT json_extract(payload, '$.email') FROM items WHERE id = ?1",
-                        [id],
-                        |r| r.get(0),
-                    )
-                })
-                .await?;
-            let Some(email) = email else { continue };
-            let status = match idempotent(ctx, || ctx.client.contact(&email)).await {
-                Ok(Some(c)) => latest(&c).map(str::to_string),
-                _ => None,
-            };
-            let o = match status.as_deref() {
-                Some("approved") => Outcome {
-                    state: "succeeded",
-                    provider_status: Some("approved".into()),
-                    ..Outcome::default()
-                },
-                Some(s @ ("rejected" | "failed" | "blocked")) => Outcome {
-                    state: "failed",
-                    provider_status: Some(s.into()),
-                    error_code: Some(format!("KYC_{}", s.to_uppercase())),
-                    error_message: Some(format!("KYC {s}")),
-                    ..Outcome::default()
-                },
-                Some(s) if expired => Outcome {
-                    state: "blocked",
-                    provider_status: Some(s.into()),
-                    error_code: Some("KYC_PENDING".into()),
-                    error_message: Some(format!(
-                        "KYC still {s} after {}s; the next run checks again",
-                        timeout.as_secs()
-                    )),
-                    ..Outcome::default()
-                },
-                Some(s) => Outcome {
-                    state: "succeeded",
-                    provider_status: Some(s.into()),
-                    ..Outcome::default()
-                },
-                None => continue,
-            };
-            ctx.outcome(item.id, o).await?;
+            refresh(ctx, &item, expired, timeout).await?;
         }
         if expired {
             return Ok(());
@@ -289,4 +241,74 @@ async fn poll(
         )
         .await;
     }
+}
+
+/// Asks the provider for one submitted KYC and records what it says: approved; rejected,
+/// failed or blocked (the row fails); still under review (blocked once `expired`). Returns
+/// the change, if the status moved.
+pub(super) async fn refresh(
+    ctx: &Ctx,
+    item: &WorkItem,
+    expired: bool,
+    timeout: std::time::Duration,
+) -> Result<Option<super::Change>, StateError> {
+    // The row key is the contact's email only through the payload; the stored
+    // provider reference is not kept for KYC, so look the email up from state.
+    let id = item.id;
+    let email: Option<String> = ctx
+        .db
+        .read(move |c| {
+            c.query_row(
+                "SELECT json_extract(payload, '$.email') FROM items WHERE id = ?1",
+                [id],
+                |r| r.get(0),
+            )
+        })
+        .await?;
+    let Some(email) = email else { return Ok(None) };
+    let status = match idempotent(ctx, || ctx.client.contact(&email)).await {
+        Ok(Some(c)) => latest(&c).map(str::to_string),
+        _ => None,
+    };
+    let o = match status.as_deref() {
+        Some("approved") => Outcome {
+            state: "succeeded",
+            provider_status: Some("approved".into()),
+            ..Outcome::default()
+        },
+        Some(s @ ("rejected" | "failed" | "blocked")) => Outcome {
+            state: "failed",
+            provider_status: Some(s.into()),
+            error_code: Some(format!("KYC_{}", s.to_uppercase())),
+            error_message: Some(format!("KYC {s}")),
+            ..Outcome::default()
+        },
+        Some(s) if expired => Outcome {
+            state: "blocked",
+            provider_status: Some(s.into()),
+            error_code: Some("KYC_PENDING".into()),
+            error_message: Some(format!(
+                "KYC still {s} after {}s; the next run checks again",
+                timeout.as_secs()
+            )),
+            ..Outcome::default()
+        },
+        Some(s) => Outcome {
+            state: "succeeded",
+            provider_status: Some(s.into()),
+            ..Outcome::default()
+        },
+        None => return Ok(None),
+    };
+    let change = (o.provider_status != item.provider_status).then(|| super::Change {
+        step: String::new(),
+        row_key: item.row_key.clone(),
+        what: format!(
+            "KYC {} → {}",
+            item.provider_status.as_deref().unwrap_or("unknown"),
+            o.provider_status.as_deref().unwrap_or("unknown")
+        ),
+    });
+    ctx.outcome(item.id, o).await?;
+    Ok(change)
 }

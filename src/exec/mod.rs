@@ -68,6 +68,14 @@ pub struct Ctx {
     pub progress: Option<progress::Progress>,
 }
 
+/// Something `reconcile` found different at the provider.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Change {
+    pub step: String,
+    pub row_key: String,
+    pub what: String,
+}
+
 /// What to do after a failed attempt.
 pub(crate) enum Next {
     /// Wait done; try again (asking the provider first when it may have been applied).
@@ -186,15 +194,15 @@ fn provider_settings(job: &Job, opts: &RunOptions) -> Result<(String, String, St
     Ok((base, app_id, secret))
 }
 
-/// Plans the job and runs it: takes the plan's lock (exit 3 when held), plans under it,
-/// executes, records the run. Row problems found while planning go to `on_error`.
-pub async fn run(
+/// Builds what a run or a reconcile works with: the provider client, the database thread,
+/// the plan (created when `create_plan`), and a run record holding the plan's lock.
+async fn open(
     job: &Job,
-    opts: RunOptions,
-    on_error: &mut dyn FnMut(crate::input::InputError),
-) -> Result<RunReport, RunError> {
+    opts: &RunOptions,
+    create_plan: bool,
+) -> Result<(Arc<Ctx>, Db, i64, i64), RunError> {
     use crate::provider::helloclever::client::Secret;
-    let (base, app_id, secret) = provider_settings(job, &opts)?;
+    let (base, app_id, secret) = provider_settings(job, opts)?;
     if job.provider.kind != crate::provider::ProviderKind::HelloClever {
         return Err(RunError::Config(format!(
             "{}: provider kind {} is not supported by `run` yet",
@@ -209,10 +217,13 @@ pub async fn run(
     let (name, scope) = (job.name.clone(), job.scope.clone());
     let plan_id = db
         .write(move |c| {
-            c.execute("INSERT INTO plans (job, scope, created_at) VALUES (?1, ?2, ?3) ON CONFLICT (job, scope) DO NOTHING", rusqlite::params![name, scope, work::now()])?;
-            c.query_row("SELECT id FROM plans WHERE job = ?1 AND scope = ?2", rusqlite::params![name, scope], |r| r.get::<_, i64>(0))
+            if create_plan {
+                c.execute("INSERT INTO plans (job, scope, created_at) VALUES (?1, ?2, ?3) ON CONFLICT (job, scope) DO NOTHING", rusqlite::params![name, scope, work::now()])?;
+            }
+            work::plan_id(c, &name, &scope)
         })
-        .await?;
+        .await?
+        .ok_or_else(|| RunError::Config(format!("'{}' scope '{}' has not been run yet: nothing to reconcile", job.name, job.scope)))?;
     let run_id = db
         .write(move |c| work::start_run(c, plan_id))
         .await?
@@ -235,6 +246,107 @@ pub async fn run(
             None
         },
     });
+    Ok((ctx, db, plan_id, run_id))
+}
+
+/// Refreshes what the provider holds for everything sent — payout batches and their
+/// transactions, KYC not yet decided — records it, and returns what changed. It takes the
+/// lock and is recorded as a run (so its reports show the refreshed state).
+pub async fn reconcile(job: &Job, opts: RunOptions) -> Result<(RunReport, Vec<Change>), RunError> {
+    let (ctx, db, plan_id, run_id) = open(job, &opts, false).await?;
+    let mut changes = Vec::new();
+    let result: Result<(), RunError> = async {
+        for step in &job.steps {
+            let step_id = step.id.clone();
+            let found = match step.kind {
+                StepKind::Payout => {
+                    let batches = ctx
+                        .db
+                        .read(move |c| {
+                            work::batches_in(c, plan_id, &step_id, &["sent", "completed"])
+                        })
+                        .await?;
+                    let mut found = Vec::new();
+                    for b in batches {
+                        if let Some(uuid) = b.provider_ref.clone()
+                            && let Some((_, mut c)) = payout::refresh_batch(&ctx, &b, &uuid).await?
+                        {
+                            found.append(&mut c);
+                        }
+                    }
+                    found
+                }
+                StepKind::Kyc => {
+                    let items = ctx
+                        .db
+                        .read(move |c| {
+                            work::items_in(c, plan_id, &step_id, &["succeeded", "blocked"])
+                        })
+                        .await?;
+                    let mut found = Vec::new();
+                    for item in items.iter().filter(|i| {
+                        i.provider_status
+                            .as_deref()
+                            .is_some_and(|s| !matches!(s, "approved" | "rejected" | "failed"))
+                    }) {
+                        let timeout = step
+                            .wait
+                            .as_ref()
+                            .map_or(std::time::Duration::ZERO, |w| w.timeout);
+                        if let Some(c) = kyc::refresh(&ctx, item, true, timeout).await? {
+                            found.push(c);
+                        }
+                    }
+                    found
+                }
+                StepKind::Contact => Vec::new(),
+            };
+            changes.extend(found.into_iter().map(|c| Change {
+                step: step.id.clone(),
+                ..c
+            }));
+        }
+        Ok(())
+    }
+    .await;
+    let exit_code = match &result {
+        Ok(()) => {
+            let open: i64 = db
+                .read(move |c| c.query_row("SELECT COUNT(*) FROM items WHERE plan_id = ?1 AND state IN ('failed', 'blocked', 'in_flight', 'pending')", [plan_id], |r| r.get(0)))
+                .await?;
+            if open == 0 {
+                crate::exit::SUCCESS
+            } else {
+                crate::exit::ROWS_FAILED
+            }
+        }
+        Err(_) => crate::exit::FATAL,
+    };
+    let stats = ctx.pacer.stats.snapshot();
+    let recorded = stats.clone();
+    db.write(move |c| work::finish_run(c, plan_id, run_id, exit_code, &recorded))
+        .await?;
+    result?;
+    let counts = db.read(move |c| work::counts_json(c, plan_id)).await?;
+    Ok((
+        RunReport {
+            run_id,
+            exit_code,
+            counts,
+            stats,
+        },
+        changes,
+    ))
+}
+
+/// Plans the job and runs it: takes the plan's lock (exit 3 when held), plans under it,
+/// executes, records the run. Row problems found while planning go to `on_error`.
+pub async fn run(
+    job: &Job,
+    opts: RunOptions,
+    on_error: &mut dyn FnMut(crate::input::InputError),
+) -> Result<RunReport, RunError> {
+    let (ctx, db, plan_id, run_id) = open(job, &opts, true).await?;
     tracing::info!(run = run_id, job = %job.name, scope = %job.scope, "run started");
     // Planning happens under the lock: no other run can be sending while items change.
     let planned =

@@ -367,33 +367,9 @@ async fn await_completion(
             let Some(uuid) = batch.provider_ref.clone() else {
                 continue;
             };
-            let Ok(b) = idempotent(ctx, || ctx.client.payout(&uuid)).await else {
-                open += 1;
-                continue;
-            };
-            let done = b.status.as_deref() == Some("completed");
-            let id = batch.id;
-            let txs = b.payout_transactions.clone();
-            let status = b.status.clone();
-            ctx.db
-                .write(move |c| {
-                    c.execute("UPDATE batches SET provider_status = ?2, state = CASE WHEN ?3 THEN 'completed' ELSE state END WHERE id = ?1", rusqlite::params![id, status, done])?;
-                    for tx in &txs {
-                        let failed = tx.status.as_deref() == Some("failed");
-                        c.execute(
-                            "UPDATE items SET provider_status = ?2,
-                                    state = CASE WHEN ?3 THEN 'failed' ELSE state END,
-                                    error_code = CASE WHEN ?3 THEN 'PAYOUT_FAILED' ELSE error_code END,
-                                    error_message = CASE WHEN ?3 THEN 'the provider reports this transaction failed' ELSE error_message END
-                             WHERE batch_id = ?1 AND provider_ref = ?4",
-                            rusqlite::params![id, tx.status, failed, tx.uuid],
-                        )?;
-                    }
-                    Ok(())
-                })
-                .await?;
-            if !done {
-                open += 1;
+            match refresh_batch(ctx, &batch, &uuid).await? {
+                Some((true, _)) => {}
+                _ => open += 1,
             }
         }
         if open == 0 || Instant::now() >= deadline || ctx.stopping() {
@@ -406,4 +382,58 @@ async fn await_completion(
         )
         .await;
     }
+}
+
+/// Asks the provider for a sent batch and records its status and each transaction's (a
+/// failed transaction fails its row). Returns whether it is completed, and what changed;
+/// `None` when the provider could not be asked.
+pub(super) async fn refresh_batch(
+    ctx: &Ctx,
+    batch: &WorkBatch,
+    uuid: &str,
+) -> Result<Option<(bool, Vec<super::Change>)>, StateError> {
+    let Ok(b) = idempotent(ctx, || ctx.client.payout(uuid)).await else {
+        return Ok(None);
+    };
+    let done = b.status.as_deref() == Some("completed");
+    let id = batch.id;
+    let before = ctx.db.read(move |c| work::batch_items(c, id)).await?;
+    let mut changes = Vec::new();
+    for tx in &b.payout_transactions {
+        if let Some(item) = before
+            .iter()
+            .find(|i| i.provider_ref.as_deref() == Some(tx.uuid.as_str()))
+            && item.provider_status != tx.status
+        {
+            changes.push(super::Change {
+                step: String::new(),
+                row_key: item.row_key.clone(),
+                what: format!(
+                    "transaction {} → {}",
+                    item.provider_status.as_deref().unwrap_or("unknown"),
+                    tx.status.as_deref().unwrap_or("unknown")
+                ),
+            });
+        }
+    }
+    let txs = b.payout_transactions.clone();
+    let status = b.status.clone();
+    ctx.db
+        .write(move |c| {
+            c.execute("UPDATE batches SET provider_status = ?2, state = CASE WHEN ?3 THEN 'completed' ELSE state END WHERE id = ?1", rusqlite::params![id, status, done])?;
+            for tx in &txs {
+                let failed = tx.status.as_deref() == Some("failed");
+                c.execute(
+                    "UPDATE items SET provider_status = ?2,
+                            state = CASE WHEN ?3 THEN 'failed' ELSE state END,
+                            error_code = CASE WHEN ?3 THEN 'PAYOUT_FAILED' ELSE error_code END,
+                            error_message = CASE WHEN ?3 THEN 'the provider reports this transaction failed' ELSE error_message END
+                     WHERE batch_id = ?1 AND provider_ref = ?4",
+                    rusqlite::params![id, tx.status, failed, tx.uuid],
+                )?;
+            }
+            Ok(())
+        })
+        .await?;
+    Ok(Some((done, changes)))
 }

@@ -157,9 +157,10 @@ pub struct WorkItem {
     pub batch_id: Option<i64>,
     pub external_id: Option<String>,
     pub provider_status: Option<String>,
+    pub provider_ref: Option<String>,
 }
 
-const ITEM_COLUMNS: &str = "id, row_key, row_line, row_offset, state, attempts, content_hash, first_attempt_at, batch_id, external_id, provider_status";
+const ITEM_COLUMNS: &str = "id, row_key, row_line, row_offset, state, attempts, content_hash, first_attempt_at, batch_id, external_id, provider_status, provider_ref";
 
 fn work_item(r: &rusqlite::Row) -> rusqlite::Result<WorkItem> {
     Ok(WorkItem {
@@ -174,6 +175,7 @@ fn work_item(r: &rusqlite::Row) -> rusqlite::Result<WorkItem> {
         batch_id: r.get(8)?,
         external_id: r.get(9)?,
         provider_status: r.get(10)?,
+        provider_ref: r.get(11)?,
     })
 }
 

@@ -675,3 +675,74 @@ async fn the_webhook_gets_the_summary_of_runs_with_failures_and_never_changes_th
         String::from_utf8_lossy(&out.stderr)
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn reconcile_records_what_the_provider_completed_since_the_run() {
+    // Payouts that take an hour: the run ends with them processing.
+    let s = start(Config {
+        payout_delay: Duration::from_secs(3600),
+        ..fast(Faults::default())
+    })
+    .await;
+    let job = job_text(10, "").replace(
+        "wait: { until: completed, timeout: 20s, poll: 100ms }",
+        "wait: { until: completed, timeout: 200ms, poll: 50ms }",
+    );
+    let setup = Setup::new(&job, &people(3));
+    assert_eq!(setup.run(&s, false).await.exit_code, 0);
+    let conn = rusqlite::Connection::open(setup.path("state.db")).unwrap();
+    let pending: i64 = conn
+        .query_row(
+            "SELECT COUNT(*) FROM items WHERE step = 'pay' AND provider_status = 'pending'",
+            [],
+            |r| r.get(0),
+        )
+        .unwrap();
+    assert_eq!(pending, 3);
+    // The provider completes the batch (the sandbox's simulation stands in for time).
+    let uuid: String = conn
+        .query_row("SELECT provider_ref FROM batches", [], |r| r.get(0))
+        .unwrap();
+    let c = crate::sandbox_support::client();
+    crate::sandbox_support::post(
+        &c,
+        &s,
+        "/v2/payouts/simulate",
+        &serde_json::json!({"uuid": uuid, "status": "completed"}),
+    )
+    .await;
+    // Reconcile, through the real binary: it lists the changes and rewrites the reports.
+    let mut cmd = std::process::Command::new(env!("CARGO_BIN_EXE_payrun"));
+    cmd.args(["reconcile", "job.yaml", "--state", "state.db"])
+        .current_dir(setup.dir.path());
+    for (k, v) in setup.env(&s) {
+        cmd.env(k, v);
+    }
+    let out = cmd.output().unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{stdout}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(
+        stdout.contains("3 change(s)")
+            && stdout.contains("pay row 'P0000': transaction pending → completed"),
+        "{stdout}"
+    );
+    let completed: i64 = conn
+        .query_row(
+            "SELECT COUNT(*) FROM items WHERE step = 'pay' AND provider_status = 'completed'",
+            [],
+            |r| r.get(0),
+        )
+        .unwrap();
+    assert_eq!(completed, 3);
+    let csv =
+        std::fs::read_to_string(setup.path("reports/soak/2026-11/latest/results.csv")).unwrap();
+    assert_eq!(csv.matches(",completed,").count(), 3, "{csv}");
+    // Nothing changed since: a second reconcile finds nothing.
+    let again = cmd.output().unwrap();
+    assert!(String::from_utf8_lossy(&again.stdout).contains("0 change(s)"));
+}
