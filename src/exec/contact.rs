@@ -30,7 +30,7 @@ pub async fn run(
         .db
         .read(move |c| work::items_in(c, plan_id, &step_id, &["pending", "in_flight"]))
         .await?;
-    let items = split_ready(job, si, step, ctx, items).await?;
+    let items = split_ready(job, si, ctx, items).await?;
     let mut tasks = JoinSet::new();
     for chunk in items.chunks(INTENT_CHUNK) {
         if ctx.stopping() {
@@ -51,7 +51,7 @@ pub async fn run(
             .collect();
         ctx.db.write(move |c| work::mark_in_flight(c, &ids)).await?;
         for (item, payload) in ready {
-            throttle(&mut tasks, ctx).await?;
+            throttle(&mut tasks).await?;
             tasks.spawn(process(ctx.clone(), item, payload));
         }
     }
@@ -77,11 +77,7 @@ pub(super) async fn unreadable(ctx: &Ctx, item: &WorkItem, why: String) -> Resul
 }
 
 /// Keeps at most a few tasks per request slot queued, so memory stays bounded.
-pub(super) async fn throttle(
-    tasks: &mut JoinSet<Result<(), StateError>>,
-    ctx: &Ctx,
-) -> Result<(), RunError> {
-    let _ = ctx;
+pub(super) async fn throttle(tasks: &mut JoinSet<Result<(), StateError>>) -> Result<(), RunError> {
     while tasks.len() >= 256 {
         join_one(tasks).await?;
     }

@@ -48,7 +48,7 @@ pub async fn run(
         i.state = "pending".into();
         items.push(i);
     }
-    let items = split_ready(job, si, step, ctx, items).await?;
+    let items = split_ready(job, si, ctx, items).await?;
     let csv_dir = job
         .input
         .csv
@@ -67,7 +67,7 @@ pub async fn run(
                 continue;
             }
         };
-        throttle(&mut tasks, ctx).await?;
+        throttle(&mut tasks).await?;
         tasks.spawn(process(ctx.clone(), item, payload, csv_dir.clone()));
     }
     drain(&mut tasks).await?;

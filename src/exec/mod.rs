@@ -21,8 +21,8 @@ pub mod progress;
 pub use dry::dry_run;
 
 use crate::input::RecordReader;
+use crate::job::Job;
 use crate::job::steps::StepKind;
-use crate::job::{Job, Step};
 use crate::plan::Renderer;
 use crate::provider::helloclever::client::HelloClever;
 use crate::state::work::{self, Holder, Outcome, WorkItem};
@@ -551,7 +551,6 @@ pub(crate) fn ready(
 pub(crate) async fn split_ready(
     job: &Job,
     si: usize,
-    step: &Step,
     ctx: &Ctx,
     items: Vec<WorkItem>,
 ) -> Result<Vec<WorkItem>, StateError> {
@@ -577,6 +576,5 @@ pub(crate) async fn split_ready(
             }
         }
     }
-    let _ = step;
     Ok(go)
 }

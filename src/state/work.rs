@@ -373,7 +373,7 @@ pub fn rebatch(
 pub fn retry_failed(conn: &Connection, plan_id: i64) -> rusqlite::Result<usize> {
     conn.execute(
         "UPDATE items SET state = 'pending', error_code = NULL, error_message = NULL,
-                batch_id = CASE WHEN batch_id IS NULL THEN NULL ELSE NULL END, updated_at = ?2
+                batch_id = NULL, updated_at = ?2
          WHERE plan_id = ?1 AND state = 'failed' AND conflict_hash IS NULL",
         params![plan_id, now()],
     )
