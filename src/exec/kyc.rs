@@ -198,6 +198,17 @@ async fn process(
         match ctx.after_failure(&e, attempt, started).await {
             Next::Retry { in_doubt: d } => in_doubt = d,
             Next::InDoubt => return Ok(()),
+            Next::Requeue => {
+                return ctx
+                    .outcome(
+                        item.id,
+                        Outcome {
+                            state: "pending",
+                            ..Outcome::default()
+                        },
+                    )
+                    .await;
+            }
             Next::Fail => return ctx.outcome(item.id, failed(&e)).await,
         }
     }

@@ -84,6 +84,8 @@ pub(crate) enum Next {
     InDoubt,
     /// Refused, or out of attempts and surely not applied.
     Fail,
+    /// Stopping (a signal) and surely not applied: back to the queue for the next run.
+    Requeue,
 }
 
 impl Ctx {
@@ -105,6 +107,9 @@ impl Ctx {
             } => {
                 if e.is_rate_limited() {
                     self.pacer.rate_limited(after);
+                }
+                if self.stopping() && !maybe_applied {
+                    return Next::Requeue;
                 }
                 let exhausted = attempt >= self.pacer.attempts()
                     || started.elapsed() > self.pacer.max_elapsed()

@@ -205,6 +205,28 @@ async fn send(
         match ctx.after_failure(&e, attempt, started).await {
             Next::Retry { in_doubt: d } => in_doubt = d,
             Next::InDoubt => return Ok(()),
+            Next::Requeue => {
+                // Surely not sent: the batch waits, unchanged, for the next run.
+                let (id, ids): (i64, Vec<i64>) =
+                    (batch.id, members.iter().map(|(i, _)| i.id).collect());
+                return ctx
+                    .db
+                    .record(move |c| {
+                        work::set_batch(c, id, "open", None, None, None)?;
+                        for item in &ids {
+                            work::set_outcome(
+                                c,
+                                *item,
+                                &Outcome {
+                                    state: "pending",
+                                    ..Outcome::default()
+                                },
+                            )?;
+                        }
+                        Ok(())
+                    })
+                    .await;
+            }
             Next::Fail => {
                 let o = failed(&e);
                 return fail_all(
