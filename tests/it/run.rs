@@ -746,3 +746,48 @@ async fn reconcile_records_what_the_provider_completed_since_the_run() {
     let again = cmd.output().unwrap();
     assert!(String::from_utf8_lossy(&again.stdout).contains("0 change(s)"));
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stop_while_rate_limited_requeues_rather_than_fails() {
+    // The provider allows 2 requests a second; the job asks for far more: 429s all along.
+    let s = start(fast(Faults {
+        rate_limit: Some(2),
+        ..Faults::default()
+    }))
+    .await;
+    let setup = Setup::new(&job_text(10, ""), &people(6));
+    let child = binary(&setup, &s, &[]);
+    tokio::time::sleep(Duration::from_millis(800)).await;
+    std::process::Command::new("kill")
+        .args(["-TERM", &child.id().to_string()])
+        .status()
+        .unwrap();
+    let out = child.wait_with_output().unwrap();
+    assert_eq!(
+        out.status.code(),
+        Some(4),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let conn = rusqlite::Connection::open(setup.path("state.db")).unwrap();
+    let (failed, in_flight): (i64, i64) = conn
+        .query_row(
+            "SELECT SUM(state = 'failed'), SUM(state = 'in_flight') FROM items",
+            [],
+            |r| Ok((r.get(0)?, r.get(1)?)),
+        )
+        .unwrap();
+    assert_eq!(
+        (failed, in_flight),
+        (0, 0),
+        "rate-limited rows wait for the next run; none failed, none in doubt"
+    );
+    let done = binary(&setup, &s, &[]).wait_with_output().unwrap();
+    assert_eq!(
+        done.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&done.stderr)
+    );
+    assert_exactly_once(&ledger(&s).await, 6);
+}
