@@ -345,7 +345,15 @@ fn run_cmd(args: &crate::cli::RunArgs, bars: bool, quiet: bool) -> i32 {
         let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
         watch_signals(stop.clone());
         let state_path_for_report = state_path.clone();
-        let mut opts = crate::exec::RunOptions { state_path, base_url: None, credentials: None, retry_failed: args.retry_failed, stop, poll_cap: None, show_progress: bars };
+        let mut opts = crate::exec::RunOptions {
+            state_path,
+            base_url: None,
+            credentials: None,
+            retry_failed: args.retry_failed,
+            stop,
+            poll_cap: None,
+            show_progress: bars,
+        };
         let _sandbox = if args.sandbox {
             let config = crate::sandbox::Config {
                 kyc_delay: std::time::Duration::from_millis(500),
@@ -380,32 +388,35 @@ fn run_cmd(args: &crate::cli::RunArgs, bars: bool, quiet: bool) -> i32 {
                     Ok(dir) if !quiet => println!("  reports: {}", dir.display()),
                     Ok(_) => {}
                     // The run itself is recorded; the reports can be written again.
-                    Err(e) => eprintln!("warning: reports not written ({e}); `payrun report` writes them from state"),
+                    Err(e) => eprintln!(
+                        "warning: reports not written ({e}); `payrun report` writes them from state"
+                    ),
                 }
-                match crate::report::notify(&job, &state_path_for_report, report.run_id, report.exit_code).await {
+                match crate::report::notify(
+                    &job,
+                    &state_path_for_report,
+                    report.run_id,
+                    report.exit_code,
+                )
+                .await
+                {
                     Ok(true) => tracing::info!("run summary posted to the notify webhook"),
                     Ok(false) => {}
                     Err(e) => tracing::warn!("notify: {e}"),
                 }
                 if let Some(path) = &args.metrics_file
-                    && let Err(e) = crate::report::write_metrics(&job, &state_path_for_report, Some(report.run_id), path)
+                    && let Err(e) = crate::report::write_metrics(
+                        &job,
+                        &state_path_for_report,
+                        Some(report.run_id),
+                        path,
+                    )
                 {
                     eprintln!("warning: metrics not written: {e}");
                 }
                 report.exit_code
             }
-            Err(crate::exec::RunError::Locked(h)) => {
-                eprintln!("error: another run of '{}' scope '{}' holds the lock: run {} (pid {} on {}, started {})", job.name, job.scope, h.run_id, h.pid, h.host, h.started_at);
-                exit::LOCKED
-            }
-            Err(crate::exec::RunError::Config(m)) => {
-                eprintln!("error: {m}");
-                exit::INVALID_INPUT
-            }
-            Err(e) => {
-                eprintln!("error: {e}");
-                exit::FATAL
-            }
+            Err(e) => run_failure(&job, &e),
         }
     })
 }
@@ -593,11 +604,25 @@ fn reconcile_cmd(args: &crate::cli::PlanArgs, quiet: bool) -> i32 {
     };
     rt.block_on(async {
         let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
-        let opts = crate::exec::RunOptions { state_path: state_path.clone(), base_url: None, credentials: None, retry_failed: false, stop, poll_cap: None, show_progress: false };
+        let opts = crate::exec::RunOptions {
+            state_path: state_path.clone(),
+            base_url: None,
+            credentials: None,
+            retry_failed: false,
+            stop,
+            poll_cap: None,
+            show_progress: false,
+        };
         match crate::exec::reconcile(&job, opts).await {
             Ok((report, changes)) => {
                 if !quiet {
-                    println!("reconciled '{}' scope '{}' (run {}): {} change(s)", job.name, job.scope, report.run_id, changes.len());
+                    println!(
+                        "reconciled '{}' scope '{}' (run {}): {} change(s)",
+                        job.name,
+                        job.scope,
+                        report.run_id,
+                        changes.len()
+                    );
                     for c in &changes {
                         println!("  {} row '{}': {}", c.step, c.row_key, c.what);
                     }
@@ -609,18 +634,28 @@ fn reconcile_cmd(args: &crate::cli::PlanArgs, quiet: bool) -> i32 {
                 }
                 report.exit_code
             }
-            Err(crate::exec::RunError::Locked(h)) => {
-                eprintln!("error: a run of '{}' scope '{}' holds the lock: run {} (pid {} on {}, started {})", job.name, job.scope, h.run_id, h.pid, h.host, h.started_at);
-                exit::LOCKED
-            }
-            Err(crate::exec::RunError::Config(m)) => {
-                eprintln!("error: {m}");
-                exit::INVALID_INPUT
-            }
-            Err(e) => {
-                eprintln!("error: {e}");
-                exit::FATAL
-            }
+            Err(e) => run_failure(&job, &e),
         }
     })
+}
+
+/// Prints why a run or reconcile could not go ahead and returns its exit code.
+fn run_failure(job: &Job, e: &crate::exec::RunError) -> i32 {
+    match e {
+        crate::exec::RunError::Locked(h) => {
+            eprintln!(
+                "error: another run of '{}' scope '{}' holds the lock: run {} (pid {} on {}, started {})",
+                job.name, job.scope, h.run_id, h.pid, h.host, h.started_at
+            );
+            exit::LOCKED
+        }
+        crate::exec::RunError::Config(m) => {
+            eprintln!("error: {m}");
+            exit::INVALID_INPUT
+        }
+        e => {
+            eprintln!("error: {e}");
+            exit::FATAL
+        }
+    }
 }

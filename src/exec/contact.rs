@@ -246,17 +246,7 @@ async fn process(
             Next::Retry { in_doubt: d } => in_doubt = d,
             // Left in flight: in doubt until the next run asks the provider.
             Next::InDoubt => return Ok(()),
-            Next::Requeue => {
-                return ctx
-                    .outcome(
-                        item.id,
-                        Outcome {
-                            state: "pending",
-                            ..Outcome::default()
-                        },
-                    )
-                    .await;
-            }
+            Next::Requeue => return ctx.requeue(item.id).await,
             Next::Fail => {
                 let mut o = failed(&e);
                 if e.verdict() != Verdict::Reject {

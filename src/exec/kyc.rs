@@ -198,17 +198,7 @@ async fn process(
         match ctx.after_failure(&e, attempt, started).await {
             Next::Retry { in_doubt: d } => in_doubt = d,
             Next::InDoubt => return Ok(()),
-            Next::Requeue => {
-                return ctx
-                    .outcome(
-                        item.id,
-                        Outcome {
-                            state: "pending",
-                            ..Outcome::default()
-                        },
-                    )
-                    .await;
-            }
+            Next::Requeue => return ctx.requeue(item.id).await,
             Next::Fail => return ctx.outcome(item.id, failed(&e)).await,
         }
     }
@@ -245,12 +235,7 @@ async fn poll(
         if expired {
             return Ok(());
         }
-        tokio::time::sleep(
-            every
-                .min(deadline.saturating_duration_since(Instant::now()))
-                .max(std::time::Duration::from_millis(10)),
-        )
-        .await;
+        ctx.next_poll(every, deadline).await;
     }
 }
 

@@ -141,6 +141,24 @@ impl Ctx {
         self.db.record(move |c| work::set_outcome(c, id, &o)).await
     }
 
+    /// Puts an item back in the queue (stopping; its request was surely not applied).
+    pub async fn requeue(&self, id: i64) -> Result<(), StateError> {
+        self.outcome(
+            id,
+            Outcome {
+                state: "pending",
+                ..Outcome::default()
+            },
+        )
+        .await
+    }
+
+    /// Waits until the next poll of a wait loop: `every`, but not past `deadline`.
+    pub async fn next_poll(&self, every: std::time::Duration, deadline: tokio::time::Instant) {
+        let left = deadline.saturating_duration_since(tokio::time::Instant::now());
+        tokio::time::sleep(every.min(left).max(std::time::Duration::from_millis(10))).await;
+    }
+
     /// Moves the progress bar, when there is one.
     pub fn tick(&self, n: u64) {
         if let Some(p) = &self.progress {
@@ -315,16 +333,7 @@ pub async fn reconcile(job: &Job, opts: RunOptions) -> Result<(RunReport, Vec<Ch
     }
     .await;
     let exit_code = match &result {
-        Ok(()) => {
-            let open: i64 = db
-                .read(move |c| c.query_row("SELECT COUNT(*) FROM items WHERE plan_id = ?1 AND state IN ('failed', 'blocked', 'in_flight', 'pending')", [plan_id], |r| r.get(0)))
-                .await?;
-            if open == 0 {
-                crate::exit::SUCCESS
-            } else {
-                crate::exit::ROWS_FAILED
-            }
-        }
+        Ok(()) => db.read(move |c| work::exit_code_for(c, plan_id)).await?,
         Err(_) => crate::exit::FATAL,
     };
     let stats = ctx.pacer.stats.snapshot();
@@ -450,15 +459,10 @@ pub async fn execute(job: &Job, ctx: Arc<Ctx>, retry_failed: bool) -> Result<i32
     if ctx.stopping() {
         return Ok(crate::exit::INTERRUPTED);
     }
-    let open: i64 = ctx
+    Ok(ctx
         .db
-        .read(move |c| c.query_row("SELECT COUNT(*) FROM items WHERE plan_id = ?1 AND state IN ('failed', 'blocked', 'in_flight', 'pending')", [plan_id], |r| r.get(0)))
-        .await?;
-    Ok(if open == 0 {
-        crate::exit::SUCCESS
-    } else {
-        crate::exit::ROWS_FAILED
-    })
+        .read(move |c| work::exit_code_for(c, plan_id))
+        .await?)
 }
 
 /// Logs a step's end: its counts, and every row that failed or is blocked, with why.

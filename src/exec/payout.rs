@@ -397,12 +397,7 @@ async fn await_completion(
         if open == 0 || Instant::now() >= deadline || ctx.stopping() {
             return Ok(());
         }
-        tokio::time::sleep(
-            every
-                .min(deadline.saturating_duration_since(Instant::now()))
-                .max(std::time::Duration::from_millis(10)),
-        )
-        .await;
+        ctx.next_poll(every, deadline).await;
     }
 }
 

@@ -143,6 +143,30 @@ pub fn counts_json(conn: &Connection, plan_id: i64) -> rusqlite::Result<String> 
     Ok(serde_json::Value::Object(map).to_string())
 }
 
+/// A list of state names for `IN (...)` (the names are payrun's own constants).
+fn sql_list(states: &[&str]) -> String {
+    states
+        .iter()
+        .map(|s| format!("'{s}'"))
+        .collect::<Vec<_>>()
+        .join(",")
+}
+
+/// The exit code a finished run earns: 0 when every item is done (succeeded, skipped),
+/// 1 when any failed, is blocked, in doubt or still pending.
+pub fn exit_code_for(conn: &Connection, plan_id: i64) -> rusqlite::Result<i32> {
+    let open: i64 = conn.query_row(
+        "SELECT COUNT(*) FROM items WHERE plan_id = ?1 AND state IN ('failed', 'blocked', 'in_flight', 'pending')",
+        [plan_id],
+        |r| r.get(0),
+    )?;
+    Ok(if open == 0 {
+        crate::exit::SUCCESS
+    } else {
+        crate::exit::ROWS_FAILED
+    })
+}
+
 /// An item as the executor works on it.
 #[derive(Debug, Clone)]
 pub struct WorkItem {
@@ -186,11 +210,7 @@ pub fn items_in(
     step: &str,
     states: &[&str],
 ) -> rusqlite::Result<Vec<WorkItem>> {
-    let marks = states
-        .iter()
-        .map(|s| format!("'{s}'"))
-        .collect::<Vec<_>>()
-        .join(",");
+    let marks = sql_list(states);
     let sql = format!(
         "SELECT {ITEM_COLUMNS} FROM items WHERE plan_id = ?1 AND step = ?2 AND state IN ({marks}) AND conflict_hash IS NULL ORDER BY id"
     );
@@ -259,11 +279,7 @@ pub fn batches_in(
     step: &str,
     states: &[&str],
 ) -> rusqlite::Result<Vec<WorkBatch>> {
-    let marks = states
-        .iter()
-        .map(|s| format!("'{s}'"))
-        .collect::<Vec<_>>()
-        .join(",");
+    let marks = sql_list(states);
     let sql = format!(
         "SELECT id, external_id, state, first_attempt_at, provider_ref FROM batches WHERE plan_id = ?1 AND step = ?2 AND state IN ({marks}) ORDER BY seq"
     );
