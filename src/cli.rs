@@ -126,6 +126,14 @@ pub struct SandboxArgs {
     /// the last 400 days.
     #[arg(long, default_value_t = 0)]
     pub seed_data: usize,
+    /// List pages with the metadata the reference leaves open: no totals on
+    /// page/per_page lists, a `next_page` past the end on size/next_page lists.
+    #[arg(long)]
+    pub inconsistent_pages: bool,
+    /// New card payments and PayTo agreements that arrive before each list page after the
+    /// first, dated at the window's start (they shift later pages by this many records).
+    #[arg(long, default_value_t = 0)]
+    pub arrivals: usize,
 }
 
 fn parse_duration_arg(s: &str) -> Result<std::time::Duration, String> {

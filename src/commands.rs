@@ -141,7 +141,7 @@ fn plan_cmd(args: &JobArgs, state: Option<&std::path::Path>) -> i32 {
             eprintln!(
                 "{} problem(s) in {}; nothing was planned",
                 summary.errors,
-                job.input.csv.display()
+                job.csv_path().display()
             );
             exit::INVALID_INPUT
         }
@@ -205,7 +205,7 @@ fn plan_cmd(args: &JobArgs, state: Option<&std::path::Path>) -> i32 {
                 for (line, key, step) in conflicts.iter().take(50) {
                     println!(
                         "  {}:{line}: key '{key}', step '{step}'",
-                        job.input.csv.display()
+                        job.csv_path().display()
                     );
                 }
                 if conflicts.len() > 50 {
@@ -233,6 +233,8 @@ fn sandbox(args: crate::cli::SandboxArgs) -> i32 {
             lost_response_rate: args.lost_response_rate,
             timeout_rate: args.timeout_rate,
             timeout_delay: args.timeout_delay,
+            inconsistent_pages: args.inconsistent_pages,
+            arrivals: args.arrivals,
         },
         seed: args.seed,
         seed_data: args.seed_data,
@@ -358,6 +360,8 @@ fn run_cmd(args: &crate::cli::RunArgs, bars: bool, quiet: bool) -> i32 {
             let config = crate::sandbox::Config {
                 kyc_delay: std::time::Duration::from_millis(500),
                 payout_delay: std::time::Duration::from_millis(1500),
+                // Something to export: records of every kind over the last 400 days.
+                seed_data: if job.exports.is_empty() { 0 } else { 4000 },
                 ..crate::sandbox::Config::default()
             };
             let started = match tokio::net::TcpListener::bind("127.0.0.1:0").await {
@@ -423,8 +427,9 @@ fn run_cmd(args: &crate::cli::RunArgs, bars: bool, quiet: bool) -> i32 {
 
 fn print_run(job: &Job, report: &crate::exec::RunReport) {
     let meaning = match report.exit_code {
-        exit::SUCCESS => "all rows done",
-        exit::ROWS_FAILED => "finished; some rows failed, are blocked or in doubt",
+        exit::SUCCESS if report.exports.is_empty() => "all rows done",
+        exit::SUCCESS => "all done",
+        exit::ROWS_FAILED => "finished; some rows or exports failed, are blocked or in doubt",
         exit::INVALID_INPUT => "invalid input; nothing was sent",
         exit::INTERRUPTED => "interrupted; run again to resume",
         _ => "stopped",
@@ -443,6 +448,17 @@ fn print_run(job: &Job, report: &crate::exec::RunReport) {
                 .unwrap_or_default();
             println!("  {step:<12} {}", parts.join(", "));
         }
+    }
+    for e in &report.exports {
+        let how = match e.state.as_str() {
+            "completed" => format!("{} rows → {}", e.rows, e.path),
+            "failed" => format!("FAILED: {}", e.error.as_deref().unwrap_or("")),
+            other => other.to_string(),
+        };
+        println!(
+            "  {:<12} export {} {} .. {}: {how}",
+            e.step, e.resource, e.from_at, e.to_at
+        );
     }
     let s = &report.stats;
     println!(

@@ -50,8 +50,7 @@ pub async fn run(
     }
     let items = split_ready(job, si, ctx, items).await?;
     let csv_dir = job
-        .input
-        .csv
+        .csv_path()
         .parent()
         .map(PathBuf::from)
         .unwrap_or_default();

@@ -13,6 +13,7 @@
 
 mod contact;
 mod dry;
+pub mod export;
 mod kyc;
 pub mod pace;
 mod payout;
@@ -53,6 +54,8 @@ pub struct RunReport {
     /// Items by step and state, as JSON.
     pub counts: String,
     pub stats: work::RunStats,
+    /// The run's exports.
+    pub exports: Vec<crate::state::exports::ExportRecord>,
 }
 
 /// Everything the step runners share.
@@ -348,6 +351,7 @@ pub async fn reconcile(job: &Job, opts: RunOptions) -> Result<(RunReport, Vec<Ch
             exit_code,
             counts,
             stats,
+            exports: Vec::new(),
         },
         changes,
     ))
@@ -384,7 +388,21 @@ pub async fn run(
             return Err(e.into());
         }
         Ok(_) => match execute(job, ctx.clone(), opts.retry_failed).await {
-            Ok(code) => code,
+            Ok(code) if job.exports.is_empty() || code == crate::exit::INTERRUPTED => code,
+            Ok(code) => match export::run_all(job, &ctx, run_id).await {
+                Ok(_) if ctx.stopping() => crate::exit::INTERRUPTED,
+                Ok(true) => code,
+                Ok(false) => code.max(crate::exit::ROWS_FAILED),
+                Err(e) => {
+                    let stats = ctx.pacer.stats.snapshot();
+                    let _ = db
+                        .write(move |c| {
+                            work::finish_run(c, plan_id, run_id, crate::exit::FATAL, &stats)
+                        })
+                        .await;
+                    return Err(e);
+                }
+            },
             Err(e) => {
                 let stats = ctx.pacer.stats.snapshot();
                 let _ = db
@@ -410,11 +428,15 @@ pub async fn run(
     db.write(move |c| work::finish_run(c, plan_id, run_id, exit_code, &recorded))
         .await?;
     let counts = db.read(move |c| work::counts_json(c, plan_id)).await?;
+    let exports = db
+        .read(move |c| crate::state::exports::of_run(c, run_id))
+        .await?;
     Ok(RunReport {
         run_id,
         exit_code,
         counts,
         stats,
+        exports,
     })
 }
 
@@ -426,8 +448,12 @@ pub async fn execute(job: &Job, ctx: Arc<Ctx>, retry_failed: bool) -> Result<i32
             .write(move |c| work::retry_failed(c, plan_id))
             .await?;
     }
+    let Some(input) = &job.input else {
+        // A job of exports only: no rows to send.
+        return Ok(crate::exit::SUCCESS);
+    };
     let renderer = Renderer::new(job);
-    let mut rows = RecordReader::open(&job.input.csv, job.input.delimiter)
+    let mut rows = RecordReader::open(&input.csv, input.delimiter)
         .map_err(|e| RunError::Fatal(e.to_string()))?;
     let mut rows = RowSource {
         renderer: &renderer,

@@ -33,6 +33,18 @@ impl Progress {
         *self.current.lock().unwrap_or_else(|p| p.into_inner()) = Some(bar);
     }
 
+    /// Sets the current bar's total (when it becomes known).
+    pub fn set_total(&self, total: u64) {
+        if let Some(bar) = self
+            .current
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .as_ref()
+        {
+            bar.set_length(total);
+        }
+    }
+
     pub fn inc(&self, n: u64) {
         if let Some(bar) = self
             .current

@@ -3,6 +3,7 @@
 
 use super::config::{self, FieldConfig, JobConfig, KeyColumns, ProviderConfig};
 use super::diag::{self, Diagnostic};
+use super::export::{Export, Format, Resource, When};
 use super::steps::{FieldKind, Required, StepKind};
 use super::{
     DEFAULT_BATCH_SIZE, Field, FieldValue, Input, Job, Limits, LoadOptions, Provider,
@@ -14,6 +15,7 @@ use crate::template::Templates;
 use rust_decimal::Decimal;
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 use std::time::Duration;
 
 pub(super) struct Builder<'a> {
@@ -128,7 +130,20 @@ impl<'a> Builder<'a> {
 
         let provider = self.provider(&c.provider, deferred);
         let limits = self.limits(c.limits);
-        let input = self.input(&c.input, &dir);
+        let (row_configs, export_configs): (Vec<_>, Vec<_>) =
+            c.steps.iter().cloned().partition(|s| s.kind != "export");
+        if c.steps.is_empty() {
+            self.err(&["steps"], "the job has no steps");
+        }
+        let input = match &c.input {
+            Some(i) => self.input(i, &dir),
+            None => {
+                if !row_configs.is_empty() {
+                    self.err(&["steps"], format!("step '{}' reads rows, but the job has no input (input: {{ csv: ..., key: ... }})", row_configs[0].id));
+                }
+                None
+            }
+        };
         let report = self.report(c.report, &dir);
         let notify = c.notify.as_ref().and_then(|n| self.notify(n));
 
@@ -150,6 +165,7 @@ impl<'a> Builder<'a> {
 
         // Templates are checked against the CSV header, so the header is read now.
         let header = match &input {
+            None if c.input.is_none() => Some(Arc::new(crate::input::Header::new(Vec::new()))),
             Some(input) => match CsvSource::open(&input.csv, input.delimiter, &input.key) {
                 Ok(src) => Some(src.header().clone()),
                 Err(e) => {
@@ -175,14 +191,30 @@ impl<'a> Builder<'a> {
                 ("scope".to_string(), scope.clone()),
             ]);
             let mut templates = Templates::new(h.clone(), &vars, &job_map);
-            steps = self.steps(&c.steps, &mut templates, limits.max_batch_size);
+            if !row_configs.is_empty() && c.input.is_some() {
+                steps = self.steps(&row_configs, &mut templates, limits.max_batch_size);
+            }
             templates
         });
+        let mut exports: Vec<Export> = Vec::new();
+        for sc in &export_configs {
+            if row_configs.iter().any(|r| r.id == sc.id) || exports.iter().any(|e| e.id == sc.id) {
+                self.err_in_step(
+                    &sc.id,
+                    &["id"],
+                    format!("step id '{}' is used twice", sc.id),
+                );
+                continue;
+            }
+            if let Some(e) = self.export(sc, &dir, &c.name, &scope, &vars) {
+                exports.push(e);
+            }
+        }
 
         if !self.diags.is_empty() {
             return Err(self.diags);
         }
-        let (Some(input), Some(header), Some(templates)) = (input, header, templates) else {
+        let (Some(header), Some(templates)) = (header, templates) else {
             unreachable!("every None above pushed a diagnostic")
         };
         Ok(Job {
@@ -195,6 +227,7 @@ impl<'a> Builder<'a> {
             limits,
             input,
             steps,
+            exports,
             report,
             notify,
             header,
@@ -356,6 +389,189 @@ impl<'a> Builder<'a> {
         }
     }
 
+    /// An export step: its resource, window, filters and output file.
+    fn export(
+        &mut self,
+        sc: &config::StepConfig,
+        dir: &Path,
+        name: &str,
+        scope: &str,
+        vars: &BTreeMap<String, String>,
+    ) -> Option<Export> {
+        let id = sc.id.clone();
+        if id.is_empty()
+            || !id
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-')
+        {
+            self.err_in_step(
+                &id,
+                &["id"],
+                format!("step id '{id}' must be letters, digits, '-' or '_'"),
+            );
+            return None;
+        }
+        if sc.when.is_some() || !sc.fields.is_empty() || sc.batch.is_some() || sc.wait.is_some() {
+            self.err_in_step(&id, &["type"], format!("step '{id}': export steps take resource, from, to, filter and output (not when, fields, batch or wait)"));
+        }
+        let Some(resource_name) = &sc.resource else {
+            self.err_in_step(
+                &id,
+                &["type"],
+                format!(
+                    "step '{id}': an export step needs a resource ({})",
+                    Resource::NAMES.join(", ")
+                ),
+            );
+            return None;
+        };
+        let Some(resource) = Resource::parse(resource_name) else {
+            let hint = diag::did_you_mean(resource_name, Resource::NAMES);
+            let mut line = self.step_line(&id);
+            if let Some((l, _)) = diag::find_key(self.source, line, "resource") {
+                line = l;
+            }
+            let d = Diagnostic::new(
+                self.path,
+                format!(
+                    "unknown resource '{resource_name}' (expected {})",
+                    Resource::NAMES.join(", ")
+                ),
+            )
+            .near(self.source, line, resource_name);
+            self.diags.push(d.with_hint(hint));
+            return None;
+        };
+        let job = BTreeMap::from([
+            ("name".to_string(), name.to_string()),
+            ("scope".to_string(), scope.to_string()),
+        ]);
+        if sc.from.is_none() {
+            self.err_in_step(&id, &["type"], format!("step '{id}': an export step needs from (e.g. -1d, yesterday, 2026-11-01, or 'last_run or -7d')"));
+            return None;
+        }
+        let when = |b: &mut Self, key: &str, v: Option<&config::Scalar>, default: &str| {
+            let text = v
+                .cloned()
+                .map_or(default.to_string(), config::Scalar::into_text);
+            match render_static(&text, &job, vars).and_then(|t| When::parse(&t)) {
+                Ok(w) => Some(w),
+                Err(e) => {
+                    b.err_in_step(&id, &[key], format!("step '{id}' {key}: {e}"));
+                    None
+                }
+            }
+        };
+        let (Some(from), Some(to)) = (
+            when(self, "from", sc.from.as_ref(), ""),
+            when(self, "to", sc.to.as_ref(), "now"),
+        ) else {
+            return None;
+        };
+        if matches!(to, When::LastRun(_)) {
+            self.err_in_step(
+                &id,
+                &["to"],
+                format!("step '{id}' to: last_run is for 'from'"),
+            );
+        }
+        if let (When::At(f), When::At(t)) = (&from, &to)
+            && f > t
+        {
+            self.err_in_step(
+                &id,
+                &["to"],
+                format!("step '{id}': 'to' ({t}) is before 'from' ({f})"),
+            );
+        }
+        let mut filter = Vec::new();
+        for (k, v) in &sc.filter {
+            let v = v.clone().into_text();
+            if !resource.filters().contains(&k.as_str()) {
+                let allowed = match resource.filters() {
+                    [] => format!("{} takes no filter", resource.as_str()),
+                    f => format!("{} takes: {}", resource.as_str(), f.join(", ")),
+                };
+                self.err_in_step(
+                    &id,
+                    &["filter", k],
+                    format!("step '{id}': unknown filter '{k}' ({allowed})"),
+                );
+                continue;
+            }
+            if resource == Resource::CardPayments
+                && k == "status"
+                && !crate::provider::helloclever::CARD_STATUSES.contains(&v.as_str())
+            {
+                let hint = diag::did_you_mean(&v, crate::provider::helloclever::CARD_STATUSES);
+                let d = self.locate(
+                    Diagnostic::new(
+                        self.path,
+                        format!(
+                            "step '{id}': card payment status '{v}' is not one of {}",
+                            crate::provider::helloclever::CARD_STATUSES.join(", ")
+                        ),
+                    ),
+                    &["filter", k],
+                );
+                self.diags.push(d.with_hint(hint));
+                continue;
+            }
+            filter.push((k.clone(), v));
+        }
+        let Some(output) = &sc.output else {
+            self.err_in_step(
+                &id,
+                &["type"],
+                format!("step '{id}': an export step needs output: {{ path: ..., format: csv }}"),
+            );
+            return None;
+        };
+        let path = match render_static(&output.path, &job, vars) {
+            Ok(p) if !p.trim().is_empty() => lexical_clean(&dir.join(p)),
+            Ok(_) => {
+                self.err_in_step(
+                    &id,
+                    &["output", "path"],
+                    format!("step '{id}': output.path is empty"),
+                );
+                return None;
+            }
+            Err(e) => {
+                self.err_in_step(
+                    &id,
+                    &["output", "path"],
+                    format!("step '{id}' output.path: {e}"),
+                );
+                return None;
+            }
+        };
+        let format = match output.format.as_deref() {
+            Some(f) => {
+                match Format::parse(f) {
+                    Some(f) => f,
+                    None => {
+                        self.err_in_step(&id, &["output", "format"], format!("step '{id}': unknown output format '{f}' (expected csv, jsonl or json)"));
+                        return None;
+                    }
+                }
+            }
+            None => path
+                .extension()
+                .and_then(|e| Format::parse(&e.to_string_lossy()))
+                .unwrap_or(Format::Csv),
+        };
+        Some(Export {
+            id,
+            resource,
+            from,
+            to,
+            filter,
+            path,
+            format,
+        })
+    }
+
     fn input(&mut self, i: &config::InputConfig, dir: &Path) -> Option<Input> {
         let key = match &i.key {
             KeyColumns::One(k) => vec![k.clone()],
@@ -477,8 +693,21 @@ impl<'a> Builder<'a> {
                 self.err_in_step(&id, &["id"], format!("step id '{id}' is used twice"));
                 continue;
             }
+            if sc.resource.is_some()
+                || sc.from.is_some()
+                || sc.to.is_some()
+                || sc.output.is_some()
+                || !sc.filter.is_empty()
+            {
+                self.err_in_step(
+                    &id,
+                    &["type"],
+                    format!("step '{id}': resource, from, to, filter and output belong to export steps (type: export)"),
+                );
+            }
             let Some(kind) = StepKind::parse(&sc.kind) else {
-                let hint = diag::did_you_mean(&sc.kind, StepKind::NAMES);
+                let hint =
+                    diag::did_you_mean(&sc.kind, StepKind::NAMES.iter().copied().chain(["export"]));
                 let mut line = self.step_line(&id);
                 if let Some((l, _)) = diag::find_key(self.source, line, "type") {
                     line = l;
@@ -486,7 +715,7 @@ impl<'a> Builder<'a> {
                 let d = Diagnostic::new(
                     self.path,
                     format!(
-                        "unknown step type '{}' (expected contact, kyc or payout)",
+                        "unknown step type '{}' (expected contact, kyc, payout or export)",
                         sc.kind
                     ),
                 )
@@ -694,10 +923,40 @@ fn scope_ok(s: &str) -> bool {
     !s.is_empty() && s.chars().count() <= 64 && !s.contains('/') && !s.chars().any(char::is_control)
 }
 
+/// `jobs/../exports/x.csv` → `exports/x.csv`, without touching the file system.
+fn lexical_clean(p: &Path) -> PathBuf {
+    use std::path::Component;
+    let mut out = PathBuf::new();
+    for c in p.components() {
+        match c {
+            Component::CurDir => {}
+            Component::ParentDir
+                if matches!(out.components().next_back(), Some(Component::Normal(_))) =>
+            {
+                out.pop();
+            }
+            other => out.push(other.as_os_str()),
+        }
+    }
+    out
+}
+
 fn render_scope(src: &str, name: &str, vars: &BTreeMap<String, String>) -> Result<String, String> {
+    render_static(
+        src,
+        &BTreeMap::from([("name".to_string(), name.to_string())]),
+        vars,
+    )
+}
+
+/// Renders a template that sees `vars` and `job` but no row.
+fn render_static(
+    src: &str,
+    job: &BTreeMap<String, String>,
+    vars: &BTreeMap<String, String>,
+) -> Result<String, String> {
     let mut env = minijinja::Environment::new();
     env.set_undefined_behavior(minijinja::UndefinedBehavior::Strict);
-    let job = BTreeMap::from([("name".to_string(), name.to_string())]);
     env.render_str(
         src,
         minijinja::context! { vars => vars.clone(), job => job },

@@ -17,7 +17,9 @@ pub struct JobConfig {
     pub provider: ProviderConfig,
     #[serde(default)]
     pub limits: LimitsConfig,
-    pub input: InputConfig,
+    /// Optional: a job may hold only exports.
+    #[serde(default)]
+    pub input: Option<InputConfig>,
     pub steps: Vec<StepConfig>,
     #[serde(default)]
     pub report: Option<ReportConfig>,
@@ -148,6 +150,27 @@ pub struct StepConfig {
     pub batch: Option<BatchConfig>,
     #[serde(default)]
     pub wait: Option<WaitConfig>,
+    /// Export steps: what to pull, over which window, into which file.
+    #[serde(default)]
+    pub resource: Option<String>,
+    #[serde(default)]
+    pub from: Option<Scalar>,
+    #[serde(default)]
+    pub to: Option<Scalar>,
+    #[serde(default)]
+    pub filter: BTreeMap<String, Scalar>,
+    #[serde(default)]
+    pub output: Option<OutputConfig>,
+}
+
+/// Where an export step writes.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct OutputConfig {
+    pub path: String,
+    /// `csv` (default), `jsonl` or `json`.
+    #[serde(default)]
+    pub format: Option<String>,
 }
 
 /// A step field: a template, or (for `payout_method_params`) a map of templates.

@@ -9,6 +9,7 @@ mod build;
 pub mod config;
 pub mod diag;
 pub mod env;
+pub mod export;
 mod parse;
 pub mod steps;
 
@@ -37,8 +38,12 @@ pub struct Job {
     pub vars: BTreeMap<String, String>,
     pub provider: Provider,
     pub limits: Limits,
-    pub input: Input,
+    /// `None` for a job of exports only.
+    pub input: Option<Input>,
+    /// The steps that work on rows, in order.
     pub steps: Vec<Step>,
+    /// The export steps, in order; they run after the row steps.
+    pub exports: Vec<export::Export>,
     pub report: Report,
     pub notify: Option<Notify>,
     pub header: Arc<Header>,
@@ -322,6 +327,16 @@ fn interpolate_tree(
             interpolate_tree(&mut t.value, path, env, file, source, diags, deferred)
         }
         _ => {}
+    }
+}
+
+impl Job {
+    /// The input CSV's path (empty for a job of exports only, which reads no rows).
+    pub fn csv_path(&self) -> PathBuf {
+        self.input
+            .as_ref()
+            .map(|i| i.csv.clone())
+            .unwrap_or_default()
     }
 }
 

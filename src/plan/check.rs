@@ -84,8 +84,12 @@ pub fn check_rows(
     on_error: &mut dyn FnMut(InputError),
     on_row: &mut dyn FnMut(RowPlan) -> bool,
 ) -> Result<CheckSummary, InputError> {
-    let src = CsvSource::open(&job.input.csv, job.input.delimiter, &job.input.key)?;
-    let size_hint = std::fs::metadata(&job.input.csv).map_or(0, |m| m.len());
+    let Some(input) = &job.input else {
+        // A job of exports only reads no rows.
+        return Ok(CheckSummary::default());
+    };
+    let src = CsvSource::open(&input.csv, input.delimiter, &input.key)?;
+    let size_hint = std::fs::metadata(&input.csv).map_or(0, |m| m.len());
     let checker = RowChecker::new(job, build, false);
     let mut merger = Merger {
         job,
@@ -259,9 +263,9 @@ impl Merger<'_, '_> {
         if !self.suspects.is_empty() {
             for (key, line, first) in confirm_duplicates(job, &self.suspects)? {
                 self.report(InputError {
-                    path: job.input.csv.clone(),
+                    path: job.csv_path(),
                     line: Some(line),
-                    column: Some(job.input.key.join("+")),
+                    column: job.input.as_ref().map(|i| i.key.join("+")),
                     message: format!("duplicate key '{key}' (first used on line {first})"),
                 });
             }
@@ -269,7 +273,7 @@ impl Merger<'_, '_> {
         if let (Some(max), Some(o)) = (job.limits.max_rows, self.over_rows.take()) {
             let rows = self.summary.rows;
             self.report(InputError {
-                path: job.input.csv.clone(),
+                path: job.csv_path(),
                 line: Some(o.line),
                 column: None,
                 message: format!("limits.max_rows is {max} but the input has {rows} rows; row '{}' is the first over the limit", o.key),
@@ -279,7 +283,7 @@ impl Merger<'_, '_> {
             let max = job.limits.max_total[&ccy];
             let total = self.summary.totals[&ccy].0;
             self.report(InputError {
-                path: job.input.csv.clone(),
+                path: job.csv_path(),
                 line: Some(o.line),
                 column: o.column,
                 message: format!("limits.max_total for {ccy} is {max} but the planned total is {total}; row '{}' is the first to pass the limit", o.key),
@@ -297,7 +301,10 @@ fn confirm_duplicates(
 ) -> Result<Vec<(String, u64, u64)>, InputError> {
     let wanted: HashSet<&str> = suspects.iter().map(|(k, _)| k.as_str()).collect();
     let mut first: HashMap<String, u64> = HashMap::new();
-    let mut src = CsvSource::open(&job.input.csv, job.input.delimiter, &job.input.key)?;
+    let Some(input) = &job.input else {
+        return Ok(Vec::new());
+    };
+    let mut src = CsvSource::open(&input.csv, input.delimiter, &input.key)?;
     let (mut record, mut key) = (StringRecord::new(), String::new());
     loop {
         match src.next_row(&mut record, &mut key) {

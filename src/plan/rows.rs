@@ -116,8 +116,7 @@ impl<'a> RowChecker<'a> {
             job,
             rules: job.steps.iter().map(StepRules::new).collect(),
             csv_dir: job
-                .input
-                .csv
+                .csv_path()
                 .parent()
                 .map(PathBuf::from)
                 .unwrap_or_default(),
@@ -147,7 +146,7 @@ impl RowChecker<'_> {
             _ => (None, format!("field '{label}': ")),
         };
         errs.push(InputError {
-            path: self.job.input.csv.clone(),
+            path: self.job.csv_path(),
             line: Some(line),
             column,
             message: format!("{prefix}{message}{}", got_suffix(got, sensitive)),
@@ -388,7 +387,7 @@ impl RowChecker<'_> {
             ) {
                 Ok(item) => items.push(item),
                 Err(message) => errs.push(InputError {
-                    path: self.job.input.csv.clone(),
+                    path: self.job.csv_path(),
                     line: Some(line),
                     column: None,
                     message,

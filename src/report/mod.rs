@@ -74,6 +74,8 @@ pub struct Report {
     pub run: RunInfo,
     pub rows: Vec<RowResult>,
     pub totals: BTreeMap<String, Totals>,
+    /// The run's export steps.
+    pub exports: Vec<crate::state::exports::ExportRecord>,
 }
 
 /// Why a report could not be made.
@@ -196,7 +198,13 @@ impl Report {
                 });
             row.steps[si] = Some(result);
         }
+        let exports = if run.id > 0 {
+            crate::state::exports::of_run(conn, run.id)?
+        } else {
+            Vec::new()
+        };
         Ok(Report {
+            exports,
             job: job.name.clone(),
             scope: job.scope.clone(),
             steps,

@@ -47,5 +47,27 @@ pub fn summary_json(r: &Report) -> String {
         "in_doubt_resolved": r.run.in_doubt_resolved,
         "achieved_request_rate": rate,
     });
+    let mut v = v;
+    if !r.exports.is_empty() {
+        let mut exported: Map<String, Value> = Map::new();
+        let mut steps: Map<String, Value> = Map::new();
+        for e in &r.exports {
+            let n = exported
+                .get(&e.resource)
+                .and_then(Value::as_u64)
+                .unwrap_or(0);
+            exported.insert(e.resource.clone(), json!(n + e.rows));
+            steps.insert(
+                e.step.clone(),
+                json!({
+                    "resource": e.resource, "state": e.state, "rows": e.rows, "pages": e.pages,
+                    "duplicates_skipped": e.duplicates, "from": e.from_at, "to": e.to_at,
+                    "path": e.path, "error": e.error,
+                }),
+            );
+        }
+        v["exported"] = Value::Object(exported);
+        v["exports"] = Value::Object(steps);
+    }
     serde_json::to_string_pretty(&v).unwrap_or_default() + "\n"
 }

@@ -184,6 +184,23 @@ pub fn page_number(v: Option<&String>, name: &str) -> Result<usize, ApiError> {
     }
 }
 
+/// With `--inconsistent-pages`: takes away shape A's totals, and makes shape B's last
+/// page point at a next page that is empty.
+pub fn quirk(v: &mut Value, on: bool) {
+    if !on {
+        return;
+    }
+    if let Some(map) = v.as_object_mut() {
+        if map.contains_key("per_page") {
+            map.remove("total");
+            map.remove("total_page");
+        } else if map.get("next_page").is_some_and(Value::is_null) {
+            let page = map.get("page").and_then(Value::as_u64).unwrap_or(1);
+            map.insert("next_page".into(), json!(page + 1));
+        }
+    }
+}
+
 /// Pagination shape A: `{total, total_page, page, per_page, records}`.
 pub fn page_a(records: Vec<Value>, page: usize, per_page: usize) -> Value {
     let total = records.len();

@@ -185,7 +185,9 @@ pub async fn list(
         .iter()
         .map(|c| ledger.contact_json(c, app.config.kyc_delay, now))
         .collect();
-    Ok(Json(page_a(records, page, per_page.min(100))))
+    let mut v = page_a(records, page, per_page.min(100));
+    super::api::quirk(&mut v, app.config.faults.inconsistent_pages);
+    Ok(Json(v))
 }
 
 /// `PUT /v2/contact/update_info` (deprecated upstream, still the only update).

@@ -2,28 +2,15 @@
 //! shape A).
 
 use super::App;
-use super::api::{ApiError, ApiResult, page_a, page_b, page_number, parse_filter_date};
+use super::api::{ApiError, ApiResult, page_a, page_b, page_number, parse_filter_date, quirk};
+use super::ledger::{Agreement, CardPayment};
+use crate::provider::helloclever::CARD_STATUSES;
 use axum::Json;
 use axum::extract::{Query, State};
 use chrono::{DateTime, Utc};
+use serde_json::json;
 use std::collections::HashMap;
 use std::sync::Arc;
-
-const CARD_STATUSES: [&str; 13] = [
-    "pending",
-    "authorised",
-    "waiting",
-    "received",
-    "expired",
-    "return_pending",
-    "return_expired",
-    "partially_refunded",
-    "return_received",
-    "return_rejected",
-    "failed",
-    "in_dispute",
-    "dispute_lost",
-];
 
 fn date(
     q: &HashMap<String, String>,
@@ -54,20 +41,38 @@ pub async fn payto_search(
     } else {
         20
     };
-    let ledger = app.ledger();
+    let mut ledger = app.ledger();
+    if page > 1 {
+        for _ in 0..app.config.faults.arrivals {
+            let id = ledger.agreements.len() + 1;
+            let Some(first) = ledger.agreements.first() else {
+                break;
+            };
+            let mut record = first.record.clone();
+            record["id"] = json!(id);
+            record["payment_agreement_id"] = json!(format!("agreement-{id}"));
+            record["created_at"] = json!(from.format("%Y-%m-%dT%H:%M:%SZ").to_string());
+            ledger.agreements.push(Agreement {
+                record,
+                created_at: from,
+            });
+        }
+    }
     let mut found: Vec<_> = ledger
         .agreements
         .iter()
         .filter(|a| a.created_at >= from && a.created_at <= to)
         .collect();
     found.sort_by_key(|a| a.created_at);
-    Ok(Json(page_b(
+    let mut v = page_b(
         found.iter().map(|a| a.record.clone()).collect(),
         page,
         size,
         from,
         to,
-    )))
+    );
+    quirk(&mut v, app.config.faults.inconsistent_pages);
+    Ok(Json(v))
 }
 
 /// `GET /v2/cards/payments?start_date&end_date&page&per_page&status`.
@@ -91,7 +96,28 @@ pub async fn card_payments(
             CARD_STATUSES.join(", ")
         )));
     }
-    let ledger = app.ledger();
+    let mut ledger = app.ledger();
+    if page > 1 {
+        for _ in 0..app.config.faults.arrivals {
+            let Some(first) = ledger
+                .cards
+                .iter()
+                .filter(|c| status.is_none_or(|s| *s == c.status))
+                .min_by_key(|c| c.created_at)
+            else {
+                break;
+            };
+            let at = from.unwrap_or(first.created_at);
+            let (mut record, card_status) = (first.record.clone(), first.status.clone());
+            record["uuid"] = json!(ledger.new_uuid());
+            record["created_at"] = super::api::timestamp(at);
+            ledger.cards.push(CardPayment {
+                record,
+                status: card_status,
+                created_at: at,
+            });
+        }
+    }
     let mut found: Vec<_> = ledger
         .cards
         .iter()
@@ -102,9 +128,11 @@ pub async fn card_payments(
         })
         .collect();
     found.sort_by_key(|c| c.created_at);
-    Ok(Json(page_a(
+    let mut v = page_a(
         found.iter().map(|c| c.record.clone()).collect(),
         page,
         per_page,
-    )))
+    );
+    quirk(&mut v, app.config.faults.inconsistent_pages);
+    Ok(Json(v))
 }

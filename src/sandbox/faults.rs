@@ -22,6 +22,12 @@ pub struct Faults {
     /// Share of requests applied, then answered only after `timeout_delay`.
     pub timeout_rate: f64,
     pub timeout_delay: Duration,
+    /// List pages with the metadata the reference leaves open: shape A pages without
+    /// `total`/`total_page`, shape B's last page with `next_page` pointing past the end.
+    pub inconsistent_pages: bool,
+    /// Records that "arrive" before each list page after the first (card payments and PayTo
+    /// agreements), dated at the start of the requested window so they shift the pages.
+    pub arrivals: usize,
 }
 
 /// What to do with one request, decided before it is handled.

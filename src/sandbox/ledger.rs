@@ -361,7 +361,22 @@ pub async fn show(State(app): State<Arc<App>>) -> Json<Value> {
     }
     let balances: HashMap<&String, Value> =
         l.balances.iter().map(|(c, b)| (c, money(*b))).collect();
+    // Every exportable record by id and creation time: what an export must find.
+    let index = |items: Vec<(String, DateTime<Utc>)>| -> Vec<Value> {
+        items
+            .into_iter()
+            .map(|(id, at)| json!({"id": id, "created_at": timestamp(at)}))
+            .collect()
+    };
+    let exportable = json!({
+        "contacts": index(l.contacts.iter().map(|(email, c)| (email.clone(), c.created_at)).collect()),
+        "payouts": index(l.payouts.iter().map(|b| (b.uuid.clone(), b.created_at)).collect()),
+        "payins": index(l.payins.iter().map(|p| (p.uuid.clone(), p.created_at)).collect()),
+        "payment_agreements": index(l.agreements.iter().map(|a| (a.record["id"].to_string(), a.created_at)).collect()),
+        "card_payments": index(l.cards.iter().map(|c| (c.record["uuid"].as_str().unwrap_or_default().to_string(), c.created_at)).collect()),
+    });
     Json(json!({
+        "exportable": exportable,
         "contacts": contacts, "kyc_submissions": kyc, "payouts": payouts,
         "payins": l.payins.len(), "payment_agreements": l.agreements.len(), "card_payments": l.cards.len(),
         "balances": balances, "requests": requests,

@@ -196,11 +196,13 @@ pub async fn list(
         .filter(|p| from.is_none_or(|f| p.created_at >= f) && to.is_none_or(|t| p.created_at <= t))
         .collect();
     payins.sort_by_key(|p| p.created_at);
-    Ok(Json(page_a(
+    let mut v = page_a(
         payins.iter().map(|p| payin_json(p, now)).collect(),
         page,
         per_page.min(100),
-    )))
+    );
+    super::api::quirk(&mut v, app.config.faults.inconsistent_pages);
+    Ok(Json(v))
 }
 
 fn find<'l>(ledger: &'l mut super::ledger::Ledger, uuid: &str) -> Result<&'l mut Payin, ApiError> {

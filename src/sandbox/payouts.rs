@@ -262,7 +262,9 @@ pub async fn list(
         .iter()
         .map(|b| ledger.payout_json(b, app.config.payout_delay, now))
         .collect();
-    Ok(Json(page_b(records, page, 20, from, to)))
+    let mut v = page_b(records, page, 20, from, to);
+    super::api::quirk(&mut v, app.config.faults.inconsistent_pages);
+    Ok(Json(v))
 }
 
 /// `POST /v2/payouts/simulate` (path is our choice): `{uuid, status: completed|failed}` for

@@ -2,6 +2,7 @@
 //! sent and confirmed. This module is the one place that opens it and migrates its schema.
 
 mod db;
+pub mod exports;
 mod plan_writer;
 mod schema;
 pub mod work;

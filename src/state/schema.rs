@@ -94,6 +94,29 @@ const MIGRATIONS: &[&str] = &[
         started_at TEXT NOT NULL
     );
     "#,
+    // 3: export steps, one row per step and run; the newest completed one's `to_at` is the
+    // step's `last_run` watermark.
+    r#"
+    CREATE TABLE exports (
+        run_id      INTEGER NOT NULL REFERENCES runs(id),
+        plan_id     INTEGER NOT NULL REFERENCES plans(id),
+        step        TEXT NOT NULL,
+        resource    TEXT NOT NULL,
+        from_at     TEXT NOT NULL,
+        to_at       TEXT NOT NULL,
+        -- running | completed | failed | interrupted
+        state       TEXT NOT NULL,
+        rows        INTEGER NOT NULL DEFAULT 0,
+        pages       INTEGER NOT NULL DEFAULT 0,
+        duplicates  INTEGER NOT NULL DEFAULT 0,
+        path        TEXT NOT NULL,
+        error       TEXT,
+        started_at  TEXT NOT NULL,
+        ended_at    TEXT,
+        PRIMARY KEY (run_id, step)
+    );
+    CREATE INDEX exports_watermark ON exports (plan_id, step, state);
+    "#,
 ];
 
 /// The schema version this build writes.

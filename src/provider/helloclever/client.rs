@@ -182,6 +182,16 @@ impl HelloClever {
         .await
     }
 
+    /// One page of a list endpoint (`GET path?query`), as the provider sent it.
+    pub async fn list_page(
+        &self,
+        path: &str,
+        query: &[(&str, String)],
+    ) -> Result<Value, CallError> {
+        self.send(self.request(Method::GET, path).query(query))
+            .await
+    }
+
     /// `GET /v2/payouts/all` for one page of a window (dates as `YYYY-MM-DDThh:mm:ss`, UTC).
     pub async fn payouts(&self, from: &str, to: &str, page: u64) -> Result<PayoutPage, CallError> {
         let page = page.to_string();
