@@ -462,20 +462,18 @@ impl<'a> Builder<'a> {
                 }
             }
         };
-        let (Some(from), Some(to)) = (
+        let (from, to) = (
             when(self, "from", sc.from.as_ref(), ""),
             when(self, "to", sc.to.as_ref(), "now"),
-        ) else {
-            return None;
-        };
-        if matches!(to, When::LastRun(_)) {
+        );
+        if matches!(to, Some(When::LastRun(_))) {
             self.err_in_step(
                 &id,
                 &["to"],
                 format!("step '{id}' to: last_run is for 'from'"),
             );
         }
-        if let (When::At(f), When::At(t)) = (&from, &to)
+        if let (Some(When::At(f)), Some(When::At(t))) = (&from, &to)
             && f > t
         {
             self.err_in_step(
@@ -564,8 +562,8 @@ impl<'a> Builder<'a> {
         Some(Export {
             id,
             resource,
-            from,
-            to,
+            from: from?,
+            to: to?,
             filter,
             path,
             format,

@@ -204,12 +204,23 @@ pub fn quirk(v: &mut Value, on: bool) {
 /// Pagination shape A: `{total, total_page, page, per_page, records}`.
 pub fn page_a(records: Vec<Value>, page: usize, per_page: usize) -> Value {
     let total = records.len();
-    let total_page = total.div_ceil(per_page).max(1);
     let slice: Vec<Value> = records
         .into_iter()
         .skip((page - 1) * per_page)
         .take(per_page)
         .collect();
+    page_a_of(slice, total, page, per_page)
+}
+
+/// The items of page `page` (from 1) of `items`, `per` to a page.
+pub fn page_slice<T>(items: &[T], page: usize, per: usize) -> &[T] {
+    let start = (page - 1).saturating_mul(per).min(items.len());
+    &items[start..(start + per).min(items.len())]
+}
+
+/// Shape A around one page's records, out of `total`.
+pub fn page_a_of(slice: Vec<Value>, total: usize, page: usize, per_page: usize) -> Value {
+    let total_page = total.div_ceil(per_page).max(1);
     json!({"total": total, "total_page": total_page, "page": page, "per_page": per_page, "records": slice})
 }
 

@@ -2,7 +2,9 @@
 //! shape A).
 
 use super::App;
-use super::api::{ApiError, ApiResult, page_a, page_b, page_number, parse_filter_date, quirk};
+use super::api::{
+    ApiError, ApiResult, page_a_of, page_b, page_number, page_slice, parse_filter_date, quirk,
+};
 use super::ledger::{Agreement, CardPayment};
 use crate::provider::helloclever::CARD_STATUSES;
 use axum::Json;
@@ -128,11 +130,12 @@ pub async fn card_payments(
         })
         .collect();
     found.sort_by_key(|c| c.created_at);
-    let mut v = page_a(
-        found.iter().map(|c| c.record.clone()).collect(),
-        page,
-        per_page,
-    );
+    // Only the page's records are cloned: a seeded ledger may hold 100,000 of them.
+    let records = page_slice(&found, page, per_page)
+        .iter()
+        .map(|c| c.record.clone())
+        .collect();
+    let mut v = page_a_of(records, found.len(), page, per_page);
     quirk(&mut v, app.config.faults.inconsistent_pages);
     Ok(Json(v))
 }

@@ -1,5 +1,6 @@
 //! payrun's integration tests: one binary, the real `payrun` executable on fixture jobs.
 
+mod export;
 mod faults;
 mod plan;
 mod report;
