@@ -88,6 +88,14 @@ fn validate(args: &JobArgs) -> i32 {
         Err(e) => input_failure(&e),
         Ok(summary) => {
             let secs = started.elapsed().as_secs_f64();
+            if job.input.is_none() {
+                println!(
+                    "{}: {} export step(s): no problems",
+                    job.path.display(),
+                    job.exports.len()
+                );
+                return exit::SUCCESS;
+            }
             println!(
                 "{}: {} rows × {} steps checked in {secs:.2}s: {}",
                 job.path.display(),
@@ -123,6 +131,13 @@ fn plan_cmd(args: &JobArgs, state: Option<&std::path::Path>) -> i32 {
     let state_path = state
         .map(std::path::Path::to_path_buf)
         .unwrap_or_else(|| plan::default_state_path(&job));
+    if job.input.is_none() {
+        println!(
+            "nothing to plan: '{}' holds only export steps; `payrun run` runs them",
+            job.name
+        );
+        return exit::SUCCESS;
+    }
     // Planning changes items: not while a run of this job and scope may be sending them.
     if state_path.exists()
         && let Ok(st) = crate::state::State::open(&state_path)
@@ -524,6 +539,37 @@ fn status_cmd(args: &JobArgs, state: Option<&std::path::Path>) -> i32 {
         if conflicts > 0 {
             println!(
                 "  {conflicts} conflict(s): rows changed after they were sent (never re-sent)"
+            );
+        }
+        let mut stmt = conn.prepare("SELECT step, resource, state, rows, from_at, to_at, COALESCE(error, '') FROM exports WHERE plan_id = ?1 AND run_id = (SELECT MAX(run_id) FROM exports e2 WHERE e2.plan_id = ?1 AND e2.step = exports.step) ORDER BY step").map_err(err)?;
+        let exports: Vec<(String, String, String, i64, String, String, String)> = stmt
+            .query_map([plan_id], |r| {
+                Ok((
+                    r.get(0)?,
+                    r.get(1)?,
+                    r.get(2)?,
+                    r.get(3)?,
+                    r.get(4)?,
+                    r.get(5)?,
+                    r.get(6)?,
+                ))
+            })
+            .map_err(err)?
+            .collect::<Result<_, _>>()
+            .map_err(err)?;
+        if !exports.is_empty() {
+            println!("latest exports:");
+        }
+        for (step, resource, state, rows, from, to, error) in exports {
+            let mark = crate::state::exports::watermark(conn, plan_id, &step).map_err(err)?;
+            println!(
+                "  {step:<12} {resource} {from} .. {to}: {state}, {rows} rows{}; last_run = {}",
+                if error.is_empty() {
+                    String::new()
+                } else {
+                    format!(" ({error})")
+                },
+                mark.as_deref().unwrap_or("none yet")
             );
         }
         println!("last runs:");

@@ -130,6 +130,29 @@ pub fn dry_run(
                 }
             }
         }
+        // Exports: the window each would pull now, and where it would write.
+        let now = chrono::Utc::now();
+        for e in &job.exports {
+            let mark = crate::state::exports::watermark(conn, plan_id, &e.id)
+                .map_err(err)?
+                .and_then(|t| chrono::DateTime::parse_from_rfc3339(&t).ok())
+                .map(|t| t.with_timezone(&chrono::Utc));
+            let window = e
+                .from
+                .resolve(now, mark)
+                .and_then(|f| Ok((f, e.to.resolve(now, mark)?)));
+            lines.push(match window {
+                Ok((f, t)) => format!(
+                    "{} export: {} created {} .. {} → {}",
+                    e.id,
+                    e.resource.as_str(),
+                    f.format("%Y-%m-%dT%H:%M:%SZ"),
+                    t.format("%Y-%m-%dT%H:%M:%SZ"),
+                    e.path.display()
+                ),
+                Err(why) => format!("{} export: cannot run: {why}", e.id),
+            });
+        }
         Ok(lines)
     })();
     cleanup(&tmp);
