@@ -36,7 +36,7 @@ pub enum Command {
     Status(PlanArgs),
     /// Refresh every sent payout and transaction (and undecided KYC) from the provider,
     /// record what changed, and write the reports again.
-    Reconcile(PlanArgs),
+    Reconcile(ReconcileArgs),
     /// Write (again) a run's reports from the state database: results.csv, summary.json,
     /// junit.xml, into report.dir/<job>/<scope>/<run id>/ and latest/.
     Report(ReportArgs),
@@ -70,6 +70,15 @@ pub struct ReportArgs {
     #[command(flatten)]
     pub plan: PlanArgs,
     /// The run to report on (default: the latest).
+    #[arg(long)]
+    pub run: Option<i64>,
+}
+
+#[derive(Debug, Args)]
+pub struct ReconcileArgs {
+    #[command(flatten)]
+    pub plan: PlanArgs,
+    /// Only what this run sent (default: everything the job's state holds as sent).
     #[arg(long)]
     pub run: Option<i64>,
 }

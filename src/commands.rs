@@ -651,7 +651,8 @@ fn report_cmd(args: &crate::cli::ReportArgs) -> i32 {
     }
 }
 
-fn reconcile_cmd(args: &crate::cli::PlanArgs, quiet: bool) -> i32 {
+fn reconcile_cmd(args: &crate::cli::ReconcileArgs, quiet: bool) -> i32 {
+    let (only_run, args) = (args.run, &args.plan);
     let job = match load(&args.job) {
         Ok(j) => j,
         Err(code) => return code,
@@ -675,7 +676,7 @@ fn reconcile_cmd(args: &crate::cli::PlanArgs, quiet: bool) -> i32 {
             poll_cap: None,
             show_progress: false,
         };
-        match crate::exec::reconcile(&job, opts).await {
+        match crate::exec::reconcile(&job, opts, only_run).await {
             Ok((report, changes)) => {
                 if !quiet {
                     println!(

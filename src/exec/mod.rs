@@ -278,8 +278,53 @@ async fn open(
 /// Refreshes what the provider holds for everything sent — payout batches and their
 /// transactions, KYC not yet decided — records it, and returns what changed. It takes the
 /// lock and is recorded as a run (so its reports show the refreshed state).
-pub async fn reconcile(job: &Job, opts: RunOptions) -> Result<(RunReport, Vec<Change>), RunError> {
+///
+/// With `only_run`, only what that run sent first (by the time of its first attempt).
+pub async fn reconcile(
+    job: &Job,
+    opts: RunOptions,
+    only_run: Option<i64>,
+) -> Result<(RunReport, Vec<Change>), RunError> {
     let (ctx, db, plan_id, run_id) = open(job, &opts, false).await?;
+    let span = match only_run {
+        None => None,
+        Some(id) => {
+            let found = db
+                .read(move |c| {
+                    c.query_row(
+                        "SELECT started_at, COALESCE(ended_at, '9999') FROM runs WHERE plan_id = ?1 AND id = ?2",
+                        rusqlite::params![plan_id, id],
+                        |r| Ok((r.get::<_, String>(0)?, r.get::<_, String>(1)?)),
+                    )
+                    .map(Some)
+                    .or_else(|e| match e {
+                        rusqlite::Error::QueryReturnedNoRows => Ok(None),
+                        e => Err(e),
+                    })
+                })
+                .await?;
+            match found {
+                Some(span) => Some(span),
+                None => {
+                    let stats = work::RunStats::default();
+                    db.write(move |c| {
+                        work::finish_run(c, plan_id, run_id, crate::exit::INVALID_INPUT, &stats)
+                    })
+                    .await?;
+                    return Err(RunError::Config(format!(
+                        "'{}' scope '{}' has no run {id}",
+                        job.name, job.scope
+                    )));
+                }
+            }
+        }
+    };
+    // Whether something first sent at `at` belongs to the run asked about.
+    let in_span = |at: &Option<String>| match (&span, at) {
+        (None, _) => true,
+        (Some((from, to)), Some(at)) => at >= from && at <= to,
+        (Some(_), None) => false,
+    };
     let mut changes = Vec::new();
     let result: Result<(), RunError> = async {
         for step in &job.steps {
@@ -293,7 +338,7 @@ pub async fn reconcile(job: &Job, opts: RunOptions) -> Result<(RunReport, Vec<Ch
                         })
                         .await?;
                     let mut found = Vec::new();
-                    for b in batches {
+                    for b in batches.into_iter().filter(|b| in_span(&b.first_attempt_at)) {
                         if let Some(uuid) = b.provider_ref.clone()
                             && let Some((_, mut c)) = payout::refresh_batch(&ctx, &b, &uuid).await?
                         {
@@ -310,11 +355,15 @@ pub async fn reconcile(job: &Job, opts: RunOptions) -> Result<(RunReport, Vec<Ch
                         })
                         .await?;
                     let mut found = Vec::new();
-                    for item in items.iter().filter(|i| {
-                        i.provider_status
-                            .as_deref()
-                            .is_some_and(|s| !matches!(s, "approved" | "rejected" | "failed"))
-                    }) {
+                    for item in items
+                        .iter()
+                        .filter(|i| in_span(&i.first_attempt_at))
+                        .filter(|i| {
+                            i.provider_status
+                                .as_deref()
+                                .is_some_and(|s| !matches!(s, "approved" | "rejected" | "failed"))
+                        })
+                    {
                         let timeout = step
                             .wait
                             .as_ref()

@@ -712,13 +712,21 @@ async fn reconcile_records_what_the_provider_completed_since_the_run() {
     )
     .await;
     // Reconcile, through the real binary: it lists the changes and rewrites the reports.
-    let mut cmd = std::process::Command::new(env!("CARGO_BIN_EXE_payrun"));
-    cmd.args(["reconcile", "job.yaml", "--state", "state.db"])
-        .current_dir(setup.dir.path());
-    for (k, v) in setup.env(&s) {
-        cmd.env(k, v);
-    }
-    let out = cmd.output().unwrap();
+    let reconcile = |extra: &[&str]| {
+        let mut cmd = std::process::Command::new(env!("CARGO_BIN_EXE_payrun"));
+        cmd.args(["reconcile", "job.yaml", "--state", "state.db"])
+            .args(extra)
+            .current_dir(setup.dir.path());
+        for (k, v) in setup.env(&s) {
+            cmd.env(k, v);
+        }
+        cmd.output().unwrap()
+    };
+    let unknown = reconcile(&["--run", "99"]);
+    assert_eq!(unknown.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&unknown.stderr).contains("has no run 99"));
+    // Only what run 1 sent: here, everything.
+    let out = reconcile(&["--run", "1"]);
     let stdout = String::from_utf8_lossy(&out.stdout);
     assert_eq!(
         out.status.code(),
@@ -743,7 +751,7 @@ async fn reconcile_records_what_the_provider_completed_since_the_run() {
         std::fs::read_to_string(setup.path("reports/soak/2026-11/latest/results.csv")).unwrap();
     assert_eq!(csv.matches(",completed,").count(), 3, "{csv}");
     // Nothing changed since: a second reconcile finds nothing.
-    let again = cmd.output().unwrap();
+    let again = reconcile(&[]);
     assert!(String::from_utf8_lossy(&again.stdout).contains("0 change(s)"));
 }
 
