@@ -143,6 +143,17 @@ pub struct SandboxArgs {
     /// first, dated at the window's start (they shift later pages by this many records).
     #[arg(long, default_value_t = 0)]
     pub arrivals: usize,
+    /// FinHub: the client id and secret the token endpoint accepts.
+    #[arg(long, default_value = "sandbox-client")]
+    pub finhub_client_id: String,
+    #[arg(long, default_value = "sandbox-secret")]
+    pub finhub_client_secret: String,
+    /// FinHub: the `tenantId` every customer call must carry.
+    #[arg(long, default_value = "sandbox-tenant")]
+    pub finhub_tenant: String,
+    /// FinHub: how long an access token is accepted.
+    #[arg(long, default_value = "1h", value_parser = parse_duration_arg)]
+    pub finhub_token_ttl: std::time::Duration,
 }
 
 fn parse_duration_arg(s: &str) -> Result<std::time::Duration, String> {

@@ -253,6 +253,13 @@ fn sandbox(args: crate::cli::SandboxArgs) -> i32 {
         },
         seed: args.seed,
         seed_data: args.seed_data,
+        finhub: sandbox::FinhubConfig {
+            client_id: args.finhub_client_id,
+            client_secret: args.finhub_client_secret,
+            tenant: args.finhub_tenant,
+            token_ttl: args.finhub_token_ttl,
+            claimed_expires_in: None,
+        },
     };
     let runtime = match tokio::runtime::Runtime::new() {
         Ok(rt) => rt,
@@ -279,6 +286,7 @@ fn sandbox(args: crate::cli::SandboxArgs) -> i32 {
         // The first line is a contract: tests and scripts read the address from it.
         println!("payrun sandbox listening on http://{}", server.addr);
         println!("Hello Clever API base URL: {}", server.base_url());
+        println!("FinHub gateway URL: {}", server.finhub_url());
         let _ = std::io::stdout().flush();
         let _ = tokio::signal::ctrl_c().await;
         server.stop().await;

@@ -2,6 +2,7 @@
 //! are classified, and per provider its client, wire types and the facts validation needs.
 
 pub mod error;
+pub mod finhub;
 pub mod helloclever;
 pub mod http;
 

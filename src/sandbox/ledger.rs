@@ -94,6 +94,7 @@ pub struct Ledger {
     pub payins: Vec<Payin>,
     pub agreements: Vec<Agreement>,
     pub cards: Vec<CardPayment>,
+    pub finhub: super::finhub::Book,
     /// Configured balances; a currency not here is unlimited.
     pub balances: BTreeMap<String, Decimal>,
     counters: BTreeMap<(String, u16), u64>,
@@ -112,6 +113,7 @@ impl Ledger {
             payins: Vec::new(),
             agreements: Vec::new(),
             cards: Vec::new(),
+            finhub: super::finhub::Book::default(),
             initial_balances: balances.clone(),
             balances,
             counters: BTreeMap::new(),
@@ -375,7 +377,13 @@ pub async fn show(State(app): State<Arc<App>>) -> Json<Value> {
         "payment_agreements": index(l.agreements.iter().map(|a| (a.record["id"].to_string(), a.created_at)).collect()),
         "card_payments": index(l.cards.iter().map(|c| (c.record["uuid"].as_str().unwrap_or_default().to_string(), c.created_at)).collect()),
     });
+    let finhub_requests: BTreeMap<&String, &BTreeMap<String, u64>> = requests
+        .iter()
+        .filter(|(endpoint, _)| endpoint.contains(" /finhub/"))
+        .collect();
+    let finhub = json!({"customers": l.finhub.show(), "requests": finhub_requests});
     Json(json!({
+        "finhub": finhub,
         "exportable": exportable,
         "contacts": contacts, "kyc_submissions": kyc, "payouts": payouts,
         "payins": l.payins.len(), "payment_agreements": l.agreements.len(), "card_payments": l.cards.len(),

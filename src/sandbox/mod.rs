@@ -11,6 +11,7 @@ mod api;
 mod contacts;
 mod exports;
 pub mod faults;
+mod finhub;
 mod ledger;
 mod methods;
 pub mod paths;
@@ -19,6 +20,7 @@ mod payouts;
 mod seed;
 
 pub use faults::Faults;
+pub use finhub::FinhubConfig;
 
 use axum::Router;
 use axum::body::Body;
@@ -54,6 +56,8 @@ pub struct Config {
     pub seed: u64,
     /// Records of each exportable kind to create at start, spread over the last 400 days.
     pub seed_data: usize,
+    /// The FinHub side: client credentials, tenant, token lifetime.
+    pub finhub: FinhubConfig,
 }
 
 impl Default for Config {
@@ -67,6 +71,7 @@ impl Default for Config {
             faults: Faults::default(),
             seed: 1,
             seed_data: 0,
+            finhub: FinhubConfig::default(),
         }
     }
 }
@@ -95,6 +100,12 @@ impl Sandbox {
     /// The Hello Clever API base URL of this emulator (`http://127.0.0.1:PORT/api`).
     pub fn base_url(&self) -> String {
         format!("http://{}{}", self.addr, paths::API)
+    }
+
+    /// The FinHub gateway of this emulator (`http://127.0.0.1:PORT/finhub`): the token
+    /// endpoint is `{this}/oauth/token`, the customer API `{this}/customer/2.0.0`.
+    pub fn finhub_url(&self) -> String {
+        format!("http://{}{}", self.addr, paths::FINHUB)
     }
 
     /// Stops accepting, closes every connection and waits for the server to end.
@@ -207,8 +218,27 @@ fn router(app: Arc<App>) -> Router {
         ))
         .layer(middleware::from_fn_with_state(app.clone(), authenticate))
         .layer(middleware::from_fn_with_state(app.clone(), inject_faults));
+    // FinHub: the same faults, its own auth; served versioned and unversioned.
+    let customer = Router::new()
+        .route(paths::FH_CREATE, post(finhub::create))
+        .route(paths::FH_CREATE_BULK, post(finhub::create_bulk))
+        .route(paths::FH_DETAILS, get(finhub::details))
+        .route(paths::FH_UPDATE, put(finhub::update))
+        .route(paths::FH_UPDATE_STATUS, post(finhub::update_status))
+        .route(paths::FH_KYC_CONFIRMATION, post(finhub::kyc_confirmation))
+        .route(paths::FH_CREATE_DOCUMENTS, post(finhub::create_documents))
+        .route(paths::FH_DOCUMENTS, get(finhub::documents))
+        .route(paths::FH_BY_STATUS, post(finhub::by_status))
+        .layer(middleware::from_fn_with_state(app.clone(), finhub::authenticate))
+        .layer(middleware::from_fn_with_state(app.clone(), inject_faults));
+    let fh = Router::new()
+        .route(paths::FH_TOKEN, post(finhub::token))
+        .nest(paths::FH_CUSTOMER_V2, customer.clone())
+        .nest(paths::FH_CUSTOMER, customer)
+        .layer(middleware::from_fn(finhub::error_shape));
     Router::new()
         .nest(API, api)
+        .nest(paths::FINHUB, fh)
         .route(LEDGER, get(ledger::show))
         .route(RESET, post(ledger::reset))
         .layer(middleware::from_fn_with_state(app.clone(), count))

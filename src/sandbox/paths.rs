@@ -45,3 +45,20 @@ pub const CARD_PAYMENTS: &str = "/v2/cards/payments";
 // The emulator's own, for tests; never faulted, never authenticated.
 pub const LEDGER: &str = "/__sandbox/ledger";
 pub const RESET: &str = "/__sandbox/reset";
+
+// FinHub, under its own prefix (the gateway host's stand-in).
+pub const FINHUB: &str = "/finhub";
+pub const FH_TOKEN: &str = "/oauth/token";
+pub const FH_CUSTOMER_V2: &str = "/customer/2.0.0";
+pub const FH_CUSTOMER: &str = "/customer";
+pub const FH_CREATE: &str = "/create";
+pub const FH_CREATE_BULK: &str = "/createBulk";
+pub const FH_DETAILS: &str = "/getDetailsById/{id}";
+pub const FH_UPDATE: &str = "/update/{id}";
+pub const FH_UPDATE_STATUS: &str = "/update/{id}/status/{status}";
+/// Not documented: our reading of "Post update kycConfirmation".
+pub const FH_KYC_CONFIRMATION: &str = "/update/kycConfirmation/{id}";
+pub const FH_CREATE_DOCUMENTS: &str = "/createDocuments/{id}";
+/// Documented on a mirror of the API only.
+pub const FH_DOCUMENTS: &str = "/getDocuments/{id}";
+pub const FH_BY_STATUS: &str = "/getByCustomerStatus/{status}";

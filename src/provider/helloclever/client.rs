@@ -204,7 +204,7 @@ impl HelloClever {
     }
 }
 
-fn transport(e: reqwest::Error) -> CallError {
+pub(crate) fn transport(e: reqwest::Error) -> CallError {
     if e.is_connect() {
         CallError::Connect(without_url(&e))
     } else if e.is_timeout() {
