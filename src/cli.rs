@@ -41,7 +41,7 @@ pub enum Command {
     /// junit.xml, into report.dir/<job>/<scope>/<run id>/ and latest/.
     Report(ReportArgs),
     /// Run the local Hello Clever emulator (for tests, demos and dry rehearsals).
-    Sandbox(SandboxArgs),
+    Sandbox(Box<SandboxArgs>),
 }
 
 #[derive(Debug, Args)]

@@ -37,7 +37,7 @@ pub fn run(cli: Cli) -> i32 {
     match cli.command {
         Command::Validate(args) => validate(&args),
         Command::Plan(args) => plan_cmd(&args.job, args.state.as_deref()),
-        Command::Sandbox(args) => sandbox(args),
+        Command::Sandbox(args) => sandbox(*args),
         Command::Run(args) => run_cmd(&args, bars, cli.quiet),
         Command::Status(args) => status_cmd(&args.job, args.state.as_deref()),
         Command::Report(args) => report_cmd(&args),
@@ -398,9 +398,18 @@ fn run_cmd(args: &crate::cli::RunArgs, bars: bool, quiet: bool) -> i32 {
                     return exit::FATAL;
                 }
             };
-            tracing::info!(url = %sb.base_url(), "using the embedded sandbox");
-            opts.base_url = Some(sb.base_url());
-            opts.credentials = Some((config.app_id.clone(), config.secret_key.clone()));
+            if job.provider.kind == crate::provider::ProviderKind::FinHub {
+                tracing::info!(url = %sb.finhub_url(), "using the embedded sandbox (FinHub)");
+                opts.base_url = Some(sb.finhub_url());
+                opts.credentials = Some((
+                    config.finhub.client_id.clone(),
+                    config.finhub.client_secret.clone(),
+                ));
+            } else {
+                tracing::info!(url = %sb.base_url(), "using the embedded sandbox");
+                opts.base_url = Some(sb.base_url());
+                opts.credentials = Some((config.app_id.clone(), config.secret_key.clone()));
+            }
             opts.poll_cap = Some(std::time::Duration::from_millis(200));
             Some(sb)
         } else {

@@ -58,11 +58,16 @@ pub fn dry_run(
                 })
             };
             match step.kind {
-                StepKind::Contact | StepKind::Kyc => {
-                    let path = if step.kind == StepKind::Contact {
-                        "POST /v2/contacts"
-                    } else {
-                        "POST /v2/contacts/submit_kyc"
+                StepKind::Payout => {}
+                kind => {
+                    let path = match kind {
+                        StepKind::Contact => "POST /v2/contacts",
+                        StepKind::Kyc => "POST /v2/contacts/submit_kyc",
+                        StepKind::Customer => "POST /create",
+                        StepKind::CustomersBulk => "POST /createBulk (in chunks)",
+                        StepKind::Documents => "POST /createDocuments/{customerId}",
+                        StepKind::CustomerStatus => "POST /update/{customerId}/status/{status}",
+                        _ => "POST kycConfirmation",
                     };
                     for i in items {
                         let doubt = if i.state == "in_flight" {
@@ -79,7 +84,9 @@ pub fn dry_run(
                         ));
                     }
                 }
-                StepKind::Payout => {
+            }
+            if step.kind == StepKind::Payout {
+                {
                     work::rebatch(
                         conn,
                         plan_id,

@@ -108,6 +108,17 @@ fn endpoint(r: Resource) -> Endpoint {
             max_window: None,
             columns: CARD_COLUMNS,
         },
+        // FinHub: `POST /getByCustomerStatus/{status}`, paged by the body.
+        Resource::CustomersByStatus => Endpoint {
+            path: "/getByCustomerStatus",
+            from_key: "",
+            to_key: "",
+            zulu: false,
+            size_key: Some("pageSize"),
+            id_key: "id",
+            max_window: None,
+            columns: CUSTOMER_COLUMNS,
+        },
     }
 }
 
@@ -271,6 +282,30 @@ const CARD_COLUMNS: &[Column] = &[
     text("webhook_notification.endpoint_url"),
 ];
 
+const CUSTOMER_COLUMNS: &[Column] = &[
+    text("id"),
+    text("customerType"),
+    text("customerName"),
+    text("customerStatus"),
+    text("categorization"),
+    text("kycConfirmation"),
+    text("person.firstName.name"),
+    text("person.lastName.name"),
+    text("person.fullName"),
+    text("person.email"),
+    text("person.gender"),
+    text("person.dateOfBirth"),
+    text("person.placeOfBirth"),
+    text("person.nationality"),
+    col(
+        "person.telephoneNumbers",
+        "person.telephoneNumbers",
+        Kind::Json,
+    ),
+    col("person.addresses", "person.addresses", Kind::Json),
+    col("person.documents", "person.documents", Kind::Json),
+];
+
 /// The CSV header of a resource's export.
 pub fn columns(r: Resource) -> Vec<&'static str> {
     endpoint(r).columns.iter().map(|c| c.name).collect()
@@ -363,6 +398,38 @@ fn parse_page(mut v: Value, page: u64) -> Result<Page, String> {
     Ok(Page {
         records,
         size,
+        more,
+        total,
+    })
+}
+
+/// Reads one page of FinHub's `{customers, pagination: {numberOfPage, totalSize,
+/// currentPage}}` (any of the three may be missing).
+fn parse_customers_page(mut v: Value, page: u64) -> Result<Page, String> {
+    let records = match v.get_mut("customers").map(Value::take) {
+        Some(Value::Array(r)) => r,
+        Some(Value::Null) => Vec::new(),
+        _ => return Err("the provider's answer has no 'customers' list".into()),
+    };
+    let p = &v["pagination"];
+    let total = p.get("totalSize").and_then(as_u64);
+    let mut says = Vec::new();
+    if let Some(pages) = p.get("numberOfPage").and_then(as_u64) {
+        says.push(page < pages);
+    }
+    if let Some(total) = total {
+        says.push(page.saturating_mul(PAGE_SIZE) < total);
+    }
+    let more = if says.is_empty() {
+        More::Unknown
+    } else if says.contains(&true) {
+        More::Yes
+    } else {
+        More::No
+    };
+    Ok(Page {
+        records,
+        size: None,
         more,
         total,
     })
@@ -524,7 +591,16 @@ fn redact(v: &mut Value) {
         Value::Object(map) => {
             for (k, item) in map.iter_mut() {
                 match item {
-                    Value::String(s) if k == "authorization_header" && !s.is_empty() => {
+                    Value::String(s)
+                        if matches!(
+                            k.as_str(),
+                            "authorization_header"
+                                | "pinCode"
+                                | "answer"
+                                | "targetCode"
+                                | "inputCode"
+                        ) && !s.is_empty() =>
+                    {
                         *s = "****".into();
                     }
                     Value::String(s) if crate::redact::is_sensitive_name(k) => {
@@ -706,7 +782,23 @@ async fn pull_pages(
         pages: 0,
         duplicates: 0,
     };
-    for (w_from, w_to) in windows(from, to, ep.max_window) {
+    // FinHub's customers come by status: one pass per status asked for (all by default).
+    let slices: Vec<(DateTime<Utc>, DateTime<Utc>, Option<&str>)> =
+        if export.resource == Resource::CustomersByStatus {
+            let only = export.filter.iter().find(|(k, _)| k == "status");
+            crate::provider::finhub::CUSTOMER_STATUSES
+                .iter()
+                .copied()
+                .filter(|s| only.is_none_or(|(_, v)| v == s))
+                .map(|s| (from, to, Some(s)))
+                .collect()
+        } else {
+            windows(from, to, ep.max_window)
+                .into_iter()
+                .map(|(f, t)| (f, t, None))
+                .collect()
+        };
+    for (w_from, w_to, status) in slices {
         let mut page: u64 = 1;
         let mut longest: u64 = 0;
         let mut stale_pages = 0;
@@ -725,11 +817,23 @@ async fn pull_pages(
             for (k, v) in &export.filter {
                 query.push((k.as_str(), v.clone()));
             }
-            let reply = super::contact::idempotent(ctx, || ctx.client.list_page(ep.path, &query))
-                .await
-                .map_err(|e| Stop::Failed(call_failure(&e, page)))?;
-            let p =
-                parse_page(reply, page).map_err(|e| Stop::Failed(format!("page {page}: {e}")))?;
+            let p = match (status, &ctx.finhub) {
+                (Some(status), Some(fh)) => {
+                    let reply =
+                        super::contact::idempotent(ctx, || fh.by_status(status, page, PAGE_SIZE))
+                            .await
+                            .map_err(|e| Stop::Failed(call_failure(&e, page)))?;
+                    parse_customers_page(reply, page)
+                }
+                _ => {
+                    let reply =
+                        super::contact::idempotent(ctx, || ctx.client.list_page(ep.path, &query))
+                            .await
+                            .map_err(|e| Stop::Failed(call_failure(&e, page)))?;
+                    parse_page(reply, page)
+                }
+            }
+            .map_err(|e| Stop::Failed(format!("page {page}: {e}")))?;
             tally.pages += 1;
             if page == 1
                 && let (Some(total), Some(bar)) = (p.total, &ctx.progress)

@@ -14,6 +14,7 @@
 mod contact;
 mod dry;
 pub mod export;
+mod finhub;
 mod kyc;
 pub mod pace;
 mod payout;
@@ -60,7 +61,13 @@ pub struct RunReport {
 
 /// Everything the step runners share.
 pub struct Ctx {
+    /// Hello Clever (unused by FinHub jobs, whose steps are FinHub's).
     pub client: HelloClever,
+    /// FinHub, for `provider.kind: finhub`.
+    pub finhub: Option<Arc<crate::provider::finhub::client::FinHub>>,
+    /// FinHub customers by email, read when a create is in doubt.
+    pub directory: finhub::Directory,
+    pub run_started: tokio::time::Instant,
     pub pacer: Pacer,
     pub db: Db,
     pub plan_id: i64,
@@ -186,30 +193,55 @@ pub struct RunOptions {
     pub show_progress: bool,
 }
 
+/// The provider settings `run` needs, resolved.
+enum Settings {
+    HelloClever {
+        base: String,
+        app_id: String,
+        secret: String,
+    },
+    FinHub {
+        base: String,
+        tenant: String,
+        auth: crate::provider::finhub::client::Auth,
+        kyc_confirmation_path: String,
+    },
+}
+
 /// Resolves the provider settings `run` needs; a missing variable is an error naming it.
-fn provider_settings(job: &Job, opts: &RunOptions) -> Result<(String, String, String), RunError> {
+fn provider_settings(job: &Job, opts: &RunOptions) -> Result<Settings, RunError> {
+    use crate::provider::ProviderKind;
+    use crate::provider::helloclever::client::Secret;
     let get = |k: &str| job.provider.settings.get(k).cloned();
-    let (app_id, secret) = match &opts.credentials {
-        Some(c) => c.clone(),
-        None => {
-            if let Some(d) = job.provider.unresolved.first() {
+    let need = |k: &str| {
+        get(k).filter(|v| !v.is_empty()).ok_or_else(|| {
+            RunError::Config(format!(
+                "{}: provider.{k} is required to run",
+                job.path.display()
+            ))
+        })
+    };
+    let unresolved = |keys: &[&str]| -> Result<(), RunError> {
+        for d in &job.provider.unresolved {
+            if keys
+                .iter()
+                .any(|k| d.message.contains(&format!("provider.{k})")))
+            {
                 return Err(RunError::Config(d.to_string()));
             }
-            let need = |k: &str| {
-                get(k).filter(|v| !v.is_empty()).ok_or_else(|| {
-                    RunError::Config(format!(
-                        "{}: provider.{k} is required to run",
-                        job.path.display()
-                    ))
-                })
-            };
-            (need("app_id")?, need("secret_key")?)
         }
+        Ok(())
     };
     let base = match &opts.base_url {
         Some(b) => b.clone(),
-        None => get("base_url")
-            .unwrap_or_else(|| crate::provider::helloclever::SANDBOX_BASE_URL.to_string()),
+        None => match job.provider.kind {
+            ProviderKind::HelloClever => get("base_url")
+                .unwrap_or_else(|| crate::provider::helloclever::SANDBOX_BASE_URL.to_string()),
+            ProviderKind::FinHub => {
+                unresolved(&["base_url"])?;
+                need("base_url")?
+            }
+        },
     };
     if base.contains("${") {
         return Err(RunError::Config(format!(
@@ -217,7 +249,65 @@ fn provider_settings(job: &Job, opts: &RunOptions) -> Result<(String, String, St
             job.path.display()
         )));
     }
-    Ok((base, app_id, secret))
+    match job.provider.kind {
+        ProviderKind::HelloClever => {
+            let (app_id, secret) = match &opts.credentials {
+                Some(c) => c.clone(),
+                None => {
+                    if let Some(d) = job.provider.unresolved.first() {
+                        return Err(RunError::Config(d.to_string()));
+                    }
+                    (need("app_id")?, need("secret_key")?)
+                }
+            };
+            Ok(Settings::HelloClever {
+                base,
+                app_id,
+                secret,
+            })
+        }
+        ProviderKind::FinHub => {
+            use crate::provider::finhub::client::Auth;
+            let (tenant, auth) = match &opts.credentials {
+                // The embedded sandbox: its client, its tenant.
+                Some((id, secret)) => (
+                    crate::sandbox::FinhubConfig::default().tenant,
+                    Auth::ClientCredentials {
+                        token_url: format!("{base}/oauth/token"),
+                        client_id: Secret::new(id.clone()),
+                        client_secret: Secret::new(secret.clone()),
+                    },
+                ),
+                None => {
+                    unresolved(&["tenant_id"])?;
+                    let tenant = need("tenant_id")?;
+                    let auth = match get("token").filter(|t| !t.is_empty() && !t.contains("${")) {
+                        Some(t) => Auth::Static(Secret::new(t)),
+                        None => {
+                            unresolved(&["token_url", "client_id", "client_secret"])?;
+                            if get("token").is_some() {
+                                unresolved(&["token"])?;
+                            }
+                            Auth::ClientCredentials {
+                                token_url: need("token_url")?,
+                                client_id: Secret::new(need("client_id")?),
+                                client_secret: Secret::new(need("client_secret")?),
+                            }
+                        }
+                    };
+                    (tenant, auth)
+                }
+            };
+            let path = get("base_path").unwrap_or_else(|| "/customer/2.0.0".into());
+            Ok(Settings::FinHub {
+                base: format!("{}{}", base.trim_end_matches('/'), path),
+                tenant,
+                auth,
+                kyc_confirmation_path: get("kyc_confirmation_path")
+                    .unwrap_or_else(|| crate::provider::finhub::KYC_CONFIRMATION_PATH.to_string()),
+            })
+        }
+    }
 }
 
 /// Builds what a run or a reconcile works with: the provider client, the database thread,
@@ -228,17 +318,34 @@ async fn open(
     create_plan: bool,
 ) -> Result<(Arc<Ctx>, Db, i64, i64), RunError> {
     use crate::provider::helloclever::client::Secret;
-    let (base, app_id, secret) = provider_settings(job, opts)?;
-    if job.provider.kind != crate::provider::ProviderKind::HelloClever {
-        return Err(RunError::Config(format!(
-            "{}: provider kind {} is not supported by `run` yet",
-            job.path.display(),
-            job.provider.kind.as_str()
-        )));
-    }
+    let settings = provider_settings(job, opts)?;
     let http = crate::provider::http::client(job.limits.timeout, job.limits.concurrency as usize)
         .map_err(|e| RunError::Fatal(format!("cannot build the HTTP client: {e}")))?;
-    let client = HelloClever::new(http, &base, Secret::new(app_id), Secret::new(secret));
+    let (client, finhub) = match settings {
+        Settings::HelloClever {
+            base,
+            app_id,
+            secret,
+        } => (
+            HelloClever::new(http, &base, Secret::new(app_id), Secret::new(secret)),
+            None,
+        ),
+        Settings::FinHub {
+            base,
+            tenant,
+            auth,
+            kyc_confirmation_path,
+        } => (
+            HelloClever::new(http.clone(), &base, Secret::new(""), Secret::new("")),
+            Some(Arc::new(crate::provider::finhub::client::FinHub::new(
+                http,
+                &base,
+                Secret::new(tenant),
+                auth,
+                &kyc_confirmation_path,
+            ))),
+        ),
+    };
     let db = Db::open(&opts.state_path)?;
     let (name, scope) = (job.name.clone(), job.scope.clone());
     let plan_id = db
@@ -256,6 +363,9 @@ async fn open(
         .map_err(RunError::Locked)?;
     let ctx = Arc::new(Ctx {
         client,
+        finhub,
+        directory: finhub::Directory::default(),
+        run_started: tokio::time::Instant::now(),
         pacer: Pacer::new(
             &job.limits.rate,
             job.limits.burst,
@@ -374,7 +484,8 @@ pub async fn reconcile(
                     }
                     found
                 }
-                StepKind::Contact => Vec::new(),
+                // Nothing of these changes at FinHub on its own.
+                _ => Vec::new(),
             };
             changes.extend(found.into_iter().map(|c| Change {
                 step: step.id.clone(),
@@ -525,6 +636,7 @@ pub async fn execute(job: &Job, ctx: Arc<Ctx>, retry_failed: bool) -> Result<i32
             StepKind::Contact => contact::run(job, si, step, &ctx, &mut rows).await?,
             StepKind::Kyc => kyc::run(job, si, step, &ctx, &mut rows).await?,
             StepKind::Payout => payout::run(job, si, step, &ctx, &mut rows).await?,
+            _ => finhub::run(job, si, step, &ctx, &mut rows).await?,
         }
         if let Some(p) = &ctx.progress {
             p.finish();

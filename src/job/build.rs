@@ -192,7 +192,12 @@ impl<'a> Builder<'a> {
             ]);
             let mut templates = Templates::new(h.clone(), &vars, &job_map);
             if !row_configs.is_empty() && c.input.is_some() {
-                steps = self.steps(&row_configs, &mut templates, limits.max_batch_size);
+                steps = self.steps(
+                    &row_configs,
+                    &mut templates,
+                    limits.max_batch_size,
+                    provider.kind,
+                );
             }
             templates
         });
@@ -206,7 +211,7 @@ impl<'a> Builder<'a> {
                 );
                 continue;
             }
-            if let Some(e) = self.export(sc, &dir, &c.name, &scope, &vars) {
+            if let Some(e) = self.export(sc, &dir, &c.name, &scope, &vars, provider.kind) {
                 exports.push(e);
             }
         }
@@ -263,6 +268,8 @@ impl<'a> Builder<'a> {
             ("token_url", &p.token_url),
             ("client_id", &p.client_id),
             ("client_secret", &p.client_secret),
+            ("base_path", &p.base_path),
+            ("kyc_confirmation_path", &p.kyc_confirmation_path),
         ] {
             if let Some(v) = value {
                 settings.insert(name, v.clone());
@@ -397,6 +404,7 @@ impl<'a> Builder<'a> {
         name: &str,
         scope: &str,
         vars: &BTreeMap<String, String>,
+        provider: ProviderKind,
     ) -> Option<Export> {
         let id = sc.id.clone();
         if id.is_empty()
@@ -446,7 +454,31 @@ impl<'a> Builder<'a> {
             ("name".to_string(), name.to_string()),
             ("scope".to_string(), scope.to_string()),
         ]);
-        if sc.from.is_none() {
+        if resource.provider() != provider {
+            self.err_in_step(
+                &id,
+                &["resource"],
+                format!(
+                    "step '{id}': {} is exported from {}, but the job's provider is {}",
+                    resource.as_str(),
+                    resource.provider().as_str(),
+                    provider.as_str()
+                ),
+            );
+            return None;
+        }
+        if !resource.has_window() && (sc.from.is_some() || sc.to.is_some()) {
+            self.err_in_step(
+                &id,
+                &["from"],
+                format!(
+                    "step '{id}': {} has no date filter; leave out from and to",
+                    resource.as_str()
+                ),
+            );
+            return None;
+        }
+        if sc.from.is_none() && resource.has_window() {
             self.err_in_step(&id, &["type"], format!("step '{id}': an export step needs from (e.g. -1d, yesterday, 2026-11-01, or 'last_run or -7d')"));
             return None;
         }
@@ -462,10 +494,14 @@ impl<'a> Builder<'a> {
                 }
             }
         };
-        let (from, to) = (
-            when(self, "from", sc.from.as_ref(), ""),
-            when(self, "to", sc.to.as_ref(), "now"),
-        );
+        let (from, to) = if resource.has_window() {
+            (
+                when(self, "from", sc.from.as_ref(), ""),
+                when(self, "to", sc.to.as_ref(), "now"),
+            )
+        } else {
+            (Some(When::Now), Some(When::Now))
+        };
         if matches!(to, Some(When::LastRun(_))) {
             self.err_in_step(
                 &id,
@@ -508,6 +544,23 @@ impl<'a> Builder<'a> {
                         format!(
                             "step '{id}': card payment status '{v}' is not one of {}",
                             crate::provider::helloclever::CARD_STATUSES.join(", ")
+                        ),
+                    ),
+                    &["filter", k],
+                );
+                self.diags.push(d.with_hint(hint));
+                continue;
+            }
+            if resource == Resource::CustomersByStatus
+                && !crate::provider::finhub::CUSTOMER_STATUSES.contains(&v.as_str())
+            {
+                let hint = diag::did_you_mean(&v, crate::provider::finhub::CUSTOMER_STATUSES);
+                let d = self.locate(
+                    Diagnostic::new(
+                        self.path,
+                        format!(
+                            "step '{id}': customer status '{v}' is not one of {}",
+                            crate::provider::finhub::CUSTOMER_STATUSES.join(", ")
                         ),
                     ),
                     &["filter", k],
@@ -668,6 +721,7 @@ impl<'a> Builder<'a> {
         configs: &[config::StepConfig],
         templates: &mut Templates,
         max_batch: u32,
+        provider: ProviderKind,
     ) -> Vec<Step> {
         if configs.is_empty() {
             self.err(&["steps"], "the job has no steps");
@@ -713,18 +767,48 @@ impl<'a> Builder<'a> {
                 let d = Diagnostic::new(
                     self.path,
                     format!(
-                        "unknown step type '{}' (expected contact, kyc, payout or export)",
-                        sc.kind
+                        "unknown step type '{}' (expected {}, or export)",
+                        sc.kind,
+                        StepKind::names_for(provider).join(", ")
                     ),
                 )
                 .near(self.source, line, &sc.kind);
                 self.diags.push(d.with_hint(hint));
                 continue;
             };
+            if kind.provider() != provider {
+                self.err_in_step(
+                    &id,
+                    &["type"],
+                    format!(
+                        "step '{id}': '{}' is a {} step, but the job's provider is {} (its steps: {}, export)",
+                        kind.as_str(),
+                        kind.provider().as_str(),
+                        provider.as_str(),
+                        StepKind::names_for(provider).join(", ")
+                    ),
+                );
+                continue;
+            }
             if let Some(prev) = steps.last()
                 && prev.kind.rank() > kind.rank()
             {
-                self.err_in_step(&id, &["type"], format!("step '{id}' ({}) cannot come after step '{}' ({}): steps run contact, then kyc, then payout", kind.as_str(), prev.id, prev.kind.as_str()));
+                let order = match provider {
+                    ProviderKind::HelloClever => "contact, then kyc, then payout",
+                    ProviderKind::FinHub => {
+                        "customer (or customers_bulk), then documents, then customer_status and kyc_confirmation"
+                    }
+                };
+                self.err_in_step(
+                    &id,
+                    &["type"],
+                    format!(
+                        "step '{id}' ({}) cannot come after step '{}' ({}): steps run {order}",
+                        kind.as_str(),
+                        prev.id,
+                        prev.kind.as_str()
+                    ),
+                );
             }
             let when = sc.when.as_ref().and_then(|src| {
                 match templates.compile(&format!("{id}.when"), src) {
@@ -738,15 +822,7 @@ impl<'a> Builder<'a> {
             let fields = self.fields(&id, kind, &sc.fields, templates);
             let batch_size = match (&sc.batch, kind) {
                 (None, _) => DEFAULT_BATCH_SIZE.min(max_batch),
-                (Some(_), StepKind::Contact | StepKind::Kyc) => {
-                    self.err_in_step(
-                        &id,
-                        &["batch"],
-                        format!("step '{id}': batch applies to payout steps only"),
-                    );
-                    0
-                }
-                (Some(b), StepKind::Payout) => match b.size {
+                (Some(b), StepKind::Payout | StepKind::CustomersBulk) => match b.size {
                     None => DEFAULT_BATCH_SIZE.min(max_batch),
                     Some(n) if n >= 1 && n <= max_batch => n,
                     Some(n) => {
@@ -754,16 +830,29 @@ impl<'a> Builder<'a> {
                         0
                     }
                 },
+                (Some(_), _) => {
+                    self.err_in_step(
+                        &id,
+                        &["batch"],
+                        format!(
+                            "step '{id}': batch applies to payout and customers_bulk steps only"
+                        ),
+                    );
+                    0
+                }
             };
             let wait = sc.wait.as_ref().and_then(|w| {
                 let expected = match kind {
                     StepKind::Kyc => "approved",
                     StepKind::Payout => "completed",
-                    StepKind::Contact => {
+                    other => {
                         self.err_in_step(
                             &id,
                             &["wait"],
-                            format!("step '{id}': contact steps have nothing to wait for"),
+                            format!(
+                                "step '{id}': {} steps have nothing to wait for",
+                                other.as_str()
+                            ),
                         );
                         return None;
                     }

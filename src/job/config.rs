@@ -81,6 +81,12 @@ pub struct ProviderConfig {
     pub client_id: Option<String>,
     #[serde(default)]
     pub client_secret: Option<String>,
+    /// FinHub: the customer API's path on the gateway (default `/customer/2.0.0`).
+    #[serde(default)]
+    pub base_path: Option<String>,
+    /// FinHub: where kycConfirmation is posted (`{customerId}` is replaced).
+    #[serde(default)]
+    pub kyc_confirmation_path: Option<String>,
 }
 
 #[derive(Debug, Clone, Default, Deserialize)]

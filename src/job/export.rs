@@ -11,15 +11,18 @@ pub enum Resource {
     Payins,
     PaymentAgreements,
     CardPayments,
+    /// FinHub: customers, by `customerStatus` (every status unless filtered).
+    CustomersByStatus,
 }
 
 impl Resource {
-    pub const NAMES: [&'static str; 5] = [
+    pub const NAMES: [&'static str; 6] = [
         "contacts",
         "payouts",
         "payins",
         "payment_agreements",
         "card_payments",
+        "customers_by_status",
     ];
 
     pub fn parse(s: &str) -> Option<Resource> {
@@ -29,6 +32,7 @@ impl Resource {
             "payins" => Resource::Payins,
             "payment_agreements" => Resource::PaymentAgreements,
             "card_payments" => Resource::CardPayments,
+            "customers_by_status" => Resource::CustomersByStatus,
             _ => return None,
         })
     }
@@ -40,13 +44,27 @@ impl Resource {
             Resource::Payins => "payins",
             Resource::PaymentAgreements => "payment_agreements",
             Resource::CardPayments => "card_payments",
+            Resource::CustomersByStatus => "customers_by_status",
         }
+    }
+
+    /// The provider whose API holds the resource.
+    pub fn provider(self) -> crate::provider::ProviderKind {
+        match self {
+            Resource::CustomersByStatus => crate::provider::ProviderKind::FinHub,
+            _ => crate::provider::ProviderKind::HelloClever,
+        }
+    }
+
+    /// Whether the endpoint filters by creation time (FinHub's by-status list does not).
+    pub fn has_window(self) -> bool {
+        self != Resource::CustomersByStatus
     }
 
     /// The filters the resource's endpoint takes (beyond the window).
     pub fn filters(self) -> &'static [&'static str] {
         match self {
-            Resource::CardPayments => &["status"],
+            Resource::CardPayments | Resource::CustomersByStatus => &["status"],
             _ => &[],
         }
     }

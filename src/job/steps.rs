@@ -8,18 +8,42 @@ pub enum StepKind {
     Contact,
     Kyc,
     Payout,
+    /// FinHub: create a customer (update it when its email exists).
+    Customer,
+    /// FinHub: create customers in chunks of `batch.size` with one call each.
+    CustomersBulk,
+    /// FinHub: attach a document descriptor to the row's customer.
+    Documents,
+    /// FinHub: set the row's customer's status.
+    CustomerStatus,
+    /// FinHub: post the row's customer's kycConfirmation.
+    KycConfirmation,
 }
 
 impl StepKind {
-    pub const NAMES: [&'static str; 3] = ["contact", "kyc", "payout"];
+    pub const NAMES: [&'static str; 8] = [
+        "contact",
+        "kyc",
+        "payout",
+        "customer",
+        "customers_bulk",
+        "documents",
+        "customer_status",
+        "kyc_confirmation",
+    ];
+    const ALL: [StepKind; 8] = [
+        StepKind::Contact,
+        StepKind::Kyc,
+        StepKind::Payout,
+        StepKind::Customer,
+        StepKind::CustomersBulk,
+        StepKind::Documents,
+        StepKind::CustomerStatus,
+        StepKind::KycConfirmation,
+    ];
 
     pub fn parse(s: &str) -> Option<StepKind> {
-        match s {
-            "contact" => Some(StepKind::Contact),
-            "kyc" => Some(StepKind::Kyc),
-            "payout" => Some(StepKind::Payout),
-            _ => None,
-        }
+        Self::ALL.into_iter().find(|k| k.as_str() == s)
     }
 
     pub fn as_str(self) -> &'static str {
@@ -27,16 +51,44 @@ impl StepKind {
             StepKind::Contact => "contact",
             StepKind::Kyc => "kyc",
             StepKind::Payout => "payout",
+            StepKind::Customer => "customer",
+            StepKind::CustomersBulk => "customers_bulk",
+            StepKind::Documents => "documents",
+            StepKind::CustomerStatus => "customer_status",
+            StepKind::KycConfirmation => "kyc_confirmation",
         }
+    }
+
+    /// The provider whose API the step calls.
+    pub fn provider(self) -> crate::provider::ProviderKind {
+        use crate::provider::ProviderKind::{FinHub, HelloClever};
+        match self {
+            StepKind::Contact | StepKind::Kyc | StepKind::Payout => HelloClever,
+            _ => FinHub,
+        }
+    }
+
+    /// The step kinds of a provider, for messages.
+    pub fn names_for(p: crate::provider::ProviderKind) -> Vec<&'static str> {
+        Self::ALL
+            .into_iter()
+            .filter(|k| k.provider() == p)
+            .map(StepKind::as_str)
+            .collect()
     }
 
     /// The order steps run in: a row enters a step only when the earlier ones succeeded.
     pub fn rank(self) -> u8 {
         match self {
-            StepKind::Contact => 0,
-            StepKind::Kyc => 1,
-            StepKind::Payout => 2,
+            StepKind::Contact | StepKind::Customer | StepKind::CustomersBulk => 0,
+            StepKind::Kyc | StepKind::Documents => 1,
+            StepKind::Payout | StepKind::CustomerStatus | StepKind::KycConfirmation => 2,
         }
+    }
+
+    /// Whether the step creates the row's FinHub customer (later steps use its id).
+    pub fn creates_customer(self) -> bool {
+        matches!(self, StepKind::Customer | StepKind::CustomersBulk)
     }
 
     pub fn fields(self) -> &'static [FieldSpec] {
@@ -44,6 +96,10 @@ impl StepKind {
             StepKind::Contact => CONTACT,
             StepKind::Kyc => KYC,
             StepKind::Payout => PAYOUT,
+            StepKind::Customer | StepKind::CustomersBulk => CUSTOMER,
+            StepKind::Documents => DOCUMENT,
+            StepKind::CustomerStatus => CUSTOMER_STATUS,
+            StepKind::KycConfirmation => KYC_CONFIRMATION,
         }
     }
 
@@ -180,6 +236,56 @@ const PAYOUT: &[FieldSpec] = &[
     f("amount", FieldKind::Amount, Always),
     f("payout_method_params", FieldKind::Map, Always),
 ];
+
+// FinHub's Customer object (shared/api/finhub.md §2.0), as dotted paths: an array segment
+// (`telephoneNumbers`, `addresses`) holds one entry built from its fields. Names and enum
+// literals are the reference's, misspellings included. The reference marks nothing as
+// required; payrun requires the type and, to find a customer again, its email.
+use crate::provider::finhub as fh;
+const CUSTOMER: &[FieldSpec] = &[
+    f("customerType", FieldKind::Enum(&fh::CUSTOMER_TYPES), Always),
+    f("customerName", TEXT, Optional),
+    f(
+        "customerStatus",
+        FieldKind::Enum(&fh::CUSTOMER_STATUSES),
+        Optional,
+    ),
+    f("categorization", FieldKind::Enum(&fh::CATEGORIES), Optional),
+    f("person.email", FieldKind::Email, Always),
+    f("person.firstName.name", TEXT, Optional),
+    f("person.lastName.name", TEXT, Optional),
+    f("person.fullName", TEXT, Optional),
+    f("person.gender", TEXT, Optional),
+    f("person.dateOfBirth", FieldKind::PastDate, Optional),
+    f("person.placeOfBirth", TEXT, Optional),
+    f("person.nationality", TEXT, Optional),
+    f("person.telephoneNumbers.number", FieldKind::Phone, Optional),
+    f("person.telephoneNumbers.phoneType", TEXT, Optional),
+    f("person.telephoneNumbers.country", TEXT, Optional),
+    f("person.addresses.addressPurpose", TEXT, Optional),
+    f("person.addresses.address.country", TEXT, Optional),
+    f("person.addresses.address.city", TEXT, Optional),
+    f("person.addresses.address.zipCode", TEXT, Optional),
+    f("person.addresses.address.street", TEXT, Optional),
+];
+
+const DOCUMENT: &[FieldSpec] = &[
+    f("purpose", FieldKind::Enum(&fh::DOCUMENT_PURPOSES), Always),
+    f("documentType", FieldKind::Enum(&fh::DOCUMENT_TYPES), Always),
+    f("name", TEXT, Always),
+    f("location", FieldKind::Text { min: 1, max: 2048 }, Always),
+    f("status", FieldKind::Enum(&fh::DOCUMENT_STATUSES), Optional),
+    f(
+        "verificationResponse",
+        FieldKind::Text { min: 0, max: 4096 },
+        Optional,
+    ),
+];
+
+const CUSTOMER_STATUS: &[FieldSpec] =
+    &[f("status", FieldKind::Enum(&fh::CUSTOMER_STATUSES), Always)];
+
+const KYC_CONFIRMATION: &[FieldSpec] = &[f("kycConfirmation", TEXT, Always)];
 
 /// The payout fields that decide which batch a row goes into.
 pub const BATCH_FIELDS: [&str; 4] = [

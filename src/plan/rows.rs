@@ -523,6 +523,7 @@ fn cross_checks<'v>(
                 problems.push((ai, text(idx.amount), msg));
             }
         }
+        _ => {}
     }
 }
 

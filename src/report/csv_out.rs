@@ -22,6 +22,13 @@ pub fn results_csv(r: &Report) -> String {
         match kind {
             StepKind::Contact => header.push(format!("{id}_email")),
             StepKind::Kyc => header.push(format!("{id}_kyc_status")),
+            StepKind::Customer | StepKind::CustomersBulk => {
+                header.push(format!("{id}_customer_id"))
+            }
+            StepKind::Documents => header.push(format!("{id}_document_id")),
+            StepKind::CustomerStatus | StepKind::KycConfirmation => {
+                header.push(format!("{id}_value"))
+            }
             StepKind::Payout => {
                 for col in ["batch_uuid", "transaction_uuid", "transaction_status"] {
                     header.push(format!("{id}_{col}"));
@@ -67,6 +74,12 @@ pub fn results_csv(r: &Report) -> String {
             match kind {
                 StepKind::Contact => rec.push(opt(&s.provider_ref)),
                 StepKind::Kyc => rec.push(opt(&s.provider_status)),
+                StepKind::Customer | StepKind::CustomersBulk | StepKind::Documents => {
+                    rec.push(opt(&s.provider_ref))
+                }
+                StepKind::CustomerStatus | StepKind::KycConfirmation => {
+                    rec.push(opt(&s.provider_status))
+                }
                 StepKind::Payout => {
                     rec.push(opt(&s.batch_ref));
                     rec.push(opt(&s.provider_ref));

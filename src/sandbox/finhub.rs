@@ -193,11 +193,15 @@ pub async fn authenticate(State(app): State<Arc<App>>, req: Request, next: Next)
                 .is_some_and(|expiry| Instant::now() < *expiry)
         });
         match header("tenantid") {
-            _ if !valid => Err(FhError::new(StatusCode::UNAUTHORIZED, "Invalid or expired access token")),
+            _ if !valid => Err(FhError::new(
+                StatusCode::UNAUTHORIZED,
+                "Invalid or expired access token",
+            )),
             None | Some("") => Err(FhError::bad("tenantId header is required")),
-            Some(t) if t != app.config.finhub.tenant => {
-                Err(FhError::new(StatusCode::FORBIDDEN, "Access to this tenant is denied"))
-            }
+            Some(t) if t != app.config.finhub.tenant => Err(FhError::new(
+                StatusCode::FORBIDDEN,
+                "Access to this tenant is denied",
+            )),
             Some(_) => Ok(()),
         }
     };
@@ -245,7 +249,9 @@ pub async fn token(State(app): State<Arc<App>>, headers: HeaderMap, body: Bytes)
     let token = {
         let mut l = app.ledger();
         let t = format!("fh-{}{}", l.new_uuid(), l.new_uuid());
-        l.finhub.tokens.insert(t.clone(), Instant::now() + cfg.token_ttl);
+        l.finhub
+            .tokens
+            .insert(t.clone(), Instant::now() + cfg.token_ttl);
         t
     };
     let expires_in = cfg.claimed_expires_in.unwrap_or(cfg.token_ttl.as_secs());
@@ -277,8 +283,11 @@ fn check_customer(c: &Map<String, Value>) -> Result<String, FhError> {
     if email.is_empty() && c.get("customerType").and_then(Value::as_str) != Some("Organization") {
         return Err(FhError::bad("person.email is required"));
     }
-    if !email.is_empty() && (!email.contains('@') || email.starts_with('@') || email.ends_with('@')) {
-        return Err(FhError::bad(format!("person.email is not an email address (got {email})")));
+    if !email.is_empty() && (!email.contains('@') || email.starts_with('@') || email.ends_with('@'))
+    {
+        return Err(FhError::bad(format!(
+            "person.email is not an email address (got {email})"
+        )));
     }
     Ok(email.to_ascii_lowercase())
 }
@@ -303,9 +312,7 @@ fn insert(book: &mut Book, mut record: Map<String, Value>) -> Result<Value, FhEr
     book.next_customer += 1;
     let id = format!("c-{:06}", book.next_customer);
     record.insert("id".into(), json!(id));
-    record
-        .entry("customerStatus")
-        .or_insert(json!("new"));
+    record.entry("customerStatus").or_insert(json!("new"));
     book.customers.push(Customer {
         id,
         email,
@@ -430,7 +437,10 @@ pub async fn create_documents(
         one_of(d.get("purpose"), "purpose", &PURPOSES)?;
         one_of(d.get("documentType"), "documentType", &DOC_TYPES)?;
         one_of(d.get("status"), "status", &DOC_STATUSES)?;
-        if d.get("location").and_then(Value::as_str).is_none_or(str::is_empty) {
+        if d.get("location")
+            .and_then(Value::as_str)
+            .is_none_or(str::is_empty)
+        {
             return Err(FhError::bad("location is required"));
         }
     }
@@ -448,7 +458,9 @@ pub async fn create_documents(
         stored.push(d);
     }
     book.find(&id)?.documents.extend(stored);
-    Ok(Json(json!({"tenantId": tenant, "customerId": id, "documentIds": ids})))
+    Ok(Json(
+        json!({"tenantId": tenant, "customerId": id, "documentIds": ids}),
+    ))
 }
 
 /// `GET /getDocuments/{customerId}`.
@@ -472,7 +484,11 @@ pub async fn by_status(
             STATUSES.join(", ")
         )));
     }
-    let body = if body.is_empty() { Map::new() } else { object(&body)? };
+    let body = if body.is_empty() {
+        Map::new()
+    } else {
+        object(&body)?
+    };
     let number = |k: &str, default: u64| match body.get(k) {
         None | Some(Value::Null) => Ok(default),
         Some(v) => v
@@ -498,5 +514,7 @@ pub async fn by_status(
     if app.config.faults.inconsistent_pages {
         pagination = json!({"currentPage": page});
     }
-    Ok(Json(json!({"customers": customers, "pagination": pagination})))
+    Ok(Json(
+        json!({"customers": customers, "pagination": pagination}),
+    ))
 }

@@ -229,7 +229,10 @@ fn router(app: Arc<App>) -> Router {
         .route(paths::FH_CREATE_DOCUMENTS, post(finhub::create_documents))
         .route(paths::FH_DOCUMENTS, get(finhub::documents))
         .route(paths::FH_BY_STATUS, post(finhub::by_status))
-        .layer(middleware::from_fn_with_state(app.clone(), finhub::authenticate))
+        .layer(middleware::from_fn_with_state(
+            app.clone(),
+            finhub::authenticate,
+        ))
         .layer(middleware::from_fn_with_state(app.clone(), inject_faults));
     let fh = Router::new()
         .route(paths::FH_TOKEN, post(finhub::token))

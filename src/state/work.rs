@@ -2,6 +2,7 @@
 //! database thread runs them). Every state change an executor makes is one of these.
 
 use rusqlite::{Connection, OptionalExtension, params};
+use std::collections::HashMap;
 
 pub fn now() -> String {
     chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Millis, true)
@@ -393,4 +394,27 @@ pub fn retry_failed(conn: &Connection, plan_id: i64) -> rusqlite::Result<usize> 
          WHERE plan_id = ?1 AND state = 'failed' AND conflict_hash IS NULL",
         params![plan_id, now()],
     )
+}
+
+/// The provider reference (a FinHub customer id) of each row whose item in one of `steps`
+/// succeeded.
+pub fn refs_of(
+    conn: &Connection,
+    plan_id: i64,
+    steps: &[String],
+) -> rusqlite::Result<HashMap<String, String>> {
+    let mut out = HashMap::new();
+    let mut stmt = conn.prepare_cached(
+        "SELECT row_key, provider_ref FROM items WHERE plan_id = ?1 AND step = ?2 AND state = 'succeeded' AND provider_ref IS NOT NULL",
+    )?;
+    for step in steps {
+        let rows = stmt.query_map(params![plan_id, step], |r| {
+            Ok((r.get::<_, String>(0)?, r.get::<_, String>(1)?))
+        })?;
+        for row in rows {
+            let (k, v) = row?;
+            out.insert(k, v);
+        }
+    }
+    Ok(out)
 }

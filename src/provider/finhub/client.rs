@@ -137,13 +137,20 @@ impl FinHub {
     /// Forgets `used` (a 401 said it is no longer good), unless a newer one replaced it.
     fn forget(&self, used: &Secret) {
         let mut c = self.cached.lock().unwrap_or_else(|p| p.into_inner());
-        if c.as_ref().is_some_and(|c| c.token.expose() == used.expose()) {
+        if c.as_ref()
+            .is_some_and(|c| c.token.expose() == used.expose())
+        {
             *c = None;
         }
     }
 
     /// One call; a 401 with client credentials renews the token and tries once more.
-    async fn call(&self, method: Method, path: &str, body: Option<&Value>) -> Result<Value, CallError> {
+    async fn call(
+        &self,
+        method: Method,
+        path: &str,
+        body: Option<&Value>,
+    ) -> Result<Value, CallError> {
         let mut renewed = false;
         loop {
             let token = self.token().await?;
@@ -163,7 +170,8 @@ impl FinHub {
                 if bytes.is_empty() {
                     return Ok(Value::Null);
                 }
-                return serde_json::from_slice(&bytes).map_err(|e| CallError::Decode(e.to_string()));
+                return serde_json::from_slice(&bytes)
+                    .map_err(|e| CallError::Decode(e.to_string()));
             }
             if status.as_u16() == 401
                 && !renewed
@@ -213,7 +221,11 @@ impl FinHub {
     }
 
     /// `POST /createDocuments/{customerId}` with a top-level array of documents.
-    pub async fn create_documents(&self, id: &str, documents: &[Value]) -> Result<Value, CallError> {
+    pub async fn create_documents(
+        &self,
+        id: &str,
+        documents: &[Value],
+    ) -> Result<Value, CallError> {
         let body = Value::Array(documents.to_vec());
         self.call(
             Method::POST,
@@ -233,7 +245,8 @@ impl FinHub {
 
     /// `POST /getByCustomerStatus/{status}`: one page (`pageNumber` from 1, our reading).
     pub async fn by_status(&self, status: &str, page: u64, size: u64) -> Result<Value, CallError> {
-        let body = json!({"type": "", "created": "", "status": "", "pageNumber": page, "pageSize": size});
+        let body =
+            json!({"type": "", "created": "", "status": "", "pageNumber": page, "pageSize": size});
         self.call(
             Method::POST,
             &format!("/getByCustomerStatus/{}", seg(status)),

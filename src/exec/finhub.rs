@@ -1,0 +1,566 @@
+//! FinHub steps, under the same protocol as Hello Clever's: the intent is committed before a
+//! request leaves; a request that may have been applied is resolved by asking FinHub before
+//! anything is sent again.
+//!
+//! FinHub has no lookup by email: a customer is found by paging
+//! `getByCustomerStatus/{status}` — the status the row asked for first, then the others.
+//! Those pages are cached per status, and a cache is trusted for a question only when it was
+//! loaded after the request in doubt started.
+
+use super::contact::{INTENT_CHUNK, drain, failed, idempotent, throttle, unreadable};
+use super::{Ctx, Next, RowSource, RunError, split_ready};
+use crate::job::steps::StepKind;
+use crate::job::{Job, Step};
+use crate::provider::error::{CallError, Verdict};
+use crate::provider::finhub::client::FinHub;
+use crate::provider::finhub::{CUSTOMER_STATUSES, nest};
+use crate::state::StateError;
+use crate::state::work::{self, Outcome, WorkItem};
+use serde_json::{Map, Value};
+use std::collections::HashMap;
+use std::sync::Arc;
+use tokio::task::JoinSet;
+use tokio::time::Instant;
+
+/// Customers by email, per status, as last read from FinHub.
+#[derive(Default)]
+pub struct Directory {
+    by_status: tokio::sync::Mutex<HashMap<String, Snapshot>>,
+}
+
+/// One status's customers, email → id, and when they were read.
+type Snapshot = (Instant, HashMap<String, String>);
+
+impl Directory {
+    /// The id of the customer with `email`, reading pages loaded after `since`.
+    async fn find(
+        &self,
+        ctx: &Ctx,
+        fh: &FinHub,
+        email: &str,
+        first_status: &str,
+        since: Instant,
+    ) -> Result<Option<String>, CallError> {
+        let email = email.to_ascii_lowercase();
+        let order = std::iter::once(first_status).chain(
+            CUSTOMER_STATUSES
+                .iter()
+                .copied()
+                .filter(|s| *s != first_status),
+        );
+        let mut cache = self.by_status.lock().await;
+        for status in order {
+            let fresh = cache.get(status).is_some_and(|(at, _)| *at >= since);
+            if !fresh {
+                let loaded_at = Instant::now();
+                let emails = load_status(ctx, fh, status).await?;
+                cache.insert(status.to_string(), (loaded_at, emails));
+            }
+            if let Some(id) = cache.get(status).and_then(|(_, m)| m.get(&email)) {
+                return Ok(Some(id.clone()));
+            }
+        }
+        Ok(None)
+    }
+}
+
+/// Every customer of one status, by email → id.
+async fn load_status(
+    ctx: &Ctx,
+    fh: &FinHub,
+    status: &str,
+) -> Result<HashMap<String, String>, CallError> {
+    const SIZE: u64 = 100;
+    let mut out = HashMap::new();
+    let mut page = 1;
+    loop {
+        let v = idempotent(ctx, || fh.by_status(status, page, SIZE)).await?;
+        let customers = v["customers"].as_array().cloned().unwrap_or_default();
+        for c in &customers {
+            if let (Some(e), Some(id)) = (c["person"]["email"].as_str(), id_of(c)) {
+                out.insert(e.to_ascii_lowercase(), id);
+            }
+        }
+        let pages = v["pagination"]["numberOfPage"].as_u64();
+        let more = pages.map_or(customers.len() as u64 >= SIZE, |p| page < p)
+            || customers.len() as u64 >= SIZE;
+        if customers.is_empty() || !more || page >= 100_000 {
+            return Ok(out);
+        }
+        page += 1;
+    }
+}
+
+fn id_of(c: &Value) -> Option<String> {
+    match &c["id"] {
+        Value::String(s) if !s.is_empty() => Some(s.clone()),
+        Value::Number(n) => Some(n.to_string()),
+        _ => None,
+    }
+}
+
+fn client(ctx: &Ctx) -> Result<Arc<FinHub>, RunError> {
+    ctx.finhub
+        .clone()
+        .ok_or_else(|| RunError::Config("a FinHub step needs provider.kind: finhub".into()))
+}
+
+fn ok(provider_ref: Option<String>, status: &str) -> Outcome {
+    Outcome {
+        state: "succeeded",
+        provider_ref,
+        provider_status: Some(status.to_string()),
+        ..Outcome::default()
+    }
+}
+
+fn gave_up(e: &CallError, attempt: u32) -> Outcome {
+    let mut o = failed(e);
+    if e.verdict() != Verdict::Reject {
+        o.error_message = Some(format!(
+            "gave up after {attempt} attempts: {}",
+            o.error_message.unwrap_or_default()
+        ));
+    }
+    o
+}
+
+fn email_of(payload: &Map<String, Value>) -> String {
+    payload
+        .get("person.email")
+        .and_then(Value::as_str)
+        .unwrap_or_default()
+        .to_ascii_lowercase()
+}
+
+fn status_of(payload: &Map<String, Value>) -> String {
+    payload
+        .get("customerStatus")
+        .and_then(Value::as_str)
+        .unwrap_or("new")
+        .to_string()
+}
+
+/// Runs one FinHub step.
+pub async fn run(
+    job: &Job,
+    si: usize,
+    step: &Step,
+    ctx: &Arc<Ctx>,
+    rows: &mut RowSource<'_, '_>,
+) -> Result<(), RunError> {
+    let fh = client(ctx)?;
+    let (plan_id, step_id) = (ctx.plan_id, step.id.clone());
+    let items = ctx
+        .db
+        .read(move |c| work::items_in(c, plan_id, &step_id, &["pending", "in_flight"]))
+        .await?;
+    let items = split_ready(job, si, ctx, items).await?;
+    // Later steps act on the customer an earlier step of the row created.
+    let creators: Vec<String> = job.steps[..si]
+        .iter()
+        .filter(|s| s.kind.creates_customer())
+        .map(|s| s.id.clone())
+        .collect();
+    let ids = Arc::new(
+        ctx.db
+            .read(move |c| work::refs_of(c, plan_id, &creators))
+            .await?,
+    );
+    let mut tasks = JoinSet::new();
+    for chunk in items.chunks(if step.kind == StepKind::CustomersBulk {
+        step.batch_size.max(1) as usize
+    } else {
+        INTENT_CHUNK
+    }) {
+        if ctx.stopping() {
+            break;
+        }
+        let mut ready = Vec::with_capacity(chunk.len());
+        for item in chunk {
+            match rows.payload(si, item) {
+                Ok(p) => ready.push((item.clone(), p)),
+                Err(e) => unreadable(ctx, item, e).await?,
+            }
+        }
+        let fresh: Vec<i64> = ready
+            .iter()
+            .filter(|(i, _)| i.state != "in_flight")
+            .map(|(i, _)| i.id)
+            .collect();
+        if step.kind == StepKind::CustomersBulk {
+            throttle(&mut tasks).await?;
+            tasks.spawn(bulk(ctx.clone(), fh.clone(), ready, fresh));
+            continue;
+        }
+        ctx.db
+            .write(move |c| work::mark_in_flight(c, &fresh))
+            .await?;
+        for (item, payload) in ready {
+            throttle(&mut tasks).await?;
+            let (ctx, fh, ids) = (ctx.clone(), fh.clone(), ids.clone());
+            let customer = ids.get(&item.row_key).cloned();
+            match step.kind {
+                StepKind::Customer => tasks.spawn(customer_one(ctx, fh, item, payload)),
+                StepKind::Documents => tasks.spawn(document(ctx, fh, item, payload, customer)),
+                _ => tasks.spawn(set_value(ctx, fh, step.kind, item, payload, customer)),
+            };
+        }
+    }
+    drain(&mut tasks).await
+}
+
+/// Brings an existing customer to the row's values.
+async fn update_existing(
+    ctx: &Ctx,
+    fh: &FinHub,
+    item_id: i64,
+    id: String,
+    body: &Value,
+) -> Result<(), StateError> {
+    match idempotent(ctx, || fh.update(&id, body)).await {
+        Ok(_) => ctx.outcome(item_id, ok(Some(id), "updated")).await,
+        Err(e) => ctx.outcome(item_id, failed(&e)).await,
+    }
+}
+
+fn duplicate(e: &CallError) -> bool {
+    matches!(e, CallError::Status { status: 409, .. })
+}
+
+/// `customer`: create; on a duplicate email, find and update. In doubt, look first.
+async fn customer_one(
+    ctx: Arc<Ctx>,
+    fh: Arc<FinHub>,
+    item: WorkItem,
+    payload: Map<String, Value>,
+) -> Result<(), StateError> {
+    let (email, status) = (email_of(&payload), status_of(&payload));
+    let body = nest(&payload);
+    let started = Instant::now();
+    let mut in_doubt = item.state == "in_flight";
+    let mut intent_written = !in_doubt;
+    let mut sent_at = ctx.run_started;
+    let mut attempt = 0u32;
+    loop {
+        if in_doubt {
+            match ctx
+                .directory
+                .find(&ctx, &fh, &email, &status, sent_at)
+                .await
+            {
+                Ok(Some(id)) => {
+                    super::pace::Stats::add(&ctx.pacer.stats.in_doubt_resolved);
+                    return ctx.outcome(item.id, ok(Some(id), "created")).await;
+                }
+                Ok(None) => super::pace::Stats::add(&ctx.pacer.stats.in_doubt_resolved),
+                Err(_) => return Ok(()),
+            }
+        }
+        attempt += 1;
+        if !intent_written {
+            let id = item.id;
+            ctx.db
+                .write(move |c| work::mark_in_flight(c, &[id]))
+                .await?;
+        }
+        intent_written = false;
+        let slot = ctx.pacer.permit().await;
+        sent_at = Instant::now();
+        let result = fh.create(&body).await;
+        drop(slot);
+        let e = match result {
+            Ok(v) => {
+                let id = id_of(&v["customer"]);
+                return ctx.outcome(item.id, ok(id, "created")).await;
+            }
+            Err(e) => e,
+        };
+        if duplicate(&e) {
+            return match ctx
+                .directory
+                .find(&ctx, &fh, &email, &status, sent_at)
+                .await
+            {
+                Ok(Some(id)) => update_existing(&ctx, &fh, item.id, id, &body).await,
+                Ok(None) => ctx.outcome(item.id, failed(&e)).await,
+                Err(lookup) => ctx.outcome(item.id, failed(&lookup)).await,
+            };
+        }
+        match ctx.after_failure(&e, attempt, started).await {
+            Next::Retry { in_doubt: d } => in_doubt = d,
+            Next::InDoubt => return Ok(()),
+            Next::Requeue => return ctx.requeue(item.id).await,
+            Next::Fail => return ctx.outcome(item.id, gave_up(&e, attempt)).await,
+        }
+    }
+}
+
+/// `customers_bulk`: one `createBulk` per chunk; each customer's outcome is matched to its
+/// row by email. What the reply does not account for, and whatever a lost reply leaves
+/// open, is looked up before it is sent again.
+async fn bulk(
+    ctx: Arc<Ctx>,
+    fh: Arc<FinHub>,
+    chunk: Vec<(WorkItem, Map<String, Value>)>,
+    fresh: Vec<i64>,
+) -> Result<(), StateError> {
+    let started = Instant::now();
+    // Items in doubt from an earlier run are resolved before anything is sent.
+    let mut doubtful: Vec<(WorkItem, Map<String, Value>)> = Vec::new();
+    let mut todo: Vec<(WorkItem, Map<String, Value>)> = Vec::new();
+    for (item, payload) in chunk {
+        if fresh.contains(&item.id) {
+            todo.push((item, payload));
+        } else {
+            doubtful.push((item, payload));
+        }
+    }
+    let mut since = ctx.run_started;
+    let mut attempt = 0u32;
+    loop {
+        for (item, payload) in std::mem::take(&mut doubtful) {
+            let (email, status) = (email_of(&payload), status_of(&payload));
+            match ctx.directory.find(&ctx, &fh, &email, &status, since).await {
+                Ok(Some(id)) => {
+                    super::pace::Stats::add(&ctx.pacer.stats.in_doubt_resolved);
+                    ctx.outcome(item.id, ok(Some(id), "created")).await?;
+                }
+                Ok(None) => {
+                    super::pace::Stats::add(&ctx.pacer.stats.in_doubt_resolved);
+                    todo.push((item, payload));
+                }
+                // Cannot tell now: it stays in doubt for the next run.
+                Err(_) => {}
+            }
+        }
+        if todo.is_empty() {
+            return Ok(());
+        }
+        if ctx.stopping() {
+            // Not sent in this attempt: back to the queue.
+            for (item, _) in &todo {
+                ctx.requeue(item.id).await?;
+            }
+            return Ok(());
+        }
+        attempt += 1;
+        let ids: Vec<i64> = todo.iter().map(|(i, _)| i.id).collect();
+        ctx.db.write(move |c| work::mark_in_flight(c, &ids)).await?;
+        let bodies: Vec<Value> = todo.iter().map(|(_, p)| nest(p)).collect();
+        let slot = ctx.pacer.permit().await;
+        since = Instant::now();
+        let result = fh.create_bulk(&bodies).await;
+        drop(slot);
+        match result {
+            Ok(reply) => {
+                let mut created: HashMap<String, String> = HashMap::new();
+                for c in reply["customers"].as_array().into_iter().flatten() {
+                    if let (Some(e), Some(id)) = (c["person"]["email"].as_str(), id_of(c)) {
+                        created.insert(e.to_ascii_lowercase(), id);
+                    }
+                }
+                let mut refused: HashMap<String, (u16, String)> = HashMap::new();
+                for e in reply["errors"].as_array().into_iter().flatten() {
+                    let email = e["email"]
+                        .as_str()
+                        .map(str::to_ascii_lowercase)
+                        .or_else(|| {
+                            e["index"]
+                                .as_u64()
+                                .and_then(|i| todo.get(i as usize))
+                                .map(|(_, p)| email_of(p))
+                        });
+                    if let Some(email) = email {
+                        let status = e["status"].as_u64().unwrap_or(400) as u16;
+                        let message = e["message"].as_str().unwrap_or("refused").to_string();
+                        refused.insert(email, (status, message));
+                    }
+                }
+                for (item, payload) in std::mem::take(&mut todo) {
+                    let email = email_of(&payload);
+                    if let Some(id) = created.get(&email) {
+                        ctx.outcome(item.id, ok(Some(id.clone()), "created"))
+                            .await?;
+                    } else if let Some((status, message)) = refused.get(&email) {
+                        let e = CallError::Status {
+                            status: *status,
+                            code: None,
+                            message: message.clone(),
+                            retry_after: None,
+                        };
+                        if duplicate(&e) {
+                            let found = ctx
+                                .directory
+                                .find(&ctx, &fh, &email, &status_of(&payload), since)
+                                .await;
+                            match found {
+                                Ok(Some(id)) => {
+                                    update_existing(&ctx, &fh, item.id, id, &nest(&payload)).await?
+                                }
+                                Ok(None) => ctx.outcome(item.id, failed(&e)).await?,
+                                Err(lookup) => ctx.outcome(item.id, failed(&lookup)).await?,
+                            }
+                        } else {
+                            ctx.outcome(item.id, failed(&e)).await?;
+                        }
+                    } else {
+                        // The reply does not say: ask.
+                        doubtful.push((item, payload));
+                    }
+                }
+            }
+            Err(e) => match ctx.after_failure(&e, attempt, started).await {
+                Next::Retry { in_doubt: true } => doubtful = std::mem::take(&mut todo),
+                Next::Retry { in_doubt: false } => {}
+                Next::InDoubt => return Ok(()),
+                Next::Requeue => {
+                    for (item, _) in &todo {
+                        ctx.requeue(item.id).await?;
+                    }
+                    return Ok(());
+                }
+                Next::Fail => {
+                    for (item, _) in &todo {
+                        ctx.outcome(item.id, gave_up(&e, attempt)).await?;
+                    }
+                    return Ok(());
+                }
+            },
+        }
+    }
+}
+
+fn no_customer(
+    ctx: &Ctx,
+    item: &WorkItem,
+) -> impl std::future::Future<Output = Result<(), StateError>> {
+    ctx.outcome(
+        item.id,
+        Outcome {
+            state: "blocked",
+            error_code: Some("WAITING".into()),
+            error_message: Some("the row has no FinHub customer id from an earlier step".into()),
+            ..Outcome::default()
+        },
+    )
+}
+
+/// `documents`: one document descriptor per row. In doubt, the customer's documents are
+/// read first and a document with the same name, type and location counts as sent.
+async fn document(
+    ctx: Arc<Ctx>,
+    fh: Arc<FinHub>,
+    item: WorkItem,
+    payload: Map<String, Value>,
+    customer: Option<String>,
+) -> Result<(), StateError> {
+    let Some(customer) = customer else {
+        return no_customer(&ctx, &item).await;
+    };
+    let doc = Value::Object(payload.clone());
+    let same = |d: &Value| {
+        ["name", "documentType", "location"]
+            .iter()
+            .all(|k| d.get(*k) == payload.get(*k))
+    };
+    let started = Instant::now();
+    let mut in_doubt = item.state == "in_flight";
+    let mut intent_written = !in_doubt;
+    let mut attempt = 0u32;
+    loop {
+        if in_doubt {
+            match idempotent(&ctx, || fh.documents(&customer)).await {
+                Ok(docs) => {
+                    super::pace::Stats::add(&ctx.pacer.stats.in_doubt_resolved);
+                    if let Some(d) = docs.iter().find(|d| same(d)) {
+                        let id = d["documentId"].as_str().map(str::to_string);
+                        return ctx.outcome(item.id, ok(id, "created")).await;
+                    }
+                }
+                Err(_) => return Ok(()),
+            }
+        }
+        attempt += 1;
+        if !intent_written {
+            let id = item.id;
+            ctx.db
+                .write(move |c| work::mark_in_flight(c, &[id]))
+                .await?;
+        }
+        intent_written = false;
+        let slot = ctx.pacer.permit().await;
+        let result = fh
+            .create_documents(&customer, std::slice::from_ref(&doc))
+            .await;
+        drop(slot);
+        let e = match result {
+            Ok(v) => {
+                let id = v["documentIds"][0]["documentId"]
+                    .as_str()
+                    .map(str::to_string);
+                return ctx.outcome(item.id, ok(id, "created")).await;
+            }
+            Err(e) => e,
+        };
+        match ctx.after_failure(&e, attempt, started).await {
+            Next::Retry { in_doubt: d } => in_doubt = d,
+            Next::InDoubt => return Ok(()),
+            Next::Requeue => return ctx.requeue(item.id).await,
+            Next::Fail => return ctx.outcome(item.id, gave_up(&e, attempt)).await,
+        }
+    }
+}
+
+/// `customer_status` and `kyc_confirmation`: setting a value twice is harmless, so a
+/// request that may have been applied is simply sent again.
+async fn set_value(
+    ctx: Arc<Ctx>,
+    fh: Arc<FinHub>,
+    kind: StepKind,
+    item: WorkItem,
+    payload: Map<String, Value>,
+    customer: Option<String>,
+) -> Result<(), StateError> {
+    let Some(customer) = customer else {
+        return no_customer(&ctx, &item).await;
+    };
+    let key = if kind == StepKind::CustomerStatus {
+        "status"
+    } else {
+        "kycConfirmation"
+    };
+    let value = payload
+        .get(key)
+        .and_then(Value::as_str)
+        .unwrap_or_default()
+        .to_string();
+    let started = Instant::now();
+    let mut attempt = 0u32;
+    loop {
+        attempt += 1;
+        if attempt > 1 {
+            let id = item.id;
+            ctx.db
+                .write(move |c| work::mark_in_flight(c, &[id]))
+                .await?;
+        }
+        let slot = ctx.pacer.permit().await;
+        let result = if kind == StepKind::CustomerStatus {
+            fh.update_status(&customer, &value).await
+        } else {
+            fh.kyc_confirmation(&customer, &value).await
+        };
+        drop(slot);
+        let e = match result {
+            Ok(_) => return ctx.outcome(item.id, ok(Some(customer), &value)).await,
+            Err(e) => e,
+        };
+        match ctx.after_failure(&e, attempt, started).await {
+            Next::Retry { .. } => {}
+            Next::InDoubt => return Ok(()),
+            Next::Requeue => return ctx.requeue(item.id).await,
+            Next::Fail => return ctx.outcome(item.id, gave_up(&e, attempt)).await,
+        }
+    }
+}
