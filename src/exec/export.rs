@@ -595,6 +595,7 @@ fn redact(v: &mut Value) {
                         if matches!(
                             k.as_str(),
                             "authorization_header"
+                                | "password"
                                 | "pinCode"
                                 | "answer"
                                 | "targetCode"

@@ -107,6 +107,21 @@ impl Book {
             .ok_or_else(|| FhError::new(StatusCode::NOT_FOUND, format!("Customer {id} not found")))
     }
 
+    /// `--seed-data N`: N customers, their statuses cycling through all eight.
+    pub fn seed(&mut self, n: usize) {
+        for i in 0..n {
+            let record = json!({
+                "customerType": "Person", "customerName": format!("Seed Customer {i}"),
+                "customerStatus": STATUSES[i % STATUSES.len()], "categorization": CATEGORIES[i % 3],
+                "person": {"email": format!("fh{i}@seed.example.com"), "firstName": {"name": "Seed"},
+                    "lastName": {"name": format!("Customer{i}")}, "password": "s3cret!", "pinCode": "1234"},
+            });
+            if let Value::Object(record) = record {
+                let _ = insert(self, record);
+            }
+        }
+    }
+
     /// The ledger's view: every customer with id, email, status and documents.
     pub fn show(&self) -> Value {
         Value::Array(
@@ -288,6 +303,13 @@ fn check_customer(c: &Map<String, Value>) -> Result<String, FhError> {
         return Err(FhError::bad(format!(
             "person.email is not an email address (got {email})"
         )));
+    }
+    // Screening, so that partial failures can be exercised: this domain is always refused.
+    if email.ends_with("@blocked.example") {
+        return Err(FhError::new(
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "VERIFICATION_FAILED: the customer did not pass screening",
+        ));
     }
     Ok(email.to_ascii_lowercase())
 }

@@ -19,6 +19,7 @@ const NAMES: [(&str, &str); 8] = [
 ];
 
 pub fn populate(ledger: &mut Ledger, n: usize) {
+    ledger.finhub.seed(n);
     // Whole seconds, as the list filters are: tests can hit a record's time exactly.
     let now = Utc::now();
     let now = chrono::DateTime::from_timestamp(now.timestamp(), 0).unwrap_or(now);

@@ -2,6 +2,7 @@
 
 mod export;
 mod faults;
+mod finhub;
 mod plan;
 mod report;
 mod run;
