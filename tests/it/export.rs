@@ -536,3 +536,34 @@ fn export_steps_are_checked_before_anything_runs() {
         );
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn exports_retry_through_faults_and_still_find_every_record() {
+    let faults = Faults {
+        error_rate: 0.2,
+        lost_response_rate: 0.1,
+        reset_rate: 0.05,
+        rate_limit: Some(200),
+        ..Faults::default()
+    };
+    let s = start(seeded(450, faults)).await;
+    let steps = [
+        step("cards", "card_payments", "-500d", "now", "cards.csv"),
+        step("payouts", "payouts", "-500d", "now", "payouts.csv"),
+    ]
+    .concat();
+    let text = job(&steps, "500/s").replace("attempts: 3", "attempts: 15");
+    let dir = Dir::new(&text);
+    let r = dir.run(&s).await;
+    assert_eq!(r.exit_code, 0, "{:?}", r.exports);
+    assert!(r.stats.retries > 0, "no fault was met");
+    let l = ledger(&s).await;
+    assert_eq!(
+        unique(&ids(&dir.path("out/cards.csv"), "uuid")),
+        ledger_ids(&l, "card_payments", None, None)
+    );
+    assert_eq!(
+        unique(&ids(&dir.path("out/payouts.csv"), "batch_uuid")),
+        ledger_ids(&l, "payouts", None, None)
+    );
+}
