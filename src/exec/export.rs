@@ -388,19 +388,24 @@ fn parse_page(mut v: Value, page: u64) -> Result<Page, String> {
     if let (Some(total), Some(size)) = (total, size) {
         says.push(page.saturating_mul(size) < total);
     }
-    let more = if says.is_empty() {
+    Ok(Page {
+        records,
+        size,
+        more: verdict(&says),
+        total,
+    })
+}
+
+/// What the metadata says, all signals together: any "more" wins (a page too many costs
+/// one request; a page too few loses records).
+fn verdict(says: &[bool]) -> More {
+    if says.is_empty() {
         More::Unknown
     } else if says.contains(&true) {
         More::Yes
     } else {
         More::No
-    };
-    Ok(Page {
-        records,
-        size,
-        more,
-        total,
-    })
+    }
 }
 
 /// Reads one page of FinHub's `{customers, pagination: {numberOfPage, totalSize,
@@ -420,17 +425,10 @@ fn parse_customers_page(mut v: Value, page: u64) -> Result<Page, String> {
     if let Some(total) = total {
         says.push(page.saturating_mul(PAGE_SIZE) < total);
     }
-    let more = if says.is_empty() {
-        More::Unknown
-    } else if says.contains(&true) {
-        More::Yes
-    } else {
-        More::No
-    };
     Ok(Page {
         records,
         size: None,
-        more,
+        more: verdict(&says),
         total,
     })
 }

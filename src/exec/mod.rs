@@ -547,22 +547,8 @@ pub async fn run(
                 .await;
             return Err(e.into());
         }
-        Ok(_) => match execute(job, ctx.clone(), opts.retry_failed).await {
-            Ok(code) if job.exports.is_empty() || code == crate::exit::INTERRUPTED => code,
-            Ok(code) => match export::run_all(job, &ctx, run_id).await {
-                Ok(_) if ctx.stopping() => crate::exit::INTERRUPTED,
-                Ok(true) => code,
-                Ok(false) => code.max(crate::exit::ROWS_FAILED),
-                Err(e) => {
-                    let stats = ctx.pacer.stats.snapshot();
-                    let _ = db
-                        .write(move |c| {
-                            work::finish_run(c, plan_id, run_id, crate::exit::FATAL, &stats)
-                        })
-                        .await;
-                    return Err(e);
-                }
-            },
+        Ok(_) => match execute_all(job, &ctx, opts.retry_failed, run_id).await {
+            Ok(code) => code,
             Err(e) => {
                 let stats = ctx.pacer.stats.snapshot();
                 let _ = db
@@ -597,6 +583,25 @@ pub async fn run(
         counts,
         stats,
         exports,
+    })
+}
+
+/// The row steps, then the export steps (unless the rows were interrupted).
+async fn execute_all(
+    job: &Job,
+    ctx: &Arc<Ctx>,
+    retry_failed: bool,
+    run_id: i64,
+) -> Result<i32, RunError> {
+    let code = execute(job, ctx.clone(), retry_failed).await?;
+    if job.exports.is_empty() || code == crate::exit::INTERRUPTED {
+        return Ok(code);
+    }
+    let all_done = export::run_all(job, ctx, run_id).await?;
+    Ok(match all_done {
+        _ if ctx.stopping() => crate::exit::INTERRUPTED,
+        true => code,
+        false => code.max(crate::exit::ROWS_FAILED),
     })
 }
 

@@ -533,34 +533,26 @@ impl<'a> Builder<'a> {
                 );
                 continue;
             }
-            if resource == Resource::CardPayments
+            let statuses: Option<(&str, &[&str])> = match resource {
+                Resource::CardPayments => {
+                    Some(("card payment", &crate::provider::helloclever::CARD_STATUSES))
+                }
+                Resource::CustomersByStatus => {
+                    Some(("customer", &crate::provider::finhub::CUSTOMER_STATUSES))
+                }
+                _ => None,
+            };
+            if let Some((what, allowed)) = statuses
                 && k == "status"
-                && !crate::provider::helloclever::CARD_STATUSES.contains(&v.as_str())
+                && !allowed.contains(&v.as_str())
             {
-                let hint = diag::did_you_mean(&v, crate::provider::helloclever::CARD_STATUSES);
+                let hint = diag::did_you_mean(&v, allowed.iter().copied());
                 let d = self.locate(
                     Diagnostic::new(
                         self.path,
                         format!(
-                            "step '{id}': card payment status '{v}' is not one of {}",
-                            crate::provider::helloclever::CARD_STATUSES.join(", ")
-                        ),
-                    ),
-                    &["filter", k],
-                );
-                self.diags.push(d.with_hint(hint));
-                continue;
-            }
-            if resource == Resource::CustomersByStatus
-                && !crate::provider::finhub::CUSTOMER_STATUSES.contains(&v.as_str())
-            {
-                let hint = diag::did_you_mean(&v, crate::provider::finhub::CUSTOMER_STATUSES);
-                let d = self.locate(
-                    Diagnostic::new(
-                        self.path,
-                        format!(
-                            "step '{id}': customer status '{v}' is not one of {}",
-                            crate::provider::finhub::CUSTOMER_STATUSES.join(", ")
+                            "step '{id}': {what} status '{v}' is not one of {}",
+                            allowed.join(", ")
                         ),
                     ),
                     &["filter", k],
