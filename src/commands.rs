@@ -328,10 +328,15 @@ fn watch_signals(stop: std::sync::Arc<std::sync::atomic::AtomicBool>) {
 }
 
 fn run_cmd(args: &crate::cli::RunArgs, bars: bool, quiet: bool) -> i32 {
-    let job = match load(&args.plan.job) {
+    let mut job = match load(&args.plan.job) {
         Ok(j) => j,
         Err(code) => return code,
     };
+    if args.sandbox {
+        // A rehearsal must never touch the real run's state, reports or export files: a
+        // row "paid" in the sandbox would otherwise count as paid for real.
+        plan::use_sandbox_paths(&mut job);
+    }
     let state_path = args
         .plan
         .state

@@ -237,6 +237,7 @@ impl<'a> Builder<'a> {
             notify,
             header,
             templates,
+            sandbox: false,
         })
     }
 

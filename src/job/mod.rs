@@ -48,6 +48,8 @@ pub struct Job {
     pub notify: Option<Notify>,
     pub header: Arc<Header>,
     pub templates: Templates,
+    /// Set for `run --sandbox`: state, reports and exports go to their sandbox places.
+    pub sandbox: bool,
 }
 
 /// Provider settings. Credentials whose variables are unset are kept unresolved, with the

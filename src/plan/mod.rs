@@ -45,7 +45,26 @@ pub fn validate(
 
 /// The default state database of a job: `.payrun/<job name>.db` beside the job file.
 pub fn default_state_path(job: &Job) -> PathBuf {
-    job.dir.join(".payrun").join(format!("{}.db", job.name))
+    let name = if job.sandbox {
+        format!("{}.sandbox.db", job.name)
+    } else {
+        format!("{}.db", job.name)
+    };
+    job.dir.join(".payrun").join(name)
+}
+
+/// Moves what a `--sandbox` run writes away from the real run's: state in
+/// `.payrun/<job>.sandbox.db`, reports under `<report.dir>/sandbox/`, export files in a
+/// `sandbox/` folder beside their real place.
+pub fn use_sandbox_paths(job: &mut Job) {
+    job.sandbox = true;
+    job.report.dir = job.report.dir.join("sandbox");
+    for e in &mut job.exports {
+        if let Some(name) = e.path.file_name().map(std::ffi::OsStr::to_os_string) {
+            let dir = e.path.parent().map(Path::to_path_buf).unwrap_or_default();
+            e.path = dir.join("sandbox").join(name);
+        }
+    }
 }
 
 /// Validates the job's input and, when it is clean, writes the plan into the state database.

@@ -185,6 +185,33 @@ pub fn report_html(r: &Report) -> String {
         }
         h.push_str("</tbody></table>");
     }
+    if !r.exports.is_empty() {
+        h.push_str("<h2>Exports</h2><table id=\"exports\"><thead><tr><th>Step</th><th>Resource</th><th>From</th><th>To</th><th>Status</th><th>Rows</th><th>Pages</th><th>File</th></tr></thead><tbody>");
+        for e in &r.exports {
+            let status = match e.state.as_str() {
+                "completed" => "succeeded",
+                "running" | "interrupted" => "pending",
+                _ => "failed",
+            };
+            let file = match &e.error {
+                Some(err) => redact::scrub(err),
+                None => e.path.clone(),
+            };
+            let _ = write!(
+                h,
+                "<tr><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td class=\"{status}\">{}</td><td class=\"num\">{}</td><td class=\"num\">{}</td><td>{}</td></tr>",
+                esc(&e.step),
+                esc(&e.resource),
+                esc(&e.from_at),
+                esc(&e.to_at),
+                esc(&e.state),
+                e.rows,
+                e.pages,
+                esc(&file)
+            );
+        }
+        h.push_str("</tbody></table>");
+    }
     h.push_str("<h2>All rows</h2><p><label>Filter: <input id=\"filter\" type=\"search\" placeholder=\"key, status, email…\"></label></p><table id=\"rows\"><thead><tr><th>Row</th><th>Line</th>");
     for (step, _) in &r.steps {
         let _ = write!(h, "<th>{}</th>", esc(step));

@@ -84,6 +84,48 @@ pub fn junit_xml(r: &Report) -> String {
         all_failures += failures;
         all_skipped += skipped;
     }
+    // Exports: one suite, a test case per export step.
+    if !r.exports.is_empty() {
+        let (mut failures, mut skipped) = (0, 0);
+        let mut cases = String::new();
+        for e in &r.exports {
+            let _ = write!(
+                cases,
+                "    <testcase classname=\"{}\" name=\"{}\"",
+                esc(&format!("{}.exports", r.job)),
+                esc(&format!("{} ({})", e.step, e.resource))
+            );
+            match e.state.as_str() {
+                "completed" => cases.push_str("/>\n"),
+                "failed" => {
+                    failures += 1;
+                    let text = redact::scrub(e.error.as_deref().unwrap_or("failed"));
+                    let _ = write!(
+                        cases,
+                        ">\n      <failure type=\"EXPORT_FAILED\" message=\"{}\">{}</failure>\n    </testcase>\n",
+                        esc(&text),
+                        esc(&text)
+                    );
+                }
+                other => {
+                    skipped += 1;
+                    let _ = write!(
+                        cases,
+                        ">\n      <skipped message=\"{}\"/>\n    </testcase>\n",
+                        esc(other)
+                    );
+                }
+            }
+        }
+        let tests = r.exports.len();
+        let _ = write!(
+            suites,
+            "  <testsuite name=\"exports\" tests=\"{tests}\" failures=\"{failures}\" errors=\"0\" skipped=\"{skipped}\">\n{cases}  </testsuite>\n"
+        );
+        all_tests += tests;
+        all_failures += failures;
+        all_skipped += skipped;
+    }
     format!(
         "<?xml version=\"1.0\" encoding=\"UTF-8\"?>\n<testsuites name=\"{}\" tests=\"{all_tests}\" failures=\"{all_failures}\" errors=\"0\" skipped=\"{all_skipped}\">\n{suites}</testsuites>\n",
         esc(&format!("{} {} run {}", r.job, r.scope, r.run.id))

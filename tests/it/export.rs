@@ -493,14 +493,16 @@ fn the_nightly_example_runs_against_the_embedded_sandbox() {
         "agreements",
         "card-payments",
     ] {
-        let p = d.path().join(format!("exports/nightly-exports/{f}.csv"));
+        let p = d
+            .path()
+            .join(format!("exports/nightly-exports/sandbox/{f}.csv"));
         let rows = csv::Reader::from_path(&p).unwrap().records().count();
         assert!(rows > 0 || f == "contacts", "{f}: no rows from yesterday");
     }
     let summary: Value = serde_json::from_str(
         &std::fs::read_to_string(
             d.path()
-                .join("reports/nightly-exports/default/latest/summary.json"),
+                .join("reports/sandbox/nightly-exports/default/latest/summary.json"),
         )
         .unwrap(),
     )
@@ -509,6 +511,19 @@ fn the_nightly_example_runs_against_the_embedded_sandbox() {
     assert_eq!(exported.len(), 5, "{summary}");
     assert!(exported["card_payments"].as_u64().unwrap() > 0);
     assert_eq!(summary["exports"]["payouts"]["state"], "completed");
+    // A rehearsal keeps apart from the real run: its own state, reports and files.
+    assert!(
+        d.path()
+            .join("jobs/.payrun/nightly-exports.sandbox.db")
+            .exists()
+    );
+    assert!(!d.path().join("jobs/.payrun/nightly-exports.db").exists());
+    assert!(
+        !d.path()
+            .join("exports/nightly-exports/contacts.csv")
+            .exists()
+    );
+    assert!(!d.path().join("reports/nightly-exports").exists());
 }
 
 #[test]

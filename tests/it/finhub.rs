@@ -480,7 +480,7 @@ fn the_finhub_example_runs_against_the_embedded_sandbox() {
     assert_eq!(out.code, 0, "{}{}", out.stdout, out.stderr);
     let csv = std::fs::read_to_string(
         d.path()
-            .join("reports/finhub-onboarding/default/latest/results.csv"),
+            .join("reports/sandbox/finhub-onboarding/default/latest/results.csv"),
     )
     .unwrap();
     assert_eq!(csv.lines().count(), 51);
