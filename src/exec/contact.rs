@@ -229,6 +229,11 @@ async fn process(
         }
         intent_written = false;
         let slot = ctx.pacer.permit().await;
+        if ctx.stopping() {
+            // Stopping (a signal, or refused credentials): not sent; back to the queue.
+            drop(slot);
+            return ctx.requeue(item.id).await;
+        }
         let result = ctx.client.create_contact(&body).await;
         drop(slot);
         let e = match result {

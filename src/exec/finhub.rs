@@ -266,6 +266,11 @@ async fn customer_one(
         }
         intent_written = false;
         let slot = ctx.pacer.permit().await;
+        if ctx.stopping() {
+            // Stopping (a signal, or refused credentials): not sent; back to the queue.
+            drop(slot);
+            return ctx.requeue(item.id).await;
+        }
         sent_at = Instant::now();
         let result = fh.create(&body).await;
         drop(slot);
@@ -490,6 +495,11 @@ async fn document(
         }
         intent_written = false;
         let slot = ctx.pacer.permit().await;
+        if ctx.stopping() {
+            // Stopping (a signal, or refused credentials): not sent; back to the queue.
+            drop(slot);
+            return ctx.requeue(item.id).await;
+        }
         let result = fh
             .create_documents(&customer, std::slice::from_ref(&doc))
             .await;
@@ -546,6 +556,11 @@ async fn set_value(
                 .await?;
         }
         let slot = ctx.pacer.permit().await;
+        if ctx.stopping() {
+            // Stopping (a signal, or refused credentials): not sent; back to the queue.
+            drop(slot);
+            return ctx.requeue(item.id).await;
+        }
         let result = if kind == StepKind::CustomerStatus {
             fh.update_status(&customer, &value).await
         } else {

@@ -141,6 +141,11 @@ async fn process(
             .write(move |c| work::mark_in_flight(c, &[id]))
             .await?;
         let slot = ctx.pacer.permit().await;
+        if ctx.stopping() {
+            // Stopping (a signal, or refused credentials): not sent; back to the queue.
+            drop(slot);
+            return ctx.requeue(item.id).await;
+        }
         let result = if let Some(token) = payload.get("token") {
             let body = json!({"email": email, "token": token, "webhook_notification": {}});
             ctx.client.submit_kyc_token(&body).await

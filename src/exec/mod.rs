@@ -73,6 +73,9 @@ pub struct Ctx {
     pub plan_id: i64,
     /// Set by the first SIGINT/SIGTERM: take no new work.
     pub stop: Arc<AtomicBool>,
+    /// Set when the provider refused the credentials (401/403): the run stops, and what is
+    /// not done stays pending rather than failing row by row.
+    pub refused: std::sync::Mutex<Option<String>>,
     /// Polls no less often than this (the embedded sandbox moves statuses in seconds).
     pub poll_cap: Option<std::time::Duration>,
     pub progress: Option<progress::Progress>,
@@ -108,7 +111,20 @@ impl Ctx {
         attempt: u32,
         started: tokio::time::Instant,
     ) -> Next {
-        use crate::provider::error::Verdict;
+        use crate::provider::error::{CallError, Verdict};
+        // Credentials refused: every request would be, so stop and keep the rows pending.
+        // (FinHub's client has already renewed its token once before this.)
+        if let CallError::Status {
+            status: status @ (401 | 403),
+            message,
+            ..
+        } = e
+        {
+            let mut refused = self.refused.lock().unwrap_or_else(|p| p.into_inner());
+            refused.get_or_insert_with(|| format!("HTTP {status}: {message}"));
+            self.stop.store(true, Ordering::Relaxed);
+            return Next::Requeue;
+        }
         match e.verdict() {
             Verdict::Reject => Next::Fail,
             Verdict::Retry {
@@ -375,6 +391,7 @@ async fn open(
         db: db.clone(),
         plan_id,
         stop: opts.stop.clone(),
+        refused: std::sync::Mutex::new(None),
         poll_cap: opts.poll_cap,
         progress: if opts.show_progress {
             progress::Progress::for_terminal()
@@ -594,6 +611,21 @@ async fn execute_all(
     run_id: i64,
 ) -> Result<i32, RunError> {
     let code = execute(job, ctx.clone(), retry_failed).await?;
+    let refused = ctx
+        .refused
+        .lock()
+        .unwrap_or_else(|p| p.into_inner())
+        .clone();
+    if let Some(why) = refused {
+        return Err(RunError::Fatal(format!(
+            "the provider refused payrun's credentials ({why}); nothing more was sent, and the rows not done stay pending for the next run — check provider credentials{}",
+            if job.provider.kind == crate::provider::ProviderKind::FinHub {
+                " and tenant_id"
+            } else {
+                ""
+            }
+        )));
+    }
     if job.exports.is_empty() || code == crate::exit::INTERRUPTED {
         return Ok(code);
     }

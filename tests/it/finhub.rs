@@ -513,3 +513,35 @@ fn finhub_jobs_are_checked_against_the_provider() {
         "{stderr}"
     );
 }
+
+#[test]
+fn refused_credentials_stop_the_run_and_leave_rows_pending() {
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    let s = rt.block_on(start(config(Faults::default())));
+    let d = Dir::new(&job(CUSTOMER, RETRY), &people(40, &[]));
+    let mut cmd = std::process::Command::new(env!("CARGO_BIN_EXE_payrun"));
+    cmd.args(["run", "job.yaml", "--state", "state.db"])
+        .current_dir(d.0.path());
+    for (k, v) in Dir::env(&s) {
+        cmd.env(k, v);
+    }
+    cmd.env("FINHUB_TENANT_ID", "someone-else");
+    let out = cmd.output().unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(5), "{stderr}");
+    assert!(
+        stderr.contains("refused payrun's credentials (HTTP 403"),
+        "{stderr}"
+    );
+    let items = d.items();
+    assert!(
+        items.values().all(|steps| steps["customer"].0 == "pending"),
+        "{items:?}"
+    );
+    // It stopped at once: a few requests in flight at most, not one per row.
+    let l = rt.block_on(ledger(&s));
+    let refused = l["finhub"]["requests"]["POST /finhub/customer/2.0.0/create"]["403"]
+        .as_u64()
+        .unwrap_or(0);
+    assert!((1..=8).contains(&refused), "{refused} refused requests");
+}

@@ -799,3 +799,35 @@ async fn a_stop_while_rate_limited_requeues_rather_than_fails() {
     );
     assert_exactly_once(&ledger(&s).await, 6);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_wrong_secret_stops_the_run_with_rows_still_pending() {
+    let s = start(fast(Faults::default())).await;
+    let setup = Setup::new(&job_text(10, ""), &people(30));
+    let mut cmd = std::process::Command::new(env!("CARGO_BIN_EXE_payrun"));
+    cmd.args(["run", "job.yaml", "--state", "state.db"])
+        .current_dir(setup.dir.path());
+    for (k, v) in setup.env(&s) {
+        cmd.env(k, v);
+    }
+    cmd.env("HC_TEST_SECRET_KEY", "not-the-secret");
+    let out = cmd.output().unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(5), "{stderr}");
+    assert!(
+        stderr.contains("refused payrun's credentials (HTTP 401"),
+        "{stderr}"
+    );
+    assert!(!stderr.contains("not-the-secret"), "the secret was printed");
+    let conn = rusqlite::Connection::open(setup.path("state.db")).unwrap();
+    let not_pending: i64 = conn
+        .query_row(
+            "SELECT COUNT(*) FROM items WHERE step = 'contact' AND state != 'pending'",
+            [],
+            |r| r.get(0),
+        )
+        .unwrap();
+    assert_eq!(not_pending, 0, "rows failed or in doubt instead of waiting");
+    // With the right secret, the next run does everything.
+    assert_eq!(setup.run(&s, false).await.exit_code, 0);
+}
