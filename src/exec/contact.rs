@@ -178,7 +178,7 @@ async fn reconcile(
         return ctx.outcome(id, succeeded(&email, "unchanged")).await;
     }
     let body = Value::Object(payload.clone());
-    match idempotent(ctx, || ctx.client.update_contact(&body)).await {
+    match idempotent(ctx, || async { ctx.hc()?.update_contact(&body).await }).await {
         Ok(_) => ctx.outcome(id, succeeded(&email, "updated")).await,
         Err(e) => ctx.outcome(id, failed(&e)).await,
     }
@@ -207,7 +207,7 @@ async fn process(
     loop {
         if in_doubt {
             // Was it applied? Ask before sending again.
-            match idempotent(&ctx, || ctx.client.contact(&email)).await {
+            match idempotent(&ctx, || async { ctx.hc()?.contact(&email).await }).await {
                 Ok(Some(existing)) => {
                     super::pace::Stats::add(&ctx.pacer.stats.in_doubt_resolved);
                     return reconcile(&ctx, item.id, existing, &payload).await;
@@ -234,14 +234,14 @@ async fn process(
             drop(slot);
             return ctx.requeue(item.id).await;
         }
-        let result = ctx.client.create_contact(&body).await;
+        let result = async { ctx.hc()?.create_contact(&body).await }.await;
         drop(slot);
         let e = match result {
             Ok(_) => return ctx.outcome(item.id, succeeded(&email, "created")).await,
             Err(e) => e,
         };
         if already_exists(&e) {
-            return match idempotent(&ctx, || ctx.client.contact(&email)).await {
+            return match idempotent(&ctx, || async { ctx.hc()?.contact(&email).await }).await {
                 Ok(Some(existing)) => reconcile(&ctx, item.id, existing, &payload).await,
                 Ok(None) => ctx.outcome(item.id, failed(&e)).await,
                 Err(lookup) => ctx.outcome(item.id, failed(&lookup)).await,

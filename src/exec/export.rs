@@ -825,10 +825,11 @@ async fn pull_pages(
                     parse_customers_page(reply, page)
                 }
                 _ => {
-                    let reply =
-                        super::contact::idempotent(ctx, || ctx.client.list_page(ep.path, &query))
-                            .await
-                            .map_err(|e| Stop::Failed(call_failure(&e, page)))?;
+                    let reply = super::contact::idempotent(ctx, || async {
+                        ctx.hc()?.list_page(ep.path, &query).await
+                    })
+                    .await
+                    .map_err(|e| Stop::Failed(call_failure(&e, page)))?;
                     parse_page(reply, page)
                 }
             }

@@ -121,7 +121,7 @@ async fn process(
     let mut attempt = 0u32;
     loop {
         if in_doubt {
-            match idempotent(&ctx, || ctx.client.contact(&email)).await {
+            match idempotent(&ctx, || async { ctx.hc()?.contact(&email).await }).await {
                 Ok(Some(c)) if present(&c, &payload) => {
                     super::pace::Stats::add(&ctx.pacer.stats.in_doubt_resolved);
                     return ctx
@@ -148,7 +148,7 @@ async fn process(
         }
         let result = if let Some(token) = payload.get("token") {
             let body = json!({"email": email, "token": token, "webhook_notification": {}});
-            ctx.client.submit_kyc_token(&body).await
+            async { ctx.hc()?.submit_kyc_token(&body).await }.await
         } else {
             let mut fields = Map::new();
             for (k, v) in &payload {
@@ -192,7 +192,7 @@ async fn process(
                     bytes,
                 });
             }
-            ctx.client.submit_kyc(&fields, uploads).await
+            async { ctx.hc()?.submit_kyc(&fields, uploads).await }.await
         };
         drop(slot);
         let e = match result {
@@ -266,7 +266,7 @@ pub(super) async fn refresh(
         })
         .await?;
     let Some(email) = email else { return Ok(None) };
-    let status = match idempotent(ctx, || ctx.client.contact(&email)).await {
+    let status = match idempotent(ctx, || async { ctx.hc()?.contact(&email).await }).await {
         Ok(Some(c)) => latest(&c).map(str::to_string),
         _ => None,
     };

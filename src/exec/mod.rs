@@ -61,9 +61,9 @@ pub struct RunReport {
 
 /// Everything the step runners share.
 pub struct Ctx {
-    /// Hello Clever (unused by FinHub jobs, whose steps are FinHub's).
-    pub client: HelloClever,
-    /// FinHub, for `provider.kind: finhub`.
+    /// The job's provider: one of these is set. Steps call their own provider's client;
+    /// a job holds only its provider's steps (checked when it loads).
+    pub helloclever: Option<HelloClever>,
     pub finhub: Option<Arc<crate::provider::finhub::client::FinHub>>,
     /// FinHub customers by email, read when a create is in doubt.
     pub directory: finhub::Directory,
@@ -102,6 +102,19 @@ pub(crate) enum Next {
 }
 
 impl Ctx {
+    /// The Hello Clever client; a refusal (never retried) when the job's provider is
+    /// another, which the load-time checks already rule out.
+    pub fn hc(&self) -> Result<&HelloClever, crate::provider::error::CallError> {
+        self.helloclever
+            .as_ref()
+            .ok_or_else(|| crate::provider::error::CallError::Status {
+                status: 400,
+                code: Some("NOT_THIS_PROVIDER".into()),
+                message: "a Hello Clever step in a job whose provider is not Hello Clever".into(),
+                retry_after: None,
+            })
+    }
+
     /// Decides, in one place for every step, what a failed attempt leads to: a 429 holds
     /// every sender; retries wait with backoff; exhausted attempts either fail the item or,
     /// when the request may have been applied, leave it in doubt.
@@ -337,13 +350,18 @@ async fn open(
     let settings = provider_settings(job, opts)?;
     let http = crate::provider::http::client(job.limits.timeout, job.limits.concurrency as usize)
         .map_err(|e| RunError::Fatal(format!("cannot build the HTTP client: {e}")))?;
-    let (client, finhub) = match settings {
+    let (helloclever, finhub) = match settings {
         Settings::HelloClever {
             base,
             app_id,
             secret,
         } => (
-            HelloClever::new(http, &base, Secret::new(app_id), Secret::new(secret)),
+            Some(HelloClever::new(
+                http,
+                &base,
+                Secret::new(app_id),
+                Secret::new(secret),
+            )),
             None,
         ),
         Settings::FinHub {
@@ -352,7 +370,7 @@ async fn open(
             auth,
             kyc_confirmation_path,
         } => (
-            HelloClever::new(http.clone(), &base, Secret::new(""), Secret::new("")),
+            None,
             Some(Arc::new(crate::provider::finhub::client::FinHub::new(
                 http,
                 &base,
@@ -378,7 +396,7 @@ async fn open(
         .await?
         .map_err(RunError::Locked)?;
     let ctx = Arc::new(Ctx {
-        client,
+        helloclever,
         finhub,
         directory: finhub::Directory::default(),
         run_started: tokio::time::Instant::now(),

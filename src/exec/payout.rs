@@ -77,9 +77,11 @@ pub async fn run(
         {
             if !required.contains_key(&method) {
                 // Unknown to this provider, or unreachable: the send itself will say.
-                let params = idempotent(ctx, || ctx.client.payout_required_params(&method))
-                    .await
-                    .unwrap_or_default();
+                let params = idempotent(ctx, || async {
+                    ctx.hc()?.payout_required_params(&method).await
+                })
+                .await
+                .unwrap_or_default();
                 required.insert(method.clone(), params);
             }
             let missing: Vec<&String> = required[&method]
@@ -196,7 +198,7 @@ async fn send(
         }
         let request = body(&batch, &members);
         let slot = ctx.pacer.permit().await;
-        let result = ctx.client.create_payout(&request).await;
+        let result = async { ctx.hc()?.create_payout(&request).await }.await;
         drop(slot);
         let e = match result {
             Ok(created) => return record(&ctx, &batch, &members, &created).await,
@@ -256,7 +258,7 @@ async fn find(
     let to = fmt(chrono::Utc::now() + chrono::Duration::minutes(10));
     let mut page = 1;
     loop {
-        let p = idempotent(ctx, || ctx.client.payouts(&from, &to, page)).await?;
+        let p = idempotent(ctx, || async { ctx.hc()?.payouts(&from, &to, page).await }).await?;
         if let Some(found) = p
             .records
             .iter()
@@ -409,7 +411,7 @@ pub(super) async fn refresh_batch(
     batch: &WorkBatch,
     uuid: &str,
 ) -> Result<Option<(bool, Vec<super::Change>)>, StateError> {
-    let Ok(b) = idempotent(ctx, || ctx.client.payout(uuid)).await else {
+    let Ok(b) = idempotent(ctx, || async { ctx.hc()?.payout(uuid).await }).await else {
         return Ok(None);
     };
     let done = b.status.as_deref() == Some("completed");
