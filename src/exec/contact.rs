@@ -25,37 +25,61 @@ pub async fn run(
     ctx: &Arc<Ctx>,
     rows: &mut RowSource<'_, '_>,
 ) -> Result<(), RunError> {
-    let (plan_id, step_id) = (ctx.plan_id, step.id.clone());
-    let items = ctx
-        .db
-        .read(move |c| work::items_in(c, plan_id, &step_id, &["pending", "in_flight"]))
-        .await?;
-    let items = split_ready(job, si, ctx, items).await?;
+    let items = to_send(job, si, step, ctx).await?;
     let mut tasks = JoinSet::new();
     for chunk in items.chunks(INTENT_CHUNK) {
         if ctx.stopping() {
             break;
         }
-        let mut ready = Vec::with_capacity(chunk.len());
-        for item in chunk {
-            match rows.payload(si, item) {
-                Ok(p) => ready.push((item.clone(), p)),
-                Err(e) => unreadable(ctx, item, e).await?,
-            }
-        }
+        let (ready, fresh) = payloads(ctx, si, chunk, rows).await?;
         // One durable commit for the intents of the chunk, just before its requests start.
-        let ids: Vec<i64> = ready
-            .iter()
-            .filter(|(i, _)| i.state != "in_flight")
-            .map(|(i, _)| i.id)
-            .collect();
-        ctx.db.write(move |c| work::mark_in_flight(c, &ids)).await?;
+        ctx.db
+            .write(move |c| work::mark_in_flight(c, &fresh))
+            .await?;
         for (item, payload) in ready {
             throttle(&mut tasks).await?;
             tasks.spawn(process(ctx.clone(), item, payload));
         }
     }
     drain(&mut tasks).await
+}
+
+/// The step's items to send now (pending, or in doubt), of rows whose earlier steps are done.
+pub(super) async fn to_send(
+    job: &Job,
+    si: usize,
+    step: &Step,
+    ctx: &Ctx,
+) -> Result<Vec<WorkItem>, StateError> {
+    let (plan_id, step_id) = (ctx.plan_id, step.id.clone());
+    let items = ctx
+        .db
+        .read(move |c| work::items_in(c, plan_id, &step_id, &["pending", "in_flight"]))
+        .await?;
+    split_ready(job, si, ctx, items).await
+}
+
+/// The payloads of a chunk's items (rows that no longer render as planned are handled
+/// here), and the ids of those not in flight yet, whose intent is to be written.
+pub(super) async fn payloads(
+    ctx: &Ctx,
+    si: usize,
+    chunk: &[WorkItem],
+    rows: &mut RowSource<'_, '_>,
+) -> Result<(Vec<(WorkItem, Map<String, Value>)>, Vec<i64>), StateError> {
+    let mut ready = Vec::with_capacity(chunk.len());
+    for item in chunk {
+        match rows.payload(si, item) {
+            Ok(p) => ready.push((item.clone(), p)),
+            Err(e) => unreadable(ctx, item, e).await?,
+        }
+    }
+    let fresh = ready
+        .iter()
+        .filter(|(i, _)| i.state != "in_flight")
+        .map(|(i, _)| i.id)
+        .collect();
+    Ok((ready, fresh))
 }
 
 /// A row that cannot be rendered as planned is not sent. An item already in flight stays

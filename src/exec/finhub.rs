@@ -7,8 +7,8 @@
 //! Those pages are cached per status, and a cache is trusted for a question only when it was
 //! loaded after the request in doubt started.
 
-use super::contact::{INTENT_CHUNK, drain, failed, idempotent, throttle, unreadable};
-use super::{Ctx, Next, RowSource, RunError, split_ready};
+use super::contact::{INTENT_CHUNK, drain, failed, idempotent, payloads, throttle, to_send};
+use super::{Ctx, Next, RowSource, RunError};
 use crate::job::steps::StepKind;
 use crate::job::{Job, Step};
 use crate::provider::error::{CallError, Verdict};
@@ -150,12 +150,8 @@ pub async fn run(
     rows: &mut RowSource<'_, '_>,
 ) -> Result<(), RunError> {
     let fh = client(ctx)?;
-    let (plan_id, step_id) = (ctx.plan_id, step.id.clone());
-    let items = ctx
-        .db
-        .read(move |c| work::items_in(c, plan_id, &step_id, &["pending", "in_flight"]))
-        .await?;
-    let items = split_ready(job, si, ctx, items).await?;
+    let plan_id = ctx.plan_id;
+    let items = to_send(job, si, step, ctx).await?;
     // Later steps act on the customer an earlier step of the row created.
     let creators: Vec<String> = job.steps[..si]
         .iter()
@@ -176,18 +172,7 @@ pub async fn run(
         if ctx.stopping() {
             break;
         }
-        let mut ready = Vec::with_capacity(chunk.len());
-        for item in chunk {
-            match rows.payload(si, item) {
-                Ok(p) => ready.push((item.clone(), p)),
-                Err(e) => unreadable(ctx, item, e).await?,
-            }
-        }
-        let fresh: Vec<i64> = ready
-            .iter()
-            .filter(|(i, _)| i.state != "in_flight")
-            .map(|(i, _)| i.id)
-            .collect();
+        let (ready, fresh) = payloads(ctx, si, chunk, rows).await?;
         if step.kind == StepKind::CustomersBulk {
             throttle(&mut tasks).await?;
             tasks.spawn(bulk(ctx.clone(), fh.clone(), ready, fresh));
