@@ -397,6 +397,22 @@ impl<'a> Builder<'a> {
         }
     }
 
+    /// Whether a step id is letters, digits, '-' or '_' (else says so).
+    fn step_id_ok(&mut self, id: &str) -> bool {
+        let ok = !id.is_empty()
+            && id
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-');
+        if !ok {
+            self.err_in_step(
+                id,
+                &["id"],
+                format!("step id '{id}' must be letters, digits, '-' or '_'"),
+            );
+        }
+        ok
+    }
+
     /// An export step: its resource, window, filters and output file.
     fn export(
         &mut self,
@@ -408,16 +424,7 @@ impl<'a> Builder<'a> {
         provider: ProviderKind,
     ) -> Option<Export> {
         let id = sc.id.clone();
-        if id.is_empty()
-            || !id
-                .bytes()
-                .all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-')
-        {
-            self.err_in_step(
-                &id,
-                &["id"],
-                format!("step id '{id}' must be letters, digits, '-' or '_'"),
-            );
+        if !self.step_id_ok(&id) {
             return None;
         }
         if sc.when.is_some() || !sc.fields.is_empty() || sc.batch.is_some() || sc.wait.is_some() {
@@ -722,16 +729,7 @@ impl<'a> Builder<'a> {
         let mut steps: Vec<Step> = Vec::new();
         for sc in configs {
             let id = sc.id.clone();
-            if id.is_empty()
-                || !id
-                    .bytes()
-                    .all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-')
-            {
-                self.err_in_step(
-                    &id,
-                    &["id"],
-                    format!("step id '{id}' must be letters, digits, '-' or '_'"),
-                );
+            if !self.step_id_ok(&id) {
                 continue;
             }
             if steps.iter().any(|s| s.id == id) {
