@@ -545,3 +545,58 @@ fn refused_credentials_stop_the_run_and_leave_rows_pending() {
         .unwrap_or(0);
     assert!((1..=8).contains(&refused), "{refused} refused requests");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_given_token_and_the_unversioned_base_path_work_too() {
+    let s = start(config(Faults::default())).await;
+    let token: Value = crate::sandbox_support::client()
+        .post(format!("{}/oauth/token", s.finhub_url()))
+        .json(&json!({"grant_type": "client_credentials", "client_id": "sandbox-client", "client_secret": "sandbox-secret"}))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let text = job(CUSTOMER, RETRY).replace(
+        "  token_url: ${FINHUB_BASE_URL}/oauth/token\n  client_id: ${FINHUB_CLIENT_ID}\n  client_secret: ${FINHUB_CLIENT_SECRET}\n",
+        "  base_path: /customer\n  token: ${FINHUB_TOKEN}\n",
+    );
+    assert!(text.contains("token: ${FINHUB_TOKEN}"));
+    let dir = Dir::new(&text, &people(5, &[]));
+    let mut env = Dir::env(&s);
+    env.push((
+        "FINHUB_TOKEN",
+        token["access_token"].as_str().unwrap().to_string(),
+    ));
+    let job = load(
+        &dir.path("job.yaml"),
+        &LoadOptions {
+            vars: vec![],
+            env: Some(Env::from_pairs(env.iter().map(|(k, v)| (*k, v.as_str())))),
+        },
+    )
+    .unwrap_or_else(|d| panic!("{d:?}"));
+    let opts = RunOptions {
+        state_path: dir.path("state.db"),
+        base_url: None,
+        credentials: None,
+        retry_failed: false,
+        stop: Arc::new(AtomicBool::new(false)),
+        poll_cap: None,
+        show_progress: false,
+    };
+    let r = run(&job, opts, &mut |e| panic!("{e}")).await.unwrap();
+    assert_eq!(r.exit_code, 0, "{}", r.counts);
+    let l = ledger(&s).await;
+    assert_eq!(customers(&l).len(), 5);
+    let unversioned = l["finhub"]["requests"]["POST /finhub/customer/create"]["200"]
+        .as_u64()
+        .unwrap_or(0);
+    assert_eq!(unversioned, 5, "{}", l["finhub"]["requests"]);
+    assert_eq!(
+        l["finhub"]["requests"]["POST /finhub/oauth/token"]["200"].as_u64(),
+        Some(1),
+        "only the test's own token request"
+    );
+}
