@@ -198,6 +198,11 @@ async fn send(
         }
         let request = body(&batch, &members);
         let slot = ctx.pacer.permit().await;
+        if ctx.stopping() {
+            // Stopping (a signal, or refused credentials): not sent; back to the queue.
+            drop(slot);
+            return requeue(&ctx, &batch, &members).await;
+        }
         let result = async { ctx.hc()?.create_payout(&request).await }.await;
         drop(slot);
         let e = match result {
@@ -207,28 +212,7 @@ async fn send(
         match ctx.after_failure(&e, attempt, started).await {
             Next::Retry { in_doubt: d } => in_doubt = d,
             Next::InDoubt => return Ok(()),
-            Next::Requeue => {
-                // Surely not sent: the batch waits, unchanged, for the next run.
-                let (id, ids): (i64, Vec<i64>) =
-                    (batch.id, members.iter().map(|(i, _)| i.id).collect());
-                return ctx
-                    .db
-                    .record(move |c| {
-                        work::set_batch(c, id, "open", None, None, None)?;
-                        for item in &ids {
-                            work::set_outcome(
-                                c,
-                                *item,
-                                &Outcome {
-                                    state: "pending",
-                                    ..Outcome::default()
-                                },
-                            )?;
-                        }
-                        Ok(())
-                    })
-                    .await;
-            }
+            Next::Requeue => return requeue(&ctx, &batch, &members).await,
             Next::Fail => {
                 let o = failed(&e);
                 return fail_all(
@@ -242,6 +226,31 @@ async fn send(
             }
         }
     }
+}
+
+/// Surely not sent: the batch waits, unchanged, for the next run.
+async fn requeue(
+    ctx: &Ctx,
+    batch: &WorkBatch,
+    members: &[(WorkItem, Map<String, Value>)],
+) -> Result<(), StateError> {
+    let (id, ids): (i64, Vec<i64>) = (batch.id, members.iter().map(|(i, _)| i.id).collect());
+    ctx.db
+        .record(move |c| {
+            work::set_batch(c, id, "open", None, None, None)?;
+            for item in &ids {
+                work::set_outcome(
+                    c,
+                    *item,
+                    &Outcome {
+                        state: "pending",
+                        ..Outcome::default()
+                    },
+                )?;
+            }
+            Ok(())
+        })
+        .await
 }
 
 /// Lists the provider's payouts around the first attempt, looking for our external id.
