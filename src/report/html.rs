@@ -106,84 +106,87 @@ pub fn report_html(r: &Report) -> String {
         esc(r.run.ended_at.as_deref().unwrap_or("(running)")),
         r.run.exit_code.map_or("-".into(), |c| c.to_string())
     );
-    h.push_str("<h2>Totals</h2><table id=\"totals\"><thead><tr><th>Currency</th><th>Planned</th><th>Sent</th><th>Completed</th><th>Failed</th></tr></thead><tbody>");
-    for (ccy, t) in &r.totals {
-        let _ = write!(
-            h,
-            "<tr><td>{}</td><td class=\"num\">{}</td><td class=\"num\">{}</td><td class=\"num\">{}</td><td class=\"num\">{}</td></tr>",
-            esc(ccy),
-            t.planned,
-            t.sent,
-            t.completed,
-            t.failed
-        );
-    }
-    h.push_str("</tbody></table><h2>Rows by step and status</h2><table id=\"counts\"><thead><tr><th>Step</th>");
-    for (status, _) in COLOURS {
-        let _ = write!(h, "<th>{status}</th>");
-    }
-    h.push_str("</tr></thead><tbody>");
-    let counts = r.counts();
-    for (step, _) in &r.steps {
-        let _ = write!(h, "<tr><td>{}</td>", esc(step));
-        for (status, _) in COLOURS {
-            let n = counts
-                .get(step)
-                .and_then(|b| b.get(status))
-                .copied()
-                .unwrap_or(0);
-            let _ = write!(h, "<td class=\"num\">{n}</td>");
+    // A job of exports only has no rows: no totals, counts or row tables.
+    if !r.steps.is_empty() {
+        h.push_str("<h2>Totals</h2><table id=\"totals\"><thead><tr><th>Currency</th><th>Planned</th><th>Sent</th><th>Completed</th><th>Failed</th></tr></thead><tbody>");
+        for (ccy, t) in &r.totals {
+            let _ = write!(
+                h,
+                "<tr><td>{}</td><td class=\"num\">{}</td><td class=\"num\">{}</td><td class=\"num\">{}</td><td class=\"num\">{}</td></tr>",
+                esc(ccy),
+                t.planned,
+                t.sent,
+                t.completed,
+                t.failed
+            );
         }
-        h.push_str("</tr>");
-    }
-    h.push_str("</tbody></table>");
-    h.push_str(&chart(r));
-    let attention: Vec<_> = r
-        .rows
-        .iter()
-        .filter(|row| {
-            row.steps.iter().flatten().any(|s| {
-                matches!(
-                    s.status.as_str(),
-                    "failed" | "conflict" | "blocked" | "pending"
-                )
-            })
-        })
-        .collect();
-    let _ = write!(h, "<h2>Needs a look ({})</h2>", attention.len());
-    if !attention.is_empty() {
-        h.push_str("<table id=\"attention\"><thead><tr><th>Row</th><th>Line</th><th>Step</th><th>Status</th><th>Reason</th></tr></thead><tbody>");
-        for row in &attention {
-            for ((step, _), s) in r.steps.iter().zip(&row.steps) {
-                let Some(s) = s else { continue };
-                if !matches!(
-                    s.status.as_str(),
-                    "failed" | "conflict" | "blocked" | "pending"
-                ) {
-                    continue;
-                }
-                let reason = match s.status.as_str() {
-                    "conflict" => {
-                        "the row changed after it was sent; it is not sent again".to_string()
-                    }
-                    "pending" if s.error_message.is_none() => {
-                        "not sent yet, or sent and awaiting confirmation".to_string()
-                    }
-                    _ => redact::scrub(s.error_message.as_deref().unwrap_or("")),
-                };
-                let _ = write!(
-                    h,
-                    "<tr><td>{}</td><td class=\"num\">{}</td><td>{}</td><td class=\"{}\">{}</td><td>{}</td></tr>",
-                    esc(&row.key),
-                    row.line,
-                    esc(step),
-                    esc(&s.status),
-                    esc(&s.status),
-                    esc(&reason)
-                );
+        h.push_str("</tbody></table><h2>Rows by step and status</h2><table id=\"counts\"><thead><tr><th>Step</th>");
+        for (status, _) in COLOURS {
+            let _ = write!(h, "<th>{status}</th>");
+        }
+        h.push_str("</tr></thead><tbody>");
+        let counts = r.counts();
+        for (step, _) in &r.steps {
+            let _ = write!(h, "<tr><td>{}</td>", esc(step));
+            for (status, _) in COLOURS {
+                let n = counts
+                    .get(step)
+                    .and_then(|b| b.get(status))
+                    .copied()
+                    .unwrap_or(0);
+                let _ = write!(h, "<td class=\"num\">{n}</td>");
             }
+            h.push_str("</tr>");
         }
         h.push_str("</tbody></table>");
+        h.push_str(&chart(r));
+        let attention: Vec<_> = r
+            .rows
+            .iter()
+            .filter(|row| {
+                row.steps.iter().flatten().any(|s| {
+                    matches!(
+                        s.status.as_str(),
+                        "failed" | "conflict" | "blocked" | "pending"
+                    )
+                })
+            })
+            .collect();
+        let _ = write!(h, "<h2>Needs a look ({})</h2>", attention.len());
+        if !attention.is_empty() {
+            h.push_str("<table id=\"attention\"><thead><tr><th>Row</th><th>Line</th><th>Step</th><th>Status</th><th>Reason</th></tr></thead><tbody>");
+            for row in &attention {
+                for ((step, _), s) in r.steps.iter().zip(&row.steps) {
+                    let Some(s) = s else { continue };
+                    if !matches!(
+                        s.status.as_str(),
+                        "failed" | "conflict" | "blocked" | "pending"
+                    ) {
+                        continue;
+                    }
+                    let reason = match s.status.as_str() {
+                        "conflict" => {
+                            "the row changed after it was sent; it is not sent again".to_string()
+                        }
+                        "pending" if s.error_message.is_none() => {
+                            "not sent yet, or sent and awaiting confirmation".to_string()
+                        }
+                        _ => redact::scrub(s.error_message.as_deref().unwrap_or("")),
+                    };
+                    let _ = write!(
+                        h,
+                        "<tr><td>{}</td><td class=\"num\">{}</td><td>{}</td><td class=\"{}\">{}</td><td>{}</td></tr>",
+                        esc(&row.key),
+                        row.line,
+                        esc(step),
+                        esc(&s.status),
+                        esc(&s.status),
+                        esc(&reason)
+                    );
+                }
+            }
+            h.push_str("</tbody></table>");
+        }
     }
     if !r.exports.is_empty() {
         h.push_str("<h2>Exports</h2><table id=\"exports\"><thead><tr><th>Step</th><th>Resource</th><th>From</th><th>To</th><th>Status</th><th>Rows</th><th>Pages</th><th>File</th></tr></thead><tbody>");
@@ -212,32 +215,35 @@ pub fn report_html(r: &Report) -> String {
         }
         h.push_str("</tbody></table>");
     }
-    h.push_str("<h2>All rows</h2><p><label>Filter: <input id=\"filter\" type=\"search\" placeholder=\"key, status, email…\"></label></p><table id=\"rows\"><thead><tr><th>Row</th><th>Line</th>");
-    for (step, _) in &r.steps {
-        let _ = write!(h, "<th>{}</th>", esc(step));
-    }
-    h.push_str("<th>Amount</th></tr></thead><tbody>");
-    for row in &r.rows {
-        let _ = write!(
-            h,
-            "<tr><td>{}</td><td class=\"num\">{}</td>",
-            esc(&row.key),
-            row.line
-        );
-        for s in &row.steps {
-            h.push_str(&cell(s));
+    if !r.steps.is_empty() {
+        h.push_str("<h2>All rows</h2><p><label>Filter: <input id=\"filter\" type=\"search\" placeholder=\"key, status, email…\"></label></p><table id=\"rows\"><thead><tr><th>Row</th><th>Line</th>");
+        for (step, _) in &r.steps {
+            let _ = write!(h, "<th>{}</th>", esc(step));
         }
-        let amount = row
-            .steps
-            .iter()
-            .flatten()
-            .find_map(|s| {
-                s.amount
-                    .map(|a| format!("{a} {}", s.currency.clone().unwrap_or_default()))
-            })
-            .unwrap_or_default();
-        let _ = write!(h, "<td class=\"num\">{}</td></tr>", esc(&amount));
+        h.push_str("<th>Amount</th></tr></thead><tbody>");
+        for row in &r.rows {
+            let _ = write!(
+                h,
+                "<tr><td>{}</td><td class=\"num\">{}</td>",
+                esc(&row.key),
+                row.line
+            );
+            for s in &row.steps {
+                h.push_str(&cell(s));
+            }
+            let amount = row
+                .steps
+                .iter()
+                .flatten()
+                .find_map(|s| {
+                    s.amount
+                        .map(|a| format!("{a} {}", s.currency.clone().unwrap_or_default()))
+                })
+                .unwrap_or_default();
+            let _ = write!(h, "<td class=\"num\">{}</td></tr>", esc(&amount));
+        }
+        let _ = write!(h, "</tbody></table><script>{SCRIPT}</script>");
     }
-    let _ = writeln!(h, "</tbody></table><script>{SCRIPT}</script></body></html>");
+    h.push_str("</body></html>\n");
     h
 }
