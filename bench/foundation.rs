@@ -65,7 +65,10 @@ fn main() {
     let _ = std::fs::remove_file(&state);
     let _ = std::fs::remove_file(dir.join("state.db-wal"));
     let _ = std::fs::remove_file(dir.join("state.db-shm"));
-    let validate = timed(&dir, &["validate", "job.yaml"]);
+    // Best of 3, as the bare read is: the machines are noisy.
+    let validate = (0..3)
+        .map(|_| timed(&dir, &["validate", "job.yaml"]))
+        .fold((f64::MAX, 0), |best, t| (best.0.min(t.0), best.1.max(t.1)));
     let plan = timed(
         &dir,
         &["plan", "job.yaml", "--state", state.to_str().unwrap()],
@@ -81,7 +84,7 @@ fn main() {
         "command", "wall (s)", "rows/s", "peak RSS MiB"
     );
     for (name, (wall, rss)) in [
-        ("payrun validate", validate),
+        ("payrun validate (best of 3)", validate),
         ("payrun plan (fresh state)", plan),
         ("payrun plan (unchanged)", replan),
     ] {
