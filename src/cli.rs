@@ -30,9 +30,11 @@ pub enum Command {
     Validate(JobArgs),
     /// Validate, then record the planned items and batches in the state database.
     Plan(PlanArgs),
-    /// Plan, then send the planned work to the provider (rate-limited, retried, exactly once).
+    /// Plan, then send the planned work to the provider (rate-limited, retried, exactly once),
+    /// then run the export steps.
     Run(RunArgs),
-    /// Show a job's items by step and state, its last runs and any item in doubt.
+    /// Show a job's items by step and state, its exports and watermarks, its last runs and
+    /// any item in doubt.
     Status(PlanArgs),
     /// Refresh every sent payout and transaction (and undecided KYC) from the provider,
     /// record what changed, and write the reports again.
@@ -40,7 +42,8 @@ pub enum Command {
     /// Write (again) a run's reports from the state database: results.csv, summary.json,
     /// junit.xml, into report.dir/<job>/<scope>/<run id>/ and latest/.
     Report(ReportArgs),
-    /// Run the local Hello Clever emulator (for tests, demos and dry rehearsals).
+    /// Run the local emulator of Hello Clever (under /api) and FinHub (under /finhub), for
+    /// tests, demos and dry rehearsals.
     Sandbox(Box<SandboxArgs>),
 }
 
@@ -49,7 +52,8 @@ pub struct RunArgs {
     #[command(flatten)]
     pub plan: PlanArgs,
     /// Run against the embedded sandbox (started on 127.0.0.1, fast status changes) instead
-    /// of the job's provider: no credentials needed.
+    /// of the job's provider: no credentials needed. A rehearsal: its state, reports and
+    /// export files are kept apart from the real run's (see the README).
     #[arg(long)]
     pub sandbox: bool,
     /// Put failed items back in the queue first (not conflicts, not successes).
