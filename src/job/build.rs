@@ -212,6 +212,18 @@ impl<'a> Builder<'a> {
                 continue;
             }
             if let Some(e) = self.export(sc, &dir, &c.name, &scope, &vars, provider.kind) {
+                if let Some(other) = exports.iter().find(|o| o.path == e.path) {
+                    self.err_in_step(
+                        &e.id,
+                        &["output", "path"],
+                        format!(
+                            "step '{}' writes {}, as step '{}' does: give each export its own file",
+                            e.id,
+                            e.path.display(),
+                            other.id
+                        ),
+                    );
+                }
                 exports.push(e);
             }
         }

@@ -530,7 +530,9 @@ fn the_nightly_example_runs_against_the_embedded_sandbox() {
 fn export_steps_are_checked_before_anything_runs() {
     let steps = "  - id: a\n    type: export\n    resource: card_payment\n    from: -1d\n    output: { path: a.csv }\n\
                  \x20 - id: b\n    type: export\n    resource: card_payments\n    from: tomorrow\n    filter: { status: recieved, colour: red }\n    output: { path: b.csv, format: xml }\n\
-                 \x20 - id: c\n    type: export\n    resource: payouts\n    from: -1d\n";
+                 \x20 - id: c\n    type: export\n    resource: payouts\n    from: -1d\n\
+                 \x20 - id: d\n    type: export\n    resource: payins\n    from: -1d\n    output: { path: d.csv }\n\
+                 \x20 - id: e\n    type: export\n    resource: contacts\n    from: -1d\n    output: { path: d.csv }\n";
     let d = tempfile::tempdir().unwrap();
     std::fs::write(d.path().join("job.yaml"), job(steps, "5/s")).unwrap();
     let out = crate::support::payrun_in(d.path(), &["validate", "job.yaml"]);
@@ -543,6 +545,7 @@ fn export_steps_are_checked_before_anything_runs() {
         "card payment status 'recieved'",
         "did you mean 'received'",
         "step 'c': an export step needs output",
+        "step 'e' writes d.csv, as step 'd' does",
     ] {
         assert!(
             out.stderr.contains(want),
