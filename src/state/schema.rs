@@ -117,6 +117,12 @@ const MIGRATIONS: &[&str] = &[
     );
     CREATE INDEX exports_watermark ON exports (plan_id, step, state);
     "#,
+    // 4: items_by_state served no query (they select by step name, through the unique
+    // (plan_id, step, row_key) index) yet was rewritten on every state change: two of the
+    // four B-tree writes of each intent and each outcome.
+    r#"
+    DROP INDEX IF EXISTS items_by_state;
+    "#,
 ];
 
 /// The schema version this build writes.
