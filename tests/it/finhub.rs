@@ -600,3 +600,51 @@ async fn a_given_token_and_the_unversioned_base_path_work_too() {
         "only the test's own token request"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn killed_runs_resume_with_exactly_one_customer_per_row() {
+    let s = start(config(Faults {
+        lost_response_rate: 0.05,
+        latency: Some((Duration::from_millis(1), Duration::from_millis(3))),
+        ..Faults::default()
+    }))
+    .await;
+    let n = 150;
+    let d = Dir::new(
+        &job(&format!("{CUSTOMER}{AFTER}"), RETRY).replace("rate: 500/s", "rate: 300/s"),
+        &people(n, &[]),
+    );
+    let spawn = || {
+        let mut cmd = std::process::Command::new(env!("CARGO_BIN_EXE_payrun"));
+        cmd.args(["run", "job.yaml", "--state", "state.db", "-q"])
+            .current_dir(d.0.path())
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null());
+        for (k, v) in Dir::env(&s) {
+            cmd.env(k, v);
+        }
+        cmd.spawn().unwrap()
+    };
+    let mut rng = fastrand::Rng::with_seed(9);
+    for _ in 0..6 {
+        let mut child = spawn();
+        tokio::time::sleep(Duration::from_millis(rng.u64(50..400))).await;
+        let _ = child.kill(); // SIGKILL
+        let _ = child.wait();
+    }
+    let mut code = None;
+    for _ in 0..4 {
+        code = spawn().wait().unwrap().code();
+        if code == Some(0) {
+            break;
+        }
+    }
+    assert_eq!(code, Some(0));
+    let l = ledger(&s).await;
+    let emails: Vec<String> = (0..n).map(|i| format!("ann{i}@example.com")).collect();
+    let by_email = exactly_one_each(&l, &emails);
+    assert_eq!(customers(&l).len(), n);
+    for c in by_email.values() {
+        assert_eq!(c["documents"].as_array().unwrap().len(), 1, "{c}");
+    }
+}
