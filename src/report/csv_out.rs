@@ -15,7 +15,7 @@ pub fn neutralise(cell: &str) -> String {
     }
 }
 
-pub fn results_csv(r: &Report) -> String {
+pub fn results_csv(r: &Report, out: &mut super::Out) {
     let mut header: Vec<String> = vec!["key".into(), "line".into()];
     for (id, kind) in &r.steps {
         header.push(format!("{id}_status"));
@@ -47,9 +47,12 @@ pub fn results_csv(r: &Report) -> String {
         ]
         .map(String::from),
     );
-    let mut w = csv::Writer::from_writer(Vec::new());
-    let _ = w.write_record(&header);
+    let mut w = csv::Writer::from_writer(out.writer());
+    let mut failed = w.write_record(&header).err();
     for row in &r.rows {
+        if failed.is_some() {
+            break;
+        }
         let mut rec: Vec<String> = vec![row.key.clone(), row.line.to_string()];
         let opt = |v: &Option<String>| v.clone().unwrap_or_default();
         let mut amount = (String::new(), String::new());
@@ -110,9 +113,15 @@ pub fn results_csv(r: &Report) -> String {
             redact::scrub(&message),
             updated,
         ]);
-        let _ = w.write_record(rec.iter().map(|c| neutralise(c)));
+        failed = w.write_record(rec.iter().map(|c| neutralise(c))).err();
     }
-    String::from_utf8(w.into_inner().unwrap_or_default()).unwrap_or_default()
+    if failed.is_none() {
+        failed = w.flush().err().map(csv::Error::from);
+    }
+    drop(w);
+    if let Some(e) = failed {
+        out.fail(std::io::Error::other(e.to_string()));
+    }
 }
 
 #[cfg(test)]

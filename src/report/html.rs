@@ -90,8 +90,7 @@ fn cell(s: &Option<StepResult>) -> String {
     }
 }
 
-pub fn report_html(r: &Report) -> String {
-    let mut h = String::new();
+pub fn report_html(r: &Report, h: &mut super::Out) {
     let title = format!("payrun: {} {} run {}", r.job, r.scope, r.run.id);
     let _ = write!(
         h,
@@ -245,5 +244,4 @@ pub fn report_html(r: &Report) -> String {
         let _ = write!(h, "</tbody></table><script>{SCRIPT}</script>");
     }
     h.push_str("</body></html>\n");
-    h
 }

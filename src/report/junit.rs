@@ -22,26 +22,60 @@ fn esc(s: &str) -> String {
     out
 }
 
-pub fn junit_xml(r: &Report) -> String {
-    let mut suites = String::new();
-    let (mut all_tests, mut all_failures, mut all_skipped) = (0, 0, 0);
+/// (tests, failures, skipped) of a suite, by status: counted before anything is written,
+/// because the XML gives the totals first.
+fn tally<'s>(statuses: impl Iterator<Item = &'s str>) -> (usize, usize, usize) {
+    statuses.fold((0, 0, 0), |(t, f, s), status| match status {
+        "succeeded" | "completed" => (t + 1, f, s),
+        "failed" | "conflict" => (t + 1, f + 1, s),
+        _ => (t + 1, f, s + 1),
+    })
+}
+
+pub fn junit_xml(r: &Report, out: &mut super::Out) {
+    let steps: Vec<(usize, usize, usize)> = (0..r.steps.len())
+        .map(|si| {
+            tally(
+                r.rows
+                    .iter()
+                    .filter_map(|row| row.steps[si].as_ref())
+                    .map(|s| s.status.as_str()),
+            )
+        })
+        .collect();
+    let exports = tally(r.exports.iter().map(|e| e.state.as_str()));
+    let (mut all_tests, mut all_failures, mut all_skipped) = steps
+        .iter()
+        .fold((0, 0, 0), |a, s| (a.0 + s.0, a.1 + s.1, a.2 + s.2));
+    if !r.exports.is_empty() {
+        all_tests += exports.0;
+        all_failures += exports.1;
+        all_skipped += exports.2;
+    }
+    let _ = writeln!(
+        out,
+        "<?xml version=\"1.0\" encoding=\"UTF-8\"?>\n<testsuites name=\"{}\" tests=\"{all_tests}\" failures=\"{all_failures}\" errors=\"0\" skipped=\"{all_skipped}\">",
+        esc(&format!("{} {} run {}", r.job, r.scope, r.run.id))
+    );
     for (si, (step, _)) in r.steps.iter().enumerate() {
-        let (mut tests, mut failures, mut skipped) = (0, 0, 0);
-        let mut cases = String::new();
+        let (tests, failures, skipped) = steps[si];
+        let _ = writeln!(
+            out,
+            "  <testsuite name=\"{}\" tests=\"{tests}\" failures=\"{failures}\" errors=\"0\" skipped=\"{skipped}\">",
+            esc(step)
+        );
+        let classname = esc(&format!("{}.{step}", r.job));
         for row in &r.rows {
             let Some(s) = &row.steps[si] else { continue };
-            tests += 1;
             let name = esc(&format!("{} (line {})", row.key, row.line));
-            let classname = esc(&format!("{}.{step}", r.job));
             let message = redact::scrub(s.error_message.as_deref().unwrap_or(""));
             let _ = write!(
-                cases,
+                out,
                 "    <testcase classname=\"{classname}\" name=\"{name}\""
             );
             match s.status.as_str() {
-                "succeeded" => cases.push_str("/>\n"),
+                "succeeded" => out.push_str("/>\n"),
                 "failed" | "conflict" => {
-                    failures += 1;
                     let kind = if s.status == "conflict" {
                         "CONFLICT".to_string()
                     } else {
@@ -52,82 +86,65 @@ pub fn junit_xml(r: &Report) -> String {
                     } else {
                         message
                     };
-                    let _ = write!(
-                        cases,
-                        ">\n      <failure type=\"{}\" message=\"{}\">{}</failure>\n    </testcase>\n",
+                    let _ = writeln!(
+                        out,
+                        ">\n      <failure type=\"{}\" message=\"{}\">{}</failure>\n    </testcase>",
                         esc(&kind),
                         esc(&text),
                         esc(&text)
                     );
                 }
                 other => {
-                    skipped += 1;
                     let text = if message.is_empty() {
                         other.to_string()
                     } else {
                         format!("{other}: {message}")
                     };
-                    let _ = write!(
-                        cases,
-                        ">\n      <skipped message=\"{}\"/>\n    </testcase>\n",
+                    let _ = writeln!(
+                        out,
+                        ">\n      <skipped message=\"{}\"/>\n    </testcase>",
                         esc(&text)
                     );
                 }
             }
         }
-        let _ = write!(
-            suites,
-            "  <testsuite name=\"{}\" tests=\"{tests}\" failures=\"{failures}\" errors=\"0\" skipped=\"{skipped}\">\n{cases}  </testsuite>\n",
-            esc(step)
-        );
-        all_tests += tests;
-        all_failures += failures;
-        all_skipped += skipped;
+        out.push_str("  </testsuite>\n");
     }
     // Exports: one suite, a test case per export step.
     if !r.exports.is_empty() {
-        let (mut failures, mut skipped) = (0, 0);
-        let mut cases = String::new();
+        let (tests, failures, skipped) = exports;
+        let _ = writeln!(
+            out,
+            "  <testsuite name=\"exports\" tests=\"{tests}\" failures=\"{failures}\" errors=\"0\" skipped=\"{skipped}\">"
+        );
         for e in &r.exports {
             let _ = write!(
-                cases,
+                out,
                 "    <testcase classname=\"{}\" name=\"{}\"",
                 esc(&format!("{}.exports", r.job)),
                 esc(&format!("{} ({})", e.step, e.resource))
             );
             match e.state.as_str() {
-                "completed" => cases.push_str("/>\n"),
+                "completed" => out.push_str("/>\n"),
                 "failed" => {
-                    failures += 1;
                     let text = redact::scrub(e.error.as_deref().unwrap_or("failed"));
-                    let _ = write!(
-                        cases,
-                        ">\n      <failure type=\"EXPORT_FAILED\" message=\"{}\">{}</failure>\n    </testcase>\n",
+                    let _ = writeln!(
+                        out,
+                        ">\n      <failure type=\"EXPORT_FAILED\" message=\"{}\">{}</failure>\n    </testcase>",
                         esc(&text),
                         esc(&text)
                     );
                 }
                 other => {
-                    skipped += 1;
-                    let _ = write!(
-                        cases,
-                        ">\n      <skipped message=\"{}\"/>\n    </testcase>\n",
+                    let _ = writeln!(
+                        out,
+                        ">\n      <skipped message=\"{}\"/>\n    </testcase>",
                         esc(other)
                     );
                 }
             }
         }
-        let tests = r.exports.len();
-        let _ = write!(
-            suites,
-            "  <testsuite name=\"exports\" tests=\"{tests}\" failures=\"{failures}\" errors=\"0\" skipped=\"{skipped}\">\n{cases}  </testsuite>\n"
-        );
-        all_tests += tests;
-        all_failures += failures;
-        all_skipped += skipped;
+        out.push_str("  </testsuite>\n");
     }
-    format!(
-        "<?xml version=\"1.0\" encoding=\"UTF-8\"?>\n<testsuites name=\"{}\" tests=\"{all_tests}\" failures=\"{all_failures}\" errors=\"0\" skipped=\"{all_skipped}\">\n{suites}</testsuites>\n",
-        esc(&format!("{} {} run {}", r.job, r.scope, r.run.id))
-    )
+    out.push_str("</testsuites>\n");
 }

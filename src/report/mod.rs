@@ -268,31 +268,92 @@ pub fn write(job: &Job, state_path: &Path, run_id: Option<i64>) -> Result<PathBu
         .join(&job.name)
         .join(&job.scope)
         .join("latest");
-    let mut files: Vec<(&str, String)> = Vec::new();
-    for format in &job.report.formats {
-        match format.as_str() {
-            "csv" => files.push(("results.csv", csv_out::results_csv(&report))),
-            "json" => files.push(("summary.json", summary::summary_json(&report))),
-            "junit" => files.push(("junit.xml", junit::junit_xml(&report))),
-            "html" => files.push(("report.html", html::report_html(&report))),
-            _ => {}
-        }
-    }
     for d in [&dir, &latest] {
         std::fs::create_dir_all(d).map_err(|source| ReportError::Write {
             path: d.clone(),
             source,
         })?;
-        for (name, content) in &files {
-            let path = d.join(name);
-            // Written under a temporary name and renamed: a reader never sees half a file.
-            let tmp = d.join(format!(".{name}.tmp"));
-            std::fs::write(&tmp, content)
-                .and_then(|()| std::fs::rename(&tmp, &path))
-                .map_err(|source| ReportError::Write { path, source })?;
-        }
+    }
+    for format in &job.report.formats {
+        let name = match format.as_str() {
+            "csv" => "results.csv",
+            "json" => "summary.json",
+            "junit" => "junit.xml",
+            "html" => "report.html",
+            _ => continue,
+        };
+        // Written under a temporary name and renamed: a reader never sees half a file. The
+        // text streams to the file: a large run's report is never held whole in memory.
+        let path = dir.join(name);
+        let tmp = dir.join(format!(".{name}.tmp"));
+        let written = std::fs::File::create(&tmp).and_then(|file| {
+            let mut w = std::io::BufWriter::with_capacity(256 << 10, file);
+            let mut out = Out::new(&mut w);
+            match name {
+                "results.csv" => csv_out::results_csv(&report, &mut out),
+                "summary.json" => out.push_str(&summary::summary_json(&report)),
+                "junit.xml" => junit::junit_xml(&report, &mut out),
+                _ => html::report_html(&report, &mut out),
+            }
+            out.finish()?;
+            w.into_inner().map_err(|e| e.into_error())?.sync_all()
+        });
+        written
+            .and_then(|()| std::fs::rename(&tmp, &path))
+            .map_err(|source| ReportError::Write {
+                path: path.clone(),
+                source,
+            })?;
+        let (copy, tmp) = (latest.join(name), latest.join(format!(".{name}.tmp")));
+        std::fs::copy(&path, &tmp)
+            .and_then(|_| std::fs::rename(&tmp, &copy))
+            .map_err(|source| ReportError::Write { path: copy, source })?;
     }
     Ok(dir)
+}
+
+/// Where a report's text goes: straight to its file (through a buffer). The first write
+/// error is kept and returned by [`Out::finish`].
+pub(crate) struct Out<'w> {
+    w: &'w mut dyn std::io::Write,
+    err: Option<std::io::Error>,
+}
+
+impl<'w> Out<'w> {
+    pub(crate) fn new(w: &'w mut dyn std::io::Write) -> Out<'w> {
+        Out { w, err: None }
+    }
+
+    pub(crate) fn push_str(&mut self, s: &str) {
+        if self.err.is_none()
+            && let Err(e) = self.w.write_all(s.as_bytes())
+        {
+            self.err = Some(e);
+        }
+    }
+
+    pub(crate) fn fail(&mut self, e: std::io::Error) {
+        self.err.get_or_insert(e);
+    }
+
+    /// The writer, for writers of their own (the csv crate's).
+    pub(crate) fn writer(&mut self) -> &mut dyn std::io::Write {
+        &mut *self.w
+    }
+
+    pub(crate) fn finish(self) -> std::io::Result<()> {
+        match self.err {
+            Some(e) => Err(e),
+            None => self.w.flush(),
+        }
+    }
+}
+
+impl std::fmt::Write for Out<'_> {
+    fn write_str(&mut self, s: &str) -> std::fmt::Result {
+        self.push_str(s);
+        Ok(())
+    }
 }
 
 /// Writes Prometheus text-format metrics of a run (the latest when `None`) to `path`.
