@@ -15,7 +15,7 @@ pub fn neutralise(cell: &str) -> String {
     }
 }
 
-pub fn results_csv(r: &Report, out: &mut super::Out) {
+pub fn results_csv(r: &Report, conn: &rusqlite::Connection, out: &mut super::Out) {
     let mut header: Vec<String> = vec!["key".into(), "line".into()];
     for (id, kind) in &r.steps {
         header.push(format!("{id}_status"));
@@ -49,9 +49,9 @@ pub fn results_csv(r: &Report, out: &mut super::Out) {
     );
     let mut w = csv::Writer::from_writer(out.writer());
     let mut failed = w.write_record(&header).err();
-    for row in &r.rows {
+    let scanned = r.each_row(conn, &mut |row| {
         if failed.is_some() {
-            break;
+            return;
         }
         let mut rec: Vec<String> = vec![row.key.clone(), row.line.to_string()];
         let opt = |v: &Option<String>| v.clone().unwrap_or_default();
@@ -114,6 +114,9 @@ pub fn results_csv(r: &Report, out: &mut super::Out) {
             updated,
         ]);
         failed = w.write_record(rec.iter().map(|c| neutralise(c))).err();
+    });
+    if let Err(e) = scanned {
+        failed.get_or_insert(std::io::Error::other(e.to_string()).into());
     }
     if failed.is_none() {
         failed = w.flush().err().map(csv::Error::from);

@@ -32,7 +32,7 @@ var rows=document.querySelectorAll('#rows tbody tr');for(var i=0;i<rows.length;i
 
 fn chart(r: &Report) -> String {
     let counts = r.counts();
-    let total_rows = r.rows.len().max(1) as f64;
+    let total_rows = r.row_count.max(1) as f64;
     let mut svg = String::new();
     let height = 28 * r.steps.len() + 10;
     let _ = write!(
@@ -90,7 +90,7 @@ fn cell(s: &Option<StepResult>) -> String {
     }
 }
 
-pub fn report_html(r: &Report, h: &mut super::Out) {
+pub fn report_html(r: &Report, conn: &rusqlite::Connection, h: &mut super::Out) {
     let title = format!("payrun: {} {} run {}", r.job, r.scope, r.run.id);
     let _ = write!(
         h,
@@ -139,22 +139,13 @@ pub fn report_html(r: &Report, h: &mut super::Out) {
         }
         h.push_str("</tbody></table>");
         h.push_str(&chart(r));
-        let attention: Vec<_> = r
-            .rows
-            .iter()
-            .filter(|row| {
-                row.steps.iter().flatten().any(|s| {
-                    matches!(
-                        s.status.as_str(),
-                        "failed" | "conflict" | "blocked" | "pending"
-                    )
-                })
-            })
-            .collect();
-        let _ = write!(h, "<h2>Needs a look ({})</h2>", attention.len());
-        if !attention.is_empty() {
+        let _ = write!(h, "<h2>Needs a look ({})</h2>", r.attention);
+        if r.attention > 0 {
             h.push_str("<table id=\"attention\"><thead><tr><th>Row</th><th>Line</th><th>Step</th><th>Status</th><th>Reason</th></tr></thead><tbody>");
-            for row in &attention {
+            let scanned = r.each_row(conn, &mut |row| {
+                if !super::needs_attention(row) {
+                    return;
+                }
                 for ((step, _), s) in r.steps.iter().zip(&row.steps) {
                     let Some(s) = s else { continue };
                     if !matches!(
@@ -183,6 +174,9 @@ pub fn report_html(r: &Report, h: &mut super::Out) {
                         esc(&reason)
                     );
                 }
+            });
+            if let Err(e) = scanned {
+                h.fail(std::io::Error::other(e.to_string()));
             }
             h.push_str("</tbody></table>");
         }
@@ -220,7 +214,7 @@ pub fn report_html(r: &Report, h: &mut super::Out) {
             let _ = write!(h, "<th>{}</th>", esc(step));
         }
         h.push_str("<th>Amount</th></tr></thead><tbody>");
-        for row in &r.rows {
+        let scanned = r.each_row(conn, &mut |row| {
             let _ = write!(
                 h,
                 "<tr><td>{}</td><td class=\"num\">{}</td>",
@@ -240,6 +234,9 @@ pub fn report_html(r: &Report, h: &mut super::Out) {
                 })
                 .unwrap_or_default();
             let _ = write!(h, "<td class=\"num\">{}</td></tr>", esc(&amount));
+        });
+        if let Err(e) = scanned {
+            h.fail(std::io::Error::other(e.to_string()));
         }
         let _ = write!(h, "</tbody></table><script>{SCRIPT}</script>");
     }

@@ -32,15 +32,23 @@ fn tally<'s>(statuses: impl Iterator<Item = &'s str>) -> (usize, usize, usize) {
     })
 }
 
-pub fn junit_xml(r: &Report, out: &mut super::Out) {
-    let steps: Vec<(usize, usize, usize)> = (0..r.steps.len())
-        .map(|si| {
-            tally(
-                r.rows
-                    .iter()
-                    .filter_map(|row| row.steps[si].as_ref())
-                    .map(|s| s.status.as_str()),
-            )
+pub fn junit_xml(r: &Report, conn: &rusqlite::Connection, out: &mut super::Out) {
+    // Per step, from the counts by status.
+    let counts = r.counts();
+    let steps: Vec<(usize, usize, usize)> = r
+        .steps
+        .iter()
+        .map(|(step, _)| {
+            counts.get(step).map_or((0, 0, 0), |by| {
+                by.iter().fold((0, 0, 0), |(t, f, s), (status, n)| {
+                    let n = *n as usize;
+                    match status.as_str() {
+                        "succeeded" => (t + n, f, s),
+                        "failed" | "conflict" => (t + n, f + n, s),
+                        _ => (t + n, f, s + n),
+                    }
+                })
+            })
         })
         .collect();
     let exports = tally(r.exports.iter().map(|e| e.state.as_str()));
@@ -65,8 +73,8 @@ pub fn junit_xml(r: &Report, out: &mut super::Out) {
             esc(step)
         );
         let classname = esc(&format!("{}.{step}", r.job));
-        for row in &r.rows {
-            let Some(s) = &row.steps[si] else { continue };
+        let scanned = r.each_row(conn, &mut |row| {
+            let Some(s) = &row.steps[si] else { return };
             let name = esc(&format!("{} (line {})", row.key, row.line));
             let message = redact::scrub(s.error_message.as_deref().unwrap_or(""));
             let _ = write!(
@@ -107,6 +115,9 @@ pub fn junit_xml(r: &Report, out: &mut super::Out) {
                     );
                 }
             }
+        });
+        if let Err(e) = scanned {
+            out.fail(std::io::Error::other(e.to_string()));
         }
         out.push_str("  </testsuite>\n");
     }

@@ -72,8 +72,16 @@ pub struct Report {
     pub scope: String,
     pub steps: Vec<(String, StepKind)>,
     pub run: RunInfo,
-    pub rows: Vec<RowResult>,
+    /// Input rows with at least one item of the job's steps.
+    pub row_count: usize,
+    /// Rows by step and status.
+    counts: BTreeMap<String, BTreeMap<String, u64>>,
+    /// Rows with a step failed, in conflict, blocked or pending.
+    pub attention: usize,
     pub totals: BTreeMap<String, Totals>,
+    /// The rows themselves are read again from the database as a writer goes
+    /// ([`Report::each_row`]): a report of a million rows never holds them all.
+    plan_id: i64,
     /// The run's export steps.
     pub exports: Vec<crate::state::exports::ExportRecord>,
 }
@@ -137,67 +145,24 @@ impl Report {
             .unwrap_or_default();
         let steps: Vec<(String, StepKind)> =
             job.steps.iter().map(|s| (s.id.clone(), s.kind)).collect();
-        let mut rows: BTreeMap<(u64, String), RowResult> = BTreeMap::new();
         let mut totals: BTreeMap<String, Totals> = BTreeMap::new();
-        let mut stmt = conn.prepare(
-            "SELECT i.row_key, i.row_line, i.step_index, i.state, i.conflict_hash IS NOT NULL, i.provider_ref, i.provider_status,
-                    b.provider_ref, i.amount, i.currency, i.attempts, i.error_code, i.error_message, i.updated_at, i.step
-             FROM items i LEFT JOIN batches b ON b.id = i.batch_id WHERE i.plan_id = ?1 ORDER BY i.row_line, i.id",
-        )?;
-        let mut q = stmt.query([plan_id])?;
-        while let Some(r) = q.next()? {
-            let (key, line, si): (String, i64, i64) = (r.get(0)?, r.get(1)?, r.get(2)?);
-            let state: String = r.get(3)?;
-            let provider_status: Option<String> = r.get(6)?;
-            let amount: Option<Decimal> =
-                r.get::<_, Option<String>>(8)?.and_then(|a| a.parse().ok());
-            let currency: Option<String> = r.get(9)?;
-            let step_id: String = r.get(14)?;
-            // Rows of steps no longer in the job are left out.
-            let Some(si) = steps
-                .iter()
-                .position(|(id, _)| *id == step_id)
-                .or(usize::try_from(si).ok().filter(|i| *i < steps.len()))
-            else {
-                continue;
-            };
-            let result = StepResult {
-                status: status_of(&state, r.get(4)?, provider_status.as_deref()),
-                provider_ref: r.get(5)?,
-                provider_status: provider_status.clone(),
-                batch_ref: r.get(7)?,
-                amount,
-                currency: currency.clone(),
-                attempts: r.get::<_, i64>(10)? as u32,
-                error_code: r.get(11)?,
-                error_message: r.get(12)?,
-                updated_at: r.get(13)?,
-            };
-            if steps[si].1 == StepKind::Payout
-                && result.status != "skipped"
-                && let (Some(a), Some(c)) = (amount, &currency)
-            {
-                let t = totals.entry(c.clone()).or_default();
-                t.planned += a;
-                if matches!(state.as_str(), "succeeded" | "in_flight") {
-                    t.sent += a;
-                }
-                if provider_status.as_deref() == Some("completed") {
-                    t.completed += a;
-                }
-                if result.status == "failed" {
-                    t.failed += a;
+        let mut counts: BTreeMap<String, BTreeMap<String, u64>> = BTreeMap::new();
+        let (mut row_count, mut attention) = (0, 0);
+        scan(conn, plan_id, &steps, Some(&mut totals), &mut |row| {
+            row_count += 1;
+            if needs_attention(&row) {
+                attention += 1;
+            }
+            for (si, s) in row.steps.iter().enumerate() {
+                if let Some(s) = s {
+                    *counts
+                        .entry(steps[si].0.clone())
+                        .or_default()
+                        .entry(s.status.clone())
+                        .or_default() += 1;
                 }
             }
-            let row = rows
-                .entry((line as u64, key.clone()))
-                .or_insert_with(|| RowResult {
-                    key,
-                    line: line as u64,
-                    steps: vec![None; steps.len()],
-                });
-            row.steps[si] = Some(result);
-        }
+        })?;
         let exports = if run.id > 0 {
             crate::state::exports::of_run(conn, run.id)?
         } else {
@@ -209,26 +174,118 @@ impl Report {
             scope: job.scope.clone(),
             steps,
             run,
-            rows: rows.into_values().collect(),
+            row_count,
+            counts,
+            attention,
             totals,
+            plan_id,
         })
     }
 
     /// Counts by step and status.
     pub fn counts(&self) -> BTreeMap<String, BTreeMap<String, u64>> {
-        let mut out: BTreeMap<String, BTreeMap<String, u64>> = BTreeMap::new();
-        for row in &self.rows {
-            for (si, s) in row.steps.iter().enumerate() {
-                if let Some(s) = s {
-                    *out.entry(self.steps[si].0.clone())
-                        .or_default()
-                        .entry(s.status.clone())
-                        .or_default() += 1;
-                }
+        self.counts.clone()
+    }
+
+    /// Every row in file order, read from the state database as `f` takes them.
+    pub fn each_row(
+        &self,
+        conn: &Connection,
+        f: &mut dyn FnMut(&RowResult),
+    ) -> rusqlite::Result<()> {
+        scan(conn, self.plan_id, &self.steps, None, &mut |row| f(&row))
+    }
+}
+
+/// Whether a row has a step that failed, is in conflict, blocked or pending.
+pub(crate) fn needs_attention(row: &RowResult) -> bool {
+    row.steps.iter().flatten().any(|s| {
+        matches!(
+            s.status.as_str(),
+            "failed" | "conflict" | "blocked" | "pending"
+        )
+    })
+}
+
+/// Reads the plan's items in file order and hands each row (its items of the job's steps)
+/// to `on_row`; adds the payouts' money to `totals` when given.
+fn scan(
+    conn: &Connection,
+    plan_id: i64,
+    steps: &[(String, StepKind)],
+    mut totals: Option<&mut BTreeMap<String, Totals>>,
+    on_row: &mut dyn FnMut(RowResult),
+) -> rusqlite::Result<()> {
+    let mut stmt = conn.prepare(
+        "SELECT i.row_key, i.row_line, i.step_index, i.state, i.conflict_hash IS NOT NULL, i.provider_ref, i.provider_status,
+                b.provider_ref, i.amount, i.currency, i.attempts, i.error_code, i.error_message, i.updated_at, i.step
+         FROM items i LEFT JOIN batches b ON b.id = i.batch_id WHERE i.plan_id = ?1 ORDER BY i.row_line, i.row_key, i.id",
+    )?;
+    let mut q = stmt.query([plan_id])?;
+    let mut current: Option<RowResult> = None;
+    while let Some(r) = q.next()? {
+        let (key, line, si): (String, i64, i64) = (r.get(0)?, r.get(1)?, r.get(2)?);
+        let state: String = r.get(3)?;
+        let provider_status: Option<String> = r.get(6)?;
+        let amount: Option<Decimal> = r.get::<_, Option<String>>(8)?.and_then(|a| a.parse().ok());
+        let currency: Option<String> = r.get(9)?;
+        let step_id: String = r.get(14)?;
+        // Rows of steps no longer in the job are left out.
+        let Some(si) = steps
+            .iter()
+            .position(|(id, _)| *id == step_id)
+            .or(usize::try_from(si).ok().filter(|i| *i < steps.len()))
+        else {
+            continue;
+        };
+        let result = StepResult {
+            status: status_of(&state, r.get(4)?, provider_status.as_deref()),
+            provider_ref: r.get(5)?,
+            provider_status: provider_status.clone(),
+            batch_ref: r.get(7)?,
+            amount,
+            currency: currency.clone(),
+            attempts: r.get::<_, i64>(10)? as u32,
+            error_code: r.get(11)?,
+            error_message: r.get(12)?,
+            updated_at: r.get(13)?,
+        };
+        if let Some(totals) = totals.as_deref_mut()
+            && steps[si].1 == StepKind::Payout
+            && result.status != "skipped"
+            && let (Some(a), Some(c)) = (amount, &currency)
+        {
+            let t = totals.entry(c.clone()).or_default();
+            t.planned += a;
+            if matches!(state.as_str(), "succeeded" | "in_flight") {
+                t.sent += a;
+            }
+            if provider_status.as_deref() == Some("completed") {
+                t.completed += a;
+            }
+            if result.status == "failed" {
+                t.failed += a;
             }
         }
-        out
+        let line = line as u64;
+        if current
+            .as_ref()
+            .is_some_and(|row| row.line != line || row.key != key)
+            && let Some(done) = current.take()
+        {
+            on_row(done);
+        }
+        let row = current.get_or_insert_with(|| RowResult {
+            key,
+            line,
+            steps: vec![None; steps.len()],
+        });
+        row.steps[si] = Some(result);
     }
+    if let Some(done) = current {
+        on_row(done);
+    }
+    Ok(())
 }
 
 /// Where a run's reports go: `report.dir/<job>/<scope>/<run id>/`.
@@ -290,10 +347,10 @@ pub fn write(job: &Job, state_path: &Path, run_id: Option<i64>) -> Result<PathBu
             let mut w = std::io::BufWriter::with_capacity(256 << 10, file);
             let mut out = Out::new(&mut w);
             match name {
-                "results.csv" => csv_out::results_csv(&report, &mut out),
+                "results.csv" => csv_out::results_csv(&report, state.connection(), &mut out),
                 "summary.json" => out.push_str(&summary::summary_json(&report)),
-                "junit.xml" => junit::junit_xml(&report, &mut out),
-                _ => html::report_html(&report, &mut out),
+                "junit.xml" => junit::junit_xml(&report, state.connection(), &mut out),
+                _ => html::report_html(&report, state.connection(), &mut out),
             }
             out.finish()?;
             w.into_inner().map_err(|e| e.into_error())?.sync_all()

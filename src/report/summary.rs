@@ -38,7 +38,7 @@ pub fn summary_json(r: &Report) -> String {
         "ended_at": r.run.ended_at,
         "duration_seconds": duration,
         "exit_code": r.run.exit_code,
-        "rows": r.rows.len(),
+        "rows": r.row_count,
         "counts": counts,
         "totals": totals,
         "requests": r.run.requests,
