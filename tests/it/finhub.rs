@@ -120,7 +120,11 @@ impl Dir {
     }
 
     async fn run(&self, s: &Sandbox) -> RunReport {
-        let env = Dir::env(s);
+        self.run_with(Dir::env(s)).await
+    }
+
+    /// Runs the job in this process with these environment variables.
+    async fn run_with(&self, env: Vec<(&'static str, String)>) -> RunReport {
         let job = load(
             &self.path("job.yaml"),
             &LoadOptions {
@@ -569,24 +573,7 @@ async fn a_given_token_and_the_unversioned_base_path_work_too() {
         "FINHUB_TOKEN",
         token["access_token"].as_str().unwrap().to_string(),
     ));
-    let job = load(
-        &dir.path("job.yaml"),
-        &LoadOptions {
-            vars: vec![],
-            env: Some(Env::from_pairs(env.iter().map(|(k, v)| (*k, v.as_str())))),
-        },
-    )
-    .unwrap_or_else(|d| panic!("{d:?}"));
-    let opts = RunOptions {
-        state_path: dir.path("state.db"),
-        base_url: None,
-        credentials: None,
-        retry_failed: false,
-        stop: Arc::new(AtomicBool::new(false)),
-        poll_cap: None,
-        show_progress: false,
-    };
-    let r = run(&job, opts, &mut |e| panic!("{e}")).await.unwrap();
+    let r = dir.run_with(env).await;
     assert_eq!(r.exit_code, 0, "{}", r.counts);
     let l = ledger(&s).await;
     assert_eq!(customers(&l).len(), 5);
