@@ -123,6 +123,11 @@ const MIGRATIONS: &[&str] = &[
     r#"
     DROP INDEX IF EXISTS items_by_state;
     "#,
+    // 5: rows in file order for the report writers, which read them once per file. Lines
+    // only grow as a plan is written, so this index is appended to, cheaply.
+    r#"
+    CREATE INDEX items_by_line ON items (plan_id, row_line, row_key);
+    "#,
 ];
 
 /// The schema version this build writes.
