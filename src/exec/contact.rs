@@ -245,19 +245,10 @@ async fn process(
             }
         }
         attempt += 1;
-        if !intent_written {
-            let id = item.id;
-            ctx.db
-                .write(move |c| work::mark_in_flight(c, &[id]))
-                .await?;
-        }
+        let Some(slot) = ctx.begin_send(item.id, !intent_written).await? else {
+            return Ok(());
+        };
         intent_written = false;
-        let slot = ctx.pacer.permit().await;
-        if ctx.stopping() {
-            // Stopping (a signal, or refused credentials): not sent; back to the queue.
-            drop(slot);
-            return ctx.requeue(item.id).await;
-        }
         let result = async { ctx.hc()?.create_contact(&body).await }.await;
         drop(slot);
         let e = match result {

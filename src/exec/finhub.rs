@@ -243,19 +243,10 @@ async fn customer_one(
             }
         }
         attempt += 1;
-        if !intent_written {
-            let id = item.id;
-            ctx.db
-                .write(move |c| work::mark_in_flight(c, &[id]))
-                .await?;
-        }
+        let Some(slot) = ctx.begin_send(item.id, !intent_written).await? else {
+            return Ok(());
+        };
         intent_written = false;
-        let slot = ctx.pacer.permit().await;
-        if ctx.stopping() {
-            // Stopping (a signal, or refused credentials): not sent; back to the queue.
-            drop(slot);
-            return ctx.requeue(item.id).await;
-        }
         sent_at = Instant::now();
         let result = fh.create(&body).await;
         drop(slot);
@@ -472,19 +463,10 @@ async fn document(
             }
         }
         attempt += 1;
-        if !intent_written {
-            let id = item.id;
-            ctx.db
-                .write(move |c| work::mark_in_flight(c, &[id]))
-                .await?;
-        }
+        let Some(slot) = ctx.begin_send(item.id, !intent_written).await? else {
+            return Ok(());
+        };
         intent_written = false;
-        let slot = ctx.pacer.permit().await;
-        if ctx.stopping() {
-            // Stopping (a signal, or refused credentials): not sent; back to the queue.
-            drop(slot);
-            return ctx.requeue(item.id).await;
-        }
         let result = fh
             .create_documents(&customer, std::slice::from_ref(&doc))
             .await;
@@ -534,18 +516,10 @@ async fn set_value(
     let mut attempt = 0u32;
     loop {
         attempt += 1;
-        if attempt > 1 {
-            let id = item.id;
-            ctx.db
-                .write(move |c| work::mark_in_flight(c, &[id]))
-                .await?;
-        }
-        let slot = ctx.pacer.permit().await;
-        if ctx.stopping() {
-            // Stopping (a signal, or refused credentials): not sent; back to the queue.
-            drop(slot);
-            return ctx.requeue(item.id).await;
-        }
+        // The first intent was written with the chunk.
+        let Some(slot) = ctx.begin_send(item.id, attempt > 1).await? else {
+            return Ok(());
+        };
         let result = if kind == StepKind::CustomerStatus {
             fh.update_status(&customer, &value).await
         } else {

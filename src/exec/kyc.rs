@@ -136,16 +136,9 @@ async fn process(
             }
         }
         attempt += 1;
-        let id = item.id;
-        ctx.db
-            .write(move |c| work::mark_in_flight(c, &[id]))
-            .await?;
-        let slot = ctx.pacer.permit().await;
-        if ctx.stopping() {
-            // Stopping (a signal, or refused credentials): not sent; back to the queue.
-            drop(slot);
-            return ctx.requeue(item.id).await;
-        }
+        let Some(slot) = ctx.begin_send(item.id, true).await? else {
+            return Ok(());
+        };
         let result = if let Some(token) = payload.get("token") {
             let body = json!({"email": email, "token": token, "webhook_notification": {}});
             async { ctx.hc()?.submit_kyc_token(&body).await }.await

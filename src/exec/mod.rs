@@ -192,6 +192,28 @@ impl Ctx {
         .await
     }
 
+    /// Before one item's request: its intent (unless its chunk wrote it already), then a
+    /// rate-limit permit. `None` when stopping (a signal, or refused credentials): the item
+    /// went back to the queue and nothing was sent.
+    pub(crate) async fn begin_send(
+        &self,
+        id: i64,
+        write_intent: bool,
+    ) -> Result<Option<tokio::sync::SemaphorePermit<'_>>, StateError> {
+        if write_intent {
+            self.db
+                .write(move |c| work::mark_in_flight(c, &[id]))
+                .await?;
+        }
+        let slot = self.pacer.permit().await;
+        if self.stopping() {
+            drop(slot);
+            self.requeue(id).await?;
+            return Ok(None);
+        }
+        Ok(Some(slot))
+    }
+
     /// Waits until the next poll of a wait loop: `every`, but not past `deadline`.
     pub async fn next_poll(&self, every: std::time::Duration, deadline: tokio::time::Instant) {
         let left = deadline.saturating_duration_since(tokio::time::Instant::now());
