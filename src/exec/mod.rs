@@ -262,7 +262,7 @@ enum Settings {
 /// Resolves the provider settings `run` needs; a missing variable is an error naming it.
 fn provider_settings(job: &Job, opts: &RunOptions) -> Result<Settings, RunError> {
     use crate::provider::ProviderKind;
-    use crate::provider::helloclever::client::Secret;
+    use crate::provider::http::Secret;
     let get = |k: &str| job.provider.settings.get(k).cloned();
     let need = |k: &str| {
         get(k).filter(|v| !v.is_empty()).ok_or_else(|| {
@@ -368,7 +368,7 @@ async fn open(
     opts: &RunOptions,
     create_plan: bool,
 ) -> Result<(Arc<Ctx>, Db, i64, i64), RunError> {
-    use crate::provider::helloclever::client::Secret;
+    use crate::provider::http::Secret;
     let settings = provider_settings(job, opts)?;
     let http = crate::provider::http::client(job.limits.timeout, job.limits.concurrency as usize)
         .map_err(|e| RunError::Fatal(format!("cannot build the HTTP client: {e}")))?;

@@ -3,7 +3,7 @@
 //! renewed at 80% of its lifetime — and once more when a call answers 401.
 
 use crate::provider::error::{CallError, parse_retry_after};
-use crate::provider::helloclever::client::{Secret, transport};
+use crate::provider::http::{Secret, transport};
 use reqwest::{Method, Response};
 use serde_json::{Value, json};
 use std::sync::Mutex;

@@ -3,30 +3,11 @@
 
 use super::wire::{Contact, PayoutBatch, PayoutPage};
 use crate::provider::error::{CallError, parse_retry_after};
+pub use crate::provider::http::Secret;
+use crate::provider::http::transport;
 use reqwest::{Method, RequestBuilder, Response};
 use serde::de::DeserializeOwned;
 use serde_json::Value;
-use std::fmt;
-
-/// A credential: kept in memory only; `Debug` shows nothing of it.
-#[derive(Clone)]
-pub struct Secret(String);
-
-impl Secret {
-    pub fn new(s: impl Into<String>) -> Secret {
-        Secret(s.into())
-    }
-
-    pub fn expose(&self) -> &str {
-        &self.0
-    }
-}
-
-impl fmt::Debug for Secret {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str("Secret(****)")
-    }
-}
 
 /// A KYC image to upload.
 pub struct Upload {
@@ -201,43 +182,6 @@ impl HelloClever {
             ("page", page.as_str()),
         ]))
         .await
-    }
-}
-
-pub(crate) fn transport(e: reqwest::Error) -> CallError {
-    if e.is_connect() {
-        CallError::Connect(without_url(&e))
-    } else if e.is_timeout() {
-        CallError::Timeout
-    } else {
-        CallError::Transport(without_url(&e))
-    }
-}
-
-/// reqwest's messages carry the URL; ours say what happened (the URL may hold an email).
-fn without_url(e: &reqwest::Error) -> String {
-    let mut source = std::error::Error::source(e);
-    let mut last = e.without_url_ref().to_string();
-    while let Some(s) = source {
-        last = s.to_string();
-        source = s.source();
-    }
-    last
-}
-
-trait WithoutUrl {
-    fn without_url_ref(&self) -> String;
-}
-
-impl WithoutUrl for reqwest::Error {
-    fn without_url_ref(&self) -> String {
-        let mut s = self.to_string();
-        if let Some(url) = self.url()
-            && let Some(i) = s.find(&format!(" ({url})"))
-        {
-            s.truncate(i);
-        }
-        s
     }
 }
 
