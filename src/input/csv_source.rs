@@ -4,7 +4,7 @@ use super::{Header, InputError};
 use csv::StringRecord;
 use std::collections::VecDeque;
 use std::fs::File;
-use std::io::{BufRead, BufReader, Read};
+use std::io::{BufRead, BufReader, Read, Seek, SeekFrom, Take};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
@@ -13,9 +13,14 @@ const BOM: &[u8] = b"\xEF\xBB\xBF";
 /// Reads the rows of one CSV file in order.
 pub struct CsvSource {
     path: PathBuf,
-    reader: csv::Reader<Counting<BufReader<File>>>,
+    reader: csv::Reader<Counting<BufReader<Take<File>>>>,
     header: Arc<Header>,
     key_indexes: Vec<usize>,
+    delimiter: u8,
+    /// Length of the BOM at the start of the file, if any.
+    bom: u64,
+    /// Where this reader's first byte is in the file, counted after the BOM.
+    origin: u64,
 }
 
 /// Line numbers by byte offset. The csv crate's own line count is wrong for CRLF files,
@@ -25,20 +30,52 @@ pub struct CsvSource {
 struct Lines {
     /// Newlines before the first offset in `ahead`.
     passed: u64,
-    ahead: VecDeque<u64>,
+    /// Each newline's offset, and where its line starts when that line is blank (empty or
+    /// a lone CR), else `u64::MAX`.
+    ahead: VecDeque<(u64, u64)>,
     read: u64,
+    /// Where the line being read starts, and the last byte read.
+    line_start: u64,
+    last: u8,
 }
 
 impl Lines {
     /// The 1-based line of a record that csv says starts at byte `offset`; offsets must not
-    /// decrease between calls. After a CRLF, csv places the next record at the `\n`, so a
-    /// newline at `offset` itself is already behind the record.
+    /// decrease between calls. csv reports where its search for the record began: after a
+    /// CRLF that is the `\n`, and it includes any blank lines it skipped, so newlines at
+    /// `offset` and blank lines right after it are behind the record.
     fn line_of(&mut self, offset: u64) -> u64 {
-        while self.ahead.front().is_some_and(|&nl| nl <= offset) {
+        let mut at = offset;
+        while let Some(&(nl, blank_from)) = self.ahead.front() {
+            if nl > at && blank_from > at + 1 {
+                break;
+            }
+            at = at.max(nl);
             self.ahead.pop_front();
             self.passed += 1;
         }
         self.passed + 1
+    }
+
+    /// Newlines strictly before `offset`.
+    fn before(&self, offset: u64) -> u64 {
+        self.passed + self.ahead.iter().filter(|&&(nl, _)| nl < offset).count() as u64
+    }
+
+    fn scan(&mut self, buf: &[u8]) {
+        let base = self.read;
+        for i in memchr::memchr_iter(b'\n', buf) {
+            let nl = base + i as u64;
+            let before = if i > 0 { buf[i - 1] } else { self.last };
+            let blank = nl == self.line_start || (nl == self.line_start + 1 && before == b'\r');
+            self.ahead
+                .push_back((nl, if blank { self.line_start } else { u64::MAX }));
+            self.line_start = nl + 1;
+        }
+        if let Some(&b) = buf.last() {
+            self.last = b;
+        }
+        self.read += buf.len() as u64;
     }
 }
 
@@ -50,12 +87,7 @@ struct Counting<R> {
 impl<R: Read> Read for Counting<R> {
     fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
         let n = self.inner.read(buf)?;
-        let lines = &mut self.lines;
-        let base = lines.read;
-        lines
-            .ahead
-            .extend(memchr::memchr_iter(b'\n', &buf[..n]).map(|i| base + i as u64));
-        lines.read += n as u64;
+        self.lines.scan(&buf[..n]);
         Ok(n)
     }
 }
@@ -74,22 +106,18 @@ impl CsvSource {
             message,
         };
         let file = File::open(path).map_err(|e| err(None, format!("cannot open CSV file: {e}")))?;
-        let mut buf = BufReader::with_capacity(256 * 1024, file);
-        if buf
+        let mut buf = BufReader::with_capacity(256 * 1024, file.take(u64::MAX));
+        let bom = if buf
             .fill_buf()
             .map_err(|e| err(None, format!("cannot read CSV file: {e}")))?
             .starts_with(BOM)
         {
             buf.consume(BOM.len());
-        }
-        let mut reader = csv::ReaderBuilder::new()
-            .delimiter(delimiter)
-            .has_headers(true)
-            .flexible(false)
-            .from_reader(Counting {
-                inner: buf,
-                lines: Lines::default(),
-            });
+            BOM.len() as u64
+        } else {
+            0
+        };
+        let mut reader = reader(delimiter, true, buf, Lines::default());
         let names: Vec<String> = match reader.headers() {
             Ok(h) => h.iter().map(str::to_string).collect(),
             Err(e) => return Err(err(Some(1), header_error(&e))),
@@ -158,7 +186,59 @@ impl CsvSource {
             reader,
             header: Arc::new(header),
             key_indexes,
+            delimiter,
+            bom,
+            origin: 0,
         })
+    }
+
+    /// Where the rows begin, once the header has been read: the file offset of the byte
+    /// after the header and the number of newlines before it.
+    pub fn data_start(&mut self) -> (u64, u64) {
+        let at = self.reader.position().byte();
+        (self.bom + at, self.reader.get_ref().lines.before(at))
+    }
+
+    /// A reader of the rows in the file bytes `start..end`, which must begin on a record
+    /// boundary (see `plan::reader`); `lines_before` newlines precede `start`. It reports
+    /// lines and offsets as a reader of the whole file would.
+    pub fn segment(
+        &self,
+        start: u64,
+        end: u64,
+        lines_before: u64,
+    ) -> Result<CsvSource, InputError> {
+        let err = |e: std::io::Error| InputError {
+            path: self.path.clone(),
+            line: None,
+            column: None,
+            message: format!("cannot read CSV file: {e}"),
+        };
+        let mut file = File::open(&self.path).map_err(err)?;
+        file.seek(SeekFrom::Start(start)).map_err(err)?;
+        let buf = BufReader::with_capacity(128 * 1024, file.take(end.saturating_sub(start)));
+        let lines = Lines {
+            passed: lines_before,
+            ..Lines::default()
+        };
+        Ok(CsvSource {
+            path: self.path.clone(),
+            reader: reader(self.delimiter, false, buf, lines),
+            header: self.header.clone(),
+            key_indexes: self.key_indexes.clone(),
+            delimiter: self.delimiter,
+            bom: self.bom,
+            origin: start.saturating_sub(self.bom),
+        })
+    }
+
+    /// Where this reader's records' reported positions start, counted after any BOM.
+    pub fn origin(&self) -> u64 {
+        self.origin
+    }
+
+    pub fn delimiter(&self) -> u8 {
+        self.delimiter
     }
 
     pub fn header(&self) -> &Arc<Header> {
@@ -181,6 +261,20 @@ impl CsvSource {
             Ok(false) => Ok(None),
             Ok(true) => {
                 let line = self.line_of(record.position());
+                // Readers are flexible (a segment has no header to count against), so
+                // the field count is checked here.
+                let expected = self.header.names().len();
+                if record.len() != expected {
+                    return Err(InputError {
+                        path: self.path.clone(),
+                        line: Some(line),
+                        column: None,
+                        message: format!(
+                            "row has {} fields but the header has {expected}",
+                            record.len()
+                        ),
+                    });
+                }
                 key.clear();
                 for (n, &i) in self.key_indexes.iter().enumerate() {
                     let part = record.get(i).unwrap_or("");
@@ -210,15 +304,6 @@ impl CsvSource {
 
     fn row_error(&mut self, e: &csv::Error) -> InputError {
         let (line, column, message) = match e.kind() {
-            csv::ErrorKind::UnequalLengths {
-                pos,
-                expected_len,
-                len,
-            } => (
-                Some(self.line_of(pos.as_ref())),
-                None,
-                format!("row has {len} fields but the header has {expected_len}"),
-            ),
             csv::ErrorKind::Utf8 { pos, err } => (
                 Some(self.line_of(pos.as_ref())),
                 self.header.name(err.field()).map(str::to_string),
@@ -234,6 +319,20 @@ impl CsvSource {
             message,
         }
     }
+}
+
+/// A flexible reader: the field count is checked per row against the header.
+fn reader<R: Read>(
+    delimiter: u8,
+    headers: bool,
+    inner: R,
+    lines: Lines,
+) -> csv::Reader<Counting<R>> {
+    csv::ReaderBuilder::new()
+        .delimiter(delimiter)
+        .has_headers(headers)
+        .flexible(true)
+        .from_reader(Counting { inner, lines })
 }
 
 fn header_error(e: &csv::Error) -> String {
@@ -367,6 +466,18 @@ mod tests {
             out[3].as_ref().unwrap_err(),
             "6::row has 3 fields but the header has 2"
         );
+    }
+
+    #[test]
+    fn blank_lines_do_not_shift_line_numbers() {
+        for content in [
+            &b"id,name\r\n1,x\r\n\r\n\r\n2,y\r\n3,\"a\r\n\r\nb\"\r\n\r\n4,z\r\n"[..],
+            &b"id,name\n1,x\n\n\n2,y\n3,\"a\n\nb\"\n\n4,z\n"[..],
+        ] {
+            let (_, out) = rows(content, "id");
+            let lines: Vec<u64> = out.iter().map(|r| r.as_ref().unwrap().0).collect();
+            assert_eq!(lines, [2, 5, 6, 10], "{}", String::from_utf8_lossy(content));
+        }
     }
 
     #[test]

@@ -11,9 +11,9 @@ use crate::input::{CsvSource, InputError};
 use crate::job::Job;
 use csv::StringRecord;
 use rust_decimal::Decimal;
+use smallvec::SmallVec;
 use std::borrow::Cow;
 use std::collections::{BTreeMap, HashMap, HashSet};
-use std::hash::BuildHasherDefault;
 
 /// One step's work for one row, as planned.
 #[derive(Debug, Clone)]
@@ -91,15 +91,14 @@ pub fn check_rows(
     let src = CsvSource::open(&input.csv, input.delimiter, &input.key)?;
     let size_hint = std::fs::metadata(&input.csv).map_or(0, |m| m.len());
     let checker = RowChecker::new(job, build, false);
+    let per_bucket = (size_hint / 64).min(64 << 20) as usize / KEY_BUCKETS;
     let mut merger = Merger {
         job,
         on_error,
         summary: CheckSummary::default(),
-        seen: HashSet::with_capacity_and_hasher(
-            (size_hint / 64).min(4 << 20) as usize,
-            BuildHasherDefault::default(),
-        ),
-        suspects: Vec::new(),
+        keys: (0..KEY_BUCKETS)
+            .map(|_| Vec::with_capacity(per_bucket))
+            .collect(),
         over_rows: None,
         over_total: BTreeMap::new(),
         running: Vec::new(),
@@ -113,23 +112,35 @@ pub fn check_rows(
         workers,
         |chunk| {
             let mut out = ChunkResult::default();
-            for (slot, line) in chunk.lines.iter().enumerate() {
-                if let Ok(line) = line {
-                    checker.check_row(
-                        slot,
-                        *line,
-                        &chunk.keys[slot],
-                        &chunk.records[slot],
-                        &mut out,
-                    );
+            for (slot, &line) in chunk.lines.iter().enumerate() {
+                out.hashes.push(key_hash(&chunk.keys[slot]));
+                checker.check_row(
+                    slot,
+                    line,
+                    &chunk.keys[slot],
+                    &chunk.records[slot],
+                    &mut out,
+                );
+            }
+            for &(_, _, amount, ccy) in &out.payouts {
+                match out.subtotals.iter_mut().find(|t| t.0 == ccy) {
+                    Some(t) => {
+                        t.1 += amount;
+                        t.2 += 1;
+                    }
+                    None => out.subtotals.push((ccy, amount, 1)),
                 }
             }
             out
         },
         |chunk, result| merger.merge(chunk, result, &checker.rules, on_row),
     )?;
-    merger.finish()
+    merger.finish(workers)
 }
+
+/// Key hashes are kept in this many buckets by their top byte, sorted at the end to find
+/// repeats: appending is cheaper than a hash set insert, and the buckets sort in parallel.
+const KEY_BUCKETS: usize = 256;
 
 /// What the workers found in one chunk, by row slot, in slot order.
 #[derive(Default)]
@@ -139,6 +150,10 @@ pub struct ChunkResult {
     pub(super) payouts: Vec<(usize, usize, Decimal, [u8; 3])>,
     /// (slot, items) of each clean row, when building.
     pub(super) items: Vec<(usize, Vec<ItemPlan>)>,
+    /// The key hash of every row read.
+    pub(super) hashes: Vec<u64>,
+    /// Per payout currency: the chunk's total and number of payouts.
+    pub(super) subtotals: SmallVec<[([u8; 3], Decimal, u64); 2]>,
 }
 
 /// What depends on row order, on the calling thread: duplicate keys, totals, guardrails
@@ -147,10 +162,10 @@ struct Merger<'a, 'e> {
     job: &'a Job,
     on_error: &'e mut dyn FnMut(InputError),
     summary: CheckSummary,
-    /// Keys seen, as 64-bit hashes to keep memory flat; a repeat is only a suspect until
-    /// `finish` confirms it against the real key text, so a collision is never reported.
-    seen: HashSet<u64, BuildHasherDefault<Prehashed>>,
-    suspects: Vec<(String, u64)>,
+    /// Keys read, as 64-bit hashes to keep memory flat, by their top byte; a repeated hash
+    /// is only a suspect until `finish` confirms it against the real key text, so a
+    /// collision is never reported.
+    keys: Vec<Vec<u64>>,
     over_rows: Option<Offender>,
     over_total: BTreeMap<String, Offender>,
     /// Running totals by currency (code, total, payouts, limit): a few entries compared as
@@ -165,6 +180,7 @@ impl Merger<'_, '_> {
     }
 
     /// Takes one chunk's results in file order; returns `false` when `on_row` asks to stop.
+    /// Clean chunks cost a few steps each, not a step per row: the workers did the rest.
     fn merge(
         &mut self,
         chunk: &reader::Chunk,
@@ -172,64 +188,68 @@ impl Merger<'_, '_> {
         rules: &[StepRules],
         on_row: &mut dyn FnMut(RowPlan) -> bool,
     ) -> bool {
+        let rows = result.hashes.len() as u64;
+        if let Some(max) = self.job.limits.max_rows
+            && self.over_rows.is_none()
+            && self.summary.rows + rows > max
+        {
+            // The row that passes the limit: the (max - rows so far + 1)th read here.
+            let slot = (max - self.summary.rows) as usize;
+            self.over_rows = Some(Offender {
+                line: chunk.lines[slot],
+                key: chunk.keys[slot].clone(),
+                column: None,
+            });
+        }
+        self.summary.rows += rows;
+        for h in &result.hashes {
+            self.keys[(h >> 56) as usize].push(*h);
+        }
+        for &(ccy, subtotal, n) in &result.subtotals {
+            self.add_to_totals(chunk, &result, rules, ccy, subtotal, n);
+        }
+
+        if chunk.bad.is_empty() && result.errors.is_empty() && result.items.is_empty() {
+            return true;
+        }
+        // Problems are reported in file order, and rows handed on in it.
+        let mut bad = chunk.bad.iter().peekable();
         let mut errors = result.errors.into_iter().peekable();
-        let mut payouts = result.payouts.into_iter().peekable();
         let mut items = result.items.into_iter().peekable();
-        for (slot, line) in chunk.lines.iter().enumerate() {
-            let line = match line {
-                Err(e) => {
-                    self.report(e.clone());
-                    continue;
-                }
-                Ok(line) => *line,
-            };
-            let key = chunk.keys[slot].as_str();
-            self.summary.rows += 1;
-            if self
-                .job
-                .limits
-                .max_rows
-                .is_some_and(|max| self.summary.rows > max)
-                && self.over_rows.is_none()
-            {
-                self.over_rows = Some(Offender {
-                    line,
-                    key: key.to_string(),
-                    column: None,
-                });
-            }
-            if !self.seen.insert(key_hash(key)) {
-                self.suspects.push((key.to_string(), line));
+        for (slot, &line) in chunk.lines.iter().enumerate() {
+            while let Some((_, e)) = bad.next_if(|(s, _)| *s == slot) {
+                self.report(e.clone());
             }
             while let Some((_, e)) = errors.next_if(|(s, _)| *s == slot) {
                 self.report(e);
             }
-            while let Some((_, si, amount, ccy)) = payouts.next_if(|(s, ..)| *s == slot) {
-                self.add_to_total(ccy, amount, line, key, rules[si].amount_column.as_ref());
-            }
             if let Some((_, row_items)) = items.next_if(|(s, _)| *s == slot)
                 && !on_row(RowPlan {
                     line,
-                    offset: chunk.records[slot]
-                        .position()
-                        .map_or(0, csv::Position::byte),
-                    key: key.to_string(),
+                    offset: chunk.offset(slot),
+                    key: chunk.keys[slot].clone(),
                     items: row_items,
                 })
             {
                 return false;
             }
         }
+        for (_, e) in bad {
+            self.report(e.clone());
+        }
         true
     }
 
-    fn add_to_total(
+    /// Adds a chunk's payouts in one currency to the running total; when that passes the
+    /// currency's `limits.max_total`, finds the row that passed it.
+    fn add_to_totals(
         &mut self,
+        chunk: &reader::Chunk,
+        result: &ChunkResult,
+        rules: &[StepRules],
         ccy: [u8; 3],
-        amount: Decimal,
-        line: u64,
-        key: &str,
-        column: Option<&String>,
+        subtotal: Decimal,
+        n: u64,
     ) {
         let i = match self.running.iter().position(|r| r.0 == ccy) {
             Some(i) => i,
@@ -242,28 +262,46 @@ impl Merger<'_, '_> {
                 self.running.len() - 1
             }
         };
-        let entry = &mut self.running[i];
-        entry.1 += amount;
-        entry.2 += 1;
-        if entry.3.is_some_and(|max| entry.1 > max) {
-            let ccy = String::from_utf8_lossy(&ccy).into_owned();
-            self.over_total.entry(ccy).or_insert_with(|| Offender {
-                line,
-                key: key.to_string(),
-                column: column.cloned(),
-            });
+        let (_, total, count, max) = self.running[i];
+        self.running[i].1 = total + subtotal;
+        self.running[i].2 = count + n;
+        let Some(max) = max.filter(|max| total + subtotal > *max) else {
+            return;
+        };
+        let name = String::from_utf8_lossy(&ccy).into_owned();
+        if self.over_total.contains_key(&name) {
+            return;
+        }
+        let mut sum = total;
+        for &(slot, si, amount, c) in &result.payouts {
+            if c != ccy {
+                continue;
+            }
+            sum += amount;
+            if sum > max {
+                self.over_total.insert(
+                    name,
+                    Offender {
+                        line: chunk.lines[slot],
+                        key: chunk.keys[slot].clone(),
+                        column: rules[si].amount_column.clone(),
+                    },
+                );
+                return;
+            }
         }
     }
 
-    fn finish(mut self) -> Result<CheckSummary, InputError> {
+    fn finish(mut self, workers: usize) -> Result<CheckSummary, InputError> {
         let job = self.job;
         for (ccy, total, n, _) in std::mem::take(&mut self.running) {
             self.summary
                 .totals
                 .insert(String::from_utf8_lossy(&ccy).into_owned(), (total, n));
         }
-        if !self.suspects.is_empty() {
-            for (key, line, first) in confirm_duplicates(job, &self.suspects)? {
+        let suspects = repeated_hashes(std::mem::take(&mut self.keys), workers);
+        if !suspects.is_empty() {
+            for (key, line, first) in confirm_duplicates(job, &suspects)? {
                 self.report(InputError {
                     path: job.csv_path(),
                     line: Some(line),
@@ -295,14 +333,39 @@ impl Merger<'_, '_> {
     }
 }
 
-/// Re-reads the input to find the first line of each suspected duplicate key; returns
-/// (key, line, first line) for the real duplicates.
+/// The key hashes that occur more than once: each bucket is sorted, on `workers` threads.
+fn repeated_hashes(mut buckets: Vec<Vec<u64>>, workers: usize) -> HashSet<u64> {
+    let per_thread = buckets.len().div_ceil(workers.max(1));
+    std::thread::scope(|scope| {
+        let found: Vec<_> = buckets
+            .chunks_mut(per_thread)
+            .map(|part| {
+                scope.spawn(move || {
+                    let mut repeated = Vec::new();
+                    for bucket in part {
+                        bucket.sort_unstable();
+                        repeated.extend(bucket.windows(2).filter(|w| w[0] == w[1]).map(|w| w[0]));
+                        *bucket = Vec::new();
+                    }
+                    repeated
+                })
+            })
+            .collect();
+        found
+            .into_iter()
+            .flat_map(|h| h.join().unwrap_or_else(|p| std::panic::resume_unwind(p)))
+            .collect()
+    })
+}
+
+/// Re-reads the input for the rows whose key hash is suspect; returns (key, line, first
+/// line) for each row whose key text an earlier row already had, in file order.
 fn confirm_duplicates(
     job: &Job,
-    suspects: &[(String, u64)],
+    suspects: &HashSet<u64>,
 ) -> Result<Vec<(String, u64, u64)>, InputError> {
-    let wanted: HashSet<&str> = suspects.iter().map(|(k, _)| k.as_str()).collect();
     let mut first: HashMap<String, u64> = HashMap::new();
+    let mut repeats = Vec::new();
     let Some(input) = &job.input else {
         return Ok(Vec::new());
     };
@@ -311,23 +374,18 @@ fn confirm_duplicates(
     loop {
         match src.next_row(&mut record, &mut key) {
             Ok(None) => break,
-            Ok(Some(line)) if wanted.contains(key.as_str()) => {
-                first.entry(key.clone()).or_insert(line);
-            }
+            Ok(Some(line)) if suspects.contains(&key_hash(&key)) => match first.get(&key) {
+                Some(f) => repeats.push((key.clone(), line, *f)),
+                None => {
+                    first.insert(key.clone(), line);
+                }
+            },
             Ok(Some(_)) => {}
             Err(e) if e.line.is_none() => return Err(e),
             Err(_) => {}
         }
     }
-    Ok(suspects
-        .iter()
-        .filter_map(|(k, line)| {
-            first
-                .get(k)
-                .filter(|f| *f < line)
-                .map(|f| (k.clone(), *line, *f))
-        })
-        .collect())
+    Ok(repeats)
 }
 
 /// A fast 64-bit hash of a key (FNV-1a, then a final mix). Not collision-proof, and it
@@ -340,22 +398,4 @@ fn key_hash(key: &str) -> u64 {
     h ^= h >> 33;
     h = h.wrapping_mul(0xff51_afd7_ed55_8ccd);
     h ^ (h >> 33)
-}
-
-/// A hasher for keys that are already hashes.
-#[derive(Default)]
-struct Prehashed(u64);
-
-impl std::hash::Hasher for Prehashed {
-    fn finish(&self) -> u64 {
-        self.0
-    }
-    fn write(&mut self, bytes: &[u8]) {
-        for b in bytes {
-            self.0 = (self.0 << 8) | u64::from(*b);
-        }
-    }
-    fn write_u64(&mut self, n: u64) {
-        self.0 = n;
-    }
 }
