@@ -136,7 +136,25 @@ impl Templates {
     }
 
     /// Renders a template for one row.
+    /// Inlined for the common cases, a constant or a column as it is, so the checks of
+    /// a million rows do not pay a call and a copy of the result per field.
+    #[inline(always)]
     pub fn render<'r>(
+        &self,
+        template: &'r Template,
+        row: &'r StringRecord,
+    ) -> Result<std::borrow::Cow<'r, str>, String> {
+        use std::borrow::Cow;
+        match template {
+            Template::Literal(s) => Ok(Cow::Borrowed(s)),
+            Template::Column { index, filters } if filters.is_empty() => {
+                Ok(Cow::Borrowed(row.get(*index).unwrap_or("")))
+            }
+            _ => self.render_other(template, row),
+        }
+    }
+
+    fn render_other<'r>(
         &self,
         template: &'r Template,
         row: &'r StringRecord,
@@ -146,9 +164,6 @@ impl Templates {
             Template::Literal(s) => Ok(Cow::Borrowed(s)),
             Template::Column { index, filters } => {
                 let raw = row.get(*index).unwrap_or("");
-                if filters.is_empty() {
-                    return Ok(Cow::Borrowed(raw));
-                }
                 // ASCII values that a case filter would not change are returned as they are.
                 if let [f @ (Filter::Lower | Filter::Upper)] = filters.as_slice()
                     && raw.is_ascii()

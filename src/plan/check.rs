@@ -110,17 +110,11 @@ pub fn check_rows(
     reader::pipeline(
         src,
         workers,
-        |chunk| {
-            let mut out = ChunkResult::default();
+        |chunk, out: &mut ChunkResult| {
+            out.clear();
             for (slot, &line) in chunk.lines.iter().enumerate() {
                 out.hashes.push(key_hash(&chunk.keys[slot]));
-                checker.check_row(
-                    slot,
-                    line,
-                    &chunk.keys[slot],
-                    &chunk.records[slot],
-                    &mut out,
-                );
+                checker.check_row(slot, line, &chunk.keys[slot], &chunk.records[slot], out);
             }
             for &(_, _, amount, ccy) in &out.payouts {
                 match out.subtotals.iter_mut().find(|t| t.0 == ccy) {
@@ -131,7 +125,6 @@ pub fn check_rows(
                     None => out.subtotals.push((ccy, amount, 1)),
                 }
             }
-            out
         },
         |chunk, result| merger.merge(chunk, result, &checker.rules, on_row),
     )?;
@@ -154,6 +147,17 @@ pub struct ChunkResult {
     pub(super) hashes: Vec<u64>,
     /// Per payout currency: the chunk's total and number of payouts.
     pub(super) subtotals: SmallVec<[([u8; 3], Decimal, u64); 2]>,
+}
+
+impl ChunkResult {
+    /// Empties it for the next chunk, keeping the buffers.
+    fn clear(&mut self) {
+        self.errors.clear();
+        self.payouts.clear();
+        self.items.clear();
+        self.hashes.clear();
+        self.subtotals.clear();
+    }
 }
 
 /// What depends on row order, on the calling thread: duplicate keys, totals, guardrails
@@ -184,7 +188,7 @@ impl Merger<'_, '_> {
     fn merge(
         &mut self,
         chunk: &reader::Chunk,
-        result: ChunkResult,
+        result: &mut ChunkResult,
         rules: &[StepRules],
         on_row: &mut dyn FnMut(RowPlan) -> bool,
     ) -> bool {
@@ -206,7 +210,7 @@ impl Merger<'_, '_> {
             self.keys[(h >> 56) as usize].push(*h);
         }
         for &(ccy, subtotal, n) in &result.subtotals {
-            self.add_to_totals(chunk, &result, rules, ccy, subtotal, n);
+            self.add_to_totals(chunk, result, rules, ccy, subtotal, n);
         }
 
         if chunk.bad.is_empty() && result.errors.is_empty() && result.items.is_empty() {
@@ -214,8 +218,8 @@ impl Merger<'_, '_> {
         }
         // Problems are reported in file order, and rows handed on in it.
         let mut bad = chunk.bad.iter().peekable();
-        let mut errors = result.errors.into_iter().peekable();
-        let mut items = result.items.into_iter().peekable();
+        let mut errors = result.errors.drain(..).peekable();
+        let mut items = result.items.drain(..).peekable();
         for (slot, &line) in chunk.lines.iter().enumerate() {
             while let Some((_, e)) = bad.next_if(|(s, _)| *s == slot) {
                 self.report(e.clone());

@@ -21,10 +21,10 @@ use std::path::Path;
 use std::sync::mpsc::{Receiver, SyncSender, sync_channel};
 use std::sync::{Arc, Mutex};
 
-const CHUNK_ROWS: usize = 512;
+const CHUNK_ROWS: usize = 1024;
 /// Chunks each worker may have in flight: more than a segment's worth of usual rows
-/// (about 12 of ~90 bytes), so a worker one segment ahead of the merge rarely waits.
-const POOL: usize = 16;
+/// (about 6 of ~90 bytes), so a worker one segment ahead of the merge rarely waits.
+const POOL: usize = 8;
 const MAX_SEGMENT: u64 = 512 << 10;
 const MIN_SEGMENT: u64 = 32 << 10;
 
@@ -83,23 +83,27 @@ enum Done<R> {
 /// Reads `src` to the end, runs `work` on each chunk on `workers` threads, and hands each
 /// chunk with its result to `merge` on the calling thread, in file order. `merge` returning
 /// `false` stops the pipeline early. A fatal read error (I/O) is returned.
-pub fn pipeline<R: Send>(
+///
+/// Results are recycled with their chunks, so `work` gets one back as `merge` left it and
+/// must clear what it reuses: buffers made on one thread and freed on another would
+/// otherwise keep the allocator taking fresh pages.
+pub fn pipeline<R: Default + Send>(
     src: CsvSource,
     workers: usize,
-    work: impl Fn(&Chunk) -> R + Sync,
-    merge: impl FnMut(&Chunk, R) -> bool,
+    work: impl Fn(&Chunk, &mut R) + Sync,
+    merge: impl FnMut(&Chunk, &mut R) -> bool,
 ) -> Result<(), InputError> {
     let size = std::fs::metadata(src.path()).map_or(0, |m| m.len());
     let segment = (size / 16).clamp(MIN_SEGMENT, MAX_SEGMENT);
     run(src, workers, segment, work, merge)
 }
 
-fn run<R: Send>(
+fn run<R: Default + Send>(
     mut src: CsvSource,
     workers: usize,
     segment_size: u64,
-    work: impl Fn(&Chunk) -> R + Sync,
-    mut merge: impl FnMut(&Chunk, R) -> bool,
+    work: impl Fn(&Chunk, &mut R) + Sync,
+    mut merge: impl FnMut(&Chunk, &mut R) -> bool,
 ) -> Result<(), InputError> {
     let workers = workers.max(1);
     let (data_start, lines_before) = src.data_start();
@@ -109,9 +113,10 @@ fn run<R: Send>(
     let mut pools = Vec::with_capacity(workers);
     let mut free_txs = Vec::with_capacity(workers);
     for owner in 0..workers {
-        let (tx, rx) = sync_channel::<Chunk>(POOL);
+        let (tx, rx) = sync_channel::<(Chunk, R)>(POOL);
         for _ in 0..POOL {
-            tx.send(Chunk::new(owner)).expect("channel has room");
+            tx.send((Chunk::new(owner), R::default()))
+                .expect("channel has room");
         }
         free_txs.push(tx);
         pools.push(rx);
@@ -174,18 +179,18 @@ fn run<R: Send>(
                 } => (segment, index, last, chunk, result),
             };
             waiting.insert((segment, index), (last, chunk, result));
-            while let Some((last, chunk, result)) = waiting.remove(&next) {
+            while let Some((last, chunk, mut result)) = waiting.remove(&next) {
                 next = if last {
                     (next.0 + 1, 0)
                 } else {
                     (next.0, next.1 + 1)
                 };
-                if !merge(&chunk, result) {
+                if !merge(&chunk, &mut result) {
                     // Returning drops the channels, which stops the splitter and workers.
                     return Ok(());
                 }
                 // The worker may have finished and dropped its pool: then recycling is moot.
-                let _ = free_txs[chunk.owner].send(chunk);
+                let _ = free_txs[chunk.owner].send((chunk, result));
             }
         }
         debug_assert!(waiting.is_empty(), "a chunk was never merged");
@@ -198,13 +203,13 @@ fn run<R: Send>(
 fn read_segment<R>(
     src: &CsvSource,
     segment: Segment,
-    pool: &Receiver<Chunk>,
+    pool: &Receiver<(Chunk, R)>,
     done: &SyncSender<Done<R>>,
-    work: &(impl Fn(&Chunk) -> R + Sync),
+    work: &(impl Fn(&Chunk, &mut R) + Sync),
 ) -> Result<bool, InputError> {
     let mut rows = src.segment(segment.start, segment.end, segment.lines_before)?;
     for index in 0.. {
-        let Ok(mut chunk) = pool.recv() else {
+        let Ok((mut chunk, mut result)) = pool.recv() else {
             return Ok(false);
         };
         chunk.lines.clear();
@@ -224,7 +229,7 @@ fn read_segment<R>(
                 Err(e) => chunk.bad.push((i, e)),
             }
         }
-        let result = work(&chunk);
+        work(&chunk, &mut result);
         let sent = done.send(Done::Chunk {
             segment: segment.index,
             index,
@@ -349,7 +354,7 @@ fn split(
 }
 
 fn count_newlines(b: &[u8]) -> u64 {
-    b.iter().filter(|&&c| c == b'\n').count() as u64
+    memchr::memchr_iter(b'\n', b).count() as u64
 }
 
 #[cfg(test)]
@@ -370,8 +375,8 @@ mod tests {
             src,
             workers,
             segment,
-            |_| (),
-            |chunk, ()| {
+            |_, _: &mut ()| (),
+            |chunk, _| {
                 let mut bad = chunk.bad.iter().peekable();
                 for (slot, &line) in chunk.lines.iter().enumerate() {
                     while let Some((_, e)) = bad.next_if(|(s, _)| *s == slot) {

@@ -222,6 +222,7 @@ impl RowChecker<'_> {
         }
     }
 
+    #[inline(always)]
     fn render<'r>(
         &self,
         errs: &mut RowErrors,
@@ -276,12 +277,14 @@ impl RowChecker<'_> {
         // Inline storage: no allocation per row for the usual number of fields.
         let mut values: SmallVec<[Rendered; 14]> = SmallVec::new();
         for field in &step.fields {
-            let label = Label(&step.id, field.spec.name, None);
             let rendered = match &field.value {
-                FieldValue::One(t, uses) => Rendered::Text(
-                    self.render(errs, line, &label, t, uses, record)
-                        .unwrap_or_default(),
-                ),
+                FieldValue::One(t, uses) => {
+                    let label = Label(&step.id, field.spec.name, None);
+                    Rendered::Text(
+                        self.render(errs, line, &label, t, uses, record)
+                            .unwrap_or_default(),
+                    )
+                }
                 FieldValue::Map(entries) => Rendered::Map(
                     entries
                         .iter()
