@@ -135,26 +135,21 @@ impl Templates {
         Ok((template, uses))
     }
 
-    /// Renders a template for one row.
-    /// Inlined for the common cases, a constant or a column as it is, so the checks of
-    /// a million rows do not pay a call and a copy of the result per field.
-    #[inline(always)]
-    pub fn render<'r>(
-        &self,
-        template: &'r Template,
-        row: &'r StringRecord,
-    ) -> Result<std::borrow::Cow<'r, str>, String> {
-        use std::borrow::Cow;
+    /// The value of a constant or of a column taken as it is, the common cases, without
+    /// a call; `None` for a template that needs `render`.
+    #[inline]
+    pub fn plain<'r>(&self, template: &'r Template, row: &'r StringRecord) -> Option<&'r str> {
         match template {
-            Template::Literal(s) => Ok(Cow::Borrowed(s)),
+            Template::Literal(s) => Some(s),
             Template::Column { index, filters } if filters.is_empty() => {
-                Ok(Cow::Borrowed(row.get(*index).unwrap_or("")))
+                Some(row.get(*index).unwrap_or(""))
             }
-            _ => self.render_other(template, row),
+            _ => None,
         }
     }
 
-    fn render_other<'r>(
+    /// Renders a template for one row.
+    pub fn render<'r>(
         &self,
         template: &'r Template,
         row: &'r StringRecord,

@@ -89,16 +89,14 @@ pub fn check_rows(
         return Ok(CheckSummary::default());
     };
     let src = CsvSource::open(&input.csv, input.delimiter, &input.key)?;
-    let size_hint = std::fs::metadata(&input.csv).map_or(0, |m| m.len());
     let checker = RowChecker::new(job, build, false);
-    let per_bucket = (size_hint / 64).min(64 << 20) as usize / KEY_BUCKETS;
     let mut merger = Merger {
         job,
         on_error,
         summary: CheckSummary::default(),
-        keys: (0..KEY_BUCKETS)
-            .map(|_| Vec::with_capacity(per_bucket))
-            .collect(),
+        // Grown as rows come rather than sized up front: fresh memory costs a page fault
+        // per page, and here they come while the workers run, not before.
+        keys: vec![Vec::new(); KEY_BUCKETS],
         over_rows: None,
         over_total: BTreeMap::new(),
         running: Vec::new(),

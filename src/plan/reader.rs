@@ -58,6 +58,28 @@ impl Chunk {
     }
 }
 
+/// A worker's chunks: made on the worker's thread as it first needs them (so their pages
+/// are touched there, not all at once before the work starts), then handed back by the
+/// merge. `None` when the merge has stopped.
+struct Pool<R> {
+    owner: usize,
+    made: usize,
+    free: Receiver<(Chunk, R)>,
+}
+
+impl<R: Default> Pool<R> {
+    fn take(&mut self) -> Option<(Chunk, R)> {
+        match self.free.try_recv() {
+            Ok(slot) => Some(slot),
+            Err(_) if self.made < POOL => {
+                self.made += 1;
+                Some((Chunk::new(self.owner), R::default()))
+            }
+            Err(_) => self.free.recv().ok(),
+        }
+    }
+}
+
 /// A byte range of the file that begins on a record boundary.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 struct Segment {
@@ -114,12 +136,12 @@ fn run<R: Default + Send>(
     let mut free_txs = Vec::with_capacity(workers);
     for owner in 0..workers {
         let (tx, rx) = sync_channel::<(Chunk, R)>(POOL);
-        for _ in 0..POOL {
-            tx.send((Chunk::new(owner), R::default()))
-                .expect("channel has room");
-        }
         free_txs.push(tx);
-        pools.push(rx);
+        pools.push(Pool {
+            owner,
+            made: 0,
+            free: rx,
+        });
     }
     let src = &src;
     let work = &work;
@@ -146,13 +168,13 @@ fn run<R: Default + Send>(
                 }));
             }
         });
-        for pool in pools {
+        for mut pool in pools {
             let (segments, done) = (segment_rx.clone(), done_tx.clone());
             scope.spawn(move || {
                 loop {
                     let next = segments.lock().unwrap_or_else(|p| p.into_inner()).recv();
                     let Ok(segment) = next else { return };
-                    match read_segment(src, segment, &pool, &done, work) {
+                    match read_segment(src, segment, &mut pool, &done, work) {
                         Ok(true) => {}
                         Ok(false) => return,
                         Err(e) => {
@@ -200,16 +222,16 @@ fn run<R: Default + Send>(
 
 /// Parses one segment into chunks from `pool`, checks each with `work` and sends it on.
 /// Returns `false` when the merge has stopped.
-fn read_segment<R>(
+fn read_segment<R: Default>(
     src: &CsvSource,
     segment: Segment,
-    pool: &Receiver<(Chunk, R)>,
+    pool: &mut Pool<R>,
     done: &SyncSender<Done<R>>,
     work: &(impl Fn(&Chunk, &mut R) + Sync),
 ) -> Result<bool, InputError> {
     let mut rows = src.segment(segment.start, segment.end, segment.lines_before)?;
     for index in 0.. {
-        let Ok((mut chunk, mut result)) = pool.recv() else {
+        let Some((mut chunk, mut result)) = pool.take() else {
             return Ok(false);
         };
         chunk.lines.clear();

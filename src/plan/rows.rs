@@ -222,7 +222,6 @@ impl RowChecker<'_> {
         }
     }
 
-    #[inline(always)]
     fn render<'r>(
         &self,
         errs: &mut RowErrors,
@@ -275,28 +274,38 @@ impl RowChecker<'_> {
 
         let errors_before = errs.count;
         // Inline storage: no allocation per row for the usual number of fields.
+        // Each case pushes its own value, and a constant or a column as it is takes no call:
+        // a value that may come from a call is built on the stack and copied, and that
+        // copy stalls the CPU on every field of every row.
         let mut values: SmallVec<[Rendered; 14]> = SmallVec::new();
         for field in &step.fields {
-            let rendered = match &field.value {
+            match &field.value {
                 FieldValue::One(t, uses) => {
+                    if let Some(plain) = self.job.templates.plain(t, record) {
+                        values.push(Rendered::Text(Cow::Borrowed(plain)));
+                        continue;
+                    }
                     let label = Label(&step.id, field.spec.name, None);
-                    Rendered::Text(
-                        self.render(errs, line, &label, t, uses, record)
-                            .unwrap_or_default(),
-                    )
+                    let text = self
+                        .render(errs, line, &label, t, uses, record)
+                        .unwrap_or_default();
+                    values.push(Rendered::Text(text));
                 }
-                FieldValue::Map(entries) => Rendered::Map(
-                    entries
-                        .iter()
-                        .filter_map(|(k, t, uses)| {
-                            let label = Label(&step.id, field.spec.name, Some(k));
-                            self.render(errs, line, &label, t, uses, record)
-                                .map(|v| (k.as_str(), v))
-                        })
-                        .collect(),
-                ),
-            };
-            values.push(rendered);
+                FieldValue::Map(entries) => {
+                    let mut map = Vec::with_capacity(entries.len());
+                    for (k, t, uses) in entries {
+                        if let Some(plain) = self.job.templates.plain(t, record) {
+                            map.push((k.as_str(), Cow::Borrowed(plain)));
+                            continue;
+                        }
+                        let label = Label(&step.id, field.spec.name, Some(k));
+                        if let Some(v) = self.render(errs, line, &label, t, uses, record) {
+                            map.push((k.as_str(), v));
+                        }
+                    }
+                    values.push(Rendered::Map(map));
+                }
+            }
         }
         if errs.count > errors_before {
             return;
