@@ -110,9 +110,17 @@ pub fn check_rows(
         workers,
         |chunk, out: &mut ChunkResult| {
             out.clear();
+            let mut scratch = Vec::new();
             for (slot, &line) in chunk.lines.iter().enumerate() {
                 out.hashes.push(key_hash(&chunk.keys[slot]));
-                checker.check_row(slot, line, &chunk.keys[slot], &chunk.records[slot], out);
+                checker.check_row(
+                    slot,
+                    line,
+                    &chunk.keys[slot],
+                    &chunk.records[slot],
+                    out,
+                    &mut scratch,
+                );
             }
             for &(_, _, amount, ccy) in &out.payouts {
                 match out.subtotals.iter_mut().find(|t| t.0 == ccy) {

@@ -169,7 +169,8 @@ impl<'a> Renderer<'a> {
         key: &str,
     ) -> Result<Vec<ItemPlan>, Vec<InputError>> {
         let mut out = check::ChunkResult::default();
-        self.checker.check_row(0, line, key, record, &mut out);
+        self.checker
+            .check_row(0, line, key, record, &mut out, &mut Vec::new());
         if !out.errors.is_empty() {
             return Err(out.errors.into_iter().map(|(_, e)| e).collect());
         }

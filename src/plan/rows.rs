@@ -14,7 +14,6 @@ use crate::validate;
 use chrono::NaiveDate;
 use csv::StringRecord;
 use rust_decimal::Decimal;
-use smallvec::SmallVec;
 use std::borrow::Cow;
 use std::path::PathBuf;
 
@@ -200,13 +199,17 @@ impl RowChecker<'_> {
         problems
     }
 
-    pub(super) fn check_row(
-        &self,
+    /// Checks one row. `scratch` holds each step's rendered values; kept from row to row
+    /// (its values borrow the chunk's records), it is overwritten in place, which is
+    /// cheaper than pushing into a fresh vector (each push copies through the stack).
+    pub(super) fn check_row<'r>(
+        &'r self,
         slot: usize,
         line: u64,
         key: &str,
-        record: &StringRecord,
+        record: &'r StringRecord,
         out: &mut ChunkResult,
+        scratch: &mut Vec<Vec<Rendered<'r>>>,
     ) {
         let mut errs = RowErrors {
             out,
@@ -214,8 +217,9 @@ impl RowChecker<'_> {
             count: 0,
         };
         let mut items = Vec::new();
-        for (si, step) in self.job.steps.iter().enumerate() {
-            self.check_step(si, step, record, line, key, &mut errs, &mut items);
+        scratch.resize_with(self.job.steps.len(), Vec::new);
+        for ((si, step), values) in self.job.steps.iter().enumerate().zip(scratch) {
+            self.check_step(si, step, record, line, key, &mut errs, &mut items, values);
         }
         if self.build && errs.count == 0 {
             errs.out.items.push((slot, items));
@@ -241,15 +245,16 @@ impl RowChecker<'_> {
     }
 
     #[allow(clippy::too_many_arguments)]
-    fn check_step(
+    fn check_step<'r>(
         &self,
         si: usize,
-        step: &Step,
-        record: &StringRecord,
+        step: &'r Step,
+        record: &'r StringRecord,
         line: u64,
         key: &str,
         errs: &mut RowErrors,
         items: &mut Vec<ItemPlan>,
+        values: &mut Vec<Rendered<'r>>,
     ) {
         if let Some((t, uses)) = &step.when {
             let label = Label(&step.id, "when", None);
@@ -274,22 +279,25 @@ impl RowChecker<'_> {
 
         let errors_before = errs.count;
         // Inline storage: no allocation per row for the usual number of fields.
-        // Each case pushes its own value, and a constant or a column as it is takes no call:
-        // a value that may come from a call is built on the stack and copied, and that
-        // copy stalls the CPU on every field of every row.
-        let mut values: SmallVec<[Rendered; 14]> = SmallVec::new();
-        for field in &step.fields {
+        if values.len() != step.fields.len() {
+            values.clear();
+            values.resize_with(step.fields.len(), || Rendered::Text(Cow::Borrowed("")));
+        }
+        // Each case writes its own value, and a constant or a column as it is takes no
+        // call: a value that may come from a call is built on the stack and copied, and
+        // that copy stalls the CPU on every field of every row.
+        for (field, slot) in step.fields.iter().zip(values.iter_mut()) {
             match &field.value {
                 FieldValue::One(t, uses) => {
                     if let Some(plain) = self.job.templates.plain(t, record) {
-                        values.push(Rendered::Text(Cow::Borrowed(plain)));
+                        *slot = Rendered::Text(Cow::Borrowed(plain));
                         continue;
                     }
                     let label = Label(&step.id, field.spec.name, None);
                     let text = self
                         .render(errs, line, &label, t, uses, record)
                         .unwrap_or_default();
-                    values.push(Rendered::Text(text));
+                    *slot = Rendered::Text(text);
                 }
                 FieldValue::Map(entries) => {
                     let mut map = Vec::with_capacity(entries.len());
@@ -303,13 +311,14 @@ impl RowChecker<'_> {
                             map.push((k.as_str(), v));
                         }
                     }
-                    values.push(Rendered::Map(map));
+                    *slot = Rendered::Map(map);
                 }
             }
         }
         if errs.count > errors_before {
             return;
         }
+        let values = &values[..];
 
         let rules = &self.rules[si];
         let currency = rules.idx.currency.and_then(|i| values[i].text());
@@ -324,7 +333,7 @@ impl RowChecker<'_> {
         };
         let mut amount = None;
         let mut problems: Vec<(usize, Option<&str>, String)> = Vec::new();
-        for (fi, (field, value)) in step.fields.iter().zip(&values).enumerate() {
+        for (fi, (field, value)) in step.fields.iter().zip(values).enumerate() {
             if rules.checked_once[fi] {
                 if field.spec.kind == FieldKind::Amount {
                     amount = value
@@ -355,7 +364,7 @@ impl RowChecker<'_> {
                 },
             }
         }
-        cross_checks(step, rules, &values, amount, self.today, &mut problems);
+        cross_checks(step, rules, values, amount, self.today, &mut problems);
         for (fi, got, msg) in problems {
             let field = &step.fields[fi];
             let (sub, msg) = msg.split_once('\u{0}').unwrap_or(("", &msg));
@@ -392,7 +401,7 @@ impl RowChecker<'_> {
                 si,
                 step,
                 key,
-                &values,
+                values,
                 amount,
                 &self.csv_dir,
                 self.keep_full,
