@@ -154,6 +154,18 @@ impl Templates {
         template: &'r Template,
         row: &'r StringRecord,
     ) -> Result<std::borrow::Cow<'r, str>, String> {
+        self.render_reusing(template, row, String::new())
+    }
+
+    /// Renders a template for one row; a value that must be built is built in `buf` when
+    /// it can be, so a caller rendering row after row can hand back the last one's string
+    /// instead of allocating anew.
+    pub fn render_reusing<'r>(
+        &self,
+        template: &'r Template,
+        row: &'r StringRecord,
+        mut buf: String,
+    ) -> Result<std::borrow::Cow<'r, str>, String> {
         use std::borrow::Cow;
         match template {
             Template::Literal(s) => Ok(Cow::Borrowed(s)),
@@ -167,11 +179,16 @@ impl Templates {
                         Filter::Lower => !raw.bytes().any(|b| b.is_ascii_uppercase()),
                         _ => !raw.bytes().any(|b| b.is_ascii_lowercase()),
                     };
-                    return Ok(match (unchanged, f) {
-                        (true, _) => Cow::Borrowed(raw),
-                        (false, Filter::Lower) => Cow::Owned(raw.to_ascii_lowercase()),
-                        (false, _) => Cow::Owned(raw.to_ascii_uppercase()),
-                    });
+                    if unchanged {
+                        return Ok(Cow::Borrowed(raw));
+                    }
+                    buf.clear();
+                    buf.push_str(raw);
+                    match f {
+                        Filter::Lower => buf.make_ascii_lowercase(),
+                        _ => buf.make_ascii_uppercase(),
+                    }
+                    return Ok(Cow::Owned(buf));
                 }
                 let mut s = raw.to_string();
                 for f in filters {

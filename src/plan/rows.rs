@@ -226,6 +226,7 @@ impl RowChecker<'_> {
         }
     }
 
+    #[allow(clippy::too_many_arguments)]
     fn render<'r>(
         &self,
         errs: &mut RowErrors,
@@ -234,8 +235,9 @@ impl RowChecker<'_> {
         t: &'r Template,
         uses: &Uses,
         record: &'r StringRecord,
+        buf: String,
     ) -> Option<Cow<'r, str>> {
-        match self.job.templates.render(t, record) {
+        match self.job.templates.render_reusing(t, record, buf) {
             Ok(v) => Some(v),
             Err(e) => {
                 self.field_error(errs, line, label, uses, &e, None, false);
@@ -258,7 +260,7 @@ impl RowChecker<'_> {
     ) {
         if let Some((t, uses)) = &step.when {
             let label = Label(&step.id, "when", None);
-            let Some(v) = self.render(errs, line, &label, t, uses, record) else {
+            let Some(v) = self.render(errs, line, &label, t, uses, record, String::new()) else {
                 return;
             };
             match v.trim() {
@@ -295,19 +297,27 @@ impl RowChecker<'_> {
                     }
                     let label = Label(&step.id, field.spec.name, None);
                     let text = self
-                        .render(errs, line, &label, t, uses, record)
+                        .render(errs, line, &label, t, uses, record, take_text(slot))
                         .unwrap_or_default();
                     *slot = Rendered::Text(text);
                 }
                 FieldValue::Map(entries) => {
-                    let mut map = Vec::with_capacity(entries.len());
+                    // The last row's map, emptied: no allocation per row.
+                    let mut map = match std::mem::replace(slot, Rendered::Text(Cow::Borrowed(""))) {
+                        Rendered::Map(mut map) => {
+                            map.clear();
+                            map
+                        }
+                        Rendered::Text(_) => Vec::with_capacity(entries.len()),
+                    };
                     for (k, t, uses) in entries {
                         if let Some(plain) = self.job.templates.plain(t, record) {
                             map.push((k.as_str(), Cow::Borrowed(plain)));
                             continue;
                         }
                         let label = Label(&step.id, field.spec.name, Some(k));
-                        if let Some(v) = self.render(errs, line, &label, t, uses, record) {
+                        let buf = String::new();
+                        if let Some(v) = self.render(errs, line, &label, t, uses, record, buf) {
                             map.push((k.as_str(), v));
                         }
                     }
@@ -415,6 +425,14 @@ impl RowChecker<'_> {
                 }),
             }
         }
+    }
+}
+
+/// The string a slot's last value owns, if any, for the next value to be built in.
+fn take_text(slot: &mut Rendered) -> String {
+    match std::mem::replace(slot, Rendered::Text(Cow::Borrowed(""))) {
+        Rendered::Text(Cow::Owned(s)) => s,
+        _ => String::new(),
     }
 }
 
