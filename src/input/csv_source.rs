@@ -216,7 +216,8 @@ impl CsvSource {
         };
         let mut file = File::open(&self.path).map_err(err)?;
         file.seek(SeekFrom::Start(start)).map_err(err)?;
-        let buf = BufReader::with_capacity(128 * 1024, file.take(end.saturating_sub(start)));
+        // No buffer of its own: csv's buffer is large, and reads go straight into it.
+        let buf = BufReader::with_capacity(0, file.take(end.saturating_sub(start)));
         let lines = Lines {
             passed: lines_before,
             ..Lines::default()
@@ -330,6 +331,7 @@ fn reader<R: Read>(
 ) -> csv::Reader<Counting<R>> {
     csv::ReaderBuilder::new()
         .delimiter(delimiter)
+        .buffer_capacity(128 * 1024)
         .has_headers(headers)
         .flexible(true)
         .from_reader(Counting { inner, lines })
