@@ -89,14 +89,15 @@ pub fn check_rows(
         return Ok(CheckSummary::default());
     };
     let src = CsvSource::open(&input.csv, input.delimiter, &input.key)?;
+    let size = std::fs::metadata(&input.csv).map_or(0, |m| m.len());
     let checker = RowChecker::new(job, build, false);
     let mut merger = Merger {
         job,
         on_error,
         summary: CheckSummary::default(),
-        // Grown as rows come rather than sized up front: fresh memory costs a page fault
-        // per page, and here they come while the workers run, not before.
         keys: vec![Vec::new(); KEY_BUCKETS],
+        // Rows are rarely under 64 bytes.
+        bucket_size: (size / 64).min(1 << 30) as usize / KEY_BUCKETS + 16,
         over_rows: None,
         over_total: BTreeMap::new(),
         running: Vec::new(),
@@ -176,6 +177,8 @@ struct Merger<'a, 'e> {
     /// is only a suspect until `finish` confirms it against the real key text, so a
     /// collision is never reported.
     keys: Vec<Vec<u64>>,
+    /// The expected size of a bucket, from the file's size.
+    bucket_size: usize,
     over_rows: Option<Offender>,
     over_total: BTreeMap<String, Offender>,
     /// Running totals by currency (code, total, payouts, limit): a few entries compared as
@@ -213,7 +216,13 @@ impl Merger<'_, '_> {
         }
         self.summary.rows += rows;
         for h in &result.hashes {
-            self.keys[(h >> 56) as usize].push(*h);
+            let bucket = &mut self.keys[(h >> 56) as usize];
+            if bucket.capacity() == 0 {
+                // Sized on first use, not up front: the pages are touched while the workers
+                // run rather than before they start, and once rather than at each doubling.
+                bucket.reserve(self.bucket_size);
+            }
+            bucket.push(*h);
         }
         for &(ccy, subtotal, n) in &result.subtotals {
             self.add_to_totals(chunk, result, rules, ccy, subtotal, n);
