@@ -36,6 +36,8 @@ pub(super) struct StepRules {
     idx: Indexes,
     /// The currency's minor units when the currency is a constant.
     minor_units: Option<Option<u32>>,
+    /// The payout method when its name is a constant (looked up once, not per row).
+    method: Option<Option<&'static methods::PayoutMethod>>,
     pub(super) amount_column: Option<String>,
 }
 
@@ -71,6 +73,7 @@ impl StepRules {
             })
             .collect();
         StepRules {
+            method: literal(idx.method).map(methods::payout_method),
             checked_once,
             minor_units: currency.map(|c| validate::currency(c).ok()),
             amount_column: match idx.amount.map(|i| &step.fields[i].value) {
@@ -80,6 +83,20 @@ impl StepRules {
                 _ => None,
             },
             idx,
+        }
+    }
+}
+
+impl StepRules {
+    /// The row's payout method, if it names a known one.
+    fn method(&self, values: &[Rendered]) -> Option<&'static methods::PayoutMethod> {
+        match self.method {
+            Some(fixed) => fixed,
+            None => self
+                .idx
+                .method
+                .and_then(|i| values[i].text())
+                .and_then(methods::payout_method),
         }
     }
 }
@@ -354,7 +371,7 @@ impl RowChecker<'_> {
             }
             match value {
                 Rendered::Map(entries) => {
-                    let method = rules.idx.method.and_then(|i| values[i].text());
+                    let method = rules.method(values);
                     for (sub, msg, got) in check_params(entries, method) {
                         problems.push((fi, got, format!("{}\u{0}{msg}", sub.unwrap_or_default())));
                     }
@@ -466,10 +483,10 @@ fn got_suffix(got: Option<&str>, sensitive: bool) -> String {
 /// Checks payout method parameters: (parameter, message, offending value).
 fn check_params<'v>(
     entries: &'v [(&str, Cow<str>)],
-    method: Option<&str>,
+    method: Option<&methods::PayoutMethod>,
 ) -> Vec<(Option<&'v str>, String, Option<&'v str>)> {
     let mut out = Vec::new();
-    let Some(m) = method.and_then(methods::payout_method) else {
+    let Some(m) = method else {
         for (k, v) in entries {
             if v.trim().is_empty() {
                 out.push((Some(*k), format!("{k} is empty"), None));
@@ -547,8 +564,7 @@ fn cross_checks<'v>(
             }
         }
         StepKind::Payout => {
-            let method = text(idx.method).and_then(methods::payout_method);
-            if let (Some(m), Some(a), Some(ai)) = (method, amount, idx.amount)
+            if let (Some(m), Some(a), Some(ai)) = (rules.method(values), amount, idx.amount)
                 && (m.min_amount.is_some_and(|min| a < Decimal::from(min))
                     || m.max_amount.is_some_and(|max| a > Decimal::from(max)))
             {
