@@ -331,7 +331,7 @@ fn reader<R: Read>(
 ) -> csv::Reader<Counting<R>> {
     csv::ReaderBuilder::new()
         .delimiter(delimiter)
-        .buffer_capacity(128 * 1024)
+        .buffer_capacity(64 * 1024)
         .has_headers(headers)
         .flexible(true)
         .from_reader(Counting { inner, lines })
