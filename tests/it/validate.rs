@@ -537,3 +537,69 @@ fn missing_section_is_named() {
         &["job.yaml:1:1: missing required key 'provider'"],
     );
 }
+
+/// A file read in many segments and chunks (6,000 rows, CRLF, quoted fields, a blank line
+/// after every seventh row) reports what one reader would: exact lines, in file order, and
+/// the guardrails' first offending rows deep in the file.
+#[test]
+fn a_large_file_reports_exact_lines_across_segments() {
+    let row = |i: usize| {
+        let name = if i % 3 == 0 { "\"Lee\"" } else { "Lee" };
+        format!("E{i},Ann,{name},ann{i}@example.com,AU,1990-01-02,1.00,062000,12345678")
+    };
+    let mut rows: Vec<String> = (1..=6000).map(row).collect();
+    rows[2999] = "E3000,Ann,Lee,ragged".into();
+    rows[4499] = row(100).replace(",ann100@", ",ann4500@");
+    rows[5499] = rows[5499].replace(",AU,", ",XX,");
+    let mut r = Vec::new();
+    for (i, text) in rows.into_iter().enumerate() {
+        r.push(text);
+        if (i + 1) % 7 == 0 {
+            r.push(String::new());
+        }
+    }
+    // Row i starts on line 2 + (i - 1) + (i - 1) / 7.
+    let line = |i: usize| 2 + (i - 1) + (i - 1) / 7;
+    let job = JOB
+        .replace(
+            "max_total: { AUD: \"10000.00\" }",
+            "max_total: { AUD: \"4000.00\" }",
+        )
+        .replace(
+            "  max_amount: \"5000.00\"",
+            "  max_amount: \"5000.00\"\n  max_rows: 5000",
+        );
+    let f = Fixture::new(&job, &r);
+    let csv = f.dir.path().join("payroll.csv");
+    let text = std::fs::read_to_string(&csv).unwrap().replace('\n', "\r\n");
+    std::fs::write(&csv, text.replace("\r\r\n", "\r\n")).unwrap();
+    let out = validate(&f);
+    let expected = [
+        format!(
+            "payroll.csv:{}: row has 4 fields but the header has 9",
+            line(3000)
+        ),
+        format!("payroll.csv:{}: column 'country'", line(5500)),
+        format!(
+            "payroll.csv:{}: column 'employee_id': duplicate key 'E100' (first used on line {})",
+            line(4500),
+            line(100)
+        ),
+        format!(
+            "payroll.csv:{}: limits.max_rows is 5000 but the input has 5999 rows; row 'E5002' is the first over the limit",
+            line(5002)
+        ),
+        format!(
+            "payroll.csv:{}: column 'net_pay': limits.max_total for AUD is 4000.00",
+            line(4002)
+        ),
+    ];
+    assert_invalid(
+        &out,
+        &expected.iter().map(String::as_str).collect::<Vec<_>>(),
+    );
+    // In file order, duplicates and guardrails last.
+    let at = |needle: &str| out.stderr.find(needle).unwrap();
+    let positions: Vec<usize> = expected.iter().map(|e| at(e)).collect();
+    assert!(positions.is_sorted(), "{}", out.stderr);
+}
