@@ -544,7 +544,11 @@ fn missing_section_is_named() {
 #[test]
 fn a_large_file_reports_exact_lines_across_segments() {
     let row = |i: usize| {
-        let name = if i % 3 == 0 { "\"Lee\"" } else { "Lee" };
+        let name = if i.is_multiple_of(3) {
+            "\"Lee\""
+        } else {
+            "Lee"
+        };
         format!("E{i},Ann,{name},ann{i}@example.com,AU,1990-01-02,1.00,062000,12345678")
     };
     let mut rows: Vec<String> = (1..=6000).map(row).collect();
@@ -554,7 +558,7 @@ fn a_large_file_reports_exact_lines_across_segments() {
     let mut r = Vec::new();
     for (i, text) in rows.into_iter().enumerate() {
         r.push(text);
-        if (i + 1) % 7 == 0 {
+        if (i + 1).is_multiple_of(7) {
             r.push(String::new());
         }
     }
