@@ -175,9 +175,14 @@ impl Templates {
                 if let [f @ (Filter::Lower | Filter::Upper)] = filters.as_slice()
                     && raw.is_ascii()
                 {
+                    // A fold, not `any`: without the early exit it is vectorised.
                     let unchanged = match f {
-                        Filter::Lower => !raw.bytes().any(|b| b.is_ascii_uppercase()),
-                        _ => !raw.bytes().any(|b| b.is_ascii_lowercase()),
+                        Filter::Lower => {
+                            !raw.bytes().fold(false, |up, b| up | b.is_ascii_uppercase())
+                        }
+                        _ => !raw
+                            .bytes()
+                            .fold(false, |low, b| low | b.is_ascii_lowercase()),
                     };
                     if unchanged {
                         return Ok(Cow::Borrowed(raw));
