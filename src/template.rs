@@ -167,6 +167,9 @@ impl Templates {
         mut buf: String,
     ) -> Result<std::borrow::Cow<'r, str>, String> {
         use std::borrow::Cow;
+        if let Some(plain) = self.plain(template, row) {
+            return Ok(Cow::Borrowed(plain));
+        }
         match template {
             Template::Literal(s) => Ok(Cow::Borrowed(s)),
             Template::Column { index, filters } => {

@@ -163,6 +163,18 @@ pub(super) fn failed(e: &CallError) -> Outcome {
     }
 }
 
+/// A failure after retries: a retryable error says how many attempts were made.
+pub(super) fn gave_up(e: &CallError, attempt: u32) -> Outcome {
+    let mut o = failed(e);
+    if e.verdict() != Verdict::Reject {
+        o.error_message = Some(format!(
+            "gave up after {attempt} attempts: {}",
+            o.error_message.unwrap_or_default()
+        ));
+    }
+    o
+}
+
 fn succeeded(email: &str, status: &str) -> Outcome {
     Outcome {
         state: "succeeded",
@@ -267,16 +279,7 @@ async fn process(
             // Left in flight: in doubt until the next run asks the provider.
             Next::InDoubt => return Ok(()),
             Next::Requeue => return ctx.requeue(item.id).await,
-            Next::Fail => {
-                let mut o = failed(&e);
-                if e.verdict() != Verdict::Reject {
-                    o.error_message = Some(format!(
-                        "gave up after {attempt} attempts: {}",
-                        o.error_message.unwrap_or_default()
-                    ));
-                }
-                return ctx.outcome(item.id, o).await;
-            }
+            Next::Fail => return ctx.outcome(item.id, gave_up(&e, attempt)).await,
         }
     }
 }

@@ -7,11 +7,13 @@
 //! Those pages are cached per status, and a cache is trusted for a question only when it was
 //! loaded after the request in doubt started.
 
-use super::contact::{INTENT_CHUNK, drain, failed, idempotent, payloads, throttle, to_send};
+use super::contact::{
+    INTENT_CHUNK, drain, failed, gave_up, idempotent, payloads, throttle, to_send,
+};
 use super::{Ctx, Next, RowSource, RunError};
 use crate::job::steps::StepKind;
 use crate::job::{Job, Step};
-use crate::provider::error::{CallError, Verdict};
+use crate::provider::error::CallError;
 use crate::provider::finhub::client::FinHub;
 use crate::provider::finhub::{CUSTOMER_STATUSES, nest};
 use crate::state::StateError;
@@ -112,17 +114,6 @@ fn ok(provider_ref: Option<String>, status: &str) -> Outcome {
         provider_status: Some(status.to_string()),
         ..Outcome::default()
     }
-}
-
-fn gave_up(e: &CallError, attempt: u32) -> Outcome {
-    let mut o = failed(e);
-    if e.verdict() != Verdict::Reject {
-        o.error_message = Some(format!(
-            "gave up after {attempt} attempts: {}",
-            o.error_message.unwrap_or_default()
-        ));
-    }
-    o
 }
 
 fn email_of(payload: &Map<String, Value>) -> String {

@@ -41,6 +41,25 @@ pub enum Verdict {
 }
 
 impl CallError {
+    /// An error status; a reply without a message reads `HTTP <status>`.
+    pub fn status(
+        status: u16,
+        code: Option<String>,
+        message: String,
+        retry_after: Option<Duration>,
+    ) -> CallError {
+        CallError::Status {
+            status,
+            code,
+            message: if message.is_empty() {
+                format!("HTTP {status}")
+            } else {
+                message
+            },
+            retry_after,
+        }
+    }
+
     /// Classifies a failure. Retryable: connect errors, timeouts, broken connections,
     /// 429 and 500/502/503/504; everything else is a rejection.
     pub fn verdict(&self) -> Verdict {

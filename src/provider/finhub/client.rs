@@ -289,14 +289,5 @@ async fn status_error(response: Response) -> CallError {
         .as_str()
         .map(str::to_string)
         .or_else(|| body["reason"].as_str().map(str::to_string));
-    CallError::Status {
-        status,
-        code,
-        message: if message.is_empty() {
-            format!("HTTP {status}")
-        } else {
-            message
-        },
-        retry_after,
-    }
+    CallError::status(status, code, message, retry_after)
 }

@@ -208,14 +208,5 @@ async fn status_error(response: Response) -> CallError {
         },
         _ => String::new(),
     };
-    CallError::Status {
-        status,
-        code,
-        message: if message.is_empty() {
-            format!("HTTP {status}")
-        } else {
-            message
-        },
-        retry_after,
-    }
+    CallError::status(status, code, message, retry_after)
 }
