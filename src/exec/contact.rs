@@ -213,8 +213,7 @@ async fn reconcile(
     if same(&existing, payload) {
         return ctx.outcome(id, succeeded(&email, "unchanged")).await;
     }
-    let body = Value::Object(payload.clone());
-    match idempotent(ctx, || async { ctx.hc()?.update_contact(&body).await }).await {
+    match idempotent(ctx, || async { ctx.hc()?.update_contact(payload).await }).await {
         Ok(_) => ctx.outcome(id, succeeded(&email, "updated")).await,
         Err(e) => ctx.outcome(id, failed(&e)).await,
     }
@@ -234,7 +233,6 @@ async fn process(
         .and_then(Value::as_str)
         .unwrap_or_default()
         .to_string();
-    let body = Value::Object(payload.clone());
     let started = Instant::now();
     let mut in_doubt = item.state == "in_flight";
     // A pending item's first intent was committed with its chunk.
@@ -261,7 +259,7 @@ async fn process(
             return Ok(());
         };
         intent_written = false;
-        let result = async { ctx.hc()?.create_contact(&body).await }.await;
+        let result = async { ctx.hc()?.create_contact(&payload).await }.await;
         drop(slot);
         let e = match result {
             Ok(_) => return ctx.outcome(item.id, succeeded(&email, "created")).await,

@@ -378,12 +378,10 @@ async fn open(
             app_id,
             secret,
         } => (
-            Some(HelloClever::new(
-                http,
-                &base,
-                Secret::new(app_id),
-                Secret::new(secret),
-            )),
+            Some(
+                HelloClever::new(http, &base, Secret::new(app_id), Secret::new(secret))
+                    .map_err(|e| RunError::Config(format!("{}: {e}", job.path.display())))?,
+            ),
             None,
         ),
         Settings::FinHub {
@@ -625,6 +623,7 @@ pub async fn run(
         retries = stats.retries,
         rate_limited = stats.rate_limited,
         in_doubt_resolved = stats.in_doubt_resolved,
+        state_commits = db.commits(),
         "run finished"
     );
     let recorded = stats.clone();

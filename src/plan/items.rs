@@ -8,9 +8,102 @@ use crate::job::steps::{BATCH_FIELDS, FieldKind, StepKind};
 use crate::job::{Job, Step};
 use crate::redact;
 use rust_decimal::Decimal;
-use serde_json::{Map, Value};
+use serde_json::Map;
 use sha2::{Digest, Sha256};
+use std::borrow::Cow;
 use std::path::Path;
+
+/// One field of an item, full (unmasked) value.
+enum Value<'a> {
+    Text(Cow<'a, str>),
+    /// Entries sorted by key, each key once (the last given wins, as in a JSON object).
+    Map(Vec<(&'a str, &'a str)>),
+}
+
+/// The item's fields by name, in key order: the canonical form that is hashed and stored.
+struct Fields<'a> {
+    entries: Vec<(Cow<'a, str>, Value<'a>, bool)>,
+}
+
+impl<'a> Fields<'a> {
+    fn text(&self, name: &str) -> &str {
+        self.entries
+            .iter()
+            .find_map(|(k, v, _)| match v {
+                Value::Text(t) if k == name => Some(t.as_ref()),
+                _ => None,
+            })
+            .unwrap_or("")
+    }
+
+    /// Compact JSON with keys in byte order, exactly what serde_json prints for the same
+    /// object held in its (ordered) `Map`. `shown`: sensitive values masked, and the image
+    /// hashes (`name#sha256`) left out.
+    fn json(&self, shown: bool) -> String {
+        let mut out = Vec::with_capacity(256);
+        out.push(b'{');
+        let mut first = true;
+        for (name, value, sensitive) in &self.entries {
+            if shown && name.contains('#') {
+                continue;
+            }
+            if !std::mem::take(&mut first) {
+                out.push(b',');
+            }
+            json_str(&mut out, name);
+            out.push(b':');
+            match value {
+                Value::Text(t) if shown && *sensitive => json_str(&mut out, &redact::mask_tail(t)),
+                Value::Text(t) => json_str(&mut out, t),
+                Value::Map(entries) => {
+                    out.push(b'{');
+                    for (i, (k, v)) in entries.iter().enumerate() {
+                        if i > 0 {
+                            out.push(b',');
+                        }
+                        json_str(&mut out, k);
+                        out.push(b':');
+                        if shown {
+                            json_str(&mut out, &redact::for_display(k, v));
+                        } else {
+                            json_str(&mut out, v);
+                        }
+                    }
+                    out.push(b'}');
+                }
+            }
+        }
+        out.push(b'}');
+        // Only whole UTF-8 strings and ASCII punctuation went in.
+        String::from_utf8(out).unwrap_or_default()
+    }
+
+    /// The full values to send (image hashes left out).
+    fn to_send(&self) -> Map<String, serde_json::Value> {
+        self.entries
+            .iter()
+            .filter(|(k, _, _)| !k.contains('#'))
+            .map(|(k, v, _)| {
+                let v = match v {
+                    Value::Text(t) => serde_json::Value::String(t.to_string()),
+                    Value::Map(entries) => serde_json::Value::Object(
+                        entries
+                            .iter()
+                            .map(|(k, v)| (k.to_string(), serde_json::Value::String(v.to_string())))
+                            .collect(),
+                    ),
+                };
+                (k.to_string(), v)
+            })
+            .collect()
+    }
+}
+
+/// A JSON string, escaped as serde_json escapes it.
+fn json_str(out: &mut Vec<u8>, s: &str) {
+    // Writing to a Vec cannot fail.
+    let _ = serde_json::to_writer(&mut *out, s);
+}
 
 /// Builds the item for one rendered, valid step of a row.
 #[allow(clippy::too_many_arguments)]
@@ -24,90 +117,81 @@ pub fn build_item(
     csv_dir: &Path,
     keep_full: bool,
 ) -> Result<ItemPlan, String> {
-    let mut full = Map::new();
-    let mut shown = Map::new();
+    let mut entries = Vec::with_capacity(values.len() + 1);
     for (field, value) in step.fields.iter().zip(values) {
         let name = field.spec.name;
         match value {
             Rendered::Text(v) if v.is_empty() => {}
             Rendered::Text(v) => {
                 let v = match (field.spec.kind, amount) {
-                    (FieldKind::Amount, Some(a)) => a.to_string(),
-                    _ => v.to_string(),
+                    (FieldKind::Amount, Some(a)) => Cow::Owned(a.to_string()),
+                    _ => Cow::Borrowed(v.as_ref()),
                 };
                 if let FieldKind::Image(_) = field.spec.kind {
                     // The image's content is part of what was planned: a replaced file is a change.
-                    let path = csv_dir.join(&v);
+                    let path = csv_dir.join(v.as_ref());
                     let bytes = std::fs::read(&path).map_err(|e| {
                         format!("image file {} cannot be read: {e}", path.display())
                     })?;
-                    full.insert(
-                        format!("{name}#sha256"),
-                        Value::String(hex(&Sha256::digest(&bytes))),
-                    );
+                    entries.push((
+                        Cow::Owned(format!("{name}#sha256")),
+                        Value::Text(Cow::Owned(hex(&Sha256::digest(&bytes)))),
+                        false,
+                    ));
                 }
-                // Rendering to send needs no display copy.
-                if !keep_full {
-                    let masked = if field.spec.sensitive {
-                        redact::mask_tail(&v)
-                    } else {
-                        v.clone()
-                    };
-                    shown.insert(name.into(), Value::String(masked));
-                }
-                full.insert(name.into(), Value::String(v));
+                entries.push((Cow::Borrowed(name), Value::Text(v), field.spec.sensitive));
             }
-            Rendered::Map(entries) => {
-                let mut f = Map::new();
-                let mut s = Map::new();
-                for (k, v) in entries {
-                    f.insert((*k).into(), Value::String(v.to_string()));
-                    s.insert((*k).into(), Value::String(redact::for_display(k, v)));
+            Rendered::Map(given) => {
+                let mut sorted: Vec<(&str, &str)> =
+                    given.iter().map(|(k, v)| (*k, v.as_ref())).collect();
+                // Stable: of equal keys the last given stays last, and is the one kept.
+                sorted.sort_by(|a, b| a.0.cmp(b.0));
+                let mut map: Vec<(&str, &str)> = Vec::with_capacity(sorted.len());
+                for (k, v) in sorted {
+                    match map.last_mut() {
+                        Some(last) if last.0 == k => last.1 = v,
+                        _ => map.push((k, v)),
+                    }
                 }
-                full.insert(name.into(), Value::Object(f));
-                shown.insert(name.into(), Value::Object(s));
+                entries.push((Cow::Borrowed(name), Value::Map(map), false));
             }
         }
     }
-    let get = |n: &str| {
-        full.get(n)
-            .and_then(Value::as_str)
-            .unwrap_or("")
-            .to_string()
-    };
+    entries.sort_by(|a, b| a.0.cmp(&b.0));
+    let fields = Fields { entries };
     let (currency, group, ext) = if step.kind == StepKind::Payout {
         let group = BATCH_FIELDS
             .iter()
-            .map(|f| get(f))
+            .map(|f| fields.text(f))
             .collect::<Vec<_>>()
             .join("\u{1f}");
-        let ext = match full.get("external_id").and_then(Value::as_str) {
-            Some(user) => user.to_string(),
-            None => external_id(&[&job.name, &job.scope, &step.id, key]),
+        let ext = match fields.text("external_id") {
+            "" => external_id(&[&job.name, &job.scope, &step.id, key]),
+            user => user.to_string(),
         };
-        (Some(get("currency")), Some(group), Some(ext))
+        (
+            Some(fields.text("currency").to_string()),
+            Some(group),
+            Some(ext),
+        )
     } else {
         (None, None, None)
     };
-    // serde_json's Map is ordered by key, so the JSON text is canonical.
-    // What a request carries: the full values, without the image-content hashes.
-    let send = keep_full.then(|| {
-        full.iter()
-            .filter(|(k, _)| !k.contains('#'))
-            .map(|(k, v)| (k.clone(), v.clone()))
-            .collect::<Map<String, Value>>()
-    });
-    let full_text = Value::Object(full).to_string();
     Ok(ItemPlan {
         step: si,
         skipped: false,
-        payload: Value::Object(shown).to_string(),
-        hash: hex(&Sha256::digest(full_text.as_bytes())),
+        // Rendering to send needs no display copy.
+        payload: if keep_full {
+            String::new()
+        } else {
+            fields.json(true)
+        },
+        hash: hex(&Sha256::digest(fields.json(false).as_bytes())),
         amount,
         currency,
         group,
         external_id: ext,
-        send,
+        send: keep_full.then(|| fields.to_send()),
     })
 }
 
@@ -123,5 +207,99 @@ pub fn skipped_item(si: usize) -> ItemPlan {
         group: None,
         external_id: None,
         send: None,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The stored hash of every planned item comes from this text: it must stay exactly
+    /// what serde_json prints for the same object, or a re-plan would see every row changed.
+    #[test]
+    fn canonical_json_is_serde_jsons_text_of_the_same_object() {
+        let tricky = [
+            "plain",
+            "quote \" backslash \\ slash /",
+            "tab\tnewline\ncr\r bell\u{7} nul\u{0} del\u{7f}",
+            "é ü 日本 😀 \u{2028}",
+            "",
+        ];
+        let params = vec![
+            ("bsb", "062000"),
+            ("account_number", "12345678"),
+            ("a\"b", tricky[2]),
+            ("bsb", "062001"),
+        ];
+        let mut sorted = params.clone();
+        sorted.sort_by(|a, b| a.0.cmp(b.0));
+        sorted.dedup_by(|later, earlier| {
+            if later.0 == earlier.0 {
+                earlier.1 = later.1;
+                true
+            } else {
+                false
+            }
+        });
+        let mut entries: Vec<(Cow<str>, Value, bool)> = tricky
+            .iter()
+            .enumerate()
+            .map(|(i, t)| {
+                (
+                    Cow::Owned(format!("f{i}")),
+                    Value::Text(Cow::Borrowed(*t)),
+                    i == 1,
+                )
+            })
+            .collect();
+        entries.push((Cow::Borrowed("f1#sha256"), Value::Text("abc".into()), false));
+        entries.push((
+            Cow::Borrowed("payout_method_params"),
+            Value::Map(sorted),
+            false,
+        ));
+        entries.push((
+            Cow::Borrowed("Zed"),
+            Value::Text("upper first".into()),
+            false,
+        ));
+        entries.sort_by(|a, b| a.0.cmp(&b.0));
+        let fields = Fields { entries };
+
+        let mut full = Map::new();
+        let mut shown = Map::new();
+        for (i, t) in tricky.iter().enumerate() {
+            full.insert(format!("f{i}"), serde_json::Value::String(t.to_string()));
+            let s = if i == 1 {
+                redact::mask_tail(t)
+            } else {
+                t.to_string()
+            };
+            shown.insert(format!("f{i}"), serde_json::Value::String(s));
+        }
+        full.insert("f1#sha256".into(), "abc".into());
+        let (mut f, mut s) = (Map::new(), Map::new());
+        for (k, v) in &params {
+            f.insert(k.to_string(), serde_json::Value::String(v.to_string()));
+            s.insert(
+                k.to_string(),
+                serde_json::Value::String(redact::for_display(k, v)),
+            );
+        }
+        full.insert("payout_method_params".into(), serde_json::Value::Object(f));
+        shown.insert("payout_method_params".into(), serde_json::Value::Object(s));
+        full.insert("Zed".into(), "upper first".into());
+        shown.insert("Zed".into(), "upper first".into());
+
+        assert_eq!(
+            fields.json(false),
+            serde_json::Value::Object(full.clone()).to_string()
+        );
+        assert_eq!(
+            fields.json(true),
+            serde_json::Value::Object(shown).to_string()
+        );
+        full.remove("f1#sha256");
+        assert_eq!(fields.to_send(), full);
     }
 }

@@ -5,7 +5,8 @@ use super::wire::{Contact, PayoutBatch, PayoutPage};
 use crate::provider::error::{CallError, parse_retry_after};
 pub use crate::provider::http::Secret;
 use crate::provider::http::transport;
-use reqwest::{Method, RequestBuilder, Response};
+use reqwest::header::{ACCEPT, HeaderMap, HeaderValue};
+use reqwest::{Method, RequestBuilder, Response, Url};
 use serde::de::DeserializeOwned;
 use serde_json::Value;
 
@@ -20,32 +21,53 @@ pub struct Upload {
 #[derive(Clone, Debug)]
 pub struct HelloClever {
     http: reqwest::Client,
-    base: String,
-    app_id: Secret,
-    secret_key: Secret,
+    /// Parsed once: a request only sets its path on a copy.
+    base: Url,
+    /// `app-id`, `secret-key` (both marked sensitive: `Debug` hides them) and `accept`.
+    headers: HeaderMap,
 }
 
 impl HelloClever {
+    /// Fails when `base_url` is not an http(s) URL, or a credential cannot be a header.
     pub fn new(
         http: reqwest::Client,
         base_url: &str,
         app_id: Secret,
         secret_key: Secret,
-    ) -> HelloClever {
-        HelloClever {
+    ) -> Result<HelloClever, String> {
+        let base = Url::parse(base_url.trim_end_matches('/'))
+            .ok()
+            .filter(|u| matches!(u.scheme(), "http" | "https") && u.has_host())
+            .ok_or_else(|| format!("provider.base_url '{base_url}' is not an http(s) URL"))?;
+        let secret = |name: &str, s: &Secret| {
+            let mut v = HeaderValue::from_str(s.expose())
+                .map_err(|_| format!("provider.{name} holds characters a header cannot carry"))?;
+            v.set_sensitive(true);
+            Ok::<_, String>(v)
+        };
+        let mut headers = HeaderMap::new();
+        headers.insert("app-id", secret("app_id", &app_id)?);
+        headers.insert("secret-key", secret("secret_key", &secret_key)?);
+        headers.insert(ACCEPT, HeaderValue::from_static("application/json"));
+        Ok(HelloClever {
             http,
-            base: base_url.trim_end_matches('/').to_string(),
-            app_id,
-            secret_key,
-        }
+            base,
+            headers,
+        })
+    }
+
+    /// The base URL with `path` after its own path.
+    fn url(&self, path: &str) -> Url {
+        let mut url = self.base.clone();
+        let joined = format!("{}{path}", self.base.path().trim_end_matches('/'));
+        url.set_path(&joined);
+        url
     }
 
     fn request(&self, method: Method, path: &str) -> RequestBuilder {
         self.http
-            .request(method, format!("{}{path}", self.base))
-            .header("app-id", self.app_id.expose())
-            .header("secret-key", self.secret_key.expose())
-            .header("accept", "application/json")
+            .request(method, self.url(path))
+            .headers(self.headers.clone())
     }
 
     async fn send<T: DeserializeOwned>(&self, req: RequestBuilder) -> Result<T, CallError> {
@@ -59,7 +81,10 @@ impl HelloClever {
     }
 
     /// `POST /v2/contacts`.
-    pub async fn create_contact(&self, body: &Value) -> Result<Value, CallError> {
+    pub async fn create_contact(
+        &self,
+        body: &serde_json::Map<String, Value>,
+    ) -> Result<Value, CallError> {
         self.send(self.request(Method::POST, "/v2/contacts").json(body))
             .await
     }
@@ -83,7 +108,10 @@ impl HelloClever {
     }
 
     /// `PUT /v2/contact/update_info`.
-    pub async fn update_contact(&self, body: &Value) -> Result<Value, CallError> {
+    pub async fn update_contact(
+        &self,
+        body: &serde_json::Map<String, Value>,
+    ) -> Result<Value, CallError> {
         self.send(
             self.request(Method::PUT, "/v2/contact/update_info")
                 .json(body),
