@@ -15,6 +15,10 @@ use rust_decimal::Decimal;
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
+/// Reports of up to this many rows keep them in memory (a few hundred bytes each), so the
+/// writers do not each read the database again.
+const HELD_ROWS: usize = 100_000;
+
 /// The version of summary.json's schema (see the README).
 pub const SUMMARY_SCHEMA: u32 = 1;
 
@@ -79,9 +83,11 @@ pub struct Report {
     /// Rows with a step failed, in conflict, blocked or pending.
     pub attention: usize,
     pub totals: BTreeMap<String, Totals>,
-    /// The rows themselves are read again from the database as a writer goes
-    /// ([`Report::each_row`]): a report of a million rows never holds them all.
     plan_id: i64,
+    /// The rows, when there are at most [`HELD_ROWS`]; a larger report reads them again
+    /// from the database as each writer goes ([`Report::each_row`]), so a report of a
+    /// million rows never holds them all.
+    rows: Option<Vec<RowResult>>,
     /// The run's export steps.
     pub exports: Vec<crate::state::exports::ExportRecord>,
 }
@@ -148,6 +154,7 @@ impl Report {
         let mut totals: BTreeMap<String, Totals> = BTreeMap::new();
         let mut counts: BTreeMap<String, BTreeMap<String, u64>> = BTreeMap::new();
         let (mut row_count, mut attention) = (0, 0);
+        let mut rows = Some(Vec::new());
         scan(conn, plan_id, &steps, Some(&mut totals), &mut |row| {
             row_count += 1;
             if needs_attention(&row) {
@@ -161,6 +168,10 @@ impl Report {
                         .entry(s.status.clone())
                         .or_default() += 1;
                 }
+            }
+            match &mut rows {
+                Some(held) if held.len() < HELD_ROWS => held.push(row),
+                _ => rows = None,
             }
         })?;
         let exports = if run.id > 0 {
@@ -179,6 +190,7 @@ impl Report {
             attention,
             totals,
             plan_id,
+            rows,
         })
     }
 
@@ -193,6 +205,10 @@ impl Report {
         conn: &Connection,
         f: &mut dyn FnMut(&RowResult),
     ) -> rusqlite::Result<()> {
+        if let Some(rows) = &self.rows {
+            rows.iter().for_each(f);
+            return Ok(());
+        }
         scan(conn, self.plan_id, &self.steps, None, &mut |row| f(&row))
     }
 }

@@ -8,7 +8,7 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::mpsc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 type Completion = Box<dyn FnOnce(Result<(), String>) + Send>;
 type WriteJob = Box<dyn FnOnce(&Connection) -> Completion + Send>;
@@ -173,29 +173,24 @@ fn serve(conn: Connection, rx: mpsc::Receiver<Job>, commits: Arc<AtomicU64>) {
             }
         }
         // Whatever else is already queued joins this round. A round of outcomes only
-        // (nobody waits on the disk) lingers a moment for more: one commit for many.
-        let linger_until = Instant::now() + LINGER;
+        // (nobody waits on the disk) first lingers a moment for more: one commit for many.
+        // It sleeps rather than waits on the queue, so the writes that come meanwhile do
+        // not wake this thread one by one.
+        let mut lingered = false;
         while writes.len() < MAX_GROUP {
-            let next = match rx.try_recv() {
-                Ok(job) => job,
-                Err(mpsc::TryRecvError::Disconnected) => break,
-                Err(mpsc::TryRecvError::Empty) => {
-                    let left = linger_until.saturating_duration_since(Instant::now());
-                    if durable || !reads.is_empty() || writes.is_empty() || left.is_zero() {
-                        break;
-                    }
-                    match rx.recv_timeout(left) {
-                        Ok(job) => job,
-                        Err(_) => break,
-                    }
-                }
-            };
-            match next {
-                Job::Write(w, d) => {
+            match rx.try_recv() {
+                Ok(Job::Write(w, d)) => {
                     writes.push(w);
                     durable |= d;
                 }
-                Job::Read(r) => reads.push(r),
+                Ok(Job::Read(r)) => reads.push(r),
+                Err(mpsc::TryRecvError::Empty)
+                    if !lingered && !durable && reads.is_empty() && !writes.is_empty() =>
+                {
+                    lingered = true;
+                    std::thread::sleep(LINGER);
+                }
+                Err(_) => break,
             }
         }
         if !writes.is_empty() {
