@@ -702,7 +702,7 @@ pub async fn execute(job: &Job, ctx: Arc<Ctx>, retry_failed: bool) -> Result<i32
         let (step_id, states) = (step.id.clone(), ["pending", "in_flight", "blocked"]);
         let todo = ctx
             .db
-            .read(move |c| work::items_in(c, plan_id, &step_id, &states).map(|v| v.len() as u64))
+            .read(move |c| work::count_in(c, plan_id, &step_id, &states))
             .await?;
         tracing::info!(step = %step.id, items = todo, "step started");
         if let Some(p) = &ctx.progress {

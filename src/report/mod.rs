@@ -347,42 +347,79 @@ pub fn write(job: &Job, state_path: &Path, run_id: Option<i64>) -> Result<PathBu
             source,
         })?;
     }
-    for format in &job.report.formats {
-        let name = match format.as_str() {
-            "csv" => "results.csv",
-            "json" => "summary.json",
-            "junit" => "junit.xml",
-            "html" => "report.html",
-            _ => continue,
-        };
-        // Written under a temporary name and renamed: a reader never sees half a file. The
-        // text streams to the file: a large run's report is never held whole in memory.
-        let path = dir.join(name);
-        let tmp = dir.join(format!(".{name}.tmp"));
-        let written = std::fs::File::create(&tmp).and_then(|file| {
-            let mut w = std::io::BufWriter::with_capacity(256 << 10, file);
-            let mut out = Out::new(&mut w);
-            match name {
-                "results.csv" => csv_out::results_csv(&report, state.connection(), &mut out),
-                "summary.json" => out.push_str(&summary::summary_json(&report)),
-                "junit.xml" => junit::junit_xml(&report, state.connection(), &mut out),
-                _ => html::report_html(&report, state.connection(), &mut out),
-            }
-            out.finish()?;
-            w.into_inner().map_err(|e| e.into_error())?.sync_all()
-        });
-        written
-            .and_then(|()| std::fs::rename(&tmp, &path))
-            .map_err(|source| ReportError::Write {
-                path: path.clone(),
-                source,
-            })?;
-        let (copy, tmp) = (latest.join(name), latest.join(format!(".{name}.tmp")));
-        std::fs::copy(&path, &tmp)
-            .and_then(|_| std::fs::rename(&tmp, &copy))
-            .map_err(|source| ReportError::Write { path: copy, source })?;
-    }
+    let names: Vec<&'static str> = job
+        .report
+        .formats
+        .iter()
+        .filter_map(|format| match format.as_str() {
+            "csv" => Some("results.csv"),
+            "json" => Some("summary.json"),
+            "junit" => Some("junit.xml"),
+            "html" => Some("report.html"),
+            _ => None,
+        })
+        .collect();
+    // One thread a file: the formats are independent, and a run's end leaves cores idle.
+    // Each thread has its own connection (a connection is not shared between threads).
+    let written: Vec<Result<(), ReportError>> = std::thread::scope(|s| {
+        let report = &report;
+        let (dir, latest) = (&dir, &latest);
+        let threads: Vec<_> = names
+            .iter()
+            .map(|&name| s.spawn(move || write_file(name, report, state_path, dir, latest)))
+            .collect();
+        threads
+            .into_iter()
+            .zip(&names)
+            .map(|(t, name)| {
+                t.join().unwrap_or_else(|_| {
+                    Err(ReportError::Write {
+                        path: dir.join(name),
+                        source: std::io::Error::other("the report writer failed"),
+                    })
+                })
+            })
+            .collect()
+    });
+    written.into_iter().collect::<Result<(), _>>()?;
     Ok(dir)
+}
+
+/// Writes one report file into the run's directory, then copies it into `latest/`.
+fn write_file(
+    name: &str,
+    report: &Report,
+    state_path: &Path,
+    dir: &Path,
+    latest: &Path,
+) -> Result<(), ReportError> {
+    let state = crate::state::State::open(state_path)?;
+    // Written under a temporary name and renamed: a reader never sees half a file. The
+    // text streams to the file: a large run's report is never held whole in memory.
+    let path = dir.join(name);
+    let tmp = dir.join(format!(".{name}.tmp"));
+    let written = std::fs::File::create(&tmp).and_then(|file| {
+        let mut w = std::io::BufWriter::with_capacity(256 << 10, file);
+        let mut out = Out::new(&mut w);
+        match name {
+            "results.csv" => csv_out::results_csv(report, state.connection(), &mut out),
+            "summary.json" => out.push_str(&summary::summary_json(report)),
+            "junit.xml" => junit::junit_xml(report, state.connection(), &mut out),
+            _ => html::report_html(report, state.connection(), &mut out),
+        }
+        out.finish()?;
+        w.into_inner().map_err(|e| e.into_error())?.sync_all()
+    });
+    written
+        .and_then(|()| std::fs::rename(&tmp, &path))
+        .map_err(|source| ReportError::Write {
+            path: path.clone(),
+            source,
+        })?;
+    let (copy, tmp) = (latest.join(name), latest.join(format!(".{name}.tmp")));
+    std::fs::copy(&path, &tmp)
+        .and_then(|_| std::fs::rename(&tmp, &copy))
+        .map_err(|source| ReportError::Write { path: copy, source })
 }
 
 /// Where a report's text goes: straight to its file (through a buffer). The first write

@@ -219,6 +219,21 @@ pub fn items_in(
     stmt.query_map(params![plan_id, step], work_item)?.collect()
 }
 
+/// How many items [`items_in`] would return.
+pub fn count_in(
+    conn: &Connection,
+    plan_id: i64,
+    step: &str,
+    states: &[&str],
+) -> rusqlite::Result<u64> {
+    let marks = sql_list(states);
+    let sql = format!(
+        "SELECT COUNT(*) FROM items WHERE plan_id = ?1 AND step = ?2 AND state IN ({marks}) AND conflict_hash IS NULL"
+    );
+    conn.query_row(&sql, params![plan_id, step], |r| r.get::<_, i64>(0))
+        .map(|n| n as u64)
+}
+
 /// Each row's step items: `(row_key, step) -> (state, provider_status)`.
 pub type RowStates = std::collections::HashMap<(String, String), (String, Option<String>)>;
 
