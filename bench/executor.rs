@@ -1,7 +1,8 @@
 //! Executor benchmarks, against in-process sandboxes, running the real `payrun` binary:
 //!
 //! 1. overhead: 20,000-row onboarding job, faults off, no rate limit, concurrency 8; payrun
-//!    rows/s next to `wrk` requests/s on the same endpoint with the same concurrency;
+//!    rows/s next to `wrk` requests/s on the same endpoint with the same concurrency, in five
+//!    alternating rounds (best against best, and the median of the rounds' ratios);
 //! 2. rate accuracy: job limit 50/s against a sandbox enforcing 50/s, 2,000 rows;
 //! 3. latency hiding: sandbox latency 200 ms, limit 100/s, concurrency 32, 2,000 rows;
 //! 4. resume: re-run of a completed 100,000-row job (wall time, requests).
@@ -9,9 +10,17 @@
 //! Run: `cargo bench --bench executor` (needs `wrk`). SKIP_SLOW=1 skips 2 and 3.
 
 use payrun::sandbox::{self, Config, Faults, Sandbox};
+
+/// The sandboxes here run in this process: with the allocator of the `payrun` binary, they
+/// are the sandbox `payrun sandbox` runs.
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::{Duration, Instant};
+
+/// Rounds of the overhead measurement.
+const ROUNDS: usize = 5;
 
 fn job(rate: &str, burst: u32, concurrency: u32) -> String {
     format!(
@@ -109,7 +118,7 @@ fn wrk(url: &str, connections: u32) -> f64 {
             "-c",
             &connections.to_string(),
             "-d",
-            "5s",
+            "3s",
             "-s",
             script.to_str().unwrap(),
             url,
@@ -137,22 +146,38 @@ fn main() {
     };
     let skip_slow = std::env::var("SKIP_SLOW").is_ok();
 
-    // 1. Overhead.
-    let sb = start(Config::default());
-    let dir = setup("overhead", 20_000, &job("1000000/s", 1000, 8));
-    let m = run_payrun(&dir, &sb);
-    assert_eq!(m.code, 0);
-    let payrun_rate = 20_000.0 / m.wall;
-    let wrk_sb = start(Config::default());
-    let wrk_rate = {
-        let _guard = rt.enter();
-        wrk(&format!("{}/v2/contacts", wrk_sb.base_url()), 8)
-    };
+    // 1. Overhead: rounds of one payrun run and one wrk run, each against a fresh sandbox
+    // (a sandbox's ledger grows with every contact), alternating so that a noisy phase of
+    // the machine hits both.
+    let mut rounds = Vec::new();
+    for _ in 0..ROUNDS {
+        let sb = start(Config::default());
+        let dir = setup("overhead", 20_000, &job("1000000/s", 1000, 8));
+        let m = run_payrun(&dir, &sb);
+        assert_eq!(m.code, 0);
+        assert_eq!(m.requests, 20_000);
+        let wrk_sb = start(Config::default());
+        let wrk_rate = {
+            let _guard = rt.enter();
+            wrk(&format!("{}/v2/contacts", wrk_sb.base_url()), 8)
+        };
+        let payrun_rate = 20_000.0 / m.wall;
+        println!(
+            "   round: payrun {payrun_rate:.0} rows/s ({:.2} s for 20,000 rows), wrk {wrk_rate:.0} req/s: ratio {:.2}",
+            m.wall,
+            payrun_rate / wrk_rate
+        );
+        rounds.push((payrun_rate, wrk_rate));
+    }
+    let best_payrun = rounds.iter().map(|r| r.0).fold(0.0, f64::max);
+    let best_wrk = rounds.iter().map(|r| r.1).fold(0.0, f64::max);
+    let mut ratios: Vec<f64> = rounds.iter().map(|(p, w)| p / w).collect();
+    ratios.sort_by(f64::total_cmp);
     println!(
-        "1. overhead: payrun {payrun_rate:.0} rows/s ({:.2} s for 20,000 rows, {} requests, durable state) vs wrk {wrk_rate:.0} req/s, same endpoint, 8 connections: ratio {:.2} (target >= 0.5)",
-        m.wall,
-        m.requests,
-        payrun_rate / wrk_rate
+        "1. overhead: payrun best {best_payrun:.0} rows/s ({:.2} s for 20,000 rows, durable state) vs wrk best {best_wrk:.0} req/s, same endpoint, 8 connections: ratio best/best {:.2}, median of rounds {:.2} (target >= 0.5)",
+        20_000.0 / best_payrun,
+        best_payrun / best_wrk,
+        ratios[ratios.len() / 2]
     );
 
     if !skip_slow {

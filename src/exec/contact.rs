@@ -16,7 +16,7 @@ use tokio::time::Instant;
 /// Intents are committed for this many items at once. An item whose intent is written
 /// but whose request never left (a crash in between) is in doubt for the next run, which
 /// asks the provider before sending: correct, at the price of a lookup.
-pub(super) const INTENT_CHUNK: usize = 64;
+pub(super) const INTENT_CHUNK: usize = 256;
 
 pub async fn run(
     job: &Job,

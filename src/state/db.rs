@@ -35,6 +35,7 @@ const MAX_GROUP: usize = 512;
 /// waits on those commits to send, so this costs no throughput; it saves commits (each one
 /// rewrites the pages it touched into the WAL).
 const LINGER: Duration = Duration::from_millis(2);
+const LINGER_SLICE: Duration = Duration::from_micros(500);
 
 impl Db {
     /// Opens the database (running migrations) on its own thread.
@@ -176,7 +177,8 @@ fn serve(conn: Connection, rx: mpsc::Receiver<Job>, commits: Arc<AtomicU64>) {
         // (nobody waits on the disk) first lingers a moment for more: one commit for many.
         // It sleeps rather than waits on the queue, so the writes that come meanwhile do
         // not wake this thread one by one.
-        let mut lingered = false;
+        // An intent or a read that comes meanwhile ends the linger at the next slice.
+        let mut lingered = Duration::ZERO;
         while writes.len() < MAX_GROUP {
             match rx.try_recv() {
                 Ok(Job::Write(w, d)) => {
@@ -185,10 +187,10 @@ fn serve(conn: Connection, rx: mpsc::Receiver<Job>, commits: Arc<AtomicU64>) {
                 }
                 Ok(Job::Read(r)) => reads.push(r),
                 Err(mpsc::TryRecvError::Empty)
-                    if !lingered && !durable && reads.is_empty() && !writes.is_empty() =>
+                    if lingered < LINGER && !durable && reads.is_empty() && !writes.is_empty() =>
                 {
-                    lingered = true;
-                    std::thread::sleep(LINGER);
+                    std::thread::sleep(LINGER_SLICE);
+                    lingered += LINGER_SLICE;
                 }
                 Err(_) => break,
             }
