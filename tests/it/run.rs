@@ -831,3 +831,32 @@ async fn a_wrong_secret_stops_the_run_with_rows_still_pending() {
     // With the right secret, the next run does everything.
     assert_eq!(setup.run(&s, false).await.exit_code, 0);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_base_url_that_is_not_a_url_is_refused_before_anything_is_sent() {
+    let s = start(fast(Faults::default())).await;
+    let setup = Setup::new(&job_text(10, ""), &people(3));
+    let mut cmd = std::process::Command::new(env!("CARGO_BIN_EXE_payrun"));
+    cmd.args(["run", "job.yaml", "--state", "state.db"])
+        .current_dir(setup.dir.path());
+    for (k, v) in setup.env(&s) {
+        cmd.env(k, v);
+    }
+    cmd.env("HC_TEST_BASE_URL", "sandbox.example.com/api");
+    let out = cmd.output().unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{stderr}");
+    assert!(
+        stderr.contains("provider.base_url 'sandbox.example.com/api' is not an http(s) URL"),
+        "{stderr}"
+    );
+    assert!(!stderr.contains("sandbox-secret"), "the secret was printed");
+    assert_eq!(
+        ledger(&s).await["contacts"]
+            .as_array()
+            .expect("the ledger lists contacts")
+            .len(),
+        0,
+        "something reached the provider"
+    );
+}
