@@ -7,7 +7,7 @@ pub use crate::provider::http::Secret;
 use crate::provider::http::transport;
 use reqwest::header::{ACCEPT, HeaderMap, HeaderValue};
 use reqwest::{Method, RequestBuilder, Response, Url};
-use serde::de::DeserializeOwned;
+use serde::de::{DeserializeOwned, IgnoredAny};
 use serde_json::Value;
 
 /// A KYC image to upload.
@@ -84,9 +84,11 @@ impl HelloClever {
     pub async fn create_contact(
         &self,
         body: &serde_json::Map<String, Value>,
-    ) -> Result<Value, CallError> {
-        self.send(self.request(Method::POST, "/v2/contacts").json(body))
+    ) -> Result<(), CallError> {
+        // The reply is checked to be JSON, and not kept: nothing in it is needed.
+        self.send::<IgnoredAny>(self.request(Method::POST, "/v2/contacts").json(body))
             .await
+            .map(drop)
     }
 
     /// `GET /v2/contacts/detail?email=`; `Ok(None)` when the contact does not exist.
