@@ -364,14 +364,20 @@ async fn a_changed_paid_row_is_a_conflict_and_is_not_sent_again() {
 }
 
 /// Runs the real binary on the setup's job against `s`.
-fn binary(setup: &Setup, s: &Sandbox, extra: &[&str]) -> std::process::Child {
+/// `payrun run job.yaml` in the setup's folder, against `s`.
+fn command(setup: &Setup, s: &Sandbox) -> std::process::Command {
     let mut cmd = std::process::Command::new(env!("CARGO_BIN_EXE_payrun"));
     cmd.args(["run", "job.yaml", "--state", "state.db"])
-        .args(extra)
         .current_dir(setup.dir.path());
     for (k, v) in setup.env(s) {
         cmd.env(k, v);
     }
+    cmd
+}
+
+fn binary(setup: &Setup, s: &Sandbox, extra: &[&str]) -> std::process::Child {
+    let mut cmd = command(setup, s);
+    cmd.args(extra);
     cmd.stdout(std::process::Stdio::null())
         .stderr(std::process::Stdio::piped());
     cmd.spawn().unwrap()
@@ -804,14 +810,10 @@ async fn a_stop_while_rate_limited_requeues_rather_than_fails() {
 async fn a_wrong_secret_stops_the_run_with_rows_still_pending() {
     let s = start(fast(Faults::default())).await;
     let setup = Setup::new(&job_text(10, ""), &people(30));
-    let mut cmd = std::process::Command::new(env!("CARGO_BIN_EXE_payrun"));
-    cmd.args(["run", "job.yaml", "--state", "state.db"])
-        .current_dir(setup.dir.path());
-    for (k, v) in setup.env(&s) {
-        cmd.env(k, v);
-    }
-    cmd.env("HC_TEST_SECRET_KEY", "not-the-secret");
-    let out = cmd.output().unwrap();
+    let out = command(&setup, &s)
+        .env("HC_TEST_SECRET_KEY", "not-the-secret")
+        .output()
+        .unwrap();
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert_eq!(out.status.code(), Some(5), "{stderr}");
     assert!(
@@ -836,14 +838,10 @@ async fn a_wrong_secret_stops_the_run_with_rows_still_pending() {
 async fn a_base_url_that_is_not_a_url_is_refused_before_anything_is_sent() {
     let s = start(fast(Faults::default())).await;
     let setup = Setup::new(&job_text(10, ""), &people(3));
-    let mut cmd = std::process::Command::new(env!("CARGO_BIN_EXE_payrun"));
-    cmd.args(["run", "job.yaml", "--state", "state.db"])
-        .current_dir(setup.dir.path());
-    for (k, v) in setup.env(&s) {
-        cmd.env(k, v);
-    }
-    cmd.env("HC_TEST_BASE_URL", "sandbox.example.com/api");
-    let out = cmd.output().unwrap();
+    let out = command(&setup, &s)
+        .env("HC_TEST_BASE_URL", "sandbox.example.com/api")
+        .output()
+        .unwrap();
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert_eq!(out.status.code(), Some(2), "{stderr}");
     assert!(
