@@ -771,18 +771,15 @@ impl RowSource<'_, '_> {
             .reader
             .read_at(item.row_offset, item.row_line)
             .map_err(|e| e.to_string())?;
-        let items = self
+        let planned = self
             .renderer
-            .render(&record, item.row_line, &item.row_key)
+            .render(&record, item.row_line, &item.row_key, si)
             .map_err(|errs| {
                 errs.iter()
                     .map(ToString::to_string)
                     .collect::<Vec<_>>()
                     .join("; ")
-            })?;
-        let planned = items
-            .into_iter()
-            .find(|i| i.step == si)
+            })?
             .ok_or("the row no longer renders this step")?;
         if planned.hash != item.content_hash {
             return Err(

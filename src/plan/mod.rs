@@ -161,20 +161,23 @@ impl<'a> Renderer<'a> {
         }
     }
 
-    /// Renders and checks one record; its items, or its problems.
+    /// Renders and checks step `si` of one record: its item, or its problems.
     pub fn render(
         &self,
         record: &csv::StringRecord,
         line: u64,
         key: &str,
-    ) -> Result<Vec<ItemPlan>, Vec<InputError>> {
+        si: usize,
+    ) -> Result<Option<ItemPlan>, Vec<InputError>> {
         let mut out = check::ChunkResult::default();
-        self.checker
-            .check_row(0, line, key, record, &mut out, &mut Vec::new());
+        self.checker.check_row_step(si, line, key, record, &mut out);
         if !out.errors.is_empty() {
             return Err(out.errors.into_iter().map(|(_, e)| e).collect());
         }
-        Ok(out.items.pop().map(|(_, items)| items).unwrap_or_default())
+        Ok(out
+            .items
+            .pop()
+            .and_then(|(_, items)| items.into_iter().find(|i| i.step == si)))
     }
 }
 

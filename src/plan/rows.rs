@@ -243,6 +243,40 @@ impl RowChecker<'_> {
         }
     }
 
+    /// Checks one step of one row: the executor rendering an item again to send it. Other
+    /// steps are left alone (their own items are checked when they are sent), so a row's
+    /// KYC images are not read again to send its contact.
+    pub(super) fn check_row_step<'r>(
+        &'r self,
+        si: usize,
+        line: u64,
+        key: &str,
+        record: &'r StringRecord,
+        out: &mut ChunkResult,
+    ) {
+        let mut errs = RowErrors {
+            out,
+            slot: 0,
+            count: 0,
+        };
+        let mut items = Vec::new();
+        let mut values = Vec::new();
+        let step = &self.job.steps[si];
+        self.check_step(
+            si,
+            step,
+            record,
+            line,
+            key,
+            &mut errs,
+            &mut items,
+            &mut values,
+        );
+        if self.build && errs.count == 0 {
+            errs.out.items.push((0, items));
+        }
+    }
+
     #[allow(clippy::too_many_arguments)]
     fn render<'r>(
         &self,
