@@ -41,6 +41,13 @@ impl Db {
     /// Opens the database (running migrations) on its own thread.
     pub fn open(path: &Path) -> Result<Db, StateError> {
         let state = State::open(path)?;
+        // A page cache that holds a run's items (about 4 KiB per 10 items) up to 200,000
+        // items: with SQLite's default of 2 MiB, outcome updates re-read pages they had
+        // just written (36,000 reads of the file in a 20,000-row run; 11,000 with this).
+        state
+            .connection()
+            .pragma_update(None, "cache_size", -(80 << 10))
+            .map_err(|e| state.err(e))?;
         let (jobs, rx) = mpsc::channel::<Job>();
         let commits = Arc::new(AtomicU64::new(0));
         let counter = commits.clone();

@@ -84,10 +84,6 @@ impl State {
             .map_err(wrap)?;
         conn.pragma_update(None, "foreign_keys", "on")
             .map_err(wrap)?;
-        // A page cache that holds a run's items (about 4 KiB per 10 items) up to 200,000
-        // items: SQLite's default of 2 MiB made every report scan and outcome re-read pages.
-        conn.pragma_update(None, "cache_size", -(80 << 10))
-            .map_err(wrap)?;
         conn.busy_timeout(std::time::Duration::from_secs(10))
             .map_err(wrap)?;
         schema::migrate(&mut conn, &path)?;
