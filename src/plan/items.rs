@@ -13,24 +13,38 @@ use sha2::{Digest, Sha256};
 use std::borrow::Cow;
 use std::path::Path;
 
-/// One field of an item, full (unmasked) value.
-enum Value<'a> {
+/// The full (unmasked) value of one field of an item.
+enum FieldValue<'a> {
     Text(Cow<'a, str>),
     /// Entries sorted by key, each key once (the last given wins, as in a JSON object).
     Map(Vec<(&'a str, &'a str)>),
 }
 
+/// One field of an item: its name (`name#sha256` for an image's content hash), its value,
+/// and whether the stored copy masks it.
+struct Entry<'a> {
+    name: Cow<'a, str>,
+    value: FieldValue<'a>,
+    sensitive: bool,
+}
+
+impl Entry<'_> {
+    fn is_image_hash(&self) -> bool {
+        self.name.contains('#')
+    }
+}
+
 /// The item's fields by name, in key order: the canonical form that is hashed and stored.
 struct Fields<'a> {
-    entries: Vec<(Cow<'a, str>, Value<'a>, bool)>,
+    entries: Vec<Entry<'a>>,
 }
 
 impl<'a> Fields<'a> {
     fn text(&self, name: &str) -> &str {
         self.entries
             .iter()
-            .find_map(|(k, v, _)| match v {
-                Value::Text(t) if k == name => Some(t.as_ref()),
+            .find_map(|e| match &e.value {
+                FieldValue::Text(t) if e.name == name => Some(t.as_ref()),
                 _ => None,
             })
             .unwrap_or("")
@@ -43,19 +57,21 @@ impl<'a> Fields<'a> {
         let mut out = Vec::with_capacity(256);
         out.push(b'{');
         let mut first = true;
-        for (name, value, sensitive) in &self.entries {
-            if shown && name.contains('#') {
+        for e in &self.entries {
+            if shown && e.is_image_hash() {
                 continue;
             }
             if !std::mem::take(&mut first) {
                 out.push(b',');
             }
-            json_str(&mut out, name);
+            json_str(&mut out, &e.name);
             out.push(b':');
-            match value {
-                Value::Text(t) if shown && *sensitive => json_str(&mut out, &redact::mask_tail(t)),
-                Value::Text(t) => json_str(&mut out, t),
-                Value::Map(entries) => {
+            match &e.value {
+                FieldValue::Text(t) if shown && e.sensitive => {
+                    json_str(&mut out, &redact::mask_tail(t))
+                }
+                FieldValue::Text(t) => json_str(&mut out, t),
+                FieldValue::Map(entries) => {
                     out.push(b'{');
                     for (i, (k, v)) in entries.iter().enumerate() {
                         if i > 0 {
@@ -82,18 +98,18 @@ impl<'a> Fields<'a> {
     fn to_send(&self) -> Map<String, serde_json::Value> {
         self.entries
             .iter()
-            .filter(|(k, _, _)| !k.contains('#'))
-            .map(|(k, v, _)| {
-                let v = match v {
-                    Value::Text(t) => serde_json::Value::String(t.to_string()),
-                    Value::Map(entries) => serde_json::Value::Object(
+            .filter(|e| !e.is_image_hash())
+            .map(|e| {
+                let v = match &e.value {
+                    FieldValue::Text(t) => serde_json::Value::String(t.to_string()),
+                    FieldValue::Map(entries) => serde_json::Value::Object(
                         entries
                             .iter()
                             .map(|(k, v)| (k.to_string(), serde_json::Value::String(v.to_string())))
                             .collect(),
                     ),
                 };
-                (k.to_string(), v)
+                (e.name.to_string(), v)
             })
             .collect()
     }
@@ -133,13 +149,17 @@ pub fn build_item(
                     let bytes = std::fs::read(&path).map_err(|e| {
                         format!("image file {} cannot be read: {e}", path.display())
                     })?;
-                    entries.push((
-                        Cow::Owned(format!("{name}#sha256")),
-                        Value::Text(Cow::Owned(hex(&Sha256::digest(&bytes)))),
-                        false,
-                    ));
+                    entries.push(Entry {
+                        name: Cow::Owned(format!("{name}#sha256")),
+                        value: FieldValue::Text(Cow::Owned(hex(&Sha256::digest(&bytes)))),
+                        sensitive: false,
+                    });
                 }
-                entries.push((Cow::Borrowed(name), Value::Text(v), field.spec.sensitive));
+                entries.push(Entry {
+                    name: Cow::Borrowed(name),
+                    value: FieldValue::Text(v),
+                    sensitive: field.spec.sensitive,
+                });
             }
             Rendered::Map(given) => {
                 let mut sorted: Vec<(&str, &str)> =
@@ -153,11 +173,15 @@ pub fn build_item(
                         _ => map.push((k, v)),
                     }
                 }
-                entries.push((Cow::Borrowed(name), Value::Map(map), false));
+                entries.push(Entry {
+                    name: Cow::Borrowed(name),
+                    value: FieldValue::Map(map),
+                    sensitive: false,
+                });
             }
         }
     }
-    entries.sort_by(|a, b| a.0.cmp(&b.0));
+    entries.sort_by(|a, b| a.name.cmp(&b.name));
     let fields = Fields { entries };
     let (currency, group, ext) = if step.kind == StepKind::Payout {
         let group = BATCH_FIELDS
@@ -241,29 +265,32 @@ mod tests {
                 false
             }
         });
-        let mut entries: Vec<(Cow<str>, Value, bool)> = tricky
+        let entry = |name: String, value, sensitive| Entry {
+            name: Cow::Owned(name),
+            value,
+            sensitive,
+        };
+        let mut entries: Vec<Entry> = tricky
             .iter()
             .enumerate()
-            .map(|(i, t)| {
-                (
-                    Cow::Owned(format!("f{i}")),
-                    Value::Text(Cow::Borrowed(*t)),
-                    i == 1,
-                )
-            })
+            .map(|(i, t)| entry(format!("f{i}"), FieldValue::Text(Cow::Borrowed(*t)), i == 1))
             .collect();
-        entries.push((Cow::Borrowed("f1#sha256"), Value::Text("abc".into()), false));
-        entries.push((
-            Cow::Borrowed("payout_method_params"),
-            Value::Map(sorted),
+        entries.push(entry(
+            "f1#sha256".into(),
+            FieldValue::Text("abc".into()),
             false,
         ));
-        entries.push((
-            Cow::Borrowed("Zed"),
-            Value::Text("upper first".into()),
+        entries.push(entry(
+            "payout_method_params".into(),
+            FieldValue::Map(sorted),
             false,
         ));
-        entries.sort_by(|a, b| a.0.cmp(&b.0));
+        entries.push(entry(
+            "Zed".into(),
+            FieldValue::Text("upper first".into()),
+            false,
+        ));
+        entries.sort_by(|a, b| a.name.cmp(&b.name));
         let fields = Fields { entries };
 
         let mut full = Map::new();
