@@ -31,7 +31,7 @@ pub async fn run(
         if ctx.stopping() {
             break;
         }
-        let (ready, fresh) = payloads(ctx, si, chunk, rows).await?;
+        let (ready, fresh) = payloads(ctx, si, chunk, rows, Body::new).await?;
         // One durable commit for the intents of the chunk, just before its requests start.
         ctx.db
             .write(move |c| work::mark_in_flight(c, &fresh))
@@ -59,17 +59,19 @@ pub(super) async fn to_send(
     split_ready(job, si, ctx, items).await
 }
 
-/// The payloads of a chunk's items (rows that no longer render as planned are handled
-/// here), and the ids of those not in flight yet, whose intent is to be written.
-pub(super) async fn payloads(
+/// The payloads of a chunk's items, each in the form `form` makes of its fields' JSON
+/// (rows that no longer render as planned are handled here), and the ids of those not in
+/// flight yet, whose intent is to be written.
+pub(super) async fn payloads<T>(
     ctx: &Ctx,
     si: usize,
     chunk: &[WorkItem],
     rows: &mut RowSource<'_, '_>,
-) -> Result<(Vec<(WorkItem, Map<String, Value>)>, Vec<i64>), StateError> {
+    form: fn(String) -> Result<T, String>,
+) -> Result<(Vec<(WorkItem, T)>, Vec<i64>), StateError> {
     let mut ready = Vec::with_capacity(chunk.len());
     for item in chunk {
-        match rows.payload(si, item) {
+        match rows.payload(si, item).and_then(form) {
             Ok(p) => ready.push((item.clone(), p)),
             Err(e) => unreadable(ctx, item, e).await?,
         }
@@ -202,14 +204,35 @@ fn same(existing: &Contact, payload: &Map<String, Value>) -> bool {
     })
 }
 
+/// A contact's request body: the row's fields as JSON text, sent as they are, and the
+/// email they hold.
+pub(super) struct Body {
+    json: String,
+    email: String,
+}
+
+impl Body {
+    pub(super) fn new(json: String) -> Result<Body, String> {
+        #[derive(serde::Deserialize)]
+        struct Email {
+            #[serde(default)]
+            email: String,
+        }
+        let Email { email } = serde_json::from_str(&json)
+            .map_err(|e| format!("the row's fields are not JSON: {e}"))?;
+        Ok(Body { json, email })
+    }
+
+    fn fields(&self) -> Map<String, Value> {
+        // Made from a JSON object by payrun itself.
+        serde_json::from_str(&self.json).unwrap_or_default()
+    }
+}
+
 /// The contact exists: leave it when equal, else update it to the row's values.
-async fn reconcile(
-    ctx: &Ctx,
-    id: i64,
-    existing: Contact,
-    payload: &Map<String, Value>,
-) -> Result<(), StateError> {
+async fn reconcile(ctx: &Ctx, id: i64, existing: Contact, body: &Body) -> Result<(), StateError> {
     let email = existing.email.clone();
+    let payload = &body.fields();
     if same(&existing, payload) {
         return ctx.outcome(id, succeeded(&email, "unchanged")).await;
     }
@@ -223,16 +246,8 @@ fn already_exists(e: &CallError) -> bool {
     matches!(e, CallError::Status { status: 422, message, .. } if message.contains("already"))
 }
 
-async fn process(
-    ctx: Arc<Ctx>,
-    item: WorkItem,
-    payload: Map<String, Value>,
-) -> Result<(), StateError> {
-    let email = payload
-        .get("email")
-        .and_then(Value::as_str)
-        .unwrap_or_default()
-        .to_string();
+async fn process(ctx: Arc<Ctx>, item: WorkItem, payload: Body) -> Result<(), StateError> {
+    let email = &payload.email;
     let started = Instant::now();
     let mut in_doubt = item.state == "in_flight";
     // A pending item's first intent was committed with its chunk.
@@ -241,7 +256,7 @@ async fn process(
     loop {
         if in_doubt {
             // Was it applied? Ask before sending again.
-            match idempotent(&ctx, || async { ctx.hc()?.contact(&email).await }).await {
+            match idempotent(&ctx, || async { ctx.hc()?.contact(email).await }).await {
                 Ok(Some(existing)) => {
                     super::pace::Stats::add(&ctx.pacer.stats.in_doubt_resolved);
                     return reconcile(&ctx, item.id, existing, &payload).await;
@@ -259,14 +274,14 @@ async fn process(
             return Ok(());
         };
         intent_written = false;
-        let result = async { ctx.hc()?.create_contact(&payload).await }.await;
+        let result = async { ctx.hc()?.create_contact(payload.json.clone()).await }.await;
         drop(slot);
         let e = match result {
-            Ok(_) => return ctx.outcome(item.id, succeeded(&email, "created")).await,
+            Ok(_) => return ctx.outcome(item.id, succeeded(email, "created")).await,
             Err(e) => e,
         };
         if already_exists(&e) {
-            return match idempotent(&ctx, || async { ctx.hc()?.contact(&email).await }).await {
+            return match idempotent(&ctx, || async { ctx.hc()?.contact(email).await }).await {
                 Ok(Some(existing)) => reconcile(&ctx, item.id, existing, &payload).await,
                 Ok(None) => ctx.outcome(item.id, failed(&e)).await,
                 Err(lookup) => ctx.outcome(item.id, failed(&lookup)).await,

@@ -163,7 +163,10 @@ pub async fn run(
         if ctx.stopping() {
             break;
         }
-        let (ready, fresh) = payloads(ctx, si, chunk, rows).await?;
+        let (ready, fresh) = payloads(ctx, si, chunk, rows, |json| {
+            serde_json::from_str(&json).map_err(|e| format!("the row's fields are not JSON: {e}"))
+        })
+        .await?;
         if step.kind == StepKind::CustomersBulk {
             throttle(&mut tasks).await?;
             tasks.spawn(bulk(ctx.clone(), fh.clone(), ready, fresh));

@@ -59,7 +59,7 @@ pub async fn run(
         if ctx.stopping() {
             break;
         }
-        let payload = match rows.payload(si, &item) {
+        let payload = match rows.fields(si, &item) {
             Ok(p) => p,
             Err(e) => {
                 unreadable(ctx, &item, e).await?;

@@ -766,7 +766,13 @@ pub(crate) struct RowSource<'a, 'r> {
 
 impl RowSource<'_, '_> {
     /// The full fields of `item` in step `si`, if the row still renders to what was planned.
-    pub fn payload(&mut self, si: usize, item: &WorkItem) -> Result<Map<String, Value>, String> {
+    pub fn fields(&mut self, si: usize, item: &WorkItem) -> Result<Map<String, Value>, String> {
+        let json = self.payload(si, item)?;
+        serde_json::from_str(&json).map_err(|e| format!("the row's fields are not JSON: {e}"))
+    }
+
+    /// [`RowSource::fields`] as the canonical JSON text they were rendered to.
+    pub fn payload(&mut self, si: usize, item: &WorkItem) -> Result<String, String> {
         let record = self
             .reader
             .read_at(item.row_offset, item.row_line)

@@ -52,7 +52,7 @@ pub async fn run(
                 ctx.db.write(move |c| work::detach(c, id, &why)).await?;
                 continue;
             }
-            match rows.payload(si, &item) {
+            match rows.fields(si, &item) {
                 Ok(p) => members.push((item, p)),
                 Err(e) if batch.state == "open" => {
                     let id = item.id;

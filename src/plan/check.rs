@@ -30,8 +30,9 @@ pub struct ItemPlan {
     /// Rows with equal groups may share a payout batch.
     pub group: Option<String>,
     pub external_id: Option<String>,
-    /// The full, unmasked fields to send; only when rendering for the executor.
-    pub send: Option<serde_json::Map<String, serde_json::Value>>,
+    /// The full, unmasked fields to send, as canonical JSON (image hashes left out); only
+    /// when rendering for the executor.
+    pub send: Option<String>,
 }
 
 /// One input row's items.

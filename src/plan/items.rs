@@ -8,7 +8,6 @@ use crate::job::steps::{BATCH_FIELDS, FieldKind, StepKind};
 use crate::job::{Job, Step};
 use crate::redact;
 use rust_decimal::Decimal;
-use serde_json::Map;
 use sha2::{Digest, Sha256};
 use std::borrow::Cow;
 use std::path::Path;
@@ -51,14 +50,14 @@ impl<'a> Fields<'a> {
     }
 
     /// Compact JSON with keys in byte order, exactly what serde_json prints for the same
-    /// object held in its (ordered) `Map`. `shown`: sensitive values masked, and the image
-    /// hashes (`name#sha256`) left out.
-    fn json(&self, shown: bool) -> String {
+    /// object held in its (ordered) `Map`. `shown`: sensitive values masked; `hashes`: the
+    /// image hashes (`name#sha256`) kept.
+    fn json(&self, shown: bool, hashes: bool) -> String {
         let mut out = Vec::with_capacity(256);
         out.push(b'{');
         let mut first = true;
         for e in &self.entries {
-            if shown && e.is_image_hash() {
+            if !hashes && e.is_image_hash() {
                 continue;
             }
             if !std::mem::take(&mut first) {
@@ -94,24 +93,8 @@ impl<'a> Fields<'a> {
         String::from_utf8(out).unwrap_or_default()
     }
 
-    /// The full values to send (image hashes left out).
-    fn to_send(&self) -> Map<String, serde_json::Value> {
-        self.entries
-            .iter()
-            .filter(|e| !e.is_image_hash())
-            .map(|e| {
-                let v = match &e.value {
-                    FieldValue::Text(t) => serde_json::Value::String(t.to_string()),
-                    FieldValue::Map(entries) => serde_json::Value::Object(
-                        entries
-                            .iter()
-                            .map(|(k, v)| (k.to_string(), serde_json::Value::String(v.to_string())))
-                            .collect(),
-                    ),
-                };
-                (e.name.to_string(), v)
-            })
-            .collect()
+    fn has_image_hashes(&self) -> bool {
+        self.entries.iter().any(Entry::is_image_hash)
     }
 }
 
@@ -201,6 +184,14 @@ pub fn build_item(
     } else {
         (None, None, None)
     };
+    let hashed = fields.json(false, true);
+    let send = keep_full.then(|| {
+        if fields.has_image_hashes() {
+            fields.json(false, false)
+        } else {
+            hashed.clone()
+        }
+    });
     Ok(ItemPlan {
         step: si,
         skipped: false,
@@ -208,14 +199,14 @@ pub fn build_item(
         payload: if keep_full {
             String::new()
         } else {
-            fields.json(true)
+            fields.json(true, false)
         },
-        hash: hex(&Sha256::digest(fields.json(false).as_bytes())),
+        hash: hex(&Sha256::digest(hashed.as_bytes())),
         amount,
         currency,
         group,
         external_id: ext,
-        send: keep_full.then(|| fields.to_send()),
+        send,
     })
 }
 
@@ -237,6 +228,7 @@ pub fn skipped_item(si: usize) -> ItemPlan {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use serde_json::Map;
 
     /// The stored hash of every planned item comes from this text: it must stay exactly
     /// what serde_json prints for the same object, or a re-plan would see every row changed.
@@ -319,14 +311,17 @@ mod tests {
         shown.insert("Zed".into(), "upper first".into());
 
         assert_eq!(
-            fields.json(false),
+            fields.json(false, true),
             serde_json::Value::Object(full.clone()).to_string()
         );
         assert_eq!(
-            fields.json(true),
+            fields.json(true, false),
             serde_json::Value::Object(shown).to_string()
         );
         full.remove("f1#sha256");
-        assert_eq!(fields.to_send(), full);
+        assert_eq!(
+            fields.json(false, false),
+            serde_json::Value::Object(full).to_string()
+        );
     }
 }

@@ -5,10 +5,17 @@ use super::wire::{Contact, PayoutBatch, PayoutPage};
 use crate::provider::error::{CallError, parse_retry_after};
 pub use crate::provider::http::Secret;
 use crate::provider::http::transport;
-use reqwest::header::{ACCEPT, HeaderMap, HeaderValue};
+use reqwest::header::{ACCEPT, CONTENT_TYPE, HeaderMap, HeaderValue};
 use reqwest::{Method, RequestBuilder, Response, Url};
 use serde::de::{DeserializeOwned, IgnoredAny};
 use serde_json::Value;
+
+/// `base` with `path` after its own path.
+fn joined(base: &Url, path: &str) -> Url {
+    let mut url = base.clone();
+    url.set_path(&format!("{}{path}", base.path().trim_end_matches('/')));
+    url
+}
 
 /// A KYC image to upload.
 pub struct Upload {
@@ -23,6 +30,8 @@ pub struct HelloClever {
     http: reqwest::Client,
     /// Parsed once: a request only sets its path on a copy.
     base: Url,
+    /// `POST /v2/contacts`, the one call made once per row of an onboarding: built once.
+    contacts: Url,
     /// `app-id`, `secret-key` (both marked sensitive: `Debug` hides them) and `accept`.
     headers: HeaderMap,
 }
@@ -51,23 +60,18 @@ impl HelloClever {
         headers.insert(ACCEPT, HeaderValue::from_static("application/json"));
         Ok(HelloClever {
             http,
+            contacts: joined(&base, "/v2/contacts"),
             base,
             headers,
         })
     }
 
-    /// The base URL with `path` after its own path.
-    fn url(&self, path: &str) -> Url {
-        let mut url = self.base.clone();
-        let joined = format!("{}{path}", self.base.path().trim_end_matches('/'));
-        url.set_path(&joined);
-        url
+    fn request(&self, method: Method, path: &str) -> RequestBuilder {
+        self.request_to(method, joined(&self.base, path))
     }
 
-    fn request(&self, method: Method, path: &str) -> RequestBuilder {
-        self.http
-            .request(method, self.url(path))
-            .headers(self.headers.clone())
+    fn request_to(&self, method: Method, url: Url) -> RequestBuilder {
+        self.http.request(method, url).headers(self.headers.clone())
     }
 
     async fn send<T: DeserializeOwned>(&self, req: RequestBuilder) -> Result<T, CallError> {
@@ -80,15 +84,14 @@ impl HelloClever {
         Err(status_error(response).await)
     }
 
-    /// `POST /v2/contacts`.
-    pub async fn create_contact(
-        &self,
-        body: &serde_json::Map<String, Value>,
-    ) -> Result<(), CallError> {
+    /// `POST /v2/contacts`, with the contact's fields as JSON text.
+    pub async fn create_contact(&self, body: String) -> Result<(), CallError> {
+        let req = self
+            .request_to(Method::POST, self.contacts.clone())
+            .header(CONTENT_TYPE, HeaderValue::from_static("application/json"))
+            .body(body);
         // The reply is checked to be JSON, and not kept: nothing in it is needed.
-        self.send::<IgnoredAny>(self.request(Method::POST, "/v2/contacts").json(body))
-            .await
-            .map(drop)
+        self.send::<IgnoredAny>(req).await.map(drop)
     }
 
     /// `GET /v2/contacts/detail?email=`; `Ok(None)` when the contact does not exist.
