@@ -421,11 +421,15 @@ fn run_cmd(args: &crate::cli::RunArgs, bars: bool, quiet: bool) -> i32 {
             None
         };
         match crate::exec::run(&job, opts, &mut error_printer()).await {
-            Ok(report) => {
+            Ok(mut report) => {
                 if !quiet {
                     print_run(&job, &report);
                 }
-                match crate::report::write(&job, &state_path_for_report, Some(report.run_id)) {
+                let written = match report.report.take() {
+                    Some(loaded) => crate::report::write_loaded(&job, loaded, Some(report.run_id)),
+                    None => crate::report::write(&job, &state_path_for_report, Some(report.run_id)),
+                };
+                match written {
                     Ok(dir) if !quiet => println!("  reports: {}", dir.display()),
                     Ok(_) => {}
                     // The run itself is recorded; the reports can be written again.

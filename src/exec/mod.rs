@@ -57,6 +57,10 @@ pub struct RunReport {
     pub stats: work::RunStats,
     /// The run's exports.
     pub exports: Vec<crate::state::exports::ExportRecord>,
+    /// The run's report, loaded by the database thread, whose page cache holds the run's
+    /// items (a new connection would read them all from disk again); `None` when it could
+    /// not be loaded there.
+    pub report: Option<crate::report::Report>,
 }
 
 /// Everything the step runners share.
@@ -550,16 +554,16 @@ pub async fn reconcile(
         Ok(())
     }
     .await;
-    let exit_code = match &result {
-        Ok(()) => db.read(move |c| work::exit_code_for(c, plan_id)).await?,
+    let floor = match &result {
+        Ok(()) => crate::exit::SUCCESS,
         Err(_) => crate::exit::FATAL,
     };
     let stats = ctx.pacer.stats.snapshot();
     let recorded = stats.clone();
-    db.write(move |c| work::finish_run(c, plan_id, run_id, exit_code, &recorded))
+    let (exit_code, counts) = db
+        .write(move |c| work::finish_run(c, plan_id, run_id, floor, &recorded))
         .await?;
     result?;
-    let counts = db.read(move |c| work::counts_json(c, plan_id)).await?;
     Ok((
         RunReport {
             run_id,
@@ -567,6 +571,7 @@ pub async fn reconcile(
             counts,
             stats,
             exports: Vec::new(),
+            report: None,
         },
         changes,
     ))
@@ -584,7 +589,7 @@ pub async fn run(
     // Planning happens under the lock: no other run can be sending while items change.
     let planned =
         tokio::task::block_in_place(|| crate::plan::plan(job, &opts.state_path, on_error));
-    let exit_code = match planned {
+    let floor = match planned {
         Err(crate::plan::PlanError::Invalid(_) | crate::plan::PlanError::Input(_)) => {
             crate::exit::INVALID_INPUT
         }
@@ -616,6 +621,10 @@ pub async fn run(
         },
     };
     let stats = ctx.pacer.stats.snapshot();
+    let recorded = stats.clone();
+    let (exit_code, counts) = db
+        .write(move |c| work::finish_run(c, plan_id, run_id, floor, &recorded))
+        .await?;
     tracing::info!(
         run = run_id,
         exit_code,
@@ -626,19 +635,27 @@ pub async fn run(
         state_commits = db.commits(),
         "run finished"
     );
-    let recorded = stats.clone();
-    db.write(move |c| work::finish_run(c, plan_id, run_id, exit_code, &recorded))
-        .await?;
-    let counts = db.read(move |c| work::counts_json(c, plan_id)).await?;
     let exports = db
         .read(move |c| crate::state::exports::of_run(c, run_id))
         .await?;
+    let (names, steps, source) = (
+        (job.name.clone(), job.scope.clone()),
+        job.steps.iter().map(|s| (s.id.clone(), s.kind)).collect(),
+        db.path().to_path_buf(),
+    );
+    let report = db
+        .read(move |c| {
+            crate::report::Report::load_of(c, &source, (&names.0, &names.1), steps, Some(run_id))
+        })
+        .await
+        .ok();
     Ok(RunReport {
         run_id,
         exit_code,
         counts,
         stats,
         exports,
+        report,
     })
 }
 
@@ -719,13 +736,12 @@ pub async fn execute(job: &Job, ctx: Arc<Ctx>, retry_failed: bool) -> Result<i32
         }
         log_step_end(&ctx, &step.id).await?;
     }
-    if ctx.stopping() {
-        return Ok(crate::exit::INTERRUPTED);
-    }
-    Ok(ctx
-        .db
-        .read(move |c| work::exit_code_for(c, plan_id))
-        .await?)
+    // What the items earn is added when the run is recorded as finished.
+    Ok(if ctx.stopping() {
+        crate::exit::INTERRUPTED
+    } else {
+        crate::exit::SUCCESS
+    })
 }
 
 /// Logs a step's end: its counts, and every row that failed or is blocked, with why.

@@ -15,7 +15,7 @@ pub fn neutralise(cell: &str) -> String {
     }
 }
 
-pub fn results_csv(r: &Report, conn: &rusqlite::Connection, out: &mut super::Out) {
+pub fn results_csv(r: &Report, out: &mut super::Out) {
     let mut header: Vec<String> = vec!["key".into(), "line".into()];
     for (id, kind) in &r.steps {
         header.push(format!("{id}_status"));
@@ -49,7 +49,7 @@ pub fn results_csv(r: &Report, conn: &rusqlite::Connection, out: &mut super::Out
     );
     let mut w = csv::Writer::from_writer(out.writer());
     let mut failed = w.write_record(&header).err();
-    let scanned = r.each_row(conn, &mut |row| {
+    let scanned = r.each_row(&mut |row| {
         if failed.is_some() {
             return;
         }

@@ -4,14 +4,26 @@
 
 use super::{Report, StepResult};
 use crate::redact;
+use std::borrow::Cow;
 use std::fmt::Write;
 
-fn esc(s: &str) -> String {
-    s.replace('&', "&amp;")
-        .replace('<', "&lt;")
-        .replace('>', "&gt;")
-        .replace('"', "&quot;")
-        .replace('\'', "&#39;")
+/// HTML-escaped text; borrowed when there is nothing to escape (most of a report).
+fn esc(s: &str) -> Cow<'_, str> {
+    if !s.contains(['&', '<', '>', '"', '\'']) {
+        return Cow::Borrowed(s);
+    }
+    let mut out = String::with_capacity(s.len() + 16);
+    for c in s.chars() {
+        match c {
+            '&' => out.push_str("&amp;"),
+            '<' => out.push_str("&lt;"),
+            '>' => out.push_str("&gt;"),
+            '"' => out.push_str("&quot;"),
+            '\'' => out.push_str("&#39;"),
+            c => out.push(c),
+        }
+    }
+    Cow::Owned(out)
 }
 
 const STYLE: &str = "body{font:14px system-ui,sans-serif;margin:2em;color:#222}h1{font-size:1.4em}table{border-collapse:collapse;margin:1em 0}\
@@ -90,7 +102,7 @@ fn cell(s: &Option<StepResult>) -> String {
     }
 }
 
-pub fn report_html(r: &Report, conn: &rusqlite::Connection, h: &mut super::Out) {
+pub fn report_html(r: &Report, h: &mut super::Out) {
     let title = format!("payrun: {} {} run {}", r.job, r.scope, r.run.id);
     let _ = write!(
         h,
@@ -142,7 +154,7 @@ pub fn report_html(r: &Report, conn: &rusqlite::Connection, h: &mut super::Out) 
         let _ = write!(h, "<h2>Needs a look ({})</h2>", r.attention);
         if r.attention > 0 {
             h.push_str("<table id=\"attention\"><thead><tr><th>Row</th><th>Line</th><th>Step</th><th>Status</th><th>Reason</th></tr></thead><tbody>");
-            let scanned = r.each_row(conn, &mut |row| {
+            let scanned = r.each_row(&mut |row| {
                 if !super::needs_attention(row) {
                     return;
                 }
@@ -214,7 +226,7 @@ pub fn report_html(r: &Report, conn: &rusqlite::Connection, h: &mut super::Out) 
             let _ = write!(h, "<th>{}</th>", esc(step));
         }
         h.push_str("<th>Amount</th></tr></thead><tbody>");
-        let scanned = r.each_row(conn, &mut |row| {
+        let scanned = r.each_row(&mut |row| {
             let _ = write!(
                 h,
                 "<tr><td>{}</td><td class=\"num\">{}</td>",
@@ -241,4 +253,21 @@ pub fn report_html(r: &Report, conn: &rusqlite::Connection, h: &mut super::Out) 
         let _ = write!(h, "</tbody></table><script>{SCRIPT}</script>");
     }
     h.push_str("</body></html>\n");
+}
+
+#[cfg(test)]
+mod tests {
+    use super::esc;
+
+    #[test]
+    fn text_from_rows_cannot_break_out_of_the_page() {
+        assert_eq!(
+            esc(r#"<script>alert('x & "y"')</script>"#),
+            "&lt;script&gt;alert(&#39;x &amp; &quot;y&quot;&#39;)&lt;/script&gt;"
+        );
+        assert!(matches!(
+            esc("E001 ünï"),
+            std::borrow::Cow::Borrowed("E001 ünï")
+        ));
+    }
 }

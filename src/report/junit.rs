@@ -3,10 +3,19 @@
 
 use super::Report;
 use crate::redact;
+use std::borrow::Cow;
 use std::fmt::Write;
 
-fn esc(s: &str) -> String {
-    let mut out = String::with_capacity(s.len());
+/// XML-escaped text; borrowed when there is nothing to escape (most of a report).
+fn esc(s: &str) -> Cow<'_, str> {
+    let plain = |c: char| {
+        !matches!(c, '&' | '<' | '>' | '"' | '\'')
+            && ((c as u32) >= 0x20 || matches!(c, '\t' | '\n' | '\r'))
+    };
+    if s.chars().all(plain) {
+        return Cow::Borrowed(s);
+    }
+    let mut out = String::with_capacity(s.len() + 16);
     for c in s.chars() {
         match c {
             '&' => out.push_str("&amp;"),
@@ -19,7 +28,7 @@ fn esc(s: &str) -> String {
             c => out.push(c),
         }
     }
-    out
+    Cow::Owned(out)
 }
 
 /// (tests, failures, skipped) of a suite, by status: counted before anything is written,
@@ -32,7 +41,7 @@ fn tally<'s>(statuses: impl Iterator<Item = &'s str>) -> (usize, usize, usize) {
     })
 }
 
-pub fn junit_xml(r: &Report, conn: &rusqlite::Connection, out: &mut super::Out) {
+pub fn junit_xml(r: &Report, out: &mut super::Out) {
     // Per step, from the counts by status.
     let counts = r.counts();
     let steps: Vec<(usize, usize, usize)> = r
@@ -72,10 +81,10 @@ pub fn junit_xml(r: &Report, conn: &rusqlite::Connection, out: &mut super::Out) 
             "  <testsuite name=\"{}\" tests=\"{tests}\" failures=\"{failures}\" errors=\"0\" skipped=\"{skipped}\">",
             esc(step)
         );
-        let classname = esc(&format!("{}.{step}", r.job));
-        let scanned = r.each_row(conn, &mut |row| {
+        let classname = esc(&format!("{}.{step}", r.job)).into_owned();
+        let scanned = r.each_row(&mut |row| {
             let Some(s) = &row.steps[si] else { return };
-            let name = esc(&format!("{} (line {})", row.key, row.line));
+            let name = esc(&format!("{} (line {})", row.key, row.line)).into_owned();
             let message = redact::scrub(s.error_message.as_deref().unwrap_or(""));
             let _ = write!(
                 out,
@@ -158,4 +167,21 @@ pub fn junit_xml(r: &Report, conn: &rusqlite::Connection, out: &mut super::Out) 
         out.push_str("  </testsuite>\n");
     }
     out.push_str("</testsuites>\n");
+}
+
+#[cfg(test)]
+mod tests {
+    use super::esc;
+
+    #[test]
+    fn text_from_rows_is_well_formed_xml() {
+        assert_eq!(
+            esc("a<b>&'c'\"d\"\u{1}\te\n"),
+            "a&lt;b&gt;&amp;&apos;c&apos;&quot;d&quot; \te\n"
+        );
+        assert!(matches!(
+            esc("E001 ünï"),
+            std::borrow::Cow::Borrowed("E001 ünï")
+        ));
+    }
 }

@@ -88,6 +88,8 @@ pub struct Report {
     /// from the database as each writer goes ([`Report::each_row`]), so a report of a
     /// million rows never holds them all.
     rows: Option<Vec<RowResult>>,
+    /// The state database it was loaded from, to read the rows again when not held.
+    source: PathBuf,
     /// The run's export steps.
     pub exports: Vec<crate::state::exports::ExportRecord>,
 }
@@ -121,13 +123,28 @@ fn status_of(state: &str, conflict: bool, provider_status: Option<&str>) -> Stri
 }
 
 impl Report {
-    /// Builds the report of run `run_id` (the latest when `None`) from the state database.
+    /// Builds the report of run `run_id` (the latest when `None`) from the state database
+    /// at `source`, read through `conn`.
     pub fn load(
         conn: &Connection,
+        source: &Path,
         job: &Job,
         run_id: Option<i64>,
     ) -> Result<Report, rusqlite::Error> {
-        let plan_id: Option<i64> = crate::state::work::plan_id(conn, &job.name, &job.scope)?;
+        let steps = job.steps.iter().map(|s| (s.id.clone(), s.kind)).collect();
+        Report::load_of(conn, source, (&job.name, &job.scope), steps, run_id)
+    }
+
+    /// [`Report::load`] of the plan of `(job name, scope)` with these steps: what a closure
+    /// that cannot borrow the job needs.
+    pub fn load_of(
+        conn: &Connection,
+        source: &Path,
+        (name, scope): (&str, &str),
+        steps: Vec<(String, StepKind)>,
+        run_id: Option<i64>,
+    ) -> Result<Report, rusqlite::Error> {
+        let plan_id: Option<i64> = crate::state::work::plan_id(conn, name, scope)?;
         let plan_id = plan_id.unwrap_or(-1);
         let run = conn
             .query_row(
@@ -149,8 +166,6 @@ impl Report {
             )
             .optional()?
             .unwrap_or_default();
-        let steps: Vec<(String, StepKind)> =
-            job.steps.iter().map(|s| (s.id.clone(), s.kind)).collect();
         let mut totals: BTreeMap<String, Totals> = BTreeMap::new();
         let mut counts: BTreeMap<String, BTreeMap<String, u64>> = BTreeMap::new();
         let (mut row_count, mut attention) = (0, 0);
@@ -181,8 +196,8 @@ impl Report {
         };
         Ok(Report {
             exports,
-            job: job.name.clone(),
-            scope: job.scope.clone(),
+            job: name.to_string(),
+            scope: scope.to_string(),
             steps,
             run,
             row_count,
@@ -191,6 +206,7 @@ impl Report {
             totals,
             plan_id,
             rows,
+            source: source.to_path_buf(),
         })
     }
 
@@ -199,17 +215,22 @@ impl Report {
         self.counts.clone()
     }
 
-    /// Every row in file order, read from the state database as `f` takes them.
-    pub fn each_row(
-        &self,
-        conn: &Connection,
-        f: &mut dyn FnMut(&RowResult),
-    ) -> rusqlite::Result<()> {
+    /// Every row in file order: those held, or else read again from the state database
+    /// (on a connection of the caller's thread) as `f` takes them.
+    pub fn each_row(&self, f: &mut dyn FnMut(&RowResult)) -> Result<(), ReportError> {
         if let Some(rows) = &self.rows {
             rows.iter().for_each(f);
             return Ok(());
         }
-        scan(conn, self.plan_id, &self.steps, None, &mut |row| f(&row))
+        let state = crate::state::State::open(&self.source)?;
+        scan(
+            state.connection(),
+            self.plan_id,
+            &self.steps,
+            None,
+            &mut |row| f(&row),
+        )
+        .map_err(|e| state.err(e).into())
     }
 }
 
@@ -317,7 +338,20 @@ pub fn run_dir(job: &Job, run_id: i64) -> PathBuf {
 /// and the same files into `latest/` beside it. Returns the run's directory.
 pub fn write(job: &Job, state_path: &Path, run_id: Option<i64>) -> Result<PathBuf, ReportError> {
     let state = crate::state::State::open(state_path)?;
-    let report = Report::load(state.connection(), job, run_id).map_err(|e| state.err(e))?;
+    let report =
+        Report::load(state.connection(), state_path, job, run_id).map_err(|e| state.err(e))?;
+    drop(state);
+    write_loaded(job, report, run_id)
+}
+
+/// [`write`] of a report loaded already (`run_id`: the run asked for, for the message when
+/// it is not there).
+pub fn write_loaded(
+    job: &Job,
+    report: Report,
+    run_id: Option<i64>,
+) -> Result<PathBuf, ReportError> {
+    let state_path = report.source.as_path();
     if report.run.id == 0 {
         return Err(ReportError::NotFound(match run_id {
             Some(id) => format!(
@@ -366,7 +400,7 @@ pub fn write(job: &Job, state_path: &Path, run_id: Option<i64>) -> Result<PathBu
         let (dir, latest) = (&dir, &latest);
         let threads: Vec<_> = names
             .iter()
-            .map(|&name| s.spawn(move || write_file(name, report, state_path, dir, latest)))
+            .map(|&name| s.spawn(move || write_file(name, report, dir, latest)))
             .collect();
         threads
             .into_iter()
@@ -385,15 +419,8 @@ pub fn write(job: &Job, state_path: &Path, run_id: Option<i64>) -> Result<PathBu
     Ok(dir)
 }
 
-/// Writes one report file into the run's directory, then copies it into `latest/`.
-fn write_file(
-    name: &str,
-    report: &Report,
-    state_path: &Path,
-    dir: &Path,
-    latest: &Path,
-) -> Result<(), ReportError> {
-    let state = crate::state::State::open(state_path)?;
+/// Writes one report file into the run's directory, then puts it into `latest/`.
+fn write_file(name: &str, report: &Report, dir: &Path, latest: &Path) -> Result<(), ReportError> {
     // Written under a temporary name and renamed: a reader never sees half a file. The
     // text streams to the file: a large run's report is never held whole in memory.
     let path = dir.join(name);
@@ -402,10 +429,10 @@ fn write_file(
         let mut w = std::io::BufWriter::with_capacity(256 << 10, file);
         let mut out = Out::new(&mut w);
         match name {
-            "results.csv" => csv_out::results_csv(report, state.connection(), &mut out),
+            "results.csv" => csv_out::results_csv(report, &mut out),
             "summary.json" => out.push_str(&summary::summary_json(report)),
-            "junit.xml" => junit::junit_xml(report, state.connection(), &mut out),
-            _ => html::report_html(report, state.connection(), &mut out),
+            "junit.xml" => junit::junit_xml(report, &mut out),
+            _ => html::report_html(report, &mut out),
         }
         out.finish()?;
         w.into_inner().map_err(|e| e.into_error())?.sync_all()
@@ -417,8 +444,12 @@ fn write_file(
             source,
         })?;
     let (copy, tmp) = (latest.join(name), latest.join(format!(".{name}.tmp")));
-    std::fs::copy(&path, &tmp)
-        .and_then(|_| std::fs::rename(&tmp, &copy))
+    // A second name for the same file (a copy where the file system cannot link): the
+    // run's files are never written again once in place; a later run replaces the name.
+    let _ = std::fs::remove_file(&tmp);
+    std::fs::hard_link(&path, &tmp)
+        .or_else(|_| std::fs::copy(&path, &tmp).map(drop))
+        .and_then(|()| std::fs::rename(&tmp, &copy))
         .map_err(|source| ReportError::Write { path: copy, source })
 }
 
@@ -474,7 +505,8 @@ pub fn write_metrics(
     path: &Path,
 ) -> Result<(), ReportError> {
     let state = crate::state::State::open(state_path)?;
-    let report = Report::load(state.connection(), job, run_id).map_err(|e| state.err(e))?;
+    let report =
+        Report::load(state.connection(), state_path, job, run_id).map_err(|e| state.err(e))?;
     let tmp = path.with_extension("prom.tmp");
     std::fs::write(&tmp, metrics::metrics(&report))
         .and_then(|()| std::fs::rename(&tmp, path))
@@ -504,8 +536,8 @@ pub async fn notify(
     }
     let body = {
         let state = crate::state::State::open(state_path).map_err(|e| e.to_string())?;
-        let report =
-            Report::load(state.connection(), job, Some(run_id)).map_err(|e| e.to_string())?;
+        let report = Report::load(state.connection(), state_path, job, Some(run_id))
+            .map_err(|e| e.to_string())?;
         summary::summary_json(&report)
     };
     let http = crate::provider::http::client(std::time::Duration::from_secs(10), 1)

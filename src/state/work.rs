@@ -105,15 +105,19 @@ pub struct RunStats {
     pub in_doubt_resolved: u64,
 }
 
-/// Ends a run: its figures, counts by step and state, exit code; releases the lock.
+/// Ends a run: its figures, counts by step and state, exit code; releases the lock. The
+/// exit code is `floor` raised to what the items earn ([`Tally::exit_code`]); it is
+/// returned with the counts as JSON.
 pub fn finish_run(
     conn: &Connection,
     plan_id: i64,
     run_id: i64,
-    exit_code: i32,
+    floor: i32,
     stats: &RunStats,
-) -> rusqlite::Result<()> {
-    let counts = counts_json(conn, plan_id)?;
+) -> rusqlite::Result<(i32, String)> {
+    let tally = Tally::of(conn, plan_id)?;
+    let exit_code = floor.max(tally.exit_code());
+    let counts = tally.json();
     conn.execute(
         "UPDATE runs SET ended_at = ?2, exit_code = ?3, requests = ?4, retries = ?5, rate_limited = ?6, in_doubt_resolved = ?7, counts = ?8
          WHERE id = ?1",
@@ -123,25 +127,90 @@ pub fn finish_run(
         "DELETE FROM locks WHERE plan_id = ?1 AND run_id = ?2",
         params![plan_id, run_id],
     )?;
-    Ok(())
+    Ok((exit_code, counts))
 }
 
-/// Items by step and state, as JSON: `{"contact": {"succeeded": 20}, ...}`.
-pub fn counts_json(conn: &Connection, plan_id: i64) -> rusqlite::Result<String> {
-    let mut stmt = conn.prepare("SELECT step, state, COUNT(*) FROM items WHERE plan_id = ?1 GROUP BY step, state ORDER BY MIN(step_index), state")?;
-    let mut map = serde_json::Map::new();
-    for row in stmt.query_map([plan_id], |r| {
-        Ok((
-            r.get::<_, String>(0)?,
-            r.get::<_, String>(1)?,
-            r.get::<_, i64>(2)?,
-        ))
-    })? {
-        let (step, state, n) = row?;
-        let entry = map.entry(step).or_insert_with(|| serde_json::json!({}));
-        entry[state] = serde_json::json!(n);
+/// A plan's items counted by step (in step order) and state (in name order), in one pass
+/// over the plan.
+#[derive(Debug, Default, PartialEq, Eq)]
+pub struct Tally {
+    steps: Vec<(String, Vec<(String, u64)>)>,
+}
+
+impl Tally {
+    pub fn of(conn: &Connection, plan_id: i64) -> rusqlite::Result<Tally> {
+        // Counted here rather than by GROUP BY: the items come in the order of their
+        // (plan, step, key) index, and a step's states mostly repeat, so no sort is needed.
+        let mut stmt =
+            conn.prepare_cached("SELECT step_index, step, state FROM items WHERE plan_id = ?1")?;
+        let mut rows = stmt.query([plan_id])?;
+        // (step index, step, state, count), the last one touched at the end.
+        let mut seen: Vec<(i64, String, String, u64)> = Vec::new();
+        while let Some(r) = rows.next()? {
+            let (si, step, state) = (r.get::<_, i64>(0)?, r.get_ref(1)?, r.get_ref(2)?);
+            let (step, state) = (step.as_str()?, state.as_str()?);
+            let same = |e: &(i64, String, String, u64)| e.1 == step && e.2 == state;
+            match seen.last_mut() {
+                Some(e) if same(e) => e.3 += 1,
+                _ => match seen.iter_mut().find(|e| same(e)) {
+                    Some(e) => e.3 += 1,
+                    None => seen.push((si, step.to_string(), state.to_string(), 1)),
+                },
+            }
+        }
+        // Step order is that of the job (a step's lowest index), states by name.
+        let mut first: Vec<(i64, &str)> = Vec::new();
+        for (si, step, _, _) in &seen {
+            match first.iter_mut().find(|f| f.1 == step) {
+                Some(f) => f.0 = f.0.min(*si),
+                None => first.push((*si, step)),
+            }
+        }
+        first.sort();
+        let steps = first
+            .iter()
+            .map(|(_, step)| {
+                let mut states: Vec<(String, u64)> = seen
+                    .iter()
+                    .filter(|e| e.1 == *step)
+                    .map(|e| (e.2.clone(), e.3))
+                    .collect();
+                states.sort();
+                (step.to_string(), states)
+            })
+            .collect();
+        Ok(Tally { steps })
     }
-    Ok(serde_json::Value::Object(map).to_string())
+
+    /// The exit code the items earn: 0 when every item is done (succeeded, skipped), 1
+    /// when any failed, is blocked, in doubt or still pending.
+    pub fn exit_code(&self) -> i32 {
+        let open = self.steps.iter().flat_map(|(_, s)| s).any(|(state, n)| {
+            *n > 0
+                && matches!(
+                    state.as_str(),
+                    "failed" | "blocked" | "in_flight" | "pending"
+                )
+        });
+        if open {
+            crate::exit::ROWS_FAILED
+        } else {
+            crate::exit::SUCCESS
+        }
+    }
+
+    /// As JSON: `{"contact": {"succeeded": 20}, ...}`.
+    pub fn json(&self) -> String {
+        let mut map = serde_json::Map::new();
+        for (step, states) in &self.steps {
+            let counts = states
+                .iter()
+                .map(|(state, n)| (state.clone(), serde_json::json!(n)))
+                .collect();
+            map.insert(step.clone(), serde_json::Value::Object(counts));
+        }
+        serde_json::Value::Object(map).to_string()
+    }
 }
 
 /// A list of state names for `IN (...)` (the names are payrun's own constants).
@@ -151,21 +220,6 @@ fn sql_list(states: &[&str]) -> String {
         .map(|s| format!("'{s}'"))
         .collect::<Vec<_>>()
         .join(",")
-}
-
-/// The exit code a finished run earns: 0 when every item is done (succeeded, skipped),
-/// 1 when any failed, is blocked, in doubt or still pending.
-pub fn exit_code_for(conn: &Connection, plan_id: i64) -> rusqlite::Result<i32> {
-    let open: i64 = conn.query_row(
-        "SELECT COUNT(*) FROM items WHERE plan_id = ?1 AND state IN ('failed', 'blocked', 'in_flight', 'pending')",
-        [plan_id],
-        |r| r.get(0),
-    )?;
-    Ok(if open == 0 {
-        crate::exit::SUCCESS
-    } else {
-        crate::exit::ROWS_FAILED
-    })
 }
 
 /// An item as the executor works on it.
@@ -204,7 +258,7 @@ fn work_item(r: &rusqlite::Row) -> rusqlite::Result<WorkItem> {
     })
 }
 
-/// Items of a step in the given states, in plan order (conflicts are never work).
+/// Items of a step in the given states, in file order (conflicts are never work).
 pub fn items_in(
     conn: &Connection,
     plan_id: i64,
@@ -213,7 +267,10 @@ pub fn items_in(
 ) -> rusqlite::Result<Vec<WorkItem>> {
     let marks = sql_list(states);
     let sql = format!(
-        "SELECT {ITEM_COLUMNS} FROM items WHERE plan_id = ?1 AND step = ?2 AND state IN ({marks}) AND conflict_hash IS NULL ORDER BY id"
+        // Through the index in file order: by the (plan, step, key) index SQLite would
+        // sort the step's items, a tenth of the time before the first request.
+        "SELECT {ITEM_COLUMNS} FROM items INDEXED BY items_by_line
+         WHERE plan_id = ?1 AND step = ?2 AND state IN ({marks}) AND conflict_hash IS NULL ORDER BY row_line, row_key, id"
     );
     let mut stmt = conn.prepare(&sql)?;
     stmt.query_map(params![plan_id, step], work_item)?.collect()
@@ -432,4 +489,54 @@ pub fn refs_of(
         }
     }
     Ok(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_tally_counts_by_step_in_job_order_and_earns_the_exit_code() {
+        let state = crate::state::State::open_in_memory().unwrap();
+        let c = state.connection();
+        c.execute_batch("INSERT INTO plans (id, job, scope, created_at) VALUES (1, 'j', 's', 't'), (2, 'j', 'other', 't')")
+            .unwrap();
+        let items = [
+            (1, "pay", 2, "succeeded"),
+            (1, "contact", 0, "succeeded"),
+            (1, "kyc", 1, "skipped"),
+            (1, "contact", 0, "succeeded"),
+            (1, "pay", 2, "succeeded"),
+            (1, "contact", 0, "skipped"),
+            (2, "contact", 0, "failed"),
+        ];
+        for (i, (plan, step, si, st)) in items.iter().enumerate() {
+            c.execute(
+                "INSERT INTO items (plan_id, step, step_index, row_key, row_line, state, content_hash, payload, created_at, updated_at)
+                 VALUES (?1, ?2, ?3, ?4, ?4, ?5, 'h', '{}', 't', 't')",
+                params![plan, step, si, i as i64, st],
+            )
+            .unwrap();
+        }
+        let tally = Tally::of(c, 1).unwrap();
+        assert_eq!(
+            tally.json(),
+            r#"{"contact":{"skipped":1,"succeeded":2},"kyc":{"skipped":1},"pay":{"succeeded":2}}"#
+        );
+        assert_eq!(tally.exit_code(), crate::exit::SUCCESS);
+        // Another plan's failure is not this plan's.
+        assert_eq!(
+            Tally::of(c, 2).unwrap().exit_code(),
+            crate::exit::ROWS_FAILED
+        );
+        c.execute(
+            "UPDATE items SET state = 'in_flight' WHERE plan_id = 1 AND step = 'kyc'",
+            [],
+        )
+        .unwrap();
+        assert_eq!(
+            Tally::of(c, 1).unwrap().exit_code(),
+            crate::exit::ROWS_FAILED
+        );
+    }
 }
