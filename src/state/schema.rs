@@ -148,14 +148,18 @@ pub fn migrate(conn: &mut Connection, path: &Path) -> Result<(), StateError> {
             known: CURRENT,
         });
     }
-    for (i, sql) in MIGRATIONS.iter().enumerate().skip(found as usize) {
-        let tx = conn.transaction().map_err(wrap)?;
-        tx.execute_batch(sql).map_err(wrap)?;
-        tx.pragma_update(None, "user_version", (i + 1) as i64)
-            .map_err(wrap)?;
-        tx.commit().map_err(wrap)?;
+    if found == CURRENT {
+        return Ok(());
     }
-    Ok(())
+    // All that is missing in one transaction (one fsync): a failure leaves the schema as
+    // it was.
+    let tx = conn.transaction().map_err(wrap)?;
+    for sql in MIGRATIONS.iter().skip(found as usize) {
+        tx.execute_batch(sql).map_err(wrap)?;
+    }
+    tx.pragma_update(None, "user_version", CURRENT)
+        .map_err(wrap)?;
+    tx.commit().map_err(wrap)
 }
 
 #[cfg(test)]
@@ -171,6 +175,28 @@ mod tests {
             .pragma_query_value(None, "user_version", |r| r.get(0))
             .unwrap();
         assert_eq!(v, CURRENT);
+    }
+
+    #[test]
+    fn an_older_schema_gets_every_later_migration() {
+        let mut conn = Connection::open_in_memory().unwrap();
+        for sql in &MIGRATIONS[..3] {
+            conn.execute_batch(sql).unwrap();
+        }
+        conn.pragma_update(None, "user_version", 3).unwrap();
+        migrate(&mut conn, Path::new(":memory:")).unwrap();
+        let v: i64 = conn
+            .pragma_query_value(None, "user_version", |r| r.get(0))
+            .unwrap();
+        assert_eq!(v, CURRENT);
+        let indexes: Vec<String> = conn
+            .prepare("SELECT name FROM sqlite_master WHERE type = 'index' AND tbl_name = 'items' AND sql IS NOT NULL ORDER BY name")
+            .unwrap()
+            .query_map([], |r| r.get(0))
+            .unwrap()
+            .collect::<Result<_, _>>()
+            .unwrap();
+        assert_eq!(indexes, ["items_by_batch", "items_by_line"]);
     }
 
     #[test]
