@@ -8,27 +8,8 @@ use std::fmt::Write;
 
 /// XML-escaped text; borrowed when there is nothing to escape (most of a report).
 fn esc(s: &str) -> Cow<'_, str> {
-    let plain = |c: char| {
-        !matches!(c, '&' | '<' | '>' | '"' | '\'')
-            && ((c as u32) >= 0x20 || matches!(c, '\t' | '\n' | '\r'))
-    };
-    if s.chars().all(plain) {
-        return Cow::Borrowed(s);
-    }
-    let mut out = String::with_capacity(s.len() + 16);
-    for c in s.chars() {
-        match c {
-            '&' => out.push_str("&amp;"),
-            '<' => out.push_str("&lt;"),
-            '>' => out.push_str("&gt;"),
-            '"' => out.push_str("&quot;"),
-            '\'' => out.push_str("&apos;"),
-            // Control characters are not allowed in XML 1.0.
-            c if (c as u32) < 0x20 && !matches!(c, '\t' | '\n' | '\r') => out.push(' '),
-            c => out.push(c),
-        }
-    }
-    Cow::Owned(out)
+    // Control characters are not allowed in XML 1.0.
+    super::escape_markup(s, "&apos;", true)
 }
 
 /// (tests, failures, skipped) of a suite, by status: counted before anything is written,

@@ -234,6 +234,36 @@ impl Report {
     }
 }
 
+/// Text escaped for HTML or XML: `apos` is how `'` is written; `no_controls` turns control
+/// characters other than tab, newline and carriage return into spaces. Borrowed when there
+/// is nothing to change.
+pub(crate) fn escape_markup<'s>(
+    s: &'s str,
+    apos: &'static str,
+    no_controls: bool,
+) -> std::borrow::Cow<'s, str> {
+    let control = |c: char| no_controls && (c as u32) < 0x20 && !matches!(c, '\t' | '\n' | '\r');
+    if !s
+        .chars()
+        .any(|c| matches!(c, '&' | '<' | '>' | '"' | '\'') || control(c))
+    {
+        return std::borrow::Cow::Borrowed(s);
+    }
+    let mut out = String::with_capacity(s.len() + 16);
+    for c in s.chars() {
+        match c {
+            '&' => out.push_str("&amp;"),
+            '<' => out.push_str("&lt;"),
+            '>' => out.push_str("&gt;"),
+            '"' => out.push_str("&quot;"),
+            '\'' => out.push_str(apos),
+            c if control(c) => out.push(' '),
+            c => out.push(c),
+        }
+    }
+    std::borrow::Cow::Owned(out)
+}
+
 /// Whether a row has a step that failed, is in conflict, blocked or pending.
 pub(crate) fn needs_attention(row: &RowResult) -> bool {
     row.steps.iter().flatten().any(|s| {
