@@ -1,7 +1,7 @@
 //! Contacts: create; when the contact exists already, bring it to the row's values (or
 //! leave it when equal). In doubt, the contact is looked up by email before any resend.
 
-use super::{Ctx, Next, RowSource, RunError, split_ready};
+use super::{Ctx, Next, RowSource, RunError, parse_fields, split_ready};
 use crate::job::{Job, Step};
 use crate::provider::error::{CallError, Verdict};
 use crate::provider::helloclever::wire::Contact;
@@ -90,16 +90,17 @@ pub(super) async fn unreadable(ctx: &Ctx, item: &WorkItem, why: String) -> Resul
     if item.state == "in_flight" {
         return Ok(());
     }
-    ctx.outcome(
-        item.id,
-        Outcome {
-            state: "failed",
-            error_code: Some("ROW_CHANGED".into()),
-            error_message: Some(why),
-            ..Outcome::default()
-        },
-    )
-    .await
+    ctx.outcome(item.id, row_changed(why)).await
+}
+
+/// A row that no longer renders as planned: failed, with why.
+fn row_changed(why: String) -> Outcome {
+    Outcome {
+        state: "failed",
+        error_code: Some("ROW_CHANGED".into()),
+        error_message: Some(why),
+        ..Outcome::default()
+    }
 }
 
 /// Keeps at most a few tasks per request slot queued, so memory stays bounded.
@@ -218,21 +219,20 @@ impl Body {
             #[serde(default)]
             email: String,
         }
-        let Email { email } = serde_json::from_str(&json)
-            .map_err(|e| format!("the row's fields are not JSON: {e}"))?;
+        let Email { email } = parse_fields(&json)?;
         Ok(Body { json, email })
-    }
-
-    fn fields(&self) -> Map<String, Value> {
-        // Made from a JSON object by payrun itself.
-        serde_json::from_str(&self.json).unwrap_or_default()
     }
 }
 
 /// The contact exists: leave it when equal, else update it to the row's values.
 async fn reconcile(ctx: &Ctx, id: i64, existing: Contact, body: &Body) -> Result<(), StateError> {
     let email = existing.email.clone();
-    let payload = &body.fields();
+    // `Body::new` read it as a JSON object already: this does not fail, and if it did, the
+    // contact is not updated to an empty one.
+    let payload = &match parse_fields::<Map<String, Value>>(&body.json) {
+        Ok(p) => p,
+        Err(why) => return ctx.outcome(id, row_changed(why)).await,
+    };
     if same(&existing, payload) {
         return ctx.outcome(id, succeeded(&email, "unchanged")).await;
     }

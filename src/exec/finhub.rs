@@ -10,7 +10,7 @@
 use super::contact::{
     INTENT_CHUNK, drain, failed, gave_up, idempotent, payloads, throttle, to_send,
 };
-use super::{Ctx, Next, RowSource, RunError};
+use super::{Ctx, Next, RowSource, RunError, parse_fields};
 use crate::job::steps::StepKind;
 use crate::job::{Job, Step};
 use crate::provider::error::CallError;
@@ -163,10 +163,7 @@ pub async fn run(
         if ctx.stopping() {
             break;
         }
-        let (ready, fresh) = payloads(ctx, si, chunk, rows, |json| {
-            serde_json::from_str(&json).map_err(|e| format!("the row's fields are not JSON: {e}"))
-        })
-        .await?;
+        let (ready, fresh) = payloads(ctx, si, chunk, rows, |json| parse_fields(&json)).await?;
         if step.kind == StepKind::CustomersBulk {
             throttle(&mut tasks).await?;
             tasks.spawn(bulk(ctx.clone(), fh.clone(), ready, fresh));

@@ -774,6 +774,11 @@ async fn log_step_end(ctx: &Ctx, step: &str) -> Result<(), StateError> {
     Ok(())
 }
 
+/// A row's fields (the JSON text [`RowSource::payload`] gives) in the form a step needs.
+pub(crate) fn parse_fields<T: serde::de::DeserializeOwned>(json: &str) -> Result<T, String> {
+    serde_json::from_str(json).map_err(|e| format!("the row's fields are not JSON: {e}"))
+}
+
 /// Rows read back from the CSV and rendered again, checked against what was planned.
 pub(crate) struct RowSource<'a, 'r> {
     renderer: &'a Renderer<'a>,
@@ -783,8 +788,7 @@ pub(crate) struct RowSource<'a, 'r> {
 impl RowSource<'_, '_> {
     /// The full fields of `item` in step `si`, if the row still renders to what was planned.
     pub fn fields(&mut self, si: usize, item: &WorkItem) -> Result<Map<String, Value>, String> {
-        let json = self.payload(si, item)?;
-        serde_json::from_str(&json).map_err(|e| format!("the row's fields are not JSON: {e}"))
+        parse_fields(&self.payload(si, item)?)
     }
 
     /// [`RowSource::fields`] as the canonical JSON text they were rendered to.

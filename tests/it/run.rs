@@ -375,6 +375,16 @@ fn command(setup: &Setup, s: &Sandbox) -> std::process::Command {
     cmd
 }
 
+/// Runs the binary with one variable of the job's environment replaced: its exit code and
+/// standard error.
+fn run_with(setup: &Setup, s: &Sandbox, var: &str, value: &str) -> (Option<i32>, String) {
+    let out = command(setup, s).env(var, value).output().unwrap();
+    (
+        out.status.code(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
 fn binary(setup: &Setup, s: &Sandbox, extra: &[&str]) -> std::process::Child {
     let mut cmd = command(setup, s);
     cmd.args(extra);
@@ -810,12 +820,8 @@ async fn a_stop_while_rate_limited_requeues_rather_than_fails() {
 async fn a_wrong_secret_stops_the_run_with_rows_still_pending() {
     let s = start(fast(Faults::default())).await;
     let setup = Setup::new(&job_text(10, ""), &people(30));
-    let out = command(&setup, &s)
-        .env("HC_TEST_SECRET_KEY", "not-the-secret")
-        .output()
-        .unwrap();
-    let stderr = String::from_utf8_lossy(&out.stderr);
-    assert_eq!(out.status.code(), Some(5), "{stderr}");
+    let (code, stderr) = run_with(&setup, &s, "HC_TEST_SECRET_KEY", "not-the-secret");
+    assert_eq!(code, Some(5), "{stderr}");
     assert!(
         stderr.contains("refused payrun's credentials (HTTP 401"),
         "{stderr}"
@@ -838,12 +844,8 @@ async fn a_wrong_secret_stops_the_run_with_rows_still_pending() {
 async fn a_base_url_that_is_not_a_url_is_refused_before_anything_is_sent() {
     let s = start(fast(Faults::default())).await;
     let setup = Setup::new(&job_text(10, ""), &people(3));
-    let out = command(&setup, &s)
-        .env("HC_TEST_BASE_URL", "sandbox.example.com/api")
-        .output()
-        .unwrap();
-    let stderr = String::from_utf8_lossy(&out.stderr);
-    assert_eq!(out.status.code(), Some(2), "{stderr}");
+    let (code, stderr) = run_with(&setup, &s, "HC_TEST_BASE_URL", "sandbox.example.com/api");
+    assert_eq!(code, Some(2), "{stderr}");
     assert!(
         stderr.contains("provider.base_url 'sandbox.example.com/api' is not an http(s) URL"),
         "{stderr}"
