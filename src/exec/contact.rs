@@ -31,7 +31,7 @@ pub async fn run(
         if ctx.stopping() {
             break;
         }
-        let (ready, fresh) = payloads(ctx, si, chunk, rows, Body::new).await?;
+        let (ready, fresh) = payloads(ctx, si, chunk, rows, Body::new)?;
         // One durable commit for the intents of the chunk, just before its requests start.
         ctx.db
             .write(move |c| work::mark_in_flight(c, &fresh))
@@ -59,21 +59,25 @@ pub(super) async fn to_send(
     split_ready(job, si, ctx, items).await
 }
 
+/// A chunk's items ready to send with their payloads, and the ids whose intent is to be
+/// written.
+pub(super) type Ready<T> = (Vec<(WorkItem, T)>, Vec<i64>);
+
 /// The payloads of a chunk's items, each in the form `form` makes of its fields' JSON
 /// (rows that no longer render as planned are handled here), and the ids of those not in
 /// flight yet, whose intent is to be written.
-pub(super) async fn payloads<T>(
+pub(super) fn payloads<T>(
     ctx: &Ctx,
     si: usize,
     chunk: &[WorkItem],
     rows: &mut RowSource<'_, '_>,
     form: fn(String) -> Result<T, String>,
-) -> Result<(Vec<(WorkItem, T)>, Vec<i64>), StateError> {
+) -> Result<Ready<T>, StateError> {
     let mut ready = Vec::with_capacity(chunk.len());
     for item in chunk {
         match rows.payload(si, item).and_then(form) {
             Ok(p) => ready.push((item.clone(), p)),
-            Err(e) => unreadable(ctx, item, e).await?,
+            Err(e) => unreadable(ctx, item, e)?,
         }
     }
     let fresh = ready
@@ -86,11 +90,11 @@ pub(super) async fn payloads<T>(
 
 /// A row that cannot be rendered as planned is not sent. An item already in flight stays
 /// in doubt (it may have been applied); a pending one fails with the reason.
-pub(super) async fn unreadable(ctx: &Ctx, item: &WorkItem, why: String) -> Result<(), StateError> {
+pub(super) fn unreadable(ctx: &Ctx, item: &WorkItem, why: String) -> Result<(), StateError> {
     if item.state == "in_flight" {
         return Ok(());
     }
-    ctx.outcome(item.id, row_changed(why)).await
+    ctx.outcome(item.id, row_changed(why))
 }
 
 /// A row that no longer renders as planned: failed, with why.
@@ -231,14 +235,14 @@ async fn reconcile(ctx: &Ctx, id: i64, existing: Contact, body: &Body) -> Result
     // contact is not updated to an empty one.
     let payload = &match parse_fields::<Map<String, Value>>(&body.json) {
         Ok(p) => p,
-        Err(why) => return ctx.outcome(id, row_changed(why)).await,
+        Err(why) => return ctx.outcome(id, row_changed(why)),
     };
     if same(&existing, payload) {
-        return ctx.outcome(id, succeeded(&email, "unchanged")).await;
+        return ctx.outcome(id, succeeded(&email, "unchanged"));
     }
     match idempotent(ctx, || async { ctx.hc()?.update_contact(payload).await }).await {
-        Ok(_) => ctx.outcome(id, succeeded(&email, "updated")).await,
-        Err(e) => ctx.outcome(id, failed(&e)).await,
+        Ok(_) => ctx.outcome(id, succeeded(&email, "updated")),
+        Err(e) => ctx.outcome(id, failed(&e)),
     }
 }
 
@@ -277,22 +281,22 @@ async fn process(ctx: Arc<Ctx>, item: WorkItem, payload: Body) -> Result<(), Sta
         let result = async { ctx.hc()?.create_contact(payload.json.clone()).await }.await;
         drop(slot);
         let e = match result {
-            Ok(_) => return ctx.outcome(item.id, succeeded(email, "created")).await,
+            Ok(_) => return ctx.outcome(item.id, succeeded(email, "created")),
             Err(e) => e,
         };
         if already_exists(&e) {
             return match idempotent(&ctx, || async { ctx.hc()?.contact(email).await }).await {
                 Ok(Some(existing)) => reconcile(&ctx, item.id, existing, &payload).await,
-                Ok(None) => ctx.outcome(item.id, failed(&e)).await,
-                Err(lookup) => ctx.outcome(item.id, failed(&lookup)).await,
+                Ok(None) => ctx.outcome(item.id, failed(&e)),
+                Err(lookup) => ctx.outcome(item.id, failed(&lookup)),
             };
         }
         match ctx.after_failure(&e, attempt, started).await {
             Next::Retry { in_doubt: d } => in_doubt = d,
             // Left in flight: in doubt until the next run asks the provider.
             Next::InDoubt => return Ok(()),
-            Next::Requeue => return ctx.requeue(item.id).await,
-            Next::Fail => return ctx.outcome(item.id, gave_up(&e, attempt)).await,
+            Next::Requeue => return ctx.requeue(item.id),
+            Next::Fail => return ctx.outcome(item.id, gave_up(&e, attempt)),
         }
     }
 }

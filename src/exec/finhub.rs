@@ -163,7 +163,7 @@ pub async fn run(
         if ctx.stopping() {
             break;
         }
-        let (ready, fresh) = payloads(ctx, si, chunk, rows, |json| parse_fields(&json)).await?;
+        let (ready, fresh) = payloads(ctx, si, chunk, rows, |json| parse_fields(&json))?;
         if step.kind == StepKind::CustomersBulk {
             throttle(&mut tasks).await?;
             tasks.spawn(bulk(ctx.clone(), fh.clone(), ready, fresh));
@@ -195,8 +195,8 @@ async fn update_existing(
     body: &Value,
 ) -> Result<(), StateError> {
     match idempotent(ctx, || fh.update(&id, body)).await {
-        Ok(_) => ctx.outcome(item_id, ok(Some(id), "updated")).await,
-        Err(e) => ctx.outcome(item_id, failed(&e)).await,
+        Ok(_) => ctx.outcome(item_id, ok(Some(id), "updated")),
+        Err(e) => ctx.outcome(item_id, failed(&e)),
     }
 }
 
@@ -227,7 +227,7 @@ async fn customer_one(
             {
                 Ok(Some(id)) => {
                     super::pace::Stats::add(&ctx.pacer.stats.in_doubt_resolved);
-                    return ctx.outcome(item.id, ok(Some(id), "created")).await;
+                    return ctx.outcome(item.id, ok(Some(id), "created"));
                 }
                 Ok(None) => super::pace::Stats::add(&ctx.pacer.stats.in_doubt_resolved),
                 Err(_) => return Ok(()),
@@ -244,7 +244,7 @@ async fn customer_one(
         let e = match result {
             Ok(v) => {
                 let id = id_of(&v["customer"]);
-                return ctx.outcome(item.id, ok(id, "created")).await;
+                return ctx.outcome(item.id, ok(id, "created"));
             }
             Err(e) => e,
         };
@@ -255,15 +255,15 @@ async fn customer_one(
                 .await
             {
                 Ok(Some(id)) => update_existing(&ctx, &fh, item.id, id, &body).await,
-                Ok(None) => ctx.outcome(item.id, failed(&e)).await,
-                Err(lookup) => ctx.outcome(item.id, failed(&lookup)).await,
+                Ok(None) => ctx.outcome(item.id, failed(&e)),
+                Err(lookup) => ctx.outcome(item.id, failed(&lookup)),
             };
         }
         match ctx.after_failure(&e, attempt, started).await {
             Next::Retry { in_doubt: d } => in_doubt = d,
             Next::InDoubt => return Ok(()),
-            Next::Requeue => return ctx.requeue(item.id).await,
-            Next::Fail => return ctx.outcome(item.id, gave_up(&e, attempt)).await,
+            Next::Requeue => return ctx.requeue(item.id),
+            Next::Fail => return ctx.outcome(item.id, gave_up(&e, attempt)),
         }
     }
 }
@@ -296,7 +296,7 @@ async fn bulk(
             match ctx.directory.find(&ctx, &fh, &email, &status, since).await {
                 Ok(Some(id)) => {
                     super::pace::Stats::add(&ctx.pacer.stats.in_doubt_resolved);
-                    ctx.outcome(item.id, ok(Some(id), "created")).await?;
+                    ctx.outcome(item.id, ok(Some(id), "created"))?;
                 }
                 Ok(None) => {
                     super::pace::Stats::add(&ctx.pacer.stats.in_doubt_resolved);
@@ -312,7 +312,7 @@ async fn bulk(
         if ctx.stopping() {
             // Not sent in this attempt: back to the queue.
             for (item, _) in &todo {
-                ctx.requeue(item.id).await?;
+                ctx.requeue(item.id)?;
             }
             return Ok(());
         }
@@ -352,8 +352,7 @@ async fn bulk(
                 for (item, payload) in std::mem::take(&mut todo) {
                     let email = email_of(&payload);
                     if let Some(id) = created.get(&email) {
-                        ctx.outcome(item.id, ok(Some(id.clone()), "created"))
-                            .await?;
+                        ctx.outcome(item.id, ok(Some(id.clone()), "created"))?;
                     } else if let Some((status, message)) = refused.get(&email) {
                         let e = CallError::Status {
                             status: *status,
@@ -370,11 +369,11 @@ async fn bulk(
                                 Ok(Some(id)) => {
                                     update_existing(&ctx, &fh, item.id, id, &nest(&payload)).await?
                                 }
-                                Ok(None) => ctx.outcome(item.id, failed(&e)).await?,
-                                Err(lookup) => ctx.outcome(item.id, failed(&lookup)).await?,
+                                Ok(None) => ctx.outcome(item.id, failed(&e))?,
+                                Err(lookup) => ctx.outcome(item.id, failed(&lookup))?,
                             }
                         } else {
-                            ctx.outcome(item.id, failed(&e)).await?;
+                            ctx.outcome(item.id, failed(&e))?;
                         }
                     } else {
                         // The reply does not say: ask.
@@ -388,13 +387,13 @@ async fn bulk(
                 Next::InDoubt => return Ok(()),
                 Next::Requeue => {
                     for (item, _) in &todo {
-                        ctx.requeue(item.id).await?;
+                        ctx.requeue(item.id)?;
                     }
                     return Ok(());
                 }
                 Next::Fail => {
                     for (item, _) in &todo {
-                        ctx.outcome(item.id, gave_up(&e, attempt)).await?;
+                        ctx.outcome(item.id, gave_up(&e, attempt))?;
                     }
                     return Ok(());
                 }
@@ -403,10 +402,7 @@ async fn bulk(
     }
 }
 
-fn no_customer(
-    ctx: &Ctx,
-    item: &WorkItem,
-) -> impl std::future::Future<Output = Result<(), StateError>> {
+fn no_customer(ctx: &Ctx, item: &WorkItem) -> Result<(), StateError> {
     ctx.outcome(
         item.id,
         Outcome {
@@ -428,7 +424,7 @@ async fn document(
     customer: Option<String>,
 ) -> Result<(), StateError> {
     let Some(customer) = customer else {
-        return no_customer(&ctx, &item).await;
+        return no_customer(&ctx, &item);
     };
     let doc = Value::Object(payload.clone());
     let same = |d: &Value| {
@@ -447,7 +443,7 @@ async fn document(
                     super::pace::Stats::add(&ctx.pacer.stats.in_doubt_resolved);
                     if let Some(d) = docs.iter().find(|d| same(d)) {
                         let id = d["documentId"].as_str().map(str::to_string);
-                        return ctx.outcome(item.id, ok(id, "created")).await;
+                        return ctx.outcome(item.id, ok(id, "created"));
                     }
                 }
                 Err(_) => return Ok(()),
@@ -467,15 +463,15 @@ async fn document(
                 let id = v["documentIds"][0]["documentId"]
                     .as_str()
                     .map(str::to_string);
-                return ctx.outcome(item.id, ok(id, "created")).await;
+                return ctx.outcome(item.id, ok(id, "created"));
             }
             Err(e) => e,
         };
         match ctx.after_failure(&e, attempt, started).await {
             Next::Retry { in_doubt: d } => in_doubt = d,
             Next::InDoubt => return Ok(()),
-            Next::Requeue => return ctx.requeue(item.id).await,
-            Next::Fail => return ctx.outcome(item.id, gave_up(&e, attempt)).await,
+            Next::Requeue => return ctx.requeue(item.id),
+            Next::Fail => return ctx.outcome(item.id, gave_up(&e, attempt)),
         }
     }
 }
@@ -491,7 +487,7 @@ async fn set_value(
     customer: Option<String>,
 ) -> Result<(), StateError> {
     let Some(customer) = customer else {
-        return no_customer(&ctx, &item).await;
+        return no_customer(&ctx, &item);
     };
     let key = if kind == StepKind::CustomerStatus {
         "status"
@@ -518,14 +514,14 @@ async fn set_value(
         };
         drop(slot);
         let e = match result {
-            Ok(_) => return ctx.outcome(item.id, ok(Some(customer), &value)).await,
+            Ok(_) => return ctx.outcome(item.id, ok(Some(customer), &value)),
             Err(e) => e,
         };
         match ctx.after_failure(&e, attempt, started).await {
             Next::Retry { .. } => {}
             Next::InDoubt => return Ok(()),
-            Next::Requeue => return ctx.requeue(item.id).await,
-            Next::Fail => return ctx.outcome(item.id, gave_up(&e, attempt)).await,
+            Next::Requeue => return ctx.requeue(item.id),
+            Next::Fail => return ctx.outcome(item.id, gave_up(&e, attempt)),
         }
     }
 }

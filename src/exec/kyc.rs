@@ -62,7 +62,7 @@ pub async fn run(
         let payload = match rows.fields(si, &item) {
             Ok(p) => p,
             Err(e) => {
-                unreadable(ctx, &item, e).await?;
+                unreadable(ctx, &item, e)?;
                 continue;
             }
         };
@@ -124,9 +124,7 @@ async fn process(
             match idempotent(&ctx, || async { ctx.hc()?.contact(&email).await }).await {
                 Ok(Some(c)) if present(&c, &payload) => {
                     super::pace::Stats::add(&ctx.pacer.stats.in_doubt_resolved);
-                    return ctx
-                        .outcome(item.id, submitted(latest(&c).unwrap_or("pending")))
-                        .await;
+                    return ctx.outcome(item.id, submitted(latest(&c).unwrap_or("pending")));
                 }
                 Ok(_) => {
                     // Proven absent: safe to send.
@@ -166,7 +164,7 @@ async fn process(
                             error_message: Some(format!("cannot read {}: {e}", path.display())),
                             ..Outcome::default()
                         };
-                        return ctx.outcome(item.id, o).await;
+                        return ctx.outcome(item.id, o);
                     }
                 };
                 let mime = if bytes.starts_with(b"\x89PNG") {
@@ -189,14 +187,14 @@ async fn process(
         };
         drop(slot);
         let e = match result {
-            Ok(_) => return ctx.outcome(item.id, submitted("pending")).await,
+            Ok(_) => return ctx.outcome(item.id, submitted("pending")),
             Err(e) => e,
         };
         match ctx.after_failure(&e, attempt, started).await {
             Next::Retry { in_doubt: d } => in_doubt = d,
             Next::InDoubt => return Ok(()),
-            Next::Requeue => return ctx.requeue(item.id).await,
-            Next::Fail => return ctx.outcome(item.id, failed(&e)).await,
+            Next::Requeue => return ctx.requeue(item.id),
+            Next::Fail => return ctx.outcome(item.id, failed(&e)),
         }
     }
 }
@@ -302,6 +300,6 @@ pub(super) async fn refresh(
             o.provider_status.as_deref().unwrap_or("unknown")
         ),
     });
-    ctx.outcome(item.id, o).await?;
+    ctx.outcome(item.id, o)?;
     Ok(change)
 }

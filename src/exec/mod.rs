@@ -179,13 +179,16 @@ impl Ctx {
         self.stop.load(Ordering::Relaxed)
     }
 
-    pub async fn outcome(&self, id: i64, o: Outcome) -> Result<(), StateError> {
+    /// Records an item's outcome. The write is queued, not waited for (nobody needs it on
+    /// disk to go on: an outcome lost to a crash leaves its item in flight, and the next
+    /// run asks the provider); the step's end waits for all of them.
+    pub fn outcome(&self, id: i64, o: Outcome) -> Result<(), StateError> {
         self.tick(1);
-        self.db.record(move |c| work::set_outcome(c, id, &o)).await
+        self.db.record_later(move |c| work::set_outcome(c, id, &o))
     }
 
     /// Puts an item back in the queue (stopping; its request was surely not applied).
-    pub async fn requeue(&self, id: i64) -> Result<(), StateError> {
+    pub fn requeue(&self, id: i64) -> Result<(), StateError> {
         self.outcome(
             id,
             Outcome {
@@ -193,7 +196,6 @@ impl Ctx {
                 ..Outcome::default()
             },
         )
-        .await
     }
 
     /// Before one item's request: its intent (unless its chunk wrote it already), then a
@@ -212,7 +214,7 @@ impl Ctx {
         let slot = self.pacer.permit().await;
         if self.stopping() {
             drop(slot);
-            self.requeue(id).await?;
+            self.requeue(id)?;
             return Ok(None);
         }
         Ok(Some(slot))
@@ -551,6 +553,8 @@ pub async fn reconcile(
                 ..c
             }));
         }
+        // Outcomes are queued without waiting: all of them are committed here.
+        ctx.db.settled().await?;
         Ok(())
     }
     .await;
@@ -582,7 +586,7 @@ pub async fn reconcile(
 pub async fn run(
     job: &Job,
     opts: RunOptions,
-    on_error: &mut dyn FnMut(crate::input::InputError),
+    on_error: &mut (dyn FnMut(crate::input::InputError) + Send),
 ) -> Result<RunReport, RunError> {
     let (ctx, db, plan_id, run_id) = open(job, &opts, true).await?;
     tracing::info!(run = run_id, job = %job.name, scope = %job.scope, "run started");
@@ -731,6 +735,8 @@ pub async fn execute(job: &Job, ctx: Arc<Ctx>, retry_failed: bool) -> Result<i32
             StepKind::Payout => payout::run(job, si, step, &ctx, &mut rows).await?,
             _ => finhub::run(job, si, step, &ctx, &mut rows).await?,
         }
+        // Outcomes are queued without waiting: all of the step's are committed here.
+        ctx.db.settled().await?;
         if let Some(p) = &ctx.progress {
             p.finish();
         }
@@ -867,7 +873,7 @@ pub(crate) async fn split_ready(
                     error_message: Some(why),
                     ..Outcome::default()
                 };
-                ctx.outcome(item.id, o).await?;
+                ctx.outcome(item.id, o)?;
             }
         }
     }

@@ -59,7 +59,7 @@ pub async fn run(
                     ctx.db
                         .write(move |c| work::detach(c, id, "the row changed since it was planned"))
                         .await?;
-                    unreadable(ctx, &item, e).await?;
+                    unreadable(ctx, &item, e)?;
                 }
                 // A batch that may have been sent keeps its rows as they were sent.
                 Err(_) => members.push((item, Map::new())),
@@ -317,7 +317,7 @@ async fn record(
                 error_code: Some(code.to_string()),
                 error_message: Some(message.clone()),
             };
-            ctx.outcome(item.id, o).await?;
+            ctx.outcome(item.id, o)?;
         }
         return Ok(());
     }

@@ -26,6 +26,8 @@ pub struct Db {
     jobs: mpsc::Sender<Job>,
     path: PathBuf,
     commits: Arc<AtomicU64>,
+    /// The first failure of a write nobody waited on ([`Db::record_later`]).
+    unwaited: Arc<std::sync::Mutex<Option<String>>>,
 }
 
 /// Writes at most this many queued jobs per transaction.
@@ -62,6 +64,7 @@ impl Db {
             jobs,
             path: path.to_path_buf(),
             commits,
+            unwaited: Arc::default(),
         })
     }
 
@@ -115,6 +118,53 @@ impl Db {
         f: impl FnOnce(&Connection) -> rusqlite::Result<T> + Send + 'static,
     ) -> Result<T, StateError> {
         self.submit(f, false).await
+    }
+
+    /// Like [`Db::record`], without waiting for the commit: the write is queued and the
+    /// caller goes on. A failure is kept and returned by the next call of this or of
+    /// [`Db::settled`]. Writes and reads are served in the order they are queued, so a
+    /// later read sees this write.
+    pub fn record_later(
+        &self,
+        f: impl FnOnce(&Connection) -> rusqlite::Result<()> + Send + 'static,
+    ) -> Result<(), StateError> {
+        self.unwaited_failure()?;
+        let failed = self.unwaited.clone();
+        let job: WriteJob = Box::new(move |conn| {
+            let result = in_savepoint(conn, f);
+            Box::new(move |commit: Result<(), String>| {
+                let e = match (result, commit) {
+                    (Ok(()), Ok(())) => return,
+                    (Err(e), _) => e.to_string(),
+                    (Ok(()), Err(e)) => format!("commit failed: {e}"),
+                };
+                failed
+                    .lock()
+                    .unwrap_or_else(|p| p.into_inner())
+                    .get_or_insert(e);
+            })
+        });
+        self.jobs
+            .send(Job::Write(job, false))
+            .map_err(|_| self.gone())
+    }
+
+    /// Waits until every write queued so far is committed; the first failure of those
+    /// nobody waited on, if any.
+    pub async fn settled(&self) -> Result<(), StateError> {
+        self.read(|_| Ok(())).await?;
+        self.unwaited_failure()
+    }
+
+    fn unwaited_failure(&self) -> Result<(), StateError> {
+        let failed = self.unwaited.lock().unwrap_or_else(|p| p.into_inner());
+        match &*failed {
+            None => Ok(()),
+            Some(message) => Err(StateError::Db {
+                path: self.path.clone(),
+                message: message.clone(),
+            }),
+        }
     }
 
     async fn submit<T: Send + 'static>(
@@ -271,5 +321,39 @@ mod tests {
             "{} commits for 201 writes",
             db.commits()
         );
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn writes_not_waited_on_are_seen_in_order_and_their_failure_is_reported() {
+        let dir = tempfile::tempdir().unwrap();
+        let db = Db::open(&dir.path().join("t.db")).unwrap();
+        db.write(|c| c.execute_batch("CREATE TABLE t (n INTEGER UNIQUE)"))
+            .await
+            .unwrap();
+        for i in 0..100 {
+            db.record_later(move |c| c.execute("INSERT INTO t VALUES (?1)", [i]).map(drop))
+                .unwrap();
+        }
+        // A read queued behind them sees them all.
+        let n: i64 = db
+            .read(|c| c.query_row("SELECT COUNT(*) FROM t", [], |r| r.get(0)))
+            .await
+            .unwrap();
+        assert_eq!(n, 100);
+        db.settled().await.unwrap();
+
+        // A failing one spoils no other, and is reported by the next call of either.
+        db.record_later(|c| c.execute("INSERT INTO t VALUES (5)", []).map(drop))
+            .unwrap();
+        db.record_later(|c| c.execute("INSERT INTO t VALUES (100)", []).map(drop))
+            .unwrap();
+        let e = db.settled().await.unwrap_err().to_string();
+        assert!(e.contains("UNIQUE"), "{e}");
+        assert!(db.record_later(|_| Ok(())).is_err());
+        let n: i64 = db
+            .read(|c| c.query_row("SELECT COUNT(*) FROM t", [], |r| r.get(0)))
+            .await
+            .unwrap();
+        assert_eq!(n, 101);
     }
 }
