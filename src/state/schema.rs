@@ -128,6 +128,12 @@ const MIGRATIONS: &[&str] = &[
     r#"
     CREATE INDEX items_by_line ON items (plan_id, row_line, row_key);
     "#,
+    // 6: only payout items have a batch; the other steps' items no longer each add a NULL
+    // entry to items_by_batch as they are planned. (`batch_id = ?` still uses it.)
+    r#"
+    DROP INDEX items_by_batch;
+    CREATE INDEX items_by_batch ON items (batch_id) WHERE batch_id IS NOT NULL;
+    "#,
 ];
 
 /// The schema version this build writes.
@@ -197,6 +203,14 @@ mod tests {
             .collect::<Result<_, _>>()
             .unwrap();
         assert_eq!(indexes, ["items_by_batch", "items_by_line"]);
+        let partial: String = conn
+            .query_row(
+                "SELECT sql FROM sqlite_master WHERE name = 'items_by_batch'",
+                [],
+                |r| r.get(0),
+            )
+            .unwrap();
+        assert!(partial.ends_with("WHERE batch_id IS NOT NULL"), "{partial}");
     }
 
     #[test]
