@@ -1,7 +1,7 @@
 //! Executor benchmarks, against in-process sandboxes, running the real `payrun` binary:
 //!
 //! 1. overhead: 20,000-row onboarding job, faults off, no rate limit, concurrency 8; payrun
-//!    rows/s next to `wrk` requests/s on the same endpoint with the same concurrency, in five
+//!    rows/s next to `wrk` requests/s on the same endpoint with the same concurrency, in nine
 //!    alternating rounds (best against best, and the median of the rounds' ratios);
 //! 2. rate accuracy: job limit 50/s against a sandbox enforcing 50/s, 2,000 rows;
 //! 3. latency hiding: sandbox latency 200 ms, limit 100/s, concurrency 32, 2,000 rows;
@@ -20,7 +20,7 @@ use std::process::Command;
 use std::time::{Duration, Instant};
 
 /// Rounds of the overhead measurement.
-const ROUNDS: usize = 5;
+const ROUNDS: usize = 9;
 
 fn job(rate: &str, burst: u32, concurrency: u32) -> String {
     format!(
