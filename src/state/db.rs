@@ -295,13 +295,25 @@ fn serve(conn: Connection, rx: mpsc::Receiver<Job>, commits: Arc<AtomicU64>) {
 mod tests {
     use super::*;
 
-    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-    async fn concurrent_writes_share_commits_and_fail_alone() {
+    /// A database with one table `t` of unique numbers.
+    async fn with_table() -> (tempfile::TempDir, Db) {
         let dir = tempfile::tempdir().unwrap();
         let db = Db::open(&dir.path().join("t.db")).unwrap();
         db.write(|c| c.execute_batch("CREATE TABLE t (n INTEGER UNIQUE)"))
             .await
             .unwrap();
+        (dir, db)
+    }
+
+    async fn rows(db: &Db) -> i64 {
+        db.read(|c| c.query_row("SELECT COUNT(*) FROM t", [], |r| r.get(0)))
+            .await
+            .unwrap()
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn concurrent_writes_share_commits_and_fail_alone() {
+        let (_dir, db) = with_table().await;
         let tasks: Vec<_> = (0..200)
             .map(|i| {
                 let db = db.clone();
@@ -318,10 +330,7 @@ mod tests {
             }
         }
         assert_eq!(failed, 50, "duplicates fail on their own");
-        let n: i64 = db
-            .read(|c| c.query_row("SELECT COUNT(*) FROM t", [], |r| r.get(0)))
-            .await
-            .unwrap();
+        let n = rows(&db).await;
         assert_eq!(n, 150);
         assert!(
             db.commits() < 200,
@@ -332,20 +341,13 @@ mod tests {
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn writes_not_waited_on_are_seen_in_order_and_their_failure_is_reported() {
-        let dir = tempfile::tempdir().unwrap();
-        let db = Db::open(&dir.path().join("t.db")).unwrap();
-        db.write(|c| c.execute_batch("CREATE TABLE t (n INTEGER UNIQUE)"))
-            .await
-            .unwrap();
+        let (_dir, db) = with_table().await;
         for i in 0..100 {
             db.record_later(move |c| c.execute("INSERT INTO t VALUES (?1)", [i]).map(drop))
                 .unwrap();
         }
         // A read queued behind them sees them all.
-        let n: i64 = db
-            .read(|c| c.query_row("SELECT COUNT(*) FROM t", [], |r| r.get(0)))
-            .await
-            .unwrap();
+        let n = rows(&db).await;
         assert_eq!(n, 100);
         db.settled().await.unwrap();
 
@@ -357,10 +359,7 @@ mod tests {
         let e = db.settled().await.unwrap_err().to_string();
         assert!(e.contains("UNIQUE"), "{e}");
         assert!(db.record_later(|_| Ok(())).is_err());
-        let n: i64 = db
-            .read(|c| c.query_row("SELECT COUNT(*) FROM t", [], |r| r.get(0)))
-            .await
-            .unwrap();
+        let n = rows(&db).await;
         assert_eq!(n, 101);
     }
 }
