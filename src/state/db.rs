@@ -140,15 +140,12 @@ impl Db {
         let job: WriteJob = Box::new(move |conn| {
             let result = in_savepoint(conn, f);
             Box::new(move |commit: Result<(), String>| {
-                let e = match (result, commit) {
-                    (Ok(()), Ok(())) => return,
-                    (Err(e), _) => e.to_string(),
-                    (Ok(()), Err(e)) => format!("commit failed: {e}"),
-                };
-                failed
-                    .lock()
-                    .unwrap_or_else(|p| p.into_inner())
-                    .get_or_insert(e);
+                if let Err(e) = written(result, commit) {
+                    failed
+                        .lock()
+                        .unwrap_or_else(|p| p.into_inner())
+                        .get_or_insert(e);
+                }
             })
         });
         self.jobs
@@ -183,11 +180,7 @@ impl Db {
         let job: WriteJob = Box::new(move |conn| {
             let result = in_savepoint(conn, f);
             Box::new(move |commit: Result<(), String>| {
-                let _ = tx.send(match (result, commit) {
-                    (Ok(v), Ok(())) => Ok(v),
-                    (Err(e), _) => Err(e.to_string()),
-                    (Ok(_), Err(e)) => Err(format!("commit failed: {e}")),
-                });
+                let _ = tx.send(written(result, commit));
             })
         });
         self.jobs
@@ -199,6 +192,15 @@ impl Db {
                 path: self.path.clone(),
                 message,
             })
+    }
+}
+
+/// What became of a write: its own result, unless its transaction failed to commit.
+fn written<T>(result: rusqlite::Result<T>, commit: Result<(), String>) -> Result<T, String> {
+    match (result, commit) {
+        (Ok(v), Ok(())) => Ok(v),
+        (Err(e), _) => Err(e.to_string()),
+        (Ok(_), Err(e)) => Err(format!("commit failed: {e}")),
     }
 }
 
