@@ -202,20 +202,58 @@ impl CsvSource {
     /// A reader of the rows in the file bytes `start..end`, which must begin on a record
     /// boundary (see `plan::reader`); `lines_before` newlines precede `start`. It reports
     /// lines and offsets as a reader of the whole file would.
-    pub fn segment(
-        &self,
+    ///
+    /// The segment is read into `buf` first. Most segments hold no quote and are valid
+    /// UTF-8: then a record is a line and a field is what lies between delimiters, which a
+    /// scan for those bytes finds far faster than the csv parser's byte-by-byte automaton.
+    /// Any other segment is read by the csv parser.
+    pub fn segment<'b>(
+        &'b self,
         start: u64,
         end: u64,
         lines_before: u64,
-    ) -> Result<CsvSource, InputError> {
+        buf: &'b mut Vec<u8>,
+    ) -> Result<SegmentRows<'b>, InputError> {
         let err = |e: std::io::Error| InputError {
             path: self.path.clone(),
             line: None,
             column: None,
             message: format!("cannot read CSV file: {e}"),
         };
-        let mut file = File::open(&self.path).map_err(err)?;
-        file.seek(SeekFrom::Start(start)).map_err(err)?;
+        let len = usize::try_from(end.saturating_sub(start)).unwrap_or(usize::MAX);
+        if len <= MAX_PLAIN_SEGMENT && self.delimiter.is_ascii() && self.delimiter != b'"' {
+            let mut file = File::open(&self.path).map_err(err)?;
+            file.seek(SeekFrom::Start(start)).map_err(err)?;
+            if buf.len() < len {
+                buf.resize(len, 0);
+            }
+            file.read_exact(&mut buf[..len]).map_err(err)?;
+            let bytes = &buf[..len];
+            if memchr::memchr(b'"', bytes).is_none()
+                && let Ok(text) = std::str::from_utf8(bytes)
+            {
+                return Ok(SegmentRows::Plain(PlainRows {
+                    src: self,
+                    text,
+                    at: 0,
+                    lines: lines_before,
+                    origin: start.saturating_sub(self.bom),
+                }));
+            }
+        }
+        self.csv_segment(start, end, lines_before)
+            .map(|rows| SegmentRows::Csv(Box::new(rows)))
+            .map_err(err)
+    }
+
+    fn csv_segment(
+        &self,
+        start: u64,
+        end: u64,
+        lines_before: u64,
+    ) -> Result<CsvSource, std::io::Error> {
+        let mut file = File::open(&self.path)?;
+        file.seek(SeekFrom::Start(start))?;
         // No buffer of its own: csv's buffer is large, and reads go straight into it.
         let buf = BufReader::with_capacity(0, file.take(end.saturating_sub(start)));
         let lines = Lines {
@@ -262,40 +300,50 @@ impl CsvSource {
             Ok(false) => Ok(None),
             Ok(true) => {
                 let line = self.line_of(record.position());
-                // Readers are flexible (a segment has no header to count against), so
-                // the field count is checked here.
-                let expected = self.header.names().len();
-                if record.len() != expected {
-                    return Err(InputError {
-                        path: self.path.clone(),
-                        line: Some(line),
-                        column: None,
-                        message: format!(
-                            "row has {} fields but the header has {expected}",
-                            record.len()
-                        ),
-                    });
-                }
-                key.clear();
-                for (n, &i) in self.key_indexes.iter().enumerate() {
-                    let part = record.get(i).unwrap_or("");
-                    if part.trim().is_empty() {
-                        return Err(InputError {
-                            path: self.path.clone(),
-                            line: Some(line),
-                            column: self.header.name(i).map(str::to_string),
-                            message: "key column is empty".into(),
-                        });
-                    }
-                    if n > 0 {
-                        key.push('/');
-                    }
-                    key.push_str(part);
-                }
-                Ok(Some(line))
+                self.check_row(record, key, line).map(Some)
             }
             Err(e) => Err(self.row_error(&e)),
         }
+    }
+
+    /// Checks a row read at `line` against the header and puts its key in `key`. Readers
+    /// are flexible (a segment has no header to count against), so the field count is
+    /// checked here.
+    fn check_row(
+        &self,
+        record: &StringRecord,
+        key: &mut String,
+        line: u64,
+    ) -> Result<u64, InputError> {
+        let expected = self.header.names().len();
+        if record.len() != expected {
+            return Err(InputError {
+                path: self.path.clone(),
+                line: Some(line),
+                column: None,
+                message: format!(
+                    "row has {} fields but the header has {expected}",
+                    record.len()
+                ),
+            });
+        }
+        key.clear();
+        for (n, &i) in self.key_indexes.iter().enumerate() {
+            let part = record.get(i).unwrap_or("");
+            if part.trim().is_empty() {
+                return Err(InputError {
+                    path: self.path.clone(),
+                    line: Some(line),
+                    column: self.header.name(i).map(str::to_string),
+                    message: "key column is empty".into(),
+                });
+            }
+            if n > 0 {
+                key.push('/');
+            }
+            key.push_str(part);
+        }
+        Ok(line)
     }
 
     fn line_of(&mut self, pos: Option<&csv::Position>) -> u64 {
@@ -320,6 +368,128 @@ impl CsvSource {
             message,
         }
     }
+}
+
+/// The largest segment read whole into memory (`plan::reader` cuts them at half a mebibyte
+/// plus one record).
+const MAX_PLAIN_SEGMENT: usize = 4 << 20;
+
+/// The rows of one segment of the file.
+pub enum SegmentRows<'b> {
+    /// No quote anywhere and valid UTF-8: split at line ends and delimiters.
+    Plain(PlainRows<'b>),
+    /// Read by the csv parser.
+    Csv(Box<CsvSource>),
+}
+
+impl SegmentRows<'_> {
+    /// Where the records' reported positions start, counted after any BOM.
+    pub fn origin(&self) -> u64 {
+        match self {
+            SegmentRows::Plain(rows) => rows.origin,
+            SegmentRows::Csv(rows) => rows.origin(),
+        }
+    }
+
+    /// As `CsvSource::next_row`.
+    pub fn next_row(
+        &mut self,
+        record: &mut StringRecord,
+        key: &mut String,
+    ) -> Result<Option<u64>, InputError> {
+        match self {
+            SegmentRows::Plain(rows) => rows.next_row(record, key),
+            SegmentRows::Csv(rows) => rows.next_row(record, key),
+        }
+    }
+}
+
+/// A segment with no quote, valid UTF-8, read as the csv parser would read it: a record
+/// ends at `\n`, `\r` or `\r\n`, blank lines are skipped, and with no quote a field is
+/// exactly the text between delimiters.
+pub struct PlainRows<'b> {
+    src: &'b CsvSource,
+    text: &'b str,
+    /// The next byte to read.
+    at: usize,
+    /// Newlines before `at`, in the whole file.
+    lines: u64,
+    origin: u64,
+}
+
+impl PlainRows<'_> {
+    fn next_row(
+        &mut self,
+        record: &mut StringRecord,
+        key: &mut String,
+    ) -> Result<Option<u64>, InputError> {
+        let b = self.text.as_bytes();
+        // Line ends left by the last record, and blank lines.
+        loop {
+            match b.get(self.at) {
+                None => return Ok(None),
+                Some(b'\n') => self.lines += 1,
+                Some(b'\r') => {}
+                Some(_) => break,
+            }
+            self.at += 1;
+        }
+        let start = self.at;
+        record.clear();
+        // Every cut is at an ASCII byte, so each piece is whole UTF-8.
+        let mut from = start;
+        let end = split_line(b, start, self.src.delimiter, |i| {
+            record.push_field(&self.text[from..i]);
+            from = i + 1;
+        });
+        record.push_field(&self.text[from..end]);
+        self.at = end;
+        let mut pos = csv::Position::new();
+        pos.set_byte(start as u64).set_line(self.lines + 1);
+        record.set_position(Some(pos));
+        self.src.check_row(record, key, self.lines + 1).map(Some)
+    }
+}
+
+/// Finds the end of the line that starts at `start` (its `\n` or `\r`, or the end of `b`)
+/// and calls `field_end` with each delimiter's offset before it. Eight bytes are tested at
+/// a time: on short fields, a scan per field costs more in calls than in bytes.
+fn split_line(b: &[u8], start: usize, delimiter: u8, mut field_end: impl FnMut(usize)) -> usize {
+    const ONES: u64 = u64::from_ne_bytes([0x01; 8]);
+    const LOW7: u64 = u64::from_ne_bytes([0x7f; 8]);
+    // The top bit of each byte of `v` that is zero, and no other bit.
+    let zero = |v: u64| !(((v & LOW7) + LOW7) | v | LOW7);
+    let (delim, lf, cr) = (ONES * u64::from(delimiter), ONES * 0x0a, ONES * 0x0d);
+    let mut at = start;
+    while let Some(word) = b.get(at..at + 8) {
+        let w = u64::from_le_bytes(word.try_into().expect("eight bytes"));
+        let ends = zero(w ^ lf) | zero(w ^ cr);
+        let mut delims = zero(w ^ delim);
+        if ends != 0 {
+            let end = at + (ends.trailing_zeros() / 8) as usize;
+            // Only the delimiters before the line end.
+            delims &= (ends & ends.wrapping_neg()) - 1;
+            while delims != 0 {
+                field_end(at + (delims.trailing_zeros() / 8) as usize);
+                delims &= delims - 1;
+            }
+            return end;
+        }
+        while delims != 0 {
+            field_end(at + (delims.trailing_zeros() / 8) as usize);
+            delims &= delims - 1;
+        }
+        at += 8;
+    }
+    for (i, &c) in b.iter().enumerate().skip(at) {
+        if c == b'\n' || c == b'\r' {
+            return i;
+        }
+        if c == delimiter {
+            field_end(i);
+        }
+    }
+    b.len()
 }
 
 /// A flexible reader: the field count is checked per row against the header.

@@ -3,7 +3,7 @@
 
 mod csv_source;
 
-pub use csv_source::{CsvSource, RecordReader};
+pub use csv_source::{CsvSource, RecordReader, SegmentRows};
 
 use std::collections::HashMap;
 use std::fmt;

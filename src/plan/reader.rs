@@ -171,10 +171,11 @@ fn run<R: Default + Send>(
         for mut pool in pools {
             let (segments, done) = (segment_rx.clone(), done_tx.clone());
             scope.spawn(move || {
+                let mut buf = Vec::new();
                 loop {
                     let next = segments.lock().unwrap_or_else(|p| p.into_inner()).recv();
                     let Ok(segment) = next else { return };
-                    match read_segment(src, segment, &mut pool, &done, work) {
+                    match read_segment(src, segment, &mut buf, &mut pool, &done, work) {
                         Ok(true) => {}
                         Ok(false) => return,
                         Err(e) => {
@@ -225,11 +226,12 @@ fn run<R: Default + Send>(
 fn read_segment<R: Default>(
     src: &CsvSource,
     segment: Segment,
+    buf: &mut Vec<u8>,
     pool: &mut Pool<R>,
     done: &SyncSender<Done<R>>,
     work: &(impl Fn(&Chunk, &mut R) + Sync),
 ) -> Result<bool, InputError> {
-    let mut rows = src.segment(segment.start, segment.end, segment.lines_before)?;
+    let mut rows = src.segment(segment.start, segment.end, segment.lines_before, buf)?;
     for index in 0.. {
         let Some((mut chunk, mut result)) = pool.take() else {
             return Ok(false);
@@ -407,7 +409,7 @@ mod tests {
                     let fields: Vec<_> = chunk.records[slot].iter().collect();
                     let back = again.read_at(chunk.offset(slot), line).unwrap();
                     assert_eq!(back.iter().collect::<Vec<_>>(), fields);
-                    out.push(format!("{line} {fields:?}"));
+                    out.push(format!("{line} {} {fields:?}", chunk.keys[slot]));
                 }
                 for (_, e) in bad {
                     out.push(format!("{}: {}", e.line.unwrap_or(0), e.message));
@@ -419,9 +421,77 @@ mod tests {
         out
     }
 
-    /// What a plain csv reader of the whole file reports, in the same form.
+    /// What one csv parser of the whole file reports, in the same form.
     fn sequential(content: &[u8]) -> Vec<String> {
-        read_all(content, u64::MAX, 1)
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("in.csv");
+        std::fs::write(&p, content).unwrap();
+        let mut src = CsvSource::open(&p, b',', &["id".to_string()]).unwrap();
+        let (mut record, mut key) = (StringRecord::new(), String::new());
+        let mut out = Vec::new();
+        loop {
+            match src.next_row(&mut record, &mut key) {
+                Ok(None) => break,
+                Ok(Some(line)) => {
+                    let fields: Vec<_> = record.iter().collect();
+                    out.push(format!("{line} {key} {fields:?}"));
+                }
+                Err(e) => out.push(format!("{}: {}", e.line.unwrap_or(0), e.message)),
+            }
+        }
+        out
+    }
+
+    /// Reads `content` in segments of every size in `sizes`, with 1 to 3 workers, and
+    /// checks each reading against one csv parser's.
+    fn assert_read_as_one_parser_does(content: &[u8], sizes: &[u64], rows: usize) {
+        let whole = sequential(content);
+        assert_eq!(whole.len(), rows);
+        for &segment in sizes {
+            for workers in [1, 2, 3] {
+                let got = read_all(content, segment, workers);
+                let first_difference = got.iter().zip(&whole).position(|(a, b)| a != b);
+                assert_eq!(
+                    (got.len(), first_difference.map(|i| (&got[i], &whole[i]))),
+                    (whole.len(), None),
+                    "segment {segment}, {workers} workers"
+                );
+            }
+        }
+    }
+
+    #[test]
+    fn segments_without_quotes_read_exactly_as_the_csv_parser_does() {
+        // Read without the csv parser: LF, CRLF and lone CR line ends, blank lines, empty
+        // fields, a trailing delimiter, multi-byte UTF-8 (also astride the eight-byte
+        // words the line splitter tests), ragged rows, an empty key, long fields and a last
+        // line with no line end.
+        let mut content = b"\xEF\xBB\xBFid,name,note\r\n".to_vec();
+        let mut x: u64 = 0x2545_F491_4F6C_DD1D;
+        for i in 0..800 {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            let row = match x % 11 {
+                0 => format!("{i},Zoë Ångström,naïve café\r\n"),
+                1 => format!("{i},,\n"),
+                2 => format!("{i},a,b\r"),
+                3 => format!("\n\r\n{i},x,y\n\n"),
+                4 => format!("{i},ragged\n"),
+                5 => format!("{i},x,y,\n"),
+                6 => ",no key,x\n".to_string(),
+                7 => format!("{i},{},{}\r\n", "long".repeat(40), "字".repeat(9)),
+                8 => format!("{i},  spaced  , x \n"),
+                _ => format!("{i},plain,row\n"),
+            };
+            content.extend_from_slice(row.as_bytes());
+        }
+        content.extend_from_slice(b"last,no,newline");
+        assert_read_as_one_parser_does(&content, &[1, 5, 64, 1000, 1 << 20], 801);
+        // Bad UTF-8 in a segment: that segment goes to the csv parser.
+        let mut bad = b"id,name\n1,a\n2,\xff\xfe\n3,c\n".to_vec();
+        bad.extend_from_slice(b"4,d\r\n5,e\r\n");
+        assert_read_as_one_parser_does(&bad, &[1, 8, 1000], 5);
     }
 
     #[test]
@@ -451,19 +521,7 @@ mod tests {
             }
         }
         content.extend_from_slice(b"last,no,newline");
-        let whole = sequential(&content);
-        assert_eq!(whole.len(), 602);
-        for segment in [1, 2, 3, 7, 64, 1000] {
-            for workers in [1, 2, 3] {
-                let got = read_all(&content, segment, workers);
-                let first_difference = got.iter().zip(&whole).position(|(a, b)| a != b);
-                assert_eq!(
-                    (got.len(), first_difference.map(|i| (&got[i], &whole[i]))),
-                    (whole.len(), None),
-                    "segment {segment}, {workers} workers"
-                );
-            }
-        }
+        assert_read_as_one_parser_does(&content, &[1, 2, 3, 7, 64, 1000], 602);
     }
 
     #[test]
