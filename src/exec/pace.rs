@@ -1,11 +1,13 @@
 //! Pacing: one GCRA limiter per provider credential (a permit for every attempt, retries
-//! and polls included), a cap on requests in flight, and retry timing — exponential with
+//! and polls included) under a sliding window that never lets more than the rate's count
+//! through in its span, a cap on requests in flight, and retry timing — exponential with
 //! full jitter from `backon`, never shorter than a `Retry-After`. After a 429 every sender
 //! holds off until the provider's `Retry-After` has passed, then the limiter's pace resumes.
 
 use crate::job::{Rate, Retry};
 use backon::{BackoffBuilder, ExponentialBuilder};
 use governor::{DefaultDirectRateLimiter, Quota, RateLimiter};
+use std::collections::VecDeque;
 use std::num::NonZeroU32;
 use std::sync::Mutex;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -38,12 +40,57 @@ impl Stats {
 }
 
 /// A wait for the limiter's next permit ends this early and spins the rest: a sleeping
-/// task wakes 0.2–0.4 ms late, and every permit granted late is time lost for good (the
-/// next one is due a full period after it): at 50/s, 2% of the rate.
+/// task wakes 0.2–0.4 ms late, and with a burst of 1 every permit granted late is time
+/// lost for good (the next one is due a full period after it): at 50/s, 2% of the rate.
+/// A larger burst lets the permits after a late one catch up.
 const SPIN: Duration = Duration::from_micros(500);
+
+/// The most grants the window keeps; a rate with a larger count is checked over a
+/// proportionally shorter span.
+const MAX_WINDOW: u32 = 10_000;
+
+/// The times of the last `count` grants, so that no span of `span` holds more than `count`.
+struct Window {
+    span: Duration,
+    count: usize,
+    grants: VecDeque<std::time::Instant>,
+}
+
+impl Window {
+    /// `count` grants per `per`, with the pacer's 1% margin on the span.
+    fn new(rate: &Rate) -> Window {
+        let count = rate.count.clamp(1, MAX_WINDOW);
+        let span = rate
+            .per
+            .mul_f64(f64::from(count) / f64::from(rate.count.max(1)));
+        Window {
+            span: span + span / 100,
+            count: count as usize,
+            grants: VecDeque::with_capacity(count as usize),
+        }
+    }
+
+    /// How long from `now` until a grant leaves at most `count` in any span; zero if now.
+    fn wait(&self, now: std::time::Instant) -> Duration {
+        match self.grants.front() {
+            Some(&oldest) if self.grants.len() >= self.count => {
+                (oldest + self.span).saturating_duration_since(now)
+            }
+            _ => Duration::ZERO,
+        }
+    }
+
+    fn grant(&mut self, now: std::time::Instant) {
+        if self.grants.len() >= self.count {
+            self.grants.pop_front();
+        }
+        self.grants.push_back(now);
+    }
+}
 
 pub struct Pacer {
     limiter: DefaultDirectRateLimiter,
+    window: Mutex<Window>,
     /// One task at a time waits for the limiter (so one at most spins), in the order
     /// they came.
     pace: tokio::sync::Mutex<()>,
@@ -58,6 +105,10 @@ impl Pacer {
         // A permit every period and a hundredth: paced exactly at a provider's limit,
         // requests that leave a little late and then on time (the network, the scheduler)
         // would put one too many in a window now and then, and a 429 holds every sender.
+        //
+        // The window makes the rate a hard cap, whatever the burst: never more than
+        // `count` in any `per` (and the margin). The limiter alone would let a burst
+        // come on top of a full window's worth (a burst of 5 at 50/s: 54 in a second).
         let period = rate.per / rate.count.max(1);
         let period = period + period / 100;
         let quota = Quota::with_period(period.max(Duration::from_nanos(1)))
@@ -65,6 +116,7 @@ impl Pacer {
             .allow_burst(NonZeroU32::new(burst.max(1)).expect("at least one"));
         Pacer {
             limiter: RateLimiter::direct(quota),
+            window: Mutex::new(Window::new(rate)),
             pace: tokio::sync::Mutex::new(()),
             in_flight: Semaphore::new(concurrency.max(1) as usize),
             retry,
@@ -87,10 +139,9 @@ impl Pacer {
                 _ => break,
             }
         }
-        if self.limiter.check().is_err() {
+        if self.try_grant().is_err() {
             let _turn = self.pace.lock().await;
-            while let Err(not_until) = self.limiter.check() {
-                let wait = not_until.wait_time_from(std::time::Instant::now());
+            while let Err(wait) = self.try_grant() {
                 if wait > SPIN {
                     futures_timer::Delay::new(wait - SPIN).await;
                 } else {
@@ -103,6 +154,24 @@ impl Pacer {
         }
         Stats::add(&self.stats.requests);
         slot
+    }
+
+    /// Takes a permit if the limiter and the window both have one now; else how long
+    /// to wait before asking again.
+    fn try_grant(&self) -> Result<(), Duration> {
+        let mut window = self.window.lock().unwrap_or_else(|p| p.into_inner());
+        let now = std::time::Instant::now();
+        let wait = window.wait(now);
+        if !wait.is_zero() {
+            return Err(wait);
+        }
+        match self.limiter.check() {
+            Ok(()) => {
+                window.grant(now);
+                Ok(())
+            }
+            Err(not_until) => Err(not_until.wait_time_from(now)),
+        }
     }
 
     /// After a 429: nobody sends again before `retry_after` (1 s when the provider gave none).
@@ -213,6 +282,65 @@ mod tests {
             "40 permits at 200/s in {took:?}"
         );
         assert_eq!(p.stats.snapshot().requests, 40);
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_burst_never_takes_the_count_over_the_rate() {
+        // 10 per 200 ms with a burst of 5. The limiter alone would grant 5 at once and
+        // then one every 20.2 ms: the 21st after 323 ms. No 200 ms may hold more than
+        // 10 though, so the 11th waits for the span after the 1st, and the 21st for the
+        // span after the 11th: 2 × 202 ms at the earliest.
+        let rate = Rate {
+            count: 10,
+            per: Duration::from_millis(200),
+        };
+        let p = std::sync::Arc::new(Pacer::new(&rate, 5, 8, pacer().retry));
+        let started = std::time::Instant::now();
+        let tasks: Vec<_> = (0..3)
+            .map(|_| {
+                let p = p.clone();
+                tokio::spawn(async move {
+                    for _ in 0..7 {
+                        drop(p.permit().await);
+                    }
+                })
+            })
+            .collect();
+        for t in tasks {
+            t.await.unwrap();
+        }
+        let took = started.elapsed();
+        assert!(took >= Duration::from_millis(404), "21 permits in {took:?}");
+        assert_eq!(p.stats.snapshot().requests, 21);
+    }
+
+    #[test]
+    fn the_window_holds_at_most_count_grants_in_its_span() {
+        let ms = Duration::from_millis;
+        let rate = Rate {
+            count: 3,
+            per: Duration::from_secs(1),
+        };
+        let mut w = Window::new(&rate);
+        let t0 = std::time::Instant::now();
+        for at in [0, 100, 200] {
+            assert_eq!(w.wait(t0 + ms(at)), Duration::ZERO);
+            w.grant(t0 + ms(at));
+        }
+        // The span is a second and 1%: the 4th grant waits for 1010 ms after the 1st.
+        assert_eq!(w.wait(t0 + ms(300)), ms(710));
+        assert_eq!(w.wait(t0 + ms(1010)), Duration::ZERO);
+        w.grant(t0 + ms(1010));
+        assert_eq!(w.wait(t0 + ms(1020)), ms(90));
+        // A large count is checked over a shorter span: 10,000 per 10.1 ms at 1M/s.
+        let fast = Window::new(&Rate {
+            count: 1_000_000,
+            per: Duration::from_secs(1),
+        });
+        assert_eq!(
+            (fast.count, fast.span),
+            (10_000, Duration::from_micros(10_100))
+        );
     }
 
     #[tokio::test]
