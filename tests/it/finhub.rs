@@ -350,10 +350,11 @@ async fn bulk_chunks_survive_lost_replies_and_map_partial_failures_to_their_rows
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_expiring_token_is_renewed_mid_run() {
-    // Tokens last 300 ms. First honestly told: renewed ahead of expiry, never a 401.
+    // Tokens last 2 s. First honestly told: renewed ahead of expiry (at 80% of its life,
+    // 400 ms before: a busy machine's stalls stay well inside that), never a 401.
     let honest = start(Config {
         finhub: FinhubConfig {
-            token_ttl: Duration::from_millis(1000),
+            token_ttl: Duration::from_millis(2000),
             ..FinhubConfig::default()
         },
         ..config(Faults::default())
@@ -361,13 +362,13 @@ async fn an_expiring_token_is_renewed_mid_run() {
     .await;
     let steps = format!("{CUSTOMER}{AFTER}");
     let slow = job(&steps, RETRY).replace("rate: 500/s", "rate: 40/s");
-    let dir = Dir::new(&slow, &people(30, &[]));
+    let dir = Dir::new(&slow, &people(50, &[]));
     assert_eq!(dir.run(&honest).await.exit_code, 0);
     let l = ledger(&honest).await;
     let tokens = l["finhub"]["requests"]["POST /finhub/oauth/token"]["200"]
         .as_u64()
         .unwrap();
-    assert!(tokens >= 2, "{tokens} token(s) over a run of about 3 s");
+    assert!(tokens >= 2, "{tokens} token(s) over a run of about 5 s");
     let refused: u64 = l["finhub"]["requests"]
         .as_object()
         .unwrap()
