@@ -249,6 +249,25 @@ mod tests {
         );
     }
 
+    /// Takes `each` permits on each of `tasks` tasks at once; how long they all took.
+    async fn take_permits(p: &std::sync::Arc<Pacer>, tasks: usize, each: usize) -> Duration {
+        let started = std::time::Instant::now();
+        let tasks: Vec<_> = (0..tasks)
+            .map(|_| {
+                let p = p.clone();
+                tokio::spawn(async move {
+                    for _ in 0..each {
+                        drop(p.permit().await);
+                    }
+                })
+            })
+            .collect();
+        for t in tasks {
+            t.await.unwrap();
+        }
+        started.elapsed()
+    }
+
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn permits_come_no_faster_than_the_rate() {
         let p = std::sync::Arc::new(Pacer::new(
@@ -260,23 +279,9 @@ mod tests {
             8,
             pacer().retry,
         ));
-        let started = std::time::Instant::now();
-        let tasks: Vec<_> = (0..8)
-            .map(|_| {
-                let p = p.clone();
-                tokio::spawn(async move {
-                    for _ in 0..5 {
-                        drop(p.permit().await);
-                    }
-                })
-            })
-            .collect();
-        for t in tasks {
-            t.await.unwrap();
-        }
+        let took = take_permits(&p, 8, 5).await;
         // With a burst of 1, the 40th permit comes 39 periods (of 5 ms) after the first at
         // the earliest; noise can only make it later.
-        let took = started.elapsed();
         assert!(
             took >= Duration::from_millis(39 * 5),
             "40 permits at 200/s in {took:?}"
@@ -295,21 +300,7 @@ mod tests {
             per: Duration::from_millis(200),
         };
         let p = std::sync::Arc::new(Pacer::new(&rate, 5, 8, pacer().retry));
-        let started = std::time::Instant::now();
-        let tasks: Vec<_> = (0..3)
-            .map(|_| {
-                let p = p.clone();
-                tokio::spawn(async move {
-                    for _ in 0..7 {
-                        drop(p.permit().await);
-                    }
-                })
-            })
-            .collect();
-        for t in tasks {
-            t.await.unwrap();
-        }
-        let took = started.elapsed();
+        let took = take_permits(&p, 3, 7).await;
         assert!(took >= Duration::from_millis(404), "21 permits in {took:?}");
         assert_eq!(p.stats.snapshot().requests, 21);
     }

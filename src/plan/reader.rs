@@ -442,6 +442,22 @@ mod tests {
         out
     }
 
+    /// A file with a BOM, the header `id,name,note` and a CRLF, then `rows(i, x)` for each
+    /// row `i` and a pseudo-random `x` (xorshift from `seed`), then a last row with no line
+    /// end.
+    fn generated(seed: u64, rows: u64, row: impl Fn(u64, u64) -> Vec<u8>) -> Vec<u8> {
+        let mut content = b"\xEF\xBB\xBFid,name,note\r\n".to_vec();
+        let mut x = seed;
+        for i in 0..rows {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            content.extend_from_slice(&row(i, x));
+        }
+        content.extend_from_slice(b"last,no,newline");
+        content
+    }
+
     /// Reads `content` in segments of every size in `sizes`, with 1 to 3 workers, and
     /// checks each reading against one csv parser's.
     fn assert_read_as_one_parser_does(content: &[u8], sizes: &[u64], rows: usize) {
@@ -466,13 +482,8 @@ mod tests {
         // fields, a trailing delimiter, multi-byte UTF-8 (also astride the eight-byte
         // words the line splitter tests), ragged rows, an empty key, long fields and a last
         // line with no line end.
-        let mut content = b"\xEF\xBB\xBFid,name,note\r\n".to_vec();
-        let mut x: u64 = 0x2545_F491_4F6C_DD1D;
-        for i in 0..800 {
-            x ^= x << 13;
-            x ^= x >> 7;
-            x ^= x << 17;
-            let row = match x % 11 {
+        let content = generated(0x2545_F491_4F6C_DD1D, 800, |i, x| {
+            match x % 11 {
                 0 => format!("{i},Zoë Ångström,naïve café\r\n"),
                 1 => format!("{i},,\n"),
                 2 => format!("{i},a,b\r"),
@@ -483,10 +494,9 @@ mod tests {
                 7 => format!("{i},{},{}\r\n", "long".repeat(40), "字".repeat(9)),
                 8 => format!("{i},  spaced  , x \n"),
                 _ => format!("{i},plain,row\n"),
-            };
-            content.extend_from_slice(row.as_bytes());
-        }
-        content.extend_from_slice(b"last,no,newline");
+            }
+            .into_bytes()
+        });
         assert_read_as_one_parser_does(&content, &[1, 5, 64, 1000, 1 << 20], 801);
         // Bad UTF-8 in a segment: that segment goes to the csv parser.
         let mut bad = b"id,name\n1,a\n2,\xff\xfe\n3,c\n".to_vec();
@@ -499,12 +509,7 @@ mod tests {
         // Quotes that open fields, doubled quotes, quoted newlines and delimiters, a quote
         // inside an unquoted field, junk after a closing quote, CRLF, blank lines, a
         // ragged row and bad UTF-8.
-        let mut content = b"\xEF\xBB\xBFid,name,note\r\n".to_vec();
-        let mut x: u64 = 0x9E37_79B9_7F4A_7C15;
-        for i in 0..600 {
-            x ^= x << 13;
-            x ^= x >> 7;
-            x ^= x << 17;
+        let content = generated(0x9E37_79B9_7F4A_7C15, 600, |i, x| {
             let row = match x % 9 {
                 0 => format!("{i},\"Doe, Jane\",\"say \"\"hi\"\"\"\r\n"),
                 1 => format!("{i},\"multi\nline\",x\n"),
@@ -515,12 +520,12 @@ mod tests {
                 6 => format!("{i},x,\"quoted\nnewline, and \"\"quote\"\"\"\n"),
                 _ => format!("{i},plain,row\r\n"),
             };
-            content.extend_from_slice(row.as_bytes());
+            let mut row = row.into_bytes();
             if i == 300 {
-                content.extend_from_slice(b"bad,\xff\xfe,x\n");
+                row.extend_from_slice(b"bad,\xff\xfe,x\n");
             }
-        }
-        content.extend_from_slice(b"last,no,newline");
+            row
+        });
         assert_read_as_one_parser_does(&content, &[1, 2, 3, 7, 64, 1000], 602);
     }
 
