@@ -221,7 +221,10 @@ impl CsvSource {
             message: format!("cannot read CSV file: {e}"),
         };
         let len = usize::try_from(end.saturating_sub(start)).unwrap_or(usize::MAX);
-        if len <= MAX_PLAIN_SEGMENT && self.delimiter.is_ascii() && self.delimiter != b'"' {
+        // A delimiter that is a quote, a line end or not ASCII is left to the csv parser.
+        let plain_delimiter =
+            self.delimiter.is_ascii() && !matches!(self.delimiter, b'"' | b'\n' | b'\r');
+        if len <= MAX_PLAIN_SEGMENT && plain_delimiter {
             let mut file = File::open(&self.path).map_err(err)?;
             file.seek(SeekFrom::Start(start)).map_err(err)?;
             if buf.len() < len {
