@@ -45,6 +45,11 @@ impl Stats {
 /// A larger burst lets the permits after a late one catch up.
 const SPIN: Duration = Duration::from_micros(500);
 
+/// A span and a hundredth: the pacer's margin under a provider's limit (see `Pacer::new`).
+fn with_margin(d: Duration) -> Duration {
+    d + d / 100
+}
+
 /// The most grants the window keeps; a rate with a larger count is checked over a
 /// proportionally shorter span.
 const MAX_WINDOW: u32 = 10_000;
@@ -64,7 +69,7 @@ impl Window {
             .per
             .mul_f64(f64::from(count) / f64::from(rate.count.max(1)));
         Window {
-            span: span + span / 100,
+            span: with_margin(span),
             count: count as usize,
             grants: VecDeque::with_capacity(count as usize),
         }
@@ -110,7 +115,7 @@ impl Pacer {
         // `count` in any `per` (and the margin). The limiter alone would let a burst
         // come on top of a full window's worth (a burst of 5 at 50/s: 54 in a second).
         let period = rate.per / rate.count.max(1);
-        let period = period + period / 100;
+        let period = with_margin(period);
         let quota = Quota::with_period(period.max(Duration::from_nanos(1)))
             .expect("a positive period")
             .allow_burst(NonZeroU32::new(burst.max(1)).expect("at least one"));
