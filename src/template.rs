@@ -5,8 +5,7 @@
 //! column access, because minijinja per field per row would dominate a million-row
 //! validation. The fast path gives the same output as minijinja (tested below).
 
-use crate::input::Header;
-use csv::StringRecord;
+use crate::input::{Header, Row};
 use minijinja::value::{Object, Value};
 use minijinja::{AutoEscape, Environment, UndefinedBehavior};
 use std::collections::BTreeMap;
@@ -138,7 +137,7 @@ impl Templates {
     /// The value of a constant or of a column taken as it is, the common cases, without
     /// a call; `None` for a template that needs `render`.
     #[inline]
-    pub fn plain<'r>(&self, template: &'r Template, row: &'r StringRecord) -> Option<&'r str> {
+    pub fn plain<'r>(&self, template: &'r Template, row: Row<'r>) -> Option<&'r str> {
         match template {
             Template::Literal(s) => Some(s),
             Template::Column { index, filters } if filters.is_empty() => {
@@ -152,7 +151,7 @@ impl Templates {
     pub fn render<'r>(
         &self,
         template: &'r Template,
-        row: &'r StringRecord,
+        row: Row<'r>,
     ) -> Result<std::borrow::Cow<'r, str>, String> {
         self.render_reusing(template, row, String::new())
     }
@@ -163,7 +162,7 @@ impl Templates {
     pub fn render_reusing<'r>(
         &self,
         template: &'r Template,
-        row: &'r StringRecord,
+        row: Row<'r>,
         mut buf: String,
     ) -> Result<std::borrow::Cow<'r, str>, String> {
         use std::borrow::Cow;
@@ -311,8 +310,9 @@ fn fast_path(source: &str, header: &Header) -> Option<Template> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::input::Rows;
 
-    fn setup() -> (Templates, StringRecord) {
+    fn setup() -> (Templates, Rows) {
         let header = Arc::new(Header::new(vec![
             "email".into(),
             "first name".into(),
@@ -323,7 +323,8 @@ mod tests {
             ("name".to_string(), "payroll".to_string()),
             ("scope".to_string(), "2026-11".to_string()),
         ]);
-        let row = StringRecord::from(vec![" Jane@Example.COM ", "Jane", "yes"]);
+        let row = csv::StringRecord::from(vec![" Jane@Example.COM ", "Jane", "yes"]);
+        let row = Rows::from_records([&row]);
         (Templates::new(header, &vars, &job), row)
     }
 
@@ -349,8 +350,8 @@ mod tests {
                 name: format!("f{i}"),
             };
             assert_eq!(
-                t.render(&fast, &row).unwrap(),
-                t.render(&slow, &row).unwrap(),
+                t.render(&fast, row.row(0)).unwrap(),
+                t.render(&slow, row.row(0)).unwrap(),
                 "{src}"
             );
         }
@@ -363,7 +364,7 @@ mod tests {
         assert!(matches!(tpl, Template::Jinja { .. }));
         assert_eq!(uses.columns, vec!["kyc"]);
         // minijinja 3 renders booleans Python-style; `when` accepts either case.
-        assert_eq!(t.render(&tpl, &row).unwrap(), "True");
+        assert_eq!(t.render(&tpl, row.row(0)).unwrap(), "True");
         let (tpl, _) = t
             .compile("d", "Pay {{ vars.period }} for {{ job.name }}")
             .unwrap();
@@ -371,11 +372,14 @@ mod tests {
             matches!(tpl, Template::Literal(_)),
             "row-free templates are folded at compile time"
         );
-        assert_eq!(t.render(&tpl, &row).unwrap(), "Pay 2026-11 for payroll");
+        assert_eq!(
+            t.render(&tpl, row.row(0)).unwrap(),
+            "Pay 2026-11 for payroll"
+        );
         let (tpl, _) = t
             .compile("m", "{{ vars.period }}-{{ row['first name'] | upper }}")
             .unwrap();
-        assert_eq!(t.render(&tpl, &row).unwrap(), "2026-11-JANE");
+        assert_eq!(t.render(&tpl, row.row(0)).unwrap(), "2026-11-JANE");
         let (tpl, _) = t.compile("l", "plain text").unwrap();
         assert!(matches!(tpl, Template::Literal(_)));
     }

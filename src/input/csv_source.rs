@@ -1,10 +1,11 @@
 //! A streaming CSV reader: UTF-8 with or without BOM, LF or CRLF, quoted fields.
 
-use super::{Header, InputError};
+use super::{Header, InputError, Rows};
 use csv::StringRecord;
 use std::collections::VecDeque;
 use std::fs::File;
 use std::io::{BufRead, BufReader, Read, Seek, SeekFrom, Take};
+use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
@@ -201,51 +202,62 @@ impl CsvSource {
 
     /// A reader of the rows in the file bytes `start..end`, which must begin on a record
     /// boundary (see `plan::reader`); `lines_before` newlines precede `start`. It reports
-    /// lines and offsets as a reader of the whole file would.
+    /// lines and offsets as a reader of the whole file would, and puts the rows it reads in
+    /// `rows`. `file` is this source's file, opened once by the caller.
     ///
-    /// The segment is read into `buf` first. Most segments hold no quote and are valid
-    /// UTF-8: then a record is a line and a field is what lies between delimiters, which a
-    /// scan for those bytes finds far faster than the csv parser's byte-by-byte automaton.
-    /// Any other segment is read by the csv parser.
-    pub fn segment<'b>(
-        &'b self,
+    /// Most segments hold no quote and are valid UTF-8: then the segment, read whole, is
+    /// the rows' text, a record is a line and a field is what lies between delimiters,
+    /// which a scan for those bytes finds far faster than the csv parser's byte-by-byte
+    /// automaton. Any other segment is read by the csv parser, its fields copied.
+    pub fn segment(
+        &self,
+        file: &File,
         start: u64,
         end: u64,
         lines_before: u64,
-        buf: &'b mut Vec<u8>,
-    ) -> Result<SegmentRows<'b>, InputError> {
+        rows: &mut Rows,
+    ) -> Result<SegmentRows<'_>, InputError> {
         let err = |e: std::io::Error| InputError {
             path: self.path.clone(),
             line: None,
             column: None,
             message: format!("cannot read CSV file: {e}"),
         };
+        let mut bytes = std::mem::take(&mut rows.text).into_bytes();
+        rows.clear();
         let len = usize::try_from(end.saturating_sub(start)).unwrap_or(usize::MAX);
         // A delimiter that is a quote, a line end or not ASCII is left to the csv parser.
         let plain_delimiter =
             self.delimiter.is_ascii() && !matches!(self.delimiter, b'"' | b'\n' | b'\r');
         if len <= MAX_PLAIN_SEGMENT && plain_delimiter {
-            let mut file = File::open(&self.path).map_err(err)?;
-            file.seek(SeekFrom::Start(start)).map_err(err)?;
-            if buf.len() < len {
-                buf.resize(len, 0);
-            }
-            file.read_exact(&mut buf[..len]).map_err(err)?;
-            let bytes = &buf[..len];
-            if memchr::memchr(b'"', bytes).is_none()
-                && let Ok(text) = std::str::from_utf8(bytes)
-            {
-                return Ok(SegmentRows::Plain(PlainRows {
-                    src: self,
-                    text,
-                    at: 0,
-                    lines: lines_before,
-                    origin: start.saturating_sub(self.bom),
-                }));
+            // Only what the last segment did not reach is zeroed before it is read over.
+            bytes.resize(len, 0);
+            file.read_exact_at(&mut bytes, start).map_err(err)?;
+            if memchr::memchr(b'"', &bytes).is_none() {
+                match String::from_utf8(bytes) {
+                    Ok(text) => {
+                        rows.text = text;
+                        return Ok(SegmentRows::Plain(PlainRows {
+                            src: self,
+                            at: 0,
+                            lines: lines_before,
+                            origin: start.saturating_sub(self.bom),
+                        }));
+                    }
+                    Err(e) => bytes = e.into_bytes(),
+                }
             }
         }
+        // Keep the buffer for the next segment.
+        bytes.clear();
+        rows.text = String::from_utf8(bytes).unwrap_or_default();
         self.csv_segment(start, end, lines_before)
-            .map(|rows| SegmentRows::Csv(Box::new(rows)))
+            .map(|src| {
+                SegmentRows::Csv(Box::new(CsvRows {
+                    src,
+                    record: StringRecord::new(),
+                }))
+            })
             .map_err(err)
     }
 
@@ -303,7 +315,7 @@ impl CsvSource {
             Ok(false) => Ok(None),
             Ok(true) => {
                 let line = self.line_of(record.position());
-                self.check_row(record, key, line).map(Some)
+                self.check_row(&*record, key, line).map(Some)
             }
             Err(e) => Err(self.row_error(&e)),
         }
@@ -314,25 +326,25 @@ impl CsvSource {
     /// checked here.
     fn check_row(
         &self,
-        record: &StringRecord,
+        record: &impl Fields,
         key: &mut String,
         line: u64,
     ) -> Result<u64, InputError> {
         let expected = self.header.names().len();
-        if record.len() != expected {
+        if record.count() != expected {
             return Err(InputError {
                 path: self.path.clone(),
                 line: Some(line),
                 column: None,
                 message: format!(
                     "row has {} fields but the header has {expected}",
-                    record.len()
+                    record.count()
                 ),
             });
         }
         key.clear();
         for (n, &i) in self.key_indexes.iter().enumerate() {
-            let part = record.get(i).unwrap_or("");
+            let part = record.field(i).unwrap_or("");
             if part.trim().is_empty() {
                 return Err(InputError {
                     path: self.path.clone(),
@@ -378,41 +390,67 @@ impl CsvSource {
 const MAX_PLAIN_SEGMENT: usize = 4 << 20;
 
 /// The rows of one segment of the file.
-pub enum SegmentRows<'b> {
+pub enum SegmentRows<'s> {
     /// No quote anywhere and valid UTF-8: split at line ends and delimiters.
-    Plain(PlainRows<'b>),
+    Plain(PlainRows<'s>),
     /// Read by the csv parser.
-    Csv(Box<CsvSource>),
+    Csv(Box<CsvRows>),
 }
 
 impl SegmentRows<'_> {
-    /// Where the records' reported positions start, counted after any BOM.
-    pub fn origin(&self) -> u64 {
-        match self {
-            SegmentRows::Plain(rows) => rows.origin,
-            SegmentRows::Csv(rows) => rows.origin(),
-        }
-    }
-
-    /// As `CsvSource::next_row`.
+    /// As `CsvSource::next_row`, but the row goes to the end of `rows` (the ones `segment`
+    /// was given) and its offset (counted after any BOM) comes back with its line. A bad
+    /// row adds nothing to `rows`.
     pub fn next_row(
         &mut self,
-        record: &mut StringRecord,
+        rows: &mut Rows,
         key: &mut String,
-    ) -> Result<Option<u64>, InputError> {
+    ) -> Result<Option<(u64, u64)>, InputError> {
         match self {
-            SegmentRows::Plain(rows) => rows.next_row(record, key),
-            SegmentRows::Csv(rows) => rows.next_row(record, key),
+            SegmentRows::Plain(plain) => plain.next_row(rows, key),
+            SegmentRows::Csv(csv) => csv.next_row(rows, key),
         }
+    }
+}
+
+/// A segment read by the csv parser; each record's fields are copied into the rows.
+pub struct CsvRows {
+    src: CsvSource,
+    record: StringRecord,
+}
+
+impl CsvRows {
+    fn next_row(
+        &mut self,
+        rows: &mut Rows,
+        key: &mut String,
+    ) -> Result<Option<(u64, u64)>, InputError> {
+        let Some(line) = self.src.next_row(&mut self.record, key)? else {
+            return Ok(None);
+        };
+        let size = self.record.as_slice().len();
+        if rows.text.len().saturating_add(size) > u32::MAX as usize {
+            return Err(InputError {
+                path: self.src.path.clone(),
+                line: Some(line),
+                column: None,
+                message: format!("row is too large to read ({size} bytes)"),
+            });
+        }
+        rows.start_row();
+        for field in &self.record {
+            rows.push_field(field);
+        }
+        let offset = self.src.origin + self.record.position().map_or(0, csv::Position::byte);
+        Ok(Some((line, offset)))
     }
 }
 
 /// A segment with no quote, valid UTF-8, read as the csv parser would read it: a record
 /// ends at `\n`, `\r` or `\r\n`, blank lines are skipped, and with no quote a field is
-/// exactly the text between delimiters.
-pub struct PlainRows<'b> {
-    src: &'b CsvSource,
-    text: &'b str,
+/// exactly the text between delimiters. The segment is the rows' text.
+pub struct PlainRows<'s> {
+    src: &'s CsvSource,
     /// The next byte to read.
     at: usize,
     /// Newlines before `at`, in the whole file.
@@ -423,10 +461,15 @@ pub struct PlainRows<'b> {
 impl PlainRows<'_> {
     fn next_row(
         &mut self,
-        record: &mut StringRecord,
+        rows: &mut Rows,
         key: &mut String,
-    ) -> Result<Option<u64>, InputError> {
-        let b = self.text.as_bytes();
+    ) -> Result<Option<(u64, u64)>, InputError> {
+        let Rows {
+            text,
+            bounds,
+            firsts,
+        } = rows;
+        let b = text.as_bytes();
         // Line ends left by the last record, and blank lines.
         loop {
             match b.get(self.at) {
@@ -438,19 +481,64 @@ impl PlainRows<'_> {
             self.at += 1;
         }
         let start = self.at;
-        record.clear();
-        // Every cut is at an ASCII byte, so each piece is whole UTF-8.
-        let mut from = start;
+        let first = bounds.len();
+        // Every cut is at an ASCII byte, so each piece is whole UTF-8. A plain segment is
+        // at most `MAX_PLAIN_SEGMENT` long, so its offsets fit in `u32`.
+        let mut from = start as u32;
         let end = split_line(b, start, self.src.delimiter, |i| {
-            record.push_field(&self.text[from..i]);
-            from = i + 1;
+            bounds.push((from, i as u32));
+            from = i as u32 + 1;
         });
-        record.push_field(&self.text[from..end]);
+        bounds.push((from, end as u32));
         self.at = end;
-        let mut pos = csv::Position::new();
-        pos.set_byte(start as u64).set_line(self.lines + 1);
-        record.set_position(Some(pos));
-        self.src.check_row(record, key, self.lines + 1).map(Some)
+        let line = self.lines + 1;
+        let row = RowFields {
+            text,
+            bounds: &bounds[first..],
+        };
+        match self.src.check_row(&row, key, line) {
+            Ok(line) => {
+                firsts.push(first as u32);
+                Ok(Some((line, self.origin + start as u64)))
+            }
+            Err(e) => {
+                bounds.truncate(first);
+                Err(e)
+            }
+        }
+    }
+}
+
+/// What a row check needs of a row's fields.
+trait Fields {
+    fn count(&self) -> usize;
+    fn field(&self, i: usize) -> Option<&str>;
+}
+
+impl Fields for StringRecord {
+    fn count(&self) -> usize {
+        self.len()
+    }
+
+    fn field(&self, i: usize) -> Option<&str> {
+        self.get(i)
+    }
+}
+
+/// A row being read, before it is handed on as a `Row`.
+struct RowFields<'a> {
+    text: &'a str,
+    bounds: &'a [(u32, u32)],
+}
+
+impl Fields for RowFields<'_> {
+    fn count(&self) -> usize {
+        self.bounds.len()
+    }
+
+    fn field(&self, i: usize) -> Option<&str> {
+        let &(s, e) = self.bounds.get(i)?;
+        self.text.get(s as usize..e as usize)
     }
 }
 

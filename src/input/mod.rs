@@ -2,8 +2,10 @@
 //! and every data error names the file, the line and the column.
 
 mod csv_source;
+mod rows;
 
 pub use csv_source::{CsvSource, RecordReader, SegmentRows};
+pub use rows::{Row, Rows};
 
 use std::collections::HashMap;
 use std::fmt;

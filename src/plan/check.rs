@@ -114,15 +114,9 @@ pub fn check_rows(
             out.clear();
             let mut scratch = Vec::new();
             for (slot, &line) in chunk.lines.iter().enumerate() {
-                out.hashes.push(key_hash(&chunk.keys[slot]));
-                checker.check_row(
-                    slot,
-                    line,
-                    &chunk.keys[slot],
-                    &chunk.records[slot],
-                    out,
-                    &mut scratch,
-                );
+                let key = chunk.key(slot);
+                out.hashes.push(key_hash(key));
+                checker.check_row(slot, line, key, chunk.row(slot), out, &mut scratch);
             }
             for &(_, _, amount, ccy) in &out.payouts {
                 match out.subtotals.iter_mut().find(|t| t.0 == ccy) {
@@ -212,7 +206,7 @@ impl Merger<'_, '_> {
             let slot = (max - self.summary.rows) as usize;
             self.over_rows = Some(Offender {
                 line: chunk.lines[slot],
-                key: chunk.keys[slot].clone(),
+                key: chunk.key(slot).to_string(),
                 column: None,
             });
         }
@@ -248,7 +242,7 @@ impl Merger<'_, '_> {
                 && !on_row(RowPlan {
                     line,
                     offset: chunk.offset(slot),
-                    key: chunk.keys[slot].clone(),
+                    key: chunk.key(slot).to_string(),
                     items: row_items,
                 })
             {
@@ -304,7 +298,7 @@ impl Merger<'_, '_> {
                     name,
                     Offender {
                         line: chunk.lines[slot],
-                        key: chunk.keys[slot].clone(),
+                        key: chunk.key(slot).to_string(),
                         column: rules[si].amount_column.clone(),
                     },
                 );

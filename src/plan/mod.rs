@@ -170,7 +170,9 @@ impl<'a> Renderer<'a> {
         si: usize,
     ) -> Result<Option<ItemPlan>, Vec<InputError>> {
         let mut out = check::ChunkResult::default();
-        self.checker.check_row_step(si, line, key, record, &mut out);
+        let rows = crate::input::Rows::from_records([record]);
+        self.checker
+            .check_row_step(si, line, key, rows.row(0), &mut out);
         if !out.errors.is_empty() {
             return Err(out.errors.into_iter().map(|(_, e)| e).collect());
         }

@@ -1,6 +1,6 @@
-//! The row pipeline. The CSV is cut into segments of about half a mebibyte that each begin on a
-//! record boundary; worker threads parse and check whole segments in chunks of rows (rows
-//! are independent), and the caller merges the chunks in file order (what depends on
+//! The row pipeline. The CSV is cut into segments of about a quarter mebibyte that each
+//! begin on a record boundary; worker threads parse and check whole segments (rows are
+//! independent), and the caller merges their results in file order (what depends on
 //! order: duplicate keys, totals, output). Parsing is the costliest part of reading, so it
 //! runs on every core, not one.
 //!
@@ -8,12 +8,12 @@
 //! and newlines, exactly as the csv parser treats them: a newline starts a record unless
 //! it is inside a quoted field. Its cost is a scan for two bytes, far below parsing.
 //!
-//! Each worker owns a pool of chunks that the merge hands back, so memory stays bounded by
-//! the chunks in flight, and the worker holding the earliest unmerged segment can always
-//! go on (its chunks are merged as they come), so the pipeline cannot stall for good.
+//! Each worker owns a pool of chunks (a segment's rows each) that the merge hands back, so
+//! memory stays bounded by the chunks in flight, and the worker holding the earliest
+//! unmerged segment can always go on (the chunks of the segments before it are all merged
+//! and back in its pool), so the pipeline cannot stall for good.
 
-use crate::input::{CsvSource, InputError};
-use csv::StringRecord;
+use crate::input::{CsvSource, InputError, Row, Rows};
 use std::collections::BTreeMap;
 use std::fs::File;
 use std::io::{Read, Seek, SeekFrom};
@@ -21,22 +21,22 @@ use std::path::Path;
 use std::sync::mpsc::{Receiver, SyncSender, sync_channel};
 use std::sync::{Arc, Mutex};
 
-const CHUNK_ROWS: usize = 1024;
-/// Chunks each worker may have in flight: more than a segment's worth of usual rows
-/// (about 6 of ~90 bytes), so a worker one segment ahead of the merge rarely waits.
-const POOL: usize = 8;
-const MAX_SEGMENT: u64 = 512 << 10;
+/// Chunks each worker may have in flight: a worker can run this many segments ahead of
+/// the merge (about 8,000 usual rows of ~90 bytes) before it waits.
+const POOL: usize = 3;
+const MAX_SEGMENT: u64 = 256 << 10;
 const MIN_SEGMENT: u64 = 32 << 10;
 
-/// A run of rows in file order: each slot is a row read (record, key, line); the rows that
-/// could not be read are in `bad`, each before the slot it preceded.
+/// One segment's rows in file order: each slot is a row read (fields, key, line, offset);
+/// the rows that could not be read are in `bad`, each before the slot it preceded.
 pub struct Chunk {
     owner: usize,
-    /// Where the records' reported positions start, counted after any BOM.
-    origin: u64,
-    pub records: Vec<StringRecord>,
-    pub keys: Vec<String>,
+    pub rows: Rows,
+    keys: String,
+    key_ends: Vec<u32>,
     pub lines: Vec<u64>,
+    /// Each row's byte offset (after any BOM), as `RecordReader` takes it.
+    offsets: Vec<u64>,
     pub bad: Vec<(usize, InputError)>,
 }
 
@@ -44,17 +44,38 @@ impl Chunk {
     fn new(owner: usize) -> Chunk {
         Chunk {
             owner,
-            origin: 0,
-            records: vec![StringRecord::new(); CHUNK_ROWS],
-            keys: vec![String::new(); CHUNK_ROWS],
-            lines: Vec::with_capacity(CHUNK_ROWS),
+            rows: Rows::default(),
+            keys: String::new(),
+            key_ends: Vec::new(),
+            lines: Vec::new(),
+            offsets: Vec::new(),
             bad: Vec::new(),
         }
     }
 
-    /// The byte offset (after any BOM) of the record in `slot`, as `RecordReader` takes it.
+    /// Empties it for the next segment, keeping its buffers (`CsvSource::segment` empties
+    /// the rows).
+    fn clear(&mut self) {
+        self.keys.clear();
+        self.key_ends.clear();
+        self.lines.clear();
+        self.offsets.clear();
+        self.bad.clear();
+    }
+
+    pub fn row(&self, slot: usize) -> Row<'_> {
+        self.rows.row(slot)
+    }
+
+    /// The key of the row in `slot` (key columns joined by `/`).
+    pub fn key(&self, slot: usize) -> &str {
+        let start = slot.checked_sub(1).map_or(0, |s| self.key_ends[s] as usize);
+        &self.keys[start..self.key_ends[slot] as usize]
+    }
+
+    /// The byte offset (after any BOM) of the row in `slot`, as `RecordReader` takes it.
     pub fn offset(&self, slot: usize) -> u64 {
-        self.origin + self.records[slot].position().map_or(0, csv::Position::byte)
+        self.offsets[slot]
     }
 }
 
@@ -93,8 +114,6 @@ struct Segment {
 enum Done<R> {
     Chunk {
         segment: usize,
-        index: usize,
-        last: bool,
         chunk: Chunk,
         result: R,
     },
@@ -171,11 +190,23 @@ fn run<R: Default + Send>(
         for mut pool in pools {
             let (segments, done) = (segment_rx.clone(), done_tx.clone());
             scope.spawn(move || {
-                let mut buf = Vec::new();
+                let file = match File::open(src.path()) {
+                    Ok(file) => file,
+                    Err(e) => {
+                        let _ = done.send(Done::Fatal(InputError {
+                            path: src.path().to_path_buf(),
+                            line: None,
+                            column: None,
+                            message: format!("cannot open CSV file: {e}"),
+                        }));
+                        return;
+                    }
+                };
+                let mut key = String::new();
                 loop {
                     let next = segments.lock().unwrap_or_else(|p| p.into_inner()).recv();
                     let Ok(segment) = next else { return };
-                    match read_segment(src, segment, &mut buf, &mut pool, &done, work) {
+                    match read_segment(src, &file, segment, &mut key, &mut pool, &done, work) {
                         Ok(true) => {}
                         Ok(false) => return,
                         Err(e) => {
@@ -189,25 +220,19 @@ fn run<R: Default + Send>(
         drop(done_tx);
         // Workers finish out of order; hold chunks until their turn.
         let mut waiting = BTreeMap::new();
-        let mut next = (0, 0);
+        let mut next = 0;
         for done in done_rx.iter() {
-            let (segment, index, last, chunk, result) = match done {
+            let (segment, chunk, result) = match done {
                 Done::Fatal(e) => return Err(e),
                 Done::Chunk {
                     segment,
-                    index,
-                    last,
                     chunk,
                     result,
-                } => (segment, index, last, chunk, result),
+                } => (segment, chunk, result),
             };
-            waiting.insert((segment, index), (last, chunk, result));
-            while let Some((last, chunk, mut result)) = waiting.remove(&next) {
-                next = if last {
-                    (next.0 + 1, 0)
-                } else {
-                    (next.0, next.1 + 1)
-                };
+            waiting.insert(segment, (chunk, result));
+            while let Some((chunk, mut result)) = waiting.remove(&next) {
+                next += 1;
                 if !merge(&chunk, &mut result) {
                     // Returning drops the channels, which stops the splitter and workers.
                     return Ok(());
@@ -221,54 +246,44 @@ fn run<R: Default + Send>(
     })
 }
 
-/// Parses one segment into chunks from `pool`, checks each with `work` and sends it on.
+/// Parses one segment into a chunk from `pool`, checks it with `work` and sends it on.
 /// Returns `false` when the merge has stopped.
 fn read_segment<R: Default>(
     src: &CsvSource,
+    file: &File,
     segment: Segment,
-    buf: &mut Vec<u8>,
+    key: &mut String,
     pool: &mut Pool<R>,
     done: &SyncSender<Done<R>>,
     work: &(impl Fn(&Chunk, &mut R) + Sync),
 ) -> Result<bool, InputError> {
-    let mut rows = src.segment(segment.start, segment.end, segment.lines_before, buf)?;
-    for index in 0.. {
-        let Some((mut chunk, mut result)) = pool.take() else {
-            return Ok(false);
-        };
-        chunk.lines.clear();
-        chunk.bad.clear();
-        chunk.origin = rows.origin();
-        let mut at_end = false;
-        while chunk.lines.len() < CHUNK_ROWS && chunk.bad.len() < CHUNK_ROWS {
-            let i = chunk.lines.len();
-            let (records, keys) = (&mut chunk.records, &mut chunk.keys);
-            match rows.next_row(&mut records[i], &mut keys[i]) {
-                Ok(None) => {
-                    at_end = true;
-                    break;
-                }
-                Ok(Some(line)) => chunk.lines.push(line),
-                Err(e) if e.line.is_none() => return Err(e),
-                Err(e) => chunk.bad.push((i, e)),
+    let Some((mut chunk, mut result)) = pool.take() else {
+        return Ok(false);
+    };
+    chunk.clear();
+    let (start, end) = (segment.start, segment.end);
+    let mut rows = src.segment(file, start, end, segment.lines_before, &mut chunk.rows)?;
+    loop {
+        let slot = chunk.lines.len();
+        match rows.next_row(&mut chunk.rows, key) {
+            Ok(None) => break,
+            Ok(Some((line, offset))) => {
+                chunk.lines.push(line);
+                chunk.offsets.push(offset);
+                chunk.keys.push_str(key);
+                chunk.key_ends.push(chunk.keys.len() as u32);
             }
-        }
-        work(&chunk, &mut result);
-        let sent = done.send(Done::Chunk {
-            segment: segment.index,
-            index,
-            last: at_end,
-            chunk,
-            result,
-        });
-        if sent.is_err() {
-            return Ok(false);
-        }
-        if at_end {
-            break;
+            Err(e) if e.line.is_none() => return Err(e),
+            Err(e) => chunk.bad.push((slot, e)),
         }
     }
-    Ok(true)
+    work(&chunk, &mut result);
+    let sent = done.send(Done::Chunk {
+        segment: segment.index,
+        chunk,
+        result,
+    });
+    Ok(sent.is_ok())
 }
 
 /// Cuts the file from `first.start` to its end into segments of about `size` bytes that
@@ -384,6 +399,7 @@ fn count_newlines(b: &[u8]) -> u64 {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use csv::StringRecord;
 
     /// Every row as line and fields, or an error line, read by the pipeline. Each row's
     /// offset must read the same row back (after a CRLF, one reader of the whole file
@@ -406,10 +422,10 @@ mod tests {
                     while let Some((_, e)) = bad.next_if(|(s, _)| *s == slot) {
                         out.push(format!("{}: {}", e.line.unwrap_or(0), e.message));
                     }
-                    let fields: Vec<_> = chunk.records[slot].iter().collect();
+                    let fields: Vec<_> = chunk.row(slot).iter().collect();
                     let back = again.read_at(chunk.offset(slot), line).unwrap();
                     assert_eq!(back.iter().collect::<Vec<_>>(), fields);
-                    out.push(format!("{line} {} {fields:?}", chunk.keys[slot]));
+                    out.push(format!("{line} {} {fields:?}", chunk.key(slot)));
                 }
                 for (_, e) in bad {
                     out.push(format!("{}: {}", e.line.unwrap_or(0), e.message));

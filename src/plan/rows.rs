@@ -5,14 +5,13 @@
 use super::check::{ChunkResult, ItemPlan, Rendered};
 use super::items::{build_item, skipped_item};
 use super::rules::{Facts, check_value};
-use crate::input::InputError;
+use crate::input::{InputError, Row};
 use crate::job::steps::{FieldKind, Required, StepKind};
 use crate::job::{Field, FieldValue, Job, Step};
 use crate::provider::helloclever::methods;
 use crate::template::{Template, Uses};
 use crate::validate;
 use chrono::NaiveDate;
-use csv::StringRecord;
 use rust_decimal::Decimal;
 use std::borrow::Cow;
 use std::path::PathBuf;
@@ -224,7 +223,7 @@ impl RowChecker<'_> {
         slot: usize,
         line: u64,
         key: &str,
-        record: &'r StringRecord,
+        record: Row<'r>,
         out: &mut ChunkResult,
         scratch: &mut Vec<Vec<Rendered<'r>>>,
     ) {
@@ -251,7 +250,7 @@ impl RowChecker<'_> {
         si: usize,
         line: u64,
         key: &str,
-        record: &'r StringRecord,
+        record: Row<'r>,
         out: &mut ChunkResult,
     ) {
         let mut errs = RowErrors {
@@ -285,7 +284,7 @@ impl RowChecker<'_> {
         label: &dyn std::fmt::Display,
         t: &'r Template,
         uses: &Uses,
-        record: &'r StringRecord,
+        record: Row<'r>,
         buf: String,
     ) -> Option<Cow<'r, str>> {
         match self.job.templates.render_reusing(t, record, buf) {
@@ -302,7 +301,7 @@ impl RowChecker<'_> {
         &self,
         si: usize,
         step: &'r Step,
-        record: &'r StringRecord,
+        record: Row<'r>,
         line: u64,
         key: &str,
         errs: &mut RowErrors,
