@@ -233,7 +233,13 @@ impl CsvSource {
             // Only what the last segment did not reach is zeroed before it is read over.
             bytes.resize(len, 0);
             file.read_exact_at(&mut bytes, start).map_err(err)?;
-            if memchr::memchr(b'"', &bytes).is_none() {
+            // One scan finds the first quote or CR; a CR means a look for quotes after it.
+            let (quote, cr) = match memchr::memchr2(b'"', b'\r', &bytes) {
+                None => (false, false),
+                Some(i) if bytes[i] == b'"' => (true, true),
+                Some(i) => (memchr::memchr(b'"', &bytes[i..]).is_some(), true),
+            };
+            if !quote {
                 match String::from_utf8(bytes) {
                     Ok(text) => {
                         rows.text = text;
@@ -242,6 +248,7 @@ impl CsvSource {
                             at: 0,
                             lines: lines_before,
                             origin: start.saturating_sub(self.bom),
+                            cr,
                         }));
                     }
                     Err(e) => bytes = e.into_bytes(),
@@ -456,6 +463,8 @@ pub struct PlainRows<'s> {
     /// Newlines before `at`, in the whole file.
     lines: u64,
     origin: u64,
+    /// The segment holds a CR: line ends are looked for as CR too, not only LF.
+    cr: bool,
 }
 
 impl PlainRows<'_> {
@@ -485,10 +494,16 @@ impl PlainRows<'_> {
         // Every cut is at an ASCII byte, so each piece is whole UTF-8. A plain segment is
         // at most `MAX_PLAIN_SEGMENT` long, so its offsets fit in `u32`.
         let mut from = start as u32;
-        let end = split_line(b, start, self.src.delimiter, |i| {
+        let field_end = |i: usize| {
             bounds.push((from, i as u32));
             from = i as u32 + 1;
-        });
+        };
+        let delimiter = self.src.delimiter;
+        let end = if self.cr {
+            split_line::<true>(b, start, delimiter, field_end)
+        } else {
+            split_line::<false>(b, start, delimiter, field_end)
+        };
         bounds.push((from, end as u32));
         self.at = end;
         let line = self.lines + 1;
@@ -544,8 +559,14 @@ impl Fields for RowFields<'_> {
 
 /// Finds the end of the line that starts at `start` (its `\n` or `\r`, or the end of `b`)
 /// and calls `field_end` with each delimiter's offset before it. Eight bytes are tested at
-/// a time: on short fields, a scan per field costs more in calls than in bytes.
-fn split_line(b: &[u8], start: usize, delimiter: u8, mut field_end: impl FnMut(usize)) -> usize {
+/// a time: on short fields, a scan per field costs more in calls than in bytes. With `CR`
+/// false, the caller knows `b` holds no `\r`, and the words are not tested for one.
+fn split_line<const CR: bool>(
+    b: &[u8],
+    start: usize,
+    delimiter: u8,
+    mut field_end: impl FnMut(usize),
+) -> usize {
     const ONES: u64 = u64::from_ne_bytes([0x01; 8]);
     const LOW7: u64 = u64::from_ne_bytes([0x7f; 8]);
     // The top bit of each byte of `v` that is zero, and no other bit.
@@ -554,7 +575,11 @@ fn split_line(b: &[u8], start: usize, delimiter: u8, mut field_end: impl FnMut(u
     let mut at = start;
     while let Some(word) = b.get(at..at + 8) {
         let w = u64::from_le_bytes(word.try_into().expect("eight bytes"));
-        let ends = zero(w ^ lf) | zero(w ^ cr);
+        let ends = if CR {
+            zero(w ^ lf) | zero(w ^ cr)
+        } else {
+            zero(w ^ lf)
+        };
         let mut delims = zero(w ^ delim);
         if ends != 0 {
             let end = at + (ends.trailing_zeros() / 8) as usize;

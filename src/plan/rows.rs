@@ -37,6 +37,9 @@ pub(super) struct StepRules {
     minor_units: Option<Option<u32>>,
     /// The payout method when its name is a constant (looked up once, not per row).
     method: Option<Option<&'static methods::PayoutMethod>>,
+    /// With that method known: the map field of its parameters, and where each parameter
+    /// is among that field's rendered entries (the job's keys, in the job's order).
+    param_slots: Option<(usize, Vec<Option<usize>>)>,
     pub(super) amount_column: Option<String>,
 }
 
@@ -71,8 +74,21 @@ impl StepRules {
                 _ => false,
             })
             .collect();
+        let method = literal(idx.method).map(methods::payout_method);
+        let param_slots =
+            pos("payout_method_params").and_then(|fi| match (&step.fields[fi].value, method) {
+                (FieldValue::Map(entries), Some(Some(m))) => Some((
+                    fi,
+                    m.params
+                        .iter()
+                        .map(|p| entries.iter().position(|(k, _, _)| k == p.name))
+                        .collect(),
+                )),
+                _ => None,
+            });
         StepRules {
-            method: literal(idx.method).map(methods::payout_method),
+            method,
+            param_slots,
             checked_once,
             minor_units: currency.map(|c| validate::currency(c).ok()),
             amount_column: match idx.amount.map(|i| &step.fields[i].value) {
@@ -405,7 +421,11 @@ impl RowChecker<'_> {
             match value {
                 Rendered::Map(entries) => {
                     let method = rules.method(values);
-                    for (sub, msg, got) in check_params(entries, method) {
+                    let slots = match &rules.param_slots {
+                        Some((f, slots)) if *f == fi => Some(slots.as_slice()),
+                        _ => None,
+                    };
+                    for (sub, msg, got) in check_params(entries, method, slots) {
                         problems.push((fi, got, format!("{}\u{0}{msg}", sub.unwrap_or_default())));
                     }
                 }
@@ -513,10 +533,12 @@ fn got_suffix(got: Option<&str>, sensitive: bool) -> String {
     format!(" (got '{short}{ellipsis}')")
 }
 
-/// Checks payout method parameters: (parameter, message, offending value).
+/// Checks payout method parameters: (parameter, message, offending value). `slots`, when
+/// known, gives each parameter's place among `entries`.
 fn check_params<'v>(
     entries: &'v [(&str, Cow<str>)],
     method: Option<&methods::PayoutMethod>,
+    slots: Option<&[Option<usize>]>,
 ) -> Vec<(Option<&'v str>, String, Option<&'v str>)> {
     let mut out = Vec::new();
     let Some(m) = method else {
@@ -527,8 +549,12 @@ fn check_params<'v>(
         }
         return out;
     };
-    for p in m.params {
-        match entries.iter().find(|(k, _)| *k == p.name) {
+    for (n, p) in m.params.iter().enumerate() {
+        let entry = match slots {
+            Some(slots) => slots[n].and_then(|i| entries.get(i)),
+            None => entries.iter().find(|(k, _)| *k == p.name),
+        };
+        match entry {
             None => out.push((
                 None,
                 format!("payout method {} needs parameter '{}'", m.name, p.name),

@@ -301,6 +301,25 @@ fn bad_email_name_and_bank_details() {
 }
 
 #[test]
+fn payout_method_params_are_found_by_name_not_place() {
+    // The job lists the parameters in another order than the method does, and leaves one out.
+    let job = JOB.replace(
+        "        bsb: \"{{ row.bsb }}\"\n        account_number: \"{{ row.account_number }}\"\n        account_name: \"{{ row.first_name }} {{ row.last_name }}\"\n",
+        "        account_name: \"{{ row.first_name }}\"\n        bsb: \"{{ row.bsb }}\"\n",
+    );
+    assert_ne!(job, JOB);
+    let mut r = rows();
+    r[2] = "E3,Cat,Wu,cat@example.com,AU,1979-12-31,999,03300,11223344".into();
+    assert_invalid(
+        &validate(&Fixture::new(&job, &r)),
+        &[
+            "payroll.csv:2: field 'pay.payout_method_params': payout method au_bank_aud needs parameter 'account_number'",
+            "payroll.csv:4: column 'bsb': BSB must be 6 digits (e.g. 062000 or 062-000) (got '03300')",
+        ],
+    );
+}
+
+#[test]
 fn every_error_is_reported_not_just_the_first() {
     let mut r = rows();
     r[0] = "E1,Ann,Lee,ann@example.com,XX,1990-01-02,1500.00,062000,12345678".into();
