@@ -1,6 +1,6 @@
 //! A streaming CSV reader: UTF-8 with or without BOM, LF or CRLF, quoted fields.
 
-use super::{Header, InputError, Rows};
+use super::{Header, InputError, Row, Rows};
 use csv::StringRecord;
 use std::collections::VecDeque;
 use std::fs::File;
@@ -507,7 +507,7 @@ impl PlainRows<'_> {
         bounds.push((from, end as u32));
         self.at = end;
         let line = self.lines + 1;
-        let row = RowFields {
+        let row = Row {
             text,
             bounds: &bounds[first..],
         };
@@ -540,20 +540,13 @@ impl Fields for StringRecord {
     }
 }
 
-/// A row being read, before it is handed on as a `Row`.
-struct RowFields<'a> {
-    text: &'a str,
-    bounds: &'a [(u32, u32)],
-}
-
-impl Fields for RowFields<'_> {
+impl Fields for Row<'_> {
     fn count(&self) -> usize {
-        self.bounds.len()
+        self.len()
     }
 
     fn field(&self, i: usize) -> Option<&str> {
-        let &(s, e) = self.bounds.get(i)?;
-        self.text.get(s as usize..e as usize)
+        self.get(i)
     }
 }
 

@@ -16,8 +16,8 @@ pub struct Rows {
 /// One row's fields.
 #[derive(Debug, Clone, Copy)]
 pub struct Row<'a> {
-    text: &'a str,
-    bounds: &'a [(u32, u32)],
+    pub(super) text: &'a str,
+    pub(super) bounds: &'a [(u32, u32)],
 }
 
 impl Rows {
