@@ -293,11 +293,6 @@ impl CsvSource {
         })
     }
 
-    /// Where this reader's records' reported positions start, counted after any BOM.
-    pub fn origin(&self) -> u64 {
-        self.origin
-    }
-
     pub fn delimiter(&self) -> u8 {
         self.delimiter
     }
