@@ -131,6 +131,11 @@ impl Db {
     /// caller goes on. A failure is kept and returned by the next call of this or of
     /// [`Db::settled`]. Writes and reads are served in the order they are queued, so a
     /// later read sees this write.
+    ///
+    /// `f` must make **one** statement: it runs without a savepoint of its own, since
+    /// SQLite undoes a failed statement by itself. (A savepoint per write copied each page
+    /// an outcome touched into the statement journal: dropping it took 13–22% off this
+    /// thread's time in a 20,000-row run.)
     pub fn record_later(
         &self,
         f: impl FnOnce(&Connection) -> rusqlite::Result<()> + Send + 'static,
@@ -138,7 +143,7 @@ impl Db {
         self.unwaited_failure()?;
         let failed = self.unwaited.clone();
         let job: WriteJob = Box::new(move |conn| {
-            let result = in_savepoint(conn, f);
+            let result = f(conn);
             Box::new(move |commit: Result<(), String>| {
                 if let Err(e) = written(result, commit) {
                     failed
