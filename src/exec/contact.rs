@@ -1,7 +1,7 @@
 //! Contacts: create; when the contact exists already, bring it to the row's values (or
 //! leave it when equal). In doubt, the contact is looked up by email before any resend.
 
-use super::{Ctx, Next, RowSource, RunError, parse_fields, split_ready};
+use super::{Ctx, Next, RowSource, RunError, earlier_states, keep_ready, parse_fields};
 use crate::job::{Job, Step};
 use crate::provider::error::{CallError, Verdict};
 use crate::provider::helloclever::wire::Contact;
@@ -25,13 +25,13 @@ pub async fn run(
     ctx: &Arc<Ctx>,
     rows: &mut RowSource<'_, '_>,
 ) -> Result<(), RunError> {
-    let items = to_send(job, si, step, ctx).await?;
+    let mut items = ToSend::open(si, step, ctx).await?;
     let mut tasks = JoinSet::new();
-    for chunk in items.chunks(INTENT_CHUNK) {
+    while let Some(chunk) = items.next(job, ctx, INTENT_CHUNK).await? {
         if ctx.stopping() {
             break;
         }
-        let (ready, fresh) = payloads(ctx, si, chunk, rows, Body::new)?;
+        let (ready, fresh) = payloads(ctx, si, &chunk, rows, Body::new)?;
         // One durable commit for the intents of the chunk, just before its requests start.
         ctx.db
             .write(move |c| work::mark_in_flight(c, &fresh))
@@ -44,19 +44,58 @@ pub async fn run(
     drain(&mut tasks).await
 }
 
-/// The step's items to send now (pending, or in doubt), of rows whose earlier steps are done.
-pub(super) async fn to_send(
-    job: &Job,
+/// The step's items to send now (pending, or in doubt), of rows whose earlier steps are
+/// done, in file order. They are read a page at a time, between the requests: the first
+/// request leaves without waiting for the step's whole list (a tenth of a 20,000-row run).
+pub(super) struct ToSend {
     si: usize,
-    step: &Step,
-    ctx: &Ctx,
-) -> Result<Vec<WorkItem>, StateError> {
-    let (plan_id, step_id) = (ctx.plan_id, step.id.clone());
-    let items = ctx
-        .db
-        .read(move |c| work::items_in(c, plan_id, &step_id, &["pending", "in_flight"]))
-        .await?;
-    split_ready(job, si, ctx, items).await
+    step: String,
+    /// The last row read (its line and key).
+    after: Option<(i64, String)>,
+    earlier: Option<work::RowStates>,
+    done: bool,
+}
+
+impl ToSend {
+    pub(super) async fn open(si: usize, step: &Step, ctx: &Ctx) -> Result<ToSend, StateError> {
+        Ok(ToSend {
+            si,
+            step: step.id.clone(),
+            after: None,
+            earlier: earlier_states(ctx, si).await?,
+            done: false,
+        })
+    }
+
+    /// The next items ready to send: `n` of them, fewer only at the end; `None` after it.
+    pub(super) async fn next(
+        &mut self,
+        job: &Job,
+        ctx: &Ctx,
+        n: usize,
+    ) -> Result<Option<Vec<WorkItem>>, StateError> {
+        let n = n.max(1);
+        let mut ready = Vec::new();
+        while !self.done && ready.len() < n {
+            let want = n - ready.len();
+            let (plan_id, step, after) = (ctx.plan_id, self.step.clone(), self.after.take());
+            let (page, after) = ctx
+                .db
+                .read(move |c| {
+                    let states = ["pending", "in_flight"];
+                    let page = work::items_page(c, plan_id, &step, &states, after.as_ref(), want)?;
+                    Ok((page, after))
+                })
+                .await?;
+            self.done = page.len() < want;
+            self.after = match page.last() {
+                Some(last) => Some((last.row_line as i64, last.row_key.clone())),
+                None => after,
+            };
+            ready.extend(keep_ready(job, self.si, ctx, page, self.earlier.as_ref())?);
+        }
+        Ok((!ready.is_empty()).then_some(ready))
+    }
 }
 
 /// A chunk's items ready to send with their payloads, and the ids whose intent is to be

@@ -8,7 +8,7 @@
 //! loaded after the request in doubt started.
 
 use super::contact::{
-    INTENT_CHUNK, drain, failed, gave_up, idempotent, payloads, throttle, to_send,
+    INTENT_CHUNK, ToSend, drain, failed, gave_up, idempotent, payloads, throttle,
 };
 use super::{Ctx, Next, RowSource, RunError, parse_fields};
 use crate::job::steps::StepKind;
@@ -142,7 +142,7 @@ pub async fn run(
 ) -> Result<(), RunError> {
     let fh = client(ctx)?;
     let plan_id = ctx.plan_id;
-    let items = to_send(job, si, step, ctx).await?;
+    let mut items = ToSend::open(si, step, ctx).await?;
     // Later steps act on the customer an earlier step of the row created.
     let creators: Vec<String> = job.steps[..si]
         .iter()
@@ -155,15 +155,16 @@ pub async fn run(
             .await?,
     );
     let mut tasks = JoinSet::new();
-    for chunk in items.chunks(if step.kind == StepKind::CustomersBulk {
+    let chunk_size = if step.kind == StepKind::CustomersBulk {
         step.batch_size.max(1) as usize
     } else {
         INTENT_CHUNK
-    }) {
+    };
+    while let Some(chunk) = items.next(job, ctx, chunk_size).await? {
         if ctx.stopping() {
             break;
         }
-        let (ready, fresh) = payloads(ctx, si, chunk, rows, |json| parse_fields(&json))?;
+        let (ready, fresh) = payloads(ctx, si, &chunk, rows, |json| parse_fields(&json))?;
         if step.kind == StepKind::CustomersBulk {
             throttle(&mut tasks).await?;
             tasks.spawn(bulk(ctx.clone(), fh.clone(), ready, fresh));

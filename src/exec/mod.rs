@@ -855,14 +855,38 @@ pub(crate) async fn split_ready(
     ctx: &Ctx,
     items: Vec<WorkItem>,
 ) -> Result<Vec<WorkItem>, StateError> {
+    let earlier = earlier_states(ctx, si).await?;
+    keep_ready(job, si, ctx, items, earlier.as_ref())
+}
+
+/// What [`keep_ready`] needs to know of the rows' earlier steps (nothing for the first).
+pub(crate) async fn earlier_states(
+    ctx: &Ctx,
+    si: usize,
+) -> Result<Option<work::RowStates>, StateError> {
     if si == 0 {
-        return Ok(items);
+        return Ok(None);
     }
     let plan_id = ctx.plan_id;
-    let states = ctx.db.read(move |c| work::row_states(c, plan_id)).await?;
+    Ok(Some(
+        ctx.db.read(move |c| work::row_states(c, plan_id)).await?,
+    ))
+}
+
+/// [`split_ready`] with the earlier steps' states read already.
+pub(crate) fn keep_ready(
+    job: &Job,
+    si: usize,
+    ctx: &Ctx,
+    items: Vec<WorkItem>,
+    earlier: Option<&work::RowStates>,
+) -> Result<Vec<WorkItem>, StateError> {
+    let Some(states) = earlier else {
+        return Ok(items);
+    };
     let mut go = Vec::with_capacity(items.len());
     for item in items {
-        match ready(job, si, &item.row_key, &states) {
+        match ready(job, si, &item.row_key, states) {
             Ok(()) => go.push(item),
             // In-flight items were sent: they are resolved whatever their row does now.
             Err(_) if item.state == "in_flight" => go.push(item),

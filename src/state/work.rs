@@ -276,6 +276,29 @@ pub fn items_in(
     stmt.query_map(params![plan_id, step], work_item)?.collect()
 }
 
+/// A page of [`items_in`]: at most `limit` items, those after the row `after` (its line
+/// and key) in file order.
+pub fn items_page(
+    conn: &Connection,
+    plan_id: i64,
+    step: &str,
+    states: &[&str],
+    after: Option<&(i64, String)>,
+    limit: usize,
+) -> rusqlite::Result<Vec<WorkItem>> {
+    let marks = sql_list(states);
+    let sql = format!(
+        // The index is entered at the row after the last page's, not scanned from the start.
+        "SELECT {ITEM_COLUMNS} FROM items INDEXED BY items_by_line
+         WHERE plan_id = ?1 AND (row_line, row_key) > (?3, ?4) AND step = ?2 AND state IN ({marks}) AND conflict_hash IS NULL
+         ORDER BY row_line, row_key, id LIMIT ?5"
+    );
+    let mut stmt = conn.prepare_cached(&sql)?;
+    let (line, key) = after.map_or((-1, ""), |(l, k)| (*l, k.as_str()));
+    stmt.query_map(params![plan_id, step, line, key, limit as i64], work_item)?
+        .collect()
+}
+
 /// How many items [`items_in`] would return.
 pub fn count_in(
     conn: &Connection,
@@ -538,5 +561,61 @@ mod tests {
             Tally::of(c, 1).unwrap().exit_code(),
             crate::exit::ROWS_FAILED
         );
+    }
+
+    #[test]
+    fn pages_of_a_step_are_its_items_in_file_order_each_once() {
+        let state = crate::state::State::open_in_memory().unwrap();
+        let c = state.connection();
+        c.execute_batch("INSERT INTO plans (id, job, scope, created_at) VALUES (1, 'j', 's', 't'), (2, 'j', 'other', 't')")
+            .unwrap();
+        // Rows on one line each, except two keys on line 7 (a row's key sorts them); each
+        // row has an item in two steps, and another plan has the same rows.
+        let mut n = 0;
+        for plan in [1, 2] {
+            for i in 0..23i64 {
+                let (line, key) = if i == 8 { (7, "K08") } else { (i, "") };
+                let key = if key.is_empty() {
+                    format!("K{i:02}")
+                } else {
+                    key.into()
+                };
+                let state = match i % 5 {
+                    0 => "succeeded",
+                    1 => "in_flight",
+                    _ => "pending",
+                };
+                for step in ["contact", "pay"] {
+                    n += 1;
+                    c.execute(
+                        "INSERT INTO items (plan_id, step, step_index, row_key, row_line, state, content_hash, payload, created_at, updated_at, conflict_hash)
+                         VALUES (?1, ?2, 0, ?3, ?4, ?5, 'h', '{}', 't', 't', ?6)",
+                        params![plan, step, key, line, state, (i == 12).then_some("changed")],
+                    )
+                    .unwrap();
+                }
+            }
+        }
+        assert_eq!(n, 92);
+        let states = ["pending", "in_flight"];
+        let whole: Vec<i64> = items_in(c, 1, "contact", &states)
+            .unwrap()
+            .iter()
+            .map(|i| i.id)
+            .collect();
+        // 23 rows, less 5 succeeded and 1 conflict.
+        assert_eq!(whole.len(), 17);
+        for size in [1, 2, 5, 17, 100] {
+            let mut paged = Vec::new();
+            let mut after = None;
+            loop {
+                let page = items_page(c, 1, "contact", &states, after.as_ref(), size).unwrap();
+                assert!(page.len() <= size);
+                let Some(last) = page.last() else { break };
+                after = Some((last.row_line as i64, last.row_key.clone()));
+                paged.extend(page.iter().map(|i| i.id));
+            }
+            assert_eq!(paged, whole, "pages of {size}");
+        }
     }
 }
