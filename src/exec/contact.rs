@@ -46,7 +46,8 @@ pub async fn run(
 
 /// The step's items to send now (pending, or in doubt), of rows whose earlier steps are
 /// done, in file order. They are read a page at a time, between the requests: the first
-/// request leaves without waiting for the step's whole list (a tenth of a 20,000-row run).
+/// request leaves without waiting for the step's whole list (23 ms in a 20,000-row run),
+/// and a step of a million rows does not hold them all.
 pub(super) struct ToSend {
     si: usize,
     step: String,
@@ -78,20 +79,18 @@ impl ToSend {
         let mut ready = Vec::new();
         while !self.done && ready.len() < n {
             let want = n - ready.len();
-            let (plan_id, step, after) = (ctx.plan_id, self.step.clone(), self.after.take());
-            let (page, after) = ctx
+            let (plan_id, step, after) = (ctx.plan_id, self.step.clone(), self.after.clone());
+            let page = ctx
                 .db
                 .read(move |c| {
                     let states = ["pending", "in_flight"];
-                    let page = work::items_page(c, plan_id, &step, &states, after.as_ref(), want)?;
-                    Ok((page, after))
+                    work::items_page(c, plan_id, &step, &states, after.as_ref(), want)
                 })
                 .await?;
             self.done = page.len() < want;
-            self.after = match page.last() {
-                Some(last) => Some((last.row_line as i64, last.row_key.clone())),
-                None => after,
-            };
+            if let Some(last) = page.last() {
+                self.after = Some((last.row_line as i64, last.row_key.clone()));
+            }
             ready.extend(keep_ready(job, self.si, ctx, page, self.earlier.as_ref())?);
         }
         Ok((!ready.is_empty()).then_some(ready))
