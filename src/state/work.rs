@@ -518,12 +518,20 @@ pub fn refs_of(
 mod tests {
     use super::*;
 
+    /// A state database with plans 1 and 2 (one job, two scopes) and no item yet.
+    fn two_plans() -> crate::state::State {
+        let state = crate::state::State::open_in_memory().unwrap();
+        state
+            .connection()
+            .execute_batch("INSERT INTO plans (id, job, scope, created_at) VALUES (1, 'j', 's', 't'), (2, 'j', 'other', 't')")
+            .unwrap();
+        state
+    }
+
     #[test]
     fn a_tally_counts_by_step_in_job_order_and_earns_the_exit_code() {
-        let state = crate::state::State::open_in_memory().unwrap();
+        let state = two_plans();
         let c = state.connection();
-        c.execute_batch("INSERT INTO plans (id, job, scope, created_at) VALUES (1, 'j', 's', 't'), (2, 'j', 'other', 't')")
-            .unwrap();
         let items = [
             (1, "pay", 2, "succeeded"),
             (1, "contact", 0, "succeeded"),
@@ -565,10 +573,8 @@ mod tests {
 
     #[test]
     fn pages_of_a_step_are_its_items_in_file_order_each_once() {
-        let state = crate::state::State::open_in_memory().unwrap();
+        let state = two_plans();
         let c = state.connection();
-        c.execute_batch("INSERT INTO plans (id, job, scope, created_at) VALUES (1, 'j', 's', 't'), (2, 'j', 'other', 't')")
-            .unwrap();
         // Rows on one line each, except two keys on line 7 (a row's key sorts them); each
         // row has an item in two steps, and another plan has the same rows.
         let mut n = 0;
