@@ -439,10 +439,7 @@ impl CsvRows {
                 message: format!("row is too large to read ({size} bytes)"),
             });
         }
-        rows.start_row();
-        for field in &self.record {
-            rows.push_field(field);
-        }
+        rows.push_record(&self.record);
         let offset = self.src.origin + self.record.position().map_or(0, csv::Position::byte);
         Ok(Some((line, offset)))
     }

@@ -25,12 +25,17 @@ impl Rows {
     pub fn from_records<'a>(records: impl IntoIterator<Item = &'a StringRecord>) -> Rows {
         let mut rows = Rows::default();
         for record in records {
-            rows.start_row();
-            for field in record {
-                rows.push_field(field);
-            }
+            rows.push_record(record);
         }
         rows
+    }
+
+    /// Appends a row, copying the record's fields into the text.
+    pub(super) fn push_record(&mut self, record: &StringRecord) {
+        self.start_row();
+        for field in record {
+            self.push_field(field);
+        }
     }
 
     /// Empties it, keeping its buffers.
@@ -62,12 +67,12 @@ impl Rows {
     }
 
     /// Begins a row; its fields follow.
-    pub(super) fn start_row(&mut self) {
+    fn start_row(&mut self) {
         self.firsts.push(self.bounds.len() as u32);
     }
 
     /// Appends a field to the row begun last, copying it into the text.
-    pub(super) fn push_field(&mut self, field: &str) {
+    fn push_field(&mut self, field: &str) {
         let start = self.text.len();
         self.text.push_str(field);
         self.bounds.push((start as u32, self.text.len() as u32));

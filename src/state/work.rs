@@ -265,15 +265,7 @@ pub fn items_in(
     step: &str,
     states: &[&str],
 ) -> rusqlite::Result<Vec<WorkItem>> {
-    let marks = sql_list(states);
-    let sql = format!(
-        // Through the index in file order: by the (plan, step, key) index SQLite would
-        // sort the step's items, a tenth of the time before the first request.
-        "SELECT {ITEM_COLUMNS} FROM items INDEXED BY items_by_line
-         WHERE plan_id = ?1 AND step = ?2 AND state IN ({marks}) AND conflict_hash IS NULL ORDER BY row_line, row_key, id"
-    );
-    let mut stmt = conn.prepare(&sql)?;
-    stmt.query_map(params![plan_id, step], work_item)?.collect()
+    items_page(conn, plan_id, step, states, None, usize::MAX)
 }
 
 /// A page of [`items_in`]: at most `limit` items, those after the row `after` (its line
@@ -288,14 +280,17 @@ pub fn items_page(
 ) -> rusqlite::Result<Vec<WorkItem>> {
     let marks = sql_list(states);
     let sql = format!(
-        // The index is entered at the row after the last page's, not scanned from the start.
+        // Through the index in file order: by the (plan, step, key) index SQLite would
+        // sort the step's items, a tenth of the time before the first request. A page
+        // enters the index at the row after the last page's, not at the start.
         "SELECT {ITEM_COLUMNS} FROM items INDEXED BY items_by_line
          WHERE plan_id = ?1 AND (row_line, row_key) > (?3, ?4) AND step = ?2 AND state IN ({marks}) AND conflict_hash IS NULL
          ORDER BY row_line, row_key, id LIMIT ?5"
     );
     let mut stmt = conn.prepare_cached(&sql)?;
     let (line, key) = after.map_or((-1, ""), |(l, k)| (*l, k.as_str()));
-    stmt.query_map(params![plan_id, step, line, key, limit as i64], work_item)?
+    let limit = i64::try_from(limit).unwrap_or(i64::MAX);
+    stmt.query_map(params![plan_id, step, line, key, limit], work_item)?
         .collect()
 }
 

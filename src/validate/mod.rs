@@ -211,18 +211,12 @@ pub fn amount(value: &str, minor_units: Option<u32>) -> Result<Decimal, String> 
     if digits > 28 {
         return Err("amount is too large".into());
     }
+    let figures = b.iter().filter(|c| **c != b'.').map(|c| c - b'0');
     let d = if digits <= 18 {
         // The usual amount fits an i64, which builds a Decimal far more cheaply.
-        let mantissa = b
-            .iter()
-            .filter(|c| **c != b'.')
-            .fold(0i64, |m, c| m * 10 + i64::from(c - b'0'));
-        Decimal::new(mantissa, decimals)
+        Decimal::new(figures.fold(0i64, |m, f| m * 10 + i64::from(f)), decimals)
     } else {
-        let mantissa = b
-            .iter()
-            .filter(|c| **c != b'.')
-            .fold(0i128, |m, c| m * 10 + i128::from(c - b'0'));
+        let mantissa = figures.fold(0i128, |m, f| m * 10 + i128::from(f));
         Decimal::try_from_i128_with_scale(mantissa, decimals)
             .map_err(|_| "amount is too large".to_string())?
     };
