@@ -18,7 +18,8 @@ pub fn install_tls_provider() {
 }
 
 /// Builds the shared client: per-request `timeout`, keep-alive pooling, no redirects (a
-/// payment API that redirects is a misconfiguration, never something to follow blindly).
+/// payment API that redirects is a misconfiguration, never something to follow blindly),
+/// no retries of reqwest's own.
 pub fn client(timeout: Duration, pool: usize) -> reqwest::Result<reqwest::Client> {
     install_tls_provider();
     reqwest::Client::builder()
@@ -26,6 +27,9 @@ pub fn client(timeout: Duration, pool: usize) -> reqwest::Result<reqwest::Client
         .connect_timeout(timeout.min(Duration::from_secs(10)))
         .pool_max_idle_per_host(pool)
         .redirect(reqwest::redirect::Policy::none())
+        // Every resend is payrun's decision, made under the idempotency protocol; and with
+        // no retries, reqwest does not copy each request's headers in case of one.
+        .retry(reqwest::retry::never().max_retries_per_request(0))
         .user_agent(concat!("payrun/", env!("CARGO_PKG_VERSION")))
         .build()
 }
