@@ -611,18 +611,20 @@ pub async fn run(
                 .await;
             return Err(e.into());
         }
-        Ok(_) => match execute_all(job, &ctx, opts.retry_failed, run_id).await {
-            Ok(code) => code,
-            Err(e) => {
-                let stats = ctx.pacer.stats.snapshot();
-                let _ = db
-                    .write(move |c| {
-                        work::finish_run(c, plan_id, run_id, crate::exit::FATAL, &stats)
-                    })
-                    .await;
-                return Err(e);
+        Ok(planned) => {
+            match execute_all(job, &ctx, opts.retry_failed, run_id, &planned.counts).await {
+                Ok(code) => code,
+                Err(e) => {
+                    let stats = ctx.pacer.stats.snapshot();
+                    let _ = db
+                        .write(move |c| {
+                            work::finish_run(c, plan_id, run_id, crate::exit::FATAL, &stats)
+                        })
+                        .await;
+                    return Err(e);
+                }
             }
-        },
+        }
     };
     let stats = ctx.pacer.stats.snapshot();
     let recorded = stats.clone();
@@ -669,8 +671,21 @@ async fn execute_all(
     ctx: &Arc<Ctx>,
     retry_failed: bool,
     run_id: i64,
+    planned: &crate::state::PlanCounts,
 ) -> Result<i32, RunError> {
-    let code = execute(job, ctx.clone(), retry_failed).await?;
+    // A first plan says how many items each step has to send: no need to count them
+    // again (a cold pass over the new table: 10–13 ms of a 20,000-row run, before its
+    // first request).
+    let todo: Vec<Option<u64>> = (0..job.steps.len())
+        .map(|si| {
+            planned
+                .steps
+                .get(si)
+                .filter(|_| planned.fresh && !retry_failed)
+                .map(|c| c.new)
+        })
+        .collect();
+    let code = execute(job, ctx.clone(), retry_failed, &todo).await?;
     let refused = ctx
         .refused
         .lock()
@@ -698,7 +713,13 @@ async fn execute_all(
 }
 
 /// Executes a planned job: `plan_id` is the plan, `run_id` the run holding its lock.
-pub async fn execute(job: &Job, ctx: Arc<Ctx>, retry_failed: bool) -> Result<i32, RunError> {
+/// `known_todo`: the number of items each step has to send, where already known.
+pub async fn execute(
+    job: &Job,
+    ctx: Arc<Ctx>,
+    retry_failed: bool,
+    known_todo: &[Option<u64>],
+) -> Result<i32, RunError> {
     let plan_id = ctx.plan_id;
     if retry_failed {
         ctx.db
@@ -720,11 +741,15 @@ pub async fn execute(job: &Job, ctx: Arc<Ctx>, retry_failed: bool) -> Result<i32
         if ctx.stopping() {
             break;
         }
-        let (step_id, states) = (step.id.clone(), ["pending", "in_flight", "blocked"]);
-        let todo = ctx
-            .db
-            .read(move |c| work::count_in(c, plan_id, &step_id, &states))
-            .await?;
+        let todo = match known_todo.get(si).copied().flatten() {
+            Some(n) => n,
+            None => {
+                let (step_id, states) = (step.id.clone(), ["pending", "in_flight", "blocked"]);
+                ctx.db
+                    .read(move |c| work::count_in(c, plan_id, &step_id, &states))
+                    .await?
+            }
+        };
         tracing::info!(step = %step.id, items = todo, "step started");
         if let Some(p) = &ctx.progress {
             p.start(&step.id, todo);

@@ -28,6 +28,9 @@ pub struct StepCounts {
 #[derive(Debug, Default, Clone)]
 pub struct PlanCounts {
     pub steps: Vec<StepCounts>,
+    /// The plan had no items before: each step's items are exactly its `new` (pending)
+    /// and `skipped` ones.
+    pub fresh: bool,
     /// (line, key, step id) of rows that changed after being sent.
     pub conflicts: Vec<(u64, String, String)>,
 }
@@ -164,6 +167,7 @@ impl<'s> PlanWriter<'s> {
             counts: PlanCounts {
                 steps: vec![StepCounts::default(); job.steps.len()],
                 conflicts: Vec::new(),
+                fresh,
             },
             now,
             committed: false,

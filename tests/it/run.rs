@@ -393,6 +393,49 @@ fn binary(setup: &Setup, s: &Sandbox, extra: &[&str]) -> std::process::Child {
     cmd.spawn().unwrap()
 }
 
+/// The `step started` lines of a run's JSON log: (step, items to send).
+fn steps_started(stderr: &[u8]) -> Vec<(String, u64)> {
+    String::from_utf8_lossy(stderr)
+        .lines()
+        .filter_map(|l| serde_json::from_str::<Value>(l).ok())
+        .filter(|v| v["fields"]["message"] == "step started")
+        .map(|v| {
+            let f = &v["fields"];
+            (
+                f["step"].as_str().unwrap().to_string(),
+                f["items"].as_u64().unwrap(),
+            )
+        })
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn each_step_starts_with_the_number_of_its_items_to_send() {
+    let s = start(fast(Faults::default())).await;
+    let setup = Setup::new(&job_text(100, ""), &people(5));
+    let started = |setup: &Setup| {
+        let out = command(setup, &s)
+            .args(["--log-format", "json"])
+            .output()
+            .unwrap();
+        assert_eq!(
+            out.status.code(),
+            Some(0),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        steps_started(&out.stderr)
+    };
+    let step = |name: &str, n: u64| (name.to_string(), n);
+    // A first plan: its counts.
+    assert_eq!(started(&setup), [step("contact", 5), step("pay", 5)]);
+    // Two rows more: counted in state, the others being done.
+    std::fs::write(setup.path("people.csv"), people(7)).unwrap();
+    assert_eq!(started(&setup), [step("contact", 2), step("pay", 2)]);
+    assert_eq!(started(&setup), [step("contact", 0), step("pay", 0)]);
+    assert_exactly_once(&ledger(&s).await, 7);
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_second_run_is_refused_while_one_holds_the_lock() {
     let s = start(fast(Faults::default())).await;
