@@ -13,11 +13,6 @@ use std::sync::Arc;
 use tokio::task::JoinSet;
 use tokio::time::Instant;
 
-/// Intents are committed for this many items at once. An item whose intent is written
-/// but whose request never left (a crash in between) is in doubt for the next run, which
-/// asks the provider before sending: correct, at the price of a lookup.
-pub(super) const INTENT_CHUNK: usize = 256;
-
 pub async fn run(
     job: &Job,
     si: usize,
@@ -27,7 +22,11 @@ pub async fn run(
 ) -> Result<(), RunError> {
     let mut items = ToSend::open(si, step, ctx).await?;
     let mut tasks = JoinSet::new();
-    while let Some(chunk) = items.next(job, ctx, INTENT_CHUNK).await? {
+    // Intents are committed for a chunk of items at once. An item whose intent is written
+    // but whose request never left (a crash in between) is in doubt for the next run,
+    // which asks the provider before sending: correct, at the price of a lookup.
+    let chunk_size = ctx.pacer.intent_chunk();
+    while let Some(chunk) = items.next(job, ctx, chunk_size).await? {
         if ctx.stopping() {
             break;
         }
@@ -37,7 +36,7 @@ pub async fn run(
             .write(move |c| work::mark_in_flight(c, &fresh))
             .await?;
         for (item, payload) in ready {
-            throttle(&mut tasks).await?;
+            throttle(&mut tasks, chunk_size).await?;
             tasks.spawn(process(ctx.clone(), item, payload));
         }
     }
@@ -145,9 +144,13 @@ fn row_changed(why: String) -> Outcome {
     }
 }
 
-/// Keeps at most a few tasks per request slot queued, so memory stays bounded.
-pub(super) async fn throttle(tasks: &mut JoinSet<Result<(), StateError>>) -> Result<(), RunError> {
-    while tasks.len() >= 256 {
+/// Keeps at most `max` tasks queued, so memory stays bounded. With `max` a chunk, one
+/// chunk waits its turn while the next one's intents are committed.
+pub(super) async fn throttle(
+    tasks: &mut JoinSet<Result<(), StateError>>,
+    max: usize,
+) -> Result<(), RunError> {
+    while tasks.len() >= max.max(1) {
         join_one(tasks).await?;
     }
     Ok(())

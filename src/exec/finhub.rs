@@ -7,9 +7,7 @@
 //! Those pages are cached per status, and a cache is trusted for a question only when it was
 //! loaded after the request in doubt started.
 
-use super::contact::{
-    INTENT_CHUNK, ToSend, drain, failed, gave_up, idempotent, payloads, throttle,
-};
+use super::contact::{ToSend, drain, failed, gave_up, idempotent, payloads, throttle};
 use super::{Ctx, Next, RowSource, RunError, parse_fields};
 use crate::job::steps::StepKind;
 use crate::job::{Job, Step};
@@ -158,7 +156,7 @@ pub async fn run(
     let chunk_size = if step.kind == StepKind::CustomersBulk {
         step.batch_size.max(1) as usize
     } else {
-        INTENT_CHUNK
+        ctx.pacer.intent_chunk()
     };
     while let Some(chunk) = items.next(job, ctx, chunk_size).await? {
         if ctx.stopping() {
@@ -166,7 +164,9 @@ pub async fn run(
         }
         let (ready, fresh) = payloads(ctx, si, &chunk, rows, |json| parse_fields(&json))?;
         if step.kind == StepKind::CustomersBulk {
-            throttle(&mut tasks).await?;
+            // About a chunk's worth of items queued, in batches.
+            let batches = (ctx.pacer.intent_chunk() / chunk_size).max(2);
+            throttle(&mut tasks, batches).await?;
             tasks.spawn(bulk(ctx.clone(), fh.clone(), ready, fresh));
             continue;
         }
@@ -174,7 +174,7 @@ pub async fn run(
             .write(move |c| work::mark_in_flight(c, &fresh))
             .await?;
         for (item, payload) in ready {
-            throttle(&mut tasks).await?;
+            throttle(&mut tasks, chunk_size).await?;
             let (ctx, fh, ids) = (ctx.clone(), fh.clone(), ids.clone());
             let customer = ids.get(&item.row_key).cloned();
             match step.kind {

@@ -66,7 +66,7 @@ pub async fn run(
                 continue;
             }
         };
-        throttle(&mut tasks).await?;
+        throttle(&mut tasks, ctx.pacer.intent_chunk()).await?;
         tasks.spawn(process(ctx.clone(), item, payload, csv_dir.clone()));
     }
     drain(&mut tasks).await?;
