@@ -144,6 +144,10 @@ fn row_changed(why: String) -> Outcome {
     }
 }
 
+/// Tasks queued at most where each may take long (a KYC waiting for its decision, a bulk
+/// batch): a bound on memory, not on how many are under way.
+pub(super) const LONG_TASKS: usize = 256;
+
 /// Keeps at most `max` tasks queued, so memory stays bounded. With `max` a chunk, one
 /// chunk waits its turn while the next one's intents are committed.
 pub(super) async fn throttle(

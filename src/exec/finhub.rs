@@ -7,7 +7,7 @@
 //! Those pages are cached per status, and a cache is trusted for a question only when it was
 //! loaded after the request in doubt started.
 
-use super::contact::{ToSend, drain, failed, gave_up, idempotent, payloads, throttle};
+use super::contact::{LONG_TASKS, ToSend, drain, failed, gave_up, idempotent, payloads, throttle};
 use super::{Ctx, Next, RowSource, RunError, parse_fields};
 use crate::job::steps::StepKind;
 use crate::job::{Job, Step};
@@ -164,9 +164,7 @@ pub async fn run(
         }
         let (ready, fresh) = payloads(ctx, si, &chunk, rows, |json| parse_fields(&json))?;
         if step.kind == StepKind::CustomersBulk {
-            // About a chunk's worth of items queued, in batches.
-            let batches = (ctx.pacer.intent_chunk() / chunk_size).max(2);
-            throttle(&mut tasks, batches).await?;
+            throttle(&mut tasks, LONG_TASKS).await?;
             tasks.spawn(bulk(ctx.clone(), fh.clone(), ready, fresh));
             continue;
         }

@@ -2,7 +2,7 @@
 //! with `wait: {until: approved}`, poll the contact's KYC status. A row still pending at the
 //! timeout is `blocked`; the next run polls it again (it is never submitted twice).
 
-use super::contact::{drain, failed, idempotent, throttle, unreadable};
+use super::contact::{LONG_TASKS, drain, failed, idempotent, throttle, unreadable};
 use super::{Ctx, Next, RowSource, RunError, split_ready};
 use crate::job::{Job, Step};
 use crate::provider::helloclever::client::Upload;
@@ -66,7 +66,7 @@ pub async fn run(
                 continue;
             }
         };
-        throttle(&mut tasks, ctx.pacer.intent_chunk()).await?;
+        throttle(&mut tasks, LONG_TASKS).await?;
         tasks.spawn(process(ctx.clone(), item, payload, csv_dir.clone()));
     }
     drain(&mut tasks).await?;
