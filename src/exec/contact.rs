@@ -30,7 +30,7 @@ pub async fn run(
         if ctx.stopping() {
             break;
         }
-        let (ready, fresh) = payloads(ctx, si, &chunk, rows, Body::new)?;
+        let (ready, fresh) = payloads(ctx, si, chunk, rows, Body::new)?;
         // One durable commit for the intents of the chunk, just before its requests start.
         ctx.db
             .write(move |c| work::mark_in_flight(c, &fresh))
@@ -106,15 +106,19 @@ pub(super) type Ready<T> = (Vec<(WorkItem, T)>, Vec<i64>);
 pub(super) fn payloads<T>(
     ctx: &Ctx,
     si: usize,
-    chunk: &[WorkItem],
+    chunk: Vec<WorkItem>,
     rows: &mut RowSource<'_, '_>,
     form: fn(String) -> Result<T, String>,
 ) -> Result<Ready<T>, StateError> {
     let mut ready = Vec::with_capacity(chunk.len());
-    for item in chunk {
-        match rows.payload(si, item).and_then(form) {
-            Ok(p) => ready.push((item.clone(), p)),
-            Err(e) => unreadable(ctx, item, e)?,
+    for mut item in chunk {
+        let payload = match item.take_planned_body() {
+            Some(body) => Ok(body),
+            None => rows.rendered(si, &item),
+        };
+        match payload.and_then(form) {
+            Ok(p) => ready.push((item, p)),
+            Err(e) => unreadable(ctx, &item, e)?,
         }
     }
     let fresh = ready

@@ -162,7 +162,7 @@ pub async fn run(
         if ctx.stopping() {
             break;
         }
-        let (ready, fresh) = payloads(ctx, si, &chunk, rows, |json| parse_fields(&json))?;
+        let (ready, fresh) = payloads(ctx, si, chunk, rows, |json| parse_fields(&json))?;
         if step.kind == StepKind::CustomersBulk {
             throttle(&mut tasks, LONG_TASKS).await?;
             tasks.spawn(bulk(ctx.clone(), fh.clone(), ready, fresh));

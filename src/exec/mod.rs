@@ -805,7 +805,9 @@ pub(crate) fn parse_fields<T: serde::de::DeserializeOwned>(json: &str) -> Result
     serde_json::from_str(json).map_err(|e| format!("the row's fields are not JSON: {e}"))
 }
 
-/// Rows read back from the CSV and rendered again, checked against what was planned.
+/// The bodies of items to send: the planned payload kept in state when nothing in it is
+/// masked; otherwise the row read back from the CSV and rendered again, checked against
+/// what was planned.
 pub(crate) struct RowSource<'a, 'r> {
     renderer: &'a Renderer<'a>,
     reader: &'r mut RecordReader,
@@ -817,8 +819,19 @@ impl RowSource<'_, '_> {
         parse_fields(&self.payload(si, item)?)
     }
 
-    /// [`RowSource::fields`] as the canonical JSON text they were rendered to.
+    /// [`RowSource::fields`] as the canonical JSON text they were rendered to. When the
+    /// state holds that text already (nothing in it masked), it is what is sent: exactly
+    /// what was planned, with no need to read the row again.
     pub fn payload(&mut self, si: usize, item: &WorkItem) -> Result<String, String> {
+        match item.planned_body() {
+            Some(body) => Ok(body.to_string()),
+            None => self.rendered(si, item),
+        }
+    }
+
+    /// The row of `item` read from the file and rendered again, checked to be what was
+    /// planned.
+    pub fn rendered(&mut self, si: usize, item: &WorkItem) -> Result<String, String> {
         let record = self
             .reader
             .read_at(item.row_offset, item.row_line)

@@ -237,9 +237,30 @@ pub struct WorkItem {
     pub external_id: Option<String>,
     pub provider_status: Option<String>,
     pub provider_ref: Option<String>,
+    /// The stored display copy of the fields (sensitive values masked, image hashes left
+    /// out): the body to send when nothing in it was masked (see [`WorkItem::planned_body`]).
+    pub payload: String,
 }
 
-const ITEM_COLUMNS: &str = "id, row_key, row_line, row_offset, state, attempts, content_hash, first_attempt_at, batch_id, external_id, provider_status, provider_ref";
+impl WorkItem {
+    /// The body planned for this item, when the stored payload is it: its hash is the
+    /// item's content hash only when no value was masked and no image hash left out.
+    /// Otherwise (KYC documents, account numbers) `None`: the row is read and rendered
+    /// again.
+    pub fn planned_body(&self) -> Option<&str> {
+        use sha2::{Digest, Sha256};
+        let hash = Sha256::digest(self.payload.as_bytes());
+        (crate::plan::hex(&hash) == self.content_hash).then_some(self.payload.as_str())
+    }
+
+    /// [`WorkItem::planned_body`], taken out of the item (its payload left empty).
+    pub fn take_planned_body(&mut self) -> Option<String> {
+        self.planned_body()?;
+        Some(std::mem::take(&mut self.payload))
+    }
+}
+
+const ITEM_COLUMNS: &str = "id, row_key, row_line, row_offset, state, attempts, content_hash, first_attempt_at, batch_id, external_id, provider_status, provider_ref, payload";
 
 fn work_item(r: &rusqlite::Row) -> rusqlite::Result<WorkItem> {
     Ok(WorkItem {
@@ -255,6 +276,7 @@ fn work_item(r: &rusqlite::Row) -> rusqlite::Result<WorkItem> {
         external_id: r.get(9)?,
         provider_status: r.get(10)?,
         provider_ref: r.get(11)?,
+        payload: r.get(12)?,
     })
 }
 

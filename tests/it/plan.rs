@@ -94,6 +94,33 @@ fn plan_writes_items_and_batches() {
     assert!(!payload.contains("12345678"), "{payload}");
 }
 
+/// The executor sends a contact's stored payload as it is, and renders a payout's row
+/// again: a masked copy must never be taken for the body.
+#[test]
+fn only_payloads_with_nothing_masked_are_bodies_to_send() {
+    let f = Fixture::standard();
+    plan(&f);
+    let conn = Connection::open(f.state_db()).unwrap();
+    let items = |step: &str| payrun::state::work::items_in(&conn, 1, step, &["pending"]).unwrap();
+    let contacts = items("contact");
+    assert_eq!(contacts.len(), 3);
+    for c in &contacts {
+        let body = c.planned_body().expect("a contact's payload is its body");
+        let fields: serde_json::Value = serde_json::from_str(body).unwrap();
+        assert!(fields["email"].as_str().unwrap().contains('@'), "{body}");
+    }
+    let pays = items("pay");
+    assert_eq!(pays.len(), 3);
+    for p in &pays {
+        assert!(
+            p.payload.contains("\"account_number\":\"*****"),
+            "{}",
+            p.payload
+        );
+        assert_eq!(p.planned_body(), None, "a masked payload is not a body");
+    }
+}
+
 #[test]
 fn planning_twice_changes_nothing() {
     let f = Fixture::standard();
