@@ -910,6 +910,11 @@ async fn a_base_url_that_is_not_a_url_is_refused_before_anything_is_sent() {
         "{stderr}"
     );
     assert!(!stderr.contains("sandbox-secret"), "the secret was printed");
+    // Exit 2: nothing sent, and nothing written either.
+    assert!(
+        !setup.path("state.db").exists(),
+        "a state database was created for a job that cannot run"
+    );
     assert_eq!(
         ledger(&s).await["contacts"]
             .as_array()
