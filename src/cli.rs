@@ -35,7 +35,7 @@ pub enum Command {
     Run(RunArgs),
     /// Show a job's items by step and state, its exports and watermarks, its last runs and
     /// any item in doubt.
-    Status(PlanArgs),
+    Status(StatusArgs),
     /// Refresh every sent payout and transaction (and undecided KYC) from the provider,
     /// record what changed, and write the reports again.
     Reconcile(ReconcileArgs),
@@ -70,12 +70,24 @@ pub struct RunArgs {
 }
 
 #[derive(Debug, Args)]
+pub struct StatusArgs {
+    #[command(flatten)]
+    pub plan: PlanArgs,
+    /// The state of the `run --sandbox` rehearsals (kept apart from the real runs').
+    #[arg(long)]
+    pub sandbox: bool,
+}
+
+#[derive(Debug, Args)]
 pub struct ReportArgs {
     #[command(flatten)]
     pub plan: PlanArgs,
     /// The run to report on (default: the latest).
     #[arg(long)]
     pub run: Option<i64>,
+    /// A `run --sandbox` rehearsal's reports, from its own state, into report.dir/sandbox/.
+    #[arg(long)]
+    pub sandbox: bool,
 }
 
 #[derive(Debug, Args)]

@@ -39,7 +39,7 @@ pub fn run(cli: Cli) -> i32 {
         Command::Plan(args) => plan_cmd(&args.job, args.state.as_deref()),
         Command::Sandbox(args) => sandbox(*args),
         Command::Run(args) => run_cmd(&args, bars, cli.quiet),
-        Command::Status(args) => status_cmd(&args.job, args.state.as_deref()),
+        Command::Status(args) => status_cmd(&args),
         Command::Report(args) => report_cmd(&args),
         Command::Reconcile(args) => reconcile_cmd(&args, cli.quiet),
     }
@@ -518,21 +518,21 @@ fn print_run(job: &Job, report: &crate::exec::RunReport) {
     );
 }
 
-fn status_cmd(args: &JobArgs, state: Option<&std::path::Path>) -> i32 {
-    let job = match load(args) {
+fn status_cmd(args: &crate::cli::StatusArgs) -> i32 {
+    let mut job = match load(&args.plan.job) {
         Ok(j) => j,
         Err(code) => return code,
     };
-    let path = state
-        .map(std::path::Path::to_path_buf)
+    if args.sandbox {
+        plan::use_sandbox_paths(&mut job);
+    }
+    let path = args
+        .plan
+        .state
+        .clone()
         .unwrap_or_else(|| plan::default_state_path(&job));
-    if !path.exists() {
-        println!(
-            "'{}' scope '{}' has no state yet ({} does not exist): run `payrun plan` or `payrun run`",
-            job.name,
-            job.scope,
-            path.display()
-        );
+    if let Some(why) = no_state_yet(&job, &args.plan, &path, Some("status")) {
+        println!("{why}");
         return exit::SUCCESS;
     }
     let result = (|| -> Result<(), crate::state::StateError> {
@@ -561,9 +561,15 @@ fn status_cmd(args: &JobArgs, state: Option<&std::path::Path>) -> i32 {
                 ))
             })
             .map_err(err)?;
-        for row in rows {
-            let (step, s, n) = row.map_err(err)?;
-            println!("  {step:<12} {s:<10} {n:>8}");
+        let rows = rows.collect::<Result<Vec<_>, _>>().map_err(err)?;
+        let width = rows
+            .iter()
+            .map(|(step, ..)| step.len())
+            .max()
+            .unwrap_or(0)
+            .max(12);
+        for (step, s, n) in rows {
+            println!("  {step:<width$} {s:<10} {n:>8}");
         }
         let conflicts: i64 = conn
             .query_row(
@@ -661,16 +667,59 @@ fn status_cmd(args: &JobArgs, state: Option<&std::path::Path>) -> i32 {
     }
 }
 
+/// Why there is nothing to show when the state database `path` does not exist yet (the
+/// commands that read it create none), with the command that shows a `--sandbox`
+/// rehearsal's state when only that exists.
+fn no_state_yet(
+    job: &Job,
+    args: &crate::cli::PlanArgs,
+    path: &std::path::Path,
+    sandbox_cmd: Option<&str>,
+) -> Option<String> {
+    if path.exists() {
+        return None;
+    }
+    let mut why = format!(
+        "'{}' scope '{}' has no state yet ({} does not exist): run {}",
+        job.name,
+        job.scope,
+        path.display(),
+        if job.sandbox {
+            "`payrun run --sandbox`"
+        } else {
+            "`payrun plan` or `payrun run`"
+        }
+    );
+    if let Some(cmd) = sandbox_cmd
+        && !job.sandbox
+        && args.state.is_none()
+        && plan::state_path_of(job, true).exists()
+    {
+        why.push_str(&format!(
+            "\na sandbox rehearsal has state: `payrun {cmd} {} --sandbox` shows it",
+            args.job.job.display()
+        ));
+    }
+    Some(why)
+}
+
 fn report_cmd(args: &crate::cli::ReportArgs) -> i32 {
-    let job = match load(&args.plan.job) {
+    let mut job = match load(&args.plan.job) {
         Ok(j) => j,
         Err(code) => return code,
     };
+    if args.sandbox {
+        plan::use_sandbox_paths(&mut job);
+    }
     let state_path = args
         .plan
         .state
         .clone()
         .unwrap_or_else(|| plan::default_state_path(&job));
+    if let Some(why) = no_state_yet(&job, &args.plan, &state_path, Some("report")) {
+        eprintln!("error: {why}");
+        return exit::INVALID_INPUT;
+    }
     match crate::report::write(&job, &state_path, args.run) {
         Ok(dir) => {
             println!("reports written to {}", dir.display());
@@ -697,6 +746,11 @@ fn reconcile_cmd(args: &crate::cli::ReconcileArgs, quiet: bool) -> i32 {
         .state
         .clone()
         .unwrap_or_else(|| plan::default_state_path(&job));
+    // A rehearsal's sandbox is gone with its run: there is nothing to reconcile it with.
+    if let Some(why) = no_state_yet(&job, args, &state_path, None) {
+        eprintln!("error: {why}");
+        return exit::INVALID_INPUT;
+    }
     let rt = match runtime() {
         Ok(rt) => rt,
         Err(code) => return code,

@@ -9,5 +9,23 @@ static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 fn main() {
     let cli = payrun::cli::Cli::parse();
+    use payrun::cli::Command;
+    if matches!(
+        cli.command,
+        Command::Validate(_) | Command::Plan(_) | Command::Status(_)
+    ) {
+        end_quietly_when_stdout_closes();
+    }
     std::process::exit(payrun::commands::run(cli));
+}
+
+/// `payrun status JOB | head`: when the reader stops early, the command ends quietly, as
+/// `grep` would, instead of panicking at its next line. Only for commands that print and
+/// hold no connection: a run must see a connection the provider closed as an error
+/// (EPIPE) to handle, never die of the signal.
+fn end_quietly_when_stdout_closes() {
+    // SAFETY: sets the default action of one signal, before any other thread exists.
+    unsafe {
+        libc::signal(libc::SIGPIPE, libc::SIG_DFL);
+    }
 }

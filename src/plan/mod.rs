@@ -45,7 +45,12 @@ pub fn validate(
 
 /// The default state database of a job: `.payrun/<job name>.db` beside the job file.
 pub fn default_state_path(job: &Job) -> PathBuf {
-    let name = if job.sandbox {
+    state_path_of(job, job.sandbox)
+}
+
+/// [`default_state_path`] of the job's real runs, or of its `--sandbox` rehearsals.
+pub fn state_path_of(job: &Job, sandbox: bool) -> PathBuf {
+    let name = if sandbox {
         format!("{}.sandbox.db", job.name)
     } else {
         format!("{}.db", job.name)

@@ -490,6 +490,65 @@ fn the_finhub_example_runs_against_the_embedded_sandbox() {
     .unwrap();
     assert_eq!(csv.lines().count(), 51);
     assert_eq!(csv.matches(",succeeded,c-").count(), 50, "{csv}");
+
+    // The rehearsal's state is its own: `status` and `report` show it with --sandbox, and
+    // point there without it, creating no state of the real runs.
+    let job = "jobs/finhub-onboarding.yaml";
+    let real_state = d.path().join("jobs/.payrun/finhub-onboarding.db");
+    let out = crate::support::payrun_in(d.path(), &["status", job]);
+    assert_eq!(out.code, 0, "{}{}", out.stdout, out.stderr);
+    assert!(out.stdout.contains("has no state yet"), "{}", out.stdout);
+    assert!(
+        out.stdout
+            .contains("`payrun status jobs/finhub-onboarding.yaml --sandbox` shows it"),
+        "{}",
+        out.stdout
+    );
+    let out = crate::support::payrun_in(d.path(), &["status", job, "--sandbox"]);
+    assert_eq!(out.code, 0, "{}{}", out.stdout, out.stderr);
+    assert!(
+        out.stdout.contains("finhub-onboarding.sandbox.db"),
+        "{}",
+        out.stdout
+    );
+    assert!(
+        out.stdout.lines().any(|l| l.split_whitespace().eq([
+            "kyc-confirmation",
+            "succeeded",
+            "50"
+        ])),
+        "{}",
+        out.stdout
+    );
+    let out = crate::support::payrun_in(d.path(), &["report", job]);
+    assert_eq!(out.code, 2, "{}{}", out.stdout, out.stderr);
+    assert!(out.stderr.contains("--sandbox` shows it"), "{}", out.stderr);
+    let out = crate::support::payrun_in(d.path(), &["reconcile", job]);
+    assert_eq!(out.code, 2, "{}{}", out.stdout, out.stderr);
+    assert!(
+        !real_state.exists(),
+        "a command that reads state created it"
+    );
+    let latest = d
+        .path()
+        .join("reports/sandbox/finhub-onboarding/default/latest/results.csv");
+    std::fs::remove_file(&latest).unwrap();
+    let out = crate::support::payrun_in(d.path(), &["report", job, "--sandbox"]);
+    assert_eq!(out.code, 0, "{}{}", out.stdout, out.stderr);
+    assert_eq!(std::fs::read_to_string(&latest).unwrap(), csv);
+
+    // Read by a pipe that closes early (`| head`), status ends quietly.
+    let (reader, writer) = std::io::pipe().unwrap();
+    drop(reader);
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_payrun"))
+        .args(["status", job, "--sandbox"])
+        .current_dir(d.path())
+        .stdout(writer)
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!stderr.contains("panicked"), "{stderr}");
+    assert_ne!(out.status.code(), Some(101), "{stderr}");
 }
 
 #[test]
