@@ -206,10 +206,18 @@ pub fn amount(value: &str, minor_units: Option<u32>) -> Result<Decimal, String> 
             n => format!("amount has more than {n} decimal places for this currency"),
         });
     }
-    // The shape is checked: accumulate the digits as an integer mantissa (a Decimal holds 28).
+    // The shape is checked: accumulate the digits as an integer mantissa (a Decimal holds
+    // 28). Leading zeros add nothing to it: `00000000000000000000000000001.00` is 1.
+    let lead = b.iter().take_while(|c| **c == b'0').count();
+    let b = &b[lead..];
     let digits = b.len() - usize::from(dot.is_some());
     if digits > 28 {
-        return Err("amount is too large".into());
+        let whole = dot.map_or(b.len(), |i| i - lead);
+        return Err(if whole > 28 {
+            "amount is too large".into()
+        } else {
+            "amount has more digits than an exact amount can hold (28)".into()
+        });
     }
     let figures = b.iter().filter(|c| **c != b'.').map(|c| c - b'0');
     let d = if digits <= 18 {
@@ -409,6 +417,14 @@ mod tests {
         assert!(err(" 5", Some(2)).contains("spaces"));
         assert!(err("", Some(2)).contains("empty"));
         assert!(err("99999999999999999999999999999999", None).contains("too large"));
+        // Leading zeros are not digits of the amount.
+        assert_eq!(
+            amount("0000000000000000000000000000000001234.50", Some(2)),
+            Ok(d("1234.50"))
+        );
+        assert_eq!(amount("000.5", Some(2)), Ok(d("0.5")));
+        assert!(err("00000000000000000000000000000000", Some(2)).contains("greater than zero"));
+        assert!(err("0.00000000000000000000000000001", None).contains("28"));
         // Either side of the 18 digits an i64 mantissa takes, and the 28 a Decimal holds.
         for big in [
             "999999999999999999",
