@@ -1,7 +1,7 @@
 //! What each command does and prints. Errors are printed here, once, and turned into the
 //! documented exit codes (see `exit`).
 
-use crate::cli::{Cli, Command, JobArgs};
+use crate::cli::{Cli, Command, JobArgs, PlanArgs};
 use crate::exit;
 use crate::input::InputError;
 use crate::job::{self, Job, LoadOptions};
@@ -36,13 +36,29 @@ pub fn run(cli: Cli) -> i32 {
     let bars = init_logging(cli.log_format, cli.quiet);
     match cli.command {
         Command::Validate(args) => validate(&args),
-        Command::Plan(args) => plan_cmd(&args.job, args.state.as_deref()),
+        Command::Plan(args) => plan_cmd(&args),
         Command::Sandbox(args) => sandbox(*args),
         Command::Run(args) => run_cmd(&args, bars, cli.quiet),
         Command::Status(args) => status_cmd(&args),
         Command::Report(args) => report_cmd(&args),
         Command::Reconcile(args) => reconcile_cmd(&args, cli.quiet),
     }
+}
+
+/// The job, with a `--sandbox` rehearsal's paths when `sandbox`, and its state database
+/// (`--state`, or the default beside the job file).
+fn job_and_state(args: &PlanArgs, sandbox: bool) -> Result<(Job, std::path::PathBuf), i32> {
+    let mut job = load(&args.job)?;
+    if sandbox {
+        // A rehearsal must never touch the real run's state, reports or export files: a
+        // row "paid" in the sandbox would otherwise count as paid for real.
+        plan::use_sandbox_paths(&mut job);
+    }
+    let state = args
+        .state
+        .clone()
+        .unwrap_or_else(|| plan::default_state_path(&job));
+    Ok((job, state))
 }
 
 fn load(args: &JobArgs) -> Result<Job, i32> {
@@ -123,14 +139,11 @@ fn print_totals(summary: &CheckSummary) {
     }
 }
 
-fn plan_cmd(args: &JobArgs, state: Option<&std::path::Path>) -> i32 {
-    let job = match load(args) {
+fn plan_cmd(args: &PlanArgs) -> i32 {
+    let (job, state_path) = match job_and_state(args, false) {
         Ok(j) => j,
         Err(code) => return code,
     };
-    let state_path = state
-        .map(std::path::Path::to_path_buf)
-        .unwrap_or_else(|| plan::default_state_path(&job));
     if job.input.is_none() {
         println!(
             "nothing to plan: '{}' holds only export steps; `payrun run` runs them",
@@ -328,20 +341,10 @@ fn watch_signals(stop: std::sync::Arc<std::sync::atomic::AtomicBool>) {
 }
 
 fn run_cmd(args: &crate::cli::RunArgs, bars: bool, quiet: bool) -> i32 {
-    let mut job = match load(&args.plan.job) {
+    let (job, state_path) = match job_and_state(&args.plan, args.sandbox) {
         Ok(j) => j,
         Err(code) => return code,
     };
-    if args.sandbox {
-        // A rehearsal must never touch the real run's state, reports or export files: a
-        // row "paid" in the sandbox would otherwise count as paid for real.
-        plan::use_sandbox_paths(&mut job);
-    }
-    let state_path = args
-        .plan
-        .state
-        .clone()
-        .unwrap_or_else(|| plan::default_state_path(&job));
     if args.dry_run {
         return match crate::exec::dry_run(&job, &state_path, &mut error_printer()) {
             Ok(lines) => {
@@ -519,18 +522,10 @@ fn print_run(job: &Job, report: &crate::exec::RunReport) {
 }
 
 fn status_cmd(args: &crate::cli::StatusArgs) -> i32 {
-    let mut job = match load(&args.plan.job) {
+    let (job, path) = match job_and_state(&args.plan, args.sandbox) {
         Ok(j) => j,
         Err(code) => return code,
     };
-    if args.sandbox {
-        plan::use_sandbox_paths(&mut job);
-    }
-    let path = args
-        .plan
-        .state
-        .clone()
-        .unwrap_or_else(|| plan::default_state_path(&job));
     if let Some(why) = no_state_yet(&job, &args.plan, &path, Some("status")) {
         println!("{why}");
         return exit::SUCCESS;
@@ -672,7 +667,7 @@ fn status_cmd(args: &crate::cli::StatusArgs) -> i32 {
 /// rehearsal's state when only that exists.
 fn no_state_yet(
     job: &Job,
-    args: &crate::cli::PlanArgs,
+    args: &PlanArgs,
     path: &std::path::Path,
     sandbox_cmd: Option<&str>,
 ) -> Option<String> {
@@ -704,18 +699,10 @@ fn no_state_yet(
 }
 
 fn report_cmd(args: &crate::cli::ReportArgs) -> i32 {
-    let mut job = match load(&args.plan.job) {
+    let (job, state_path) = match job_and_state(&args.plan, args.sandbox) {
         Ok(j) => j,
         Err(code) => return code,
     };
-    if args.sandbox {
-        plan::use_sandbox_paths(&mut job);
-    }
-    let state_path = args
-        .plan
-        .state
-        .clone()
-        .unwrap_or_else(|| plan::default_state_path(&job));
     if let Some(why) = no_state_yet(&job, &args.plan, &state_path, Some("report")) {
         eprintln!("error: {why}");
         return exit::INVALID_INPUT;
@@ -738,14 +725,10 @@ fn report_cmd(args: &crate::cli::ReportArgs) -> i32 {
 
 fn reconcile_cmd(args: &crate::cli::ReconcileArgs, quiet: bool) -> i32 {
     let (only_run, args) = (args.run, &args.plan);
-    let job = match load(&args.job) {
+    let (job, state_path) = match job_and_state(args, false) {
         Ok(j) => j,
         Err(code) => return code,
     };
-    let state_path = args
-        .state
-        .clone()
-        .unwrap_or_else(|| plan::default_state_path(&job));
     // A rehearsal's sandbox is gone with its run: there is nothing to reconcile it with.
     if let Some(why) = no_state_yet(&job, args, &state_path, None) {
         eprintln!("error: {why}");
