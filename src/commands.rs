@@ -437,6 +437,13 @@ fn run_cmd(args: &crate::cli::RunArgs, bars: bool, quiet: bool) -> i32 {
             Ok(mut report) => {
                 if !quiet {
                     print_run(&job, &report);
+                    if args.sandbox {
+                        println!(
+                            "  state: {} (`payrun status {} --sandbox`)",
+                            state_path_for_report.display(),
+                            args.plan.job.job.display()
+                        );
+                    }
                 }
                 let written = match report.report.take() {
                     Some(loaded) => crate::report::write_loaded(&job, loaded, Some(report.run_id)),

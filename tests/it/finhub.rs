@@ -483,6 +483,14 @@ fn the_finhub_example_runs_against_the_embedded_sandbox() {
         &["run", "jobs/finhub-onboarding.yaml", "--sandbox"],
     );
     assert_eq!(out.code, 0, "{}{}", out.stdout, out.stderr);
+    // The summary says where the rehearsal's state is, and how to see it.
+    assert!(
+        out.stdout.contains(
+            "state: jobs/.payrun/finhub-onboarding.sandbox.db (`payrun status jobs/finhub-onboarding.yaml --sandbox`)"
+        ),
+        "{}",
+        out.stdout
+    );
     let csv = std::fs::read_to_string(
         d.path()
             .join("reports/sandbox/finhub-onboarding/default/latest/results.csv"),
