@@ -2,7 +2,8 @@
 //! and polls included) under a sliding window that never lets more than the rate's count
 //! through in its span, a cap on requests in flight, and retry timing — exponential with
 //! full jitter from `backon`, never shorter than a `Retry-After`. After a 429 every sender
-//! holds off until the provider's `Retry-After` has passed, then the limiter's pace resumes.
+//! holds off until the provider's `Retry-After` has passed, then the pace resumes a
+//! twentieth slower and recovers over ten seconds.
 
 use crate::job::{Rate, Retry};
 use backon::{BackoffBuilder, ExponentialBuilder};
@@ -54,11 +55,20 @@ fn with_margin(d: Duration) -> Duration {
 /// proportionally shorter span.
 const MAX_WINDOW: u32 = 10_000;
 
+/// After a 429 the window's span is this much longer (the pace this much slower)...
+const SLOWDOWN: f64 = 0.05;
+/// ...at most this much, when 429s keep coming (each one during a recovery doubles it)...
+const MAX_SLOWDOWN: f64 = 0.5;
+/// ...and it recovers evenly over this long.
+const RECOVERY: Duration = Duration::from_secs(10);
+
 /// The times of the last `count` grants, so that no span of `span` holds more than `count`.
 struct Window {
     span: Duration,
     count: usize,
     grants: VecDeque<std::time::Instant>,
+    /// The last 429 and how much it lengthened the span then.
+    slowed: Option<(std::time::Instant, f64)>,
 }
 
 impl Window {
@@ -72,14 +82,33 @@ impl Window {
             span: with_margin(span),
             count: count as usize,
             grants: VecDeque::with_capacity(count as usize),
+            slowed: None,
         }
+    }
+
+    /// How much longer than `span` the span is at `now`: what is left of a 429's slowdown.
+    fn slowdown(&self, now: std::time::Instant) -> f64 {
+        let Some((at, by)) = self.slowed else {
+            return 0.0;
+        };
+        let left = 1.0 - now.saturating_duration_since(at).as_secs_f64() / RECOVERY.as_secs_f64();
+        by * left.max(0.0)
+    }
+
+    /// A 429: the provider counts more than the pace lets through (its window, the
+    /// network's delays). The pace slows by a twentieth, or by twice what is left of the
+    /// last slowdown, and recovers over [`RECOVERY`].
+    fn slow_down(&mut self, now: std::time::Instant) {
+        let by = (2.0 * self.slowdown(now)).clamp(SLOWDOWN, MAX_SLOWDOWN);
+        self.slowed = Some((now, by));
     }
 
     /// How long from `now` until a grant leaves at most `count` in any span; zero if now.
     fn wait(&self, now: std::time::Instant) -> Duration {
         match self.grants.front() {
             Some(&oldest) if self.grants.len() >= self.count => {
-                (oldest + self.span).saturating_duration_since(now)
+                let span = self.span.mul_f64(1.0 + self.slowdown(now));
+                (oldest + span).saturating_duration_since(now)
             }
             _ => Duration::ZERO,
         }
@@ -205,6 +234,10 @@ impl Pacer {
     /// After a 429: nobody sends again before `retry_after` (1 s when the provider gave none).
     pub fn rate_limited(&self, retry_after: Option<Duration>) {
         Stats::add(&self.stats.rate_limited);
+        self.window
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .slow_down(std::time::Instant::now());
         let until = Instant::now() + retry_after.unwrap_or(Duration::from_secs(1));
         let mut hold = self.hold_until.lock().unwrap_or_else(|p| p.into_inner());
         if hold.is_none_or(|h| h < until) {
@@ -377,6 +410,36 @@ mod tests {
             (fast.count, fast.span),
             (10_000, Duration::from_micros(10_100))
         );
+    }
+
+    #[test]
+    fn after_a_429_the_window_slows_by_a_twentieth_and_recovers() {
+        let ms = Duration::from_millis;
+        let mut w = Window::new(&Rate {
+            count: 2,
+            per: Duration::from_secs(1),
+        });
+        let t0 = std::time::Instant::now();
+        w.grant(t0);
+        w.grant(t0);
+        assert_eq!(w.wait(t0), ms(1010));
+        w.slow_down(t0);
+        // 1010 ms and a twentieth.
+        assert_eq!(w.wait(t0), ms(1060) + Duration::from_micros(500));
+        // Half recovered after half the recovery time; whole after all of it.
+        let half = t0 + RECOVERY / 2;
+        assert_eq!(w.wait(half), Duration::ZERO);
+        assert_eq!(w.slowdown(half), SLOWDOWN / 2.0);
+        assert_eq!(w.slowdown(t0 + RECOVERY), 0.0);
+        // 429 after 429: twice what is left each time, up to half again as slow.
+        for _ in 0..10 {
+            w.slow_down(t0);
+        }
+        assert_eq!(w.slowdown(t0), MAX_SLOWDOWN);
+        // A 429 long after the last starts again from a twentieth.
+        let later = t0 + RECOVERY * 3;
+        w.slow_down(later);
+        assert_eq!(w.slowdown(later), SLOWDOWN);
     }
 
     #[tokio::test]
