@@ -61,6 +61,9 @@ const SLOWDOWN: f64 = 0.05;
 const MAX_SLOWDOWN: f64 = 0.5;
 /// ...and it recovers evenly over this long.
 const RECOVERY: Duration = Duration::from_secs(10);
+/// 429s this close to the last one answer the same requests (those in flight when the
+/// provider's window filled): they slow the pace once.
+const SAME_429: Duration = Duration::from_secs(1);
 
 /// The times of the last `count` grants, so that no span of `span` holds more than `count`.
 struct Window {
@@ -99,6 +102,11 @@ impl Window {
     /// network's delays). The pace slows by a twentieth, or by twice what is left of the
     /// last slowdown, and recovers over [`RECOVERY`].
     fn slow_down(&mut self, now: std::time::Instant) {
+        if let Some((at, _)) = self.slowed
+            && now.saturating_duration_since(at) < SAME_429
+        {
+            return;
+        }
         let by = (2.0 * self.slowdown(now)).clamp(SLOWDOWN, MAX_SLOWDOWN);
         self.slowed = Some((now, by));
     }
@@ -431,13 +439,21 @@ mod tests {
         assert_eq!(w.wait(half), Duration::ZERO);
         assert_eq!(w.slowdown(half), SLOWDOWN / 2.0);
         assert_eq!(w.slowdown(t0 + RECOVERY), 0.0);
-        // 429 after 429: twice what is left each time, up to half again as slow.
-        for _ in 0..10 {
-            w.slow_down(t0);
+        // 429s that come together (the requests in flight when the provider's window
+        // filled) slow it once.
+        w.slow_down(t0 + ms(300));
+        assert!((w.slowdown(t0 + ms(300)) - SLOWDOWN * 0.97).abs() < 1e-12);
+        // 429 after 429, a second or more apart: twice what is left each time, up to half
+        // again as slow.
+        let second = t0 + Duration::from_secs(1);
+        w.slow_down(second);
+        assert!((w.slowdown(second) - 2.0 * SLOWDOWN * 0.9).abs() < 1e-9);
+        for s in 2..10 {
+            w.slow_down(t0 + Duration::from_secs(s));
         }
-        assert_eq!(w.slowdown(t0), MAX_SLOWDOWN);
+        assert_eq!(w.slowdown(t0 + Duration::from_secs(9)), MAX_SLOWDOWN);
         // A 429 long after the last starts again from a twentieth.
-        let later = t0 + RECOVERY * 3;
+        let later = t0 + RECOVERY * 4;
         w.slow_down(later);
         assert_eq!(w.slowdown(later), SLOWDOWN);
     }
