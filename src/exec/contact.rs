@@ -112,11 +112,7 @@ pub(super) fn payloads<T>(
 ) -> Result<Ready<T>, StateError> {
     let mut ready = Vec::with_capacity(chunk.len());
     for mut item in chunk {
-        let payload = match item.take_planned_body() {
-            Some(body) => Ok(body),
-            None => rows.rendered(si, &item),
-        };
-        match payload.and_then(form) {
+        match rows.payload(si, &mut item).and_then(form) {
             Ok(p) => ready.push((item, p)),
             Err(e) => unreadable(ctx, &item, e)?,
         }

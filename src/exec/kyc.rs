@@ -55,11 +55,11 @@ pub async fn run(
         .map(PathBuf::from)
         .unwrap_or_default();
     let mut tasks = JoinSet::new();
-    for item in items {
+    for mut item in items {
         if ctx.stopping() {
             break;
         }
-        let payload = match rows.fields(si, &item) {
+        let payload = match rows.fields(si, &mut item) {
             Ok(p) => p,
             Err(e) => {
                 unreadable(ctx, &item, e)?;

@@ -815,23 +815,23 @@ pub(crate) struct RowSource<'a, 'r> {
 
 impl RowSource<'_, '_> {
     /// The full fields of `item` in step `si`, if the row still renders to what was planned.
-    pub fn fields(&mut self, si: usize, item: &WorkItem) -> Result<Map<String, Value>, String> {
+    pub fn fields(&mut self, si: usize, item: &mut WorkItem) -> Result<Map<String, Value>, String> {
         parse_fields(&self.payload(si, item)?)
     }
 
     /// [`RowSource::fields`] as the canonical JSON text they were rendered to. When the
     /// state holds that text already (nothing in it masked), it is what is sent: exactly
-    /// what was planned, with no need to read the row again.
-    pub fn payload(&mut self, si: usize, item: &WorkItem) -> Result<String, String> {
-        match item.planned_body() {
-            Some(body) => Ok(body.to_string()),
+    /// what was planned, with no need to read the row again (it is taken out of `item`).
+    pub fn payload(&mut self, si: usize, item: &mut WorkItem) -> Result<String, String> {
+        match item.take_planned_body() {
+            Some(body) => Ok(body),
             None => self.rendered(si, item),
         }
     }
 
     /// The row of `item` read from the file and rendered again, checked to be what was
     /// planned.
-    pub fn rendered(&mut self, si: usize, item: &WorkItem) -> Result<String, String> {
+    fn rendered(&mut self, si: usize, item: &WorkItem) -> Result<String, String> {
         let record = self
             .reader
             .read_at(item.row_offset, item.row_line)

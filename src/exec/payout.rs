@@ -43,7 +43,7 @@ pub async fn run(
         let id = batch.id;
         let items = ctx.db.read(move |c| work::batch_items(c, id)).await?;
         let mut members = Vec::with_capacity(items.len());
-        for item in items {
+        for mut item in items {
             // An unsent batch takes only rows whose earlier steps are done; the others wait.
             if batch.state == "open"
                 && let Err(why) = ready(job, si, &item.row_key, &states)
@@ -52,7 +52,7 @@ pub async fn run(
                 ctx.db.write(move |c| work::detach(c, id, &why)).await?;
                 continue;
             }
-            match rows.fields(si, &item) {
+            match rows.fields(si, &mut item) {
                 Ok(p) => members.push((item, p)),
                 Err(e) if batch.state == "open" => {
                     let id = item.id;

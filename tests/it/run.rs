@@ -381,6 +381,16 @@ async fn a_changed_paid_row_is_a_conflict_and_is_not_sent_again() {
 
 /// Runs the real binary on the setup's job against `s`.
 /// `payrun run job.yaml` in the setup's folder, against `s`.
+/// Asserts a finished process's exit code, showing its stderr when it differs.
+fn assert_exit(out: &std::process::Output, code: i32) {
+    assert_eq!(
+        out.status.code(),
+        Some(code),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
 fn command(setup: &Setup, s: &Sandbox) -> std::process::Command {
     let mut cmd = std::process::Command::new(env!("CARGO_BIN_EXE_payrun"));
     cmd.args(["run", "job.yaml", "--state", "state.db"])
@@ -434,12 +444,7 @@ async fn each_step_starts_with_the_number_of_its_items_to_send() {
             .args(["--log-format", "json"])
             .output()
             .unwrap();
-        assert_eq!(
-            out.status.code(),
-            Some(0),
-            "{}",
-            String::from_utf8_lossy(&out.stderr)
-        );
+        assert_exit(&out, 0);
         steps_started(&out.stderr)
     };
     let step = |name: &str, n: u64| (name.to_string(), n);
@@ -475,12 +480,7 @@ async fn a_second_run_is_refused_while_one_holds_the_lock() {
     };
     let before = api(ledger(&s).await);
     let out = binary(&setup, &s, &[]).wait_with_output().unwrap();
-    assert_eq!(
-        out.status.code(),
-        Some(3),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    assert_exit(&out, 3);
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(
         stderr.contains(&format!("pid {}", std::process::id())),
@@ -493,22 +493,12 @@ async fn a_second_run_is_refused_while_one_holds_the_lock() {
         .current_dir(setup.dir.path())
         .output()
         .unwrap();
-    assert_eq!(
-        plan.status.code(),
-        Some(3),
-        "{}",
-        String::from_utf8_lossy(&plan.stderr)
-    );
+    assert_exit(&plan, 3);
     // A lock whose holder is dead is taken over.
     conn.execute("UPDATE locks SET pid = 999999999", [])
         .unwrap();
     let out = binary(&setup, &s, &[]).wait_with_output().unwrap();
-    assert_eq!(
-        out.status.code(),
-        Some(0),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    assert_exit(&out, 0);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -560,12 +550,7 @@ async fn sigterm_stops_cleanly_with_exit_4_and_the_next_run_finishes() {
         .unwrap();
     assert!(status.success());
     let out = child.wait_with_output().unwrap();
-    assert_eq!(
-        out.status.code(),
-        Some(4),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    assert_exit(&out, 4);
     let conn = rusqlite::Connection::open(setup.path("state.db")).unwrap();
     let (code, in_flight): (i64, i64) = conn
         .query_row("SELECT exit_code, (SELECT COUNT(*) FROM items WHERE state = 'in_flight') FROM runs ORDER BY id DESC LIMIT 1", [], |r| Ok((r.get(0)?, r.get(1)?)))
@@ -576,12 +561,7 @@ async fn sigterm_stops_cleanly_with_exit_4_and_the_next_run_finishes() {
         "the run is recorded and requests in flight finished"
     );
     let done = binary(&setup, &s, &[]).wait_with_output().unwrap();
-    assert_eq!(
-        done.status.code(),
-        Some(0),
-        "{}",
-        String::from_utf8_lossy(&done.stderr)
-    );
+    assert_exit(&done, 0);
     assert_exactly_once(&ledger(&s).await, n);
 }
 
@@ -708,12 +688,7 @@ async fn the_webhook_gets_the_summary_of_runs_with_failures_and_never_changes_th
     // A run with a failing row (over the method's limit): its summary is posted.
     let failing = Setup::new(&job, &people(2).replace("101.01", "150000.00"));
     let out = run_with_hook(&failing, &s, &url);
-    assert_eq!(
-        out.status.code(),
-        Some(1),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    assert_exit(&out, 1);
     // Every line the run printed (logs of the failed row included): no secret, no full
     // account number, no webhook URL.
     let printed = format!(
@@ -846,12 +821,7 @@ async fn a_stop_while_rate_limited_requeues_rather_than_fails() {
         .status()
         .unwrap();
     let out = child.wait_with_output().unwrap();
-    assert_eq!(
-        out.status.code(),
-        Some(4),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    assert_exit(&out, 4);
     let conn = rusqlite::Connection::open(setup.path("state.db")).unwrap();
     let (failed, in_flight): (i64, i64) = conn
         .query_row(
@@ -866,12 +836,7 @@ async fn a_stop_while_rate_limited_requeues_rather_than_fails() {
         "rate-limited rows wait for the next run; none failed, none in doubt"
     );
     let done = binary(&setup, &s, &[]).wait_with_output().unwrap();
-    assert_eq!(
-        done.status.code(),
-        Some(0),
-        "{}",
-        String::from_utf8_lossy(&done.stderr)
-    );
+    assert_exit(&done, 0);
     assert_exactly_once(&ledger(&s).await, 6);
 }
 
