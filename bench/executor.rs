@@ -110,7 +110,32 @@ request = function()
 end
 "#;
 
-fn wrk(url: &str, connections: u32) -> f64 {
+/// CPU seconds (user and system) used so far by this process (`RUSAGE_SELF`: the in-process
+/// sandboxes, since the main thread only waits) or by its waited-for children
+/// (`RUSAGE_CHILDREN`: payrun, wrk).
+fn cpu(who: libc::c_int) -> f64 {
+    // SAFETY: a zeroed `rusage` is a valid value, and getrusage only writes into it.
+    let mut u: libc::rusage = unsafe { std::mem::zeroed() };
+    unsafe { libc::getrusage(who, &mut u) };
+    let secs = |t: libc::timeval| t.tv_sec as f64 + t.tv_usec as f64 / 1e6;
+    secs(u.ru_utime) + secs(u.ru_stime)
+}
+
+/// CPU of `f` in microseconds: (children's, this process's).
+fn cpu_of<T>(f: impl FnOnce() -> T) -> (T, f64, f64) {
+    let (c0, s0) = (cpu(libc::RUSAGE_CHILDREN), cpu(libc::RUSAGE_SELF));
+    let out = f();
+    let (c1, s1) = (cpu(libc::RUSAGE_CHILDREN), cpu(libc::RUSAGE_SELF));
+    (out, (c1 - c0) * 1e6, (s1 - s0) * 1e6)
+}
+
+fn median(mut v: Vec<f64>) -> f64 {
+    v.sort_by(f64::total_cmp);
+    v[v.len() / 2]
+}
+
+/// wrk's requests per second, and how many requests it made.
+fn wrk(url: &str, connections: u32) -> (f64, f64) {
     let script = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("bench-exec.lua");
     std::fs::write(&script, WRK_SCRIPT).unwrap();
     let out = Command::new("wrk")
@@ -127,10 +152,17 @@ fn wrk(url: &str, connections: u32) -> f64 {
         .output()
         .expect("wrk is needed: apt-get install wrk");
     let text = String::from_utf8_lossy(&out.stdout);
-    text.lines()
+    let rate = text
+        .lines()
         .find_map(|l| l.strip_prefix("Requests/sec:"))
         .and_then(|v| v.trim().parse().ok())
-        .expect("wrk prints Requests/sec")
+        .expect("wrk prints Requests/sec");
+    let requests = text
+        .lines()
+        .find_map(|l| l.trim().split_once(" requests in "))
+        .and_then(|(n, _)| n.parse().ok())
+        .expect("wrk prints its number of requests");
+    (rate, requests)
 }
 
 fn main() {
@@ -150,35 +182,58 @@ fn main() {
     // 1. Overhead: rounds of one payrun run and one wrk run, each against a fresh sandbox
     // (a sandbox's ledger grows with every contact), alternating so that a noisy phase of
     // the machine hits both.
+    // CPU per request (µs) of each round: payrun's per row, the sandbox's behind it, wrk's,
+    // the sandbox's behind wrk. Both share the machine's cores with their sandbox.
     let mut rounds = Vec::new();
+    let mut cpus: Vec<[f64; 4]> = Vec::new();
     for _ in 0..ROUNDS {
         let sb = start(Config::default());
         let dir = setup("overhead", 20_000, &job("1000000/s", 1000, 8));
-        let m = run_payrun(&dir, &sb);
+        let (m, payrun_cpu, sb_cpu) = cpu_of(|| run_payrun(&dir, &sb));
         assert_eq!(m.code, 0);
         assert_eq!(m.requests, 20_000);
         let wrk_sb = start(Config::default());
-        let wrk_rate = {
+        let ((wrk_rate, wrk_requests), wrk_cpu, wrk_sb_cpu) = cpu_of(|| {
             let _guard = rt.enter();
             wrk(&format!("{}/v2/contacts", wrk_sb.base_url()), 8)
-        };
+        });
         let payrun_rate = 20_000.0 / m.wall;
+        let per = [
+            payrun_cpu / 20_000.0,
+            sb_cpu / 20_000.0,
+            wrk_cpu / wrk_requests,
+            wrk_sb_cpu / wrk_requests,
+        ];
         println!(
-            "   round: payrun {payrun_rate:.0} rows/s ({:.2} s for 20,000 rows), wrk {wrk_rate:.0} req/s: ratio {:.2}",
+            "   round: payrun {payrun_rate:.0} rows/s ({:.2} s for 20,000 rows), wrk {wrk_rate:.0} req/s: ratio {:.2}; CPU per request: payrun {:.0} µs + sandbox {:.0}, wrk {:.0} + sandbox {:.0}",
             m.wall,
-            payrun_rate / wrk_rate
+            payrun_rate / wrk_rate,
+            per[0],
+            per[1],
+            per[2],
+            per[3]
         );
         rounds.push((payrun_rate, wrk_rate));
+        cpus.push(per);
     }
     let best_payrun = rounds.iter().map(|r| r.0).fold(0.0, f64::max);
     let best_wrk = rounds.iter().map(|r| r.1).fold(0.0, f64::max);
-    let mut ratios: Vec<f64> = rounds.iter().map(|(p, w)| p / w).collect();
-    ratios.sort_by(f64::total_cmp);
     println!(
         "1. overhead: payrun best {best_payrun:.0} rows/s ({:.2} s for 20,000 rows, durable state) vs wrk best {best_wrk:.0} req/s, same endpoint, 8 connections: ratio best/best {:.2}, median of rounds {:.2} (target >= 0.5)",
         20_000.0 / best_payrun,
         best_payrun / best_wrk,
-        ratios[ratios.len() / 2]
+        median(rounds.iter().map(|(p, w)| p / w).collect())
+    );
+    let m: Vec<f64> = (0..4)
+        .map(|i| median(cpus.iter().map(|c| c[i]).collect()))
+        .collect();
+    println!(
+        "   CPU per request, medians: payrun {:.0} µs (plan, durable state, reports included) + sandbox {:.0}; wrk {:.0} + sandbox {:.0}. With every core busy the ratio would be {:.2}",
+        m[0],
+        m[1],
+        m[2],
+        m[3],
+        (m[2] + m[3]) / (m[0] + m[1])
     );
 
     if !skip_slow {
