@@ -174,9 +174,13 @@ fn plan_cmd(args: &PlanArgs) -> i32 {
             exit::INVALID_INPUT
         }
         Err(PlanError::Input(e)) => input_failure(&e),
-        Err(PlanError::State(e)) => {
+        Err(e @ PlanError::State(_)) => {
             eprintln!("error: {e}");
             exit::FATAL
+        }
+        Err(e @ PlanError::Stopped) => {
+            eprintln!("{e}");
+            exit::INTERRUPTED
         }
         Ok(outcome) => {
             println!(

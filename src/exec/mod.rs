@@ -591,11 +591,16 @@ pub async fn run(
     let (ctx, db, plan_id, run_id) = open(job, &opts, true).await?;
     tracing::info!(run = run_id, job = %job.name, scope = %job.scope, "run started");
     // Planning happens under the lock: no other run can be sending while items change.
-    let planned =
-        tokio::task::block_in_place(|| crate::plan::plan(job, &opts.state_path, on_error));
+    let planned = tokio::task::block_in_place(|| {
+        crate::plan::plan_unless_stopped(job, &opts.state_path, on_error, &opts.stop)
+    });
     let floor = match planned {
         Err(crate::plan::PlanError::Invalid(_) | crate::plan::PlanError::Input(_)) => {
             crate::exit::INVALID_INPUT
+        }
+        Err(crate::plan::PlanError::Stopped) => {
+            tracing::warn!("stopped while planning: nothing was planned or sent");
+            crate::exit::INTERRUPTED
         }
         Err(crate::plan::PlanError::State(e)) => {
             let _ = db

@@ -15,6 +15,7 @@ use crate::job::Job;
 use crate::state::{PlanCounts, PlanWriter, State, StateError};
 use sha2::{Digest, Sha256};
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
 
 /// Why a plan did not happen.
 #[derive(Debug, thiserror::Error)]
@@ -25,6 +26,9 @@ pub enum PlanError {
     Input(#[from] InputError),
     #[error(transparent)]
     State(#[from] StateError),
+    /// A stop signal came while the plan was being written: nothing of it was kept.
+    #[error("stopped while planning; nothing was planned")]
+    Stopped,
 }
 
 /// What a successful plan did.
@@ -78,6 +82,18 @@ pub fn plan(
     state_path: &Path,
     on_error: &mut dyn FnMut(InputError),
 ) -> Result<PlanOutcome, PlanError> {
+    plan_unless_stopped(job, state_path, on_error, &AtomicBool::new(false))
+}
+
+/// [`plan`], given up as soon as `stop` is set while the items are written (a plan of a
+/// million rows takes seconds): the plan's transaction is rolled back, and the state is
+/// exactly as it was.
+pub fn plan_unless_stopped(
+    job: &Job,
+    state_path: &Path,
+    on_error: &mut dyn FnMut(InputError),
+    stop: &AtomicBool,
+) -> Result<PlanOutcome, PlanError> {
     let summary = validate(job, on_error)?;
     if summary.errors > 0 {
         return Err(PlanError::Invalid(summary));
@@ -85,6 +101,7 @@ pub fn plan(
     let state = State::open(state_path)?;
     let mut writer = PlanWriter::begin(&state, job)?;
     let mut failure: Option<StateError> = None;
+    let mut stopped = false;
     let mut late_errors = 0;
     // The input is read a second time to build the items: it may have changed since the
     // first pass, so rows are checked again and any problem aborts the plan.
@@ -95,16 +112,25 @@ pub fn plan(
             late_errors += 1;
             on_error(e)
         },
-        &mut |row| match writer.add_row(&row) {
-            Ok(()) => true,
-            Err(e) => {
-                failure = Some(e);
-                false
+        &mut |row| {
+            if stop.load(Ordering::Relaxed) {
+                stopped = true;
+                return false;
+            }
+            match writer.add_row(&row) {
+                Ok(()) => true,
+                Err(e) => {
+                    failure = Some(e);
+                    false
+                }
             }
         },
     )?;
     if let Some(e) = failure {
         return Err(e.into());
+    }
+    if stopped {
+        return Err(PlanError::Stopped);
     }
     if late_errors > 0 {
         return Err(PlanError::Invalid(second));

@@ -531,6 +531,42 @@ async fn killed_runs_resume_and_pay_every_row_exactly_once() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stop_signal_while_planning_exits_4_with_nothing_planned_or_sent() {
+    use std::io::{BufRead, Read};
+    let s = start(fast(Faults::default())).await;
+    // Enough rows that writing the plan takes seconds in a debug build.
+    let setup = Setup::new(&job_text(20, ""), &people(60_000));
+    let mut child = binary(&setup, &s, &[]);
+    let mut stderr = std::io::BufReader::new(child.stderr.take().unwrap());
+    let mut log = String::new();
+    while !log.contains("run started") {
+        assert!(stderr.read_line(&mut log).unwrap() > 0, "{log}");
+    }
+    std::process::Command::new("kill")
+        .args(["-TERM", &child.id().to_string()])
+        .status()
+        .unwrap();
+    stderr.read_to_string(&mut log).unwrap();
+    let status = child.wait().unwrap();
+    assert_eq!(status.code(), Some(4), "{log}");
+    assert!(
+        log.contains("stopped while planning: nothing was planned or sent"),
+        "{log}"
+    );
+    let conn = rusqlite::Connection::open(setup.path("state.db")).unwrap();
+    let (items, code): (i64, i64) = conn
+        .query_row(
+            "SELECT (SELECT COUNT(*) FROM items), exit_code FROM runs ORDER BY id DESC LIMIT 1",
+            [],
+            |r| Ok((r.get(0)?, r.get(1)?)),
+        )
+        .unwrap();
+    assert_eq!((items, code), (0, 4));
+    let requests = &ledger(&s).await["requests"];
+    assert_eq!(requests.as_object().map(|r| r.len()), Some(0), "{requests}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sigterm_stops_cleanly_with_exit_4_and_the_next_run_finishes() {
     let faults = Faults {
         latency: Some((Duration::from_millis(20), Duration::from_millis(30))),
