@@ -77,12 +77,23 @@ pub struct Ctx {
     pub plan_id: i64,
     /// Set by the first SIGINT/SIGTERM: take no new work.
     pub stop: Arc<AtomicBool>,
-    /// Set when the provider refused the credentials (401/403): the run stops, and what is
-    /// not done stays pending rather than failing row by row.
-    pub refused: std::sync::Mutex<Option<String>>,
+    /// Set when every request would fail the same way (credentials refused, the provider
+    /// out of reach): the run stops, and what is not done stays pending rather than
+    /// failing row by row.
+    pub halt: std::sync::Mutex<Option<Halt>>,
     /// Polls no less often than this (the embedded sandbox moves statuses in seconds).
     pub poll_cap: Option<std::time::Duration>,
     pub progress: Option<progress::Progress>,
+}
+
+/// Why a run stopped before its work was done, with the provider's or the network's words.
+#[derive(Debug, Clone)]
+pub enum Halt {
+    /// 401/403: the credentials were refused.
+    Refused(String),
+    /// An item's every attempt, over its whole retry budget, failed to connect: the provider
+    /// cannot be reached, and each row would spend its retries on it in turn.
+    Unreachable(String),
 }
 
 /// Something `reconcile` found different at the provider.
@@ -137,10 +148,7 @@ impl Ctx {
             ..
         } = e
         {
-            let mut refused = self.refused.lock().unwrap_or_else(|p| p.into_inner());
-            refused.get_or_insert_with(|| format!("HTTP {status}: {message}"));
-            self.stop.store(true, Ordering::Relaxed);
-            return Next::Requeue;
+            return self.halt(Halt::Refused(format!("HTTP {status}: {message}")));
         }
         match e.verdict() {
             Verdict::Reject => Next::Fail,
@@ -159,6 +167,13 @@ impl Ctx {
                     || self.stopping();
                 match (exhausted, maybe_applied) {
                     (true, true) => Next::InDoubt,
+                    // Not a row's fault: a connection is refused, or times out, for every row.
+                    (true, false) if matches!(e, CallError::Connect(_)) => {
+                        self.halt(Halt::Unreachable(format!(
+                            "{e}, {attempt} attempt(s) over {:.1} s",
+                            started.elapsed().as_secs_f64()
+                        )))
+                    }
                     (true, false) => Next::Fail,
                     (false, _) => {
                         tokio::time::sleep(self.pacer.delay(attempt, after)).await;
@@ -169,6 +184,17 @@ impl Ctx {
                 }
             }
         }
+    }
+
+    /// Stops the run for `why` (the first reason is kept); the item at hand goes back to
+    /// the queue, its request surely not applied.
+    fn halt(&self, why: Halt) -> Next {
+        self.halt
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .get_or_insert(why);
+        self.stop.store(true, Ordering::Relaxed);
+        Next::Requeue
     }
 
     pub fn poll_every(&self, configured: std::time::Duration) -> std::time::Duration {
@@ -435,7 +461,7 @@ async fn open(
         db: db.clone(),
         plan_id,
         stop: opts.stop.clone(),
-        refused: std::sync::Mutex::new(None),
+        halt: std::sync::Mutex::new(None),
         poll_cap: opts.poll_cap,
         progress: if opts.show_progress {
             progress::Progress::for_terminal()
@@ -686,20 +712,25 @@ async fn execute_all(
         .map(|si| planned.steps.get(si).filter(|_| known).map(|c| c.new))
         .collect();
     let code = execute(job, ctx.clone(), retry_failed, &todo).await?;
-    let refused = ctx
-        .refused
-        .lock()
-        .unwrap_or_else(|p| p.into_inner())
-        .clone();
-    if let Some(why) = refused {
-        return Err(RunError::Fatal(format!(
-            "the provider refused payrun's credentials ({why}); nothing more was sent, and the rows not done stay pending for the next run — check provider credentials{}",
-            if job.provider.kind == crate::provider::ProviderKind::FinHub {
-                " and tenant_id"
-            } else {
-                ""
-            }
-        )));
+    let halt = ctx.halt.lock().unwrap_or_else(|p| p.into_inner()).clone();
+    let stay = "nothing more was sent, and the rows not done stay pending for the next run";
+    match halt {
+        Some(Halt::Refused(why)) => {
+            return Err(RunError::Fatal(format!(
+                "the provider refused payrun's credentials ({why}); {stay} — check provider credentials{}",
+                if job.provider.kind == crate::provider::ProviderKind::FinHub {
+                    " and tenant_id"
+                } else {
+                    ""
+                }
+            )));
+        }
+        Some(Halt::Unreachable(why)) => {
+            return Err(RunError::Fatal(format!(
+                "cannot reach the provider ({why}); {stay} — check provider.base_url and the network"
+            )));
+        }
+        None => {}
     }
     if job.exports.is_empty() || code == crate::exit::INTERRUPTED {
         return Ok(code);

@@ -901,6 +901,45 @@ async fn a_wrong_secret_stops_the_run_with_rows_still_pending() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_unreachable_provider_stops_the_run_with_rows_still_pending() {
+    let s = start(fast(Faults::default())).await;
+    let n = 200;
+    let setup = Setup::new(&job_text(10, ""), &people(n));
+    // A port nothing listens on: every connection is refused.
+    let closed = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap();
+    let (code, stderr) = run_with(
+        &setup,
+        &s,
+        "HC_TEST_BASE_URL",
+        &format!("http://{closed}/api"),
+    );
+    assert_eq!(code, Some(5), "{stderr}");
+    assert!(
+        stderr.contains("cannot reach the provider (cannot connect")
+            && stderr.contains("rows not done stay pending"),
+        "{stderr}"
+    );
+    let conn = rusqlite::Connection::open(setup.path("state.db")).unwrap();
+    let (not_pending, requests): (i64, i64) = conn
+        .query_row(
+            "SELECT (SELECT COUNT(*) FROM items WHERE state != 'pending'), requests FROM runs",
+            [],
+            |r| Ok((r.get(0)?, r.get(1)?)),
+        )
+        .unwrap();
+    assert_eq!(not_pending, 0, "rows failed instead of waiting");
+    // It stopped when the first row ran out of attempts (the rows of the two chunks under
+    // way had a few each), not after all 2,400 attempts of the 200 rows.
+    assert!(requests < 600, "{requests} requests");
+    // Once the provider answers, the next run does everything, each payout once.
+    assert_eq!(setup.run(&s, false).await.exit_code, 0);
+    assert_exactly_once(&ledger(&s).await, n);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_base_url_that_is_not_a_url_is_refused_before_anything_is_sent() {
     let s = start(fast(Faults::default())).await;
     let setup = Setup::new(&job_text(10, ""), &people(3));
