@@ -7,6 +7,7 @@ use crate::input::InputError;
 use crate::job::{self, Job, LoadOptions};
 use crate::plan::{self, CheckSummary, PlanError};
 use std::io::Write;
+use std::path::{Path, PathBuf};
 
 /// Sets up log lines on stderr. On a terminal, `run` shows progress bars instead of info
 /// lines; colour only on a terminal and never with NO_COLOR set.
@@ -454,7 +455,7 @@ fn run_cmd(args: &crate::cli::RunArgs, bars: bool, quiet: bool) -> i32 {
                     None => crate::report::write(&job, &state_path_for_report, Some(report.run_id)),
                 };
                 match written {
-                    Ok(dir) if !quiet => println!("  reports: {}", dir.display()),
+                    Ok(dir) if !quiet => println!("  reports: {}", shown(&dir).display()),
                     Ok(_) => {}
                     // The run itself is recorded; the reports can be written again.
                     Err(e) => eprintln!(
@@ -720,7 +721,7 @@ fn report_cmd(args: &crate::cli::ReportArgs) -> i32 {
     }
     match crate::report::write(&job, &state_path, args.run) {
         Ok(dir) => {
-            println!("reports written to {}", dir.display());
+            println!("reports written to {}", shown(&dir).display());
             exit::SUCCESS
         }
         Err(crate::report::ReportError::NotFound(m)) => {
@@ -775,7 +776,7 @@ fn reconcile_cmd(args: &crate::cli::ReconcileArgs, quiet: bool) -> i32 {
                     }
                 }
                 match crate::report::write(&job, &state_path, Some(report.run_id)) {
-                    Ok(dir) if !quiet => println!("  reports: {}", dir.display()),
+                    Ok(dir) if !quiet => println!("  reports: {}", shown(&dir).display()),
                     Ok(_) => {}
                     Err(e) => eprintln!("warning: reports not written ({e})"),
                 }
@@ -805,4 +806,19 @@ fn run_failure(job: &Job, e: &crate::exec::RunError) -> i32 {
             exit::FATAL
         }
     }
+}
+
+/// A directory payrun wrote, as a user would type it: relative to the current directory
+/// when it is under it (`reports/payroll/…`, not `jobs/../reports/payroll/…`), else in full.
+/// Resolved through the file system, so a symbolic link in the way is followed as it was.
+fn shown(dir: &Path) -> PathBuf {
+    let Ok(full) = std::fs::canonicalize(dir) else {
+        return dir.to_path_buf();
+    };
+    std::env::current_dir()
+        .and_then(std::fs::canonicalize)
+        .ok()
+        .and_then(|cwd| full.strip_prefix(cwd).ok().map(Path::to_path_buf))
+        .filter(|p| !p.as_os_str().is_empty())
+        .unwrap_or(full)
 }

@@ -491,6 +491,13 @@ fn the_finhub_example_runs_against_the_embedded_sandbox() {
         "{}",
         out.stdout
     );
+    // The reports' folder as the user would type it, not `jobs/../reports/...`.
+    assert!(
+        out.stdout
+            .contains("reports: reports/sandbox/finhub-onboarding/default/1\n"),
+        "{}",
+        out.stdout
+    );
     let csv = std::fs::read_to_string(
         d.path()
             .join("reports/sandbox/finhub-onboarding/default/latest/results.csv"),
