@@ -337,7 +337,9 @@ fn watch_signals(stop: std::sync::Arc<std::sync::atomic::AtomicBool>) {
             tokio::select! { _ = int.recv() => {}, _ = term.recv() => {} }
             if n == 0 {
                 stop.store(true, std::sync::atomic::Ordering::SeqCst);
-                eprintln!("stopping: letting requests in flight finish (signal again to exit now)");
+                eprintln!(
+                    "stopping: no new work is taken; requests in flight finish (signal again to exit now)"
+                );
             } else {
                 std::process::exit(exit::INTERRUPTED);
             }
