@@ -95,6 +95,17 @@ impl Setup {
         self.dir.path().join(name)
     }
 
+    /// The one row `sql` selects from the state database, as a tuple.
+    fn state_row<T>(&self, sql: &str) -> T
+    where
+        T: for<'a> TryFrom<&'a rusqlite::Row<'a>, Error = rusqlite::Error>,
+    {
+        rusqlite::Connection::open(self.path("state.db"))
+            .unwrap()
+            .query_row(sql, [], |r| T::try_from(r))
+            .unwrap()
+    }
+
     fn env(&self, s: &Sandbox) -> Vec<(String, String)> {
         vec![
             ("HC_TEST_BASE_URL".into(), s.base_url()),
@@ -270,14 +281,8 @@ async fn fault_soak_pays_every_row_exactly_once() {
     let l = ledger(&s).await;
     assert_exactly_once(&l, n);
     assert_eq!(l["contacts"].as_array().unwrap().len(), n);
-    let conn = rusqlite::Connection::open(setup.path("state.db")).unwrap();
-    let (retries, in_doubt): (i64, i64) = conn
-        .query_row(
-            "SELECT SUM(retries), SUM(in_doubt_resolved) FROM runs",
-            [],
-            |r| Ok((r.get(0)?, r.get(1)?)),
-        )
-        .unwrap();
+    let (retries, in_doubt): (i64, i64) =
+        setup.state_row("SELECT SUM(retries), SUM(in_doubt_resolved) FROM runs");
     assert!(
         retries > 0 && in_doubt > 0,
         "retries {retries}, in doubt resolved {in_doubt}"
@@ -553,14 +558,9 @@ async fn a_stop_signal_while_planning_exits_4_with_nothing_planned_or_sent() {
         log.contains("stopped while planning: nothing was planned or sent"),
         "{log}"
     );
-    let conn = rusqlite::Connection::open(setup.path("state.db")).unwrap();
-    let (items, code): (i64, i64) = conn
-        .query_row(
-            "SELECT (SELECT COUNT(*) FROM items), exit_code FROM runs ORDER BY id DESC LIMIT 1",
-            [],
-            |r| Ok((r.get(0)?, r.get(1)?)),
-        )
-        .unwrap();
+    let (items, code): (i64, i64) = setup.state_row(
+        "SELECT (SELECT COUNT(*) FROM items), exit_code FROM runs ORDER BY id DESC LIMIT 1",
+    );
     assert_eq!((items, code), (0, 4));
     let requests = &ledger(&s).await["requests"];
     assert_eq!(requests.as_object().map(|r| r.len()), Some(0), "{requests}");
@@ -587,10 +587,7 @@ async fn sigterm_stops_cleanly_with_exit_4_and_the_next_run_finishes() {
     assert!(status.success());
     let out = child.wait_with_output().unwrap();
     assert_exit(&out, 4);
-    let conn = rusqlite::Connection::open(setup.path("state.db")).unwrap();
-    let (code, in_flight): (i64, i64) = conn
-        .query_row("SELECT exit_code, (SELECT COUNT(*) FROM items WHERE state = 'in_flight') FROM runs ORDER BY id DESC LIMIT 1", [], |r| Ok((r.get(0)?, r.get(1)?)))
-        .unwrap();
+    let (code, in_flight): (i64, i64) = setup.state_row("SELECT exit_code, (SELECT COUNT(*) FROM items WHERE state = 'in_flight') FROM runs ORDER BY id DESC LIMIT 1");
     assert_eq!(
         (code, in_flight),
         (4, 0),
@@ -657,14 +654,8 @@ async fn missing_method_parameters_are_caught_before_sending() {
     let setup = Setup::new(&job, &people(2));
     let report = setup.run(&s, false).await;
     assert_eq!(report.exit_code, 1);
-    let conn = rusqlite::Connection::open(setup.path("state.db")).unwrap();
-    let (code, msg): (String, String) = conn
-        .query_row(
-            "SELECT error_code, error_message FROM items WHERE step = 'pay' LIMIT 1",
-            [],
-            |r| Ok((r.get(0)?, r.get(1)?)),
-        )
-        .unwrap();
+    let (code, msg): (String, String) =
+        setup.state_row("SELECT error_code, error_message FROM items WHERE step = 'pay' LIMIT 1");
     assert_eq!(code, "MISSING_PARAMS");
     assert!(
         msg.contains("th_bank_thb needs parameter(s) bank_code"),
@@ -858,14 +849,8 @@ async fn a_stop_while_rate_limited_requeues_rather_than_fails() {
         .unwrap();
     let out = child.wait_with_output().unwrap();
     assert_exit(&out, 4);
-    let conn = rusqlite::Connection::open(setup.path("state.db")).unwrap();
-    let (failed, in_flight): (i64, i64) = conn
-        .query_row(
-            "SELECT SUM(state = 'failed'), SUM(state = 'in_flight') FROM items",
-            [],
-            |r| Ok((r.get(0)?, r.get(1)?)),
-        )
-        .unwrap();
+    let (failed, in_flight): (i64, i64) =
+        setup.state_row("SELECT SUM(state = 'failed'), SUM(state = 'in_flight') FROM items");
     assert_eq!(
         (failed, in_flight),
         (0, 0),
@@ -922,14 +907,9 @@ async fn an_unreachable_provider_stops_the_run_with_rows_still_pending() {
             && stderr.contains("rows not done stay pending"),
         "{stderr}"
     );
-    let conn = rusqlite::Connection::open(setup.path("state.db")).unwrap();
-    let (not_pending, requests): (i64, i64) = conn
-        .query_row(
-            "SELECT (SELECT COUNT(*) FROM items WHERE state != 'pending'), requests FROM runs",
-            [],
-            |r| Ok((r.get(0)?, r.get(1)?)),
-        )
-        .unwrap();
+    let (not_pending, requests): (i64, i64) = setup.state_row(
+        "SELECT (SELECT COUNT(*) FROM items WHERE state != 'pending'), requests FROM runs",
+    );
     assert_eq!(not_pending, 0, "rows failed instead of waiting");
     // It stopped when the first row ran out of attempts (the rows of the two chunks under
     // way had a few each), not after all 2,400 attempts of the 200 rows.
