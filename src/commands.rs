@@ -48,7 +48,7 @@ pub fn run(cli: Cli) -> i32 {
 
 /// The job, with a `--sandbox` rehearsal's paths when `sandbox`, and its state database
 /// (`--state`, or the default beside the job file).
-fn job_and_state(args: &PlanArgs, sandbox: bool) -> Result<(Job, std::path::PathBuf), i32> {
+fn job_and_state(args: &PlanArgs, sandbox: bool) -> Result<(Job, PathBuf), i32> {
     let mut job = load(&args.job)?;
     if sandbox {
         // A rehearsal must never touch the real run's state, reports or export files: a
@@ -682,7 +682,7 @@ fn status_cmd(args: &crate::cli::StatusArgs) -> i32 {
 fn no_state_yet(
     job: &Job,
     args: &PlanArgs,
-    path: &std::path::Path,
+    path: &Path,
     sandbox_cmd: Option<&str>,
 ) -> Option<String> {
     if path.exists() {

@@ -713,24 +713,21 @@ async fn execute_all(
         .collect();
     let code = execute(job, ctx.clone(), retry_failed, &todo).await?;
     let halt = ctx.halt.lock().unwrap_or_else(|p| p.into_inner()).clone();
-    let stay = "nothing more was sent, and the rows not done stay pending for the next run";
-    match halt {
-        Some(Halt::Refused(why)) => {
-            return Err(RunError::Fatal(format!(
+    if let Some(halt) = halt {
+        let stay = "nothing more was sent, and the rows not done stay pending for the next run";
+        return Err(RunError::Fatal(match halt {
+            Halt::Refused(why) => format!(
                 "the provider refused payrun's credentials ({why}); {stay} — check provider credentials{}",
                 if job.provider.kind == crate::provider::ProviderKind::FinHub {
                     " and tenant_id"
                 } else {
                     ""
                 }
-            )));
-        }
-        Some(Halt::Unreachable(why)) => {
-            return Err(RunError::Fatal(format!(
+            ),
+            Halt::Unreachable(why) => format!(
                 "cannot reach the provider ({why}); {stay} — check provider.base_url and the network"
-            )));
-        }
-        None => {}
+            ),
+        }));
     }
     if job.exports.is_empty() || code == crate::exit::INTERRUPTED {
         return Ok(code);
