@@ -144,6 +144,25 @@ pub struct SandboxArgs {
     /// How long a --timeout-rate reply is held.
     #[arg(long, default_value = "120s", value_parser = parse_duration_arg)]
     pub timeout_delay: std::time::Duration,
+    /// Share of requests that change something (creates, updates, submissions) held for
+    /// --late-apply-delay, then applied whether or not the client still waits: what a
+    /// gateway does with a request its client timed out on.
+    #[arg(long, default_value_t = 0.0, value_parser = parse_rate_arg)]
+    pub late_apply_rate: f64,
+    /// How long a --late-apply-rate request is held before it is applied (and answered).
+    #[arg(long, default_value = "45s", value_parser = parse_duration_arg)]
+    pub late_apply_delay: std::time::Duration,
+    /// New payouts, payins, contacts and FinHub customers appear in listings this long
+    /// after they exist (lookups by key see them at once).
+    #[arg(long, default_value = "0s", value_parser = parse_duration_arg)]
+    pub listing_lag: std::time::Duration,
+    /// A payout batch short of funds is paid through the PayTo agreement (answered
+    /// HC_PAYOUT2) instead of waiting for a top-up (HC_PAYOUT1).
+    #[arg(long)]
+    pub payto_funding: bool,
+    /// A batch still waiting for funds this long after its creation expires.
+    #[arg(long, value_parser = parse_duration_arg)]
+    pub unfunded_expiry: Option<std::time::Duration>,
     /// Seed for faults and generated ids: the same seed gives the same faults.
     #[arg(long, default_value_t = 1)]
     pub seed: u64,

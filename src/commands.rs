@@ -266,6 +266,9 @@ fn sandbox(args: crate::cli::SandboxArgs) -> i32 {
             lost_response_rate: args.lost_response_rate,
             timeout_rate: args.timeout_rate,
             timeout_delay: args.timeout_delay,
+            late_apply_rate: args.late_apply_rate,
+            late_apply_delay: args.late_apply_delay,
+            listing_lag: args.listing_lag,
             inconsistent_pages: args.inconsistent_pages,
             arrivals: args.arrivals,
         },
@@ -278,6 +281,8 @@ fn sandbox(args: crate::cli::SandboxArgs) -> i32 {
             token_ttl: args.finhub_token_ttl,
             claimed_expires_in: None,
         },
+        payto_funding: args.payto_funding,
+        unfunded_expiry: args.unfunded_expiry,
     };
     let runtime = match tokio::runtime::Runtime::new() {
         Ok(rt) => rt,

@@ -179,6 +179,7 @@ pub async fn list(
         .contacts
         .values()
         .filter(|c| from.is_none_or(|f| c.created_at >= f) && to.is_none_or(|t| c.created_at <= t))
+        .filter(|c| super::ledger::listed(c.created_at, app.config.faults.listing_lag, now))
         .collect();
     contacts.sort_by_key(|c| c.created_at);
     let records = contacts

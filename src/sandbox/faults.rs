@@ -1,7 +1,8 @@
 //! Fault injection: latency, 5xx before applying, 429 above a rate, dropped connections
-//! before applying (reset), after applying (lost response), and replies held past any
-//! client timeout. Every decision draws from one seeded generator, so a run with the same
-//! seed and the same request order sees the same faults.
+//! before applying (reset), after applying (lost response), replies held past any client
+//! timeout, requests applied only after the client gave up (late apply), and listings that
+//! show new records late. Every decision draws from one seeded generator, so a run with the
+//! same seed and the same request order sees the same faults.
 
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
@@ -22,6 +23,14 @@ pub struct Faults {
     /// Share of requests applied, then answered only after `timeout_delay`.
     pub timeout_rate: f64,
     pub timeout_delay: Duration,
+    /// Share of requests that change something (not reads) held for `late_apply_delay`
+    /// before they are applied — and then applied whether or not the client is still
+    /// waiting: what a gateway does with a request its client timed out on.
+    pub late_apply_rate: f64,
+    pub late_apply_delay: Duration,
+    /// How long after it exists a new payout, payin, contact or FinHub customer appears in
+    /// listings (lookups by key see it at once).
+    pub listing_lag: Duration,
     /// List pages with the metadata the reference leaves open: shape A pages without
     /// `total`/`total_page`, shape B's last page with `next_page` pointing past the end.
     pub inconsistent_pages: bool,
@@ -38,6 +47,8 @@ pub enum Before {
     RateLimited(u64),
     ServerError(u16),
     Reset,
+    /// Applied after `late_apply_delay`, whatever became of the client.
+    LateApply,
 }
 
 /// What to do with a handled request's reply.
@@ -90,8 +101,9 @@ impl Injector {
         Some(min + Duration::from_micros(extra))
     }
 
-    /// Decides, before handling, whether the request goes through.
-    pub fn before(&self) -> Before {
+    /// Decides, before handling, whether the request goes through; `changes` says whether
+    /// it would change anything (only those are applied late).
+    pub fn before(&self, changes: bool) -> Before {
         if let Some(limit) = self.faults.rate_limit {
             // A fixed one-second window: simple, and exact about "N per second".
             let mut w = self.window.lock().unwrap_or_else(|p| p.into_inner());
@@ -115,6 +127,9 @@ impl Injector {
         }
         if self.chance(self.faults.reset_rate) {
             return Before::Reset;
+        }
+        if changes && self.chance(self.faults.late_apply_rate) {
+            return Before::LateApply;
         }
         Before::Proceed
     }
@@ -180,7 +195,7 @@ mod tests {
         let count = |seed| {
             let inj = Injector::new(faults.clone(), seed);
             (0..10_000)
-                .filter(|_| matches!(inj.before(), Before::ServerError(_)))
+                .filter(|_| matches!(inj.before(true), Before::ServerError(_)))
                 .count()
         };
         let a = count(7);
@@ -197,7 +212,7 @@ mod tests {
             },
             1,
         );
-        let outcomes: Vec<_> = (0..8).map(|_| inj.before()).collect();
+        let outcomes: Vec<_> = (0..8).map(|_| inj.before(false)).collect();
         assert_eq!(
             outcomes.iter().filter(|o| **o == Before::Proceed).count(),
             5

@@ -519,12 +519,14 @@ pub async fn by_status(
             .ok_or_else(|| FhError::bad(format!("{k} must be a whole number from 1"))),
     };
     let (page, size) = (number("pageNumber", 1)?, number("pageSize", 20)?.min(100));
+    let (lag, now) = (app.config.faults.listing_lag, Utc::now());
     let l = app.ledger();
     let found: Vec<&Customer> = l
         .finhub
         .customers
         .iter()
         .filter(|c| c.record.get("customerStatus").and_then(Value::as_str) == Some(status.as_str()))
+        .filter(|c| super::ledger::listed(c.created_at, lag, now))
         .collect();
     let total = found.len() as u64;
     let pages = total.div_ceil(size).max(1);

@@ -55,8 +55,14 @@ pub struct PayoutBatch {
     pub created_at: DateTime<Utc>,
     pub webhook: Value,
     pub total: Decimal,
-    /// Insufficient funds: the batch stays `created` and its transactions fail.
-    pub short_of_funds: bool,
+    /// How the batch was funded when the balance fell short: `HC_PAYOUT1` (it waits for a
+    /// top-up) or `HC_PAYOUT2` (the merchant's PayTo agreement pays). The code stays on
+    /// the batch once funded, as the reference's own completed example shows.
+    pub funding: Option<&'static str>,
+    /// When its funds were taken; `None` while it waits for a top-up (`HC_PAYOUT1`).
+    pub funded_at: Option<DateTime<Utc>>,
+    /// When a batch still waiting for funds expires (`--unfunded-expiry`).
+    pub unfunded_until: Option<DateTime<Utc>>,
     pub cancelled: bool,
     pub forced: Option<&'static str>,
     pub transactions: Vec<PayoutTx>,
@@ -211,7 +217,6 @@ impl Ledger {
             .iter()
             .map(|t| {
                 let tx_status = t.forced.unwrap_or(match status {
-                    _ if b.short_of_funds => "failed",
                     "completed" => "completed",
                     "expired" => "cancelled",
                     _ => "pending",
@@ -223,13 +228,15 @@ impl Ledger {
                 })
             })
             .collect();
-        let (code, message) = if b.short_of_funds {
-            (
-                "HC_PAYOUT1",
-                "Insufficient available funds. Top up your balance.",
-            )
-        } else {
-            ("", "")
+        let (code, message) = match b.funding {
+            Some(code @ "HC_PAYOUT1") => {
+                (code, "Insufficient available funds. Top up your balance.")
+            }
+            Some(code) => (
+                code,
+                "Insufficient Balance. Hello Clever will charge your PayTo agreement to pay out.",
+            ),
+            None => ("", ""),
         };
         json!({
             "uuid": b.uuid, "currency": b.currency, "payout_method_name": b.method,
@@ -265,6 +272,22 @@ impl Ledger {
     pub fn find_payout(&self, uuid: &str) -> Option<usize> {
         self.payouts.iter().position(|b| b.uuid == uuid)
     }
+
+    /// Adds funds, then funds the batches waiting for them (`HC_PAYOUT1`), oldest first,
+    /// while the balance allows: from then on they move as any other batch.
+    pub fn top_up(&mut self, currency: &str, amount: Decimal, now: DateTime<Utc>) {
+        self.credit(currency, amount);
+        for i in 0..self.payouts.len() {
+            let b = &self.payouts[i];
+            let waiting = b.funded_at.is_none()
+                && b.currency == currency
+                && payout_status(b, Duration::ZERO, now) != "expired";
+            let total = b.total;
+            if waiting && self.debit(currency, total) {
+                self.payouts[i].funded_at = Some(now);
+            }
+        }
+    }
 }
 
 fn kyc_status(k: &Kyc, delay: Duration, now: DateTime<Utc>) -> &'static str {
@@ -273,6 +296,12 @@ fn kyc_status(k: &Kyc, delay: Duration, now: DateTime<Utc>) -> &'static str {
     } else {
         k.outcome
     }
+}
+
+/// Whether a record created at `created_at` shows in listings at `now`, given the
+/// listing lag (`--listing-lag`).
+pub fn listed(created_at: DateTime<Utc>, lag: Duration, now: DateTime<Utc>) -> bool {
+    lag.is_zero() || elapsed(created_at, now) >= lag
 }
 
 fn elapsed(since: DateTime<Utc>, now: DateTime<Utc>) -> Duration {
@@ -290,13 +319,17 @@ fn payout_status(b: &PayoutBatch, delay: Duration, now: DateTime<Utc>) -> &'stat
             forced
         };
     }
-    if b.short_of_funds {
-        return "created";
-    }
+    let Some(funded_at) = b.funded_at else {
+        // Waiting for a top-up: "processing" beside HC_PAYOUT1, as the reference shows.
+        return match b.unfunded_until {
+            Some(until) if now >= until => "expired",
+            _ => "processing",
+        };
+    };
     let start = match b.scheduled_at {
         Some(at) if at > now => return "scheduled",
-        Some(at) => at.max(b.created_at),
-        None => b.created_at,
+        Some(at) => at.max(funded_at),
+        None => funded_at,
     };
     let t = elapsed(start, now);
     if t >= delay {
@@ -389,6 +422,28 @@ pub async fn show(State(app): State<Arc<App>>) -> Json<Value> {
         "payins": l.payins.len(), "payment_agreements": l.agreements.len(), "card_payments": l.cards.len(),
         "balances": balances, "requests": requests,
     }))
+}
+
+/// `POST /__sandbox/top_up` `{"currency", "amount"}`: a top-up of the balance, which funds
+/// the batches waiting for it (`HC_PAYOUT1`).
+pub async fn top_up(State(app): State<Arc<App>>, body: axum::body::Bytes) -> super::api::ApiResult {
+    let body = super::api::object(&body)?;
+    let currency = super::api::required_str(&body, "currency")?.to_string();
+    let amount = match body.get("amount") {
+        Some(Value::String(s)) => s.parse::<Decimal>().ok(),
+        _ => super::api::amount(&body, "amount").ok().flatten(),
+    }
+    .filter(|a| *a > Decimal::ZERO)
+        .ok_or_else(|| super::api::ApiError::invalid("amount must be above zero"))?;
+    let mut l = app.ledger();
+    if !l.balances.contains_key(&currency) {
+        return Err(super::api::ApiError::invalid(format!(
+            "{currency} has no balance to top up (it is unlimited)"
+        )));
+    }
+    l.top_up(&currency, amount, Utc::now());
+    let balance = l.balances.get(&currency).copied().unwrap_or_default();
+    Ok(Json(json!({"status": "ok", "balance": money(balance)})))
 }
 
 /// `POST /__sandbox/reset`: back to the state at start (seed data included).

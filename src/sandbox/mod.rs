@@ -58,6 +58,11 @@ pub struct Config {
     pub seed_data: usize,
     /// The FinHub side: client credentials, tenant, token lifetime.
     pub finhub: FinhubConfig,
+    /// A batch short of funds is paid through the merchant's PayTo agreement
+    /// (`HC_PAYOUT2`) instead of waiting for a top-up (`HC_PAYOUT1`).
+    pub payto_funding: bool,
+    /// A batch still waiting for funds this long after its creation expires.
+    pub unfunded_expiry: Option<Duration>,
 }
 
 impl Default for Config {
@@ -72,6 +77,8 @@ impl Default for Config {
             seed: 1,
             seed_data: 0,
             finhub: FinhubConfig::default(),
+            payto_funding: false,
+            unfunded_expiry: None,
         }
     }
 }
@@ -244,6 +251,7 @@ fn router(app: Arc<App>) -> Router {
         .nest(paths::FINHUB, fh)
         .route(LEDGER, get(ledger::show))
         .route(RESET, post(ledger::reset))
+        .route(TOP_UP, post(ledger::top_up))
         .layer(middleware::from_fn_with_state(app.clone(), count))
         .with_state(app)
 }
@@ -304,7 +312,10 @@ async fn inject_faults(State(app): State<Arc<App>>, req: Request, next: Next) ->
         tokio::time::sleep(latency).await;
     }
     let kill = req.extensions().get::<Kill>().cloned();
-    match app.injector.before() {
+    // FinHub reads customers by status with a POST: it changes nothing.
+    let changes = req.method() != axum::http::Method::GET
+        && !req.uri().path().contains("/getByCustomerStatus/");
+    match app.injector.before(changes) {
         Before::Proceed => {}
         Before::RateLimited(secs) => {
             let mut r = api::ApiError::new(
@@ -323,6 +334,7 @@ async fn inject_faults(State(app): State<Arc<App>>, req: Request, next: Next) ->
                 .into_response();
         }
         Before::Reset => return drop_connection(kill).await,
+        Before::LateApply => return apply_late(&app, req, next).await,
     }
     let response = next.run(req).await;
     match app.injector.after() {
@@ -333,6 +345,25 @@ async fn inject_faults(State(app): State<Arc<App>>, req: Request, next: Next) ->
             response
         }
     }
+}
+
+/// Holds a request for `late_apply_delay`, then applies it — on a task of its own, so it is
+/// applied even when the client gave up and closed the connection meanwhile (the body is
+/// read first, as a gateway would have it).
+async fn apply_late(app: &App, req: Request, next: Next) -> Response {
+    let (parts, body) = req.into_parts();
+    let Ok(bytes) = axum::body::to_bytes(body, 64 << 20).await else {
+        return StatusCode::BAD_REQUEST.into_response();
+    };
+    let req = Request::from_parts(parts, Body::from(bytes));
+    let delay = app.config.faults.late_apply_delay;
+    let applied = tokio::spawn(async move {
+        tokio::time::sleep(delay).await;
+        next.run(req).await
+    });
+    applied
+        .await
+        .unwrap_or_else(|_| StatusCode::INTERNAL_SERVER_ERROR.into_response())
 }
 
 /// Drops the request's connection: the client gets no reply at all.

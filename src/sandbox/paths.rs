@@ -45,6 +45,8 @@ pub const CARD_PAYMENTS: &str = "/v2/cards/payments";
 // The emulator's own, for tests; never faulted, never authenticated.
 pub const LEDGER: &str = "/__sandbox/ledger";
 pub const RESET: &str = "/__sandbox/reset";
+/// `{"currency": "AUD", "amount": "500.00"}`: adds funds, then pays batches waiting for them.
+pub const TOP_UP: &str = "/__sandbox/top_up";
 
 // FinHub, under its own prefix (the gateway host's stand-in).
 pub const FINHUB: &str = "/finhub";

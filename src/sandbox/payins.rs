@@ -194,6 +194,7 @@ pub async fn list(
         .payins
         .iter()
         .filter(|p| from.is_none_or(|f| p.created_at >= f) && to.is_none_or(|t| p.created_at <= t))
+        .filter(|p| super::ledger::listed(p.created_at, app.config.faults.listing_lag, now))
         .collect();
     payins.sort_by_key(|p| p.created_at);
     let mut v = page_a(

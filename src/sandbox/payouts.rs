@@ -183,7 +183,20 @@ pub async fn create(State(app): State<Arc<App>>, body: Bytes) -> ApiResult {
         t.uuid = ledger.new_uuid();
     }
     let total: Decimal = transactions.iter().map(|t| t.amount).sum();
-    let funded = ledger.debit(&currency, total);
+    let now = Utc::now();
+    // Short of funds: the batch exists all the same. It waits for a top-up (HC_PAYOUT1),
+    // or the PayTo agreement pays it (HC_PAYOUT2, `--payto-funding`).
+    let (funding, funded_at) = if ledger.debit(&currency, total) {
+        (None, Some(now))
+    } else if app.config.payto_funding {
+        (Some("HC_PAYOUT2"), Some(now))
+    } else {
+        (Some("HC_PAYOUT1"), None)
+    };
+    let unfunded_until = match (funded_at, app.config.unfunded_expiry) {
+        (None, Some(after)) => chrono::Duration::from_std(after).ok().map(|d| now + d),
+        _ => None,
+    };
     let batch = PayoutBatch {
         uuid: ledger.new_uuid(),
         external_id,
@@ -191,15 +204,17 @@ pub async fn create(State(app): State<Arc<App>>, body: Bytes) -> ApiResult {
         method: m.name.to_string(),
         description: description.to_string(),
         scheduled_at,
-        created_at: Utc::now(),
+        created_at: now,
         webhook,
         total,
-        short_of_funds: !funded,
+        funding,
+        funded_at,
+        unfunded_until,
         cancelled: false,
         forced: None,
         transactions,
     };
-    let reply = ledger.payout_json(&batch, app.config.payout_delay, Utc::now());
+    let reply = ledger.payout_json(&batch, app.config.payout_delay, now);
     ledger.payouts.push(batch);
     Ok(Json(reply))
 }
@@ -251,11 +266,13 @@ pub async fn list(
         ));
     }
     let now = Utc::now();
+    let lag = app.config.faults.listing_lag;
     let ledger = app.ledger();
     let mut batches: Vec<&PayoutBatch> = ledger
         .payouts
         .iter()
         .filter(|b| b.created_at >= from && b.created_at <= to)
+        .filter(|b| super::ledger::listed(b.created_at, lag, now))
         .collect();
     batches.sort_by_key(|b| b.created_at);
     let records = batches
@@ -321,10 +338,14 @@ pub async fn cancel_scheduled(State(app): State<Arc<App>>, body: Bytes) -> ApiRe
     let (currency, total, funded) = {
         let b = &mut ledger.payouts[i];
         b.cancelled = true;
-        (b.currency.clone(), b.total, !b.short_of_funds)
+        (
+            b.currency.clone(),
+            b.total,
+            b.funded_at.is_some() && b.funding.is_none(),
+        )
     };
     if funded {
-        ledger.credit(&currency, total);
+        ledger.top_up(&currency, total, now);
     }
     Ok(Json(json!({"status": "OK"})))
 }

@@ -70,7 +70,9 @@ pub fn populate(ledger: &mut Ledger, n: usize) {
             created_at,
             webhook: json!({}),
             total: amount,
-            short_of_funds: false,
+            funding: None,
+            funded_at: Some(created_at),
+            unfunded_until: None,
             cancelled: false,
             forced: None,
             transactions: vec![PayoutTx {

@@ -266,3 +266,113 @@ fn binary_announces_its_address_on_the_first_line() {
         .unwrap_or_else(|| panic!("first line: {line:?}"));
     assert!(addr.parse::<u16>().is_ok_and(|p| p > 0), "{line:?}");
 }
+
+#[tokio::test]
+async fn late_applied_requests_land_after_the_client_gave_up() {
+    let faults = Faults {
+        late_apply_rate: 1.0,
+        late_apply_delay: Duration::from_millis(600),
+        ..Faults::default()
+    };
+    let s = start(with(faults, 4)).await;
+    let quick = client_with(Duration::from_millis(200));
+    let t = Instant::now();
+    let sent = quick
+        .post(format!("{}/v2/contacts", s.base_url()))
+        .json(&contact("late@example.com"))
+        .send()
+        .await;
+    assert!(sent.is_err(), "the client times out: {sent:?}");
+    // Reads are never held: a lookup right after the timeout answers at once — not found.
+    let (status, _) = get(&client(), &s, "/v2/contacts/detail?email=late@example.com").await;
+    assert_ne!(status, 200, "nothing is applied before the delay");
+    assert!(
+        t.elapsed() < Duration::from_millis(550),
+        "{:?}",
+        t.elapsed()
+    );
+    let applied =
+        eventually(|| async { ledger(&s).await["contacts"].as_array().unwrap().len() == 1 }).await;
+    assert!(
+        applied,
+        "applied after the delay, with the client long gone"
+    );
+    assert!(
+        t.elapsed() >= Duration::from_millis(600),
+        "{:?}",
+        t.elapsed()
+    );
+}
+
+#[tokio::test]
+async fn listings_show_new_records_only_after_the_lag() {
+    let faults = Faults {
+        listing_lag: Duration::from_millis(700),
+        ..Faults::default()
+    };
+    let s = start(with(faults, 4)).await;
+    let c = client();
+    assert_eq!(
+        post(&c, &s, "/v2/contacts", &contact("lag@example.com"))
+            .await
+            .0,
+        200
+    );
+    let (_, b) = post(
+        &c,
+        &s,
+        "/v2/payouts",
+        &payout("lag@example.com", "10", "lagged"),
+    )
+    .await;
+    let uuid = b["uuid"].as_str().unwrap().to_string();
+    let day = chrono::Duration::days(1);
+    let at = |t: chrono::DateTime<chrono::Utc>| t.format("%Y-%m-%dT%H:%M:%S").to_string();
+    let now = chrono::Utc::now();
+    let window = format!("from_date={}&to_date={}", at(now - day), at(now + day));
+    // Lookups by key see them at once; listings do not, yet.
+    assert_eq!(
+        get(&c, &s, &format!("/v2/payouts/detail?uuid={uuid}"))
+            .await
+            .0,
+        200
+    );
+    assert_eq!(
+        get(&c, &s, "/v2/contacts/detail?email=lag@example.com")
+            .await
+            .0,
+        200
+    );
+    let listed = |path: String| {
+        let c = c.clone();
+        let s = &s;
+        async move {
+            get(&c, s, &path).await.1["records"]
+                .as_array()
+                .map_or(0, Vec::len)
+        }
+    };
+    let payouts = format!("/v2/payouts/all?{window}&page=1");
+    assert_eq!(listed(payouts.clone()).await, 0);
+    assert_eq!(listed("/v2/contacts/?page=1".into()).await, 0);
+    let t = Instant::now();
+    assert!(
+        eventually(|| {
+            let f = listed(payouts.clone());
+            async move { f.await == 1 }
+        })
+        .await
+    );
+    assert!(
+        eventually(|| {
+            let f = listed("/v2/contacts/?page=1".into());
+            async move { f.await == 1 }
+        })
+        .await
+    );
+    assert!(
+        t.elapsed() >= Duration::from_millis(300),
+        "{:?}",
+        t.elapsed()
+    );
+}

@@ -628,7 +628,7 @@ async fn kyc_required_methods_wait_for_approval() {
 }
 
 #[tokio::test]
-async fn short_balance_gives_hc_payout1() {
+async fn short_balance_gives_hc_payout1_and_the_batch_pays_after_a_top_up() {
     let s = start(Config {
         balances: [("AUD".to_string(), "100.00".parse().unwrap())].into(),
         ..fast()
@@ -657,8 +657,110 @@ async fn short_balance_gives_hc_payout1() {
         short["error_message"],
         "Insufficient available funds. Top up your balance."
     );
-    assert_eq!(short["payout_transactions"][0]["status"], "failed");
+    // Not a failure: the batch exists and waits for funds, as the reference's example
+    // (HC_PAYOUT1 beside `processing`) shows.
+    assert_eq!(short["status"], "processing");
+    assert_eq!(short["payout_transactions"][0]["status"], "pending");
     assert_eq!(ledger(&s).await["balances"]["AUD"], "40.0");
+    let uuid = short["uuid"].as_str().unwrap().to_string();
+    // Waiting for funds it stays, however long.
+    tokio::time::sleep(fast().payout_delay * 2).await;
+    let b = payout_detail(&c, &s, &uuid).await;
+    assert_eq!(
+        (
+            b["status"].as_str(),
+            b["payout_transactions"][0]["status"].as_str()
+        ),
+        (Some("processing"), Some("pending"))
+    );
+    // A top-up pays it; the code stays on the batch, as in the reference's completed example.
+    let r = reqwest::Client::new()
+        .post(format!("http://{}/__sandbox/top_up", s.addr))
+        .json(&serde_json::json!({"currency": "AUD", "amount": "30.00"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    assert_eq!(
+        ledger(&s).await["balances"]["AUD"],
+        "10.0",
+        "70 in, 60 paid out"
+    );
+    let completed = eventually(|| {
+        let (c, s, uuid) = (c.clone(), &s, uuid.clone());
+        async move {
+            let b = payout_detail(&c, s, &uuid).await;
+            b["status"] == "completed" && b["payout_transactions"][0]["status"] == "completed"
+        }
+    })
+    .await;
+    assert!(completed);
+    assert_eq!(
+        payout_detail(&c, &s, &uuid).await["error_code"],
+        "HC_PAYOUT1"
+    );
+}
+
+async fn payout_detail(c: &reqwest::Client, s: &payrun::sandbox::Sandbox, uuid: &str) -> Value {
+    get(c, s, &format!("/v2/payouts/detail?uuid={uuid}"))
+        .await
+        .1
+}
+
+#[tokio::test]
+async fn payto_funding_answers_hc_payout2_and_an_unfunded_batch_can_expire() {
+    let poor = |payto: bool| Config {
+        balances: [("AUD".to_string(), "10.00".parse().unwrap())].into(),
+        payto_funding: payto,
+        unfunded_expiry: Some(Duration::from_millis(200)),
+        ..fast()
+    };
+    let c = client();
+    let s = start(poor(true)).await;
+    post(&c, &s, "/v2/contacts", &contact("john@example.com")).await;
+    let (_, b) = post(
+        &c,
+        &s,
+        "/v2/payouts",
+        &payout("john@example.com", "60", "p2"),
+    )
+    .await;
+    assert_eq!(b["error_code"], "HC_PAYOUT2");
+    assert_eq!(
+        b["error_message"],
+        "Insufficient Balance. Hello Clever will charge your PayTo agreement to pay out."
+    );
+    let uuid = b["uuid"].as_str().unwrap().to_string();
+    let url = format!("/v2/payouts/detail?uuid={uuid}");
+    assert!(
+        eventually(|| {
+            let (c, s, url) = (c.clone(), &s, url.clone());
+            async move { get(&c, s, &url).await.1["status"] == "completed" }
+        })
+        .await
+    );
+
+    let s = start(poor(false)).await;
+    post(&c, &s, "/v2/contacts", &contact("john@example.com")).await;
+    let (_, b) = post(
+        &c,
+        &s,
+        "/v2/payouts",
+        &payout("john@example.com", "60", "p1"),
+    )
+    .await;
+    assert_eq!(b["error_code"], "HC_PAYOUT1");
+    let url = format!("/v2/payouts/detail?uuid={}", b["uuid"].as_str().unwrap());
+    assert!(
+        eventually(|| {
+            let (c, s, url) = (c.clone(), &s, url.clone());
+            async move {
+                let b = get(&c, s, &url).await.1;
+                b["status"] == "expired" && b["payout_transactions"][0]["status"] == "cancelled"
+            }
+        })
+        .await
+    );
 }
 
 #[tokio::test]
