@@ -42,6 +42,8 @@ pub enum Command {
     /// Write (again) a run's reports from the state database: results.csv, summary.json,
     /// junit.xml, into report.dir/<job>/<scope>/<run id>/ and latest/.
     Report(ReportArgs),
+    /// Clear the lock of a run whose process is gone (refused while it is alive).
+    Unlock(PlanArgs),
     /// Run the local emulator of Hello Clever (under /api) and FinHub (under /finhub), for
     /// tests, demos and dry rehearsals.
     Sandbox(Box<SandboxArgs>),

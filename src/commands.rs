@@ -43,6 +43,7 @@ pub fn run(cli: Cli) -> i32 {
         Command::Status(args) => status_cmd(&args),
         Command::Report(args) => report_cmd(&args),
         Command::Reconcile(args) => reconcile_cmd(&args, cli.quiet),
+        Command::Unlock(args) => unlock_cmd(&args),
     }
 }
 
@@ -152,19 +153,38 @@ fn plan_cmd(args: &PlanArgs) -> i32 {
         );
         return exit::SUCCESS;
     }
-    // Planning changes items: not while a run of this job and scope may be sending them.
-    if state_path.exists()
-        && let Ok(st) = crate::state::State::open(&state_path)
-        && let Ok(Some(plan_id)) =
-            crate::state::work::plan_id(st.connection(), &job.name, &job.scope)
-        && let Ok(Some(h)) = crate::state::work::live_holder(st.connection(), plan_id)
-    {
-        eprintln!(
-            "error: a run of '{}' scope '{}' is in progress: run {} (pid {} on {}, started {}); plan again when it ends",
-            job.name, job.scope, h.run_id, h.pid, h.host, h.started_at
-        );
-        return exit::LOCKED;
-    }
+    // Planning changes items: not while a run of this job and scope may be sending them,
+    // so it holds the run's lock (a first plan has no run to wait for).
+    let _lock = if state_path.exists() {
+        match crate::state::lock::try_take(&state_path, &job.name, &job.scope) {
+            Ok(Some(lock)) => Some(lock),
+            Ok(None) => {
+                let held = crate::state::State::open(&state_path)
+                    .map(|st| {
+                        let plan =
+                            crate::state::work::plan_id(st.connection(), &job.name, &job.scope)
+                                .ok()
+                                .flatten();
+                        crate::state::lock::Held::read(st.connection(), plan)
+                    })
+                    .map_or_else(|_| "a run".to_string(), |h| h.to_string());
+                eprintln!(
+                    "error: a run of '{}' scope '{}' is in progress: {held}; plan again when it ends",
+                    job.name, job.scope
+                );
+                return exit::LOCKED;
+            }
+            Err(e) => {
+                eprintln!(
+                    "error: cannot take the lock beside {}: {e}",
+                    state_path.display()
+                );
+                return exit::FATAL;
+            }
+        }
+    } else {
+        None
+    };
     match plan::plan(&job, &state_path, &mut error_printer()) {
         Err(PlanError::Invalid(summary)) => {
             eprintln!(
@@ -794,13 +814,75 @@ fn reconcile_cmd(args: &crate::cli::ReconcileArgs, quiet: bool) -> i32 {
     })
 }
 
+/// `payrun unlock`: clears the recorded lock of a run whose process is gone. The OS lock
+/// decides: while the holder lives it holds it, and nothing is cleared.
+fn unlock_cmd(args: &PlanArgs) -> i32 {
+    use crate::state::lock;
+    let (job, path) = match job_and_state(args, false) {
+        Ok(j) => j,
+        Err(code) => return code,
+    };
+    if let Some(why) = no_state_yet(&job, args, &path, None) {
+        println!("{why}; nothing to unlock");
+        return exit::SUCCESS;
+    }
+    let result = (|| -> Result<i32, crate::state::StateError> {
+        let st = crate::state::State::open(&path)?;
+        let conn = st.connection();
+        let err = |e| st.err(e);
+        let plan = crate::state::work::plan_id(conn, &job.name, &job.scope).map_err(err)?;
+        let taken = lock::try_take(&path, &job.name, &job.scope).map_err(|e| {
+            crate::state::StateError::Db {
+                path: path.clone(),
+                message: format!("cannot take the lock: {e}"),
+            }
+        })?;
+        let recorded = plan
+            .map(|p| lock::holder(conn, p))
+            .transpose()
+            .map_err(err)?
+            .flatten();
+        let Some(taken) = taken else {
+            eprintln!(
+                "error: the lock of '{}' scope '{}' is held by a live process: {}; it is not cleared (stop that run, or let it finish)",
+                job.name,
+                job.scope,
+                lock::Held::read(conn, plan)
+            );
+            return Ok(exit::LOCKED);
+        };
+        let (Some(plan), Some((holder, heartbeat))) = (plan, recorded) else {
+            println!("'{}' scope '{}' is not locked", job.name, job.scope);
+            return Ok(exit::SUCCESS);
+        };
+        if !taken.by_kernel() && !lock::expired(&heartbeat) {
+            eprintln!(
+                "error: run {} wrote its heartbeat at {heartbeat}, less than {}s ago: it may be alive; it is not cleared",
+                holder.run_id,
+                lock::LEASE.as_secs()
+            );
+            return Ok(exit::LOCKED);
+        }
+        lock::clear_dead(conn, plan, &holder).map_err(err)?;
+        println!(
+            "cleared the lock of run {} (pid {} on {}, started {}, last alive {heartbeat}): its process is gone; what it left in flight is settled by the next run",
+            holder.run_id, holder.pid, holder.host, holder.started_at
+        );
+        Ok(exit::SUCCESS)
+    })();
+    result.unwrap_or_else(|e| {
+        eprintln!("error: {e}");
+        exit::FATAL
+    })
+}
+
 /// Prints why a run or reconcile could not go ahead and returns its exit code.
 fn run_failure(job: &Job, e: &crate::exec::RunError) -> i32 {
     match e {
-        crate::exec::RunError::Locked(h) => {
+        crate::exec::RunError::Locked(held) => {
             eprintln!(
-                "error: another run of '{}' scope '{}' holds the lock: run {} (pid {} on {}, started {})",
-                job.name, job.scope, h.run_id, h.pid, h.host, h.started_at
+                "error: another run of '{}' scope '{}' holds the lock: {held}; wait for it to end (`payrun unlock` clears the lock of a run whose process is gone)",
+                job.name, job.scope
             );
             exit::LOCKED
         }

@@ -13,3 +13,6 @@ pub const LOCKED: i32 = 3;
 pub const INTERRUPTED: i32 = 4;
 /// A fatal runtime error (state database, I/O, an internal bug).
 pub const FATAL: i32 = 5;
+/// The provider holds one of this job's external ids in more than one batch that can still
+/// pay: a payment was (or will be) made twice. Takes precedence over every other code.
+pub const DUPLICATE: i32 = 7;

@@ -92,8 +92,8 @@ pub fn dry_run(
                         plan_id,
                         &step.id,
                         step.batch_size,
-                        &job.name,
-                        &job.scope,
+                        (&job.name, &job.scope),
+                        &Default::default(),
                     )
                     .map_err(err)?;
                     for b in work::batches_in(conn, plan_id, &step.id, &["open", "in_flight"])

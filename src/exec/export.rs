@@ -316,7 +316,7 @@ fn whole_second(t: DateTime<Utc>) -> DateTime<Utc> {
 }
 
 /// Cuts `[from, to]` into windows of at most `max`; neighbours share their boundary.
-fn windows(
+pub(super) fn windows(
     from: DateTime<Utc>,
     to: DateTime<Utc>,
     max: Option<Duration>,
@@ -338,17 +338,17 @@ fn windows(
 
 /// What a page's metadata says about the pages after it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum More {
+pub(super) enum More {
     Yes,
     No,
     Unknown,
 }
 
-struct Page {
-    records: Vec<Value>,
+pub(super) struct Page {
+    pub records: Vec<Value>,
     /// The page size the provider says it used (`per_page` or `size`).
-    size: Option<u64>,
-    more: More,
+    pub size: Option<u64>,
+    pub more: More,
     total: Option<u64>,
 }
 
@@ -363,7 +363,7 @@ fn as_u64(v: &Value) -> Option<u64> {
 /// Reads one page of either shape: `{page, per_page, total_page, total, records}` or
 /// `{page, size, next_page, total_page, total_count, records}`; every field but `records`
 /// may be missing.
-fn parse_page(mut v: Value, page: u64) -> Result<Page, String> {
+pub(super) fn parse_page(mut v: Value, page: u64) -> Result<Page, String> {
     let records = match v.get_mut("records").map(Value::take) {
         Some(Value::Array(r)) => r,
         Some(Value::Null) => Vec::new(),

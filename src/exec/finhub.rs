@@ -1,6 +1,6 @@
 //! FinHub steps, under the same protocol as Hello Clever's: the intent is committed before a
-//! request leaves; a request that may have been applied is resolved by asking FinHub before
-//! anything is sent again.
+//! request leaves; a request that may have been applied settles (see [`super::doubt`]) and
+//! is resolved by asking FinHub before anything is sent again.
 //!
 //! FinHub has no lookup by email: a customer is found by paging
 //! `getByCustomerStatus/{status}` — the status the row asked for first, then the others.
@@ -8,6 +8,7 @@
 //! loaded after the request in doubt started.
 
 use super::contact::{LONG_TASKS, ToSend, drain, failed, gave_up, idempotent, payloads, throttle};
+use super::doubt::Resolve;
 use super::{Ctx, Next, RowSource, RunError, parse_fields};
 use crate::job::steps::StepKind;
 use crate::job::{Job, Step};
@@ -18,6 +19,7 @@ use crate::state::StateError;
 use crate::state::work::{self, Outcome, WorkItem};
 use serde_json::{Map, Value};
 use std::collections::HashMap;
+use std::future::Future;
 use std::sync::Arc;
 use tokio::task::JoinSet;
 use tokio::time::Instant;
@@ -164,8 +166,9 @@ pub async fn run(
         }
         let (ready, fresh) = payloads(ctx, si, chunk, rows, |json| parse_fields(&json))?;
         if step.kind == StepKind::CustomersBulk {
+            // `bulk` writes the intents of its request itself.
             throttle(&mut tasks, LONG_TASKS).await?;
-            tasks.spawn(bulk(ctx.clone(), fh.clone(), ready, fresh));
+            tasks.spawn(bulk(ctx.clone(), fh.clone(), ready));
             continue;
         }
         ctx.db
@@ -182,7 +185,135 @@ pub async fn run(
             };
         }
     }
-    drain(&mut tasks).await
+    drain(&mut tasks).await?;
+    let op = Arc::new(Settle {
+        fh,
+        kind: step.kind,
+        ids,
+    });
+    items.settle(ctx, rows, &op).await
+}
+
+/// A FinHub step's items in doubt: customers found by email in the status listings,
+/// documents among the customer's documents, a status or confirmation in the customer's
+/// details. Found, they are recorded; proven absent, sent again (a bulk step's one by one).
+struct Settle {
+    fh: Arc<FinHub>,
+    kind: StepKind,
+    /// The customer of each row, from the steps that create them.
+    ids: Arc<HashMap<String, String>>,
+}
+
+impl Settle {
+    /// The field a status or confirmation step sets.
+    fn key(&self) -> &'static str {
+        if self.kind == StepKind::CustomerStatus {
+            "status"
+        } else {
+            "kycConfirmation"
+        }
+    }
+}
+
+impl Resolve for Settle {
+    type Body = Map<String, Value>;
+    /// The provider's id of what was created (the customer's, for a value set on it).
+    type Found = Option<String>;
+
+    fn body(&self, json: String) -> Result<Self::Body, String> {
+        parse_fields(&json)
+    }
+
+    fn lookup(
+        &self,
+        ctx: &Arc<Ctx>,
+        item: &WorkItem,
+        body: &Arc<Self::Body>,
+        not_before: Instant,
+    ) -> impl Future<Output = Result<Option<Option<String>>, CallError>> + Send + 'static {
+        let (ctx, fh, body, kind, key) = (
+            ctx.clone(),
+            self.fh.clone(),
+            body.clone(),
+            self.kind,
+            self.key(),
+        );
+        let customer = self.ids.get(&item.row_key).cloned();
+        async move {
+            if kind.creates_customer() {
+                let (email, status) = (email_of(&body), status_of(&body));
+                let found = ctx
+                    .directory
+                    .find(&ctx, &fh, &email, &status, not_before)
+                    .await?;
+                return Ok(found.map(Some));
+            }
+            // Sent, so it had a customer; without one now, it cannot be looked up.
+            let customer = customer.ok_or_else(|| {
+                CallError::Transport("the row's customer is not known any more".into())
+            })?;
+            if kind == StepKind::Documents {
+                let docs = idempotent(&ctx, || fh.documents(&customer)).await?;
+                let same = |d: &&Value| {
+                    ["name", "documentType", "location"]
+                        .iter()
+                        .all(|k| d.get(*k) == body.get(*k))
+                };
+                return Ok(docs
+                    .iter()
+                    .find(same)
+                    .map(|d| d["documentId"].as_str().map(str::to_string)));
+            }
+            let details = idempotent(&ctx, || fh.details(&customer)).await?;
+            let field = if key == "status" {
+                "customerStatus"
+            } else {
+                key
+            };
+            let set = details["customer"][field].as_str().is_some()
+                && details["customer"][field].as_str() == body.get(key).and_then(Value::as_str);
+            Ok(set.then_some(Some(customer)))
+        }
+    }
+
+    fn found(
+        &self,
+        ctx: &Arc<Ctx>,
+        item: WorkItem,
+        body: Arc<Self::Body>,
+        found: Option<String>,
+    ) -> impl Future<Output = Result<(), StateError>> + Send + 'static {
+        let label = match self.kind {
+            StepKind::CustomerStatus | StepKind::KycConfirmation => body
+                .get(self.key())
+                .and_then(Value::as_str)
+                .unwrap_or_default()
+                .to_string(),
+            _ => "created".to_string(),
+        };
+        let ctx = ctx.clone();
+        async move { ctx.outcome(item.id, ok(found, &label)) }
+    }
+
+    fn send(
+        &self,
+        ctx: &Arc<Ctx>,
+        item: WorkItem,
+        body: Arc<Self::Body>,
+    ) -> impl Future<Output = Result<(), StateError>> + Send + 'static {
+        let (ctx, fh, kind) = (ctx.clone(), self.fh.clone(), self.kind);
+        let customer = self.ids.get(&item.row_key).cloned();
+        let payload = Map::clone(&body);
+        async move {
+            match kind {
+                StepKind::Customer | StepKind::CustomersBulk => {
+                    customer_one(ctx, fh, item, payload).await
+                }
+                StepKind::Documents => document(ctx, fh, item, payload, customer).await,
+                _ => set_value(ctx, fh, kind, item, payload, customer).await,
+            }
+        }
+    }
 }
 
 /// Brings an existing customer to the row's values.
@@ -213,31 +344,14 @@ async fn customer_one(
     let (email, status) = (email_of(&payload), status_of(&payload));
     let body = nest(&payload);
     let started = Instant::now();
-    let mut in_doubt = item.state == "in_flight";
-    let mut intent_written = !in_doubt;
-    let mut sent_at = ctx.run_started;
     let mut attempt = 0u32;
     loop {
-        if in_doubt {
-            match ctx
-                .directory
-                .find(&ctx, &fh, &email, &status, sent_at)
-                .await
-            {
-                Ok(Some(id)) => {
-                    super::pace::Stats::add(&ctx.pacer.stats.in_doubt_resolved);
-                    return ctx.outcome(item.id, ok(Some(id), "created"));
-                }
-                Ok(None) => super::pace::Stats::add(&ctx.pacer.stats.in_doubt_resolved),
-                Err(_) => return Ok(()),
-            }
-        }
         attempt += 1;
-        let Some(slot) = ctx.begin_send(item.id, !intent_written).await? else {
+        // The first intent was written with the chunk (or by the settling).
+        let Some(slot) = ctx.begin_send(item.id, attempt > 1).await? else {
             return Ok(());
         };
-        intent_written = false;
-        sent_at = Instant::now();
+        let (sent_at, sent) = (Instant::now(), chrono::Utc::now());
         let result = fh.create(&body).await;
         drop(slot);
         let e = match result {
@@ -259,8 +373,10 @@ async fn customer_one(
             };
         }
         match ctx.after_failure(&e, attempt, started).await {
-            Next::Retry { in_doubt: d } => in_doubt = d,
-            Next::InDoubt => return Ok(()),
+            Next::Retry => {}
+            Next::InDoubt { applied } => {
+                return ctx.in_doubt(work::Unit::Item(item.id), sent, applied);
+            }
             Next::Requeue => return ctx.requeue(item.id),
             Next::Fail => return ctx.outcome(item.id, gave_up(&e, attempt)),
         }
@@ -269,42 +385,15 @@ async fn customer_one(
 
 /// `customers_bulk`: one `createBulk` per chunk; each customer's outcome is matched to its
 /// row by email. What the reply does not account for, and whatever a lost reply leaves
-/// open, is looked up before it is sent again.
+/// open, is in doubt: it settles, and is looked up before it is sent again.
 async fn bulk(
     ctx: Arc<Ctx>,
     fh: Arc<FinHub>,
-    chunk: Vec<(WorkItem, Map<String, Value>)>,
-    fresh: Vec<i64>,
+    mut todo: Vec<(WorkItem, Map<String, Value>)>,
 ) -> Result<(), StateError> {
     let started = Instant::now();
-    // Items in doubt from an earlier run are resolved before anything is sent.
-    let mut doubtful: Vec<(WorkItem, Map<String, Value>)> = Vec::new();
-    let mut todo: Vec<(WorkItem, Map<String, Value>)> = Vec::new();
-    for (item, payload) in chunk {
-        if fresh.contains(&item.id) {
-            todo.push((item, payload));
-        } else {
-            doubtful.push((item, payload));
-        }
-    }
-    let mut since = ctx.run_started;
     let mut attempt = 0u32;
     loop {
-        for (item, payload) in std::mem::take(&mut doubtful) {
-            let (email, status) = (email_of(&payload), status_of(&payload));
-            match ctx.directory.find(&ctx, &fh, &email, &status, since).await {
-                Ok(Some(id)) => {
-                    super::pace::Stats::add(&ctx.pacer.stats.in_doubt_resolved);
-                    ctx.outcome(item.id, ok(Some(id), "created"))?;
-                }
-                Ok(None) => {
-                    super::pace::Stats::add(&ctx.pacer.stats.in_doubt_resolved);
-                    todo.push((item, payload));
-                }
-                // Cannot tell now: it stays in doubt for the next run.
-                Err(_) => {}
-            }
-        }
         if todo.is_empty() {
             return Ok(());
         }
@@ -320,70 +409,19 @@ async fn bulk(
         ctx.db.write(move |c| work::mark_in_flight(c, &ids)).await?;
         let bodies: Vec<Value> = todo.iter().map(|(_, p)| nest(p)).collect();
         let slot = ctx.pacer.permit().await;
-        since = Instant::now();
+        let (since, sent) = (Instant::now(), chrono::Utc::now());
         let result = fh.create_bulk(&bodies).await;
         drop(slot);
-        match result {
-            Ok(reply) => {
-                let mut created: HashMap<String, String> = HashMap::new();
-                for c in reply["customers"].as_array().into_iter().flatten() {
-                    if let (Some(e), Some(id)) = (c["person"]["email"].as_str(), id_of(c)) {
-                        created.insert(e.to_ascii_lowercase(), id);
-                    }
-                }
-                let mut refused: HashMap<String, (u16, String)> = HashMap::new();
-                for e in reply["errors"].as_array().into_iter().flatten() {
-                    let email = e["email"]
-                        .as_str()
-                        .map(str::to_ascii_lowercase)
-                        .or_else(|| {
-                            e["index"]
-                                .as_u64()
-                                .and_then(|i| todo.get(i as usize))
-                                .map(|(_, p)| email_of(p))
-                        });
-                    if let Some(email) = email {
-                        let status = e["status"].as_u64().unwrap_or(400) as u16;
-                        let message = e["message"].as_str().unwrap_or("refused").to_string();
-                        refused.insert(email, (status, message));
-                    }
-                }
-                for (item, payload) in std::mem::take(&mut todo) {
-                    let email = email_of(&payload);
-                    if let Some(id) = created.get(&email) {
-                        ctx.outcome(item.id, ok(Some(id.clone()), "created"))?;
-                    } else if let Some((status, message)) = refused.get(&email) {
-                        let e = CallError::Status {
-                            status: *status,
-                            code: None,
-                            message: message.clone(),
-                            retry_after: None,
-                        };
-                        if duplicate(&e) {
-                            let found = ctx
-                                .directory
-                                .find(&ctx, &fh, &email, &status_of(&payload), since)
-                                .await;
-                            match found {
-                                Ok(Some(id)) => {
-                                    update_existing(&ctx, &fh, item.id, id, &nest(&payload)).await?
-                                }
-                                Ok(None) => ctx.outcome(item.id, failed(&e))?,
-                                Err(lookup) => ctx.outcome(item.id, failed(&lookup))?,
-                            }
-                        } else {
-                            ctx.outcome(item.id, failed(&e))?;
-                        }
-                    } else {
-                        // The reply does not say: ask.
-                        doubtful.push((item, payload));
-                    }
-                }
-            }
+        let reply = match result {
+            Ok(reply) => reply,
             Err(e) => match ctx.after_failure(&e, attempt, started).await {
-                Next::Retry { in_doubt: true } => doubtful = std::mem::take(&mut todo),
-                Next::Retry { in_doubt: false } => {}
-                Next::InDoubt => return Ok(()),
+                Next::Retry => continue,
+                Next::InDoubt { applied } => {
+                    for (item, _) in &todo {
+                        ctx.in_doubt(work::Unit::Item(item.id), sent, applied)?;
+                    }
+                    return Ok(());
+                }
                 Next::Requeue => {
                     for (item, _) in &todo {
                         ctx.requeue(item.id)?;
@@ -397,7 +435,62 @@ async fn bulk(
                     return Ok(());
                 }
             },
+        };
+        let mut created: HashMap<String, String> = HashMap::new();
+        for c in reply["customers"].as_array().into_iter().flatten() {
+            if let (Some(e), Some(id)) = (c["person"]["email"].as_str(), id_of(c)) {
+                created.insert(e.to_ascii_lowercase(), id);
+            }
         }
+        let mut refused: HashMap<String, (u16, String)> = HashMap::new();
+        for e in reply["errors"].as_array().into_iter().flatten() {
+            let email = e["email"]
+                .as_str()
+                .map(str::to_ascii_lowercase)
+                .or_else(|| {
+                    e["index"]
+                        .as_u64()
+                        .and_then(|i| todo.get(i as usize))
+                        .map(|(_, p)| email_of(p))
+                });
+            if let Some(email) = email {
+                let status = e["status"].as_u64().unwrap_or(400) as u16;
+                let message = e["message"].as_str().unwrap_or("refused").to_string();
+                refused.insert(email, (status, message));
+            }
+        }
+        for (item, payload) in std::mem::take(&mut todo) {
+            let email = email_of(&payload);
+            if let Some(id) = created.get(&email) {
+                ctx.outcome(item.id, ok(Some(id.clone()), "created"))?;
+            } else if let Some((status, message)) = refused.get(&email) {
+                let e = CallError::Status {
+                    status: *status,
+                    code: None,
+                    message: message.clone(),
+                    retry_after: None,
+                };
+                if duplicate(&e) {
+                    let found = ctx
+                        .directory
+                        .find(&ctx, &fh, &email, &status_of(&payload), since)
+                        .await;
+                    match found {
+                        Ok(Some(id)) => {
+                            update_existing(&ctx, &fh, item.id, id, &nest(&payload)).await?
+                        }
+                        Ok(None) => ctx.outcome(item.id, failed(&e))?,
+                        Err(lookup) => ctx.outcome(item.id, failed(&lookup))?,
+                    }
+                } else {
+                    ctx.outcome(item.id, failed(&e))?;
+                }
+            } else {
+                // The reply does not say what became of it: in doubt.
+                ctx.in_doubt(work::Unit::Item(item.id), sent, false)?;
+            }
+        }
+        return Ok(());
     }
 }
 
@@ -414,7 +507,8 @@ fn no_customer(ctx: &Ctx, item: &WorkItem) -> Result<(), StateError> {
 }
 
 /// `documents`: one document descriptor per row. In doubt, the customer's documents are
-/// read first and a document with the same name, type and location counts as sent.
+/// read (once it settled) and a document with the same name, type and location counts as
+/// sent.
 async fn document(
     ctx: Arc<Ctx>,
     fh: Arc<FinHub>,
@@ -425,34 +519,15 @@ async fn document(
     let Some(customer) = customer else {
         return no_customer(&ctx, &item);
     };
-    let doc = Value::Object(payload.clone());
-    let same = |d: &Value| {
-        ["name", "documentType", "location"]
-            .iter()
-            .all(|k| d.get(*k) == payload.get(*k))
-    };
+    let doc = Value::Object(payload);
     let started = Instant::now();
-    let mut in_doubt = item.state == "in_flight";
-    let mut intent_written = !in_doubt;
     let mut attempt = 0u32;
     loop {
-        if in_doubt {
-            match idempotent(&ctx, || fh.documents(&customer)).await {
-                Ok(docs) => {
-                    super::pace::Stats::add(&ctx.pacer.stats.in_doubt_resolved);
-                    if let Some(d) = docs.iter().find(|d| same(d)) {
-                        let id = d["documentId"].as_str().map(str::to_string);
-                        return ctx.outcome(item.id, ok(id, "created"));
-                    }
-                }
-                Err(_) => return Ok(()),
-            }
-        }
         attempt += 1;
-        let Some(slot) = ctx.begin_send(item.id, !intent_written).await? else {
+        let Some(slot) = ctx.begin_send(item.id, attempt > 1).await? else {
             return Ok(());
         };
-        intent_written = false;
+        let sent = chrono::Utc::now();
         let result = fh
             .create_documents(&customer, std::slice::from_ref(&doc))
             .await;
@@ -467,16 +542,18 @@ async fn document(
             Err(e) => e,
         };
         match ctx.after_failure(&e, attempt, started).await {
-            Next::Retry { in_doubt: d } => in_doubt = d,
-            Next::InDoubt => return Ok(()),
+            Next::Retry => {}
+            Next::InDoubt { applied } => {
+                return ctx.in_doubt(work::Unit::Item(item.id), sent, applied);
+            }
             Next::Requeue => return ctx.requeue(item.id),
             Next::Fail => return ctx.outcome(item.id, gave_up(&e, attempt)),
         }
     }
 }
 
-/// `customer_status` and `kyc_confirmation`: setting a value twice is harmless, so a
-/// request that may have been applied is simply sent again.
+/// `customer_status` and `kyc_confirmation`. A request that may have been applied settles
+/// like any other; the customer's details then say whether the value is set.
 async fn set_value(
     ctx: Arc<Ctx>,
     fh: Arc<FinHub>,
@@ -502,10 +579,11 @@ async fn set_value(
     let mut attempt = 0u32;
     loop {
         attempt += 1;
-        // The first intent was written with the chunk.
+        // The first intent was written with the chunk (or by the settling).
         let Some(slot) = ctx.begin_send(item.id, attempt > 1).await? else {
             return Ok(());
         };
+        let sent = chrono::Utc::now();
         let result = if kind == StepKind::CustomerStatus {
             fh.update_status(&customer, &value).await
         } else {
@@ -517,8 +595,10 @@ async fn set_value(
             Err(e) => e,
         };
         match ctx.after_failure(&e, attempt, started).await {
-            Next::Retry { .. } => {}
-            Next::InDoubt => return Ok(()),
+            Next::Retry => {}
+            Next::InDoubt { applied } => {
+                return ctx.in_doubt(work::Unit::Item(item.id), sent, applied);
+            }
             Next::Requeue => return ctx.requeue(item.id),
             Next::Fail => return ctx.outcome(item.id, gave_up(&e, attempt)),
         }

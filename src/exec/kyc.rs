@@ -3,13 +3,16 @@
 //! timeout is `blocked`; the next run polls it again (it is never submitted twice).
 
 use super::contact::{LONG_TASKS, drain, failed, idempotent, throttle, unreadable};
-use super::{Ctx, Next, RowSource, RunError, split_ready};
+use super::doubt::{self, Resolve};
+use super::{Ctx, Next, RowSource, RunError, parse_fields, split_ready};
 use crate::job::{Job, Step};
+use crate::provider::error::CallError;
 use crate::provider::helloclever::client::Upload;
 use crate::provider::helloclever::wire::Contact;
 use crate::state::StateError;
 use crate::state::work::{self, Outcome, WorkItem};
 use serde_json::{Map, Value, json};
+use std::future::Future;
 use std::path::PathBuf;
 use std::sync::Arc;
 use tokio::task::JoinSet;
@@ -28,11 +31,15 @@ pub async fn run(
     ctx: &Arc<Ctx>,
     rows: &mut RowSource<'_, '_>,
 ) -> Result<(), RunError> {
+    let doubts_before = ctx.entered_doubt.load(std::sync::atomic::Ordering::Relaxed);
     let (plan_id, step_id) = (ctx.plan_id, step.id.clone());
     let items = ctx
         .db
         .read(move |c| work::items_in(c, plan_id, &step_id, &["pending", "in_flight"]))
         .await?;
+    // Items in doubt settle after the others are sent.
+    let (doubtful, items): (Vec<WorkItem>, Vec<WorkItem>) =
+        items.into_iter().partition(|i| i.state == "in_flight");
     // A blocked item that was submitted is only waiting for review: not sent again.
     let (plan_id, step_id) = (ctx.plan_id, step.id.clone());
     let waiting = ctx
@@ -67,9 +74,21 @@ pub async fn run(
             }
         };
         throttle(&mut tasks, LONG_TASKS).await?;
-        tasks.spawn(process(ctx.clone(), item, payload, csv_dir.clone()));
+        tasks.spawn(process(
+            ctx.clone(),
+            item,
+            Arc::new(payload),
+            csv_dir.clone(),
+            false,
+        ));
     }
     drain(&mut tasks).await?;
+    if !doubtful.is_empty()
+        || ctx.entered_doubt.load(std::sync::atomic::Ordering::Relaxed) != doubts_before
+    {
+        let op = Arc::new(Submissions { csv_dir });
+        doubt::settle_items(ctx, si, &step.id, rows, &op).await?;
+    }
     if let Some(wait) = &step.wait
         && !ctx.stopping()
     {
@@ -105,44 +124,93 @@ fn submitted(status: &str) -> Outcome {
     }
 }
 
-async fn process(
-    ctx: Arc<Ctx>,
-    item: WorkItem,
-    payload: Map<String, Value>,
+/// KYC submissions in doubt: the contact's identity is looked up for the submission's
+/// document number (by token: any KYC status at all).
+struct Submissions {
     csv_dir: PathBuf,
-) -> Result<(), StateError> {
-    let email = payload
+}
+
+impl Resolve for Submissions {
+    type Body = Map<String, Value>;
+    /// The contact's newest KYC status.
+    type Found = String;
+
+    fn body(&self, json: String) -> Result<Self::Body, String> {
+        parse_fields(&json)
+    }
+
+    fn lookup(
+        &self,
+        ctx: &Arc<Ctx>,
+        _item: &WorkItem,
+        body: &Arc<Self::Body>,
+        _not_before: tokio::time::Instant,
+    ) -> impl Future<Output = Result<Option<String>, CallError>> + Send + 'static {
+        let (ctx, body) = (ctx.clone(), body.clone());
+        async move {
+            let email = email_of(&body);
+            let found = idempotent(&ctx, || async { ctx.hc()?.contact(&email).await }).await?;
+            Ok(found
+                .filter(|c| present(c, &body))
+                .map(|c| latest(&c).unwrap_or("pending").to_string()))
+        }
+    }
+
+    fn found(
+        &self,
+        ctx: &Arc<Ctx>,
+        item: WorkItem,
+        _body: Arc<Self::Body>,
+        status: String,
+    ) -> impl Future<Output = Result<(), StateError>> + Send + 'static {
+        let ctx = ctx.clone();
+        async move { ctx.outcome(item.id, submitted(&status)) }
+    }
+
+    fn send(
+        &self,
+        ctx: &Arc<Ctx>,
+        item: WorkItem,
+        body: Arc<Self::Body>,
+    ) -> impl Future<Output = Result<(), StateError>> + Send + 'static {
+        process(ctx.clone(), item, body, self.csv_dir.clone(), true)
+    }
+}
+
+fn email_of(payload: &Map<String, Value>) -> String {
+    payload
         .get("email")
         .and_then(Value::as_str)
         .unwrap_or_default()
-        .to_string();
+        .to_string()
+}
+
+/// Submits one KYC (`intent_written`: its first intent is); in doubt, it is left to settle.
+async fn process(
+    ctx: Arc<Ctx>,
+    item: WorkItem,
+    payload: Arc<Map<String, Value>>,
+    csv_dir: PathBuf,
+    intent_written: bool,
+) -> Result<(), StateError> {
+    let email = email_of(&payload);
     let started = Instant::now();
-    let mut in_doubt = item.state == "in_flight";
     let mut attempt = 0u32;
     loop {
-        if in_doubt {
-            match idempotent(&ctx, || async { ctx.hc()?.contact(&email).await }).await {
-                Ok(Some(c)) if present(&c, &payload) => {
-                    super::pace::Stats::add(&ctx.pacer.stats.in_doubt_resolved);
-                    return ctx.outcome(item.id, submitted(latest(&c).unwrap_or("pending")));
-                }
-                Ok(_) => {
-                    // Proven absent: safe to send.
-                    super::pace::Stats::add(&ctx.pacer.stats.in_doubt_resolved);
-                }
-                Err(_) => return Ok(()),
-            }
-        }
         attempt += 1;
-        let Some(slot) = ctx.begin_send(item.id, true).await? else {
+        let Some(slot) = ctx
+            .begin_send(item.id, attempt > 1 || !intent_written)
+            .await?
+        else {
             return Ok(());
         };
+        let sent = chrono::Utc::now();
         let result = if let Some(token) = payload.get("token") {
             let body = json!({"email": email, "token": token, "webhook_notification": {}});
             async { ctx.hc()?.submit_kyc_token(&body).await }.await
         } else {
             let mut fields = Map::new();
-            for (k, v) in &payload {
+            for (k, v) in payload.iter() {
                 if !FILES.iter().any(|(f, _)| f == k) {
                     fields.insert(k.clone(), v.clone());
                 }
@@ -191,8 +259,10 @@ async fn process(
             Err(e) => e,
         };
         match ctx.after_failure(&e, attempt, started).await {
-            Next::Retry { in_doubt: d } => in_doubt = d,
-            Next::InDoubt => return Ok(()),
+            Next::Retry => {}
+            Next::InDoubt { applied } => {
+                return ctx.in_doubt(work::Unit::Item(item.id), sent, applied);
+            }
             Next::Requeue => return ctx.requeue(item.id),
             Next::Fail => return ctx.outcome(item.id, failed(&e)),
         }

@@ -12,10 +12,12 @@
 //! account numbers are never stored.
 
 mod contact;
+mod doubt;
 mod dry;
 pub mod export;
 mod finhub;
 mod kyc;
+mod listing;
 pub mod pace;
 mod payout;
 pub mod progress;
@@ -27,7 +29,7 @@ use crate::job::Job;
 use crate::job::steps::StepKind;
 use crate::plan::Renderer;
 use crate::provider::helloclever::client::HelloClever;
-use crate::state::work::{self, Holder, Outcome, WorkItem};
+use crate::state::work::{self, Outcome, WorkItem};
 use crate::state::{Db, StateError};
 use pace::Pacer;
 use serde_json::{Map, Value};
@@ -37,8 +39,8 @@ use std::sync::atomic::{AtomicBool, Ordering};
 /// Why a run could not go ahead.
 #[derive(Debug, thiserror::Error)]
 pub enum RunError {
-    #[error("another run holds the lock: run {} (pid {} on {}, started {})", .0.run_id, .0.pid, .0.host, .0.started_at)]
-    Locked(Holder),
+    #[error("another run holds the lock: {0}")]
+    Locked(crate::state::lock::Held),
     #[error(transparent)]
     State(#[from] StateError),
     #[error("{0}")]
@@ -75,6 +77,8 @@ pub struct Ctx {
     pub pacer: Pacer,
     pub db: Db,
     pub plan_id: i64,
+    /// The run (or reconcile) this is.
+    pub run_id: i64,
     /// Set by the first SIGINT/SIGTERM: take no new work.
     pub stop: Arc<AtomicBool>,
     /// Set when every request would fail the same way (credentials refused, the provider
@@ -84,6 +88,53 @@ pub struct Ctx {
     /// Polls no less often than this (the embedded sandbox moves statuses in seconds).
     pub poll_cap: Option<std::time::Duration>,
     pub progress: Option<progress::Progress>,
+    /// `limits.settle` and `limits.settle_recheck` (see [`doubt`]).
+    pub settle: std::time::Duration,
+    pub settle_recheck: std::time::Duration,
+    /// `limits.lookback`: how far back the provider's payouts are read.
+    pub lookback: std::time::Duration,
+    /// Units that went in doubt in this run so far: a step with none, and none left by
+    /// an earlier run, has nothing to settle.
+    pub entered_doubt: std::sync::atomic::AtomicU64,
+    /// The run's lock, held (and its heartbeat written) while the run lives.
+    _lock: Heartbeat,
+}
+
+/// A run's lock and the task that writes its heartbeat; dropping it stops the heartbeat
+/// and lets the lock go.
+struct Heartbeat {
+    task: tokio::task::JoinHandle<()>,
+    _lock: Arc<crate::state::lock::RunLock>,
+}
+
+impl Heartbeat {
+    fn start(
+        lock: Arc<crate::state::lock::RunLock>,
+        db: Db,
+        plan_id: i64,
+        run_id: i64,
+    ) -> Heartbeat {
+        let task = tokio::spawn(async move {
+            let mut every = tokio::time::interval(crate::state::lock::HEARTBEAT);
+            every.tick().await;
+            loop {
+                every.tick().await;
+                if db
+                    .record_later(move |c| crate::state::lock::beat(c, plan_id, run_id))
+                    .is_err()
+                {
+                    return;
+                }
+            }
+        });
+        Heartbeat { task, _lock: lock }
+    }
+}
+
+impl Drop for Heartbeat {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
 }
 
 /// Why a run stopped before its work was done, with the provider's or the network's words.
@@ -106,10 +157,11 @@ pub struct Change {
 
 /// What to do after a failed attempt.
 pub(crate) enum Next {
-    /// Wait done; try again (asking the provider first when it may have been applied).
-    Retry { in_doubt: bool },
-    /// Out of attempts, and it may have been applied: leave it in flight for the next run.
-    InDoubt,
+    /// Surely not applied; the wait is done: send again.
+    Retry,
+    /// It may have been applied (`applied`: it was — a 2xx that could not be read): it is
+    /// left in flight, and settles at the end of its step (see [`doubt`]).
+    InDoubt { applied: bool },
     /// Refused, or out of attempts and surely not applied.
     Fail,
     /// Stopping (a signal) and surely not applied: back to the queue for the next run.
@@ -131,8 +183,9 @@ impl Ctx {
     }
 
     /// Decides, in one place for every step, what a failed attempt leads to: a 429 holds
-    /// every sender; retries wait with backoff; exhausted attempts either fail the item or,
-    /// when the request may have been applied, leave it in doubt.
+    /// every sender; a request that may have been applied is in doubt at once (it is never
+    /// sent again before it settles); others are retried with backoff until their attempts
+    /// run out, then fail.
     pub(crate) async fn after_failure(
         &self,
         e: &crate::provider::error::CallError,
@@ -159,27 +212,28 @@ impl Ctx {
                 if e.is_rate_limited() {
                     self.pacer.rate_limited(after);
                 }
-                if self.stopping() && !maybe_applied {
+                if maybe_applied {
+                    return Next::InDoubt {
+                        applied: matches!(e, CallError::Decode(_)),
+                    };
+                }
+                if self.stopping() {
                     return Next::Requeue;
                 }
                 let exhausted = attempt >= self.pacer.attempts()
-                    || started.elapsed() > self.pacer.max_elapsed()
-                    || self.stopping();
-                match (exhausted, maybe_applied) {
-                    (true, true) => Next::InDoubt,
+                    || started.elapsed() > self.pacer.max_elapsed();
+                match exhausted {
                     // Not a row's fault: a connection is refused, or times out, for every row.
-                    (true, false) if matches!(e, CallError::Connect(_)) => {
+                    true if matches!(e, CallError::Connect(_)) => {
                         self.halt(Halt::Unreachable(format!(
                             "{e}, {attempt} attempt(s) over {:.1} s",
                             started.elapsed().as_secs_f64()
                         )))
                     }
-                    (true, false) => Next::Fail,
-                    (false, _) => {
+                    true => Next::Fail,
+                    false => {
                         tokio::time::sleep(self.pacer.delay(attempt, after)).await;
-                        Next::Retry {
-                            in_doubt: maybe_applied,
-                        }
+                        Next::Retry
                     }
                 }
             }
@@ -195,6 +249,40 @@ impl Ctx {
             .get_or_insert(why);
         self.stop.store(true, Ordering::Relaxed);
         Next::Requeue
+    }
+
+    /// Records that an item's request, sent at `sent`, may have been applied (`applied`:
+    /// was): it stays in flight and settles (see [`doubt`]). Queued, not waited for: if it
+    /// is lost, the next run counts the settle window from its own start.
+    pub(crate) fn in_doubt(
+        &self,
+        unit: work::Unit,
+        sent: chrono::DateTime<chrono::Utc>,
+        applied: bool,
+    ) -> Result<(), StateError> {
+        self.entered_doubt.fetch_add(1, Ordering::Relaxed);
+        let at = sent.to_rfc3339_opts(chrono::SecondsFormat::Millis, true);
+        self.db
+            .record_later(move |c| work::set_doubt(c, unit, &at, applied))
+    }
+
+    /// Waits `d` for requests in doubt to settle, counting the wait in the run's figures;
+    /// `false` when the run is stopping (it stops waiting at once).
+    pub(crate) async fn settle_pause(&self, d: std::time::Duration) -> bool {
+        let started = tokio::time::Instant::now();
+        let deadline = started + d;
+        while !self.stopping() {
+            let left = deadline.saturating_duration_since(tokio::time::Instant::now());
+            if left.is_zero() {
+                break;
+            }
+            tokio::time::sleep(left.min(std::time::Duration::from_millis(100))).await;
+        }
+        self.pacer
+            .stats
+            .settle_ms
+            .fetch_add(started.elapsed().as_millis() as u64, Ordering::Relaxed);
+        !self.stopping()
     }
 
     pub fn poll_every(&self, configured: std::time::Duration) -> std::time::Duration {
@@ -432,7 +520,25 @@ async fn open(
             ))),
         ),
     };
+    // The lock first: a run that cannot have it touches nothing.
+    let lock =
+        crate::state::lock::try_take(&opts.state_path, &job.name, &job.scope).map_err(|e| {
+            RunError::Fatal(format!(
+                "cannot take the run's lock beside {}: {e}",
+                opts.state_path.display()
+            ))
+        })?;
     let db = Db::open(&opts.state_path)?;
+    let Some(lock) = lock else {
+        let (name, scope) = (job.name.clone(), job.scope.clone());
+        let held = db
+            .read(move |c| {
+                let plan = work::plan_id(c, &name, &scope)?;
+                Ok(crate::state::lock::Held::read(c, plan))
+            })
+            .await?;
+        return Err(RunError::Locked(held));
+    };
     let (name, scope) = (job.name.clone(), job.scope.clone());
     let plan_id = db
         .write(move |c| {
@@ -443,10 +549,13 @@ async fn open(
         })
         .await?
         .ok_or_else(|| RunError::Config(format!("'{}' scope '{}' has not been run yet: nothing to reconcile", job.name, job.scope)))?;
+    let lock = Arc::new(lock);
+    let held = lock.clone();
     let run_id = db
-        .write(move |c| work::start_run(c, plan_id))
+        .write(move |c| crate::state::lock::start_run(c, plan_id, &held))
         .await?
         .map_err(RunError::Locked)?;
+    let lock = Heartbeat::start(lock, db.clone(), plan_id, run_id);
     let ctx = Arc::new(Ctx {
         helloclever,
         finhub,
@@ -460,6 +569,7 @@ async fn open(
         ),
         db: db.clone(),
         plan_id,
+        run_id,
         stop: opts.stop.clone(),
         halt: std::sync::Mutex::new(None),
         poll_cap: opts.poll_cap,
@@ -468,12 +578,18 @@ async fn open(
         } else {
             None
         },
+        settle: job.limits.settle,
+        settle_recheck: job.limits.settle_recheck,
+        lookback: job.limits.lookback,
+        entered_doubt: Default::default(),
+        _lock: lock,
     });
     Ok((ctx, db, plan_id, run_id))
 }
 
 /// Refreshes what the provider holds for everything sent — payout batches and their
-/// transactions, KYC not yet decided — records it, and returns what changed. It takes the
+/// transactions (those waiting for funds too), KYC not yet decided — records it, checks
+/// that each payout external id is paid once, and returns what changed. It takes the
 /// lock and is recorded as a run (so its reports show the refreshed state).
 ///
 /// With `only_run`, only what that run sent first (by the time of its first attempt).
@@ -542,6 +658,8 @@ pub async fn reconcile(
                             found.append(&mut c);
                         }
                     }
+                    // Whatever run sent them: is each external id paid once?
+                    payout::check_duplicates(&ctx, &step.id).await?;
                     found
                 }
                 StepKind::Kyc => {
@@ -750,9 +868,17 @@ pub async fn execute(
 ) -> Result<i32, RunError> {
     let plan_id = ctx.plan_id;
     if retry_failed {
-        ctx.db
+        let (retried, kept) = ctx
+            .db
             .write(move |c| work::retry_failed(c, plan_id))
             .await?;
+        tracing::info!(rows = retried, "--retry-failed: failed rows go out again");
+        if kept > 0 {
+            tracing::warn!(
+                rows = kept,
+                "--retry-failed: failed rows whose batch the provider holds and may still pay are not sent again (a transaction it reported failed may yet complete); `payrun reconcile` follows them"
+            );
+        }
     }
     let Some(input) = &job.input else {
         // A job of exports only: no rows to send.
@@ -809,16 +935,16 @@ async fn log_step_end(ctx: &Ctx, step: &str) -> Result<(), StateError> {
     let rows: Vec<(String, String, Option<String>, Option<String>)> = ctx
         .db
         .read(move |c| {
-            let mut st = c.prepare("SELECT row_key, state, error_code, error_message FROM items WHERE plan_id = ?1 AND step = ?2 AND state IN ('failed', 'blocked', 'in_flight') ORDER BY row_line")?;
+            let mut st = c.prepare("SELECT row_key, state, error_code, error_message FROM items WHERE plan_id = ?1 AND step = ?2 AND state IN ('failed', 'blocked', 'in_flight', 'awaiting_funds') ORDER BY row_line")?;
             st.query_map(rusqlite::params![plan_id, step_id], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?)))?.collect()
         })
         .await?;
     for (row, state, code, message) in rows.iter().take(200) {
         let message = crate::redact::scrub(message.as_deref().unwrap_or(""));
-        let state = if state == "in_flight" {
-            "in doubt"
-        } else {
-            state.as_str()
+        let state = match state.as_str() {
+            "in_flight" => "in doubt",
+            "awaiting_funds" => "awaiting funds",
+            s => s,
         };
         tracing::warn!(step, row = %row, state, code = code.as_deref().unwrap_or(""), "{message}");
     }

@@ -23,6 +23,8 @@ pub struct Stats {
     pub retries: AtomicU64,
     pub rate_limited: AtomicU64,
     pub in_doubt_resolved: AtomicU64,
+    /// Time spent waiting for requests in doubt to settle, in milliseconds.
+    pub settle_ms: AtomicU64,
 }
 
 impl Stats {
@@ -36,6 +38,7 @@ impl Stats {
             retries: self.retries.load(Ordering::Relaxed),
             rate_limited: self.rate_limited.load(Ordering::Relaxed),
             in_doubt_resolved: self.in_doubt_resolved.load(Ordering::Relaxed),
+            settle_ms: self.settle_ms.load(Ordering::Relaxed),
         }
     }
 }

@@ -390,6 +390,22 @@ impl<'a> Builder<'a> {
         let max_amount = l
             .max_amount
             .and_then(|v| self.decimal(&["limits", "max_amount"], v));
+        // Long enough for real gateways to give up on a request themselves.
+        let settle = self.duration(
+            &["limits", "settle"],
+            l.settle.as_deref(),
+            (timeout * 2).max(Duration::from_secs(120)),
+        );
+        let settle_recheck = self.duration(
+            &["limits", "settle_recheck"],
+            l.settle_recheck.as_deref(),
+            Duration::from_secs(10),
+        );
+        let lookback = self.duration(
+            &["limits", "lookback"],
+            l.lookback.as_deref(),
+            Duration::from_secs(90 * 86_400),
+        );
         if l.max_rows == Some(0) {
             self.err(
                 &["limits", "max_rows"],
@@ -406,6 +422,9 @@ impl<'a> Builder<'a> {
             max_amount,
             max_rows: l.max_rows,
             max_batch_size,
+            settle,
+            settle_recheck,
+            lookback,
         }
     }
 

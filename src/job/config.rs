@@ -110,6 +110,12 @@ pub struct LimitsConfig {
     pub max_rows: Option<u64>,
     #[serde(default)]
     pub max_batch_size: Option<u32>,
+    #[serde(default)]
+    pub settle: Option<String>,
+    #[serde(default)]
+    pub settle_recheck: Option<String>,
+    #[serde(default)]
+    pub lookback: Option<String>,
 }
 
 #[derive(Debug, Clone, Deserialize)]

@@ -95,6 +95,14 @@ pub struct Limits {
     pub max_amount: Option<Decimal>,
     pub max_rows: Option<u64>,
     pub max_batch_size: u32,
+    /// How long after a request in doubt was sent the provider may still apply it: no
+    /// lookup before then counts as proof that it did not.
+    pub settle: Duration,
+    /// How far apart the two lookups that prove a request absent must be (listings lag).
+    pub settle_recheck: Duration,
+    /// How far back payrun looks at the provider's payouts for this job's external ids
+    /// before a batch's first send (the state may be new) and when checking for duplicates.
+    pub lookback: Duration,
 }
 
 #[derive(Debug, Clone)]

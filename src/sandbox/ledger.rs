@@ -434,7 +434,7 @@ pub async fn top_up(State(app): State<Arc<App>>, body: axum::body::Bytes) -> sup
         _ => super::api::amount(&body, "amount").ok().flatten(),
     }
     .filter(|a| *a > Decimal::ZERO)
-        .ok_or_else(|| super::api::ApiError::invalid("amount must be above zero"))?;
+    .ok_or_else(|| super::api::ApiError::invalid("amount must be above zero"))?;
     let mut l = app.ledger();
     if !l.balances.contains_key(&currency) {
         return Err(super::api::ApiError::invalid(format!(

@@ -3,6 +3,7 @@
 
 mod db;
 pub mod exports;
+pub mod lock;
 mod plan_writer;
 mod schema;
 pub mod work;

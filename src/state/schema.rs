@@ -134,6 +134,30 @@ const MIGRATIONS: &[&str] = &[
     DROP INDEX items_by_batch;
     CREATE INDEX items_by_batch ON items (batch_id) WHERE batch_id IS NOT NULL;
     "#,
+    // 7: requests in doubt settle before "absent" is believed (when the attempt in doubt
+    // was sent; whether a 2xx that could not be read proved it applied), the lock's
+    // heartbeat, how long a run waited for settling, and duplicates found at the provider.
+    r#"
+    ALTER TABLE items ADD COLUMN doubt_since TEXT;
+    ALTER TABLE items ADD COLUMN doubt_applied INTEGER NOT NULL DEFAULT 0;
+    ALTER TABLE batches ADD COLUMN doubt_since TEXT;
+    ALTER TABLE batches ADD COLUMN doubt_applied INTEGER NOT NULL DEFAULT 0;
+    ALTER TABLE locks ADD COLUMN heartbeat_at TEXT;
+    ALTER TABLE runs ADD COLUMN settle_ms INTEGER NOT NULL DEFAULT 0;
+    ALTER TABLE runs ADD COLUMN duplicates INTEGER NOT NULL DEFAULT 0;
+    CREATE TABLE duplicates (
+        plan_id      INTEGER NOT NULL REFERENCES plans(id),
+        step         TEXT NOT NULL,
+        -- the external id (a batch's, or a row's transaction's) found more than once
+        external_id  TEXT NOT NULL,
+        row_key      TEXT,
+        -- the provider's batches that carry it, oldest first, comma-separated
+        uuids        TEXT NOT NULL,
+        found_at     TEXT NOT NULL,
+        run_id       INTEGER NOT NULL,
+        PRIMARY KEY (plan_id, step, external_id)
+    );
+    "#,
 ];
 
 /// The schema version this build writes.

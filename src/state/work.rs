@@ -35,67 +35,6 @@ pub fn host_name() -> String {
         .unwrap_or_else(|_| "unknown".into())
 }
 
-fn alive(pid: i64) -> bool {
-    // A process exists while /proc/<pid> does (Linux); elsewhere, assume alive (safe side).
-    if !std::path::Path::new("/proc").exists() {
-        return true;
-    }
-    std::path::Path::new(&format!("/proc/{pid}")).exists()
-}
-
-fn holder(conn: &Connection, plan_id: i64) -> rusqlite::Result<Option<Holder>> {
-    conn.query_row(
-        "SELECT run_id, pid, host, started_at FROM locks WHERE plan_id = ?1",
-        [plan_id],
-        |r| {
-            Ok(Holder {
-                run_id: r.get(0)?,
-                pid: r.get(1)?,
-                host: r.get(2)?,
-                started_at: r.get(3)?,
-            })
-        },
-    )
-    .optional()
-}
-
-/// The holder of a plan's lock, if it is alive (or on another host, which cannot be checked).
-pub fn live_holder(conn: &Connection, plan_id: i64) -> rusqlite::Result<Option<Holder>> {
-    let holder = holder(conn, plan_id)?;
-    Ok(holder.filter(|h| h.host != host_name() || alive(h.pid)))
-}
-
-/// Starts a run and takes the plan's lock, in one transaction. A lock held by a live
-/// process (or by another host, which cannot be checked) is refused; a lock whose holder
-/// died is taken over.
-pub fn start_run(conn: &Connection, plan_id: i64) -> rusqlite::Result<Result<i64, Holder>> {
-    let pid = i64::from(std::process::id());
-    let host = host_name();
-    let holder = holder(conn, plan_id)?;
-    if let Some(h) = holder {
-        if h.host != host || (alive(h.pid) && h.pid != pid) {
-            return Ok(Err(h));
-        }
-        // The holder died: its run ends as interrupted; its in-flight items stay in doubt.
-        conn.execute(
-            "UPDATE runs SET ended_at = ?2, exit_code = 4 WHERE id = ?1 AND ended_at IS NULL",
-            params![h.run_id, now()],
-        )?;
-        conn.execute("DELETE FROM locks WHERE plan_id = ?1", [plan_id])?;
-    }
-    let started = now();
-    conn.execute(
-        "INSERT INTO runs (plan_id, started_at, pid, host) VALUES (?1, ?2, ?3, ?4)",
-        params![plan_id, started, pid, host],
-    )?;
-    let run_id = conn.last_insert_rowid();
-    conn.execute(
-        "INSERT INTO locks (plan_id, run_id, pid, host, started_at) VALUES (?1, ?2, ?3, ?4, ?5)",
-        params![plan_id, run_id, pid, host, started],
-    )?;
-    Ok(Ok(run_id))
-}
-
 /// Run figures recorded at the end.
 #[derive(Debug, Default, Clone)]
 pub struct RunStats {
@@ -103,6 +42,8 @@ pub struct RunStats {
     pub retries: u64,
     pub rate_limited: u64,
     pub in_doubt_resolved: u64,
+    /// Time spent waiting for requests in doubt to settle, in milliseconds.
+    pub settle_ms: u64,
 }
 
 /// Ends a run: its figures, counts by step and state, exit code; releases the lock. The
@@ -116,12 +57,20 @@ pub fn finish_run(
     stats: &RunStats,
 ) -> rusqlite::Result<(i32, String)> {
     let tally = Tally::of(conn, plan_id)?;
-    let exit_code = floor.max(tally.exit_code());
+    let duplicates: i64 = conn.query_row(
+        "SELECT COUNT(*) FROM duplicates WHERE plan_id = ?1",
+        [plan_id],
+        |r| r.get(0),
+    )?;
+    let mut exit_code = floor.max(tally.exit_code());
+    if duplicates > 0 {
+        exit_code = exit_code.max(crate::exit::DUPLICATE);
+    }
     let counts = tally.json();
     conn.execute(
-        "UPDATE runs SET ended_at = ?2, exit_code = ?3, requests = ?4, retries = ?5, rate_limited = ?6, in_doubt_resolved = ?7, counts = ?8
+        "UPDATE runs SET ended_at = ?2, exit_code = ?3, requests = ?4, retries = ?5, rate_limited = ?6, in_doubt_resolved = ?7, counts = ?8, settle_ms = ?9, duplicates = ?10
          WHERE id = ?1",
-        params![run_id, now(), exit_code, stats.requests as i64, stats.retries as i64, stats.rate_limited as i64, stats.in_doubt_resolved as i64, counts],
+        params![run_id, now(), exit_code, stats.requests as i64, stats.retries as i64, stats.rate_limited as i64, stats.in_doubt_resolved as i64, counts, stats.settle_ms as i64, duplicates],
     )?;
     conn.execute(
         "DELETE FROM locks WHERE plan_id = ?1 AND run_id = ?2",
@@ -183,13 +132,13 @@ impl Tally {
     }
 
     /// The exit code the items earn: 0 when every item is done (succeeded, skipped), 1
-    /// when any failed, is blocked, in doubt or still pending.
+    /// when any failed, is blocked, in doubt, waiting for funds or still pending.
     pub fn exit_code(&self) -> i32 {
         let open = self.steps.iter().flat_map(|(_, s)| s).any(|(state, n)| {
             *n > 0
                 && matches!(
                     state.as_str(),
-                    "failed" | "blocked" | "in_flight" | "pending"
+                    "failed" | "blocked" | "in_flight" | "pending" | "awaiting_funds"
                 )
         });
         if open {
@@ -237,6 +186,10 @@ pub struct WorkItem {
     pub external_id: Option<String>,
     pub provider_status: Option<String>,
     pub provider_ref: Option<String>,
+    /// When its request in doubt was sent, if it is in doubt and that was recorded.
+    pub doubt_since: Option<String>,
+    /// Its request in doubt was applied (a 2xx that could not be read).
+    pub doubt_applied: bool,
     /// The stored display copy of the fields (sensitive values masked, image hashes left
     /// out): the body to send when nothing in it was masked (see [`WorkItem::planned_body`]).
     pub payload: String,
@@ -260,7 +213,7 @@ impl WorkItem {
     }
 }
 
-const ITEM_COLUMNS: &str = "id, row_key, row_line, row_offset, state, attempts, content_hash, first_attempt_at, batch_id, external_id, provider_status, provider_ref, payload";
+const ITEM_COLUMNS: &str = "id, row_key, row_line, row_offset, state, attempts, content_hash, first_attempt_at, batch_id, external_id, provider_status, provider_ref, payload, doubt_since, doubt_applied";
 
 fn work_item(r: &rusqlite::Row) -> rusqlite::Result<WorkItem> {
     Ok(WorkItem {
@@ -277,6 +230,8 @@ fn work_item(r: &rusqlite::Row) -> rusqlite::Result<WorkItem> {
         provider_status: r.get(10)?,
         provider_ref: r.get(11)?,
         payload: r.get(12)?,
+        doubt_since: r.get(13)?,
+        doubt_applied: r.get(14)?,
     })
 }
 
@@ -347,15 +302,45 @@ pub fn row_states(conn: &Connection, plan_id: i64) -> rusqlite::Result<RowStates
     .collect()
 }
 
-/// Records the intent to send: in flight, one more attempt, first attempt time kept.
+/// Records the intent to send: in flight, one more attempt, first attempt time kept, no
+/// earlier doubt (a new attempt's doubt is its own).
 pub fn mark_in_flight(conn: &Connection, ids: &[i64]) -> rusqlite::Result<()> {
     let t = now();
     let mut stmt = conn.prepare_cached(
-        "UPDATE items SET state = 'in_flight', attempts = attempts + 1, first_attempt_at = COALESCE(first_attempt_at, ?2), updated_at = ?2 WHERE id = ?1",
+        "UPDATE items SET state = 'in_flight', attempts = attempts + 1, first_attempt_at = COALESCE(first_attempt_at, ?2), updated_at = ?2, doubt_since = NULL, doubt_applied = 0 WHERE id = ?1",
     )?;
     for id in ids {
         stmt.execute(params![id, t])?;
     }
+    Ok(())
+}
+
+/// What is in doubt: an item, or a payout batch (and with it all its items).
+#[derive(Debug, Clone, Copy)]
+pub enum Unit {
+    Item(i64),
+    Batch(i64),
+}
+
+/// Records when a unit's request in doubt was sent, and whether it was applied (a 2xx that
+/// could not be read). One statement.
+pub fn set_doubt(
+    conn: &Connection,
+    unit: Unit,
+    since: &str,
+    applied: bool,
+) -> rusqlite::Result<()> {
+    let sql = match unit {
+        Unit::Item(_) => {
+            "UPDATE items SET doubt_since = ?2, doubt_applied = ?3 WHERE id = ?1 AND state = 'in_flight'"
+        }
+        Unit::Batch(_) => {
+            "UPDATE batches SET doubt_since = ?2, doubt_applied = ?3 WHERE id = ?1 AND state = 'in_flight'"
+        }
+    };
+    let (Unit::Item(id) | Unit::Batch(id)) = unit;
+    conn.prepare_cached(sql)?
+        .execute(params![id, since, applied])?;
     Ok(())
 }
 
@@ -386,6 +371,10 @@ pub struct WorkBatch {
     pub state: String,
     pub first_attempt_at: Option<String>,
     pub provider_ref: Option<String>,
+    /// When its request in doubt was sent, if it is in doubt and that was recorded.
+    pub doubt_since: Option<String>,
+    /// Its request in doubt was applied (a 2xx that could not be read).
+    pub doubt_applied: bool,
 }
 
 /// Batches of a step in the given states, oldest first.
@@ -397,7 +386,7 @@ pub fn batches_in(
 ) -> rusqlite::Result<Vec<WorkBatch>> {
     let marks = sql_list(states);
     let sql = format!(
-        "SELECT id, external_id, state, first_attempt_at, provider_ref FROM batches WHERE plan_id = ?1 AND step = ?2 AND state IN ({marks}) ORDER BY seq"
+        "SELECT id, external_id, state, first_attempt_at, provider_ref, doubt_since, doubt_applied FROM batches WHERE plan_id = ?1 AND step = ?2 AND state IN ({marks}) ORDER BY seq"
     );
     let mut stmt = conn.prepare(&sql)?;
     stmt.query_map(params![plan_id, step], |r| {
@@ -407,6 +396,8 @@ pub fn batches_in(
             state: r.get(2)?,
             first_attempt_at: r.get(3)?,
             provider_ref: r.get(4)?,
+            doubt_since: r.get(5)?,
+            doubt_applied: r.get(6)?,
         })
     })?
     .collect()
@@ -419,11 +410,12 @@ pub fn batch_items(conn: &Connection, batch_id: i64) -> rusqlite::Result<Vec<Wor
     stmt.query_map([batch_id], work_item)?.collect()
 }
 
-/// The intent to send a batch: batch and its items in flight, in one transaction.
+/// The intent to send a batch: batch and its items in flight, in one transaction (a new
+/// attempt's doubt is its own).
 pub fn mark_batch_in_flight(conn: &Connection, batch_id: i64) -> rusqlite::Result<()> {
     let t = now();
     conn.execute(
-        "UPDATE batches SET state = 'in_flight', attempts = attempts + 1, first_attempt_at = COALESCE(first_attempt_at, ?2) WHERE id = ?1",
+        "UPDATE batches SET state = 'in_flight', attempts = attempts + 1, first_attempt_at = COALESCE(first_attempt_at, ?2), doubt_since = NULL, doubt_applied = 0 WHERE id = ?1",
         params![batch_id, t],
     )?;
     conn.execute(
@@ -460,14 +452,15 @@ pub fn detach(conn: &Connection, id: i64, reason: &str) -> rusqlite::Result<()> 
 }
 
 /// Puts unbatched payout items that are ready to go (pending, or blocked earlier) into open
-/// batches of their group, creating batches as needed; drops empty open batches.
+/// batches of their group, creating batches as needed — never under an external id in
+/// `taken` (the provider holds a batch with it already); drops empty open batches.
 pub fn rebatch(
     conn: &Connection,
     plan_id: i64,
     step: &str,
     size: u32,
-    job: &str,
-    scope: &str,
+    (job, scope): (&str, &str),
+    taken: &std::collections::HashSet<String>,
 ) -> rusqlite::Result<()> {
     let waiting: Vec<(i64, String)> = conn
         .prepare("SELECT id, COALESCE(group_key, '') FROM items WHERE plan_id = ?1 AND step = ?2 AND batch_id IS NULL AND state IN ('pending', 'blocked') AND conflict_hash IS NULL ORDER BY id")?
@@ -485,8 +478,12 @@ pub fn rebatch(
         let batch = match open {
             Some(b) => b,
             None => {
-                let seq: i64 = conn.query_row("SELECT COALESCE(MAX(seq), 0) + 1 FROM batches WHERE plan_id = ?1 AND step = ?2", params![plan_id, step], |r| r.get(0))?;
-                let ext = crate::plan::external_id(&[job, scope, step, &format!("b{seq:04}")]);
+                let mut seq: i64 = conn.query_row("SELECT COALESCE(MAX(seq), 0) + 1 FROM batches WHERE plan_id = ?1 AND step = ?2", params![plan_id, step], |r| r.get(0))?;
+                let mut ext = crate::plan::external_id(&[job, scope, step, &format!("b{seq:04}")]);
+                while taken.contains(&ext) {
+                    seq += 1;
+                    ext = crate::plan::external_id(&[job, scope, step, &format!("b{seq:04}")]);
+                }
                 conn.execute(
                     "INSERT INTO batches (plan_id, step, seq, group_key, external_id, created_at) VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
                     params![plan_id, step, seq, group, ext, now()],
@@ -501,14 +498,209 @@ pub fn rebatch(
 }
 
 /// `--retry-failed`: failed items go back to pending (never conflicts or successes); failed
-/// payout items leave their batch, so they go out in a new batch with a new external id.
-pub fn retry_failed(conn: &Connection, plan_id: i64) -> rusqlite::Result<usize> {
-    conn.execute(
+/// payout items leave their batch, so they go out in a new batch with a new external id —
+/// but only when that batch can no longer pay: it never reached the provider, or the
+/// provider ended it (`expired`, `cancelled`). A row of a batch the provider holds and may
+/// still pay stays as it is. Returns how many went back, and how many were kept so.
+pub fn retry_failed(conn: &Connection, plan_id: i64) -> rusqlite::Result<(usize, usize)> {
+    let retried = conn.execute(
         "UPDATE items SET state = 'pending', error_code = NULL, error_message = NULL,
                 batch_id = NULL, updated_at = ?2
-         WHERE plan_id = ?1 AND state = 'failed' AND conflict_hash IS NULL",
+         WHERE plan_id = ?1 AND state = 'failed' AND conflict_hash IS NULL
+           AND (batch_id IS NULL OR batch_id IN (
+                SELECT id FROM batches WHERE plan_id = ?1
+                  AND (provider_ref IS NULL OR state IN ('expired', 'cancelled'))))",
         params![plan_id, now()],
-    )
+    )?;
+    let kept: i64 = conn.query_row(
+        "SELECT COUNT(*) FROM items WHERE plan_id = ?1 AND state = 'failed' AND conflict_hash IS NULL AND batch_id IS NOT NULL",
+        [plan_id],
+        |r| r.get(0),
+    )?;
+    Ok((retried, kept as usize))
+}
+
+/// Calls `f` with every payout external id of a step: its batches' and its items'.
+pub fn each_payout_external_id(
+    conn: &Connection,
+    plan_id: i64,
+    step: &str,
+    mut f: impl FnMut(&str),
+) -> rusqlite::Result<()> {
+    for sql in [
+        "SELECT external_id FROM batches WHERE plan_id = ?1 AND step = ?2",
+        "SELECT external_id FROM items WHERE plan_id = ?1 AND step = ?2 AND external_id IS NOT NULL",
+    ] {
+        let mut stmt = conn.prepare(sql)?;
+        let mut rows = stmt.query(params![plan_id, step])?;
+        while let Some(r) = rows.next()? {
+            f(r.get_ref(0)?.as_str()?);
+        }
+    }
+    Ok(())
+}
+
+/// A payout step's span: its first batch's first attempt, and the latest `scheduled_at`
+/// its rows ask for.
+pub fn payout_span(
+    conn: &Connection,
+    plan_id: i64,
+    step: &str,
+) -> rusqlite::Result<(Option<String>, Option<String>)> {
+    let first = conn.query_row(
+        "SELECT MIN(first_attempt_at) FROM batches WHERE plan_id = ?1 AND step = ?2",
+        params![plan_id, step],
+        |r| r.get(0),
+    )?;
+    let latest = conn.query_row(
+        "SELECT MAX(json_extract(payload, '$.scheduled_at')) FROM items WHERE plan_id = ?1 AND step = ?2",
+        params![plan_id, step],
+        |r| r.get(0),
+    )?;
+    Ok((first, latest))
+}
+
+/// The step's items whose external id is one of `ids` (one pass over the step).
+pub fn items_by_external_id(
+    conn: &Connection,
+    plan_id: i64,
+    step: &str,
+    ids: &std::collections::HashSet<String>,
+) -> rusqlite::Result<Vec<WorkItem>> {
+    let mut stmt = conn.prepare(&format!(
+        "SELECT {ITEM_COLUMNS} FROM items WHERE plan_id = ?1 AND step = ?2 AND external_id IS NOT NULL"
+    ))?;
+    let mut out = Vec::new();
+    let mut rows = stmt.query(params![plan_id, step])?;
+    while let Some(r) = rows.next()? {
+        // Column 9 of ITEM_COLUMNS: the external id.
+        if ids.contains(r.get_ref(9)?.as_str()?) {
+            out.push(work_item(r)?);
+        }
+    }
+    Ok(out)
+}
+
+/// A batch the provider holds that this state did not know, taken as this plan's: it is
+/// recorded (in the open batch of the same external id, if there is one, else a new
+/// one) with `outcomes` for the rows it pays; the open batch's other rows leave it, to be
+/// batched again. Returns the batch's id.
+pub fn adopt_batch(
+    conn: &Connection,
+    plan_id: i64,
+    step: &str,
+    found: &FoundBatch<'_>,
+    outcomes: &[(i64, Outcome)],
+) -> rusqlite::Result<i64> {
+    let open: Option<i64> = conn
+        .query_row(
+            "SELECT id FROM batches WHERE plan_id = ?1 AND step = ?2 AND external_id = ?3 AND state = 'open' ORDER BY seq LIMIT 1",
+            params![plan_id, step, found.external_id],
+            |r| r.get(0),
+        )
+        .optional()?;
+    let id = match open {
+        Some(id) => id,
+        None => {
+            let seq: i64 = conn.query_row(
+                "SELECT COALESCE(MAX(seq), 0) + 1 FROM batches WHERE plan_id = ?1 AND step = ?2",
+                params![plan_id, step],
+                |r| r.get(0),
+            )?;
+            conn.execute(
+                "INSERT INTO batches (plan_id, step, seq, group_key, external_id, created_at) VALUES (?1, ?2, ?3, '', ?4, ?5)",
+                params![plan_id, step, seq, found.external_id, now()],
+            )?;
+            conn.last_insert_rowid()
+        }
+    };
+    set_batch(
+        conn,
+        id,
+        found.state,
+        Some(found.uuid),
+        found.status,
+        found.error,
+    )?;
+    // Its rows that the provider's batch does not pay go back to be batched again.
+    conn.execute(
+        "UPDATE items SET batch_id = NULL, state = 'pending' WHERE batch_id = ?1",
+        [id],
+    )?;
+    for (item, o) in outcomes {
+        conn.execute(
+            "UPDATE items SET batch_id = ?2 WHERE id = ?1",
+            params![item, id],
+        )?;
+        set_outcome(conn, *item, o)?;
+    }
+    Ok(id)
+}
+
+/// What payrun records of a batch the provider holds.
+#[derive(Debug, Clone, Copy)]
+pub struct FoundBatch<'a> {
+    pub uuid: &'a str,
+    pub external_id: &'a str,
+    /// The batch's state in payrun's terms: `sent`, `completed` or `expired`.
+    pub state: &'a str,
+    pub status: Option<&'a str>,
+    /// The provider's code and message (a funding answer), if any.
+    pub error: Option<(&'a str, &'a str)>,
+}
+
+/// A duplicate found at the provider: an external id of this plan carried by more than
+/// one batch that can still pay.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Duplicate {
+    pub external_id: String,
+    /// The row whose transaction it is; `None` for a batch's own external id.
+    pub row_key: Option<String>,
+    /// The provider's batches carrying it, oldest first.
+    pub uuids: Vec<String>,
+}
+
+/// Replaces a step's recorded duplicates with what the last check found.
+pub fn record_duplicates(
+    conn: &Connection,
+    plan_id: i64,
+    step: &str,
+    run_id: i64,
+    found: &[Duplicate],
+) -> rusqlite::Result<()> {
+    conn.execute(
+        "DELETE FROM duplicates WHERE plan_id = ?1 AND step = ?2",
+        params![plan_id, step],
+    )?;
+    for d in found {
+        conn.execute(
+            "INSERT INTO duplicates (plan_id, step, external_id, row_key, uuids, found_at, run_id) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
+            params![plan_id, step, d.external_id, d.row_key, d.uuids.join(","), now(), run_id],
+        )?;
+    }
+    Ok(())
+}
+
+/// The duplicates recorded for a plan: (step, duplicate).
+pub fn duplicates_of(
+    conn: &Connection,
+    plan_id: i64,
+) -> rusqlite::Result<Vec<(String, Duplicate)>> {
+    let mut stmt = conn.prepare(
+        "SELECT step, external_id, row_key, uuids FROM duplicates WHERE plan_id = ?1 ORDER BY step, external_id",
+    )?;
+    stmt.query_map([plan_id], |r| {
+        let uuids: String = r.get(3)?;
+        Ok((
+            r.get(0)?,
+            Duplicate {
+                external_id: r.get(1)?,
+                row_key: r.get(2)?,
+                uuids: uuids.split(',').map(str::to_string).collect(),
+            },
+        ))
+    })?
+    .collect()
 }
 
 /// The provider reference (a FinHub customer id) of each row whose item in one of `steps`

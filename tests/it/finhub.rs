@@ -66,6 +66,9 @@ limits:
   burst: 20
   concurrency: 8
   timeout: 2s
+  # The sandbox applies a request before it drops the reply: nothing is applied later.
+  settle: 300ms
+  settle_recheck: 100ms
   retry: {retry}
 input: {{ csv: people.csv, key: id }}
 steps:

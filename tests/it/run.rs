@@ -30,6 +30,9 @@ limits:
   concurrency: 8
   timeout: 2s
   retry: {{ attempts: 12, base: 5ms, max: 100ms, max_elapsed: 60s }}
+  # The sandbox applies a request before it drops the reply: nothing is applied later.
+  settle: 300ms
+  settle_recheck: 100ms
 {extra_limits}
 input: {{ csv: people.csv, key: id }}
 steps:
@@ -466,8 +469,12 @@ async fn each_step_starts_with_the_number_of_its_items_to_send() {
 async fn a_second_run_is_refused_while_one_holds_the_lock() {
     let s = start(fast(Faults::default())).await;
     let setup = Setup::new(&job_text(100, ""), &people(3));
-    // Plan, then stand in for a live run holding the lock: this test process.
+    // Plan, then stand in for a live run holding the lock: this test process holds the
+    // OS lock and is recorded as the holder.
     assert_eq!(setup.run(&s, false).await.exit_code, 0);
+    let lock = payrun::state::lock::try_take(&setup.path("state.db"), "soak", "2026-11")
+        .unwrap()
+        .expect("no run holds it");
     let conn = rusqlite::Connection::open(setup.path("state.db")).unwrap();
     conn.execute(
         "INSERT INTO locks (plan_id, run_id, pid, host, started_at) VALUES (1, 99, ?1, ?2, '2026-11-21T00:00:00Z')",
@@ -499,9 +506,21 @@ async fn a_second_run_is_refused_while_one_holds_the_lock() {
         .output()
         .unwrap();
     assert_exit(&plan, 3);
-    // A lock whose holder is dead is taken over.
-    conn.execute("UPDATE locks SET pid = 999999999", [])
+    // So does `unlock`: the holder is alive.
+    let unlock = std::process::Command::new(env!("CARGO_BIN_EXE_payrun"))
+        .args(["unlock", "job.yaml", "--state", "state.db"])
+        .current_dir(setup.dir.path())
+        .output()
         .unwrap();
+    assert_exit(&unlock, 3);
+    assert!(
+        String::from_utf8_lossy(&unlock.stderr).contains("held by a live process: run 99"),
+        "{}",
+        String::from_utf8_lossy(&unlock.stderr)
+    );
+    // The holder dies (its OS lock goes with it): its record is taken over by the next run,
+    // and its run is ended as interrupted.
+    drop(lock);
     let out = binary(&setup, &s, &[]).wait_with_output().unwrap();
     assert_exit(&out, 0);
 }
@@ -712,7 +731,9 @@ async fn the_webhook_gets_the_summary_of_runs_with_failures_and_never_changes_th
     let clean = Setup::new(&job, &people(2));
     assert_eq!(run_with_hook(&clean, &s, &url).status.code(), Some(0));
     assert!(seen.lock().unwrap().is_empty());
-    // A run with a failing row (over the method's limit): its summary is posted.
+    // A run with a failing row (over the method's limit): its summary is posted. (Another
+    // provider: at this one, the same job and scope's rows are paid already.)
+    let s = start(fast(Faults::default())).await;
     let failing = Setup::new(&job, &people(2).replace("101.01", "150000.00"));
     let out = run_with_hook(&failing, &s, &url);
     assert_exit(&out, 1);
@@ -742,6 +763,7 @@ async fn the_webhook_gets_the_summary_of_runs_with_failures_and_never_changes_th
     );
     // A webhook that keeps failing is retried, then given up: the exit code stays the run's.
     let (bad, tries) = hook(500).await;
+    let s = start(fast(Faults::default())).await;
     let failing = Setup::new(&job, &people(2).replace("101.01", "150000.00"));
     let out = run_with_hook(&failing, &s, &bad);
     assert_eq!(out.status.code(), Some(1));

@@ -235,6 +235,12 @@ impl FinHub {
         .await
     }
 
+    /// `GET /getDetailsById/{customerId}`: the customer (`{"customer": {...}}`).
+    pub async fn details(&self, id: &str) -> Result<Value, CallError> {
+        self.call(Method::GET, &format!("/getDetailsById/{}", seg(id)), None)
+            .await
+    }
+
     /// `GET /getDocuments/{customerId}`: the customer's documents.
     pub async fn documents(&self, id: &str) -> Result<Vec<Value>, CallError> {
         let v = self

@@ -84,6 +84,8 @@ pub struct PayoutBatch {
     pub error_message: Option<String>,
     #[serde(default)]
     pub payout_transactions: Vec<PayoutTransaction>,
+    #[serde(default)]
+    pub created_at: Option<String>,
 }
 
 /// Pagination shape B, as the payouts list uses it.

@@ -1,0 +1,295 @@
+//! Requests in doubt, and the one rule that decides when "not found" is proof of absence.
+//!
+//! A request that may have been applied — no reply within the timeout, a connection broken
+//! after the body left, a 5xx from a gateway, a 2xx whose body could not be read — is in
+//! doubt, and is never sent again until the provider is proven not to hold it:
+//!
+//! - no lookup counts before `limits.settle` has passed since the attempt was sent: until
+//!   then the provider, or a gateway in front of it, may still apply it;
+//! - absence is proven by two lookups at least `limits.settle_recheck` apart that both
+//!   found nothing (a listing may not show yet what exists);
+//! - a 2xx whose body could not be read was applied: it is looked up to record it, and
+//!   never sent again.
+//!
+//! Every step's units in doubt (items, or payout batches) settle here, at the end of the
+//! step, after its other work: the run says how many wait and when it will look.
+
+use super::{Ctx, RowSource, RunError};
+use crate::provider::error::CallError;
+use crate::state::StateError;
+use crate::state::work::{self, WorkItem};
+use chrono::{DateTime, Utc};
+use std::collections::{HashMap, HashSet};
+use std::future::Future;
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::task::JoinSet;
+
+/// A unit (an item, a batch) whose last request may have been applied.
+pub(crate) struct Doubt<U> {
+    pub unit: U,
+    /// When the request in doubt was sent.
+    pub since: DateTime<Utc>,
+    /// A 2xx that could not be read: it was applied; it is never sent again.
+    pub applied: bool,
+}
+
+/// What settling concluded.
+pub(crate) enum Settled<T> {
+    /// The provider holds it.
+    Found(T),
+    /// Proven absent: it may be sent again.
+    Absent,
+    /// Not known yet (a lookup failed, the run is stopping, or an applied request is not
+    /// listed yet): it stays in doubt.
+    Open,
+    /// Not looked at in this round (more were due than a round holds, or they are due
+    /// later): the caller comes back for it.
+    Later,
+}
+
+/// Units settled together at most: what one round holds in memory.
+const ROUND: usize = 1024;
+
+/// When a unit in doubt was sent, from its stored time. A unit with none (its run ended
+/// before it could record it) counts from `now`: the latest it can have been sent.
+pub(crate) fn since(stored: Option<&str>, now: DateTime<Utc>) -> DateTime<Utc> {
+    stored
+        .and_then(|t| DateTime::parse_from_rfc3339(t).ok())
+        .map_or(now, |t| t.with_timezone(&Utc))
+}
+
+/// Settles `units` (the first [`ROUND`] due; the caller comes back for the rest): waits
+/// for their settle points, then looks them up with `look` — called with the units due,
+/// so one listing can serve many — twice, `settle_recheck` apart, until each is found or
+/// proven absent. `what` names them in the log.
+pub(crate) async fn settle<U, T, F, Fut>(
+    ctx: &Ctx,
+    what: &str,
+    mut units: Vec<Doubt<U>>,
+    mut look: F,
+) -> Vec<(Doubt<U>, Settled<T>)>
+where
+    U: Clone,
+    F: FnMut(Vec<U>) -> Fut,
+    Fut: Future<Output = Vec<Result<Option<T>, CallError>>>,
+{
+    units.sort_by_key(|d| d.since);
+    let mut out = Vec::with_capacity(units.len());
+    let settle = chrono::Duration::from_std(ctx.settle).unwrap_or(chrono::Duration::MAX);
+    let Some(first) = units.first() else {
+        return out;
+    };
+    let due = first.since + settle;
+    let wait = (due - Utc::now()).to_std().unwrap_or(Duration::ZERO);
+    if !wait.is_zero() {
+        tracing::info!(
+            "{} {what} in doubt: the provider may still apply them; first lookup at {} (limits.settle {}s after each was sent)",
+            units.len(),
+            due.with_timezone(&chrono::Local).format("%H:%M:%S"),
+            ctx.settle.as_secs()
+        );
+        if !ctx.settle_pause(wait).await {
+            return units.into_iter().map(|d| (d, Settled::Open)).collect();
+        }
+    }
+    // The round: every unit due now, up to ROUND; the others wait for the next.
+    let now = Utc::now();
+    let due_now = units
+        .iter()
+        .take(ROUND)
+        .take_while(|d| d.since + settle <= now)
+        .count()
+        .max(1);
+    let rest = units.split_off(due_now);
+    out.extend(rest.into_iter().map(|d| (d, Settled::Later)));
+    let mut misses = Vec::new();
+    let found = look(units.iter().map(|d| d.unit.clone()).collect()).await;
+    for (d, r) in units.into_iter().zip(found) {
+        match r {
+            Ok(Some(t)) => out.push((d, Settled::Found(t))),
+            Ok(None) => misses.push(d),
+            Err(_) => out.push((d, Settled::Open)),
+        }
+    }
+    if misses.is_empty() {
+        return out;
+    }
+    // Listings lag: absent only when a second look, a while later, agrees.
+    if !ctx.settle_pause(ctx.settle_recheck).await {
+        out.extend(misses.into_iter().map(|d| (d, Settled::Open)));
+        return out;
+    }
+    let again = look(misses.iter().map(|d| d.unit.clone()).collect()).await;
+    for (d, r) in misses.into_iter().zip(again) {
+        let verdict = match r {
+            Ok(Some(t)) => Settled::Found(t),
+            Ok(None) if d.applied => Settled::Open,
+            Ok(None) => Settled::Absent,
+            Err(_) => Settled::Open,
+        };
+        out.push((d, verdict));
+    }
+    out
+}
+
+/// What a step does with its items in doubt: look one up, record it found, send it again.
+pub(crate) trait Resolve: Send + Sync + 'static {
+    /// An item's body, in the form the step sends it.
+    type Body: Send + Sync + 'static;
+    /// What a lookup finds of a request the provider holds.
+    type Found: Send + 'static;
+
+    fn body(&self, json: String) -> Result<Self::Body, String>;
+
+    /// Asks the provider whether the item's request was applied; a listing read before
+    /// `not_before` must not answer (see [`super::finhub`]'s cache).
+    fn lookup(
+        &self,
+        ctx: &Arc<Ctx>,
+        item: &WorkItem,
+        body: &Arc<Self::Body>,
+        not_before: tokio::time::Instant,
+    ) -> impl Future<Output = Result<Option<Self::Found>, CallError>> + Send + 'static;
+
+    /// Records an item the provider holds.
+    fn found(
+        &self,
+        ctx: &Arc<Ctx>,
+        item: WorkItem,
+        body: Arc<Self::Body>,
+        found: Self::Found,
+    ) -> impl Future<Output = Result<(), StateError>> + Send + 'static;
+
+    /// Sends a proven-absent item again (its new intent is written).
+    fn send(
+        &self,
+        ctx: &Arc<Ctx>,
+        item: WorkItem,
+        body: Arc<Self::Body>,
+    ) -> impl Future<Output = Result<(), StateError>> + Send + 'static;
+}
+
+/// Settles a step's items in doubt — those its run left, and those this run's requests
+/// left — until each is found, sent again and answered, or left in doubt for the next run
+/// (its lookups failed, the run is stopping, or it has had its attempts).
+pub(crate) async fn settle_items<R: Resolve>(
+    ctx: &Arc<Ctx>,
+    si: usize,
+    step: &str,
+    rows: &mut RowSource<'_, '_>,
+    op: &Arc<R>,
+) -> Result<(), RunError> {
+    // Items this run leaves in doubt, and how often each was sent again.
+    let mut left: HashSet<i64> = HashSet::new();
+    let mut resent: HashMap<i64, u32> = HashMap::new();
+    loop {
+        if ctx.stopping() {
+            break;
+        }
+        let (plan_id, step_id) = (ctx.plan_id, step.to_string());
+        let mut doubtful = ctx
+            .db
+            .read(move |c| work::items_in(c, plan_id, &step_id, &["in_flight"]))
+            .await?;
+        doubtful.retain(|i| !left.contains(&i.id));
+        doubtful.truncate(ROUND);
+        if doubtful.is_empty() {
+            break;
+        }
+        let now = Utc::now();
+        let mut units = Vec::with_capacity(doubtful.len());
+        for mut item in doubtful {
+            if item.doubt_since.is_none() {
+                item.doubt_since = Some(record_since(ctx, item.id, now)?);
+            }
+            match rows.payload(si, &mut item).and_then(|j| op.body(j)) {
+                Ok(body) => units.push(Doubt {
+                    since: since(item.doubt_since.as_deref(), now),
+                    applied: item.doubt_applied,
+                    unit: (item, Arc::new(body)),
+                }),
+                // Its row no longer renders as sent: nothing to look it up by.
+                Err(_) => {
+                    left.insert(item.id);
+                }
+            }
+        }
+        let settled = settle(
+            ctx,
+            "request(s)",
+            units,
+            |batch: Vec<(WorkItem, Arc<R::Body>)>| {
+                let (ctx, op) = (ctx.clone(), op.clone());
+                async move {
+                    let not_before = tokio::time::Instant::now();
+                    let mut looks = JoinSet::new();
+                    for (i, (item, body)) in batch.iter().enumerate() {
+                        let lookup = op.lookup(&ctx, item, body, not_before);
+                        looks.spawn(async move { (i, lookup.await) });
+                    }
+                    let mut out: Vec<Option<Result<Option<R::Found>, CallError>>> =
+                        (0..batch.len()).map(|_| None).collect();
+                    while let Some(done) = looks.join_next().await {
+                        if let Ok((i, r)) = done {
+                            out[i] = Some(r);
+                        }
+                    }
+                    out.into_iter()
+                        .map(|r| {
+                            r.unwrap_or_else(|| {
+                                Err(CallError::Transport("lookup task failed".into()))
+                            })
+                        })
+                        .collect()
+                }
+            },
+        )
+        .await;
+        let mut tasks = JoinSet::new();
+        let mut fresh = Vec::new();
+        for (d, verdict) in settled {
+            let (item, body) = d.unit;
+            match verdict {
+                Settled::Found(found) => {
+                    super::pace::Stats::add(&ctx.pacer.stats.in_doubt_resolved);
+                    tasks.spawn(op.found(ctx, item, body, found));
+                }
+                Settled::Absent => {
+                    super::pace::Stats::add(&ctx.pacer.stats.in_doubt_resolved);
+                    let n = resent.entry(item.id).or_default();
+                    if *n >= ctx.pacer.attempts() {
+                        left.insert(item.id);
+                        continue;
+                    }
+                    *n += 1;
+                    fresh.push((item, body));
+                }
+                Settled::Open => {
+                    left.insert(item.id);
+                }
+                Settled::Later => {}
+            }
+        }
+        if !fresh.is_empty() {
+            let ids: Vec<i64> = fresh.iter().map(|(i, _)| i.id).collect();
+            ctx.db.write(move |c| work::mark_in_flight(c, &ids)).await?;
+            for (item, body) in fresh {
+                tasks.spawn(op.send(ctx, item, body));
+            }
+        }
+        super::contact::drain(&mut tasks).await?;
+        ctx.db.settled().await?;
+    }
+    Ok(())
+}
+
+/// Records `now` as the time an item in doubt was sent, when its run could not (it ended
+/// first): the latest it can have been sent, so the whole settle window is waited.
+fn record_since(ctx: &Ctx, id: i64, now: DateTime<Utc>) -> Result<String, StateError> {
+    let at = now.to_rfc3339_opts(chrono::SecondsFormat::Millis, true);
+    let stored = at.clone();
+    ctx.db
+        .record_later(move |c| work::set_doubt(c, work::Unit::Item(id), &stored, false))?;
+    Ok(at)
+}

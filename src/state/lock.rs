@@ -1,0 +1,234 @@
+//! One run per job and scope. The kernel arbitrates: a run holds an OS lock (`flock`) on a
+//! file beside the state database for as long as it lives, so two runs in two containers
+//! that share the state's volume (each in its own PID namespace, where pids mean nothing
+//! to the other) cannot both hold it, and a holder that died — however it died — has
+//! released it. On NFS the server arbitrates the same lock for hosts that share the volume.
+//!
+//! The `locks` table records who holds it (run, pid, host, start) with a heartbeat, for
+//! messages, for `status` and `unlock`, and for the one case the kernel cannot decide: a
+//! file system without locks, where a holder whose heartbeat is older than [`LEASE`] is
+//! taken for dead.
+
+use super::work::{self, Holder, now};
+use rusqlite::{Connection, OptionalExtension, params};
+use sha2::{Digest, Sha256};
+use std::fs::{File, OpenOptions, TryLockError};
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+/// How often a run writes its heartbeat.
+pub const HEARTBEAT: Duration = Duration::from_secs(5);
+
+/// Where file locks are not available: how old a heartbeat must be for its holder to be
+/// taken for dead.
+pub const LEASE: Duration = Duration::from_secs(60);
+
+/// The lock of one job and scope, held until dropped.
+#[derive(Debug)]
+pub struct RunLock {
+    /// `None` where the file system has no locks (the heartbeat alone decides).
+    _file: Option<File>,
+    pub path: PathBuf,
+}
+
+impl RunLock {
+    /// Whether the kernel holds this lock, or only the heartbeat stands for it.
+    pub fn by_kernel(&self) -> bool {
+        self._file.is_some()
+    }
+}
+
+/// The lock file of `(job, scope)` beside the state database `state`: one per job and
+/// scope, named by a hash (a scope may hold any character).
+pub fn lock_path(state: &Path, job: &str, scope: &str) -> PathBuf {
+    let digest = Sha256::digest(format!("{job}\u{1f}{scope}").as_bytes());
+    let name = state
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_else(|| "state".into());
+    let tag: String = crate::plan::hex(&digest).chars().take(16).collect();
+    state.with_file_name(format!("{name}.lock-{tag}"))
+}
+
+/// Takes the lock of `(job, scope)`: `Ok(None)` when another process holds it.
+pub fn try_take(state: &Path, job: &str, scope: &str) -> std::io::Result<Option<RunLock>> {
+    let path = lock_path(state, job, scope);
+    if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
+        std::fs::create_dir_all(dir)?;
+    }
+    let mut open = OpenOptions::new();
+    open.read(true).write(true).create(true).truncate(false);
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::OpenOptionsExt;
+        open.mode(0o600);
+    }
+    let file = open.open(&path)?;
+    match file.try_lock() {
+        Ok(()) => Ok(Some(RunLock {
+            _file: Some(file),
+            path,
+        })),
+        Err(TryLockError::WouldBlock) => Ok(None),
+        Err(TryLockError::Error(e)) if e.kind() == std::io::ErrorKind::Unsupported => {
+            tracing::warn!(
+                path = %path.display(),
+                "this file system has no file locks: a run is taken for dead when its heartbeat is older than {}s",
+                LEASE.as_secs()
+            );
+            Ok(Some(RunLock { _file: None, path }))
+        }
+        Err(TryLockError::Error(e)) => Err(e),
+    }
+}
+
+/// Who holds a lock another process wanted, as far as the state records it.
+#[derive(Debug, Clone)]
+pub struct Held {
+    /// `None` when the holder has not recorded itself yet (it has just started).
+    pub holder: Option<Holder>,
+    pub heartbeat: Option<String>,
+}
+
+impl std::fmt::Display for Held {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match &self.holder {
+            Some(h) => write!(
+                f,
+                "run {} (pid {} on {}, started {}, last alive {})",
+                h.run_id,
+                h.pid,
+                h.host,
+                h.started_at,
+                self.heartbeat.as_deref().unwrap_or(&h.started_at)
+            ),
+            None => write!(f, "a run that is starting"),
+        }
+    }
+}
+
+impl Held {
+    /// What the state says of the holder of `plan_id`'s lock (`None`: no plan yet).
+    pub fn read(conn: &Connection, plan_id: Option<i64>) -> Held {
+        match plan_id.map(|p| holder(conn, p)) {
+            Some(Ok(Some((h, beat)))) => Held {
+                holder: Some(h),
+                heartbeat: Some(beat),
+            },
+            _ => Held {
+                holder: None,
+                heartbeat: None,
+            },
+        }
+    }
+}
+
+/// The recorded holder of a plan's lock, with its last heartbeat.
+pub fn holder(conn: &Connection, plan_id: i64) -> rusqlite::Result<Option<(Holder, String)>> {
+    conn.query_row(
+        "SELECT run_id, pid, host, started_at, COALESCE(heartbeat_at, started_at) FROM locks WHERE plan_id = ?1",
+        [plan_id],
+        |r| {
+            Ok((
+                Holder {
+                    run_id: r.get(0)?,
+                    pid: r.get(1)?,
+                    host: r.get(2)?,
+                    started_at: r.get(3)?,
+                },
+                r.get(4)?,
+            ))
+        },
+    )
+    .optional()
+}
+
+/// Whether a heartbeat written at `at` (RFC 3339) is older than [`LEASE`].
+pub fn expired(at: &str) -> bool {
+    chrono::DateTime::parse_from_rfc3339(at)
+        .map(|t| {
+            let age = chrono::Utc::now() - t.with_timezone(&chrono::Utc);
+            age.to_std().is_ok_and(|a| a > LEASE)
+        })
+        .unwrap_or(true)
+}
+
+/// Ends the record of a holder that is gone: its run is interrupted (exit 4); what it left
+/// in flight stays in doubt, for the next run to settle.
+pub fn clear_dead(conn: &Connection, plan_id: i64, holder: &Holder) -> rusqlite::Result<()> {
+    conn.execute(
+        "UPDATE runs SET ended_at = ?2, exit_code = ?3 WHERE id = ?1 AND ended_at IS NULL",
+        params![holder.run_id, now(), crate::exit::INTERRUPTED],
+    )?;
+    conn.execute(
+        "DELETE FROM locks WHERE plan_id = ?1 AND run_id = ?2",
+        params![plan_id, holder.run_id],
+    )?;
+    Ok(())
+}
+
+/// Starts a run under `lock` and records it as the holder, in one transaction. Holding
+/// the OS lock proves a recorded holder dead: it is cleared. Without file locks, a holder
+/// whose heartbeat is fresh is refused.
+pub fn start_run(
+    conn: &Connection,
+    plan_id: i64,
+    lock: &RunLock,
+) -> rusqlite::Result<Result<i64, Held>> {
+    if let Some((h, heartbeat)) = holder(conn, plan_id)? {
+        if !lock.by_kernel() && !expired(&heartbeat) {
+            return Ok(Err(Held {
+                holder: Some(h),
+                heartbeat: Some(heartbeat),
+            }));
+        }
+        clear_dead(conn, plan_id, &h)?;
+    }
+    let (pid, host, started) = (i64::from(std::process::id()), work::host_name(), now());
+    conn.execute(
+        "INSERT INTO runs (plan_id, started_at, pid, host) VALUES (?1, ?2, ?3, ?4)",
+        params![plan_id, started, pid, host],
+    )?;
+    let run_id = conn.last_insert_rowid();
+    conn.execute(
+        "INSERT INTO locks (plan_id, run_id, pid, host, started_at, heartbeat_at) VALUES (?1, ?2, ?3, ?4, ?5, ?5)",
+        params![plan_id, run_id, pid, host, started],
+    )?;
+    Ok(Ok(run_id))
+}
+
+/// Writes a run's heartbeat.
+pub fn beat(conn: &Connection, plan_id: i64, run_id: i64) -> rusqlite::Result<()> {
+    conn.execute(
+        "UPDATE locks SET heartbeat_at = ?3 WHERE plan_id = ?1 AND run_id = ?2",
+        params![plan_id, run_id, now()],
+    )?;
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn one_holder_per_job_and_scope_until_it_lets_go() {
+        let dir = tempfile::tempdir().unwrap();
+        let state = dir.path().join("s.db");
+        let a = try_take(&state, "pay", "2026-11").unwrap().expect("free");
+        assert!(a.by_kernel());
+        assert!(try_take(&state, "pay", "2026-11").unwrap().is_none());
+        // Another scope (or job) has a lock of its own.
+        assert!(try_take(&state, "pay", "2026-12").unwrap().is_some());
+        drop(a);
+        assert!(try_take(&state, "pay", "2026-11").unwrap().is_some());
+        #[cfg(unix)]
+        {
+            use std::os::unix::fs::PermissionsExt;
+            let mode = std::fs::metadata(lock_path(&state, "pay", "2026-11"))
+                .unwrap()
+                .permissions()
+                .mode();
+            assert_eq!(mode & 0o777, 0o600);
+        }
+    }
+}
