@@ -154,6 +154,10 @@ pub struct SandboxArgs {
     /// How long a --late-apply-rate request is held before it is applied (and answered).
     #[arg(long, default_value = "45s", value_parser = parse_duration_arg)]
     pub late_apply_delay: std::time::Duration,
+    /// Share of requests that change something applied, then answered 200 with a body
+    /// that is not JSON (a proxy's page in front of a provider that did the work).
+    #[arg(long, default_value_t = 0.0, value_parser = parse_rate_arg)]
+    pub garbled_rate: f64,
     /// New payouts, payins, contacts and FinHub customers appear in listings this long
     /// after they exist (lookups by key see them at once).
     #[arg(long, default_value = "0s", value_parser = parse_duration_arg)]

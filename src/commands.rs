@@ -289,6 +289,7 @@ fn sandbox(args: crate::cli::SandboxArgs) -> i32 {
             late_apply_rate: args.late_apply_rate,
             late_apply_delay: args.late_apply_delay,
             listing_lag: args.listing_lag,
+            garbled_rate: args.garbled_rate,
             inconsistent_pages: args.inconsistent_pages,
             arrivals: args.arrivals,
         },
@@ -522,7 +523,10 @@ fn print_run(job: &Job, report: &crate::exec::RunReport) {
     let meaning = match report.exit_code {
         exit::SUCCESS if report.exports.is_empty() => "all rows done",
         exit::SUCCESS => "all done",
-        exit::ROWS_FAILED => "finished; some rows or exports failed, are blocked or in doubt",
+        exit::ROWS_FAILED => {
+            "finished; some rows or exports failed, are blocked, in doubt or waiting for funds"
+        }
+        exit::DUPLICATE => "A PAYOUT EXISTS TWICE at the provider (see below)",
         exit::INVALID_INPUT => "invalid input; nothing was sent",
         exit::INTERRUPTED => "interrupted; run again to resume",
         _ => "stopped",
@@ -555,9 +559,36 @@ fn print_run(job: &Job, report: &crate::exec::RunReport) {
     }
     let s = &report.stats;
     println!(
-        "  requests {}, retries {}, rate-limited {}, in-doubt resolved {}",
-        s.requests, s.retries, s.rate_limited, s.in_doubt_resolved
+        "  requests {}, retries {}, rate-limited {}, in-doubt resolved {}{}",
+        s.requests,
+        s.retries,
+        s.rate_limited,
+        s.in_doubt_resolved,
+        if s.settle_ms > 0 {
+            format!(
+                " (waited {:.1} s for them to settle)",
+                s.settle_ms as f64 / 1000.0
+            )
+        } else {
+            String::new()
+        }
     );
+    print_duplicates(&report.duplicates);
+}
+
+/// Says, on standard output too, each external id the provider holds twice.
+fn print_duplicates(duplicates: &[(String, crate::state::work::Duplicate)]) {
+    for (step, d) in duplicates {
+        println!(
+            "  DUPLICATE {step} {}{}: batches {} at the provider can pay it; keep the first, cancel the others if still scheduled (POST /v2/payouts/cancel_scheduled), else recover the money; then `payrun reconcile`",
+            d.external_id,
+            d.row_key
+                .as_deref()
+                .map(|k| format!(" (row '{k}')"))
+                .unwrap_or_default(),
+            d.uuids.join(", ")
+        );
+    }
 }
 
 fn status_cmd(args: &crate::cli::StatusArgs) -> i32 {
@@ -801,6 +832,7 @@ fn reconcile_cmd(args: &crate::cli::ReconcileArgs, quiet: bool) -> i32 {
                     for c in &changes {
                         println!("  {} row '{}': {}", c.step, c.row_key, c.what);
                     }
+                    print_duplicates(&report.duplicates);
                 }
                 match crate::report::write(&job, &state_path, Some(report.run_id)) {
                     Ok(dir) if !quiet => println!("  reports: {}", shown(&dir).display()),

@@ -84,10 +84,10 @@ where
     let wait = (due - Utc::now()).to_std().unwrap_or(Duration::ZERO);
     if !wait.is_zero() {
         tracing::info!(
-            "{} {what} in doubt: the provider may still apply them; first lookup at {} (limits.settle {}s after each was sent)",
+            "{} {what} in doubt: the provider may still apply them; first lookup at {} (limits.settle: {:.1} s after each was sent)",
             units.len(),
             due.with_timezone(&chrono::Local).format("%H:%M:%S"),
-            ctx.settle.as_secs()
+            ctx.settle.as_secs_f64()
         );
         if !ctx.settle_pause(wait).await {
             return units.into_iter().map(|d| (d, Settled::Open)).collect();

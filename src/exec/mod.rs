@@ -63,6 +63,8 @@ pub struct RunReport {
     /// items (a new connection would read them all from disk again); `None` when it could
     /// not be loaded there.
     pub report: Option<crate::report::Report>,
+    /// Duplicates the last check found at the provider: (step, duplicate).
+    pub duplicates: Vec<(String, work::Duplicate)>,
 }
 
 /// Everything the step runners share.
@@ -712,6 +714,7 @@ pub async fn reconcile(
         .write(move |c| work::finish_run(c, plan_id, run_id, floor, &recorded))
         .await?;
     result?;
+    let duplicates = db.read(move |c| work::duplicates_of(c, plan_id)).await?;
     Ok((
         RunReport {
             run_id,
@@ -720,6 +723,7 @@ pub async fn reconcile(
             stats,
             exports: Vec::new(),
             report: None,
+            duplicates,
         },
         changes,
     ))
@@ -804,6 +808,10 @@ pub async fn run(
         })
         .await
         .ok();
+    let duplicates = report
+        .as_ref()
+        .map(|r| r.duplicates.clone())
+        .unwrap_or_default();
     Ok(RunReport {
         run_id,
         exit_code,
@@ -811,6 +819,7 @@ pub async fn run(
         stats,
         exports,
         report,
+        duplicates,
     })
 }
 

@@ -201,10 +201,13 @@ async fn adopt_existing(ctx: &Ctx, step: &str) -> Result<Option<HashSet<String>>
         .filter_map(|i| Some((i.external_id.clone()?, i)))
         .collect();
     let mut adopted = 0;
-    for b in &found {
+    // A batch that can no longer pay (expired) pays none of the rows it carries: they go
+    // out again (under an external id of their own).
+    for b in found.iter().filter(|b| batch_state(b) != "expired") {
         let outcomes: Vec<(i64, Outcome)> = b
             .payout_transactions
             .iter()
+            .filter(|t| t.status.as_deref() != Some("cancelled"))
             .filter_map(|t| {
                 let item = unsent.remove(t.external_id.as_deref()?)?;
                 Some((item.id, row_outcome(b, Some(t))))

@@ -103,6 +103,24 @@ pub fn report_html(r: &Report, h: &mut super::Out) {
         esc(r.run.ended_at.as_deref().unwrap_or("(running)")),
         r.run.exit_code.map_or("-".into(), |c| c.to_string())
     );
+    if !r.duplicates.is_empty() {
+        let _ = write!(
+            h,
+            "<h2 class=\"failed\">Paid twice: {} duplicate(s) at the provider</h2><p>Keep the first batch; cancel the others if still scheduled, else recover the money; then run <code>payrun reconcile</code>.</p><table id=\"duplicates\"><thead><tr><th>Step</th><th>External id</th><th>Row</th><th>Batches</th></tr></thead><tbody>",
+            r.duplicates.len()
+        );
+        for (step, d) in &r.duplicates {
+            let _ = write!(
+                h,
+                "<tr><td>{}</td><td>{}</td><td>{}</td><td>{}</td></tr>",
+                esc(step),
+                esc(&d.external_id),
+                esc(d.row_key.as_deref().unwrap_or("(the batch)")),
+                esc(&d.uuids.join(", "))
+            );
+        }
+        h.push_str("</tbody></table>");
+    }
     // A job of exports only has no rows: no totals, counts or row tables.
     if !r.steps.is_empty() {
         h.push_str("<h2>Totals</h2><table id=\"totals\"><thead><tr><th>Currency</th><th>Planned</th><th>Sent</th><th>Completed</th><th>Failed</th></tr></thead><tbody>");

@@ -45,6 +45,8 @@ pub fn junit_xml(r: &Report, out: &mut super::Out) {
     let (mut all_tests, mut all_failures, mut all_skipped) = steps
         .iter()
         .fold((0, 0, 0), |a, s| (a.0 + s.0, a.1 + s.1, a.2 + s.2));
+    all_tests += r.duplicates.len();
+    all_failures += r.duplicates.len();
     if !r.exports.is_empty() {
         all_tests += exports.0;
         all_failures += exports.1;
@@ -108,6 +110,31 @@ pub fn junit_xml(r: &Report, out: &mut super::Out) {
         });
         if let Err(e) = scanned {
             out.fail(std::io::Error::other(e.to_string()));
+        }
+        out.push_str("  </testsuite>\n");
+    }
+    // Duplicates at the provider: one failing case each.
+    if !r.duplicates.is_empty() {
+        let n = r.duplicates.len();
+        let _ = writeln!(
+            out,
+            "  <testsuite name=\"duplicates\" tests=\"{n}\" failures=\"{n}\" errors=\"0\" skipped=\"0\">"
+        );
+        for (step, d) in &r.duplicates {
+            let text = format!(
+                "the provider holds external id {} in {} batches that can pay: {}",
+                d.external_id,
+                d.uuids.len(),
+                d.uuids.join(", ")
+            );
+            let _ = writeln!(
+                out,
+                "    <testcase classname=\"{}\" name=\"{}\">\n      <failure type=\"DUPLICATE\" message=\"{}\">{}</failure>\n    </testcase>",
+                esc(&format!("{}.{step}", r.job)),
+                esc(d.row_key.as_deref().unwrap_or(&d.external_id)),
+                esc(&text),
+                esc(&text)
+            );
         }
         out.push_str("  </testsuite>\n");
     }

@@ -101,5 +101,11 @@ pub fn metrics(r: &Report) -> String {
         }
     }
     metric("amount", "Payout amounts per currency.", "gauge", amounts);
+    metric(
+        "duplicates",
+        "External ids the provider holds in more than one batch that can pay (0 is right).",
+        "gauge",
+        vec![(job.clone(), r.duplicates.len().to_string())],
+    );
     m
 }

@@ -25,8 +25,8 @@ pub const SUMMARY_SCHEMA: u32 = 1;
 /// One step of one row, as the report shows it.
 #[derive(Debug, Clone)]
 pub struct StepResult {
-    /// succeeded | failed | blocked | skipped | conflict | pending (in doubt shows as pending
-    /// with its reason)
+    /// succeeded | failed | blocked | skipped | conflict | awaiting_funds | pending (in
+    /// doubt shows as pending with its reason)
     pub status: String,
     pub provider_ref: Option<String>,
     pub provider_status: Option<String>,
@@ -59,6 +59,8 @@ pub struct RunInfo {
     pub retries: u64,
     pub rate_limited: u64,
     pub in_doubt_resolved: u64,
+    /// Time spent waiting for requests in doubt to settle, in milliseconds.
+    pub settle_ms: u64,
 }
 
 /// Money per currency.
@@ -92,6 +94,8 @@ pub struct Report {
     source: PathBuf,
     /// The run's export steps.
     pub exports: Vec<crate::state::exports::ExportRecord>,
+    /// Duplicates the last check found at the provider: (step, duplicate).
+    pub duplicates: Vec<(String, crate::state::work::Duplicate)>,
 }
 
 /// Why a report could not be made.
@@ -114,7 +118,7 @@ fn status_of(state: &str, conflict: bool, provider_status: Option<&str>) -> Stri
         return "conflict".into();
     }
     match state {
-        "succeeded" | "failed" | "blocked" | "skipped" => state.into(),
+        "succeeded" | "failed" | "blocked" | "skipped" | "awaiting_funds" => state.into(),
         // Sent, outcome unknown: it is pending until the next run asks the provider.
         "in_flight" => "pending".into(),
         _ if provider_status == Some("failed") => "failed".into(),
@@ -148,7 +152,7 @@ impl Report {
         let plan_id = plan_id.unwrap_or(-1);
         let run = conn
             .query_row(
-                "SELECT id, started_at, ended_at, exit_code, requests, retries, rate_limited, in_doubt_resolved FROM runs
+                "SELECT id, started_at, ended_at, exit_code, requests, retries, rate_limited, in_doubt_resolved, settle_ms FROM runs
                  WHERE plan_id = ?1 AND (?2 IS NULL OR id = ?2) ORDER BY id DESC LIMIT 1",
                 params![plan_id, run_id],
                 |r| {
@@ -161,6 +165,7 @@ impl Report {
                         retries: r.get::<_, i64>(5)? as u64,
                         rate_limited: r.get::<_, i64>(6)? as u64,
                         in_doubt_resolved: r.get::<_, i64>(7)? as u64,
+                        settle_ms: r.get::<_, i64>(8)? as u64,
                     })
                 },
             )
@@ -194,7 +199,9 @@ impl Report {
         } else {
             Vec::new()
         };
+        let duplicates = crate::state::work::duplicates_of(conn, plan_id)?;
         Ok(Report {
+            duplicates,
             exports,
             job: name.to_string(),
             scope: scope.to_string(),
@@ -269,7 +276,7 @@ pub(crate) fn needs_attention(row: &RowResult) -> bool {
     row.steps.iter().flatten().any(|s| {
         matches!(
             s.status.as_str(),
-            "failed" | "conflict" | "blocked" | "pending"
+            "failed" | "conflict" | "blocked" | "pending" | "awaiting_funds"
         )
     })
 }
@@ -324,7 +331,7 @@ fn scan(
         {
             let t = totals.entry(c.clone()).or_default();
             t.planned += a;
-            if matches!(state.as_str(), "succeeded" | "in_flight") {
+            if matches!(state.as_str(), "succeeded" | "in_flight" | "awaiting_funds") {
                 t.sent += a;
             }
             if provider_status.as_deref() == Some("completed") {

@@ -45,7 +45,13 @@ pub fn summary_json(r: &Report) -> String {
         "retries": r.run.retries,
         "rate_limited": r.run.rate_limited,
         "in_doubt_resolved": r.run.in_doubt_resolved,
+        "settle_seconds": r.run.settle_ms as f64 / 1000.0,
         "achieved_request_rate": rate,
+        // An external id the provider holds in more than one batch that can pay.
+        "duplicates": r.duplicates.iter().map(|(step, d)| json!({
+            "step": step, "external_id": d.external_id, "row": d.row_key, "uuids": d.uuids,
+            "what_to_do": "keep the first batch; cancel the others if still scheduled (POST /v2/payouts/cancel_scheduled), else recover the money; then run `payrun reconcile`",
+        })).collect::<Vec<_>>(),
     });
     let mut v = v;
     if !r.exports.is_empty() {

@@ -28,6 +28,9 @@ pub struct Faults {
     /// waiting: what a gateway does with a request its client timed out on.
     pub late_apply_rate: f64,
     pub late_apply_delay: Duration,
+    /// Share of requests that change something applied, then answered 200 with a body
+    /// that is not JSON (a proxy's page in front of a provider that did the work).
+    pub garbled_rate: f64,
     /// How long after it exists a new payout, payin, contact or FinHub customer appears in
     /// listings (lookups by key see it at once).
     pub listing_lag: Duration,
@@ -57,6 +60,8 @@ pub enum After {
     Reply,
     Lose,
     Delay,
+    /// 200 with a body that is not JSON.
+    Garble,
 }
 
 /// The injector: configuration, generator and the rate window.
@@ -134,12 +139,15 @@ impl Injector {
         Before::Proceed
     }
 
-    /// Decides, after handling, what becomes of the reply.
-    pub fn after(&self) -> After {
+    /// Decides, after handling, what becomes of the reply (`changes`: the request changed
+    /// something; only those are garbled).
+    pub fn after(&self, changes: bool) -> After {
         if self.chance(self.faults.lost_response_rate) {
             After::Lose
         } else if self.chance(self.faults.timeout_rate) {
             After::Delay
+        } else if changes && self.chance(self.faults.garbled_rate) {
+            After::Garble
         } else {
             After::Reply
         }

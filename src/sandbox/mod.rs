@@ -337,13 +337,21 @@ async fn inject_faults(State(app): State<Arc<App>>, req: Request, next: Next) ->
         Before::LateApply => return apply_late(&app, req, next).await,
     }
     let response = next.run(req).await;
-    match app.injector.after() {
+    match app.injector.after(changes) {
         After::Reply => response,
         After::Lose => drop_connection(kill).await,
         After::Delay => {
             tokio::time::sleep(app.config.faults.timeout_delay).await;
             response
         }
+        // Applied, and answered with a page no client can read (only a success: an
+        // error's answer is left alone).
+        After::Garble if response.status().is_success() => (
+            [(axum::http::header::CONTENT_TYPE, "text/html")],
+            "<html><body>502 upstream answered</body></html>",
+        )
+            .into_response(),
+        After::Garble => response,
     }
 }
 
