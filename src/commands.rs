@@ -705,21 +705,40 @@ fn status_cmd(args: &crate::cli::StatusArgs) -> i32 {
                 "  run {id}: {start} → {end}, exit {code}, {req} requests, {retries} retries, {doubt} in doubt resolved"
             );
         }
-        let mut stmt = conn.prepare("SELECT step, row_key, attempts, COALESCE(first_attempt_at, '') FROM items WHERE plan_id = ?1 AND state = 'in_flight' ORDER BY id LIMIT 50").map_err(err)?;
-        let doubt: Vec<(String, String, i64, String)> = stmt
+        let mut stmt = conn.prepare("SELECT i.step, i.row_key, i.attempts, COALESCE(i.first_attempt_at, ''), COALESCE(i.doubt_since, b.doubt_since, 'not recorded') FROM items i LEFT JOIN batches b ON b.id = i.batch_id WHERE i.plan_id = ?1 AND i.state = 'in_flight' ORDER BY i.id LIMIT 50").map_err(err)?;
+        let doubt: Vec<(String, String, i64, String, String)> = stmt
             .query_map([plan_id], |r| {
-                Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?))
+                Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?, r.get(4)?))
             })
             .map_err(err)?
             .collect::<Result<_, _>>()
             .map_err(err)?;
         if !doubt.is_empty() {
             println!(
-                "in doubt (sent, outcome unknown; the next run asks the provider before any resend):"
+                "in doubt (sent, outcome unknown; the next run waits limits.settle after the last send, then asks the provider before any resend):"
             );
-            for (step, key, attempts, first) in doubt {
-                println!("  {step} row '{key}': {attempts} attempt(s), first at {first}");
+            for (step, key, attempts, first, since) in doubt {
+                println!(
+                    "  {step} row '{key}': {attempts} attempt(s), first at {first}, last sent at {since}"
+                );
             }
+        }
+        for (step, d) in crate::state::work::duplicates_of(conn, plan_id).map_err(err)? {
+            println!(
+                "DUPLICATE {step} {}{}: batches {} at the provider can pay it (found by the last check; `payrun reconcile` checks again)",
+                d.external_id,
+                d.row_key
+                    .as_deref()
+                    .map(|k| format!(" (row '{k}')"))
+                    .unwrap_or_default(),
+                d.uuids.join(", ")
+            );
+        }
+        if let Some((h, heartbeat)) = crate::state::lock::holder(conn, plan_id).map_err(err)? {
+            println!(
+                "locked by run {} (pid {} on {}, started {}, last alive {heartbeat})",
+                h.run_id, h.pid, h.host, h.started_at
+            );
         }
         Ok(())
     })();
