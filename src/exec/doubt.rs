@@ -51,6 +51,9 @@ pub(crate) enum Settled<T> {
 /// Units settled together at most: what one round holds in memory.
 const ROUND: usize = 1024;
 
+/// Units due this soon after the first of a round are looked up with it.
+const GATHER: chrono::Duration = chrono::Duration::seconds(1);
+
 /// When a unit in doubt was sent, from its stored time. A unit with none (its run ended
 /// before it could record it) counts from `now`: the latest it can have been sent.
 pub(crate) fn since(stored: Option<&str>, now: DateTime<Utc>) -> DateTime<Utc> {
@@ -62,10 +65,11 @@ pub(crate) fn since(stored: Option<&str>, now: DateTime<Utc>) -> DateTime<Utc> {
 /// Settles `units` (the first [`ROUND`] due; the caller comes back for the rest): waits
 /// for their settle points, then looks them up with `look` — called with the units due,
 /// so one listing can serve many — twice, `settle_recheck` apart, until each is found or
-/// proven absent. `what` names them in the log.
+/// proven absent. `what` names them in the log, where the first wait of a step is said
+/// (`said` then holds).
 pub(crate) async fn settle<U, T, F, Fut>(
     ctx: &Ctx,
-    what: &str,
+    (what, said): (&str, &mut bool),
     mut units: Vec<Doubt<U>>,
     mut look: F,
 ) -> Vec<(Doubt<U>, Settled<T>)>
@@ -80,29 +84,34 @@ where
     let Some(first) = units.first() else {
         return out;
     };
-    let due = first.since + settle;
-    let wait = (due - Utc::now()).to_std().unwrap_or(Duration::ZERO);
-    if !wait.is_zero() {
-        tracing::info!(
-            "{} {what} in doubt: the provider may still apply them; first lookup at {} (limits.settle: {:.1} s after each was sent)",
-            units.len(),
-            due.with_timezone(&chrono::Local).format("%H:%M:%S"),
-            ctx.settle.as_secs_f64()
-        );
-        if !ctx.settle_pause(wait).await {
-            return units.into_iter().map(|d| (d, Settled::Open)).collect();
-        }
-    }
-    // The round: every unit due now, up to ROUND; the others wait for the next.
+    // The round: the units due by the first one's settle point, or within a second of it
+    // (up to ROUND): they are looked up together, once the last of them is due.
     let now = Utc::now();
-    let due_now = units
+    let horizon = (first.since + settle).max(now) + GATHER;
+    let round = units
         .iter()
         .take(ROUND)
-        .take_while(|d| d.since + settle <= now)
+        .take_while(|d| d.since + settle <= horizon)
         .count()
         .max(1);
-    let rest = units.split_off(due_now);
+    let rest = units.split_off(round);
     out.extend(rest.into_iter().map(|d| (d, Settled::Later)));
+    let due = units.iter().map(|d| d.since + settle).max().unwrap_or(now);
+    let wait = (due - now).to_std().unwrap_or(Duration::ZERO);
+    if !wait.is_zero() {
+        if !std::mem::replace(said, true) {
+            tracing::info!(
+                "{} {what} in doubt: the provider may still apply them; looking them up at {} (limits.settle: {:.1} s after each was sent)",
+                units.len() + out.len(),
+                due.with_timezone(&chrono::Local).format("%H:%M:%S"),
+                ctx.settle.as_secs_f64()
+            );
+        }
+        if !ctx.settle_pause(wait).await {
+            out.extend(units.into_iter().map(|d| (d, Settled::Open)));
+            return out;
+        }
+    }
     let mut misses = Vec::new();
     let found = look(units.iter().map(|d| d.unit.clone()).collect()).await;
     for (d, r) in units.into_iter().zip(found) {
@@ -182,6 +191,7 @@ pub(crate) async fn settle_items<R: Resolve>(
 ) -> Result<(), RunError> {
     // Items this run leaves in doubt, and how often each was sent again.
     let mut left: HashSet<i64> = HashSet::new();
+    let mut said = false;
     let mut resent: HashMap<i64, u32> = HashMap::new();
     loop {
         if ctx.stopping() {
@@ -217,7 +227,7 @@ pub(crate) async fn settle_items<R: Resolve>(
         }
         let settled = settle(
             ctx,
-            "request(s)",
+            ("request(s)", &mut said),
             units,
             |batch: Vec<(WorkItem, Arc<R::Body>)>| {
                 let (ctx, op) = (ctx.clone(), op.clone());

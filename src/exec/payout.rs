@@ -461,6 +461,7 @@ async fn settle(
     let mut any = false;
     let mut left: HashSet<i64> = HashSet::new();
     let mut resent: HashMap<i64, u32> = HashMap::new();
+    let mut said = false;
     loop {
         if ctx.stopping() {
             break;
@@ -499,9 +500,12 @@ async fn settle(
             .read(move |c| work::payout_span(c, plan_id, &step_id))
             .await?;
         let latest = latest.as_deref().and_then(listing::parse_time);
-        let settled = doubt::settle(ctx, "payout batch(es)", units, |batches: Vec<WorkBatch>| {
-            look_up(ctx, batches, latest)
-        })
+        let settled = doubt::settle(
+            ctx,
+            ("payout batch(es)", &mut said),
+            units,
+            |batches: Vec<WorkBatch>| look_up(ctx, batches, latest),
+        )
         .await;
         let mut tasks: JoinSet<Result<(), StateError>> = JoinSet::new();
         for (d, verdict) in settled {

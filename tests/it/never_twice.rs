@@ -70,7 +70,9 @@ async fn requests_applied_after_the_timeout_and_listed_late_are_paid_once() {
     // And the run said it waited, with the time it would look.
     let waits: Vec<String> = log_lines(&out.stderr)
         .into_iter()
-        .filter(|(_, m)| m.contains("in doubt: the provider may still apply them; first lookup at"))
+        .filter(|(_, m)| {
+            m.contains("in doubt: the provider may still apply them; looking them up at")
+        })
         .map(|(_, m)| m)
         .collect();
     assert!(
