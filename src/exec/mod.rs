@@ -99,44 +99,7 @@ pub struct Ctx {
     /// an earlier run, has nothing to settle.
     pub entered_doubt: std::sync::atomic::AtomicU64,
     /// The run's lock, held (and its heartbeat written) while the run lives.
-    _lock: Heartbeat,
-}
-
-/// A run's lock and the task that writes its heartbeat; dropping it stops the heartbeat
-/// and lets the lock go.
-struct Heartbeat {
-    task: tokio::task::JoinHandle<()>,
-    _lock: Arc<crate::state::lock::RunLock>,
-}
-
-impl Heartbeat {
-    fn start(
-        lock: Arc<crate::state::lock::RunLock>,
-        db: Db,
-        plan_id: i64,
-        run_id: i64,
-    ) -> Heartbeat {
-        let task = tokio::spawn(async move {
-            let mut every = tokio::time::interval(crate::state::lock::HEARTBEAT);
-            every.tick().await;
-            loop {
-                every.tick().await;
-                if db
-                    .record_later(move |c| crate::state::lock::beat(c, plan_id, run_id))
-                    .is_err()
-                {
-                    return;
-                }
-            }
-        });
-        Heartbeat { task, _lock: lock }
-    }
-}
-
-impl Drop for Heartbeat {
-    fn drop(&mut self) {
-        self.task.abort();
-    }
+    _lock: crate::state::lock::Heartbeat,
 }
 
 /// Why a run stopped before its work was done, with the provider's or the network's words.
@@ -557,7 +520,7 @@ async fn open(
         .write(move |c| crate::state::lock::start_run(c, plan_id, &held))
         .await?
         .map_err(RunError::Locked)?;
-    let lock = Heartbeat::start(lock, db.clone(), plan_id, run_id);
+    let lock = crate::state::lock::Heartbeat::start(lock, db.clone(), plan_id, run_id);
     let ctx = Arc::new(Ctx {
         helloclever,
         finhub,

@@ -197,6 +197,41 @@ pub fn start_run(
     Ok(Ok(run_id))
 }
 
+/// A run's lock and the task that writes its heartbeat; dropping it stops the heartbeat
+/// and lets the lock go.
+pub struct Heartbeat {
+    task: tokio::task::JoinHandle<()>,
+    _lock: std::sync::Arc<RunLock>,
+}
+
+impl Heartbeat {
+    /// Writes run `run_id`'s heartbeat every [`HEARTBEAT`] while it holds `lock`.
+    pub fn start(
+        lock: std::sync::Arc<RunLock>,
+        db: super::Db,
+        plan_id: i64,
+        run_id: i64,
+    ) -> Heartbeat {
+        let task = tokio::spawn(async move {
+            let mut every = tokio::time::interval(HEARTBEAT);
+            every.tick().await;
+            loop {
+                every.tick().await;
+                if db.record_later(move |c| beat(c, plan_id, run_id)).is_err() {
+                    return;
+                }
+            }
+        });
+        Heartbeat { task, _lock: lock }
+    }
+}
+
+impl Drop for Heartbeat {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
 /// Writes a run's heartbeat.
 pub fn beat(conn: &Connection, plan_id: i64, run_id: i64) -> rusqlite::Result<()> {
     conn.execute(
