@@ -166,9 +166,8 @@ pub async fn run(
 /// gone — so nothing of it is sent again. Returns the external ids the provider holds
 /// (no new batch may take one), or `None` when the listing could not be read to its end.
 async fn adopt_existing(ctx: &Ctx, step: &str) -> Result<Option<HashSet<String>>, RunError> {
-    let ours = Ours::load(ctx, step).await?;
-    let window = listing::plan_window(ctx, step).await?;
-    let mut found = match listing::scan(ctx, window, |b| ours.carried_by(b)).await {
+    let (_, found) = listed(ctx, step).await?;
+    let found = match found {
         Ok(found) => found,
         Err(e) => {
             tracing::warn!(
@@ -183,7 +182,6 @@ async fn adopt_existing(ctx: &Ctx, step: &str) -> Result<Option<HashSet<String>>
     if found.is_empty() {
         return Ok(Some(taken));
     }
-    found.sort_by(|a, b| a.created_at.cmp(&b.created_at));
     // The rows the provider's batches pay, by their transactions' external ids.
     let wanted: HashSet<String> = found
         .iter()
@@ -213,8 +211,7 @@ async fn adopt_existing(ctx: &Ctx, step: &str) -> Result<Option<HashSet<String>>
                 Some((item.id, row_outcome(b, Some(t))))
             })
             .collect();
-        let ours_by_id = b.external_id.as_deref().is_some_and(|e| ours.has(e));
-        if outcomes.is_empty() && !ours_by_id {
+        if outcomes.is_empty() {
             continue;
         }
         adopted += outcomes.len();
@@ -241,6 +238,23 @@ async fn adopt_existing(ctx: &Ctx, step: &str) -> Result<Option<HashSet<String>>
         );
     }
     Ok(Some(taken))
+}
+
+/// This plan's external ids, and the provider's batches over the plan's window that carry
+/// one, oldest first (or why the listing could not be read to its end).
+async fn listed(
+    ctx: &Ctx,
+    step: &str,
+) -> Result<(Ours, Result<Vec<PayoutBatch>, CallError>), StateError> {
+    let ours = Ours::load(ctx, step).await?;
+    let window = listing::plan_window(ctx, step).await?;
+    let found = listing::scan(ctx, window, |b| ours.carried_by(b))
+        .await
+        .map(|mut found| {
+            found.sort_by(|a, b| a.created_at.cmp(&b.created_at));
+            found
+        });
+    Ok((ours, found))
 }
 
 /// What payrun records of a provider's batch.
@@ -661,9 +675,8 @@ async fn fail_all(
 /// (expired batches and cancelled transactions cannot), records what is not so — replacing
 /// what an earlier check found — and says it loudly.
 pub(super) async fn check_duplicates(ctx: &Ctx, step: &str) -> Result<(), RunError> {
-    let ours = Ours::load(ctx, step).await?;
-    let window = listing::plan_window(ctx, step).await?;
-    let mut found = match listing::scan(ctx, window, |b| ours.carried_by(b)).await {
+    let (ours, found) = listed(ctx, step).await?;
+    let found = match found {
         Ok(found) => found,
         Err(e) => {
             tracing::warn!(
@@ -674,7 +687,6 @@ pub(super) async fn check_duplicates(ctx: &Ctx, step: &str) -> Result<(), RunErr
             return Ok(());
         }
     };
-    found.sort_by(|a, b| a.created_at.cmp(&b.created_at));
     let mut dups = duplicates_in(&found, |e| ours.has(e));
     if !dups.is_empty() {
         // Name the rows whose transactions are paid twice.

@@ -123,13 +123,7 @@ async fn a_batch_short_of_funds_waits_and_each_row_is_paid_once_after_a_top_up()
     }
     assert_eq!(requests(&ledger(&s).await, "POST /api/v2/payouts"), 1);
     // Funds arrive; reconcile follows the batch to its end.
-    let r = reqwest::Client::new()
-        .post(format!("http://{}/__sandbox/top_up", s.addr))
-        .json(&json!({"currency": "AUD", "amount": "5000.00"}))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(r.status(), 200);
+    top_up(&s, "5000.00").await;
     tokio::time::sleep(Duration::from_millis(400)).await;
     let out = reconcile_cmd(&setup, &s);
     assert_exit(&out, 0);
@@ -178,13 +172,7 @@ async fn an_unfunded_batch_that_expires_ends_the_wait_and_only_then_goes_out_aga
     );
     assert_eq!((failed, code.as_str()), (n as i64, "PAYOUT_EXPIRED"));
     // The expired batch can no longer pay: its rows go out in a new one, once funded.
-    let r = reqwest::Client::new()
-        .post(format!("http://{}/__sandbox/top_up", s.addr))
-        .json(&json!({"currency": "AUD", "amount": "5000.00"}))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(r.status(), 200);
+    top_up(&s, "5000.00").await;
     let again = setup.run(&s, true).await;
     assert_eq!(again.exit_code, 0, "{}", again.counts);
     let l = ledger(&s).await;
@@ -196,14 +184,29 @@ async fn an_unfunded_batch_that_expires_ends_the_wait_and_only_then_goes_out_aga
     assert_eq!(paid, n);
 }
 
-fn reconcile_cmd(setup: &Setup, s: &Sandbox) -> std::process::Output {
+/// Funds arrive at the sandbox: its waiting batches are paid, oldest first.
+async fn top_up(s: &Sandbox, amount: &str) {
+    let r = reqwest::Client::new()
+        .post(format!("http://{}/__sandbox/top_up", s.addr))
+        .json(&json!({"currency": "AUD", "amount": amount}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+}
+
+/// `payrun ARGS…` in the setup's folder, with the job's environment for `s`.
+fn payrun(setup: &Setup, s: &Sandbox, args: &[&str]) -> std::process::Output {
     let mut cmd = std::process::Command::new(env!("CARGO_BIN_EXE_payrun"));
-    cmd.args(["reconcile", "job.yaml", "--state", "state.db"])
-        .current_dir(setup.dir.path());
+    cmd.args(args).current_dir(setup.dir.path());
     for (k, v) in setup.env(s) {
         cmd.env(k, v);
     }
     cmd.output().unwrap()
+}
+
+fn reconcile_cmd(setup: &Setup, s: &Sandbox) -> std::process::Output {
+    payrun(setup, s, &["reconcile", "job.yaml", "--state", "state.db"])
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -215,13 +218,7 @@ async fn a_completed_period_run_again_with_a_fresh_state_file_pays_nothing_twice
     let before = requests(&ledger(&s).await, "POST /api/v2/payouts");
     assert_eq!(before, 3);
     // The same period, with a new state file (a container's lost disk, a typo in --state).
-    let mut cmd = std::process::Command::new(env!("CARGO_BIN_EXE_payrun"));
-    cmd.args(["run", "job.yaml", "--state", "fresh.db"])
-        .current_dir(setup.dir.path());
-    for (k, v) in setup.env(&s) {
-        cmd.env(k, v);
-    }
-    let out = cmd.output().unwrap();
+    let out = payrun(&setup, &s, &["run", "job.yaml", "--state", "fresh.db"]);
     assert_exit(&out, 0);
     assert!(
         String::from_utf8_lossy(&out.stderr).contains("adopted, not sent again"),
@@ -389,11 +386,7 @@ async fn one_run_at_a_time_across_pid_namespaces_and_a_dead_holder_is_taken_over
     let _log = wait_for_line(&mut killed, "step started");
     killed.kill().unwrap();
     killed.wait().unwrap();
-    let unlock = std::process::Command::new(env!("CARGO_BIN_EXE_payrun"))
-        .args(["unlock", "job.yaml", "--state", "state.db"])
-        .current_dir(setup.dir.path())
-        .output()
-        .unwrap();
+    let unlock = payrun(&setup, &s, &["unlock", "job.yaml", "--state", "state.db"]);
     assert_exit(&unlock, 0);
     assert!(
         String::from_utf8_lossy(&unlock.stdout).contains("cleared the lock of run 2"),
