@@ -142,6 +142,40 @@ where
     out
 }
 
+/// What one step's settling knows across its rounds: the units it leaves in doubt for the
+/// next run, how often each was sent again, and whether it has said that it waits.
+#[derive(Default)]
+pub(crate) struct Rounds {
+    left: HashSet<i64>,
+    resent: HashMap<i64, u32>,
+    pub said: bool,
+}
+
+impl Rounds {
+    /// Whether unit `id` is still this run's to settle.
+    pub fn open(&self, id: i64) -> bool {
+        !self.left.contains(&id)
+    }
+
+    /// Leaves unit `id` in doubt for the next run.
+    pub fn leave(&mut self, id: i64) {
+        self.left.insert(id);
+    }
+
+    /// Counts a settled verdict in the run's figures and, for one proven absent, whether it
+    /// may be sent again (it has attempts left; otherwise it is left in doubt).
+    pub fn resend(&mut self, ctx: &Ctx, id: i64) -> bool {
+        super::pace::Stats::add(&ctx.pacer.stats.in_doubt_resolved);
+        let n = self.resent.entry(id).or_default();
+        if *n >= ctx.pacer.attempts() {
+            self.left.insert(id);
+            return false;
+        }
+        *n += 1;
+        true
+    }
+}
+
 /// What a step does with its items in doubt: look one up, record it found, send it again.
 pub(crate) trait Resolve: Send + Sync + 'static {
     /// An item's body, in the form the step sends it.
@@ -189,10 +223,7 @@ pub(crate) async fn settle_items<R: Resolve>(
     rows: &mut RowSource<'_, '_>,
     op: &Arc<R>,
 ) -> Result<(), RunError> {
-    // Items this run leaves in doubt, and how often each was sent again.
-    let mut left: HashSet<i64> = HashSet::new();
-    let mut said = false;
-    let mut resent: HashMap<i64, u32> = HashMap::new();
+    let mut rounds = Rounds::default();
     loop {
         if ctx.stopping() {
             break;
@@ -202,7 +233,7 @@ pub(crate) async fn settle_items<R: Resolve>(
             .db
             .read(move |c| work::items_in(c, plan_id, &step_id, &["in_flight"]))
             .await?;
-        doubtful.retain(|i| !left.contains(&i.id));
+        doubtful.retain(|i| rounds.open(i.id));
         doubtful.truncate(ROUND);
         if doubtful.is_empty() {
             break;
@@ -220,14 +251,12 @@ pub(crate) async fn settle_items<R: Resolve>(
                     unit: (item, Arc::new(body)),
                 }),
                 // Its row no longer renders as sent: nothing to look it up by.
-                Err(_) => {
-                    left.insert(item.id);
-                }
+                Err(_) => rounds.leave(item.id),
             }
         }
         let settled = settle(
             ctx,
-            ("request(s)", &mut said),
+            ("request(s)", &mut rounds.said),
             units,
             |batch: Vec<(WorkItem, Arc<R::Body>)>| {
                 let (ctx, op) = (ctx.clone(), op.clone());
@@ -266,18 +295,11 @@ pub(crate) async fn settle_items<R: Resolve>(
                     tasks.spawn(op.found(ctx, item, body, found));
                 }
                 Settled::Absent => {
-                    super::pace::Stats::add(&ctx.pacer.stats.in_doubt_resolved);
-                    let n = resent.entry(item.id).or_default();
-                    if *n >= ctx.pacer.attempts() {
-                        left.insert(item.id);
-                        continue;
+                    if rounds.resend(ctx, item.id) {
+                        fresh.push((item, body));
                     }
-                    *n += 1;
-                    fresh.push((item, body));
                 }
-                Settled::Open => {
-                    left.insert(item.id);
-                }
+                Settled::Open => rounds.leave(item.id),
                 Settled::Later => {}
             }
         }

@@ -473,9 +473,7 @@ async fn settle(
     rows: &mut RowSource<'_, '_>,
 ) -> Result<bool, RunError> {
     let mut any = false;
-    let mut left: HashSet<i64> = HashSet::new();
-    let mut resent: HashMap<i64, u32> = HashMap::new();
-    let mut said = false;
+    let mut rounds = doubt::Rounds::default();
     loop {
         if ctx.stopping() {
             break;
@@ -485,7 +483,7 @@ async fn settle(
             .db
             .read(move |c| work::batches_in(c, plan_id, &step_id, &["in_flight"]))
             .await?;
-        doubtful.retain(|b| !left.contains(&b.id));
+        doubtful.retain(|b| rounds.open(b.id));
         if doubtful.is_empty() {
             break;
         }
@@ -516,7 +514,7 @@ async fn settle(
         let latest = latest.as_deref().and_then(listing::parse_time);
         let settled = doubt::settle(
             ctx,
-            ("payout batch(es)", &mut said),
+            ("payout batch(es)", &mut rounds.said),
             units,
             |batches: Vec<WorkBatch>| look_up(ctx, batches, latest),
         )
@@ -533,13 +531,9 @@ async fn settle(
                     record(ctx, &b, &members, &found).await?;
                 }
                 Settled::Absent => {
-                    super::pace::Stats::add(&ctx.pacer.stats.in_doubt_resolved);
-                    let n = resent.entry(b.id).or_default();
-                    if *n >= ctx.pacer.attempts() {
-                        left.insert(b.id);
+                    if !rounds.resend(ctx, b.id) {
                         continue;
                     }
-                    *n += 1;
                     let id = b.id;
                     let items = ctx.db.read(move |c| work::batch_items(c, id)).await?;
                     let mut members = Vec::with_capacity(items.len());
@@ -550,9 +544,7 @@ async fn settle(
                     }
                     tasks.spawn(send(ctx.clone(), b, members));
                 }
-                Settled::Open => {
-                    left.insert(b.id);
-                }
+                Settled::Open => rounds.leave(b.id),
                 Settled::Later => {}
             }
         }
