@@ -735,9 +735,20 @@ fn status_cmd(args: &crate::cli::StatusArgs) -> i32 {
             );
         }
         if let Some((h, heartbeat)) = crate::state::lock::holder(conn, plan_id).map_err(err)? {
+            // The OS lock says whether the holder lives: free, its process is gone.
+            let gone = crate::state::lock::try_take(&path, &job.name, &job.scope)
+                .is_ok_and(|l| l.is_some_and(|l| l.by_kernel()));
             println!(
-                "locked by run {} (pid {} on {}, started {}, last alive {heartbeat})",
-                h.run_id, h.pid, h.host, h.started_at
+                "locked by run {} (pid {} on {}, started {}, last alive {heartbeat}){}",
+                h.run_id,
+                h.pid,
+                h.host,
+                h.started_at,
+                if gone {
+                    ": its process is gone; the next run takes the lock over (`payrun unlock` clears it now)"
+                } else {
+                    ""
+                }
             );
         }
         Ok(())
