@@ -520,12 +520,36 @@ fn run_cmd(args: &crate::cli::RunArgs, bars: bool, quiet: bool) -> i32 {
 }
 
 fn print_run(job: &Job, report: &crate::exec::RunReport) {
+    let counts: Vec<(String, Vec<(String, u64)>)> =
+        match serde_json::from_str::<serde_json::Value>(&report.counts) {
+            Ok(serde_json::Value::Object(steps)) => steps
+                .into_iter()
+                .map(|(step, states)| {
+                    let states = states
+                        .as_object()
+                        .map(|m| {
+                            m.iter()
+                                .map(|(s, n)| (s.clone(), n.as_u64().unwrap_or(0)))
+                                .collect()
+                        })
+                        .unwrap_or_default();
+                    (step, states)
+                })
+                .collect(),
+            _ => Vec::new(),
+        };
+    let open: u64 = counts
+        .iter()
+        .flat_map(|(_, s)| s)
+        .filter(|(s, _)| crate::state::work::needs_a_look(s))
+        .map(|(_, n)| n)
+        .sum();
+    let needing = format!("{open} {} need a look", plural(open, "row", "rows"));
     let meaning = match report.exit_code {
         exit::SUCCESS if report.exports.is_empty() => "all rows done",
         exit::SUCCESS => "all done",
-        exit::ROWS_FAILED => {
-            "finished; some rows or exports failed, are blocked, in doubt or waiting for funds"
-        }
+        exit::ROWS_FAILED if open > 0 => needing.as_str(),
+        exit::ROWS_FAILED => "an export failed",
         exit::DUPLICATE => "A PAYOUT EXISTS TWICE at the provider (see below)",
         exit::INVALID_INPUT => "invalid input; nothing was sent",
         exit::INTERRUPTED => "interrupted; run again to resume",
@@ -535,16 +559,29 @@ fn print_run(job: &Job, report: &crate::exec::RunReport) {
         "run {} of '{}' scope '{}': {meaning} (exit {})",
         report.run_id, job.name, job.scope, report.exit_code
     );
-    if let Ok(serde_json::Value::Object(steps)) =
-        serde_json::from_str::<serde_json::Value>(&report.counts)
-    {
-        for (step, states) in steps {
-            let parts: Vec<String> = states
-                .as_object()
-                .map(|m| m.iter().map(|(s, n)| format!("{s} {n}")).collect())
-                .unwrap_or_default();
-            println!("  {step:<12} {}", parts.join(", "));
+    let width = counts
+        .iter()
+        .map(|(s, _)| s.chars().count())
+        .max()
+        .unwrap_or(0)
+        .max(12);
+    for (step, states) in &counts {
+        let parts: Vec<String> = states.iter().map(|(s, n)| format!("{s} {n}")).collect();
+        println!("  {step:<width$} {}", parts.join(", "));
+    }
+    if open > 0 {
+        println!("  needs a look:");
+        for (step, states) in &counts {
+            for (state, n) in states {
+                if crate::state::work::needs_a_look(state) && *n > 0 {
+                    println!(
+                        "    {step} {state} {n}: {}",
+                        crate::state::work::action(state)
+                    );
+                }
+            }
         }
+        println!("    (`payrun status {}` lists them)", job.path.display());
     }
     for e in &report.exports {
         let how = match e.state.as_str() {
@@ -574,6 +611,11 @@ fn print_run(job: &Job, report: &crate::exec::RunReport) {
         }
     );
     print_duplicates(&report.duplicates);
+}
+
+/// `one` or `many` as `n` asks.
+pub(crate) fn plural<'a>(n: u64, one: &'a str, many: &'a str) -> &'a str {
+    if n == 1 { one } else { many }
 }
 
 /// Says, on standard output too, each external id the provider holds twice.
@@ -616,17 +658,17 @@ fn status_cmd(args: &crate::cli::StatusArgs) -> i32 {
             job.scope,
             path.display()
         );
-        let mut stmt = conn.prepare("SELECT step, state, COUNT(*) FROM items WHERE plan_id = ?1 GROUP BY step, state ORDER BY MIN(step_index), state").map_err(err)?;
-        let rows = stmt
-            .query_map([plan_id], |r| {
-                Ok((
-                    r.get::<_, String>(0)?,
-                    r.get::<_, String>(1)?,
-                    r.get::<_, i64>(2)?,
-                ))
+        // The same counts, by the same names, as the run's summary.
+        let tally = crate::state::work::Tally::of(conn, plan_id).map_err(err)?;
+        let rows: Vec<(String, String, u64)> = tally
+            .steps()
+            .iter()
+            .flat_map(|(step, states)| {
+                states
+                    .iter()
+                    .map(move |(s, n)| (step.clone(), s.clone(), *n))
             })
-            .map_err(err)?;
-        let rows = rows.collect::<Result<Vec<_>, _>>().map_err(err)?;
+            .collect();
         let width = rows
             .iter()
             .map(|(step, ..)| step.len())
@@ -634,19 +676,7 @@ fn status_cmd(args: &crate::cli::StatusArgs) -> i32 {
             .unwrap_or(0)
             .max(12);
         for (step, s, n) in rows {
-            println!("  {step:<width$} {s:<10} {n:>8}");
-        }
-        let conflicts: i64 = conn
-            .query_row(
-                "SELECT COUNT(*) FROM items WHERE plan_id = ?1 AND conflict_hash IS NOT NULL",
-                [plan_id],
-                |r| r.get(0),
-            )
-            .map_err(err)?;
-        if conflicts > 0 {
-            println!(
-                "  {conflicts} conflict(s): rows changed after they were sent (never re-sent)"
-            );
+            println!("  {step:<width$} {s:<14} {n:>8}");
         }
         let mut stmt = conn.prepare("SELECT step, resource, state, rows, from_at, to_at, COALESCE(error, '') FROM exports WHERE plan_id = ?1 AND run_id = (SELECT MAX(run_id) FROM exports e2 WHERE e2.plan_id = ?1 AND e2.step = exports.step) ORDER BY step").map_err(err)?;
         let exports: Vec<(String, String, String, i64, String, String, String)> = stmt

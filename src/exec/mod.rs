@@ -904,20 +904,20 @@ pub async fn execute(
 /// Logs a step's end: its counts, and every row that failed or is blocked, with why.
 async fn log_step_end(ctx: &Ctx, step: &str) -> Result<(), StateError> {
     let (plan_id, step_id) = (ctx.plan_id, step.to_string());
-    let rows: Vec<(String, String, Option<String>, Option<String>)> = ctx
+    let rows: Vec<(String, &'static str, Option<String>, Option<String>)> = ctx
         .db
         .read(move |c| {
-            let mut st = c.prepare("SELECT row_key, state, error_code, error_message FROM items WHERE plan_id = ?1 AND step = ?2 AND state IN ('failed', 'blocked', 'in_flight', 'awaiting_funds') ORDER BY row_line")?;
-            st.query_map(rusqlite::params![plan_id, step_id], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?)))?.collect()
+            let mut st = c.prepare("SELECT row_key, state, conflict_hash IS NOT NULL, error_code, error_message FROM items WHERE plan_id = ?1 AND step = ?2 AND (state IN ('failed', 'blocked', 'in_flight', 'awaiting_funds', 'pending') OR conflict_hash IS NOT NULL) ORDER BY row_line")?;
+            st.query_map(rusqlite::params![plan_id, step_id], |r| {
+                let name = work::state_name(r.get_ref(1)?.as_str()?, r.get(2)?);
+                let (code, message) = work::reason(name, r.get(3)?, r.get(4)?);
+                Ok((r.get(0)?, name, code, message))
+            })?
+            .collect()
         })
         .await?;
     for (row, state, code, message) in rows.iter().take(200) {
         let message = crate::redact::scrub(message.as_deref().unwrap_or(""));
-        let state = match state.as_str() {
-            "in_flight" => "in doubt",
-            "awaiting_funds" => "awaiting funds",
-            s => s,
-        };
         tracing::warn!(step, row = %row, state, code = code.as_deref().unwrap_or(""), "{message}");
     }
     if rows.len() > 200 {

@@ -14,12 +14,14 @@ fn esc(s: &str) -> Cow<'_, str> {
 
 const STYLE: &str = "body{font:14px system-ui,sans-serif;margin:2em;color:#222}h1{font-size:1.4em}table{border-collapse:collapse;margin:1em 0}\
 td,th{border:1px solid #ccc;padding:4px 8px;text-align:left}th{background:#f4f4f4}.succeeded{color:#176b2c}.failed,.conflict{color:#b00020;font-weight:bold}\
-.blocked,.pending{color:#8a5a00}.skipped{color:#777}input{padding:4px;width:20em}.num{text-align:right;font-variant-numeric:tabular-nums}";
+.blocked,.pending,.in_doubt,.awaiting_funds{color:#8a5a00}.skipped{color:#777}input{padding:4px;width:20em}.num{text-align:right;font-variant-numeric:tabular-nums}";
 
-const COLOURS: [(&str, &str); 6] = [
+const COLOURS: [(&str, &str); 8] = [
     ("succeeded", "#2e9e4f"),
     ("failed", "#d33"),
     ("conflict", "#a0c"),
+    ("in_doubt", "#e07000"),
+    ("awaiting_funds", "#c08000"),
     ("blocked", "#e0a030"),
     ("pending", "#ccb000"),
     ("skipped", "#bbb"),
@@ -164,21 +166,10 @@ pub fn report_html(r: &Report, h: &mut super::Out) {
                 }
                 for ((step, _), s) in r.steps.iter().zip(&row.steps) {
                     let Some(s) = s else { continue };
-                    if !matches!(
-                        s.status.as_str(),
-                        "failed" | "conflict" | "blocked" | "pending"
-                    ) {
+                    if !crate::state::work::needs_a_look(&s.status) {
                         continue;
                     }
-                    let reason = match s.status.as_str() {
-                        "conflict" => {
-                            "the row changed after it was sent; it is not sent again".to_string()
-                        }
-                        "pending" if s.error_message.is_none() => {
-                            "not sent yet, or sent and awaiting confirmation".to_string()
-                        }
-                        _ => redact::scrub(s.error_message.as_deref().unwrap_or("")),
-                    };
+                    let reason = redact::scrub(s.error_message.as_deref().unwrap_or(""));
                     let _ = write!(
                         h,
                         "<tr><td>{}</td><td class=\"num\">{}</td><td>{}</td><td class=\"{}\">{}</td><td>{}</td></tr>",

@@ -81,11 +81,7 @@ pub fn junit_xml(r: &Report, out: &mut super::Out) {
                     } else {
                         s.error_code.clone().unwrap_or_else(|| "FAILED".into())
                     };
-                    let text = if s.status == "conflict" {
-                        "the row changed after it was sent; it is not sent again".to_string()
-                    } else {
-                        message
-                    };
+                    let text = message;
                     let _ = writeln!(
                         out,
                         ">\n      <failure type=\"{}\" message=\"{}\">{}</failure>\n    </testcase>",

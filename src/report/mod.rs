@@ -25,8 +25,7 @@ pub const SUMMARY_SCHEMA: u32 = 1;
 /// One step of one row, as the report shows it.
 #[derive(Debug, Clone)]
 pub struct StepResult {
-    /// succeeded | failed | blocked | skipped | conflict | awaiting_funds | pending (in
-    /// doubt shows as pending with its reason)
+    /// The state's one name (see [`crate::state::work::state_name`]).
     pub status: String,
     pub provider_ref: Option<String>,
     pub provider_status: Option<String>,
@@ -113,17 +112,9 @@ pub enum ReportError {
     },
 }
 
-fn status_of(state: &str, conflict: bool, provider_status: Option<&str>) -> String {
-    if conflict {
-        return "conflict".into();
-    }
-    match state {
-        "succeeded" | "failed" | "blocked" | "skipped" | "awaiting_funds" => state.into(),
-        // Sent, outcome unknown: it is pending until the next run asks the provider.
-        "in_flight" => "pending".into(),
-        _ if provider_status == Some("failed") => "failed".into(),
-        _ => "pending".into(),
-    }
+/// A row's step as every report names it (see [`crate::state::work::state_name`]).
+fn status_of(state: &str, conflict: bool) -> String {
+    crate::state::work::state_name(state, conflict).into()
 }
 
 impl Report {
@@ -271,14 +262,13 @@ pub(crate) fn escape_markup<'s>(
     std::borrow::Cow::Owned(out)
 }
 
-/// Whether a row has a step that failed, is in conflict, blocked or pending.
+/// Whether a row has a step that needs a look: failed, in conflict, blocked, pending, in
+/// doubt or waiting for funds.
 pub(crate) fn needs_attention(row: &RowResult) -> bool {
-    row.steps.iter().flatten().any(|s| {
-        matches!(
-            s.status.as_str(),
-            "failed" | "conflict" | "blocked" | "pending" | "awaiting_funds"
-        )
-    })
+    row.steps
+        .iter()
+        .flatten()
+        .any(|s| crate::state::work::needs_a_look(&s.status))
 }
 
 /// Reads the plan's items in file order and hands each row (its items of the job's steps)
@@ -292,7 +282,8 @@ fn scan(
 ) -> rusqlite::Result<()> {
     let mut stmt = conn.prepare(
         "SELECT i.row_key, i.row_line, i.step_index, i.state, i.conflict_hash IS NOT NULL, i.provider_ref, i.provider_status,
-                b.provider_ref, i.amount, i.currency, i.attempts, i.error_code, i.error_message, i.updated_at, i.step
+                b.provider_ref, i.amount, i.currency, i.attempts, i.error_code, i.error_message, i.updated_at, i.step,
+                json_extract(i.conflict_payload, '$.amount')
          FROM items i LEFT JOIN batches b ON b.id = i.batch_id WHERE i.plan_id = ?1 ORDER BY i.row_line, i.row_key, i.id",
     )?;
     let mut q = stmt.query([plan_id])?;
@@ -312,16 +303,22 @@ fn scan(
         else {
             continue;
         };
+        let status = status_of(&state, r.get(4)?);
+        let (error_code, error_message) = if crate::state::work::needs_a_look(&status) {
+            crate::state::work::reason(&status, r.get(11)?, r.get(12)?)
+        } else {
+            (r.get(11)?, r.get(12)?)
+        };
         let result = StepResult {
-            status: status_of(&state, r.get(4)?, provider_status.as_deref()),
+            status,
             provider_ref: r.get(5)?,
             provider_status: provider_status.clone(),
             batch_ref: r.get(7)?,
             amount,
             currency: currency.clone(),
             attempts: r.get::<_, i64>(10)? as u32,
-            error_code: r.get(11)?,
-            error_message: r.get(12)?,
+            error_code,
+            error_message,
             updated_at: r.get(13)?,
         };
         if let Some(totals) = totals.as_deref_mut()
@@ -330,7 +327,11 @@ fn scan(
             && let (Some(a), Some(c)) = (amount, &currency)
         {
             let t = totals.entry(c.clone()).or_default();
-            t.planned += a;
+            // Planned is what the file asks now (as `plan` prints it): a row changed after
+            // it was sent counts at its new amount; what was sent, at the old.
+            let asked: Option<Decimal> =
+                r.get::<_, Option<String>>(15)?.and_then(|a| a.parse().ok());
+            t.planned += asked.unwrap_or(a);
             if matches!(state.as_str(), "succeeded" | "in_flight" | "awaiting_funds") {
                 t.sent += a;
             }

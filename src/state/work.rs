@@ -79,8 +79,89 @@ pub fn finish_run(
     Ok((exit_code, counts))
 }
 
-/// A plan's items counted by step (in step order) and state (in name order), in one pass
-/// over the plan.
+/// The one name an item's state goes by in everything payrun prints and writes (logs,
+/// `status`, the run's summary, summary.json, results.csv, JUnit, HTML, metrics):
+///
+/// | name | meaning |
+/// | --- | --- |
+/// | `pending` | planned, not sent yet |
+/// | `in_doubt` | sent, the answer unknown: it settles and is looked up before anything else |
+/// | `succeeded` | done at the provider |
+/// | `failed` | refused, or its batch can no longer pay |
+/// | `blocked` | waiting for an earlier step of its row |
+/// | `skipped` | the step's `when` is false for the row |
+/// | `conflict` | the row changed after it was sent: the change is never sent |
+/// | `awaiting_funds` | its batch is short of funds (`HC_PAYOUT1`) and may still pay |
+pub fn state_name(state: &str, conflict: bool) -> &'static str {
+    if conflict {
+        return "conflict";
+    }
+    match state {
+        "in_flight" => "in_doubt",
+        "succeeded" => "succeeded",
+        "failed" => "failed",
+        "blocked" => "blocked",
+        "skipped" => "skipped",
+        "awaiting_funds" => "awaiting_funds",
+        _ => "pending",
+    }
+}
+
+/// The reason shown for an item needing a look: its own code and message, or for a
+/// state that carries none, what the state means and what happens next.
+pub fn reason(
+    name: &str,
+    code: Option<String>,
+    message: Option<String>,
+) -> (Option<String>, Option<String>) {
+    let has = message.as_deref().is_some_and(|m| !m.is_empty());
+    let default = match name {
+        "in_doubt" => Some((
+            "IN_DOUBT",
+            "sent, the answer unknown: it is looked up once it settles (limits.settle), before anything is sent again",
+        )),
+        "conflict" => Some((
+            "CONFLICT",
+            "the row changed after it was sent: the change is not sent (pay it by hand, or in a new scope)",
+        )),
+        "pending" => Some(("PENDING", "not sent yet: the next run sends it")),
+        _ => None,
+    };
+    match default {
+        Some((c, m)) if name == "conflict" || !has => (Some(c.into()), Some(m.into())),
+        _ => (code, message),
+    }
+}
+
+/// What to do about items in a state that needs a look, as the closing summary says it.
+pub fn action(name: &str) -> &'static str {
+    match name {
+        "conflict" => {
+            "changed in the file after they were sent: the change was not sent — pay it by hand or in a new scope"
+        }
+        "awaiting_funds" => {
+            "their batch is short of funds and may still pay: top up, then `payrun reconcile`"
+        }
+        "in_doubt" => {
+            "sent, the answer unknown: the next run looks them up before anything is sent again"
+        }
+        "failed" => {
+            "refused (reasons in the log and results.csv): fix and run with `--retry-failed`"
+        }
+        "blocked" => "waiting for an earlier step of their row: the next run picks them up",
+        "pending" => "not sent: the next run sends them",
+        _ => "",
+    }
+}
+
+/// Whether an item in a state of this name needs a person (or another run) before its row
+/// is done: every name but `succeeded` and `skipped`.
+pub fn needs_a_look(name: &str) -> bool {
+    !matches!(name, "succeeded" | "skipped")
+}
+
+/// A plan's items counted by step (in step order) and state name ([`state_name`], in name
+/// order), in one pass over the plan.
 #[derive(Debug, Default, PartialEq, Eq)]
 pub struct Tally {
     steps: Vec<(String, Vec<(String, u64)>)>,
@@ -90,14 +171,15 @@ impl Tally {
     pub fn of(conn: &Connection, plan_id: i64) -> rusqlite::Result<Tally> {
         // Counted here rather than by GROUP BY: the items come in the order of their
         // (plan, step, key) index, and a step's states mostly repeat, so no sort is needed.
-        let mut stmt =
-            conn.prepare_cached("SELECT step_index, step, state FROM items WHERE plan_id = ?1")?;
+        let mut stmt = conn.prepare_cached(
+            "SELECT step_index, step, state, conflict_hash IS NOT NULL FROM items WHERE plan_id = ?1",
+        )?;
         let mut rows = stmt.query([plan_id])?;
         // (step index, step, state, count), the last one touched at the end.
         let mut seen: Vec<(i64, String, String, u64)> = Vec::new();
         while let Some(r) = rows.next()? {
             let (si, step, state) = (r.get::<_, i64>(0)?, r.get_ref(1)?, r.get_ref(2)?);
-            let (step, state) = (step.as_str()?, state.as_str()?);
+            let (step, state) = (step.as_str()?, state_name(state.as_str()?, r.get(3)?));
             let same = |e: &(i64, String, String, u64)| e.1 == step && e.2 == state;
             match seen.last_mut() {
                 Some(e) if same(e) => e.3 += 1,
@@ -132,20 +214,24 @@ impl Tally {
     }
 
     /// The exit code the items earn: 0 when every item is done (succeeded, skipped), 1
-    /// when any failed, is blocked, in doubt, waiting for funds or still pending.
+    /// when any needs a look ([`needs_a_look`]): failed, blocked, in doubt, waiting for
+    /// funds, in conflict or still pending.
     pub fn exit_code(&self) -> i32 {
-        let open = self.steps.iter().flat_map(|(_, s)| s).any(|(state, n)| {
-            *n > 0
-                && matches!(
-                    state.as_str(),
-                    "failed" | "blocked" | "in_flight" | "pending" | "awaiting_funds"
-                )
-        });
+        let open = self
+            .steps
+            .iter()
+            .flat_map(|(_, s)| s)
+            .any(|(state, n)| *n > 0 && needs_a_look(state));
         if open {
             crate::exit::ROWS_FAILED
         } else {
             crate::exit::SUCCESS
         }
+    }
+
+    /// The counts: each step (in job order) with its state names and counts.
+    pub fn steps(&self) -> &[(String, Vec<(String, u64)>)] {
+        &self.steps
     }
 
     /// As JSON: `{"contact": {"succeeded": 20}, ...}`.
@@ -772,11 +858,29 @@ mod tests {
             Tally::of(c, 2).unwrap().exit_code(),
             crate::exit::ROWS_FAILED
         );
+        // A paid row that changed since: done as sent, but its change is not.
+        c.execute(
+            "UPDATE items SET conflict_hash = 'h2' WHERE plan_id = 1 AND step = 'pay'",
+            [],
+        )
+        .unwrap();
+        let tally = Tally::of(c, 1).unwrap();
+        assert_eq!(
+            tally.json(),
+            r#"{"contact":{"skipped":1,"succeeded":2},"kyc":{"skipped":1},"pay":{"conflict":2}}"#
+        );
+        assert_eq!(tally.exit_code(), crate::exit::ROWS_FAILED);
+        c.execute("UPDATE items SET conflict_hash = NULL", [])
+            .unwrap();
         c.execute(
             "UPDATE items SET state = 'in_flight' WHERE plan_id = 1 AND step = 'kyc'",
             [],
         )
         .unwrap();
+        assert_eq!(
+            Tally::of(c, 1).unwrap().json(),
+            r#"{"contact":{"skipped":1,"succeeded":2},"kyc":{"in_doubt":1},"pay":{"succeeded":2}}"#
+        );
         assert_eq!(
             Tally::of(c, 1).unwrap().exit_code(),
             crate::exit::ROWS_FAILED

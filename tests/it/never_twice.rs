@@ -421,7 +421,7 @@ async fn a_success_whose_reply_cannot_be_read_is_recorded_and_never_sent_again()
     // Not found yet, but surely applied: left in doubt, not sent again.
     assert_eq!(report.exit_code, 1, "{}", report.counts);
     let counts: Value = serde_json::from_str(&report.counts).unwrap();
-    assert_eq!(counts["pay"]["in_flight"], n, "{counts}");
+    assert_eq!(counts["pay"]["in_doubt"], n, "{counts}");
     assert_eq!(requests(&ledger(&s).await, "POST /api/v2/payouts"), 2);
     tokio::time::sleep(Duration::from_secs(2)).await;
     let report = setup.run(&s, false).await;

@@ -314,7 +314,14 @@ async fn a_changed_paid_row_is_a_conflict_and_is_not_sent_again() {
     );
     std::fs::write(setup.path("people.csv"), changed).unwrap();
     let again = setup.run(&s, false).await;
-    assert_eq!((again.exit_code, again.stats.requests), (0, 0));
+    // Nothing is sent, and the run does not call it done: the change was never paid.
+    assert_eq!((again.exit_code, again.stats.requests), (1, 0));
+    let counts: Value = serde_json::from_str(&again.counts).unwrap();
+    assert_eq!(
+        (&counts["pay"]["conflict"], &counts["pay"]["succeeded"]),
+        (&serde_json::json!(1), &serde_json::json!(2)),
+        "{counts}"
+    );
     assert_exactly_once(&ledger(&s).await, 3);
     let conn = rusqlite::Connection::open(setup.path("state.db")).unwrap();
     let conflicts: i64 = conn
