@@ -95,6 +95,13 @@ pub struct Ctx {
     pub settle_recheck: std::time::Duration,
     /// `limits.lookback`: how far back the provider's payouts are read.
     pub lookback: std::time::Duration,
+    /// Whether anything succeeded in this run: until then, the same refusal for row after
+    /// row is taken for a job that cannot work (see [`SAME_ANSWER`]).
+    pub any_success: AtomicBool,
+    /// The last refusal and how many times in a row it came.
+    pub same_answer: std::sync::Mutex<Option<(String, String, u32)>>,
+    /// When the run started (RFC 3339), for the rows a halt puts back.
+    pub started_at: String,
     /// Units that went in doubt in this run so far: a step with none, and none left by
     /// an earlier run, has nothing to settle.
     pub entered_doubt: std::sync::atomic::AtomicU64,
@@ -110,7 +117,15 @@ pub enum Halt {
     /// An item's every attempt, over its whole retry budget, failed to connect: the provider
     /// cannot be reached, and each row would spend its retries on it in turn.
     Unreachable(String),
+    /// Before anything succeeded, [`SAME_ANSWER`] rows in a row were refused with the same
+    /// code and message: a wrong base URL (404, 405, a proxy's page) or a job-wide
+    /// mistake, not the rows.
+    SameAnswer { code: String, message: String },
 }
+
+/// Refusals in a row with the same code and message, before anything succeeded, that stop
+/// a run ([`Halt::SameAnswer`]).
+pub const SAME_ANSWER: u32 = 5;
 
 /// Something `reconcile` found different at the provider.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -169,7 +184,7 @@ impl Ctx {
             return self.halt(Halt::Refused(format!("HTTP {status}: {message}")));
         }
         match e.verdict() {
-            Verdict::Reject => Next::Fail,
+            Verdict::Reject => self.refused(e),
             Verdict::Retry {
                 maybe_applied,
                 after,
@@ -203,6 +218,35 @@ impl Ctx {
                 }
             }
         }
+    }
+
+    /// A refusal: the row fails, unless nothing has succeeded yet and the last
+    /// [`SAME_ANSWER`] refusals were this same one — then the run stops.
+    fn refused(&self, e: &crate::provider::error::CallError) -> Next {
+        if self.any_success.load(Ordering::Relaxed) {
+            return Next::Fail;
+        }
+        let message = match e {
+            crate::provider::error::CallError::Status { message, .. } => message.clone(),
+            other => other.to_string(),
+        };
+        let code = e.code();
+        let mut same = self.same_answer.lock().unwrap_or_else(|p| p.into_inner());
+        let n = match &mut *same {
+            Some((c, m, n)) if *c == code && *m == message => {
+                *n += 1;
+                *n
+            }
+            _ => {
+                *same = Some((code.clone(), message.clone(), 1));
+                1
+            }
+        };
+        drop(same);
+        if n >= SAME_ANSWER {
+            return self.halt(Halt::SameAnswer { code, message });
+        }
+        Next::Fail
     }
 
     /// Stops the run for `why` (the first reason is kept); the item at hand goes back to
@@ -263,6 +307,9 @@ impl Ctx {
     /// run asks the provider); the step's end waits for all of them.
     pub fn outcome(&self, id: i64, o: Outcome) -> Result<(), StateError> {
         self.tick(1);
+        if o.state == "succeeded" {
+            self.any_success.store(true, Ordering::Relaxed);
+        }
         self.db.record_later(move |c| work::set_outcome(c, id, &o))
     }
 
@@ -543,6 +590,9 @@ async fn open(
         } else {
             None
         },
+        any_success: AtomicBool::new(false),
+        same_answer: std::sync::Mutex::new(None),
+        started_at: work::now(),
         settle: job.limits.settle,
         settle_recheck: job.limits.settle_recheck,
         lookback: job.limits.lookback,
@@ -817,6 +867,18 @@ async fn execute_all(
             Halt::Unreachable(why) => format!(
                 "cannot reach the provider ({why}); {stay} — check provider.base_url and the network"
             ),
+            Halt::SameAnswer { code, message } => {
+                // The rows refused so far were refused for the job, not for themselves.
+                let (plan_id, since, c) = (ctx.plan_id, ctx.started_at.clone(), code.clone());
+                let m = message.clone();
+                ctx.db
+                    .write(move |db| work::requeue_refused(db, plan_id, &since, &c, &m))
+                    .await?;
+                format!(
+                    "the provider refused {SAME_ANSWER} rows in a row the same way ({code}: {}) and nothing succeeded: its requests are probably not reaching the API; {stay} — check provider.base_url (its path too: Hello Clever's ends in /api) and the job's fields",
+                    crate::redact::scrub(&message)
+                )
+            }
         }));
     }
     if job.exports.is_empty() || code == crate::exit::INTERRUPTED {

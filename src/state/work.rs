@@ -606,6 +606,24 @@ pub fn retry_failed(conn: &Connection, plan_id: i64) -> rusqlite::Result<(usize,
     Ok((retried, kept as usize))
 }
 
+/// Puts back to pending the items refused with `code` and `message` since `since` (a run
+/// stopped because every row was refused the same way: the rows were not at fault). A
+/// payout row leaves its batch, which never reached the provider.
+pub fn requeue_refused(
+    conn: &Connection,
+    plan_id: i64,
+    since: &str,
+    code: &str,
+    message: &str,
+) -> rusqlite::Result<usize> {
+    conn.execute(
+        "UPDATE items SET state = 'pending', error_code = NULL, error_message = NULL,
+                batch_id = CASE WHEN batch_id IN (SELECT id FROM batches WHERE provider_ref IS NULL) THEN NULL ELSE batch_id END
+         WHERE plan_id = ?1 AND state = 'failed' AND updated_at >= ?2 AND error_code = ?3 AND error_message = ?4",
+        params![plan_id, since, code, message],
+    )
+}
+
 /// Calls `f` with every payout external id of a step: its batches' and its items'.
 pub fn each_payout_external_id(
     conn: &Connection,

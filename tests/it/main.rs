@@ -11,3 +11,4 @@ mod sandbox;
 mod sandbox_support;
 mod support;
 mod validate;
+mod verdict;

@@ -361,7 +361,12 @@ pub(crate) fn command(setup: &Setup, s: &Sandbox) -> std::process::Command {
 
 /// Runs the binary with one variable of the job's environment replaced: its exit code and
 /// standard error.
-fn run_with(setup: &Setup, s: &Sandbox, var: &str, value: &str) -> (Option<i32>, String) {
+pub(crate) fn run_with(
+    setup: &Setup,
+    s: &Sandbox,
+    var: &str,
+    value: &str,
+) -> (Option<i32>, String) {
     let out = command(setup, s).env(var, value).output().unwrap();
     (
         out.status.code(),
