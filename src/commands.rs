@@ -478,6 +478,11 @@ fn run_cmd(args: &crate::cli::RunArgs, bars: bool, quiet: bool) -> i32 {
                         );
                     }
                 }
+                // A run refused for its input sent nothing, and writes no report either:
+                // `latest/` stays the last real run's.
+                if report.exit_code == exit::INVALID_INPUT {
+                    return report.exit_code;
+                }
                 let written = match report.report.take() {
                     Some(loaded) => crate::report::write_loaded(&job, loaded, Some(report.run_id)),
                     None => crate::report::write(&job, &state_path_for_report, Some(report.run_id)),
@@ -837,6 +842,14 @@ fn report_cmd(args: &crate::cli::ReportArgs) -> i32 {
         eprintln!("error: {why}");
         return exit::INVALID_INPUT;
     }
+    // A run still going has no reports yet: they would show it half done.
+    if let Some(running) = running_run(&job, &state_path, args.run) {
+        eprintln!(
+            "error: run {running} of '{}' scope '{}' is still running: its reports are written when it ends",
+            job.name, job.scope
+        );
+        return exit::LOCKED;
+    }
     match crate::report::write(&job, &state_path, args.run) {
         Ok(dir) => {
             println!("reports written to {}", shown(&dir).display());
@@ -904,6 +917,25 @@ fn reconcile_cmd(args: &crate::cli::ReconcileArgs, quiet: bool) -> i32 {
             Err(e) => run_failure(&job, &e),
         }
     })
+}
+
+/// The run `run` (the latest when `None`) when it has not ended and its process holds the
+/// lock.
+fn running_run(job: &Job, state_path: &Path, run: Option<i64>) -> Option<i64> {
+    let st = crate::state::State::open(state_path).ok()?;
+    let plan = crate::state::work::plan_id(st.connection(), &job.name, &job.scope).ok()??;
+    let (id, ended): (i64, Option<String>) = st
+        .connection()
+        .query_row(
+            "SELECT id, ended_at FROM runs WHERE plan_id = ?1 AND (?2 IS NULL OR id = ?2) ORDER BY id DESC LIMIT 1",
+            rusqlite::params![plan, run],
+            |r| Ok((r.get(0)?, r.get(1)?)),
+        )
+        .ok()?;
+    let free = crate::state::lock::try_take(state_path, &job.name, &job.scope)
+        .ok()?
+        .is_some();
+    (ended.is_none() && !free).then_some(id)
 }
 
 /// `payrun unlock`: clears the recorded lock of a run whose process is gone. The OS lock

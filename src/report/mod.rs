@@ -95,6 +95,8 @@ pub struct Report {
     pub exports: Vec<crate::state::exports::ExportRecord>,
     /// Duplicates the last check found at the provider: (step, duplicate).
     pub duplicates: Vec<(String, crate::state::work::Duplicate)>,
+    /// Which state file the report comes from (see [`run_dir`]).
+    pub instance: String,
 }
 
 /// Why a report could not be made.
@@ -191,7 +193,14 @@ impl Report {
             Vec::new()
         };
         let duplicates = crate::state::work::duplicates_of(conn, plan_id)?;
+        let instance: String = conn
+            .query_row("SELECT value FROM meta WHERE key = 'instance'", [], |r| {
+                r.get(0)
+            })
+            .optional()?
+            .unwrap_or_default();
         Ok(Report {
+            instance,
             duplicates,
             exports,
             job: name.to_string(),
@@ -363,14 +372,22 @@ fn scan(
     Ok(())
 }
 
-/// Where a run's reports go: `report.dir/<job>/<scope>/<run id>/`.
-pub fn run_dir(job: &Job, run_id: i64) -> PathBuf {
-    job.report
-        .dir
-        .join(&job.name)
-        .join(&job.scope)
-        .join(run_id.to_string())
+/// Where a run's reports go: `report.dir/<job>/<scope>/<run id>/` — unless that folder
+/// holds another state file's run of the same id (each folder says whose it is in
+/// `.payrun-state`): then `<run id>-<state file's id>`, so no run's reports replace
+/// another's.
+pub fn run_dir(job: &Job, run_id: i64, instance: &str) -> PathBuf {
+    let scope = job.report.dir.join(&job.name).join(&job.scope);
+    let plain = scope.join(run_id.to_string());
+    let whose = std::fs::read_to_string(plain.join(STATE_MARK)).ok();
+    match whose {
+        Some(w) if w.trim() != instance => scope.join(format!("{run_id}-{instance}")),
+        _ => plain,
+    }
 }
+
+/// The file in a run's report folder that names the state file it comes from.
+const STATE_MARK: &str = ".payrun-state";
 
 /// Writes the job's report formats for a run (the latest when `None`) into its directory,
 /// and the same files into `latest/` beside it. Returns the run's directory.
@@ -406,7 +423,7 @@ pub fn write_loaded(
             ),
         }));
     }
-    let dir = run_dir(job, report.run.id);
+    let dir = run_dir(job, report.run.id, &report.instance);
     let latest = job
         .report
         .dir
@@ -419,6 +436,12 @@ pub fn write_loaded(
             source,
         })?;
     }
+    std::fs::write(dir.join(STATE_MARK), &report.instance).map_err(|source| {
+        ReportError::Write {
+            path: dir.join(STATE_MARK),
+            source,
+        }
+    })?;
     let names: Vec<&'static str> = job
         .report
         .formats

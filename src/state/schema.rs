@@ -145,6 +145,13 @@ const MIGRATIONS: &[&str] = &[
     ALTER TABLE locks ADD COLUMN heartbeat_at TEXT;
     ALTER TABLE runs ADD COLUMN settle_ms INTEGER NOT NULL DEFAULT 0;
     ALTER TABLE runs ADD COLUMN duplicates INTEGER NOT NULL DEFAULT 0;
+    CREATE TABLE meta (
+        key   TEXT PRIMARY KEY,
+        value TEXT NOT NULL
+    );
+    -- which state file this is: runs of two state files are told apart by it (their ids
+    -- repeat), e.g. in report folders
+    INSERT INTO meta (key, value) VALUES ('instance', lower(hex(randomblob(8))));
     CREATE TABLE duplicates (
         plan_id      INTEGER NOT NULL REFERENCES plans(id),
         step         TEXT NOT NULL,

@@ -29,3 +29,80 @@ async fn a_wrong_base_path_stops_the_run_with_every_row_pending() {
     assert_exit(&out, 0);
     assert_eq!(ledger(&s).await["contacts"].as_array().unwrap().len(), n);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn reports_belong_to_the_run_that_made_them() {
+    let s = start(fast(Faults::default())).await;
+    let setup = Setup::new(&job_text(10, ""), &people(3));
+    assert_exit(&command(&setup, &s).output().unwrap(), 0);
+    let latest = setup.path("reports/soak/2026-11/latest/summary.json");
+    let first = std::fs::read_to_string(&latest).unwrap();
+    // A run refused for its input sends nothing and writes no report: latest/ stays.
+    std::fs::write(
+        setup.path("people.csv"),
+        people(3).replace("101.01", "a lot"),
+    )
+    .unwrap();
+    let refused = command(&setup, &s).output().unwrap();
+    assert_exit(&refused, 2);
+    assert_eq!(std::fs::read_to_string(&latest).unwrap(), first);
+    assert!(!setup.path("reports/soak/2026-11/2").exists());
+    // Another state file's run 1 does not replace this one's.
+    std::fs::write(setup.path("people.csv"), people(3)).unwrap();
+    let mut cmd = std::process::Command::new(env!("CARGO_BIN_EXE_payrun"));
+    cmd.args(["run", "job.yaml", "--state", "other.db"])
+        .current_dir(setup.dir.path());
+    for (k, v) in setup.env(&s) {
+        cmd.env(k, v);
+    }
+    let out = cmd.output().unwrap();
+    assert_exit(&out, 0);
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let folder = stdout
+        .lines()
+        .find_map(|l| l.trim().strip_prefix("reports: "))
+        .unwrap_or_else(|| panic!("{stdout}"))
+        .to_string();
+    assert!(folder.starts_with("reports/soak/2026-11/1-"), "{folder}");
+    assert_eq!(
+        std::fs::read_to_string(setup.path("reports/soak/2026-11/1/summary.json")).unwrap(),
+        first,
+        "the first state file's run 1 keeps its reports"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_report_of_a_run_still_going_says_so() {
+    use std::io::BufRead;
+    let s = start(fast(Faults {
+        latency: Some((
+            std::time::Duration::from_millis(200),
+            std::time::Duration::from_millis(200),
+        )),
+        ..Faults::default()
+    }))
+    .await;
+    let setup = Setup::new(
+        &job_text(10, "").replace("concurrency: 8", "concurrency: 1"),
+        &people(10),
+    );
+    let mut child = crate::run::binary(&setup, &s, &[]);
+    let mut stderr = std::io::BufReader::new(child.stderr.take().unwrap());
+    let mut seen = String::new();
+    while !seen.contains("step started") {
+        assert!(stderr.read_line(&mut seen).unwrap() > 0, "{seen}");
+    }
+    let report = std::process::Command::new(env!("CARGO_BIN_EXE_payrun"))
+        .args(["report", "job.yaml", "--state", "state.db"])
+        .current_dir(setup.dir.path())
+        .output()
+        .unwrap();
+    assert_exit(&report, 3);
+    assert!(
+        String::from_utf8_lossy(&report.stderr)
+            .contains("run 1 of 'soak' scope '2026-11' is still running"),
+        "{}",
+        String::from_utf8_lossy(&report.stderr)
+    );
+    assert!(child.wait().unwrap().success());
+}
