@@ -519,9 +519,50 @@ fn run_cmd(args: &crate::cli::RunArgs, bars: bool, quiet: bool) -> i32 {
                 }
                 report.exit_code
             }
-            Err(e) => run_failure(&job, &e),
+            Err(e) => {
+                let code = run_failure(&job, &e);
+                if code == exit::FATAL {
+                    report_fatal(&job, &state_path_for_report, args.metrics_file.as_deref()).await;
+                }
+                code
+            }
         }
     })
+}
+
+/// After a run that failed fatally (credentials refused, the provider out of reach, a full
+/// disk): its reports, metrics and webhook all the same, with why — monitoring must see it.
+/// Only a run that was recorded as stopped so; best effort (the disk may be what failed).
+async fn report_fatal(job: &Job, state_path: &Path, metrics_file: Option<&Path>) {
+    let Some(run_id) = fatal_run(job, state_path) else {
+        return;
+    };
+    if let Err(e) = crate::report::write(job, state_path, Some(run_id)) {
+        eprintln!("warning: reports not written ({e})");
+    }
+    if let Some(path) = metrics_file
+        && let Err(e) = crate::report::write_metrics(job, state_path, Some(run_id), path)
+    {
+        eprintln!("warning: metrics not written: {e}");
+    }
+    match crate::report::notify(job, state_path, run_id, exit::FATAL).await {
+        Ok(true) => tracing::info!("run summary posted to the notify webhook"),
+        Ok(false) => {}
+        Err(e) => tracing::warn!("notify: {e}"),
+    }
+}
+
+/// The latest run of the job and scope, when it ended fatally with a reason recorded.
+fn fatal_run(job: &Job, state_path: &Path) -> Option<i64> {
+    let st = crate::state::State::open(state_path).ok()?;
+    let plan = crate::state::work::plan_id(st.connection(), &job.name, &job.scope).ok()??;
+    st.connection()
+        .query_row(
+            "SELECT id FROM runs WHERE plan_id = ?1 AND exit_code = ?2 AND error IS NOT NULL AND id = (SELECT MAX(id) FROM runs WHERE plan_id = ?1)",
+            rusqlite::params![plan, exit::FATAL],
+            |r| r.get(0),
+        )
+        .ok()
 }
 
 fn print_run(job: &Job, report: &crate::exec::RunReport) {

@@ -764,15 +764,10 @@ pub async fn run(
             crate::exit::INTERRUPTED
         }
         Err(crate::plan::PlanError::State(e)) => {
+            let why = e.to_string();
             let _ = db
                 .write(move |c| {
-                    work::finish_run(
-                        c,
-                        plan_id,
-                        run_id,
-                        crate::exit::FATAL,
-                        &work::RunStats::default(),
-                    )
+                    work::finish_fatal(c, plan_id, run_id, &work::RunStats::default(), &why)
                 })
                 .await;
             return Err(e.into());
@@ -781,11 +776,9 @@ pub async fn run(
             match execute_all(job, &ctx, opts.retry_failed, run_id, &planned.counts).await {
                 Ok(code) => code,
                 Err(e) => {
-                    let stats = ctx.pacer.stats.snapshot();
+                    let (stats, why) = (ctx.pacer.stats.snapshot(), e.to_string());
                     let _ = db
-                        .write(move |c| {
-                            work::finish_run(c, plan_id, run_id, crate::exit::FATAL, &stats)
-                        })
+                        .write(move |c| work::finish_fatal(c, plan_id, run_id, &stats, &why))
                         .await;
                     return Err(e);
                 }

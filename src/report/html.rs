@@ -105,6 +105,9 @@ pub fn report_html(r: &Report, h: &mut super::Out) {
         esc(r.run.ended_at.as_deref().unwrap_or("(running)")),
         r.run.exit_code.map_or("-".into(), |c| c.to_string())
     );
+    if let Some(why) = &r.run.error {
+        let _ = write!(h, "<p class=\"failed\">The run stopped: {}</p>", esc(why));
+    }
     if !r.duplicates.is_empty() {
         let _ = write!(
             h,

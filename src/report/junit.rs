@@ -45,8 +45,8 @@ pub fn junit_xml(r: &Report, out: &mut super::Out) {
     let (mut all_tests, mut all_failures, mut all_skipped) = steps
         .iter()
         .fold((0, 0, 0), |a, s| (a.0 + s.0, a.1 + s.1, a.2 + s.2));
-    all_tests += r.duplicates.len();
-    all_failures += r.duplicates.len();
+    all_tests += r.duplicates.len() + usize::from(r.run.error.is_some());
+    all_failures += r.duplicates.len() + usize::from(r.run.error.is_some());
     if !r.exports.is_empty() {
         all_tests += exports.0;
         all_failures += exports.1;
@@ -108,6 +108,17 @@ pub fn junit_xml(r: &Report, out: &mut super::Out) {
             out.fail(std::io::Error::other(e.to_string()));
         }
         out.push_str("  </testsuite>\n");
+    }
+    // A run that stopped: one failing case with why.
+    if let Some(why) = &r.run.error {
+        let _ = writeln!(
+            out,
+            "  <testsuite name=\"run\" tests=\"1\" failures=\"1\" errors=\"0\" skipped=\"0\">\n    <testcase classname=\"{}\" name=\"run {}\">\n      <failure type=\"FATAL\" message=\"{}\">{}</failure>\n    </testcase>\n  </testsuite>",
+            esc(&format!("{}.run", r.job)),
+            r.run.id,
+            esc(why),
+            esc(why)
+        );
     }
     // Duplicates at the provider: one failing case each.
     if !r.duplicates.is_empty() {

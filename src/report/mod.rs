@@ -60,6 +60,8 @@ pub struct RunInfo {
     pub in_doubt_resolved: u64,
     /// Time spent waiting for requests in doubt to settle, in milliseconds.
     pub settle_ms: u64,
+    /// Why the run stopped, when it failed fatally (exit 5).
+    pub error: Option<String>,
 }
 
 /// Money per currency.
@@ -145,7 +147,7 @@ impl Report {
         let plan_id = plan_id.unwrap_or(-1);
         let run = conn
             .query_row(
-                "SELECT id, started_at, ended_at, exit_code, requests, retries, rate_limited, in_doubt_resolved, settle_ms FROM runs
+                "SELECT id, started_at, ended_at, exit_code, requests, retries, rate_limited, in_doubt_resolved, settle_ms, error FROM runs
                  WHERE plan_id = ?1 AND (?2 IS NULL OR id = ?2) ORDER BY id DESC LIMIT 1",
                 params![plan_id, run_id],
                 |r| {
@@ -159,6 +161,7 @@ impl Report {
                         rate_limited: r.get::<_, i64>(6)? as u64,
                         in_doubt_resolved: r.get::<_, i64>(7)? as u64,
                         settle_ms: r.get::<_, i64>(8)? as u64,
+                        error: r.get(9)?,
                     })
                 },
             )

@@ -38,6 +38,8 @@ pub fn summary_json(r: &Report) -> String {
         "ended_at": r.run.ended_at,
         "duration_seconds": duration,
         "exit_code": r.run.exit_code,
+        // Why the run stopped, when it failed fatally (exit 5).
+        "error": r.run.error,
         "rows": r.row_count,
         "counts": counts,
         "totals": totals,

@@ -145,6 +145,8 @@ const MIGRATIONS: &[&str] = &[
     ALTER TABLE locks ADD COLUMN heartbeat_at TEXT;
     ALTER TABLE runs ADD COLUMN settle_ms INTEGER NOT NULL DEFAULT 0;
     ALTER TABLE runs ADD COLUMN duplicates INTEGER NOT NULL DEFAULT 0;
+    -- why a run stopped with exit 5 (credentials refused, the provider out of reach, ...)
+    ALTER TABLE runs ADD COLUMN error TEXT;
     CREATE TABLE meta (
         key   TEXT PRIMARY KEY,
         value TEXT NOT NULL

@@ -160,6 +160,22 @@ pub fn needs_a_look(name: &str) -> bool {
     !matches!(name, "succeeded" | "skipped")
 }
 
+/// Ends a run that failed fatally: its figures, exit 5, and why (scrubbed of numbers).
+pub fn finish_fatal(
+    conn: &Connection,
+    plan_id: i64,
+    run_id: i64,
+    stats: &RunStats,
+    why: &str,
+) -> rusqlite::Result<()> {
+    finish_run(conn, plan_id, run_id, crate::exit::FATAL, stats)?;
+    conn.execute(
+        "UPDATE runs SET error = ?2 WHERE id = ?1",
+        params![run_id, crate::redact::scrub(why)],
+    )?;
+    Ok(())
+}
+
 /// A plan's items counted by step (in step order) and state name ([`state_name`], in name
 /// order), in one pass over the plan.
 #[derive(Debug, Default, PartialEq, Eq)]

@@ -644,7 +644,7 @@ async fn missing_method_parameters_are_caught_before_sending() {
 }
 
 /// A webhook receiver on 127.0.0.1:0 that records bodies and answers `status`.
-async fn hook(status: u16) -> (String, Arc<std::sync::Mutex<Vec<String>>>) {
+pub(crate) async fn hook(status: u16) -> (String, Arc<std::sync::Mutex<Vec<String>>>) {
     let seen = Arc::new(std::sync::Mutex::new(Vec::new()));
     let store = seen.clone();
     let app = axum::Router::new().route(

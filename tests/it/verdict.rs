@@ -106,3 +106,42 @@ async fn a_report_of_a_run_still_going_says_so() {
     );
     assert!(child.wait().unwrap().success());
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_fatal_run_still_writes_its_summary_metrics_and_webhook() {
+    let s = start(fast(Faults::default())).await;
+    let (url, seen) = crate::run::hook(200).await;
+    let job = format!(
+        "{}notify: {{ webhook_url: \"{url}\", when: always }}\n",
+        job_text(10, "")
+    );
+    let setup = Setup::new(&job, &people(3));
+    let out = command(&setup, &s)
+        .env("HC_TEST_SECRET_KEY", "not-the-secret")
+        .args(["--metrics-file", "payrun.prom"])
+        .output()
+        .unwrap();
+    assert_exit(&out, 5);
+    let summary: serde_json::Value = serde_json::from_str(
+        &std::fs::read_to_string(setup.path("reports/soak/2026-11/latest/summary.json")).unwrap(),
+    )
+    .unwrap();
+    assert_eq!(summary["exit_code"], 5);
+    assert!(
+        summary["error"]
+            .as_str()
+            .is_some_and(|e| e.contains("refused payrun's credentials")),
+        "{summary}"
+    );
+    let metrics = std::fs::read_to_string(setup.path("payrun.prom")).unwrap();
+    assert!(metrics.contains("payrun_last_run_exit_code{"), "{metrics}");
+    assert!(metrics.contains("} 5\n"), "{metrics}");
+    let posted = seen.lock().unwrap().clone();
+    assert_eq!(posted.len(), 1);
+    assert!(
+        posted[0].contains("refused payrun's credentials"),
+        "{}",
+        posted[0]
+    );
+    assert!(!posted[0].contains("not-the-secret"));
+}
