@@ -9,9 +9,69 @@ use crate::plan::{self, CheckSummary, PlanError};
 use std::io::Write;
 use std::path::{Path, PathBuf};
 
+/// Whether stderr takes one JSON object a line (`--log-format json`).
+static JSON_LOGS: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
+
+/// Writes one message for the user on stderr: the line as it is, or with `--log-format
+/// json` one JSON object like every log line (level from an `error: `/`warning: ` prefix;
+/// the lines after the first, such as a diagnostic's source and carets, as `detail`).
+pub(crate) fn say(text: &str) {
+    if !JSON_LOGS.load(std::sync::atomic::Ordering::Relaxed) {
+        let _ = writeln!(std::io::stderr().lock(), "{text}");
+        return;
+    }
+    match (text.strip_prefix("error: "), text.strip_prefix("warning: ")) {
+        (Some(t), _) => say_as(tracing::Level::ERROR, t),
+        (_, Some(t)) => say_as(tracing::Level::WARN, t),
+        _ => say_as(tracing::Level::INFO, text),
+    }
+}
+
+/// A problem with the input (file, line, column, what): as it is, or one JSON object.
+fn say_problem(text: &str) {
+    if JSON_LOGS.load(std::sync::atomic::Ordering::Relaxed) {
+        say_as(tracing::Level::ERROR, text);
+    } else {
+        say(text);
+    }
+}
+
+/// One JSON log object on stderr, at `level`.
+fn say_as(level: tracing::Level, text: &str) {
+    let (first, detail) = text.split_once('\n').unwrap_or((text, ""));
+    match (level, detail.is_empty()) {
+        (tracing::Level::ERROR, true) => tracing::error!("{first}"),
+        (tracing::Level::ERROR, false) => tracing::error!(detail, "{first}"),
+        (tracing::Level::WARN, true) => tracing::warn!("{first}"),
+        (tracing::Level::WARN, false) => tracing::warn!(detail, "{first}"),
+        (_, true) => tracing::info!("{first}"),
+        (_, false) => tracing::info!(detail, "{first}"),
+    }
+}
+
+/// [`say`] with `format!` arguments.
+macro_rules! say {
+    ($($arg:tt)*) => {
+        say(&format!($($arg)*))
+    };
+}
+
 /// Sets up log lines on stderr. On a terminal, `run` shows progress bars instead of info
 /// lines; colour only on a terminal and never with NO_COLOR set.
 fn init_logging(format: crate::cli::LogFormat, quiet: bool) -> bool {
+    JSON_LOGS.store(
+        format == crate::cli::LogFormat::Json,
+        std::sync::atomic::Ordering::Relaxed,
+    );
+    if format == crate::cli::LogFormat::Json {
+        // Even a bug's last words are one JSON object.
+        std::panic::set_hook(Box::new(|info| {
+            say_as(
+                tracing::Level::ERROR,
+                &format!("payrun failed (a bug): {info}"),
+            );
+        }));
+    }
     use std::io::IsTerminal;
     let terminal = std::io::stderr().is_terminal();
     let bars = terminal && !quiet && format == crate::cli::LogFormat::Text;
@@ -69,14 +129,13 @@ fn load(args: &JobArgs) -> Result<Job, i32> {
         env: None,
     };
     job::load(&args.job, &opts).map_err(|diags| {
-        let mut err = std::io::stderr().lock();
         for d in &diags {
-            let _ = writeln!(err, "error: {d}");
+            say!("error: {d}");
         }
-        let _ = writeln!(
-            err,
-            "{} problem(s) in {}; nothing was done",
+        say!(
+            "{} {} in {}; nothing was done",
             diags.len(),
+            plural(diags.len() as u64, "problem", "problems"),
             args.job.display()
         );
         exit::INVALID_INPUT
@@ -85,14 +144,11 @@ fn load(args: &JobArgs) -> Result<Job, i32> {
 
 /// Prints row errors as they are found, on stderr, one per line.
 fn error_printer() -> impl FnMut(InputError) {
-    let stderr = std::io::stderr();
-    move |e| {
-        let _ = writeln!(stderr.lock(), "{e}");
-    }
+    move |e| say_problem(&e.to_string())
 }
 
 fn input_failure(e: &InputError) -> i32 {
-    eprintln!("error: {e}");
+    say!("error: {e}");
     exit::INVALID_INPUT
 }
 
@@ -168,14 +224,15 @@ fn plan_cmd(args: &PlanArgs) -> i32 {
                         crate::state::lock::Held::read(st.connection(), plan)
                     })
                     .map_or_else(|_| "a run".to_string(), |h| h.to_string());
-                eprintln!(
+                say!(
                     "error: a run of '{}' scope '{}' is in progress: {held}; plan again when it ends",
-                    job.name, job.scope
+                    job.name,
+                    job.scope
                 );
                 return exit::LOCKED;
             }
             Err(e) => {
-                eprintln!(
+                say!(
                     "error: cannot take the lock beside {}: {e}",
                     state_path.display()
                 );
@@ -187,7 +244,7 @@ fn plan_cmd(args: &PlanArgs) -> i32 {
     };
     match plan::plan(&job, &state_path, &mut error_printer()) {
         Err(PlanError::Invalid(summary)) => {
-            eprintln!(
+            say!(
                 "{} problem(s) in {}; nothing was planned",
                 summary.errors,
                 job.csv_path().display()
@@ -196,11 +253,11 @@ fn plan_cmd(args: &PlanArgs) -> i32 {
         }
         Err(PlanError::Input(e)) => input_failure(&e),
         Err(e @ PlanError::State(_)) => {
-            eprintln!("error: {e}");
+            say!("error: {e}");
             exit::FATAL
         }
         Err(e @ PlanError::Stopped) => {
-            eprintln!("{e}");
+            say!("{e}");
             exit::INTERRUPTED
         }
         Ok(outcome) => {
@@ -308,7 +365,7 @@ fn sandbox(args: crate::cli::SandboxArgs) -> i32 {
     let runtime = match tokio::runtime::Runtime::new() {
         Ok(rt) => rt,
         Err(e) => {
-            eprintln!("error: cannot start the async runtime: {e}");
+            say!("error: cannot start the async runtime: {e}");
             return exit::FATAL;
         }
     };
@@ -316,14 +373,14 @@ fn sandbox(args: crate::cli::SandboxArgs) -> i32 {
         let listener = match tokio::net::TcpListener::bind((args.bind, args.port)).await {
             Ok(l) => l,
             Err(e) => {
-                eprintln!("error: cannot listen on {}:{}: {e}", args.bind, args.port);
+                say!("error: cannot listen on {}:{}: {e}", args.bind, args.port);
                 return exit::FATAL;
             }
         };
         let server = match sandbox::start(listener, config).await {
             Ok(s) => s,
             Err(e) => {
-                eprintln!("error: cannot start the sandbox: {e}");
+                say!("error: cannot start the sandbox: {e}");
                 return exit::FATAL;
             }
         };
@@ -343,7 +400,7 @@ fn runtime() -> Result<tokio::runtime::Runtime, i32> {
         .enable_all()
         .build()
         .map_err(|e| {
-            eprintln!("error: cannot start the async runtime: {e}");
+            say!("error: cannot start the async runtime: {e}");
             exit::FATAL
         })
 }
@@ -363,7 +420,7 @@ fn watch_signals(stop: std::sync::Arc<std::sync::atomic::AtomicBool>) {
             tokio::select! { _ = int.recv() => {}, _ = term.recv() => {} }
             if n == 0 {
                 stop.store(true, std::sync::atomic::Ordering::SeqCst);
-                eprintln!(
+                say!(
                     "stopping: no new work is taken; requests in flight finish (signal again to exit now)"
                 );
             } else {
@@ -394,11 +451,11 @@ fn run_cmd(args: &crate::cli::RunArgs, bars: bool, quiet: bool) -> i32 {
                 exit::SUCCESS
             }
             Err(crate::exec::RunError::Config(m)) => {
-                eprintln!("{m}");
+                say!("{m}");
                 exit::INVALID_INPUT
             }
             Err(e) => {
-                eprintln!("error: {e}");
+                say!("error: {e}");
                 exit::FATAL
             }
         };
@@ -435,7 +492,7 @@ fn run_cmd(args: &crate::cli::RunArgs, bars: bool, quiet: bool) -> i32 {
             let sb = match started {
                 Ok(sb) => sb,
                 Err(e) => {
-                    eprintln!("error: cannot start the sandbox: {e}");
+                    say!("error: cannot start the sandbox: {e}");
                     return exit::FATAL;
                 }
             };
@@ -491,7 +548,7 @@ fn run_cmd(args: &crate::cli::RunArgs, bars: bool, quiet: bool) -> i32 {
                     Ok(dir) if !quiet => println!("  reports: {}", shown(&dir).display()),
                     Ok(_) => {}
                     // The run itself is recorded; the reports can be written again.
-                    Err(e) => eprintln!(
+                    Err(e) => say!(
                         "warning: reports not written ({e}); `payrun report` writes them from state"
                     ),
                 }
@@ -515,7 +572,7 @@ fn run_cmd(args: &crate::cli::RunArgs, bars: bool, quiet: bool) -> i32 {
                         path,
                     )
                 {
-                    eprintln!("warning: metrics not written: {e}");
+                    say!("warning: metrics not written: {e}");
                 }
                 report.exit_code
             }
@@ -538,12 +595,12 @@ async fn report_fatal(job: &Job, state_path: &Path, metrics_file: Option<&Path>)
         return;
     };
     if let Err(e) = crate::report::write(job, state_path, Some(run_id)) {
-        eprintln!("warning: reports not written ({e})");
+        say!("warning: reports not written ({e})");
     }
     if let Some(path) = metrics_file
         && let Err(e) = crate::report::write_metrics(job, state_path, Some(run_id), path)
     {
-        eprintln!("warning: metrics not written: {e}");
+        say!("warning: metrics not written: {e}");
     }
     match crate::report::notify(job, state_path, run_id, exit::FATAL).await {
         Ok(true) => tracing::info!("run summary posted to the notify webhook"),
@@ -832,7 +889,7 @@ fn status_cmd(args: &crate::cli::StatusArgs) -> i32 {
     match result {
         Ok(()) => exit::SUCCESS,
         Err(e) => {
-            eprintln!("error: {e}");
+            say!("error: {e}");
             exit::FATAL
         }
     }
@@ -880,14 +937,15 @@ fn report_cmd(args: &crate::cli::ReportArgs) -> i32 {
         Err(code) => return code,
     };
     if let Some(why) = no_state_yet(&job, &args.plan, &state_path, Some("report")) {
-        eprintln!("error: {why}");
+        say!("error: {why}");
         return exit::INVALID_INPUT;
     }
     // A run still going has no reports yet: they would show it half done.
     if let Some(running) = running_run(&job, &state_path, args.run) {
-        eprintln!(
+        say!(
             "error: run {running} of '{}' scope '{}' is still running: its reports are written when it ends",
-            job.name, job.scope
+            job.name,
+            job.scope
         );
         return exit::LOCKED;
     }
@@ -897,11 +955,11 @@ fn report_cmd(args: &crate::cli::ReportArgs) -> i32 {
             exit::SUCCESS
         }
         Err(crate::report::ReportError::NotFound(m)) => {
-            eprintln!("error: {m}");
+            say!("error: {m}");
             exit::INVALID_INPUT
         }
         Err(e) => {
-            eprintln!("error: {e}");
+            say!("error: {e}");
             exit::FATAL
         }
     }
@@ -915,7 +973,7 @@ fn reconcile_cmd(args: &crate::cli::ReconcileArgs, quiet: bool) -> i32 {
     };
     // A rehearsal's sandbox is gone with its run: there is nothing to reconcile it with.
     if let Some(why) = no_state_yet(&job, args, &state_path, None) {
-        eprintln!("error: {why}");
+        say!("error: {why}");
         return exit::INVALID_INPUT;
     }
     let rt = match runtime() {
@@ -951,7 +1009,7 @@ fn reconcile_cmd(args: &crate::cli::ReconcileArgs, quiet: bool) -> i32 {
                 match crate::report::write(&job, &state_path, Some(report.run_id)) {
                     Ok(dir) if !quiet => println!("  reports: {}", shown(&dir).display()),
                     Ok(_) => {}
-                    Err(e) => eprintln!("warning: reports not written ({e})"),
+                    Err(e) => say!("warning: reports not written ({e})"),
                 }
                 report.exit_code
             }
@@ -1008,7 +1066,7 @@ fn unlock_cmd(args: &PlanArgs) -> i32 {
             .map_err(err)?
             .flatten();
         let Some(taken) = taken else {
-            eprintln!(
+            say!(
                 "error: the lock of '{}' scope '{}' is held by a live process: {}; it is not cleared (stop that run, or let it finish)",
                 job.name,
                 job.scope,
@@ -1021,7 +1079,7 @@ fn unlock_cmd(args: &PlanArgs) -> i32 {
             return Ok(exit::SUCCESS);
         };
         if !taken.by_kernel() && !lock::expired(&heartbeat) {
-            eprintln!(
+            say!(
                 "error: run {} wrote its heartbeat at {heartbeat}, less than {}s ago: it may be alive; it is not cleared",
                 holder.run_id,
                 lock::LEASE.as_secs()
@@ -1036,7 +1094,7 @@ fn unlock_cmd(args: &PlanArgs) -> i32 {
         Ok(exit::SUCCESS)
     })();
     result.unwrap_or_else(|e| {
-        eprintln!("error: {e}");
+        say!("error: {e}");
         exit::FATAL
     })
 }
@@ -1045,18 +1103,19 @@ fn unlock_cmd(args: &PlanArgs) -> i32 {
 fn run_failure(job: &Job, e: &crate::exec::RunError) -> i32 {
     match e {
         crate::exec::RunError::Locked(held) => {
-            eprintln!(
+            say!(
                 "error: another run of '{}' scope '{}' holds the lock: {held}; wait for it to end (`payrun unlock` clears the lock of a run whose process is gone)",
-                job.name, job.scope
+                job.name,
+                job.scope
             );
             exit::LOCKED
         }
         crate::exec::RunError::Config(m) => {
-            eprintln!("error: {m}");
+            say!("error: {m}");
             exit::INVALID_INPUT
         }
         e => {
-            eprintln!("error: {e}");
+            say!("error: {e}");
             exit::FATAL
         }
     }

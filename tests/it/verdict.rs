@@ -145,3 +145,79 @@ async fn a_fatal_run_still_writes_its_summary_metrics_and_webhook() {
     );
     assert!(!posted[0].contains("not-the-secret"));
 }
+
+/// Every line of a command's standard error, each parsed as JSON.
+fn json_lines(stderr: &[u8]) -> Vec<serde_json::Value> {
+    String::from_utf8_lossy(stderr)
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("not JSON ({e}): {l}")))
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_line_of_a_json_log_is_json() {
+    let s = start(fast(Faults::default())).await;
+    // A row problem, a refused run.
+    let setup = Setup::new(&job_text(10, ""), &people(3).replace("101.01", "a lot"));
+    let out = command(&setup, &s)
+        .args(["--log-format", "json"])
+        .output()
+        .unwrap();
+    assert_exit(&out, 2);
+    let lines = json_lines(&out.stderr);
+    assert!(
+        lines.iter().any(|l| l["level"] == "ERROR"
+            && l["fields"]["message"]
+                .as_str()
+                .unwrap_or("")
+                .contains("people.csv:3")),
+        "{lines:?}"
+    );
+    // A fatal error.
+    std::fs::write(setup.path("people.csv"), people(3)).unwrap();
+    let out = command(&setup, &s)
+        .env("HC_TEST_SECRET_KEY", "wrong")
+        .args(["--log-format", "json"])
+        .output()
+        .unwrap();
+    assert_exit(&out, 5);
+    let lines = json_lines(&out.stderr);
+    assert!(
+        lines.iter().any(|l| l["level"] == "ERROR"
+            && l["fields"]["message"]
+                .as_str()
+                .unwrap_or("")
+                .contains("refused payrun's credentials")),
+        "{lines:?}"
+    );
+    // A job file problem, with its source line and carets.
+    std::fs::write(
+        setup.path("job.yaml"),
+        job_text(10, "").replace("concurrency: 8", "concurency: 8"),
+    )
+    .unwrap();
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_payrun"))
+        .args(["validate", "job.yaml", "--log-format", "json"])
+        .current_dir(setup.dir.path())
+        .output()
+        .unwrap();
+    assert_exit(&out, 2);
+    let lines = json_lines(&out.stderr);
+    let problem = lines
+        .iter()
+        .find(|l| {
+            l["fields"]["message"]
+                .as_str()
+                .unwrap_or("")
+                .contains("unknown key 'concurency'")
+        })
+        .unwrap_or_else(|| panic!("{lines:?}"));
+    assert_eq!(problem["level"], "ERROR");
+    assert!(
+        problem["fields"]["detail"]
+            .as_str()
+            .unwrap_or("")
+            .contains("^^^"),
+        "{problem}"
+    );
+}
