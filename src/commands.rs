@@ -142,9 +142,48 @@ fn load(args: &JobArgs) -> Result<Job, i32> {
     })
 }
 
-/// Prints row errors as they are found, on stderr, one per line.
-fn error_printer() -> impl FnMut(InputError) {
-    move |e| say_problem(&e.to_string())
+/// Row problems, printed as they are found, one per line on stderr. The same problem on
+/// many rows — the same column and message but for the value — is printed for its first
+/// [`SHOWN`] rows, then counted, and the count said at the end ([`Problems::finish`]): one
+/// template mistake must not print a line per row of a million-row file.
+#[derive(Default)]
+struct Problems {
+    seen: std::collections::HashMap<(Option<String>, String), u64>,
+}
+
+/// Rows shown of one problem.
+const SHOWN: u64 = 3;
+
+impl Problems {
+    fn print(&mut self, e: InputError) {
+        // The value a message quotes varies by row: `… (got '1,000.00')`.
+        let kind = match e.message.rfind(" (got ") {
+            Some(at) if e.message.ends_with(')') => e.message[..at].to_string(),
+            _ => e.message.clone(),
+        };
+        let n = self.seen.entry((e.column.clone(), kind)).or_default();
+        *n += 1;
+        if *n <= SHOWN {
+            say_problem(&e.to_string());
+        }
+    }
+
+    /// Says how many more rows each problem shown [`SHOWN`] times had.
+    fn finish(&self) {
+        let mut more: Vec<_> = self.seen.iter().filter(|(_, n)| **n > SHOWN).collect();
+        more.sort();
+        for ((column, kind), n) in more {
+            let n = n - SHOWN;
+            say_problem(&format!(
+                "… and {n} more {} with: {}{kind}",
+                plural(n, "row", "rows"),
+                column
+                    .as_deref()
+                    .map(|c| format!("column '{c}': "))
+                    .unwrap_or_default()
+            ));
+        }
+    }
 }
 
 fn input_failure(e: &InputError) -> i32 {
@@ -158,7 +197,10 @@ fn validate(args: &JobArgs) -> i32 {
         Err(code) => return code,
     };
     let started = std::time::Instant::now();
-    match plan::validate(&job, &mut error_printer()) {
+    let mut problems = Problems::default();
+    let checked = plan::validate(&job, &mut |e| problems.print(e));
+    problems.finish();
+    match checked {
         Err(e) => input_failure(&e),
         Ok(summary) => {
             let secs = started.elapsed().as_secs_f64();
@@ -242,7 +284,10 @@ fn plan_cmd(args: &PlanArgs) -> i32 {
     } else {
         None
     };
-    match plan::plan(&job, &state_path, &mut error_printer()) {
+    let mut problems = Problems::default();
+    let planned = plan::plan(&job, &state_path, &mut |e| problems.print(e));
+    problems.finish();
+    match planned {
         Err(PlanError::Invalid(summary)) => {
             say!(
                 "{} problem(s) in {}; nothing was planned",
@@ -436,7 +481,10 @@ fn run_cmd(args: &crate::cli::RunArgs, bars: bool, quiet: bool) -> i32 {
         Err(code) => return code,
     };
     if args.dry_run {
-        return match crate::exec::dry_run(&job, &state_path, &mut error_printer()) {
+        let mut problems = Problems::default();
+        let dry = crate::exec::dry_run(&job, &state_path, &mut |e| problems.print(e));
+        problems.finish();
+        return match dry {
             Ok(lines) => {
                 println!(
                     "dry run of '{}' scope '{}': nothing is sent, no state changes",
@@ -517,12 +565,14 @@ fn run_cmd(args: &crate::cli::RunArgs, bars: bool, quiet: bool) -> i32 {
         // within the runtime's workers (a quarter fewer context switches).
         let job = std::sync::Arc::new(job);
         let shared = job.clone();
-        let ran =
-            tokio::spawn(
-                async move { crate::exec::run(&shared, opts, &mut error_printer()).await },
-            )
-            .await
-            .unwrap_or_else(|e| Err(crate::exec::RunError::Fatal(format!("the run failed: {e}"))));
+        let ran = tokio::spawn(async move {
+            let mut problems = Problems::default();
+            let ran = crate::exec::run(&shared, opts, &mut |e| problems.print(e)).await;
+            problems.finish();
+            ran
+        })
+        .await
+        .unwrap_or_else(|e| Err(crate::exec::RunError::Fatal(format!("the run failed: {e}"))));
         match ran {
             Ok(mut report) => {
                 if !quiet {

@@ -11,6 +11,56 @@ use minijinja::{AutoEscape, Environment, UndefinedBehavior};
 use std::collections::BTreeMap;
 use std::sync::Arc;
 
+/// minijinja's built-in filters, for "did you mean".
+const FILTERS: &[&str] = &[
+    "abs",
+    "attr",
+    "batch",
+    "bool",
+    "capitalize",
+    "count",
+    "d",
+    "default",
+    "dictsort",
+    "e",
+    "escape",
+    "first",
+    "float",
+    "groupby",
+    "indent",
+    "int",
+    "items",
+    "join",
+    "last",
+    "length",
+    "lines",
+    "list",
+    "lower",
+    "map",
+    "max",
+    "min",
+    "pprint",
+    "reject",
+    "rejectattr",
+    "replace",
+    "reverse",
+    "round",
+    "safe",
+    "select",
+    "selectattr",
+    "slice",
+    "sort",
+    "split",
+    "string",
+    "sum",
+    "title",
+    "tojson",
+    "trim",
+    "unique",
+    "upper",
+    "urlencode",
+];
+
 /// A compiled template.
 #[derive(Debug, Clone)]
 pub enum Template {
@@ -127,11 +177,68 @@ impl Templates {
             })?;
             Template::Literal(text)
         } else {
-            fast_path(source, &self.header).unwrap_or(Template::Jinja {
-                name: name.to_string(),
-            })
+            match fast_path(source, &self.header) {
+                Some(fast) => fast,
+                None => {
+                    self.probe(&tmpl, source)?;
+                    Template::Jinja {
+                        name: name.to_string(),
+                    }
+                }
+            }
         };
         Ok((template, uses))
+    }
+
+    /// Renders a row template on made-up rows (every column empty, then every column `1`)
+    /// for what no row can fix — a filter, test, function or method that does not exist —
+    /// so it is said once when the job loads, not once per row. Other failures depend on
+    /// the values, and stay the rows' own.
+    fn probe(&self, tmpl: &minijinja::Template<'_, '_>, source: &str) -> Result<(), String> {
+        use minijinja::ErrorKind;
+        for value in ["", "1"] {
+            let ctx = Value::from_object(Context {
+                row: Value::from_object(RowObject {
+                    header: self.header.clone(),
+                    values: vec![value.to_string(); self.header.names().len()],
+                }),
+                vars: self.vars.clone(),
+                job: self.job.clone(),
+            });
+            let Err(e) = tmpl.render(ctx) else { continue };
+            let what = match e.kind() {
+                ErrorKind::UnknownFilter => "filter",
+                ErrorKind::UnknownTest => "test",
+                ErrorKind::UnknownFunction => "function",
+                ErrorKind::UnknownMethod => "method",
+                _ => continue,
+            };
+            // minijinja does not name it: a filter is the name after a `|` that is not one.
+            let unknown = (what == "filter")
+                .then(|| {
+                    source
+                        .split('|')
+                        .skip(1)
+                        .map(|s| {
+                            s.trim_start()
+                                .split(|c: char| !c.is_alphanumeric() && c != '_')
+                                .next()
+                                .unwrap_or_default()
+                        })
+                        .find(|f| !f.is_empty() && !FILTERS.contains(f))
+                })
+                .flatten();
+            return Err(match unknown {
+                Some(name) => format!(
+                    "template uses filter '{name}', which does not exist{}",
+                    crate::job::diag::did_you_mean(name, FILTERS.iter().copied())
+                        .map(|h| format!("; {h}"))
+                        .unwrap_or_default()
+                ),
+                None => format!("template uses a {what} that does not exist"),
+            });
+        }
+        Ok(())
     }
 
     /// The value of a constant or of a column taken as it is, the common cases, without

@@ -221,3 +221,48 @@ async fn every_line_of_a_json_log_is_json() {
         "{problem}"
     );
 }
+
+#[test]
+fn a_template_mistake_is_said_once_and_a_problem_on_every_row_is_counted() {
+    let validate = |setup: &Setup| {
+        std::process::Command::new(env!("CARGO_BIN_EXE_payrun"))
+            .args(["validate", "job.yaml"])
+            .current_dir(setup.dir.path())
+            .output()
+            .unwrap()
+    };
+    // An unknown filter: caught when the job loads, once, whatever the number of rows.
+    let setup = Setup::new(
+        &job_text(10, "").replace(
+            r#"email: "{{ row.email }}""#,
+            r#"email: "{{ row.email | lowr }}""#,
+        ),
+        &people(1000),
+    );
+    let out = validate(&setup);
+    assert_exit(&out, 2);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains("template uses filter 'lowr', which does not exist; did you mean 'lower'?"),
+        "{stderr}"
+    );
+    assert!(stderr.lines().count() < 20, "{stderr}");
+    // A value problem on every row: the first rows, then a count.
+    let mut csv = String::from("id,first,last,email,amount,account\n");
+    for i in 0..1000 {
+        csv.push_str(&format!(
+            "P{i:04},Ann,Lee,ann{i}@example.com,\"1,{:03}.00\",{:08}\n",
+            i % 1000,
+            10_000_000 + i
+        ));
+    }
+    let setup = Setup::new(&job_text(10, ""), &csv);
+    let out = validate(&setup);
+    assert_exit(&out, 2);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.lines().count() <= 4, "{stderr}");
+    assert!(
+        stderr.contains("… and 997 more rows with: column 'amount'"),
+        "{stderr}"
+    );
+}
