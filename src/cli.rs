@@ -69,6 +69,10 @@ pub struct RunArgs {
     /// collector: e.g. /var/lib/node_exporter/textfile/payrun.prom).
     #[arg(long, value_name = "PATH")]
     pub metrics_file: Option<std::path::PathBuf>,
+    /// Off a terminal (cron, CI), how often a working step logs how far it is: rows done,
+    /// rate, time left, what it waits on.
+    #[arg(long, value_name = "DURATION", default_value = "10s", value_parser = parse_duration_arg)]
+    pub progress_every: std::time::Duration,
 }
 
 #[derive(Debug, Args)]

@@ -524,6 +524,7 @@ fn run_cmd(args: &crate::cli::RunArgs, bars: bool, quiet: bool) -> i32 {
             stop,
             poll_cap: None,
             show_progress: bars,
+            progress_every: args.progress_every,
         };
         let _sandbox = if args.sandbox {
             let config = crate::sandbox::Config {
@@ -1040,6 +1041,7 @@ fn reconcile_cmd(args: &crate::cli::ReconcileArgs, quiet: bool) -> i32 {
             stop,
             poll_cap: None,
             show_progress: false,
+            progress_every: std::time::Duration::from_secs(10),
         };
         match crate::exec::reconcile(&job, opts, only_run).await {
             Ok((report, changes)) => {

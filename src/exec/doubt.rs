@@ -107,7 +107,14 @@ where
                 ctx.settle.as_secs_f64()
             );
         }
-        if !ctx.settle_pause(wait).await {
+        ctx.waiting(Some(format!(
+            "waiting for {} {what} in doubt to settle (looking them up at {})",
+            units.len() + out.len(),
+            due.with_timezone(&chrono::Local).format("%H:%M:%S")
+        )));
+        let settled = ctx.settle_pause(wait).await;
+        ctx.waiting(None);
+        if !settled {
             out.extend(units.into_iter().map(|d| (d, Settled::Open)));
             return out;
         }

@@ -690,16 +690,12 @@ async fn run_one(
         .write(move |c| exports::start(c, run_id, plan_id, &started))
         .await?;
     tracing::info!(step = %export.id, resource = export.resource.as_str(), from = %record.from_at, to = %record.to_at, "export started");
-    if let Some(p) = &ctx.progress {
-        p.start(&export.id, 0);
-    }
+    ctx.progress.start(&export.id, 0);
     let result = match window {
         Err(e) => Err(Stop::Failed(e)),
         Ok((from, to)) => pull(export, ctx, from, to).await,
     };
-    if let Some(p) = &ctx.progress {
-        p.finish();
-    }
+    ctx.progress.finish();
     let ok = match result {
         Ok(t) => {
             record.state = "completed".into();
@@ -836,9 +832,9 @@ async fn pull_pages(
             .map_err(|e| Stop::Failed(format!("page {page}: {e}")))?;
             tally.pages += 1;
             if page == 1
-                && let (Some(total), Some(bar)) = (p.total, &ctx.progress)
+                && let Some(total) = p.total
             {
-                bar.set_total(tally.rows + total);
+                ctx.progress.set_total(tally.rows + total);
             }
             let n = p.records.len() as u64;
             longest = longest.max(n);

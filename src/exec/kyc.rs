@@ -291,9 +291,14 @@ async fn poll(
             })
             .collect();
         if waiting.is_empty() {
+            ctx.waiting(None);
             return Ok(());
         }
         let expired = Instant::now() >= deadline || ctx.stopping();
+        ctx.waiting(Some(format!(
+            "waiting for {} KYC decision(s)",
+            waiting.len()
+        )));
         for item in waiting {
             refresh(ctx, &item, expired, timeout).await?;
         }
@@ -370,6 +375,6 @@ pub(super) async fn refresh(
             o.provider_status.as_deref().unwrap_or("unknown")
         ),
     });
-    ctx.outcome(item.id, o)?;
+    ctx.update(item.id, o)?;
     Ok(change)
 }

@@ -89,7 +89,8 @@ pub struct Ctx {
     pub halt: std::sync::Mutex<Option<Halt>>,
     /// Polls no less often than this (the embedded sandbox moves statuses in seconds).
     pub poll_cap: Option<std::time::Duration>,
-    pub progress: Option<progress::Progress>,
+    /// The current step's count and what it waits on (bars on a terminal).
+    pub progress: progress::Progress,
     /// `limits.settle` and `limits.settle_recheck` (see [`doubt`]).
     pub settle: std::time::Duration,
     pub settle_recheck: std::time::Duration,
@@ -106,7 +107,16 @@ pub struct Ctx {
     /// an earlier run, has nothing to settle.
     pub entered_doubt: std::sync::atomic::AtomicU64,
     /// The run's lock, held (and its heartbeat written) while the run lives.
-    _lock: crate::state::lock::Heartbeat,
+    lock: std::sync::Mutex<Option<crate::state::lock::Heartbeat>>,
+}
+
+/// A task that ends with its owner.
+struct AbortOnDrop(tokio::task::JoinHandle<()>);
+
+impl Drop for AbortOnDrop {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
 }
 
 /// Why a run stopped before its work was done, with the provider's or the network's words.
@@ -302,11 +312,16 @@ impl Ctx {
         self.stop.load(Ordering::Relaxed)
     }
 
-    /// Records an item's outcome. The write is queued, not waited for (nobody needs it on
-    /// disk to go on: an outcome lost to a crash leaves its item in flight, and the next
-    /// run asks the provider); the step's end waits for all of them.
+    /// Records an item's outcome, and counts its row done. The write is queued, not waited
+    /// for (nobody needs it on disk to go on: an outcome lost to a crash leaves its item in
+    /// flight, and the next run asks the provider); the step's end waits for all of them.
     pub fn outcome(&self, id: i64, o: Outcome) -> Result<(), StateError> {
         self.tick(1);
+        self.update(id, o)
+    }
+
+    /// Records what a refresh learnt of an item (its row was counted when it was sent).
+    pub fn update(&self, id: i64, o: Outcome) -> Result<(), StateError> {
         if o.state == "succeeded" {
             self.any_success.store(true, Ordering::Relaxed);
         }
@@ -315,7 +330,7 @@ impl Ctx {
 
     /// Puts an item back in the queue (stopping; its request was surely not applied).
     pub fn requeue(&self, id: i64) -> Result<(), StateError> {
-        self.outcome(
+        self.update(
             id,
             Outcome {
                 state: "pending",
@@ -352,11 +367,21 @@ impl Ctx {
         tokio::time::sleep(every.min(left).max(std::time::Duration::from_millis(10))).await;
     }
 
-    /// Moves the progress bar, when there is one.
+    /// Lets the run's lock go (its record is gone already): the run is over, whoever still
+    /// holds this context.
+    pub fn release(&self) {
+        self.lock.lock().unwrap_or_else(|p| p.into_inner()).take();
+    }
+
+    /// Counts `n` more rows of the step done.
     pub fn tick(&self, n: u64) {
-        if let Some(p) = &self.progress {
-            p.inc(n);
-        }
+        self.progress.inc(n);
+    }
+
+    /// Says what the step waits on (`None`: it works again), on its bar or in the
+    /// progress lines.
+    pub fn waiting(&self, what: Option<String>) {
+        self.progress.waiting(what);
     }
 }
 
@@ -374,6 +399,8 @@ pub struct RunOptions {
     pub poll_cap: Option<std::time::Duration>,
     /// Show progress bars (a terminal, not --quiet).
     pub show_progress: bool,
+    /// Without bars, how often a step that works says how far it is.
+    pub progress_every: std::time::Duration,
 }
 
 /// The provider settings `run` needs, resolved.
@@ -585,11 +612,7 @@ async fn open(
         stop: opts.stop.clone(),
         halt: std::sync::Mutex::new(None),
         poll_cap: opts.poll_cap,
-        progress: if opts.show_progress {
-            progress::Progress::for_terminal()
-        } else {
-            None
-        },
+        progress: progress::Progress::new(opts.show_progress),
         any_success: AtomicBool::new(false),
         same_answer: std::sync::Mutex::new(None),
         started_at: work::now(),
@@ -597,7 +620,7 @@ async fn open(
         settle_recheck: job.limits.settle_recheck,
         lookback: job.limits.lookback,
         entered_doubt: Default::default(),
-        _lock: lock,
+        lock: std::sync::Mutex::new(Some(lock)),
     });
     Ok((ctx, db, plan_id, run_id))
 }
@@ -726,6 +749,7 @@ pub async fn reconcile(
     let (exit_code, counts) = db
         .write(move |c| work::finish_run(c, plan_id, run_id, floor, &recorded))
         .await?;
+    ctx.release();
     result?;
     let duplicates = db.read(move |c| work::duplicates_of(c, plan_id)).await?;
     Ok((
@@ -751,6 +775,21 @@ pub async fn run(
 ) -> Result<RunReport, RunError> {
     let (ctx, db, plan_id, run_id) = open(job, &opts, true).await?;
     tracing::info!(run = run_id, job = %job.name, scope = %job.scope, "run started");
+    // Off a terminal, a working step says how far it is every `progress_every`.
+    let _lines = (!ctx.progress.has_bars()).then(|| {
+        let (ctx, every) = (Arc::downgrade(&ctx), opts.progress_every);
+        AbortOnDrop(tokio::spawn(async move {
+            let mut tick = tokio::time::interval(every.max(std::time::Duration::from_millis(100)));
+            tick.tick().await;
+            loop {
+                tick.tick().await;
+                let Some(ctx) = ctx.upgrade() else { return };
+                if let Some(line) = ctx.progress.line() {
+                    tracing::info!("{line}");
+                }
+            }
+        }))
+    });
     // Planning happens under the lock: no other run can be sending while items change.
     let planned = tokio::task::block_in_place(|| {
         crate::plan::plan_unless_stopped(job, &opts.state_path, on_error, &opts.stop)
@@ -790,6 +829,7 @@ pub async fn run(
     let (exit_code, counts) = db
         .write(move |c| work::finish_run(c, plan_id, run_id, floor, &recorded))
         .await?;
+    ctx.release();
     tracing::info!(
         run = run_id,
         exit_code,
@@ -932,9 +972,7 @@ pub async fn execute(
             }
         };
         tracing::info!(step = %step.id, items = todo, "step started");
-        if let Some(p) = &ctx.progress {
-            p.start(&step.id, todo);
-        }
+        ctx.progress.start(&step.id, todo);
         match step.kind {
             StepKind::Contact => contact::run(job, si, step, &ctx, &mut rows).await?,
             StepKind::Kyc => kyc::run(job, si, step, &ctx, &mut rows).await?,
@@ -943,9 +981,7 @@ pub async fn execute(
         }
         // Outcomes are queued without waiting: all of the step's are committed here.
         ctx.db.settled().await?;
-        if let Some(p) = &ctx.progress {
-            p.finish();
-        }
+        ctx.progress.finish();
         log_step_end(&ctx, &step.id).await?;
     }
     // What the items earn is added when the run is recorded as finished.

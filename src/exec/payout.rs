@@ -415,10 +415,7 @@ async fn send(ctx: Arc<Ctx>, batch: WorkBatch, members: Members) -> Result<(), S
         let result = async { ctx.hc()?.create_payout(&request).await }.await;
         drop(slot);
         let e = match result {
-            Ok(created) => {
-                ctx.tick(members.len() as u64);
-                return record(&ctx, &batch, &members, &created).await;
-            }
+            Ok(created) => return record(&ctx, &batch, &members, &created).await,
             Err(e) => e,
         };
         match ctx.after_failure(&e, attempt, started).await {
@@ -618,7 +615,10 @@ async fn record(
         batch_state(created),
     );
     let error = funding(created).map(|(c, m)| (c.to_string(), m.to_string()));
-    // Said once, when the batch is first recorded (refreshes record it again).
+    // Counted and said once, when the batch is first recorded (refreshes record it again).
+    if batch.provider_ref.is_none() {
+        ctx.tick(members.len() as u64);
+    }
     if batch.provider_ref.is_none()
         && let Some((code, message)) = &error
     {
@@ -646,6 +646,7 @@ async fn fail_all(
 ) -> Result<(), StateError> {
     let (id, code, message) = (batch.id, code.to_string(), message.to_string());
     let ids: Vec<i64> = members.iter().map(|(i, _)| i.id).collect();
+    ctx.tick(ids.len() as u64);
     ctx.db
         .write(move |c| {
             work::set_batch(c, id, "failed", None, None, Some((&code, &message)))?;
@@ -780,8 +781,12 @@ async fn await_completion(
             }
         }
         if open == 0 || Instant::now() >= deadline || ctx.stopping() {
+            ctx.waiting(None);
             return Ok(());
         }
+        ctx.waiting(Some(format!(
+            "waiting for {open} payout batch(es) to complete"
+        )));
         ctx.next_poll(every, deadline).await;
     }
 }

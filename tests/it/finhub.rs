@@ -144,6 +144,7 @@ impl Dir {
             stop: Arc::new(AtomicBool::new(false)),
             poll_cap: None,
             show_progress: false,
+            progress_every: std::time::Duration::from_secs(10),
         };
         run(&job, opts, &mut |e| panic!("{e}"))
             .await

@@ -84,6 +84,7 @@ async fn reports_show_every_row_safely_and_regenerate_identically() {
         stop: Arc::new(AtomicBool::new(false)),
         poll_cap: None,
         show_progress: false,
+        progress_every: std::time::Duration::from_secs(10),
     };
     let first = run(&job, opts(), &mut |e| panic!("{e}")).await.unwrap();
     assert_eq!(first.exit_code, 1);

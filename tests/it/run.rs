@@ -135,6 +135,7 @@ impl Setup {
             stop: Arc::new(AtomicBool::new(false)),
             poll_cap: Some(Duration::from_millis(100)),
             show_progress: false,
+            progress_every: std::time::Duration::from_secs(10),
         };
         run(&job, opts, &mut |e| panic!("unexpected input error: {e}"))
             .await
@@ -198,6 +199,7 @@ async fn example_payroll_end_to_end() {
         stop: Arc::new(AtomicBool::new(false)),
         poll_cap: Some(Duration::from_millis(100)),
         show_progress: false,
+        progress_every: std::time::Duration::from_secs(10),
     };
     let report = run(&job, opts(&dir.path().join("s.db")), &mut |e| panic!("{e}"))
         .await

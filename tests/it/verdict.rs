@@ -266,3 +266,44 @@ fn a_template_mistake_is_said_once_and_a_problem_on_every_row_is_counted() {
         "{stderr}"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn off_a_terminal_a_long_step_says_how_far_it_is() {
+    let s = start(payrun::sandbox::Config {
+        payout_delay: std::time::Duration::from_secs(2),
+        ..fast(Faults {
+            latency: Some((
+                std::time::Duration::from_millis(60),
+                std::time::Duration::from_millis(60),
+            )),
+            ..Faults::default()
+        })
+    })
+    .await;
+    let setup = Setup::new(
+        &job_text(10, "").replace("concurrency: 8", "concurrency: 1"),
+        &people(20),
+    );
+    let out = command(&setup, &s)
+        .args(["--log-format", "json", "--progress-every", "300ms"])
+        .output()
+        .unwrap();
+    assert_exit(&out, 0);
+    let messages: Vec<String> = json_lines(&out.stderr)
+        .iter()
+        .filter_map(|l| l["fields"]["message"].as_str().map(str::to_string))
+        .collect();
+    assert!(
+        messages.iter().any(|m| m.starts_with("contact: ")
+            && m.contains("/20 rows done, ")
+            && m.contains(" s left")),
+        "{messages:#?}"
+    );
+    assert!(
+        messages
+            .iter()
+            .any(|m| m
+                .starts_with("pay: 20/20 rows done; waiting for 2 payout batch(es) to complete")),
+        "{messages:#?}"
+    );
+}
