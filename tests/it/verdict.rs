@@ -307,3 +307,80 @@ async fn off_a_terminal_a_long_step_says_how_far_it_is() {
         "{messages:#?}"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_cron_wrapper_runs_the_current_period_and_the_units_verify() {
+    let s = start(fast(Faults::default())).await;
+    // A job whose scope is its period, with a default a wrapper must not fall back to.
+    let job = job_text(10, "").replace(
+        "scope: \"2026-11\"",
+        "scope: \"{{ vars.period }}\"\nvars: { period: \"1999-01\" }",
+    );
+    let setup = Setup::new(&job, &people(3));
+    let wrapper = crate::support::repo().join("examples/cron/payrun-period.sh");
+    let mut cmd = std::process::Command::new(&wrapper);
+    cmd.args(["--state", "state.db"])
+        .current_dir(setup.dir.path())
+        .env("PAYRUN", env!("CARGO_BIN_EXE_payrun"))
+        .env("JOB", "job.yaml");
+    for (k, v) in setup.env(&s) {
+        cmd.env(k, v);
+    }
+    let out = cmd.output().unwrap();
+    assert_exit(&out, 0);
+    let this_month = chrono::Utc::now().format("%Y-%m").to_string();
+    let (scope,): (String,) = setup.state_row("SELECT scope FROM plans");
+    assert_eq!(scope, this_month);
+    // Its exit code is payrun's, with what it means.
+    let refused = std::process::Command::new(&wrapper)
+        .args(["--state", "state.db"])
+        .current_dir(setup.dir.path())
+        .env("PAYRUN", env!("CARGO_BIN_EXE_payrun"))
+        .env("JOB", "missing.yaml")
+        .output()
+        .unwrap();
+    assert_exit(&refused, 2);
+    assert!(
+        String::from_utf8_lossy(&refused.stderr)
+            .contains("exited 2: the job file or the input is invalid"),
+        "{}",
+        String::from_utf8_lossy(&refused.stderr)
+    );
+    // The units: valid for systemd, and no exit code but 0 counts as success.
+    let units = crate::support::repo().join("examples/systemd");
+    let service = std::fs::read_to_string(units.join("payroll.service")).unwrap();
+    assert!(!service.contains("SuccessExitStatus"), "{service}");
+    let analyze = std::process::Command::new("systemd-analyze")
+        .arg("--version")
+        .output();
+    if analyze.is_err() {
+        eprintln!("systemd-analyze is not installed: the units were not verified");
+        return;
+    }
+    let dir = setup.path("units");
+    std::fs::create_dir_all(&dir).unwrap();
+    std::fs::write(setup.path("env"), "").unwrap();
+    let service = service
+        .replace(
+            "/srv/payroll/examples/cron/payrun-period.sh",
+            wrapper.to_str().unwrap(),
+        )
+        .replace("/srv/payroll", setup.dir.path().to_str().unwrap())
+        .replace(
+            "/etc/payrun/helloclever.env",
+            setup.path("env").to_str().unwrap(),
+        );
+    std::fs::write(dir.join("payroll.service"), service).unwrap();
+    std::fs::copy(units.join("payroll.timer"), dir.join("payroll.timer")).unwrap();
+    let verify = std::process::Command::new("systemd-analyze")
+        .args(["verify", "--man=no"])
+        .arg(dir.join("payroll.service"))
+        .arg(dir.join("payroll.timer"))
+        .output()
+        .unwrap();
+    assert!(
+        verify.status.success() && verify.stderr.is_empty(),
+        "{}",
+        String::from_utf8_lossy(&verify.stderr)
+    );
+}
