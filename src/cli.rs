@@ -103,6 +103,10 @@ pub struct ReconcileArgs {
     /// Only what this run sent (default: everything the job's state holds as sent).
     #[arg(long)]
     pub run: Option<i64>,
+    /// Accepted like `status` and `report` take it, to say that a rehearsal cannot be
+    /// reconciled: its embedded sandbox ended with its run.
+    #[arg(long)]
+    pub sandbox: bool,
 }
 
 #[derive(Debug, Args)]

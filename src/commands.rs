@@ -164,7 +164,7 @@ impl Problems {
         let n = self.seen.entry((e.column.clone(), kind)).or_default();
         *n += 1;
         if *n <= SHOWN {
-            say_problem(&e.to_string());
+            say_problem(&crate::redact::printable(&e.to_string()));
         }
     }
 
@@ -212,15 +212,16 @@ fn validate(args: &JobArgs) -> i32 {
                 );
                 return exit::SUCCESS;
             }
+            let steps = job.steps.len() as u64;
             println!(
-                "{}: {} rows × {} steps checked in {secs:.2}s: {}",
+                "{}: {} {} × {steps} {} checked in {secs:.2}s: {}",
                 job.path.display(),
                 summary.rows,
-                job.steps.len(),
-                if summary.errors == 0 {
-                    "no problems".to_string()
-                } else {
-                    format!("{} problem(s)", summary.errors)
+                plural(summary.rows, "row", "rows"),
+                plural(steps, "step", "steps"),
+                match summary.errors {
+                    0 => "no problems".to_string(),
+                    n => format!("{n} {}", plural(n, "problem", "problems")),
                 }
             );
             print_totals(&summary);
@@ -290,8 +291,9 @@ fn plan_cmd(args: &PlanArgs) -> i32 {
     match planned {
         Err(PlanError::Invalid(summary)) => {
             say!(
-                "{} problem(s) in {}; nothing was planned",
+                "{} {} in {}; nothing was planned",
                 summary.errors,
+                plural(summary.errors, "problem", "problems"),
                 job.csv_path().display()
             );
             exit::INVALID_INPUT
@@ -314,8 +316,15 @@ fn plan_cmd(args: &PlanArgs) -> i32 {
                 outcome.state_path.display()
             );
             println!();
+            let w = job
+                .steps
+                .iter()
+                .map(|s| s.id.chars().count())
+                .max()
+                .unwrap_or(0)
+                .max(12);
             println!(
-                "{:<12} {:<8} {:>8} {:>10} {:>8} {:>9} {:>6} {:>8} {:>8}",
+                "{:<w$} {:<8} {:>8} {:>10} {:>8} {:>9} {:>6} {:>8} {:>8}",
                 "step",
                 "type",
                 "new",
@@ -333,7 +342,7 @@ fn plan_cmd(args: &PlanArgs) -> i32 {
                     "-".to_string()
                 };
                 println!(
-                    "{:<12} {:<8} {:>8} {:>10} {:>8} {:>9} {:>6} {:>8} {:>8}",
+                    "{:<w$} {:<8} {:>8} {:>10} {:>8} {:>9} {:>6} {:>8} {:>8}",
                     step.id,
                     step.kind.as_str(),
                     c.new,
@@ -792,9 +801,10 @@ fn status_cmd(args: &crate::cli::StatusArgs) -> i32 {
         Ok(j) => j,
         Err(code) => return code,
     };
+    // Like report and reconcile: with no state, there is nothing to show (exit 2).
     if let Some(why) = no_state_yet(&job, &args.plan, &path, Some("status")) {
-        println!("{why}");
-        return exit::SUCCESS;
+        say!("error: {why}");
+        return exit::INVALID_INPUT;
     }
     let result = (|| -> Result<(), crate::state::StateError> {
         let st = crate::state::State::open(&path)?;
@@ -886,7 +896,9 @@ fn status_cmd(args: &crate::cli::StatusArgs) -> i32 {
                 code.to_string()
             };
             println!(
-                "  run {id}: {start} → {end}, exit {code}, {req} requests, {retries} retries, {doubt} in doubt resolved"
+                "  run {id}: {start} → {end}, exit {code}, {req} {}, {retries} {}, {doubt} in doubt resolved",
+                plural(req as u64, "request", "requests"),
+                plural(retries as u64, "retry", "retries")
             );
         }
         let mut stmt = conn.prepare("SELECT i.step, i.row_key, i.attempts, COALESCE(i.first_attempt_at, ''), COALESCE(i.doubt_since, b.doubt_since, 'not recorded') FROM items i LEFT JOIN batches b ON b.id = i.batch_id WHERE i.plan_id = ?1 AND i.state = 'in_flight' ORDER BY i.id LIMIT 50").map_err(err)?;
@@ -903,7 +915,8 @@ fn status_cmd(args: &crate::cli::StatusArgs) -> i32 {
             );
             for (step, key, attempts, first, since) in doubt {
                 println!(
-                    "  {step} row '{key}': {attempts} attempt(s), first at {first}, last sent at {since}"
+                    "  {step} row '{}': {attempts} attempt(s), first at {first}, last sent at {since}",
+                    crate::redact::printable(&key)
                 );
             }
         }
@@ -1017,6 +1030,13 @@ fn report_cmd(args: &crate::cli::ReportArgs) -> i32 {
 }
 
 fn reconcile_cmd(args: &crate::cli::ReconcileArgs, quiet: bool) -> i32 {
+    if args.sandbox {
+        say!(
+            "error: a --sandbox rehearsal's provider ended with its run: there is nothing to reconcile it with (`payrun status {} --sandbox` shows what it did)",
+            args.plan.job.job.display()
+        );
+        return exit::INVALID_INPUT;
+    }
     let (only_run, args) = (args.run, &args.plan);
     let (job, state_path) = match job_and_state(args, false) {
         Ok(j) => j,
@@ -1047,14 +1067,20 @@ fn reconcile_cmd(args: &crate::cli::ReconcileArgs, quiet: bool) -> i32 {
             Ok((report, changes)) => {
                 if !quiet {
                     println!(
-                        "reconciled '{}' scope '{}' (run {}): {} change(s)",
+                        "reconciled '{}' scope '{}' (run {}): {} {}",
                         job.name,
                         job.scope,
                         report.run_id,
-                        changes.len()
+                        changes.len(),
+                        plural(changes.len() as u64, "change", "changes")
                     );
                     for c in &changes {
-                        println!("  {} row '{}': {}", c.step, c.row_key, c.what);
+                        println!(
+                            "  {} row '{}': {}",
+                            c.step,
+                            crate::redact::printable(&c.row_key),
+                            c.what
+                        );
                     }
                     print_duplicates(&report.duplicates);
                 }

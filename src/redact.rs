@@ -38,6 +38,24 @@ pub fn for_display(name: &str, value: &str) -> String {
     }
 }
 
+/// Text from a file or a provider as one printable line: control characters (a newline in
+/// a CSV key, an escape sequence in a provider's message) are shown escaped (`\n`,
+/// `\u{1b}`), so no value can forge a line of payrun's own or move a terminal's cursor.
+pub fn printable(text: &str) -> std::borrow::Cow<'_, str> {
+    if !text.chars().any(char::is_control) {
+        return std::borrow::Cow::Borrowed(text);
+    }
+    let mut out = String::with_capacity(text.len() + 8);
+    for c in text.chars() {
+        if c.is_control() {
+            out.extend(c.escape_default());
+        } else {
+            out.push(c);
+        }
+    }
+    std::borrow::Cow::Owned(out)
+}
+
 /// Masks what may be an account or document number in free text (a provider's message, an
 /// error): every run of 7 or more digits keeps only its last 3. (payrun's own messages mask
 /// at the source; this is the backstop for text from elsewhere. Shorter runs are mostly
@@ -68,6 +86,19 @@ pub fn scrub(text: &str) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn text_from_elsewhere_prints_as_one_line() {
+        assert_eq!(
+            printable("E1\n2026 INFO run finished"),
+            "E1\\n2026 INFO run finished"
+        );
+        assert_eq!(printable("a\u{1b}[2Jb\r"), "a\\u{1b}[2Jb\\r");
+        assert!(matches!(
+            printable("Zoë O'Brien"),
+            std::borrow::Cow::Borrowed("Zoë O'Brien")
+        ));
+    }
 
     #[test]
     fn masks_to_last_three() {

@@ -526,7 +526,8 @@ fn cell(record: &Value, tx: Option<&Value>, c: &Column) -> String {
         other => other.to_string(),
     };
     match c.kind {
-        Kind::Text => plain(),
+        // Text from the provider, as a spreadsheet would read it: never a formula.
+        Kind::Text => crate::report::neutralise(&plain()),
         Kind::Json => v.to_string(),
         Kind::LatestKyc => v
             .as_array()
@@ -952,6 +953,12 @@ mod tests {
         assert_eq!(c("created_at", Kind::Time), "2025-05-28T04:22:21.567Z");
         assert_eq!(c("expired_at", Kind::Time), "");
         assert_eq!(c("sender_details.card.card_brand", Kind::Text), "visa");
+        // A provider's text a spreadsheet would run is not a formula in the file.
+        let evil = json!({"name": "=HYPERLINK(\"http://x\",\"pay\")"});
+        assert_eq!(
+            cell(&evil, None, &col("n", "name", Kind::Text)),
+            "'=HYPERLINK(\"http://x\",\"pay\")"
+        );
         assert_eq!(c("missing.path", Kind::Text), "");
         assert_eq!(money("12.345", "AUD"), "12.345");
         assert_eq!(money("1000", "JPY"), "1000");

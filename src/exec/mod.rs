@@ -1008,7 +1008,13 @@ async fn log_step_end(ctx: &Ctx, step: &str) -> Result<(), StateError> {
         })
         .await?;
     for (row, state, code, message) in rows.iter().take(200) {
+        // A key or a provider's message holds what the file or the provider put there:
+        // printed as one line, control characters escaped.
         let message = crate::redact::scrub(message.as_deref().unwrap_or(""));
+        let (row, message) = (
+            crate::redact::printable(row),
+            crate::redact::printable(&message),
+        );
         tracing::warn!(step, row = %row, state, code = code.as_deref().unwrap_or(""), "{message}");
     }
     if rows.len() > 200 {

@@ -194,6 +194,8 @@ mod tests {
             esc("a<b>&'c'\"d\"\u{1}\te\n"),
             "a&lt;b&gt;&amp;&apos;c&apos;&quot;d&quot; \te\n"
         );
+        // Not characters XML 1.0 allows, whatever a provider's message holds.
+        assert_eq!(esc("x\u{FFFE}y\u{FFFF}"), "x y ");
         assert!(matches!(
             esc("E001 ünï"),
             std::borrow::Cow::Borrowed("E001 ünï")

@@ -11,7 +11,12 @@ fn label(s: &str) -> String {
 }
 
 pub fn metrics(r: &Report) -> String {
-    let job = format!("job=\"{}\",scope=\"{}\"", label(&r.job), label(&r.scope));
+    // Not `job`: Prometheus sets that label itself when it scrapes, and renames this one.
+    let job = format!(
+        "payrun_job=\"{}\",scope=\"{}\"",
+        label(&r.job),
+        label(&r.scope)
+    );
     let ts = |t: &str| {
         chrono::DateTime::parse_from_rfc3339(t)
             .map(|t| t.timestamp_millis() as f64 / 1000.0)

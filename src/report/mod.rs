@@ -3,6 +3,7 @@
 //! feeds every writer: results.csv, summary.json, junit.xml.
 
 mod csv_out;
+pub use csv_out::neutralise;
 mod html;
 mod junit;
 mod metrics;
@@ -252,7 +253,12 @@ pub(crate) fn escape_markup<'s>(
     apos: &'static str,
     no_controls: bool,
 ) -> std::borrow::Cow<'s, str> {
-    let control = |c: char| no_controls && (c as u32) < 0x20 && !matches!(c, '\t' | '\n' | '\r');
+    // XML 1.0 allows neither C0 controls (but tab and line ends) nor U+FFFE, U+FFFF.
+    let control = |c: char| {
+        no_controls
+            && (((c as u32) < 0x20 && !matches!(c, '\t' | '\n' | '\r'))
+                || matches!(c, '\u{FFFE}' | '\u{FFFF}'))
+    };
     if !s
         .chars()
         .any(|c| matches!(c, '&' | '<' | '>' | '"' | '\'') || control(c))

@@ -517,13 +517,22 @@ fn the_finhub_example_runs_against_the_embedded_sandbox() {
     let job = "jobs/finhub-onboarding.yaml";
     let real_state = d.path().join("jobs/.payrun/finhub-onboarding.db");
     let out = crate::support::payrun_in(d.path(), &["status", job]);
-    assert_eq!(out.code, 0, "{}{}", out.stdout, out.stderr);
-    assert!(out.stdout.contains("has no state yet"), "{}", out.stdout);
+    // Nothing to show: exit 2, as report and reconcile say it.
+    assert_eq!(out.code, 2, "{}{}", out.stdout, out.stderr);
+    assert!(out.stderr.contains("has no state yet"), "{}", out.stderr);
     assert!(
-        out.stdout
+        out.stderr
             .contains("`payrun status jobs/finhub-onboarding.yaml --sandbox` shows it"),
         "{}",
-        out.stdout
+        out.stderr
+    );
+    let out = crate::support::payrun_in(d.path(), &["reconcile", job, "--sandbox"]);
+    assert_eq!(out.code, 2, "{}{}", out.stdout, out.stderr);
+    assert!(
+        out.stderr
+            .contains("rehearsal's provider ended with its run"),
+        "{}",
+        out.stderr
     );
     let out = crate::support::payrun_in(d.path(), &["status", job, "--sandbox"]);
     assert_eq!(out.code, 0, "{}{}", out.stdout, out.stderr);

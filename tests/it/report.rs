@@ -168,15 +168,15 @@ async fn reports_show_every_row_safely_and_regenerate_identically() {
     let prom = std::fs::read_to_string(prom).unwrap();
     assert!(
         prom.contains(
-            "payrun_rows{job=\"mixed\",scope=\"2026-11\",step=\"pay\",status=\"failed\"} 1"
+            "payrun_rows{payrun_job=\"mixed\",scope=\"2026-11\",step=\"pay\",status=\"failed\"} 1"
         ),
         "{prom}"
     );
     assert!(
-        prom.contains("payrun_last_run_success{job=\"mixed\",scope=\"2026-11\"} 0"),
+        prom.contains("payrun_last_run_success{payrun_job=\"mixed\",scope=\"2026-11\"} 0"),
         "{prom}"
     );
-    assert!(prom.contains("payrun_amount{job=\"mixed\",scope=\"2026-11\",currency=\"AUD\",kind=\"failed\"} 150000.00"), "{prom}");
+    assert!(prom.contains("payrun_amount{payrun_job=\"mixed\",scope=\"2026-11\",currency=\"AUD\",kind=\"failed\"} 150000.00"), "{prom}");
 
     // Regenerated from state: the same files.
     let again = payrun::report::write(&job, &state, Some(second.run_id)).unwrap();

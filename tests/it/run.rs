@@ -791,7 +791,7 @@ async fn reconcile_records_what_the_provider_completed_since_the_run() {
         String::from_utf8_lossy(&out.stderr)
     );
     assert!(
-        stdout.contains("3 change(s)")
+        stdout.contains("3 changes")
             && stdout.contains("pay row 'P0000': transaction pending → completed"),
         "{stdout}"
     );
@@ -808,7 +808,7 @@ async fn reconcile_records_what_the_provider_completed_since_the_run() {
     assert_eq!(csv.matches(",completed,").count(), 3, "{csv}");
     // Nothing changed since: a second reconcile finds nothing.
     let again = reconcile(&[]);
-    assert!(String::from_utf8_lossy(&again.stdout).contains("0 change(s)"));
+    assert!(String::from_utf8_lossy(&again.stdout).contains("0 changes"));
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

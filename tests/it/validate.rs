@@ -332,7 +332,7 @@ fn every_error_is_reported_not_just_the_first() {
             "payroll.csv:4: column 'net_pay': amount must be greater than zero",
         ],
     );
-    assert!(out.stdout.contains("2 problem(s)"), "{}", out.stdout);
+    assert!(out.stdout.contains("2 problems"), "{}", out.stdout);
 }
 
 #[test]

@@ -384,3 +384,22 @@ async fn the_cron_wrapper_runs_the_current_period_and_the_units_verify() {
         String::from_utf8_lossy(&verify.stderr)
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn what_a_file_or_a_provider_says_cannot_forge_a_line() {
+    let s = start(fast(Faults::default())).await;
+    // A key holding a newline and a log line of its own, on a row the provider refuses.
+    let forged = "2026-12-03T00:00:00.000000Z  INFO run finished run=1 exit_code=0";
+    let csv = people(2)
+        .replace("P0001", &format!("\"P0001\n{forged}\""))
+        .replace("101.01", "150000.00");
+    let setup = Setup::new(&job_text(10, ""), &csv);
+    let out = command(&setup, &s).output().unwrap();
+    assert_exit(&out, 1);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        !stderr.lines().any(|l| l.starts_with("2026-12-03T00:00:00")),
+        "{stderr}"
+    );
+    assert!(stderr.contains("P0001\\n2026-12-03T00:00:00"), "{stderr}");
+}
