@@ -236,7 +236,10 @@ fn validate(args: &JobArgs) -> i32 {
 
 fn print_totals(summary: &CheckSummary) {
     for (ccy, (total, n)) in &summary.totals {
-        println!("  {ccy} {total} in {n} payout(s)");
+        println!(
+            "  {ccy} {total} in {n} {}",
+            plural(*n, "payout", "payouts")
+        );
     }
 }
 
@@ -363,8 +366,9 @@ fn plan_cmd(args: &PlanArgs) -> i32 {
             if !conflicts.is_empty() {
                 println!();
                 println!(
-                    "{} conflict(s): these rows changed after they were sent and will not be re-sent:",
-                    conflicts.len()
+                    "{} {}: these rows changed after they were sent and will not be re-sent:",
+                    conflicts.len(),
+                    plural(conflicts.len() as u64, "conflict", "conflicts")
                 );
                 for (line, key, step) in conflicts.iter().take(50) {
                     println!(
@@ -874,31 +878,39 @@ fn status_cmd(args: &crate::cli::StatusArgs) -> i32 {
             );
         }
         println!("last runs:");
-        let mut stmt = conn.prepare("SELECT id, started_at, COALESCE(ended_at, 'running'), COALESCE(exit_code, -1), requests, retries, in_doubt_resolved FROM runs WHERE plan_id = ?1 ORDER BY id DESC LIMIT 5").map_err(err)?;
+        let mut stmt = conn.prepare("SELECT id, started_at, COALESCE(ended_at, 'running'), COALESCE(exit_code, -1), requests, retries, in_doubt_resolved, error FROM runs WHERE plan_id = ?1 ORDER BY id DESC LIMIT 5").map_err(err)?;
         let runs = stmt
             .query_map([plan_id], |r| {
                 Ok((
-                    r.get::<_, i64>(0)?,
-                    r.get::<_, String>(1)?,
-                    r.get::<_, String>(2)?,
-                    r.get::<_, i64>(3)?,
-                    r.get::<_, i64>(4)?,
-                    r.get::<_, i64>(5)?,
-                    r.get::<_, i64>(6)?,
+                    (
+                        r.get::<_, i64>(0)?,
+                        r.get::<_, String>(1)?,
+                        r.get::<_, String>(2)?,
+                        r.get::<_, i64>(3)?,
+                    ),
+                    (
+                        r.get::<_, i64>(4)?,
+                        r.get::<_, i64>(5)?,
+                        r.get::<_, i64>(6)?,
+                        r.get::<_, Option<String>>(7)?,
+                    ),
                 ))
             })
             .map_err(err)?;
         for run in runs {
-            let (id, start, end, code, req, retries, doubt) = run.map_err(err)?;
+            let ((id, start, end, code), (req, retries, doubt, error)) = run.map_err(err)?;
             let code = if code < 0 {
                 "-".to_string()
             } else {
                 code.to_string()
             };
             println!(
-                "  run {id}: {start} → {end}, exit {code}, {req} {}, {retries} {}, {doubt} in doubt resolved",
+                "  run {id}: {start} → {end}, exit {code}, {req} {}, {retries} {}, {doubt} in doubt resolved{}",
                 plural(req as u64, "request", "requests"),
-                plural(retries as u64, "retry", "retries")
+                plural(retries as u64, "retry", "retries"),
+                error
+                    .map(|e| format!("\n    stopped: {}", crate::redact::printable(&e)))
+                    .unwrap_or_default()
             );
         }
         let mut stmt = conn.prepare("SELECT i.step, i.row_key, i.attempts, COALESCE(i.first_attempt_at, ''), COALESCE(i.doubt_since, b.doubt_since, 'not recorded') FROM items i LEFT JOIN batches b ON b.id = i.batch_id WHERE i.plan_id = ?1 AND i.state = 'in_flight' ORDER BY i.id LIMIT 50").map_err(err)?;

@@ -994,17 +994,25 @@ pub async fn execute(
 
 /// Logs a step's end: its counts, and every row that failed or is blocked, with why.
 async fn log_step_end(ctx: &Ctx, step: &str) -> Result<(), StateError> {
+    type Row = (String, &'static str, Option<String>, Option<String>);
     let (plan_id, step_id) = (ctx.plan_id, step.to_string());
-    let rows: Vec<(String, &'static str, Option<String>, Option<String>)> = ctx
+    // Rows not sent yet are counted, not listed: a stopped run would list them all.
+    let (rows, pending): (Vec<Row>, u64) = ctx
         .db
         .read(move |c| {
             let mut st = c.prepare("SELECT row_key, state, conflict_hash IS NOT NULL, error_code, error_message FROM items WHERE plan_id = ?1 AND step = ?2 AND (state IN ('failed', 'blocked', 'in_flight', 'awaiting_funds', 'pending') OR conflict_hash IS NOT NULL) ORDER BY row_line")?;
-            st.query_map(rusqlite::params![plan_id, step_id], |r| {
+            let mut q = st.query(rusqlite::params![plan_id, step_id])?;
+            let (mut rows, mut pending) = (Vec::new(), 0);
+            while let Some(r) = q.next()? {
                 let name = work::state_name(r.get_ref(1)?.as_str()?, r.get(2)?);
+                if name == "pending" {
+                    pending += 1;
+                    continue;
+                }
                 let (code, message) = work::reason(name, r.get(3)?, r.get(4)?);
-                Ok((r.get(0)?, name, code, message))
-            })?
-            .collect()
+                rows.push((r.get(0)?, name, code, message));
+            }
+            Ok((rows, pending))
         })
         .await?;
     for (row, state, code, message) in rows.iter().take(200) {
@@ -1024,7 +1032,18 @@ async fn log_step_end(ctx: &Ctx, step: &str) -> Result<(), StateError> {
             rows.len() - 200
         );
     }
-    tracing::info!(step, needing_a_look = rows.len(), "step finished");
+    if pending > 0 {
+        tracing::warn!(
+            step,
+            rows = pending,
+            "{pending} not sent yet: the next run sends them"
+        );
+    }
+    tracing::info!(
+        step,
+        needing_a_look = rows.len() as u64 + pending,
+        "step finished"
+    );
     Ok(())
 }
 

@@ -45,7 +45,7 @@ fn clean_fixture_passes_and_writes_nothing() {
     assert_eq!(out.code, 0, "{}", out.stderr);
     assert!(out.stdout.contains("3 rows × 2 steps"), "{}", out.stdout);
     assert!(
-        out.stdout.contains("AUD 4999.50 in 3 payout(s)"),
+        out.stdout.contains("AUD 4999.50 in 3 payouts"),
         "{}",
         out.stdout
     );

@@ -403,3 +403,184 @@ async fn what_a_file_or_a_provider_says_cannot_forge_a_line() {
     );
     assert!(stderr.contains("P0001\\n2026-12-03T00:00:00"), "{stderr}");
 }
+
+/// What a user sees, with what varies from run to run made stable: times, the temporary
+/// folder, request counts and uuids.
+fn stable(text: &str, dir: &std::path::Path) -> String {
+    let text = text.replace(dir.to_str().unwrap(), "[dir]");
+    let mut out = String::new();
+    let b = text.as_bytes();
+    let mut i = 0;
+    let digit = |j: usize| b.get(j).is_some_and(u8::is_ascii_digit);
+    while i < b.len() {
+        // 2026-12-03T15:22:10(.123)(Z): a time.
+        let shape = "dddd-dd-ddTdd:dd:dd";
+        let is_time = shape.bytes().enumerate().all(|(k, c)| match c {
+            b'd' => digit(i + k),
+            c => b.get(i + k) == Some(&c),
+        });
+        if is_time {
+            let mut j = i + shape.len();
+            if b.get(j) == Some(&b'.') {
+                j += 1;
+                while digit(j) {
+                    j += 1;
+                }
+            }
+            if b.get(j) == Some(&b'Z') {
+                j += 1;
+            }
+            out.push_str("[time]");
+            i = j;
+            continue;
+        }
+        let c = text[i..].chars().next().unwrap();
+        out.push(c);
+        i += c.len_utf8();
+    }
+    out.lines()
+        .map(|l| {
+            if l.trim_start().starts_with("requests ") {
+                "  requests [varies]".to_string()
+            } else if let Some(at) = l.find(" requests, ") {
+                let start = l[..at].rfind(' ').map_or(0, |s| s + 1);
+                format!("{}N{}", &l[..start], &l[at..])
+            } else {
+                l.to_string()
+            }
+        })
+        .collect::<Vec<_>>()
+        .join("\n")
+}
+
+/// `payrun status job.yaml --state state.db`, made stable.
+fn status(setup: &Setup) -> String {
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_payrun"))
+        .args(["status", "job.yaml", "--state", "state.db"])
+        .current_dir(setup.dir.path())
+        .output()
+        .unwrap();
+    stable(&String::from_utf8_lossy(&out.stdout), setup.dir.path())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_closing_summary_and_status_say_what_needs_a_person() {
+    // Conflicts: a paid period run again with three amounts corrected.
+    let s = start(fast(Faults::default())).await;
+    let setup = Setup::new(&job_text(10, ""), &people(5));
+    assert_exit(&command(&setup, &s).output().unwrap(), 0);
+    let corrected = people(5)
+        .replace("101.01", "111.11")
+        .replace("102.02", "122.22")
+        .replace("103.03", "133.33");
+    std::fs::write(setup.path("people.csv"), corrected).unwrap();
+    let plan = std::process::Command::new(env!("CARGO_BIN_EXE_payrun"))
+        .args(["plan", "job.yaml", "--state", "state.db"])
+        .current_dir(setup.dir.path())
+        .output()
+        .unwrap();
+    let plan = String::from_utf8_lossy(&plan.stdout).to_string();
+    assert!(plan.contains("AUD 570.70 in 5 payouts"), "{plan}");
+    let out = command(&setup, &s).output().unwrap();
+    assert_exit(&out, 1);
+    insta::assert_snapshot!(
+        "summary_conflicts",
+        stable(&String::from_utf8_lossy(&out.stdout), setup.dir.path())
+    );
+    insta::assert_snapshot!("status_conflicts", status(&setup));
+    // The totals agree with what `plan` printed.
+    let summary: serde_json::Value = serde_json::from_str(
+        &std::fs::read_to_string(setup.path("reports/soak/2026-11/latest/summary.json")).unwrap(),
+    )
+    .unwrap();
+    assert_eq!(summary["totals"]["AUD"]["planned"], "570.70");
+
+    // Waiting for funds.
+    let poor = start(payrun::sandbox::Config {
+        balances: [("AUD".to_string(), "50.00".parse().unwrap())].into(),
+        ..fast(Faults::default())
+    })
+    .await;
+    let setup = Setup::new(
+        &job_text(10, "").replace("timeout: 20s", "timeout: 1s"),
+        &people(3),
+    );
+    let out = command(&setup, &poor).output().unwrap();
+    assert_exit(&out, 1);
+    insta::assert_snapshot!(
+        "summary_awaiting_funds",
+        stable(&String::from_utf8_lossy(&out.stdout), setup.dir.path())
+    );
+    insta::assert_snapshot!("status_awaiting_funds", status(&setup));
+
+    // A fatal run: nothing on stdout, one error on stderr, and status shows the run.
+    let setup = Setup::new(&job_text(10, ""), &people(3));
+    let out = command(&setup, &s)
+        .env("HC_TEST_SECRET_KEY", "wrong")
+        .arg("-q")
+        .output()
+        .unwrap();
+    assert_exit(&out, 5);
+    insta::assert_snapshot!(
+        "summary_fatal",
+        stable(
+            &format!(
+                "stdout:\n{}stderr:\n{}",
+                String::from_utf8_lossy(&out.stdout),
+                String::from_utf8_lossy(&out.stderr)
+            ),
+            setup.dir.path()
+        )
+    );
+    insta::assert_snapshot!("status_fatal", status(&setup));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn on_a_terminal_bars_count_rows_and_say_what_they_wait_for() {
+    // `script` gives the run a terminal (util-linux, on Debian and in CI).
+    if std::process::Command::new("script")
+        .arg("--version")
+        .output()
+        .is_err()
+    {
+        assert!(
+            std::env::var_os("CI").is_none(),
+            "CI has util-linux's script"
+        );
+        eprintln!("skipped: no `script` to give payrun a terminal");
+        return;
+    }
+    let s = start(payrun::sandbox::Config {
+        payout_delay: std::time::Duration::from_secs(2),
+        ..fast(Faults::default())
+    })
+    .await;
+    let setup = Setup::new(&job_text(10, ""), &people(12));
+    let in_a_terminal = || {
+        let mut cmd = std::process::Command::new("script");
+        cmd.args(["-qec"])
+            .arg(format!(
+                "{} run job.yaml --state state.db",
+                env!("CARGO_BIN_EXE_payrun")
+            ))
+            .arg("/dev/null")
+            .current_dir(setup.dir.path())
+            .env("TERM", "xterm");
+        for (k, v) in setup.env(&s) {
+            cmd.env(k, v);
+        }
+        let out = cmd.output().unwrap();
+        assert_exit(&out, 0);
+        String::from_utf8_lossy(&out.stdout).replace('\r', "\n")
+    };
+    let shown = in_a_terminal();
+    assert!(shown.contains("12/12 rows"), "{shown}");
+    assert!(
+        shown.contains("waiting for 2 payout batch(es) to complete"),
+        "{shown}"
+    );
+    // A run with nothing to do shows no bar at all.
+    let again = in_a_terminal();
+    assert!(!again.contains("0/0"), "{again}");
+    assert!(!again.contains("/0 rows") && !again.contains('['), "{again}");
+}
