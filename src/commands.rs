@@ -236,10 +236,7 @@ fn validate(args: &JobArgs) -> i32 {
 
 fn print_totals(summary: &CheckSummary) {
     for (ccy, (total, n)) in &summary.totals {
-        println!(
-            "  {ccy} {total} in {n} {}",
-            plural(*n, "payout", "payouts")
-        );
+        println!("  {ccy} {total} in {n} {}", plural(*n, "payout", "payouts"));
     }
 }
 

@@ -422,6 +422,22 @@ async fn a_success_whose_reply_cannot_be_read_is_recorded_and_never_sent_again()
     assert_eq!(report.exit_code, 1, "{}", report.counts);
     let counts: Value = serde_json::from_str(&report.counts).unwrap();
     assert_eq!(counts["pay"]["in_doubt"], n, "{counts}");
+    // One name for it everywhere: the run's counts, results.csv, summary.json, status.
+    let written = payrun(&setup, &s, &["report", "job.yaml", "--state", "state.db"]);
+    assert_exit(&written, 0);
+    let csv =
+        std::fs::read_to_string(setup.path("reports/soak/2026-11/latest/results.csv")).unwrap();
+    assert_eq!(csv.matches(",in_doubt,").count(), n, "{csv}");
+    assert!(csv.contains("IN_DOUBT,"), "{csv}");
+    let summary =
+        std::fs::read_to_string(setup.path("reports/soak/2026-11/latest/summary.json")).unwrap();
+    assert!(summary.contains("\"in_doubt\": 6"), "{summary}");
+    let status = payrun(&setup, &s, &["status", "job.yaml", "--state", "state.db"]);
+    assert!(
+        String::from_utf8_lossy(&status.stdout).contains("in_doubt"),
+        "{}",
+        String::from_utf8_lossy(&status.stdout)
+    );
     assert_eq!(requests(&ledger(&s).await, "POST /api/v2/payouts"), 2);
     tokio::time::sleep(Duration::from_secs(2)).await;
     let report = setup.run(&s, false).await;

@@ -582,5 +582,30 @@ async fn on_a_terminal_bars_count_rows_and_say_what_they_wait_for() {
     // A run with nothing to do shows no bar at all.
     let again = in_a_terminal();
     assert!(!again.contains("0/0"), "{again}");
-    assert!(!again.contains("/0 rows") && !again.contains('['), "{again}");
+    assert!(
+        !again.contains("/0 rows") && !again.contains('['),
+        "{again}"
+    );
+}
+
+#[test]
+fn the_plan_table_fits_a_long_step_id() {
+    let setup = Setup::new(
+        &job_text(10, "").replace("- id: contact", "- id: contact_for_every_employee"),
+        &people(2),
+    );
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_payrun"))
+        .args(["plan", "job.yaml", "--state", "state.db"])
+        .current_dir(setup.dir.path())
+        .output()
+        .unwrap();
+    assert_exit(&out, 0);
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let header = stdout.lines().find(|l| l.starts_with("step ")).unwrap();
+    let row = stdout
+        .lines()
+        .find(|l| l.starts_with("contact_for_every_employee"))
+        .unwrap();
+    assert_eq!(header.find(" type"), row.find(" contact "), "{stdout}");
+    assert_eq!(header.len(), row.len(), "{stdout}");
 }
