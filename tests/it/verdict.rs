@@ -154,6 +154,17 @@ fn json_lines(stderr: &[u8]) -> Vec<serde_json::Value> {
         .collect()
 }
 
+/// Asserts one of a JSON log's lines is an error whose message holds `text`.
+fn assert_error(lines: &[serde_json::Value], text: &str) {
+    assert!(
+        lines.iter().any(|l| l["level"] == "ERROR"
+            && l["fields"]["message"]
+                .as_str()
+                .is_some_and(|m| m.contains(text))),
+        "{lines:?}"
+    );
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn every_line_of_a_json_log_is_json() {
     let s = start(fast(Faults::default())).await;
@@ -164,15 +175,7 @@ async fn every_line_of_a_json_log_is_json() {
         .output()
         .unwrap();
     assert_exit(&out, 2);
-    let lines = json_lines(&out.stderr);
-    assert!(
-        lines.iter().any(|l| l["level"] == "ERROR"
-            && l["fields"]["message"]
-                .as_str()
-                .unwrap_or("")
-                .contains("people.csv:3")),
-        "{lines:?}"
-    );
+    assert_error(&json_lines(&out.stderr), "people.csv:3");
     // A fatal error.
     std::fs::write(setup.path("people.csv"), people(3)).unwrap();
     let out = command(&setup, &s)
@@ -181,15 +184,7 @@ async fn every_line_of_a_json_log_is_json() {
         .output()
         .unwrap();
     assert_exit(&out, 5);
-    let lines = json_lines(&out.stderr);
-    assert!(
-        lines.iter().any(|l| l["level"] == "ERROR"
-            && l["fields"]["message"]
-                .as_str()
-                .unwrap_or("")
-                .contains("refused payrun's credentials")),
-        "{lines:?}"
-    );
+    assert_error(&json_lines(&out.stderr), "refused payrun's credentials");
     // A job file problem, with its source line and carets.
     std::fs::write(
         setup.path("job.yaml"),
