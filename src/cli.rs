@@ -69,6 +69,10 @@ pub struct RunArgs {
     /// collector: e.g. /var/lib/node_exporter/textfile/payrun.prom).
     #[arg(long, value_name = "PATH")]
     pub metrics_file: Option<std::path::PathBuf>,
+    /// The metrics file's permission bits, octal: owner-only by default, like everything
+    /// payrun writes; 0644 for a collector that runs as another user.
+    #[arg(long, value_name = "MODE", default_value = "0600", value_parser = parse_mode)]
+    pub metrics_mode: u32,
     /// Off a terminal (cron, CI), how often a working step logs how far it is: rows done,
     /// rate, time left, what it waits on.
     #[arg(long, value_name = "DURATION", default_value = "10s", value_parser = parse_duration_arg)]
@@ -207,6 +211,15 @@ pub struct SandboxArgs {
 
 fn parse_duration_arg(s: &str) -> Result<std::time::Duration, String> {
     crate::job::parse_duration(s)
+}
+
+fn parse_mode(s: &str) -> Result<u32, String> {
+    match u32::from_str_radix(s.trim_start_matches("0o"), 8) {
+        Ok(m) if m <= 0o777 => Ok(m),
+        _ => Err(format!(
+            "expected permission bits in octal, such as 0644 (got '{s}')"
+        )),
+    }
 }
 
 fn parse_rate_arg(s: &str) -> Result<f64, String> {

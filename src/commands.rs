@@ -299,9 +299,9 @@ fn plan_cmd(args: &PlanArgs) -> i32 {
             exit::INVALID_INPUT
         }
         Err(PlanError::Input(e)) => input_failure(&e),
-        Err(e @ PlanError::State(_)) => {
+        Err(PlanError::State(e)) => {
             say!("error: {e}");
-            exit::FATAL
+            state_failure_code(&e)
         }
         Err(e @ PlanError::Stopped) => {
             say!("{e}");
@@ -630,7 +630,7 @@ fn run_cmd(args: &crate::cli::RunArgs, bars: bool, quiet: bool) -> i32 {
                         &job,
                         &state_path_for_report,
                         Some(report.run_id),
-                        path,
+                        (path, args.metrics_mode),
                     )
                 {
                     say!("warning: metrics not written: {e}");
@@ -640,7 +640,8 @@ fn run_cmd(args: &crate::cli::RunArgs, bars: bool, quiet: bool) -> i32 {
             Err(e) => {
                 let code = run_failure(&job, &e);
                 if code == exit::FATAL {
-                    report_fatal(&job, &state_path_for_report, args.metrics_file.as_deref()).await;
+                    let metrics = args.metrics_file.as_deref().map(|p| (p, args.metrics_mode));
+                    report_fatal(&job, &state_path_for_report, metrics).await;
                 }
                 code
             }
@@ -651,15 +652,15 @@ fn run_cmd(args: &crate::cli::RunArgs, bars: bool, quiet: bool) -> i32 {
 /// After a run that failed fatally (credentials refused, the provider out of reach, a full
 /// disk): its reports, metrics and webhook all the same, with why — monitoring must see it.
 /// Only a run that was recorded as stopped so; best effort (the disk may be what failed).
-async fn report_fatal(job: &Job, state_path: &Path, metrics_file: Option<&Path>) {
+async fn report_fatal(job: &Job, state_path: &Path, metrics_file: Option<(&Path, u32)>) {
     let Some(run_id) = fatal_run(job, state_path) else {
         return;
     };
     if let Err(e) = crate::report::write(job, state_path, Some(run_id)) {
         say!("warning: reports not written ({e})");
     }
-    if let Some(path) = metrics_file
-        && let Err(e) = crate::report::write_metrics(job, state_path, Some(run_id), path)
+    if let Some(file) = metrics_file
+        && let Err(e) = crate::report::write_metrics(job, state_path, Some(run_id), file)
     {
         say!("warning: metrics not written: {e}");
     }
@@ -963,7 +964,7 @@ fn status_cmd(args: &crate::cli::StatusArgs) -> i32 {
         Ok(()) => exit::SUCCESS,
         Err(e) => {
             say!("error: {e}");
-            exit::FATAL
+            state_failure_code(&e)
         }
     }
 }
@@ -1201,10 +1202,23 @@ fn run_failure(job: &Job, e: &crate::exec::RunError) -> i32 {
             say!("error: {m}");
             exit::INVALID_INPUT
         }
+        crate::exec::RunError::State(e) => {
+            say!("error: {e}");
+            state_failure_code(e)
+        }
         e => {
             say!("error: {e}");
             exit::FATAL
         }
+    }
+}
+
+/// The exit code of a state database failure: 2 when `--state` names a file that is not
+/// payrun's (a mistake in the command; nothing was done), else 5.
+fn state_failure_code(e: &crate::state::StateError) -> i32 {
+    match e {
+        crate::state::StateError::Foreign { .. } => exit::INVALID_INPUT,
+        _ => exit::FATAL,
     }
 }
 

@@ -11,6 +11,7 @@ pub mod exit;
 pub mod input;
 pub mod job;
 pub mod plan;
+pub mod private;
 pub mod provider;
 pub mod redact;
 pub mod report;

@@ -8,6 +8,12 @@ use clap::Parser;
 static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 fn main() {
+    // Everything payrun writes holds personal data: owner-only, whatever the caller's umask
+    // (the places that create files set it too).
+    // SAFETY: umask only sets this process's file creation mask.
+    unsafe {
+        libc::umask(0o077);
+    }
     let cli = payrun::cli::Cli::parse();
     use payrun::cli::Command;
     if matches!(

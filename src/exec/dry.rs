@@ -1,5 +1,6 @@
 //! `payrun run --dry-run`: plan into a throwaway copy of the state and list exactly what a
 //! run would send, sensitive values masked. Nothing is sent and the real state is untouched.
+//! The copy lives in memory only: nothing of it is left on disk, even if payrun is killed.
 
 use super::RunError;
 use crate::input::InputError;
@@ -15,23 +16,26 @@ pub fn dry_run(
     state_path: &Path,
     on_error: &mut dyn FnMut(InputError),
 ) -> Result<Vec<String>, RunError> {
-    let tmp = std::env::temp_dir().join(format!(
-        "payrun-dry-{}-{}.db",
+    // An in-memory database shared by this process's connections, alive while `_copy` is.
+    let uri = format!(
+        "file:payrun-dry-{}-{}?mode=memory&cache=shared",
         std::process::id(),
         chrono::Utc::now().timestamp_nanos_opt().unwrap_or(0)
-    ));
-    let cleanup = |p: &Path| {
-        for suffix in ["", "-wal", "-shm"] {
-            let _ = std::fs::remove_file(format!("{}{suffix}", p.display()));
-        }
-    };
+    );
+    let tmp = std::path::PathBuf::from(&uri);
+    let _copy = rusqlite::Connection::open(&uri).map_err(|source| {
+        RunError::from(crate::state::StateError::Sqlite {
+            path: "(memory)".into(),
+            source,
+        })
+    })?;
     if state_path.exists() {
         let st = State::open(state_path)?;
         st.connection()
             .execute("VACUUM INTO ?1", [tmp.to_string_lossy()])
             .map_err(|e| st.err(e))?;
     }
-    let result = (|| {
+    (|| {
         match crate::plan::plan(job, &tmp, on_error) {
             Ok(_) => {}
             Err(crate::plan::PlanError::State(e)) => return Err(e.into()),
@@ -161,7 +165,5 @@ pub fn dry_run(
             });
         }
         Ok(lines)
-    })();
-    cleanup(&tmp);
-    result
+    })()
 }

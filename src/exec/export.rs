@@ -442,7 +442,7 @@ enum Sink {
 
 impl Sink {
     fn open(path: &Path, format: Format, resource: Resource) -> std::io::Result<Sink> {
-        let file = BufWriter::with_capacity(256 << 10, File::create(path)?);
+        let file = BufWriter::with_capacity(256 << 10, crate::private::create(path)?);
         Ok(match format {
             Format::Csv => {
                 let mut w = csv::Writer::from_writer(file);
@@ -735,7 +735,7 @@ async fn pull(
         Stop::Failed(format!("cannot {what} {}: {e}", p.display()))
     };
     if let Some(dir) = export.path.parent().filter(|d| !d.as_os_str().is_empty()) {
-        std::fs::create_dir_all(dir).map_err(|e| io("create", dir, e))?;
+        crate::private::create_dir_all(dir).map_err(|e| io("create", dir, e))?;
     }
     let mut sink = Sink::open(&partial, export.format, export.resource)
         .map_err(|e| io("write", &partial, e))?;

@@ -153,7 +153,7 @@ impl<'a> Builder<'a> {
             Some(src) => match render_scope(src, &c.name, &vars) {
                 Ok(s) if scope_ok(&s) => s,
                 Ok(s) => {
-                    self.err(&["scope"], format!("scope renders to '{s}'; it must be 1-64 characters without '/' or control characters"));
+                    self.err(&["scope"], format!("scope renders to '{}'; it must be 1-64 characters, not '.' or '..', without '/', '\\' or control characters (it names folders)", s.escape_debug()));
                     String::new()
                 }
                 Err(e) => {
@@ -609,6 +609,16 @@ impl<'a> Builder<'a> {
             );
             return None;
         };
+        for var in vars_used(&output.path) {
+            if let Some(why) = vars.get(&var).and_then(|v| path_value_problem(v)) {
+                self.err_in_step(
+                    &id,
+                    &["output", "path"],
+                    format!("step '{id}': output.path uses vars.{var}, which holds {why}: a value that names a file must not move it"),
+                );
+                return None;
+            }
+        }
         let path = match render_static(&output.path, &job, vars) {
             Ok(p) if !p.trim().is_empty() => lexical_clean(&dir.join(p)),
             Ok(_) => {
@@ -1028,8 +1038,41 @@ impl<'a> Builder<'a> {
     }
 }
 
+/// A scope names folders (reports, exports) and state: it must not climb (`..`), hold a
+/// separator or a control character.
 fn scope_ok(s: &str) -> bool {
-    !s.is_empty() && s.chars().count() <= 64 && !s.contains('/') && !s.chars().any(char::is_control)
+    !s.is_empty()
+        && s.chars().count() <= 64
+        && !matches!(s, "." | "..")
+        && !s.contains(['/', '\\'])
+        && !s.chars().any(char::is_control)
+}
+
+/// Why a value that reaches a path (a var a scope or an export path uses) may not, if it
+/// may not: a separator, `..`, or a control character would move or forge the path.
+fn path_value_problem(v: &str) -> Option<&'static str> {
+    if v.chars().any(char::is_control) {
+        Some("a control character")
+    } else if v.contains(['/', '\\']) {
+        Some("a path separator")
+    } else if v.contains("..") {
+        Some("'..'")
+    } else {
+        None
+    }
+}
+
+/// The `vars.<name>`s a template names.
+fn vars_used(src: &str) -> Vec<String> {
+    let env = minijinja::Environment::new();
+    env.template_from_str(src)
+        .map(|t| {
+            t.undeclared_variables(true)
+                .into_iter()
+                .filter_map(|v| v.strip_prefix("vars.").map(str::to_string))
+                .collect()
+        })
+        .unwrap_or_default()
 }
 
 /// `jobs/../exports/x.csv` → `exports/x.csv`, without touching the file system.

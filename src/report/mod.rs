@@ -440,17 +440,17 @@ pub fn write_loaded(
         .join(&job.scope)
         .join("latest");
     for d in [&dir, &latest] {
-        std::fs::create_dir_all(d).map_err(|source| ReportError::Write {
+        crate::private::create_dir_all(d).map_err(|source| ReportError::Write {
             path: d.clone(),
             source,
         })?;
     }
-    std::fs::write(dir.join(STATE_MARK), &report.instance).map_err(|source| {
-        ReportError::Write {
+    crate::private::create(&dir.join(STATE_MARK))
+        .and_then(|mut f| std::io::Write::write_all(&mut f, report.instance.as_bytes()))
+        .map_err(|source| ReportError::Write {
             path: dir.join(STATE_MARK),
             source,
-        }
-    })?;
+        })?;
     let names: Vec<&'static str> = job
         .report
         .formats
@@ -495,7 +495,7 @@ fn write_file(name: &str, report: &Report, dir: &Path, latest: &Path) -> Result<
     // text streams to the file: a large run's report is never held whole in memory.
     let path = dir.join(name);
     let tmp = dir.join(format!(".{name}.tmp"));
-    let written = std::fs::File::create(&tmp).and_then(|file| {
+    let written = crate::private::create(&tmp).and_then(|file| {
         let mut w = std::io::BufWriter::with_capacity(256 << 10, file);
         let mut out = Out::new(&mut w);
         match name {
@@ -567,18 +567,21 @@ impl std::fmt::Write for Out<'_> {
     }
 }
 
-/// Writes Prometheus text-format metrics of a run (the latest when `None`) to `path`.
+/// Writes Prometheus text-format metrics of a run (the latest when `None`) to `path`, with
+/// permission bits `mode` (owner-only unless the user asks otherwise: a collector running
+/// as another user needs 0644).
 pub fn write_metrics(
     job: &Job,
     state_path: &Path,
     run_id: Option<i64>,
-    path: &Path,
+    (path, mode): (&Path, u32),
 ) -> Result<(), ReportError> {
     let state = crate::state::State::open(state_path)?;
     let report =
         Report::load(state.connection(), state_path, job, run_id).map_err(|e| state.err(e))?;
     let tmp = path.with_extension("prom.tmp");
-    std::fs::write(&tmp, metrics::metrics(&report))
+    crate::private::create_with_mode(&tmp, mode)
+        .and_then(|mut f| std::io::Write::write_all(&mut f, metrics::metrics(&report).as_bytes()))
         .and_then(|()| std::fs::rename(&tmp, path))
         .map_err(|source| ReportError::Write {
             path: path.to_path_buf(),

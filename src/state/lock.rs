@@ -54,7 +54,7 @@ pub fn lock_path(state: &Path, job: &str, scope: &str) -> PathBuf {
 pub fn try_take(state: &Path, job: &str, scope: &str) -> std::io::Result<Option<RunLock>> {
     let path = lock_path(state, job, scope);
     if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
-        std::fs::create_dir_all(dir)?;
+        crate::private::create_dir_all(dir)?;
     }
     let mut open = OpenOptions::new();
     open.read(true).write(true).create(true).truncate(false);

@@ -32,6 +32,10 @@ pub enum StateError {
     #[error("state database {path}: {message}")]
     Db { path: PathBuf, message: String },
     #[error(
+        "{path} is not a payrun state database ({what}); it was left as it was — point --state at payrun's own file"
+    )]
+    Foreign { path: PathBuf, what: String },
+    #[error(
         "state database {path} has schema version {found}, newer than this payrun knows ({known}); upgrade payrun"
     )]
     TooNew {
@@ -39,6 +43,68 @@ pub enum StateError {
         found: i64,
         known: i64,
     },
+}
+
+/// payrun's mark on its state databases (`PRAGMA application_id`): "payr".
+pub const APPLICATION_ID: i32 = 0x7061_7972;
+
+/// Checks that the database at `path` is payrun's, or new (then marks it). A database from
+/// a payrun before the mark has payrun's tables and a schema version: it is marked too.
+/// Anything else is refused untouched.
+fn mine(conn: &Connection, path: &Path) -> Result<(), StateError> {
+    let wrap = |source| StateError::Sqlite {
+        path: path.to_path_buf(),
+        source,
+    };
+    let app: i32 = conn
+        .pragma_query_value(None, "application_id", |r| r.get(0))
+        .map_err(|e| match e {
+            // Not SQLite at all ("file is not a database").
+            rusqlite::Error::SqliteFailure(f, _) if f.code == rusqlite::ErrorCode::NotADatabase => {
+                StateError::Foreign {
+                    path: path.to_path_buf(),
+                    what: "not an SQLite database".into(),
+                }
+            }
+            e => wrap(e),
+        })?;
+    if app == APPLICATION_ID {
+        return Ok(());
+    }
+    let version: i64 = conn
+        .pragma_query_value(None, "user_version", |r| r.get(0))
+        .map_err(wrap)?;
+    let tables: Vec<String> = conn
+        .prepare("SELECT name FROM sqlite_master WHERE type = 'table' ORDER BY name")
+        .and_then(|mut s| s.query_map([], |r| r.get(0))?.collect())
+        .map_err(wrap)?;
+    let new = app == 0 && version == 0 && tables.is_empty();
+    let earlier_payrun = app == 0
+        && version > 0
+        && ["items", "plans", "runs"]
+            .iter()
+            .all(|t| tables.iter().any(|n| n == t));
+    if !new && !earlier_payrun {
+        return Err(StateError::Foreign {
+            path: path.to_path_buf(),
+            what: if app != 0 {
+                format!("its application id is {app:#x}")
+            } else {
+                format!(
+                    "it holds {} table(s) that are not payrun's: {}",
+                    tables.len(),
+                    tables
+                        .iter()
+                        .take(5)
+                        .cloned()
+                        .collect::<Vec<_>>()
+                        .join(", ")
+                )
+            },
+        });
+    }
+    conn.pragma_update(None, "application_id", APPLICATION_ID)
+        .map_err(wrap)
 }
 
 /// An open state database.
@@ -51,7 +117,7 @@ impl State {
     /// Opens (creating if needed) the database at `path` and brings its schema up to date.
     pub fn open(path: &Path) -> Result<State, StateError> {
         if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
-            std::fs::create_dir_all(dir).map_err(|source| StateError::Dir {
+            crate::private::create_dir_all(dir).map_err(|source| StateError::Dir {
                 path: path.to_path_buf(),
                 source,
             })?;
@@ -60,7 +126,19 @@ impl State {
             path: path.to_path_buf(),
             source,
         })?;
-        Self::init(conn, path.to_path_buf())
+        let state = Self::init(conn, path.to_path_buf())?;
+        // Owner-only, whatever the umask or whoever created it: SQLite gives its -wal and
+        // -shm files the database's mode.
+        if !path.to_string_lossy().starts_with("file:") {
+            for suffix in ["", "-wal", "-shm"] {
+                let file = std::path::PathBuf::from(format!("{}{suffix}", path.display()));
+                crate::private::restrict(&file).map_err(|source| StateError::Dir {
+                    path: file.clone(),
+                    source,
+                })?;
+            }
+        }
+        Ok(state)
     }
 
     /// Opens a private in-memory database (tests).
@@ -77,6 +155,9 @@ impl State {
             path: path.clone(),
             source,
         };
+        // Before anything is written: is this payrun's? (Another application's SQLite file
+        // must not get payrun's tables, nor its journal mode changed.)
+        mine(&conn, &path)?;
         // WAL lets readers (status, report) run beside a writer; NORMAL sync in WAL mode is
         // durable at each checkpoint, and commits that must survive a crash use FULL.
         // 16 KiB pages for a new database (an existing one keeps its own): a plan writes a

@@ -164,7 +164,7 @@ async fn reports_show_every_row_safely_and_regenerate_identically() {
 
     // Prometheus metrics for the textfile collector.
     let prom = dir.path().join("payrun.prom");
-    payrun::report::write_metrics(&job, &state, Some(second.run_id), &prom).unwrap();
+    payrun::report::write_metrics(&job, &state, Some(second.run_id), (&prom, 0o644)).unwrap();
     let prom = std::fs::read_to_string(prom).unwrap();
     assert!(
         prom.contains(
