@@ -56,11 +56,7 @@ pub async fn run(
         items.push(i);
     }
     let items = split_ready(job, si, ctx, items).await?;
-    let csv_dir = job
-        .csv_path()
-        .parent()
-        .map(PathBuf::from)
-        .unwrap_or_default();
+    let csv_dir = job.files_root();
     let mut tasks = JoinSet::new();
     for mut item in items {
         if ctx.stopping() {
@@ -221,15 +217,16 @@ async fn process(
                 let Some(rel) = payload.get(field).and_then(Value::as_str) else {
                     continue;
                 };
-                let path = csv_dir.join(rel);
-                let bytes = match tokio::fs::read(&path).await {
-                    Ok(b) => b,
-                    Err(e) => {
+                // The bytes that go are the bytes checked: inside the files' folder,
+                // and an image by their decoded header.
+                let (path, bytes) = match read_checked(&csv_dir, rel).await {
+                    Ok(read) => read,
+                    Err(why) => {
                         drop(slot);
                         let o = Outcome {
                             state: "failed",
                             error_code: Some("FILE".into()),
-                            error_message: Some(format!("cannot read {}: {e}", path.display())),
+                            error_message: Some(why),
                             ..Outcome::default()
                         };
                         return ctx.outcome(item.id, o);
@@ -267,6 +264,18 @@ async fn process(
             Next::Fail => return ctx.outcome(item.id, failed(&e)),
         }
     }
+}
+
+/// Reads a KYC image for upload: confined to `root`, and checked as an image from the very
+/// bytes that are sent.
+async fn read_checked(root: &std::path::Path, rel: &str) -> Result<(PathBuf, Vec<u8>), String> {
+    use crate::validate::{ImageKind, check_image_bytes, confined};
+    let path = confined(root, rel)?;
+    let bytes = tokio::fs::read(&path)
+        .await
+        .map_err(|e| format!("cannot read {}: {e}", path.display()))?;
+    check_image_bytes(&path, &bytes, &[ImageKind::Jpeg, ImageKind::Png])?;
+    Ok((path, bytes))
 }
 
 /// Polls submitted KYC until approved, rejected, or the timeout; still pending → blocked.

@@ -689,10 +689,28 @@ impl<'a> Builder<'a> {
             self.err(&["input", "csv"], "input.csv must name a file");
             return None;
         }
+        let csv = dir.join(&i.csv);
+        let files_root = match i.files_root.as_deref() {
+            Some(r) => lexical_clean(&dir.join(r)),
+            None => csv.parent().map(Path::to_path_buf).unwrap_or_default(),
+        };
+        let max_record_bytes = match i.max_record_bytes {
+            Some(0) => {
+                self.err(
+                    &["input", "max_record_bytes"],
+                    "input.max_record_bytes must be at least 1",
+                );
+                return None;
+            }
+            Some(n) => n,
+            None => crate::job::MAX_RECORD_BYTES,
+        };
         Some(Input {
-            csv: dir.join(&i.csv),
+            csv,
             key,
             delimiter,
+            files_root,
+            max_record_bytes,
         })
     }
 

@@ -138,6 +138,10 @@ pub struct InputConfig {
     pub key: KeyColumns,
     #[serde(default)]
     pub delimiter: Option<String>,
+    #[serde(default)]
+    pub files_root: Option<String>,
+    #[serde(default)]
+    pub max_record_bytes: Option<u64>,
 }
 
 /// `key: employee_id` or `key: [company, employee_id]`.

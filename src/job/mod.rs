@@ -110,7 +110,16 @@ pub struct Input {
     pub csv: PathBuf,
     pub key: Vec<String>,
     pub delimiter: u8,
+    /// The folder KYC image paths are relative to, and must stay inside
+    /// (`input.files_root`, default the CSV's folder).
+    pub files_root: PathBuf,
+    /// The largest a CSV record may be (`input.max_record_bytes`).
+    pub max_record_bytes: u64,
 }
+
+/// The default of `input.max_record_bytes`: far above any real payroll row (a few hundred
+/// bytes), far below what would strain memory.
+pub const MAX_RECORD_BYTES: u64 = 1 << 20;
 
 #[derive(Debug)]
 pub struct Step {
@@ -342,6 +351,14 @@ fn interpolate_tree(
 
 impl Job {
     /// The input CSV's path (empty for a job of exports only, which reads no rows).
+    /// The folder KYC files are read from (see [`Input::files_root`]).
+    pub fn files_root(&self) -> PathBuf {
+        self.input
+            .as_ref()
+            .map(|i| i.files_root.clone())
+            .unwrap_or_default()
+    }
+
     pub fn csv_path(&self) -> PathBuf {
         self.input
             .as_ref()

@@ -140,7 +140,7 @@ pub fn build_item(
                 };
                 if let FieldKind::Image(_) = field.spec.kind {
                     // The image's content is part of what was planned: a replaced file is a change.
-                    let path = csv_dir.join(v.as_ref());
+                    let path = crate::validate::confined(csv_dir, v.as_ref())?;
                     let bytes = std::fs::read(&path).map_err(|e| {
                         format!("image file {} cannot be read: {e}", path.display())
                     })?;

@@ -146,11 +146,7 @@ impl<'a> RowChecker<'a> {
         RowChecker {
             job,
             rules: job.steps.iter().map(StepRules::new).collect(),
-            csv_dir: job
-                .csv_path()
-                .parent()
-                .map(PathBuf::from)
-                .unwrap_or_default(),
+            csv_dir: job.files_root(),
             today: chrono::Utc::now().date_naive(),
             build,
             keep_full,

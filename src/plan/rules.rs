@@ -39,7 +39,9 @@ pub fn check_value(kind: FieldKind, v: &str, facts: &Facts) -> Result<Option<Dec
                 _ => Ok(Some(d)),
             };
         }
-        FieldKind::Image(kinds) => validate::check_image(&facts.csv_dir.join(v), kinds).map(drop),
+        FieldKind::Image(kinds) => validate::confined(facts.csv_dir, v)
+            .and_then(|path| validate::check_image(&path, kinds))
+            .map(drop),
         FieldKind::PayoutMethod => {
             methods::method_currency(v).and_then(|ccy| match facts.currency {
                 Some(c) if c != ccy => Err(format!(

@@ -44,14 +44,55 @@ impl ImageKind {
     }
 }
 
-/// Checks one image file against the kinds a KYC part accepts.
+/// Where an image path from a CSV cell leads: inside `root` (the CSV's folder, or
+/// `input.files_root`), never out of it — not by an absolute path, not by `..`, not by a
+/// symbolic link that resolves elsewhere. The path returned is the file's real one, which
+/// is the file then checked, hashed and sent.
+pub fn confined(root: &Path, rel: &str) -> Result<std::path::PathBuf, String> {
+    use std::path::Component;
+    let root = if root.as_os_str().is_empty() {
+        Path::new(".")
+    } else {
+        root
+    };
+    let given = Path::new(rel);
+    if given.is_absolute() || given.has_root() {
+        return Err(format!(
+            "image path '{rel}' is absolute; it must be relative to {}",
+            root.display()
+        ));
+    }
+    if given
+        .components()
+        .any(|c| matches!(c, Component::ParentDir | Component::Prefix(_)))
+    {
+        return Err(format!(
+            "image path '{rel}' climbs out of {} with '..'",
+            root.display()
+        ));
+    }
+    let joined = root.join(given);
+    let real = std::fs::canonicalize(&joined).map_err(|e| match e.kind() {
+        std::io::ErrorKind::NotFound => format!("image file {} does not exist", joined.display()),
+        _ => format!("image file {} cannot be read: {e}", joined.display()),
+    })?;
+    let root_real = std::fs::canonicalize(root)
+        .map_err(|e| format!("the files' folder {} cannot be read: {e}", root.display()))?;
+    if !real.starts_with(&root_real) {
+        return Err(format!(
+            "image path '{rel}' leads out of {} (a symbolic link to {})",
+            root.display(),
+            real.display()
+        ));
+    }
+    Ok(real)
+}
+
+/// Checks one image file against the kinds a KYC part accepts: its size, and its content
+/// read as an image — the type from its header and its dimensions decoded — never the file
+/// name, nor magic bytes alone.
 pub fn check_image(path: &Path, allowed: &[ImageKind]) -> Result<ImageKind, String> {
-    let wanted = allowed
-        .iter()
-        .map(|k| k.name())
-        .collect::<Vec<_>>()
-        .join(" or ");
-    let mut file = std::fs::File::open(path).map_err(|e| match e.kind() {
+    let file = std::fs::File::open(path).map_err(|e| match e.kind() {
         std::io::ErrorKind::NotFound => format!("image file {} does not exist", path.display()),
         _ => format!("image file {} cannot be read: {e}", path.display()),
     })?;
@@ -68,14 +109,47 @@ pub fn check_image(path: &Path, allowed: &[ImageKind]) -> Result<ImageKind, Stri
             path.display()
         ));
     }
-    let mut head = [0u8; 8];
-    let n = file.read(&mut head).unwrap_or(0);
-    let Some(actual) = ImageKind::sniff(&head[..n]) else {
+    let mut bytes = Vec::with_capacity(len as usize);
+    file.take(MAX_IMAGE_BYTES)
+        .read_to_end(&mut bytes)
+        .map_err(|e| format!("image file {} cannot be read: {e}", path.display()))?;
+    check_image_bytes(path, &bytes, allowed)
+}
+
+/// [`check_image`] of bytes read already (`path` names them in messages): what is uploaded
+/// is checked the same way, from the bytes that go.
+pub fn check_image_bytes(
+    path: &Path,
+    bytes: &[u8],
+    allowed: &[ImageKind],
+) -> Result<ImageKind, String> {
+    let wanted = allowed
+        .iter()
+        .map(|k| k.name())
+        .collect::<Vec<_>>()
+        .join(" or ");
+    let Some(actual) = ImageKind::sniff(bytes) else {
         return Err(format!(
             "image file {} is not a {wanted} image",
             path.display()
         ));
     };
+    // The header decoded: a file that only starts like an image is not one.
+    let decoded = imagesize::blob_size(bytes)
+        .ok()
+        .filter(|d| d.width > 0 && d.height > 0);
+    let same_type = matches!(
+        (imagesize::image_type(bytes), actual),
+        (Ok(imagesize::ImageType::Jpeg), ImageKind::Jpeg)
+            | (Ok(imagesize::ImageType::Png), ImageKind::Png)
+    );
+    if decoded.is_none() || !same_type {
+        return Err(format!(
+            "image file {} starts like a {} image but is not one (its header does not decode to a size)",
+            path.display(),
+            actual.name()
+        ));
+    }
     if let Some(claimed) = ImageKind::from_extension(path)
         && claimed != actual
     {
@@ -100,8 +174,8 @@ pub fn check_image(path: &Path, allowed: &[ImageKind]) -> Result<ImageKind, Stri
 mod tests {
     use super::*;
 
-    const JPEG: &[u8] = &[0xFF, 0xD8, 0xFF, 0xE0, 0, 0x10, b'J', b'F'];
-    const PNG: &[u8] = b"\x89PNG\r\n\x1a\n\0\0\0\rIHDR";
+    const JPEG: &[u8] = include_bytes!("../../examples/kyc/E1003-selfie.jpg");
+    const PNG: &[u8] = include_bytes!("../../examples/kyc/E1003-id-front.png");
 
     fn write(dir: &Path, name: &str, bytes: &[u8]) -> std::path::PathBuf {
         let p = dir.join(name);
@@ -130,6 +204,17 @@ mod tests {
         let png = write(dir.path(), "selfie.png", PNG);
         let e = check_image(&png, &[ImageKind::Jpeg]).unwrap_err();
         assert!(e.contains("this field takes JPEG"), "{e}");
+        // Magic bytes and nothing of an image.
+        let fake = write(
+            dir.path(),
+            "fake.jpg",
+            &[
+                0xFF, 0xD8, 0xFF, 0xE0, b'n', b'o', b't', b' ', b'a', b'n', b' ', b'i', b'm', b'a',
+                b'g', b'e',
+            ],
+        );
+        let e = check_image(&fake, &[ImageKind::Jpeg]).unwrap_err();
+        assert!(e.contains("starts like a JPEG image but is not one"), "{e}");
         let text = write(dir.path(), "x.jpg", b"hello world");
         assert!(
             check_image(&text, &[ImageKind::Jpeg])

@@ -9,7 +9,7 @@ use chrono::NaiveDate;
 use rust_decimal::Decimal;
 use std::str::FromStr;
 
-pub use image::{ImageKind, check_image};
+pub use image::{ImageKind, check_image, check_image_bytes, confined};
 
 /// Bytes allowed in an email's local part (RFC 5321 atext and '.').
 const LOCAL_PART: [bool; 256] = alphanumeric_and(b"!#$%&'*+/=?^_`{|}~.-");

@@ -392,8 +392,8 @@ steps:
       id_doc_front_side: "{{ row.front }}"
       id_doc_back_side: "{{ row.back }}"
 "#;
-    const JPEG: &[u8] = &[0xFF, 0xD8, 0xFF, 0xE0, 0, 0x10, b'J', b'F', b'I', b'F'];
-    const PNG: &[u8] = b"\x89PNG\r\n\x1a\n\0\0\0\rIHDR";
+    const JPEG: &[u8] = include_bytes!("../../examples/kyc/E1003-selfie.jpg");
+    const PNG: &[u8] = include_bytes!("../../examples/kyc/E1003-id-front.png");
 
     fn fixture(rows: &[&str]) -> Fixture {
         let f = Fixture::new(KYC_JOB, &[]);
@@ -408,6 +408,50 @@ steps:
         f.write("img/b.jpg", JPEG);
         f.write("img/png-named.jpg", PNG);
         f
+    }
+
+    #[test]
+    fn kyc_files_stay_inside_the_csv_folder_and_are_images() {
+        // A file outside the CSV's folder, reached three ways, and a fake JPEG inside.
+        let outside = tempfile::tempdir().unwrap();
+        let secret = outside.path().join("passport.jpg");
+        std::fs::write(&secret, JPEG).unwrap();
+        let f = fixture(&[]);
+        std::os::unix::fs::symlink(&secret, f.path("img/link.jpg")).unwrap();
+        f.write(
+            "img/fake.jpg",
+            &[
+                0xFF, 0xD8, 0xFF, 0xE0, b'n', b'o', b't', b' ', b'a', b'n', b' ', b'i', b'm', b'g',
+            ],
+        );
+        let row = |i: u32, selfie: &str| {
+            format!(
+                "{i},yes,a{i}@example.com,PA1234567,Ann Lee,2031-01-01,{selfie},img/f.png,img/b.jpg"
+            )
+        };
+        let rows = [
+            row(1, secret.to_str().unwrap()),
+            row(2, "../passport.jpg"),
+            row(3, "img/link.jpg"),
+            row(4, "img/fake.jpg"),
+        ];
+        let mut csv = "id,kyc,email,doc,name,expiry,selfie,front,back\n".to_string();
+        for r in &rows {
+            csv.push_str(r);
+            csv.push('\n');
+        }
+        f.write("people.csv", csv.as_bytes());
+        assert_invalid(
+            &validate(&f),
+            &[
+                "people.csv:2: column 'selfie': image path",
+                "is absolute; it must be relative to",
+                "people.csv:3: column 'selfie': image path '../passport.jpg' climbs out of",
+                "people.csv:4: column 'selfie': image path 'img/link.jpg' leads out of",
+                "people.csv:5: column 'selfie': image file",
+                "fake.jpg starts like a JPEG image but is not one",
+            ],
+        );
     }
 
     #[test]
