@@ -13,20 +13,45 @@ pub fn mask_tail(value: &str) -> String {
     out
 }
 
-/// Whether a field or parameter name holds a value to be masked.
+/// Whether a field or parameter name holds a value to be masked: account, card, wallet and
+/// document numbers, phone numbers of wallets, PayIDs and credentials, however a provider
+/// or a job spells them (`account_number`, `accountNumber`, `account_no`, `acct-no`, …).
 pub fn is_sensitive_name(name: &str) -> bool {
-    let n = name.to_ascii_lowercase();
-    [
-        "account_number",
-        "document_number",
+    let n: String = name
+        .chars()
+        .filter(|c| c.is_ascii_alphanumeric())
+        .map(|c| c.to_ascii_lowercase())
+        .collect();
+    // Contained anywhere in the name.
+    const PARTS: &[&str] = &[
+        "accountnumber",
+        "accountnum",
+        "accountno",
+        "acctnumber",
+        "acctnum",
+        "acctno",
         "iban",
-        "card_number",
+        "cardnumber",
+        "cardno",
+        "walletnumber",
+        "walletid",
+        "mobilenumber",
+        "phonenumber",
+        "msisdn",
+        "payid",
+        "documentnumber",
+        "docnumber",
+        "passportnumber",
+        "licencenumber",
+        "licensenumber",
+        "taxfilenumber",
         "token",
         "secret",
         "password",
-    ]
-    .iter()
-    .any(|s| n.contains(s))
+    ];
+    // Whole names only (short ones would match inside longer words).
+    const WHOLE: &[&str] = &["pin", "cvv", "cvc", "tfn", "ssn", "pan"];
+    PARTS.iter().any(|p| n.contains(p)) || WHOLE.contains(&n.as_str())
 }
 
 /// Masks `value` when `name` marks it as sensitive.
@@ -56,31 +81,52 @@ pub fn printable(text: &str) -> std::borrow::Cow<'_, str> {
     std::borrow::Cow::Owned(out)
 }
 
-/// Masks what may be an account or document number in free text (a provider's message, an
-/// error): every run of 7 or more digits keeps only its last 3. (payrun's own messages mask
-/// at the source; this is the backstop for text from elsewhere. Shorter runs are mostly
-/// amounts and limits, which readers need.)
+/// Masks what may be an account, card or document number in free text (a provider's
+/// message, an error) before payrun stores, writes or prints it: every run of 5 or more
+/// digits keeps only its last 3 — but an amount is left as it is: a run in a decimal
+/// (`1234.56`), or followed by a currency code (`100000 AUD`). payrun's own messages mask
+/// at the source; this is the backstop for text from elsewhere.
 pub fn scrub(text: &str) -> String {
+    let chars: Vec<char> = text.chars().collect();
     let mut out = String::with_capacity(text.len());
-    let mut digits = String::new();
-    let flush = |digits: &mut String, out: &mut String| {
-        if digits.len() >= 7 {
-            out.push_str(&mask_tail(digits));
-        } else {
-            out.push_str(digits);
+    let mut i = 0;
+    while i < chars.len() {
+        if !chars[i].is_ascii_digit() {
+            out.push(chars[i]);
+            i += 1;
+            continue;
         }
-        digits.clear();
-    };
-    for c in text.chars() {
-        if c.is_ascii_digit() {
-            digits.push(c);
+        let start = i;
+        while i < chars.len() && chars[i].is_ascii_digit() {
+            i += 1;
+        }
+        let run: String = chars[start..i].iter().collect();
+        if run.len() >= 5 && !amount_at(&chars, start, i) {
+            out.push_str(&mask_tail(&run));
         } else {
-            flush(&mut digits, &mut out);
-            out.push(c);
+            out.push_str(&run);
         }
     }
-    flush(&mut digits, &mut out);
     out
+}
+
+/// Whether the digits `chars[start..end]` are (part of) an amount: in a decimal number, or
+/// followed by an ISO currency code.
+fn amount_at(chars: &[char], start: usize, end: usize) -> bool {
+    let digit = |i: usize| chars.get(i).is_some_and(char::is_ascii_digit);
+    let decimal_after = chars.get(end) == Some(&'.') && digit(end + 1);
+    let decimal_before = start >= 2 && chars[start - 1] == '.' && digit(start - 2);
+    let mut j = end;
+    if chars.get(j) == Some(&' ') {
+        j += 1;
+    }
+    let code: String = chars.iter().skip(j).take(3).collect();
+    let bounded = !chars.get(j + 3).is_some_and(|c| c.is_ascii_alphanumeric());
+    let currency = code.len() == 3
+        && code.chars().all(|c| c.is_ascii_uppercase())
+        && bounded
+        && crate::validate::currency(&code).is_ok();
+    decimal_after || decimal_before || currency
 }
 
 #[cfg(test)]
@@ -120,6 +166,16 @@ mod tests {
             "between 1 and 100000 AUD"
         );
         assert_eq!(scrub("PA1234567"), "PA****567");
+        // Five and six digits are account numbers too (a BSB-less account, a wallet).
+        assert_eq!(scrub("acct 98765 closed"), "acct **765 closed");
+        assert_eq!(scrub("acct 987654321"), "acct ******321");
+        assert_eq!(scrub("wallet 123456"), "wallet ***456");
+        assert_eq!(
+            scrub("limit 25000.50, fee 12345.6"),
+            "limit 25000.50, fee 12345.6"
+        );
+        assert_eq!(scrub("at most 250000 PHP"), "at most 250000 PHP");
+        assert_eq!(scrub("id 12345 ABCD"), "id **345 ABCD");
     }
 
     #[test]
@@ -129,6 +185,29 @@ mod tests {
         assert!(is_sensitive_name("client_secret"));
         assert!(!is_sensitive_name("bsb"));
         assert!(!is_sensitive_name("account_name"));
+        for n in [
+            "accountNumber",
+            "account_no",
+            "acct-no",
+            "AccountNum",
+            "iban",
+            "walletNumber",
+            "mobile_number",
+            "payid",
+            "pin",
+        ] {
+            assert!(is_sensitive_name(n), "{n}");
+        }
+        for n in [
+            "company",
+            "shipping",
+            "phone",
+            "email",
+            "bank_code",
+            "amount",
+        ] {
+            assert!(!is_sensitive_name(n), "{n}");
+        }
         assert_eq!(for_display("account_number", "12345678"), "*****678");
         assert_eq!(for_display("email", "a@b.co"), "a@b.co");
     }

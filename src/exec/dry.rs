@@ -29,19 +29,32 @@ pub fn dry_run(
             source,
         })
     })?;
-    if state_path.exists() {
+    // The copy is hashed with the state's own key (kept beside it, not in it).
+    let key = if state_path.exists() {
         let st = State::open(state_path)?;
         st.connection()
             .execute("VACUUM INTO ?1", [tmp.to_string_lossy()])
             .map_err(|e| st.err(e))?;
-    }
+        st.key().clone()
+    } else {
+        crate::state::key::ContentKey::random()
+    };
     (|| {
-        match crate::plan::plan(job, &tmp, on_error) {
+        let summary =
+            crate::plan::validate(job, on_error).map_err(|e| RunError::Config(e.to_string()))?;
+        if summary.errors > 0 {
+            return Err(RunError::Config(
+                crate::plan::PlanError::Invalid(summary).to_string(),
+            ));
+        }
+        let copy = State::open_with_key(&tmp, key)?;
+        let stop = std::sync::atomic::AtomicBool::new(false);
+        match crate::plan::plan_into(job, &copy, on_error, &stop) {
             Ok(_) => {}
             Err(crate::plan::PlanError::State(e)) => return Err(e.into()),
             Err(e) => return Err(RunError::Config(e.to_string())),
         }
-        let st = State::open(&tmp)?;
+        let st = copy;
         let conn = st.connection();
         let err = |e| RunError::from(st.err(e));
         let plan_id = work::plan_id(conn, &job.name, &job.scope)

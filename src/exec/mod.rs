@@ -951,7 +951,7 @@ pub async fn execute(
         // A job of exports only: no rows to send.
         return Ok(crate::exit::SUCCESS);
     };
-    let renderer = Renderer::new(job);
+    let renderer = Renderer::new(job, ctx.db.key().clone());
     let mut rows = RecordReader::open(&input.csv, input.delimiter)
         .map_err(|e| RunError::Fatal(e.to_string()))?;
     let mut rows = RowSource {
@@ -1070,7 +1070,7 @@ impl RowSource<'_, '_> {
     /// state holds that text already (nothing in it masked), it is what is sent: exactly
     /// what was planned, with no need to read the row again (it is taken out of `item`).
     pub fn payload(&mut self, si: usize, item: &mut WorkItem) -> Result<String, String> {
-        match item.take_planned_body() {
+        match item.take_planned_body(self.renderer.key()) {
             Some(body) => Ok(body),
             None => self.rendered(si, item),
         }

@@ -23,8 +23,11 @@ pub struct ItemPlan {
     pub skipped: bool,
     /// The rendered fields as canonical JSON, sensitive values masked (safe to store/show).
     pub payload: String,
-    /// SHA-256 (hex) of the full, unmasked fields (and image contents): detects changes.
+    /// The keyed hash (hex, see [`crate::state::key`]) of the full, unmasked fields (and
+    /// image contents): detects changes.
     pub hash: String,
+    /// The plain SHA-256 a state from before keys holds for the same content, while it may.
+    pub legacy_hash: Option<String>,
     pub amount: Option<Decimal>,
     pub currency: Option<String>,
     /// Rows with equal groups may share a payout batch.
@@ -77,11 +80,12 @@ struct Offender {
 }
 
 /// Checks every row of the job's input. Row problems go to `on_error` (all of them, in
-/// file order, duplicates and guardrails last); with `build`, each clean row's items go to
-/// `on_row`, which returns `false` to stop early. An `Err` is an input that cannot be read.
+/// file order, duplicates and guardrails last); with `build` (the key to hash them with),
+/// each clean row's items go to `on_row`, which returns `false` to stop early. An `Err` is
+/// an input that cannot be read.
 pub fn check_rows(
     job: &Job,
-    build: bool,
+    build: Option<crate::state::key::ContentKey>,
     on_error: &mut dyn FnMut(InputError),
     on_row: &mut dyn FnMut(RowPlan) -> bool,
 ) -> Result<CheckSummary, InputError> {

@@ -117,16 +117,14 @@ fn json_str(out: &mut Vec<u8>, s: &str) {
 }
 
 /// Builds the item for one rendered, valid step of a row.
-#[allow(clippy::too_many_arguments)]
 pub fn build_item(
     job: &Job,
-    si: usize,
-    step: &Step,
+    (si, step): (usize, &Step),
     key: &str,
     values: &[Rendered],
     amount: Option<Decimal>,
     csv_dir: &Path,
-    keep_full: bool,
+    (keep_full, hasher): (bool, &crate::state::key::ContentKey),
 ) -> Result<ItemPlan, String> {
     let mut entries = Vec::with_capacity(values.len() + 1);
     for (field, value) in step.fields.iter().zip(values) {
@@ -213,7 +211,8 @@ pub fn build_item(
         } else {
             fields.json(true, false)
         },
-        hash: hex(&Sha256::digest(hashed.as_bytes())),
+        hash: hasher.hash(hashed.as_bytes()),
+        legacy_hash: hasher.legacy_hash(hashed.as_bytes()),
         amount,
         currency,
         group,
@@ -223,12 +222,13 @@ pub fn build_item(
 }
 
 /// The item of a row that does not take part in a step (`when` was false).
-pub fn skipped_item(si: usize) -> ItemPlan {
+pub fn skipped_item(si: usize, hasher: &crate::state::key::ContentKey) -> ItemPlan {
     ItemPlan {
         step: si,
         skipped: true,
         payload: "{}".into(),
-        hash: hex(&Sha256::digest(b"skipped")),
+        hash: hasher.hash(b"skipped"),
+        legacy_hash: hasher.legacy_hash(b"skipped"),
         amount: None,
         currency: None,
         group: None,

@@ -44,7 +44,7 @@ pub fn validate(
     job: &Job,
     on_error: &mut dyn FnMut(InputError),
 ) -> Result<CheckSummary, InputError> {
-    check_rows(job, false, on_error, &mut |_| true)
+    check_rows(job, None, on_error, &mut |_| true)
 }
 
 /// The default state database of a job: `.payrun/<job name>.db` beside the job file.
@@ -99,7 +99,18 @@ pub fn plan_unless_stopped(
         return Err(PlanError::Invalid(summary));
     }
     let state = State::open(state_path)?;
-    let mut writer = PlanWriter::begin(&state, job)?;
+    plan_into(job, &state, on_error, stop)
+}
+
+/// Writes the plan of a job whose input was found clean into `state` (the input is read
+/// again, and checked again).
+pub fn plan_into(
+    job: &Job,
+    state: &State,
+    on_error: &mut dyn FnMut(InputError),
+    stop: &AtomicBool,
+) -> Result<PlanOutcome, PlanError> {
+    let mut writer = PlanWriter::begin(state, job)?;
     let mut failure: Option<StateError> = None;
     let mut stopped = false;
     let mut late_errors = 0;
@@ -107,7 +118,7 @@ pub fn plan_unless_stopped(
     // first pass, so rows are checked again and any problem aborts the plan.
     let second = check_rows(
         job,
-        true,
+        Some(state.key().clone()),
         &mut |e| {
             late_errors += 1;
             on_error(e)
@@ -139,7 +150,7 @@ pub fn plan_unless_stopped(
     Ok(PlanOutcome {
         summary: second,
         counts,
-        state_path: state_path.to_path_buf(),
+        state_path: state.path().to_path_buf(),
     })
 }
 
@@ -186,10 +197,16 @@ pub struct Renderer<'a> {
 }
 
 impl<'a> Renderer<'a> {
-    pub fn new(job: &'a Job) -> Renderer<'a> {
+    /// Renders the job's rows as `plan` did into a state hashed with `key`.
+    pub fn new(job: &'a Job, key: crate::state::key::ContentKey) -> Renderer<'a> {
         Renderer {
-            checker: rows::RowChecker::new(job, true, true),
+            checker: rows::RowChecker::new(job, Some(key), true),
         }
+    }
+
+    /// The key the planned hashes were made with.
+    pub fn key(&self) -> &crate::state::key::ContentKey {
+        self.checker.key.as_ref().expect("a renderer hashes")
     }
 
     /// Renders and checks step `si` of one record: its item, or its problems.

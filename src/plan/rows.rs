@@ -123,6 +123,8 @@ pub(super) struct RowChecker<'a> {
     pub(super) csv_dir: PathBuf,
     pub(super) today: NaiveDate,
     pub(super) build: bool,
+    /// The key items are hashed with, when building them.
+    pub(super) key: Option<crate::state::key::ContentKey>,
     /// Keep the full values of each item (rendering for the executor).
     pub(super) keep_full: bool,
 }
@@ -142,13 +144,18 @@ impl RowErrors<'_> {
 }
 
 impl<'a> RowChecker<'a> {
-    pub(super) fn new(job: &'a Job, build: bool, keep_full: bool) -> RowChecker<'a> {
+    pub(super) fn new(
+        job: &'a Job,
+        key: Option<crate::state::key::ContentKey>,
+        keep_full: bool,
+    ) -> RowChecker<'a> {
         RowChecker {
             job,
             rules: job.steps.iter().map(StepRules::new).collect(),
             csv_dir: job.files_root(),
             today: chrono::Utc::now().date_naive(),
-            build,
+            build: key.is_some(),
+            key,
             keep_full,
         }
     }
@@ -328,8 +335,8 @@ impl RowChecker<'_> {
             match v.trim() {
                 "true" | "True" => {}
                 "false" | "False" | "" => {
-                    if self.build {
-                        items.push(skipped_item(si));
+                    if let Some(key) = &self.key {
+                        items.push(skipped_item(si, key));
                     }
                     return;
                 }
@@ -471,16 +478,15 @@ impl RowChecker<'_> {
         {
             errs.out.payouts.push((errs.slot, si, a, ccy));
         }
-        if self.build {
+        if let Some(hasher) = &self.key {
             match build_item(
                 self.job,
-                si,
-                step,
+                (si, step),
                 key,
                 values,
                 amount,
                 &self.csv_dir,
-                self.keep_full,
+                (self.keep_full, hasher),
             ) {
                 Ok(item) => items.push(item),
                 Err(message) => errs.push(InputError {

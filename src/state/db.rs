@@ -25,6 +25,8 @@ enum Job {
 pub struct Db {
     jobs: mpsc::Sender<Job>,
     path: PathBuf,
+    /// The state's content key (see [`super::key`]).
+    key: super::key::ContentKey,
     commits: Arc<AtomicU64>,
     /// The first failure of a write nobody waited on ([`Db::record_later`]).
     unwaited: Arc<std::sync::Mutex<Option<String>>>,
@@ -57,6 +59,7 @@ impl Db {
             .connection()
             .pragma_update(None, "temp_store", "memory")
             .map_err(|e| state.err(e))?;
+        let key = state.key().clone();
         let (jobs, rx) = mpsc::channel::<Job>();
         let commits = Arc::new(AtomicU64::new(0));
         let counter = commits.clone();
@@ -70,6 +73,7 @@ impl Db {
         Ok(Db {
             jobs,
             path: path.to_path_buf(),
+            key,
             commits,
             unwaited: Arc::default(),
         })
@@ -77,6 +81,11 @@ impl Db {
 
     pub fn path(&self) -> &Path {
         &self.path
+    }
+
+    /// The key the state's planned content is hashed with.
+    pub fn key(&self) -> &super::key::ContentKey {
+        &self.key
     }
 
     /// Transactions committed so far (each one fsync): group commit makes this smaller than

@@ -3,6 +3,7 @@
 
 mod db;
 pub mod exports;
+pub mod key;
 pub mod lock;
 mod plan_writer;
 mod schema;
@@ -111,6 +112,8 @@ fn mine(conn: &Connection, path: &Path) -> Result<(), StateError> {
 pub struct State {
     pub(crate) conn: Connection,
     pub(crate) path: PathBuf,
+    /// The key planned content is hashed with (see [`key`]).
+    pub(crate) key: key::ContentKey,
 }
 
 impl State {
@@ -126,7 +129,8 @@ impl State {
             path: path.to_path_buf(),
             source,
         })?;
-        let state = Self::init(conn, path.to_path_buf())?;
+        let mut state = Self::init(conn, path.to_path_buf())?;
+        state.key = key::load(&state.conn, path)?;
         // Owner-only, whatever the umask or whoever created it: SQLite gives its -wal and
         // -shm files the database's mode.
         if !path.to_string_lossy().starts_with("file:") {
@@ -139,6 +143,23 @@ impl State {
             }
         }
         Ok(state)
+    }
+
+    /// Opens a database whose key is not beside it: a throwaway copy of a state (an
+    /// in-memory URI), planned with the key of the state it copies.
+    pub fn open_with_key(path: &Path, key: key::ContentKey) -> Result<State, StateError> {
+        let conn = Connection::open(path).map_err(|source| StateError::Sqlite {
+            path: path.to_path_buf(),
+            source,
+        })?;
+        let mut state = Self::init(conn, path.to_path_buf())?;
+        state.key = key;
+        Ok(state)
+    }
+
+    /// The key planned content is hashed with.
+    pub fn key(&self) -> &key::ContentKey {
+        &self.key
     }
 
     /// Opens a private in-memory database (tests).
@@ -172,7 +193,11 @@ impl State {
         conn.busy_timeout(std::time::Duration::from_secs(10))
             .map_err(wrap)?;
         schema::migrate(&mut conn, &path)?;
-        Ok(State { conn, path })
+        Ok(State {
+            conn,
+            path,
+            key: key::ContentKey::random(),
+        })
     }
 
     pub fn path(&self) -> &Path {

@@ -229,7 +229,17 @@ impl<'s> PlanWriter<'s> {
                         c.new += 1
                     }
                 }
-                Some(old) if old.hash == item.hash => {
+                Some(old)
+                    if old.hash == item.hash
+                        || item.legacy_hash.as_deref() == Some(old.hash.as_str()) =>
+                {
+                    if old.hash != item.hash {
+                        // A plain hash from before keys: the same content, now keyed.
+                        self.exec(
+                            "UPDATE items SET content_hash = ?2 WHERE id = ?1",
+                            params![old.id, item.hash],
+                        )?;
+                    }
                     if old.conflict_hash.is_some() {
                         // The row went back to what was sent: the conflict is over.
                         self.exec(
@@ -276,6 +286,7 @@ impl<'s> PlanWriter<'s> {
                 }
                 Some(old) => {
                     // May have reached the provider: record, never re-send.
+                    // (A plain conflict hash from before keys is rewritten keyed too.)
                     if old.conflict_hash.as_deref() != Some(item.hash.as_str()) {
                         self.exec(
                             "UPDATE items SET conflict_hash = ?2, conflict_payload = ?3, updated_at = ?4 WHERE id = ?1",

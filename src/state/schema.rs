@@ -154,6 +154,8 @@ const MIGRATIONS: &[&str] = &[
     -- which state file this is: runs of two state files are told apart by it (their ids
     -- repeat), e.g. in report folders
     INSERT INTO meta (key, value) VALUES ('instance', lower(hex(randomblob(8))));
+    -- a state with items from before keyed hashes holds plain SHA-256 ones (see key.rs)
+    INSERT INTO meta (key, value) SELECT 'hash', 'sha256' WHERE EXISTS (SELECT 1 FROM items);
     CREATE TABLE duplicates (
         plan_id      INTEGER NOT NULL REFERENCES plans(id),
         step         TEXT NOT NULL,

@@ -302,15 +302,13 @@ impl WorkItem {
     /// item's content hash only when no value was masked and no image hash left out.
     /// Otherwise (KYC documents, account numbers) `None`: the row is read and rendered
     /// again.
-    pub fn planned_body(&self) -> Option<&str> {
-        use sha2::{Digest, Sha256};
-        let hash = Sha256::digest(self.payload.as_bytes());
-        (crate::plan::hex(&hash) == self.content_hash).then_some(self.payload.as_str())
+    pub fn planned_body(&self, key: &super::key::ContentKey) -> Option<&str> {
+        (key.hash(self.payload.as_bytes()) == self.content_hash).then_some(self.payload.as_str())
     }
 
     /// [`WorkItem::planned_body`], taken out of the item (its payload left empty).
-    pub fn take_planned_body(&mut self) -> Option<String> {
-        self.planned_body()?;
+    pub fn take_planned_body(&mut self, key: &super::key::ContentKey) -> Option<String> {
+        self.planned_body(key)?;
         Some(std::mem::take(&mut self.payload))
     }
 }
@@ -456,12 +454,15 @@ pub struct Outcome {
     pub error_message: Option<String>,
 }
 
+/// Records an item's outcome. A message (often the provider's words) is scrubbed of
+/// account-like numbers before it is stored.
 pub fn set_outcome(conn: &Connection, id: i64, o: &Outcome) -> rusqlite::Result<()> {
+    let message = o.error_message.as_deref().map(crate::redact::scrub);
     conn.prepare_cached(
         "UPDATE items SET state = ?2, provider_ref = COALESCE(?3, provider_ref), provider_status = COALESCE(?4, provider_status),
                 error_code = ?5, error_message = ?6, updated_at = ?7 WHERE id = ?1",
     )?
-    .execute(params![id, o.state, o.provider_ref, o.provider_status, o.error_code, o.error_message, now()])?;
+    .execute(params![id, o.state, o.provider_ref, o.provider_status, o.error_code, message, now()])?;
     Ok(())
 }
 
@@ -535,10 +536,11 @@ pub fn set_batch(
     provider_status: Option<&str>,
     error: Option<(&str, &str)>,
 ) -> rusqlite::Result<()> {
+    let message = error.map(|e| crate::redact::scrub(e.1));
     conn.execute(
         "UPDATE batches SET state = ?2, provider_ref = COALESCE(?3, provider_ref), provider_status = COALESCE(?4, provider_status),
                 error_code = ?5, error_message = ?6 WHERE id = ?1",
-        params![batch_id, state, provider_ref, provider_status, error.map(|e| e.0), error.map(|e| e.1)],
+        params![batch_id, state, provider_ref, provider_status, error.map(|e| e.0), message],
     )?;
     Ok(())
 }
@@ -636,7 +638,8 @@ pub fn requeue_refused(
         "UPDATE items SET state = 'pending', error_code = NULL, error_message = NULL,
                 batch_id = CASE WHEN batch_id IN (SELECT id FROM batches WHERE provider_ref IS NULL) THEN NULL ELSE batch_id END
          WHERE plan_id = ?1 AND state = 'failed' AND updated_at >= ?2 AND error_code = ?3 AND error_message = ?4",
-        params![plan_id, since, code, message],
+        // As set_outcome stored it.
+        params![plan_id, since, code, crate::redact::scrub(message)],
     )
 }
 
@@ -918,6 +921,34 @@ mod tests {
         assert_eq!(
             Tally::of(c, 1).unwrap().exit_code(),
             crate::exit::ROWS_FAILED
+        );
+    }
+
+    #[test]
+    fn a_providers_words_are_stored_scrubbed() {
+        let state = two_plans();
+        let c = state.connection();
+        c.execute(
+            "INSERT INTO items (id, plan_id, step, step_index, row_key, row_line, state, content_hash, payload, created_at, updated_at)
+             VALUES (1, 1, 'pay', 0, 'k', 1, 'pending', 'h', '{}', 't', 't')",
+            [],
+        )
+        .unwrap();
+        let o = Outcome {
+            state: "failed",
+            error_code: Some("HTTP_422".into()),
+            error_message: Some("acct 987654321 (bsb 062000) rejected; limit 250000 AUD".into()),
+            ..Outcome::default()
+        };
+        set_outcome(c, 1, &o).unwrap();
+        let stored: String = c
+            .query_row("SELECT error_message FROM items WHERE id = 1", [], |r| {
+                r.get(0)
+            })
+            .unwrap();
+        assert_eq!(
+            stored,
+            "acct ******321 (bsb ***000) rejected; limit 250000 AUD"
         );
     }
 

@@ -141,3 +141,141 @@ fn another_applications_sqlite_file_is_refused_and_left_as_it_was() {
     );
     assert!(!setup.path("ledger.db-wal").exists());
 }
+
+#[test]
+fn no_masked_account_number_can_be_brute_forced_from_the_state() {
+    use sha2::{Digest, Sha256};
+    // The example payroll, planned.
+    let dir = tempfile::tempdir().unwrap();
+    let state = dir.path().join("state.db");
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_payrun"))
+        .args(["plan", "jobs/payroll.yaml", "--state"])
+        .arg(&state)
+        .current_dir(crate::support::repo())
+        .output()
+        .unwrap();
+    assert_exit(&out, 0);
+    let conn = rusqlite::Connection::open(&state).unwrap();
+    let items: Vec<(String, String, String)> = conn
+        .prepare("SELECT row_key, payload, content_hash FROM items WHERE step = 'pay'")
+        .unwrap()
+        .query_map([], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))
+        .unwrap()
+        .map(Result::unwrap)
+        .collect();
+    assert_eq!(items.len(), 20);
+    let csv = std::fs::read_to_string(crate::support::repo().join("examples/payroll.csv")).unwrap();
+    let key = std::fs::read_to_string(payrun::state::key::key_path(&state)).unwrap();
+    assert_eq!(mode(&payrun::state::key::key_path(&state)), 0o600);
+    let mut recovered = 0;
+    for (row, payload, hash) in &items {
+        // What the state shows of the number: its length and last three digits.
+        let at = payload.find("\"account_number\":\"").unwrap() + 18;
+        let masked: String = payload[at..].chars().take_while(|c| *c != '"').collect();
+        let (stars, tail) = (masked.matches('*').count(), &masked[masked.len() - 3..]);
+        assert!(stars >= 5, "{masked}");
+        // The attack is rebuilt right: with the key (which the attacker lacks), the true
+        // number gives the stored hash.
+        let truth = csv
+            .lines()
+            .find(|l| l.starts_with(&format!("{row},")))
+            .and_then(|l| l.split(',').nth(24))
+            .unwrap();
+        let with = |number: &str| payload.replacen(&masked, number, 1);
+        let keyed = {
+            use hmac::{Hmac, Mac};
+            let bytes: Vec<u8> = (0..32)
+                .map(|i| u8::from_str_radix(&key.trim()[2 * i..2 * i + 2], 16).unwrap())
+                .collect();
+            let mut mac = Hmac::<Sha256>::new_from_slice(&bytes).unwrap();
+            mac.update(with(truth).as_bytes());
+            payrun::plan::hex(&mac.finalize().into_bytes())
+        };
+        assert_eq!(
+            &keyed, hash,
+            "row {row}: the candidate is built as payrun hashes"
+        );
+        // Without the key: every number of that length and tail, hashed as the state was
+        // before keys.
+        for n in 0..10u64.pow(stars as u32) {
+            let candidate = format!("{n:0stars$}{tail}");
+            if payrun::plan::hex(&Sha256::digest(with(&candidate).as_bytes())) == *hash {
+                recovered += 1;
+                break;
+            }
+        }
+    }
+    assert_eq!(
+        recovered, 0,
+        "account numbers recovered from the state alone"
+    );
+}
+
+#[test]
+fn a_state_from_before_keys_is_rehashed_as_rows_are_planned_again() {
+    use sha2::{Digest, Sha256};
+    let f = crate::support::Fixture::standard();
+    let plan = |f: &crate::support::Fixture| {
+        let out = f.payrun(&["plan", "job.yaml"]);
+        assert_eq!(out.code, 0, "{}", out.stderr);
+        out.stdout
+    };
+    plan(&f);
+    // Made as an earlier payrun left it: plain SHA-256 hashes, no key file. (A contact's
+    // stored payload is what was hashed: nothing in it is masked.)
+    let db = f.state_db();
+    {
+        let c = rusqlite::Connection::open(&db).unwrap();
+        let rows: Vec<(i64, String)> = c
+            .prepare("SELECT id, payload FROM items WHERE step = 'contact'")
+            .unwrap()
+            .query_map([], |r| Ok((r.get(0)?, r.get(1)?)))
+            .unwrap()
+            .map(Result::unwrap)
+            .collect();
+        for (id, payload) in rows {
+            let plain = payrun::plan::hex(&Sha256::digest(payload.as_bytes()));
+            c.execute(
+                "UPDATE items SET content_hash = ?2, state = 'succeeded' WHERE id = ?1",
+                rusqlite::params![id, plain],
+            )
+            .unwrap();
+        }
+        c.execute(
+            "INSERT INTO meta (key, value) VALUES ('hash', 'sha256')",
+            [],
+        )
+        .unwrap();
+    }
+    std::fs::remove_file(payrun::state::key::key_path(&db)).unwrap();
+    let stdout = plan(&f);
+    // Not a change, not a conflict: the same rows, now hashed with a key of their own.
+    let contact = stdout.lines().find(|l| l.starts_with("contact ")).unwrap();
+    assert!(contact.contains("     3 "), "{stdout}");
+    assert!(!stdout.contains("conflict:"), "{stdout}");
+    let c = rusqlite::Connection::open(&db).unwrap();
+    let plain_left: i64 = c
+        .prepare("SELECT content_hash, payload FROM items WHERE step = 'contact'")
+        .unwrap()
+        .query_map([], |r| Ok((r.get::<_, String>(0)?, r.get::<_, String>(1)?)))
+        .unwrap()
+        .map(Result::unwrap)
+        .filter(|(h, p)| *h == payrun::plan::hex(&Sha256::digest(p.as_bytes())))
+        .count() as i64;
+    assert_eq!(plain_left, 0);
+    assert!(payrun::state::key::key_path(&db).exists());
+}
+
+#[test]
+fn a_state_whose_key_is_lost_is_refused() {
+    let f = crate::support::Fixture::standard();
+    assert_eq!(f.payrun(&["plan", "job.yaml"]).code, 0);
+    std::fs::remove_file(payrun::state::key::key_path(&f.state_db())).unwrap();
+    let out = f.payrun(&["plan", "job.yaml"]);
+    assert_eq!(out.code, 5, "{}", out.stderr);
+    assert!(
+        out.stderr.contains("key file") && out.stderr.contains("is missing"),
+        "{}",
+        out.stderr
+    );
+}

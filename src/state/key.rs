@@ -1,0 +1,147 @@
+//! The state's content key. Items keep a hash of their full fields — account and document
+//! numbers included — to tell a changed row from an unchanged one; beside it they keep a
+//! display copy with those numbers masked to their length and last three characters. A
+//! plain hash of so little unknown would be brute-forced in seconds; so the hash is keyed
+//! (HMAC-SHA-256) with 32 random bytes kept **outside** the database, in `<state>.key`
+//! (owner-only) beside it. A copy of the database alone (a backup, a file read by someone
+//! else) gives nothing back.
+//!
+//! A state from before keys holds plain SHA-256 hashes: it gets a key, and each row's hash
+//! is rewritten keyed when it is planned again unchanged. A state whose key file is lost
+//! cannot tell a changed row from an unchanged one: payrun refuses it (see
+//! `docs/personal-data.md`).
+
+use super::StateError;
+use hmac::{Hmac, Mac};
+use rusqlite::{Connection, OptionalExtension};
+use sha2::{Digest, Sha256};
+use std::io::{Read, Write};
+use std::path::{Path, PathBuf};
+
+/// How planned content is hashed for a state.
+#[derive(Clone)]
+pub struct ContentKey {
+    key: [u8; 32],
+    /// The state still holds plain SHA-256 hashes (from before keys): they count as the
+    /// same content until rewritten.
+    legacy: bool,
+}
+
+impl std::fmt::Debug for ContentKey {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("ContentKey(…)")
+    }
+}
+
+impl ContentKey {
+    /// A key of its own, for a throwaway state (tests).
+    pub fn random() -> ContentKey {
+        let mut key = [0u8; 32];
+        for chunk in key.chunks_mut(8) {
+            chunk.copy_from_slice(&fastrand::u64(..).to_le_bytes());
+        }
+        ContentKey { key, legacy: false }
+    }
+
+    /// The keyed hash (hex) of `data`.
+    pub fn hash(&self, data: &[u8]) -> String {
+        let mut mac = Hmac::<Sha256>::new_from_slice(&self.key).expect("HMAC takes any key");
+        mac.update(data);
+        crate::plan::hex(&mac.finalize().into_bytes())
+    }
+
+    /// The plain hash a state from before keys holds for `data`, while it may hold some.
+    pub fn legacy_hash(&self, data: &[u8]) -> Option<String> {
+        self.legacy.then(|| crate::plan::hex(&Sha256::digest(data)))
+    }
+}
+
+/// Where the key of the state database at `db` is kept.
+pub fn key_path(db: &Path) -> PathBuf {
+    let name = db
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_else(|| "state".into());
+    db.with_file_name(format!("{name}.key"))
+}
+
+/// The key of the state database at `db` (open as `conn`): read from its key file, or
+/// made for a state that has none yet — a new one, or one from before keys. A state with
+/// items, keyed hashes and no key file is refused.
+pub fn load(conn: &Connection, db: &Path) -> Result<ContentKey, StateError> {
+    let path = key_path(db);
+    let err = |message: String| StateError::Db {
+        path: db.to_path_buf(),
+        message,
+    };
+    let legacy = conn
+        .query_row("SELECT value FROM meta WHERE key = 'hash'", [], |r| {
+            r.get::<_, String>(0)
+        })
+        .optional()
+        .map_err(|e| err(e.to_string()))?
+        .is_some_and(|v| v == "sha256");
+    match std::fs::File::open(&path) {
+        Ok(mut f) => {
+            let mut text = String::new();
+            f.read_to_string(&mut text)
+                .map_err(|e| err(format!("cannot read its key file {}: {e}", path.display())))?;
+            let key = parse(text.trim()).ok_or_else(|| {
+                err(format!(
+                    "its key file {} is not a payrun key",
+                    path.display()
+                ))
+            })?;
+            Ok(ContentKey { key, legacy })
+        }
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            let has_items: bool = conn
+                .query_row("SELECT EXISTS (SELECT 1 FROM items)", [], |r| r.get(0))
+                .map_err(|e| err(e.to_string()))?;
+            if has_items && !legacy {
+                return Err(err(format!(
+                    "its key file {} is missing: without it, payrun cannot tell which rows changed since they were planned. Restore it from where this state came from (it is kept beside the state, and belongs in the same backups), or start a new state file: the provider's payouts are read before anything is sent again",
+                    path.display()
+                )));
+            }
+            let key = ContentKey::random();
+            let mut f = crate::private::create(&path)
+                .map_err(|e| err(format!("cannot write its key file {}: {e}", path.display())))?;
+            f.write_all(crate::plan::hex(&key.key).as_bytes())
+                .and_then(|()| f.sync_all())
+                .map_err(|e| err(format!("cannot write its key file {}: {e}", path.display())))?;
+            Ok(ContentKey { legacy, ..key })
+        }
+        Err(e) => Err(err(format!(
+            "cannot read its key file {}: {e}",
+            path.display()
+        ))),
+    }
+}
+
+fn parse(hex: &str) -> Option<[u8; 32]> {
+    if hex.len() != 64 {
+        return None;
+    }
+    let mut key = [0u8; 32];
+    for (i, byte) in key.iter_mut().enumerate() {
+        *byte = u8::from_str_radix(hex.get(2 * i..2 * i + 2)?, 16).ok()?;
+    }
+    Some(key)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_keyed_hash_is_not_the_plain_one_and_depends_on_the_key() {
+        let (a, b) = (ContentKey::random(), ContentKey::random());
+        let data = br#"{"account_number":"12345678"}"#;
+        assert_ne!(a.hash(data), b.hash(data));
+        assert_ne!(a.hash(data), crate::plan::hex(&Sha256::digest(data)));
+        assert_eq!(a.hash(data), a.hash(data));
+        assert_eq!(a.legacy_hash(data), None);
+        assert_eq!(parse(&crate::plan::hex(&a.key)), Some(a.key));
+    }
+}
