@@ -113,7 +113,7 @@ pub fn check_rows(
     let workers = std::thread::available_parallelism().map_or(1, usize::from);
     reader::pipeline(
         src,
-        workers,
+        (workers, input.max_record_bytes),
         |chunk, out: &mut ChunkResult| {
             out.clear();
             let mut scratch = Vec::new();

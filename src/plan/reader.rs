@@ -130,19 +130,19 @@ enum Done<R> {
 /// otherwise keep the allocator taking fresh pages.
 pub fn pipeline<R: Default + Send>(
     src: CsvSource,
-    workers: usize,
+    (workers, max_record): (usize, u64),
     work: impl Fn(&Chunk, &mut R) + Sync,
     merge: impl FnMut(&Chunk, &mut R) -> bool,
 ) -> Result<(), InputError> {
     let size = std::fs::metadata(src.path()).map_or(0, |m| m.len());
     let segment = (size / 16).clamp(MIN_SEGMENT, MAX_SEGMENT);
-    run(src, workers, segment, work, merge)
+    run(src, workers, (segment, max_record), work, merge)
 }
 
 fn run<R: Default + Send>(
     mut src: CsvSource,
     workers: usize,
-    segment_size: u64,
+    (segment_size, max_record): (u64, u64),
     work: impl Fn(&Chunk, &mut R) + Sync,
     mut merge: impl FnMut(&Chunk, &mut R) -> bool,
 ) -> Result<(), InputError> {
@@ -175,16 +175,37 @@ fn run<R: Default + Send>(
                 end: data_start,
                 lines_before,
             };
-            let split = split(src.path(), src.delimiter(), start, segment_size, &mut |s| {
-                segment_tx.send(s).is_ok()
-            });
-            if let Err(e) = split {
-                let _ = splitter_done.send(Done::Fatal(InputError {
+            let split = split(
+                src.path(),
+                src.delimiter(),
+                start,
+                (segment_size, max_record),
+                &mut |s| segment_tx.send(s).is_ok(),
+            );
+            let failed = match split {
+                Ok(()) => None,
+                Err(SplitError::Io(e)) => Some(InputError {
                     path: src.path().to_path_buf(),
                     line: None,
                     column: None,
                     message: format!("cannot read CSV file: {e}"),
-                }));
+                }),
+                Err(SplitError::TooLong { line, quote }) => Some(InputError {
+                    path: src.path().to_path_buf(),
+                    line: Some(line),
+                    column: None,
+                    message: match quote {
+                        Some(q) => format!(
+                            "the quote opened on line {q} is never closed: the record grows past {max_record} bytes (input.max_record_bytes)"
+                        ),
+                        None => format!(
+                            "the record is longer than {max_record} bytes (input.max_record_bytes)"
+                        ),
+                    },
+                }),
+            };
+            if let Some(e) = failed {
+                let _ = splitter_done.send(Done::Fatal(e));
             }
         });
         for mut pool in pools {
@@ -286,8 +307,28 @@ fn read_segment<R: Default>(
     Ok(sent.is_ok())
 }
 
+/// Why the splitter stopped.
+#[derive(Debug)]
+enum SplitError {
+    Io(std::io::Error),
+    /// A record grew past the limit: it began on `line`, and is in the quoted field a quote
+    /// on line `quote` opened, if so.
+    TooLong {
+        line: u64,
+        quote: Option<u64>,
+    },
+}
+
+impl From<std::io::Error> for SplitError {
+    fn from(e: std::io::Error) -> Self {
+        SplitError::Io(e)
+    }
+}
+
 /// Cuts the file from `first.start` to its end into segments of about `size` bytes that
 /// begin on record boundaries, and hands each to `emit` (which returns `false` to stop).
+/// A record longer than `max_record` bytes stops it: no segment ever holds one, so memory
+/// stays bounded whatever the file holds (an unterminated quote, a line without end).
 ///
 /// It follows the csv parser's rules for quotes (`"`, doubled inside a quoted field):
 /// a quote opens a quoted field only at the start of a field; inside one, a quote followed
@@ -297,9 +338,9 @@ fn split(
     path: &Path,
     delimiter: u8,
     first: Segment,
-    size: u64,
+    (size, max_record): (u64, u64),
     emit: &mut dyn FnMut(Segment) -> bool,
-) -> std::io::Result<()> {
+) -> Result<(), SplitError> {
     const QUOTE: u8 = b'"';
     let mut file = File::open(path)?;
     file.seek(SeekFrom::Start(first.start))?;
@@ -309,6 +350,10 @@ fn split(
     let mut target = first.start.saturating_add(size);
     let mut pos = first.start;
     let (mut in_quotes, mut quote_pending, mut prev) = (false, false, b'\n');
+    // Where the record being read began (offset, line), and the line of the quote that
+    // opened the quoted field it is in, if it is in one.
+    let (mut record_start, mut record_line) = (first.start, lines + 1);
+    let mut quote_line = 0;
     // Ends the current segment at file offset `end` (just after a newline).
     let mut cut = |current: &mut Segment, end: u64, lines: u64| {
         let done = Segment { end, ..*current };
@@ -325,7 +370,7 @@ fn split(
             Ok(0) => break,
             Ok(n) => n,
             Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
-            Err(e) => return Err(e),
+            Err(e) => return Err(e.into()),
         };
         let b = &buf[..n];
         let mut i = 0;
@@ -355,6 +400,9 @@ fn split(
                 target = end.saturating_add(size);
             }
             lines += count_newlines(&b[i..]);
+            if let Some(k) = memchr::memrchr(b'\n', &b[i..]) {
+                (record_start, record_line) = (pos + (i + k + 1) as u64, lines + 1);
+            }
         } else {
             let mut j = i;
             while let Some(k) = memchr::memchr2(QUOTE, b'\n', &b[j..]) {
@@ -363,6 +411,9 @@ fn split(
                 if b[p] == b'\n' {
                     lines += 1;
                     let end = pos + j as u64;
+                    if !in_quotes {
+                        (record_start, record_line) = (end, lines + 1);
+                    }
                     if !in_quotes && end >= target {
                         if !cut(&mut current, end, lines) {
                             return Ok(());
@@ -378,11 +429,18 @@ fn split(
                 } else {
                     let before = if p > 0 { b[p - 1] } else { prev };
                     in_quotes = before == delimiter || before == b'\n' || before == b'\r';
+                    quote_line = lines + 1;
                 }
             }
         }
         prev = b[n - 1];
         pos += n as u64;
+        if pos - record_start > max_record {
+            return Err(SplitError::TooLong {
+                line: record_line,
+                quote: in_quotes.then_some(quote_line),
+            });
+        }
     }
     let last = Segment {
         end: pos,
@@ -414,7 +472,7 @@ mod tests {
         run(
             src,
             workers,
-            segment,
+            (segment, u64::MAX),
             |_, _: &mut ()| (),
             |chunk, _| {
                 let mut bad = chunk.bad.iter().peekable();
@@ -557,7 +615,7 @@ mod tests {
             end: 0,
             lines_before: 0,
         };
-        split(&p, b',', first, 1, &mut |s| {
+        split(&p, b',', first, (1, u64::MAX), &mut |s| {
             cuts.push((s.start, s.end, s.lines_before));
             true
         })

@@ -279,3 +279,46 @@ fn a_state_whose_key_is_lost_is_refused() {
         out.stderr
     );
 }
+
+#[test]
+fn a_record_that_never_ends_is_refused_at_its_line_in_bounded_memory() {
+    let setup = Setup::new(&job_text(10, ""), "");
+    let validate = || {
+        std::process::Command::new(env!("CARGO_BIN_EXE_payrun"))
+            .args(["validate", "job.yaml"])
+            .current_dir(setup.dir.path())
+            .output()
+            .unwrap()
+    };
+    // Two good rows, then a quote that is never closed, in a 300 MB file.
+    let good = people(3);
+    let mut csv = good.lines().take(3).collect::<Vec<_>>().join("\n");
+    csv.push_str("\nP0002,\"Ann2,Lee,ann2@example.com,102.02,10000002\n");
+    std::fs::write(setup.path("people.csv"), &csv).unwrap();
+    let f = std::fs::OpenOptions::new()
+        .append(true)
+        .open(setup.path("people.csv"))
+        .unwrap();
+    f.set_len(300 << 20).unwrap();
+    let out = validate();
+    assert_exit(&out, 2);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains("people.csv:4: the quote opened on line 4 is never closed: the record grows past 1048576 bytes (input.max_record_bytes)"),
+        "{stderr}"
+    );
+    // A line without end (a 10 MB payee name), no quote at all.
+    let mut csv = good.lines().take(2).collect::<Vec<_>>().join("\n");
+    csv.push_str(&format!(
+        "\nP0001,{},Lee,a@example.com,1.00,10000001\n",
+        "A".repeat(10 << 20)
+    ));
+    std::fs::write(setup.path("people.csv"), &csv).unwrap();
+    let out = validate();
+    assert_exit(&out, 2);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains("people.csv:3: the record is longer than 1048576 bytes"),
+        "{stderr}"
+    );
+}
