@@ -49,10 +49,10 @@ pub enum StateError {
 /// payrun's mark on its state databases (`PRAGMA application_id`): "payr".
 pub const APPLICATION_ID: i32 = 0x7061_7972;
 
-/// Checks that the database at `path` is payrun's, or new (then marks it). A database from
-/// a payrun before the mark has payrun's tables and a schema version: it is marked too.
-/// Anything else is refused untouched.
-fn mine(conn: &Connection, path: &Path) -> Result<(), StateError> {
+/// Checks, writing nothing, that the database at `path` is payrun's, or new, or from a
+/// payrun before the mark (it has payrun's tables and a schema version): `true` when it is
+/// to be marked. Anything else is refused untouched.
+fn mine(conn: &Connection, path: &Path) -> Result<bool, StateError> {
     let wrap = |source| StateError::Sqlite {
         path: path.to_path_buf(),
         source,
@@ -70,7 +70,7 @@ fn mine(conn: &Connection, path: &Path) -> Result<(), StateError> {
             e => wrap(e),
         })?;
     if app == APPLICATION_ID {
-        return Ok(());
+        return Ok(false);
     }
     let version: i64 = conn
         .pragma_query_value(None, "user_version", |r| r.get(0))
@@ -104,8 +104,7 @@ fn mine(conn: &Connection, path: &Path) -> Result<(), StateError> {
             },
         });
     }
-    conn.pragma_update(None, "application_id", APPLICATION_ID)
-        .map_err(wrap)
+    Ok(true)
 }
 
 /// An open state database.
@@ -178,7 +177,7 @@ impl State {
         };
         // Before anything is written: is this payrun's? (Another application's SQLite file
         // must not get payrun's tables, nor its journal mode changed.)
-        mine(&conn, &path)?;
+        let unmarked = mine(&conn, &path)?;
         // WAL lets readers (status, report) run beside a writer; NORMAL sync in WAL mode is
         // durable at each checkpoint, and commits that must survive a crash use FULL.
         // 16 KiB pages for a new database (an existing one keeps its own): a plan writes a
@@ -192,6 +191,11 @@ impl State {
             .map_err(wrap)?;
         conn.busy_timeout(std::time::Duration::from_secs(10))
             .map_err(wrap)?;
+        // Marked only now: the first write fixes a new database's page size.
+        if unmarked {
+            conn.pragma_update(None, "application_id", APPLICATION_ID)
+                .map_err(wrap)?;
+        }
         schema::migrate(&mut conn, &path)?;
         Ok(State {
             conn,
@@ -214,5 +218,25 @@ impl State {
     /// Gives read access to the connection (reports, tests).
     pub fn connection(&self) -> &Connection {
         &self.conn
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_new_state_is_marked_payruns_and_keeps_its_large_pages() {
+        let dir = tempfile::tempdir().unwrap();
+        let st = State::open(&dir.path().join("s.db")).unwrap();
+        let c = st.connection();
+        let (app, page): (i32, i64) = (
+            c.pragma_query_value(None, "application_id", |r| r.get(0))
+                .unwrap(),
+            c.pragma_query_value(None, "page_size", |r| r.get(0))
+                .unwrap(),
+        );
+        // The mark is written after the page size is set (the first write fixes it).
+        assert_eq!((app, page), (APPLICATION_ID, 16384));
     }
 }
