@@ -55,7 +55,7 @@ pub struct RunArgs {
     pub plan: PlanArgs,
     /// Run against the embedded sandbox (started on 127.0.0.1, fast status changes) instead
     /// of the job's provider: no credentials needed. A rehearsal: its state, reports and
-    /// export files are kept apart from the real run's (see the README).
+    /// export files are kept apart from the real run's (see docs/running.md).
     #[arg(long)]
     pub sandbox: bool,
     /// Put failed items back in the queue first (not conflicts, not successes).

@@ -3,7 +3,7 @@
 use clap::Parser;
 
 /// mimalloc: payrun allocates many small, short-lived values per row (rendered fields,
-/// JSON bodies); glibc's malloc spent a fifth of the send loop's time on them.
+/// JSON bodies), where glibc's malloc is slow (ARCHITECTURE.md, dependency notes).
 #[global_allocator]
 static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 

@@ -153,7 +153,7 @@ const fn text(name: &'static str) -> Column {
     col(name, name, Kind::Text)
 }
 
-/// The documented CSV columns of each resource (README, "Export columns").
+/// The documented CSV columns of each resource (docs/exports.md, "Export columns").
 const CONTACT_COLUMNS: &[Column] = &[
     text("email"),
     text("first_name"),

@@ -93,7 +93,7 @@ pub async fn run(
     Ok(())
 }
 
-/// The newest KYC status of a contact (the list runs newest first; see the README).
+/// The newest KYC status of a contact (the list runs newest first; see docs/helloclever.md).
 fn latest(c: &Contact) -> Option<&str> {
     c.kyc_statuses.first().map(|s| s.kyc_status.as_str())
 }

@@ -878,8 +878,7 @@ async fn execute_all(
     planned: &crate::state::PlanCounts,
 ) -> Result<i32, RunError> {
     // A first plan says how many items each step has to send: no need to count them
-    // again (a cold pass over the new table: 10–13 ms of a 20,000-row run, before its
-    // first request).
+    // again (a cold pass over the new table, before the first request).
     let known = planned.fresh && !retry_failed;
     let todo: Vec<Option<u64>> = (0..job.steps.len())
         .map(|si| planned.steps.get(si).filter(|_| known).map(|c| c.new))

@@ -137,11 +137,10 @@ impl Window {
 /// rate, at least two per request slot and at most 1,024.
 ///
 /// One chunk is sent while the next one's intents are committed, so a chunk must outlast
-/// a commit (an fsync took up to 11 ms here). And after a crash, up to two chunks may be
-/// in flight without having been sent, each to be looked up before it is sent again: at
-/// 10 requests a second that is a few seconds of lookups, not the minute that a fixed 256
-/// cost. Without a rate limit, 1,024 items share each fsync: the database thread did 15%
-/// less work in a 20,000-row run than with 256.
+/// a commit (an fsync). And after a crash, up to two chunks may be in flight without
+/// having been sent, each to be looked up before it is sent again: at a low rate, a fixed
+/// large chunk would cost minutes of lookups. Without a rate limit, many items share each
+/// fsync (bench/README.md has what that saves).
 pub fn intent_chunk(rate: &Rate, concurrency: u32) -> usize {
     let per_second = f64::from(rate.count) / rate.per.as_secs_f64().max(1e-9);
     let floor = 2 * concurrency.max(1) as usize;

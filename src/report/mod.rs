@@ -20,7 +20,7 @@ use std::path::{Path, PathBuf};
 /// writers do not each read the database again.
 const HELD_ROWS: usize = 100_000;
 
-/// The version of summary.json's schema (see the README).
+/// The version of summary.json's schema (see docs/reports.md).
 pub const SUMMARY_SCHEMA: u32 = 1;
 
 /// One step of one row, as the report shows it.

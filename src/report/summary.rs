@@ -1,4 +1,4 @@
-//! summary.json: the run in numbers, with a versioned schema (see the README).
+//! summary.json: the run in numbers, with a versioned schema (see docs/reports.md).
 
 use super::{Report, SUMMARY_SCHEMA};
 use serde_json::{Map, Value, json};

@@ -4,7 +4,7 @@
 //! checks, the reference's enums (misspellings included), pagination, and the same faults
 //! and ledger as the Hello Clever side. Its wire types are its own.
 //!
-//! Readings where the reference is silent (the README lists them): create answers
+//! Readings where the reference is silent (docs/finhub.md lists them): create answers
 //! `{"customer"}`; a second customer with the same email is 409 `DUPLICATE_EMAIL`;
 //! createBulk creates what it can and answers `{"customers": [...], "errors": [{"index",
 //! "email", "message"}]}`; `pageNumber` counts from 1; kycConfirmation is

@@ -1,6 +1,6 @@
 //! Every path the emulator serves, in one place. Paths the reference documents are used as
 //! written; where it says a path is not documented, this is our choice by analogy with the
-//! sibling paths (see the README's table), kept here so it is easy to change.
+//! sibling paths (see the table in docs/sandbox.md), kept here so it is easy to change.
 
 /// All Hello Clever paths live under this prefix, as on the real hosts.
 pub const API: &str = "/api";

@@ -47,14 +47,13 @@ impl Db {
         let state = State::open(path)?;
         // A page cache that holds a run's items (about 4 KiB per 10 items) up to 200,000
         // items: with SQLite's default of 2 MiB, outcome updates re-read pages they had
-        // just written (36,000 reads of the file in a 20,000-row run; 11,000 with this).
+        // just written.
         state
             .connection()
             .pragma_update(None, "cache_size", -(80 << 10))
             .map_err(|e| state.err(e))?;
         // Each write's savepoint keeps the pages it changes in a statement journal, which
-        // SQLite otherwise spills to a temporary file: 24,000 writes of 16 KiB to it in a
-        // 20,000-row run.
+        // SQLite otherwise spills to a temporary file, a write per page.
         state
             .connection()
             .pragma_update(None, "temp_store", "memory")
@@ -143,8 +142,7 @@ impl Db {
     ///
     /// `f` must make **one** statement: it runs without a savepoint of its own, since
     /// SQLite undoes a failed statement by itself. (A savepoint per write copied each page
-    /// an outcome touched into the statement journal: dropping it took 13–22% off this
-    /// thread's time in a 20,000-row run.)
+    /// an outcome touched into the statement journal.)
     pub fn record_later(
         &self,
         f: impl FnOnce(&Connection) -> rusqlite::Result<()> + Send + 'static,

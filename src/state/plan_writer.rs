@@ -84,7 +84,7 @@ impl<'s> PlanWriter<'s> {
     pub fn begin(state: &'s State, job: &Job) -> Result<PlanWriter<'s>, StateError> {
         let now = chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Millis, true);
         // Planning writes each page about once: a run's large page cache would only hold
-        // memory (a million rows' plan peaked at 145 MiB with it).
+        // memory.
         state
             .conn
             .execute_batch("PRAGMA cache_size = -16384; BEGIN IMMEDIATE")
