@@ -4,6 +4,7 @@
 use super::config::{self, FieldConfig, JobConfig, KeyColumns, ProviderConfig};
 use super::diag::{self, Diagnostic};
 use super::export::{Export, Format, Resource, When};
+use super::marks::{Marks, Seg};
 use super::steps::{FieldKind, Required, StepKind};
 use super::{
     DEFAULT_BATCH_SIZE, Field, FieldValue, Input, Job, Limits, LoadOptions, Provider,
@@ -21,6 +22,8 @@ use std::time::Duration;
 pub(super) struct Builder<'a> {
     path: &'a Path,
     source: &'a str,
+    /// Where each key of the file is, for diagnostics.
+    marks: Marks,
     diags: Vec<Diagnostic>,
 }
 
@@ -29,60 +32,59 @@ impl<'a> Builder<'a> {
         Builder {
             path,
             source,
+            marks: Marks::of(source),
             diags: Vec::new(),
         }
     }
 
-    fn err(&mut self, key_path: &[&str], message: impl Into<String>) {
-        let d = self.locate(Diagnostic::new(self.path, message), key_path);
+    fn err(&mut self, keys: &[&str], message: impl Into<String>) {
+        let path: Vec<Seg> = keys.iter().map(|k| Seg::Key(k)).collect();
+        let d = self.locate(Diagnostic::new(self.path, message), &path);
         self.diags.push(d);
     }
 
-    /// Points a diagnostic at the last key of `key_path`, searching below its parents.
-    fn locate(&self, d: Diagnostic, key_path: &[&str]) -> Diagnostic {
-        let mut line = 1;
-        let mut found = None;
-        for key in key_path {
-            match diag::find_key(self.source, line, key) {
-                Some((l, c)) => {
-                    line = l;
-                    found = Some((l, c, key.chars().count()));
-                }
-                None => break,
+    /// Points a diagnostic at the key at `path`, or at the deepest part of it in the file.
+    fn locate(&self, d: Diagnostic, path: &[Seg]) -> Diagnostic {
+        match self.marks.deepest(path.iter().copied()) {
+            Some((place, n)) => {
+                let width = match path[n - 1] {
+                    Seg::Key(k) => k.chars().count(),
+                    Seg::Index(_) => 1,
+                };
+                d.at(self.source, place.key.0, place.key.1, width)
             }
-        }
-        match found {
-            Some((l, c, w)) => d.at(self.source, l, c, w),
             None => d,
         }
     }
 
-    /// The line where the step with this id starts, to search its keys from there.
-    fn step_line(&self, id: &str) -> usize {
-        let start = diag::find_key(self.source, 1, "steps").map_or(1, |(l, _)| l);
-        self.source
-            .lines()
-            .enumerate()
-            .skip(start)
-            .find(|(_, l)| l.contains("id:") && l.contains(id))
-            .map_or(start, |(i, _)| i + 1)
+    /// Points a diagnostic at `needle` in the value at `path` (e.g. a misspelt step type).
+    fn locate_value(&self, d: Diagnostic, path: &[Seg], needle: &str) -> Diagnostic {
+        match self.marks.get(path.iter().copied()) {
+            Some(place) => d.near(self.source, place.value.0, needle),
+            None => self.locate(d, path),
+        }
     }
 
-    fn err_in_step(&mut self, step_id: &str, keys: &[&str], message: impl Into<String>) {
-        let mut line = self.step_line(step_id);
-        let mut d = Diagnostic::new(self.path, message);
-        let mut found = None;
-        for key in keys {
-            if let Some((l, c)) = diag::find_key(self.source, line, key) {
-                line = l;
-                found = Some((l, c, key.chars().count()));
-            }
+    /// The path of `keys` under the step at index `step` of `steps`.
+    fn step_path<'k>(step: usize, keys: &[&'k str]) -> Vec<Seg<'k>> {
+        let mut path = vec![Seg::Key("steps"), Seg::Index(step)];
+        path.extend(keys.iter().map(|k| Seg::Key(k)));
+        path
+    }
+
+    /// An error at `keys` of the step at index `step`; at the step's id when none of the
+    /// keys is written in the file.
+    fn err_in_step(&mut self, step: usize, keys: &[&str], message: impl Into<String>) {
+        let mut path = Self::step_path(step, keys);
+        if self
+            .marks
+            .deepest(path.iter().copied())
+            .is_none_or(|(_, n)| n <= 2)
+        {
+            path.truncate(2);
+            path.push(Seg::Key("id"));
         }
-        if let Some((l, c, w)) = found {
-            d = d.at(self.source, l, c, w);
-        } else if let Some((l, c)) = diag::find_key(self.source, line, "id") {
-            d = d.at(self.source, l, c, 2);
-        }
+        let d = self.locate(Diagnostic::new(self.path, message), &path);
         self.diags.push(d);
     }
 
@@ -130,8 +132,13 @@ impl<'a> Builder<'a> {
 
         let provider = self.provider(&c.provider, deferred);
         let limits = self.limits(c.limits);
-        let (row_configs, export_configs): (Vec<_>, Vec<_>) =
-            c.steps.iter().cloned().partition(|s| s.kind != "export");
+        let (row_configs, export_configs): (Vec<_>, Vec<_>) = c
+            .steps
+            .iter()
+            .cloned()
+            .enumerate()
+            .map(|(index, s)| config::StepConfig { index, ..s })
+            .partition(|s| s.kind != "export");
         if c.steps.is_empty() {
             self.err(&["steps"], "the job has no steps");
         }
@@ -205,7 +212,7 @@ impl<'a> Builder<'a> {
         for sc in &export_configs {
             if row_configs.iter().any(|r| r.id == sc.id) || exports.iter().any(|e| e.id == sc.id) {
                 self.err_in_step(
-                    &sc.id,
+                    sc.index,
                     &["id"],
                     format!("step id '{}' is used twice", sc.id),
                 );
@@ -214,7 +221,7 @@ impl<'a> Builder<'a> {
             if let Some(e) = self.export(sc, &dir, &c.name, &scope, &vars, provider.kind) {
                 if let Some(other) = exports.iter().find(|o| o.path == e.path) {
                     self.err_in_step(
-                        &e.id,
+                        sc.index,
                         &["output", "path"],
                         format!(
                             "step '{}' writes {}, as step '{}' does: give each export its own file",
@@ -265,7 +272,7 @@ impl<'a> Builder<'a> {
                             p.kind
                         ),
                     ),
-                    &["provider", "kind"],
+                    &[Seg::Key("provider"), Seg::Key("kind")],
                 )
                 .with_hint(hint),
             );
@@ -429,14 +436,14 @@ impl<'a> Builder<'a> {
     }
 
     /// Whether a step id is letters, digits, '-' or '_' (else says so).
-    fn step_id_ok(&mut self, id: &str) -> bool {
+    fn step_id_ok(&mut self, id: &str, at: usize) -> bool {
         let ok = !id.is_empty()
             && id
                 .bytes()
                 .all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-');
         if !ok {
             self.err_in_step(
-                id,
+                at,
                 &["id"],
                 format!("step id '{id}' must be letters, digits, '-' or '_'"),
             );
@@ -455,15 +462,15 @@ impl<'a> Builder<'a> {
         provider: ProviderKind,
     ) -> Option<Export> {
         let id = sc.id.clone();
-        if !self.step_id_ok(&id) {
+        if !self.step_id_ok(&id, sc.index) {
             return None;
         }
         if sc.when.is_some() || !sc.fields.is_empty() || sc.batch.is_some() || sc.wait.is_some() {
-            self.err_in_step(&id, &["type"], format!("step '{id}': export steps take resource, from, to, filter and output (not when, fields, batch or wait)"));
+            self.err_in_step(sc.index, &["type"], format!("step '{id}': export steps take resource, from, to, filter and output (not when, fields, batch or wait)"));
         }
         let Some(resource_name) = &sc.resource else {
             self.err_in_step(
-                &id,
+                sc.index,
                 &["type"],
                 format!(
                     "step '{id}': an export step needs a resource ({})",
@@ -474,18 +481,14 @@ impl<'a> Builder<'a> {
         };
         let Some(resource) = Resource::parse(resource_name) else {
             let hint = diag::did_you_mean(resource_name, Resource::NAMES);
-            let mut line = self.step_line(&id);
-            if let Some((l, _)) = diag::find_key(self.source, line, "resource") {
-                line = l;
-            }
             let d = Diagnostic::new(
                 self.path,
                 format!(
                     "unknown resource '{resource_name}' (expected {})",
                     Resource::NAMES.join(", ")
                 ),
-            )
-            .near(self.source, line, resource_name);
+            );
+            let d = self.locate_value(d, &Self::step_path(sc.index, &["resource"]), resource_name);
             self.diags.push(d.with_hint(hint));
             return None;
         };
@@ -495,7 +498,7 @@ impl<'a> Builder<'a> {
         ]);
         if resource.provider() != provider {
             self.err_in_step(
-                &id,
+                sc.index,
                 &["resource"],
                 format!(
                     "step '{id}': {} is exported from {}, but the job's provider is {}",
@@ -508,7 +511,7 @@ impl<'a> Builder<'a> {
         }
         if !resource.has_window() && (sc.from.is_some() || sc.to.is_some()) {
             self.err_in_step(
-                &id,
+                sc.index,
                 &["from"],
                 format!(
                     "step '{id}': {} has no date filter; leave out from and to",
@@ -518,7 +521,7 @@ impl<'a> Builder<'a> {
             return None;
         }
         if sc.from.is_none() && resource.has_window() {
-            self.err_in_step(&id, &["type"], format!("step '{id}': an export step needs from (e.g. -1d, yesterday, 2026-11-01, or 'last_run or -7d')"));
+            self.err_in_step(sc.index, &["type"], format!("step '{id}': an export step needs from (e.g. -1d, yesterday, 2026-11-01, or 'last_run or -7d')"));
             return None;
         }
         let when = |b: &mut Self, key: &str, v: Option<&config::Scalar>, default: &str| {
@@ -528,7 +531,7 @@ impl<'a> Builder<'a> {
             match render_static(&text, &job, vars).and_then(|t| When::parse(&t)) {
                 Ok(w) => Some(w),
                 Err(e) => {
-                    b.err_in_step(&id, &[key], format!("step '{id}' {key}: {e}"));
+                    b.err_in_step(sc.index, &[key], format!("step '{id}' {key}: {e}"));
                     None
                 }
             }
@@ -543,7 +546,7 @@ impl<'a> Builder<'a> {
         };
         if matches!(to, Some(When::LastRun(_))) {
             self.err_in_step(
-                &id,
+                sc.index,
                 &["to"],
                 format!("step '{id}' to: last_run is for 'from'"),
             );
@@ -552,7 +555,7 @@ impl<'a> Builder<'a> {
             && f > t
         {
             self.err_in_step(
-                &id,
+                sc.index,
                 &["to"],
                 format!("step '{id}': 'to' ({t}) is before 'from' ({f})"),
             );
@@ -566,7 +569,7 @@ impl<'a> Builder<'a> {
                     f => format!("{} takes: {}", resource.as_str(), f.join(", ")),
                 };
                 self.err_in_step(
-                    &id,
+                    sc.index,
                     &["filter", k],
                     format!("step '{id}': unknown filter '{k}' ({allowed})"),
                 );
@@ -594,7 +597,7 @@ impl<'a> Builder<'a> {
                             allowed.join(", ")
                         ),
                     ),
-                    &["filter", k],
+                    &Self::step_path(sc.index, &["filter", k]),
                 );
                 self.diags.push(d.with_hint(hint));
                 continue;
@@ -603,7 +606,7 @@ impl<'a> Builder<'a> {
         }
         let Some(output) = &sc.output else {
             self.err_in_step(
-                &id,
+                sc.index,
                 &["type"],
                 format!("step '{id}': an export step needs output: {{ path: ..., format: csv }}"),
             );
@@ -612,7 +615,7 @@ impl<'a> Builder<'a> {
         for var in vars_used(&output.path) {
             if let Some(why) = vars.get(&var).and_then(|v| path_value_problem(v)) {
                 self.err_in_step(
-                    &id,
+                    sc.index,
                     &["output", "path"],
                     format!("step '{id}': output.path uses vars.{var}, which holds {why}: a value that names a file must not move it"),
                 );
@@ -623,7 +626,7 @@ impl<'a> Builder<'a> {
             Ok(p) if !p.trim().is_empty() => lexical_clean(&dir.join(p)),
             Ok(_) => {
                 self.err_in_step(
-                    &id,
+                    sc.index,
                     &["output", "path"],
                     format!("step '{id}': output.path is empty"),
                 );
@@ -631,7 +634,7 @@ impl<'a> Builder<'a> {
             }
             Err(e) => {
                 self.err_in_step(
-                    &id,
+                    sc.index,
                     &["output", "path"],
                     format!("step '{id}' output.path: {e}"),
                 );
@@ -643,7 +646,7 @@ impl<'a> Builder<'a> {
                 match Format::parse(f) {
                     Some(f) => f,
                     None => {
-                        self.err_in_step(&id, &["output", "format"], format!("step '{id}': unknown output format '{f}' (expected csv, jsonl or json)"));
+                        self.err_in_step(sc.index, &["output", "format"], format!("step '{id}': unknown output format '{f}' (expected csv, jsonl or json)"));
                         return None;
                     }
                 }
@@ -722,18 +725,19 @@ impl<'a> Builder<'a> {
         let formats = r
             .formats
             .unwrap_or_else(|| REPORT_FORMATS.iter().map(|s| s.to_string()).collect());
-        for f in &formats {
+        for (i, f) in formats.iter().enumerate() {
             if !REPORT_FORMATS.contains(&f.as_str()) {
                 let hint = diag::did_you_mean(f, REPORT_FORMATS);
                 let d = self
-                    .locate(
+                    .locate_value(
                         Diagnostic::new(
                             self.path,
                             format!(
                                 "unknown report format '{f}' (expected csv, json, junit or html)"
                             ),
                         ),
-                        &["report", "formats"],
+                        &[Seg::Key("report"), Seg::Key("formats"), Seg::Index(i)],
+                        f,
                     )
                     .with_hint(hint);
                 self.diags.push(d);
@@ -788,11 +792,11 @@ impl<'a> Builder<'a> {
         let mut steps: Vec<Step> = Vec::new();
         for sc in configs {
             let id = sc.id.clone();
-            if !self.step_id_ok(&id) {
+            if !self.step_id_ok(&id, sc.index) {
                 continue;
             }
             if steps.iter().any(|s| s.id == id) {
-                self.err_in_step(&id, &["id"], format!("step id '{id}' is used twice"));
+                self.err_in_step(sc.index, &["id"], format!("step id '{id}' is used twice"));
                 continue;
             }
             if sc.resource.is_some()
@@ -802,7 +806,7 @@ impl<'a> Builder<'a> {
                 || !sc.filter.is_empty()
             {
                 self.err_in_step(
-                    &id,
+                    sc.index,
                     &["type"],
                     format!("step '{id}': resource, from, to, filter and output belong to export steps (type: export)"),
                 );
@@ -810,10 +814,6 @@ impl<'a> Builder<'a> {
             let Some(kind) = StepKind::parse(&sc.kind) else {
                 let hint =
                     diag::did_you_mean(&sc.kind, StepKind::NAMES.iter().copied().chain(["export"]));
-                let mut line = self.step_line(&id);
-                if let Some((l, _)) = diag::find_key(self.source, line, "type") {
-                    line = l;
-                }
                 let d = Diagnostic::new(
                     self.path,
                     format!(
@@ -821,14 +821,14 @@ impl<'a> Builder<'a> {
                         sc.kind,
                         StepKind::names_for(provider).join(", ")
                     ),
-                )
-                .near(self.source, line, &sc.kind);
+                );
+                let d = self.locate_value(d, &Self::step_path(sc.index, &["type"]), &sc.kind);
                 self.diags.push(d.with_hint(hint));
                 continue;
             };
             if kind.provider() != provider {
                 self.err_in_step(
-                    &id,
+                    sc.index,
                     &["type"],
                     format!(
                         "step '{id}': '{}' is a {} step, but the job's provider is {} (its steps: {}, export)",
@@ -850,7 +850,7 @@ impl<'a> Builder<'a> {
                     }
                 };
                 self.err_in_step(
-                    &id,
+                    sc.index,
                     &["type"],
                     format!(
                         "step '{id}' ({}) cannot come after step '{}' ({}): steps run {order}",
@@ -864,25 +864,25 @@ impl<'a> Builder<'a> {
                 match templates.compile(&format!("{id}.when"), src) {
                     Ok(t) => Some(t),
                     Err(e) => {
-                        self.err_in_step(&id, &["when"], format!("step '{id}' when: {e}"));
+                        self.err_in_step(sc.index, &["when"], format!("step '{id}' when: {e}"));
                         None
                     }
                 }
             });
-            let fields = self.fields(&id, kind, &sc.fields, templates);
+            let fields = self.fields(&id, sc.index, kind, &sc.fields, templates);
             let batch_size = match (&sc.batch, kind) {
                 (None, _) => DEFAULT_BATCH_SIZE.min(max_batch),
                 (Some(b), StepKind::Payout | StepKind::CustomersBulk) => match b.size {
                     None => DEFAULT_BATCH_SIZE.min(max_batch),
                     Some(n) if n >= 1 && n <= max_batch => n,
                     Some(n) => {
-                        self.err_in_step(&id, &["batch", "size"], format!("batch.size must be 1 to {max_batch} (limits.max_batch_size), not {n}"));
+                        self.err_in_step(sc.index, &["batch", "size"], format!("batch.size must be 1 to {max_batch} (limits.max_batch_size), not {n}"));
                         0
                     }
                 },
                 (Some(_), _) => {
                     self.err_in_step(
-                        &id,
+                        sc.index,
                         &["batch"],
                         format!(
                             "step '{id}': batch applies to payout and customers_bulk steps only"
@@ -897,7 +897,7 @@ impl<'a> Builder<'a> {
                     StepKind::Payout => "completed",
                     other => {
                         self.err_in_step(
-                            &id,
+                            sc.index,
                             &["wait"],
                             format!(
                                 "step '{id}': {} steps have nothing to wait for",
@@ -909,7 +909,7 @@ impl<'a> Builder<'a> {
                 };
                 if w.until != expected {
                     self.err_in_step(
-                        &id,
+                        sc.index,
                         &["wait", "until"],
                         format!(
                             "step '{id}': wait.until must be '{expected}' for a {} step (got '{}')",
@@ -933,11 +933,11 @@ impl<'a> Builder<'a> {
                         poll,
                     }),
                     (Err(e), _) => {
-                        self.err_in_step(&id, &["wait", "timeout"], e);
+                        self.err_in_step(sc.index, &["wait", "timeout"], e);
                         None
                     }
                     (_, Err(e)) => {
-                        self.err_in_step(&id, &["wait", "poll"], e);
+                        self.err_in_step(sc.index, &["wait", "poll"], e);
                         None
                     }
                 }
@@ -957,6 +957,7 @@ impl<'a> Builder<'a> {
     fn fields(
         &mut self,
         id: &str,
+        at: usize,
         kind: StepKind,
         configs: &BTreeMap<String, FieldConfig>,
         templates: &mut Templates,
@@ -966,20 +967,16 @@ impl<'a> Builder<'a> {
         for (name, value) in configs {
             let Some(spec) = kind.field(name) else {
                 let hint = diag::did_you_mean(name, kind.fields().iter().map(|f| f.name));
-                let line = self.step_line(id);
                 let d = Diagnostic::new(
                     self.path,
                     format!("unknown field '{name}' for a {} step", kind.as_str()),
                 );
-                let d = match diag::find_key(self.source, line, name) {
-                    Some((l, c)) => d.at(self.source, l, c, name.chars().count()),
-                    None => d,
-                };
+                let d = self.locate(d, &Self::step_path(at, &["fields", name]));
                 self.diags.push(d.with_hint(hint));
                 continue;
             };
             if by_token && spec.required == Required::DocumentKyc {
-                self.err_in_step(id, &["fields", name], format!("step '{id}': field '{name}' is for KYC by documents; with 'token' only email and token are sent"));
+                self.err_in_step(at, &["fields", name], format!("step '{id}': field '{name}' is for KYC by documents; with 'token' only email and token are sent"));
                 continue;
             }
             let label = format!("{id}.{name}");
@@ -990,7 +987,7 @@ impl<'a> Builder<'a> {
                         match templates.compile(&format!("{label}.{k}"), &v.clone().into_text()) {
                             Ok((t, u)) => entries.push((k.clone(), t, u)),
                             Err(e) => self.err_in_step(
-                                id,
+                                at,
                                 &["fields", name, k],
                                 format!("field '{label}.{k}': {e}"),
                             ),
@@ -1000,7 +997,7 @@ impl<'a> Builder<'a> {
                 }
                 (FieldConfig::Map(_), _) => {
                     self.err_in_step(
-                        id,
+                        at,
                         &["fields", name],
                         format!("field '{label}' takes a single value, not a map"),
                     );
@@ -1008,7 +1005,7 @@ impl<'a> Builder<'a> {
                 }
                 (FieldConfig::Value(_), FieldKind::Map) => {
                     self.err_in_step(
-                        id,
+                        at,
                         &["fields", name],
                         format!("field '{label}' takes a map of names to values"),
                     );
@@ -1019,13 +1016,16 @@ impl<'a> Builder<'a> {
                 {
                     Ok((t, u)) => Some(FieldValue::One(t, u)),
                     Err(e) => {
-                        self.err_in_step(id, &["fields", name], format!("field '{label}': {e}"));
+                        self.err_in_step(at, &["fields", name], format!("field '{label}': {e}"));
                         None
                     }
                 },
             };
             if let Some(value) = compiled {
-                let line = diag::find_key(self.source, self.step_line(id), name).map(|(l, _)| l);
+                let line = self
+                    .marks
+                    .get(Self::step_path(at, &["fields", name]))
+                    .map(|p| p.key.0);
                 fields.push(Field { spec, value, line });
             }
         }
@@ -1042,7 +1042,7 @@ impl<'a> Builder<'a> {
                     ""
                 };
                 self.err_in_step(
-                    id,
+                    at,
                     &["fields"],
                     format!(
                         "step '{id}' ({}) is missing required field '{}'{alt}",

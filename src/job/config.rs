@@ -155,6 +155,9 @@ pub enum KeyColumns {
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct StepConfig {
+    /// Where the step is in the file's `steps` (set after parsing), to place diagnostics.
+    #[serde(skip)]
+    pub index: usize,
     pub id: String,
     #[serde(rename = "type")]
     pub kind: String,

@@ -96,31 +96,6 @@ pub fn find_text(source: &str, from: usize, needle: &str) -> Option<(usize, usiz
         })
 }
 
-/// Finds the line of a mapping key `key:` at or after 1-based line `from`.
-pub fn find_key(source: &str, from: usize, key: &str) -> Option<(usize, usize)> {
-    source
-        .lines()
-        .enumerate()
-        .skip(from.saturating_sub(1))
-        .find_map(|(i, line)| {
-            let mut start = 0;
-            while let Some(off) = line[start..].find(key) {
-                let at = start + off;
-                let before = line[..at].trim_end_matches([' ', '"', '\'']);
-                let after = line[at + key.len()..].trim_start_matches(['"', '\'']);
-                let key_start = before.is_empty()
-                    || before.ends_with('{')
-                    || before.ends_with(',')
-                    || before.ends_with('-');
-                if key_start && after.trim_start().starts_with(':') {
-                    return Some((i + 1, line[..at].chars().count() + 1));
-                }
-                start = at + key.len();
-            }
-            None
-        })
-}
-
 /// Suggests the closest of `candidates` to a mistyped `word`, if one is close enough.
 pub fn did_you_mean<'a>(
     word: &str,
@@ -182,13 +157,5 @@ mod tests {
             text.contains("3 |   concurency: 8\n  |   ^^^^^^^^^^"),
             "{text}"
         );
-    }
-
-    #[test]
-    fn finds_keys_not_values() {
-        let src = "steps:\n  - id: pay\n    fields: { amount: x, emial: \"{{ row.email }}\" }\n";
-        assert_eq!(find_key(src, 1, "emial"), Some((3, 26)));
-        assert_eq!(find_key(src, 1, "id"), Some((2, 5)));
-        assert_eq!(find_key(src, 1, "row"), None);
     }
 }

@@ -10,6 +10,7 @@ pub mod config;
 pub mod diag;
 pub mod env;
 pub mod export;
+mod marks;
 mod parse;
 pub mod steps;
 

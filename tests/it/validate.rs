@@ -670,3 +670,30 @@ fn a_large_file_reports_exact_lines_across_segments() {
     let positions: Vec<usize> = expected.iter().map(|e| at(e)).collect();
     assert!(positions.is_sorted(), "{}", out.stderr);
 }
+
+/// A step's diagnostics point into that step, found by its place in `steps`, not by
+/// searching the text for its id: `pay` is not `pay_bonus`, and a second step with the same
+/// id is the one pointed at.
+#[test]
+fn a_diagnostic_points_into_its_own_step() {
+    let pay = &JOB[JOB.find("  - id: pay\n").unwrap()..];
+    let bonus = pay.replace("id: pay\n", "id: pay_bonus\n");
+    let job = JOB.replace(pay, &format!("{bonus}{pay}"));
+    // The second `pay` step (from line 60) names a column the header lacks.
+    let broken = format!(
+        "{}{}",
+        &job[..job.rfind("{{ row.net_pay }}").unwrap()],
+        &job[job.rfind("{{ row.net_pay }}").unwrap()..].replacen("net_pay", "netpay", 1)
+    );
+    let f = Fixture::new(&broken, &rows());
+    assert_invalid(
+        &validate(&f),
+        &["job.yaml:60:7: field 'pay.amount': template uses column 'netpay'"],
+    );
+    let twice = job.replace("id: pay_bonus", "id: pay");
+    let f = Fixture::new(&twice, &rows());
+    assert_invalid(
+        &validate(&f),
+        &["job.yaml:50:5: step id 'pay' is used twice"],
+    );
+}
