@@ -418,57 +418,49 @@ enum Settings {
     },
 }
 
+/// A setting `run` needs: its value, else an error naming the unset variable or the key.
+fn need(job: &Job, key: &str, setting: &crate::job::Setting) -> Result<String, RunError> {
+    match setting {
+        Some(Ok(v)) if !v.is_empty() => Ok(v.clone()),
+        Some(Err(d)) => Err(RunError::Config(d.to_string())),
+        _ => Err(RunError::Config(format!(
+            "{}: provider.{key} is required to run",
+            job.path.display()
+        ))),
+    }
+}
+
+/// A setting `run` can do without: its value if written, an error if its variable is unset.
+fn optional(setting: &crate::job::Setting) -> Result<Option<String>, RunError> {
+    match setting {
+        Some(Ok(v)) => Ok(Some(v.clone())),
+        Some(Err(d)) => Err(RunError::Config(d.to_string())),
+        None => Ok(None),
+    }
+}
+
 /// Resolves the provider settings `run` needs; a missing variable is an error naming it.
 fn provider_settings(job: &Job, opts: &RunOptions) -> Result<Settings, RunError> {
-    use crate::provider::ProviderKind;
+    use crate::job::ProviderSettings;
+    use crate::provider::finhub::client::Auth;
     use crate::provider::http::Secret;
-    let get = |k: &str| job.provider.settings.get(k).cloned();
-    let need = |k: &str| {
-        get(k).filter(|v| !v.is_empty()).ok_or_else(|| {
-            RunError::Config(format!(
-                "{}: provider.{k} is required to run",
-                job.path.display()
-            ))
-        })
-    };
-    let unresolved = |keys: &[&str]| -> Result<(), RunError> {
-        for d in &job.provider.unresolved {
-            if keys
-                .iter()
-                .any(|k| d.message.contains(&format!("provider.{k})")))
-            {
-                return Err(RunError::Config(d.to_string()));
-            }
-        }
-        Ok(())
-    };
-    let base = match &opts.base_url {
-        Some(b) => b.clone(),
-        None => match job.provider.kind {
-            ProviderKind::HelloClever => get("base_url")
-                .unwrap_or_else(|| crate::provider::helloclever::SANDBOX_BASE_URL.to_string()),
-            ProviderKind::FinHub => {
-                unresolved(&["base_url"])?;
-                need("base_url")?
-            }
-        },
-    };
-    if base.contains("${") {
-        return Err(RunError::Config(format!(
-            "{}: provider.base_url has an unset variable",
-            job.path.display()
-        )));
-    }
-    match job.provider.kind {
-        ProviderKind::HelloClever => {
+    match &job.provider.settings {
+        ProviderSettings::HelloClever {
+            base_url,
+            app_id,
+            secret_key,
+        } => {
+            let base = match &opts.base_url {
+                Some(b) => b.clone(),
+                None => optional(base_url)?
+                    .unwrap_or_else(|| crate::provider::helloclever::SANDBOX_BASE_URL.to_string()),
+            };
             let (app_id, secret) = match &opts.credentials {
                 Some(c) => c.clone(),
-                None => {
-                    if let Some(d) = job.provider.unresolved.first() {
-                        return Err(RunError::Config(d.to_string()));
-                    }
-                    (need("app_id")?, need("secret_key")?)
-                }
+                None => (
+                    need(job, "app_id", app_id)?,
+                    need(job, "secret_key", secret_key)?,
+                ),
             };
             Ok(Settings::HelloClever {
                 base,
@@ -476,8 +468,20 @@ fn provider_settings(job: &Job, opts: &RunOptions) -> Result<Settings, RunError>
                 secret,
             })
         }
-        ProviderKind::FinHub => {
-            use crate::provider::finhub::client::Auth;
+        ProviderSettings::FinHub {
+            base_url,
+            tenant_id,
+            token,
+            token_url,
+            client_id,
+            client_secret,
+            base_path,
+            kyc_confirmation_path,
+        } => {
+            let base = match &opts.base_url {
+                Some(b) => b.clone(),
+                None => need(job, "base_url", base_url)?,
+            };
             let (tenant, auth) = match &opts.credentials {
                 // The embedded sandbox: its client, its tenant.
                 Some((id, secret)) => (
@@ -489,31 +493,35 @@ fn provider_settings(job: &Job, opts: &RunOptions) -> Result<Settings, RunError>
                     },
                 ),
                 None => {
-                    unresolved(&["tenant_id"])?;
-                    let tenant = need("tenant_id")?;
-                    let auth = match get("token").filter(|t| !t.is_empty() && !t.contains("${")) {
-                        Some(t) => Auth::Static(Secret::new(t)),
-                        None => {
-                            unresolved(&["token_url", "client_id", "client_secret"])?;
-                            if get("token").is_some() {
-                                unresolved(&["token"])?;
+                    let tenant = need(job, "tenant_id", tenant_id)?;
+                    let auth = match token {
+                        Some(Ok(t)) if !t.is_empty() => Auth::Static(Secret::new(t.clone())),
+                        _ => {
+                            for s in [token_url, client_id, client_secret] {
+                                optional(s)?;
                             }
+                            // A token whose variable is unset was meant to be used.
+                            optional(token)?;
                             Auth::ClientCredentials {
-                                token_url: need("token_url")?,
-                                client_id: Secret::new(need("client_id")?),
-                                client_secret: Secret::new(need("client_secret")?),
+                                token_url: need(job, "token_url", token_url)?,
+                                client_id: Secret::new(need(job, "client_id", client_id)?),
+                                client_secret: Secret::new(need(
+                                    job,
+                                    "client_secret",
+                                    client_secret,
+                                )?),
                             }
                         }
                     };
                     (tenant, auth)
                 }
             };
-            let path = get("base_path").unwrap_or_else(|| "/customer/2.0.0".into());
+            let path = optional(base_path)?.unwrap_or_else(|| "/customer/2.0.0".into());
             Ok(Settings::FinHub {
                 base: format!("{}{}", base.trim_end_matches('/'), path),
                 tenant,
                 auth,
-                kyc_confirmation_path: get("kyc_confirmation_path")
+                kyc_confirmation_path: optional(kyc_confirmation_path)?
                     .unwrap_or_else(|| crate::provider::finhub::KYC_CONFIRMATION_PATH.to_string()),
             })
         }

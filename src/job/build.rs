@@ -8,7 +8,8 @@ use super::marks::{Marks, Seg};
 use super::steps::{FieldKind, Required, StepKind};
 use super::{
     DEFAULT_BATCH_SIZE, Field, FieldValue, Input, Job, Limits, LoadOptions, Provider,
-    REPORT_FORMATS, Rate, Report, Retry, Step, Wait, parse_duration, parse_rate,
+    ProviderSettings, REPORT_FORMATS, Rate, Report, Retry, Setting, Step, Wait, parse_duration,
+    parse_rate,
 };
 use crate::input::CsvSource;
 use crate::provider::ProviderKind;
@@ -93,7 +94,7 @@ impl<'a> Builder<'a> {
         c: JobConfig,
         dir: PathBuf,
         opts: &LoadOptions,
-        deferred: Vec<Diagnostic>,
+        deferred: Vec<(String, Diagnostic)>,
     ) -> Result<Job, Vec<Diagnostic>> {
         if c.version != 1 {
             self.err(
@@ -260,7 +261,9 @@ impl<'a> Builder<'a> {
         })
     }
 
-    fn provider(&mut self, p: &ProviderConfig, deferred: Vec<Diagnostic>) -> Provider {
+    /// The provider: its kind, and the settings that kind takes, each with its value or
+    /// the diagnostic of its unset variable (kept for `run`).
+    fn provider(&mut self, p: &ProviderConfig, deferred: Vec<(String, Diagnostic)>) -> Provider {
         let kind = ProviderKind::parse(&p.kind).unwrap_or_else(|| {
             let hint = diag::did_you_mean(&p.kind, ProviderKind::NAMES);
             self.diags.push(
@@ -278,8 +281,7 @@ impl<'a> Builder<'a> {
             );
             ProviderKind::HelloClever
         });
-        let mut settings = BTreeMap::new();
-        for (name, value) in [
+        let written = [
             ("base_url", &p.base_url),
             ("app_id", &p.app_id),
             ("secret_key", &p.secret_key),
@@ -290,16 +292,50 @@ impl<'a> Builder<'a> {
             ("client_secret", &p.client_secret),
             ("base_path", &p.base_path),
             ("kyc_confirmation_path", &p.kyc_confirmation_path),
-        ] {
-            if let Some(v) = value {
-                settings.insert(name, v.clone());
+        ];
+        let takes = ProviderSettings::keys(kind);
+        for (name, value) in &written {
+            if value.is_some() && !takes.contains(name) {
+                let d = Diagnostic::new(
+                    self.path,
+                    format!(
+                        "provider.{name} is not a {} setting (it takes kind, {})",
+                        kind.as_str(),
+                        takes.join(", ")
+                    ),
+                );
+                let d = self.locate(d, &[Seg::Key("provider"), Seg::Key(name)]);
+                self.diags.push(d);
             }
         }
-        Provider {
-            kind,
-            settings,
-            unresolved: deferred,
-        }
+        let mut deferred = deferred;
+        let mut setting = |name: &str| -> Setting {
+            let (_, value) = written.iter().find(|(n, _)| *n == name)?;
+            let value = (*value).clone()?;
+            let key = format!("provider.{name}");
+            Some(match deferred.iter().position(|(path, _)| *path == key) {
+                Some(i) => Err(Box::new(deferred.swap_remove(i).1)),
+                None => Ok(value),
+            })
+        };
+        let settings = match kind {
+            ProviderKind::HelloClever => ProviderSettings::HelloClever {
+                base_url: setting("base_url"),
+                app_id: setting("app_id"),
+                secret_key: setting("secret_key"),
+            },
+            ProviderKind::FinHub => ProviderSettings::FinHub {
+                base_url: setting("base_url"),
+                tenant_id: setting("tenant_id"),
+                token: setting("token"),
+                token_url: setting("token_url"),
+                client_id: setting("client_id"),
+                client_secret: setting("client_secret"),
+                base_path: setting("base_path"),
+                kyc_confirmation_path: setting("kyc_confirmation_path"),
+            },
+        };
+        Provider { kind, settings }
     }
 
     fn duration(&mut self, keys: &[&str], value: Option<&str>, default: Duration) -> Duration {

@@ -59,8 +59,9 @@ impl Scalar {
     }
 }
 
-/// Provider settings. Credentials stay as written (with `${VAR}` unresolved when the
-/// variable is missing): only `run` needs them, so `validate` and `plan` work without.
+/// Provider settings as written: every key either provider takes (a key the chosen provider
+/// does not take is refused when the job is built, at its place). Credentials stay as
+/// written (with `${VAR}` unresolved when the variable is missing): only `run` needs them.
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct ProviderConfig {

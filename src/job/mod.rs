@@ -53,12 +53,55 @@ pub struct Job {
     pub sandbox: bool,
 }
 
-/// Provider settings. Credentials whose variables are unset are kept unresolved, with the
-/// diagnostics that `run` reports; `validate` and `plan` never need them.
+/// A provider setting as the job gives it: not written (`None`), its value, or the
+/// diagnostic of the variable it needs that is not set (only `run` needs credentials, so
+/// `validate` and `plan` work without them).
+pub type Setting = Option<Result<String, Box<Diagnostic>>>;
+
+/// The provider and its settings, typed per provider.
 pub struct Provider {
     pub kind: ProviderKind,
-    pub settings: BTreeMap<&'static str, String>,
-    pub unresolved: Vec<Diagnostic>,
+    pub settings: ProviderSettings,
+}
+
+/// What each provider is configured with; a key of the other provider is refused at load.
+pub enum ProviderSettings {
+    HelloClever {
+        base_url: Setting,
+        app_id: Setting,
+        secret_key: Setting,
+    },
+    FinHub {
+        base_url: Setting,
+        tenant_id: Setting,
+        token: Setting,
+        token_url: Setting,
+        client_id: Setting,
+        client_secret: Setting,
+        /// The customer API's path on the gateway (default `/customer/2.0.0`).
+        base_path: Setting,
+        /// Where kycConfirmation is posted (`{customerId}` is replaced).
+        kyc_confirmation_path: Setting,
+    },
+}
+
+impl ProviderSettings {
+    /// The keys a provider of `kind` takes, besides `kind`.
+    pub fn keys(kind: ProviderKind) -> &'static [&'static str] {
+        match kind {
+            ProviderKind::HelloClever => &["base_url", "app_id", "secret_key"],
+            ProviderKind::FinHub => &[
+                "base_url",
+                "tenant_id",
+                "token",
+                "token_url",
+                "client_id",
+                "client_secret",
+                "base_path",
+                "kyc_confirmation_path",
+            ],
+        }
+    }
 }
 
 impl std::fmt::Debug for Provider {
@@ -66,7 +109,6 @@ impl std::fmt::Debug for Provider {
         // Credentials never appear in Debug output.
         f.debug_struct("Provider")
             .field("kind", &self.kind)
-            .field("settings", &self.settings.keys().collect::<Vec<_>>())
             .finish_non_exhaustive()
     }
 }
@@ -285,7 +327,8 @@ fn yaml_diagnostic(path: &Path, source: &str, e: &yaml_serde::Error) -> Diagnost
 }
 
 /// Interpolates `${VAR}` in every string of the tree. Missing variables under `provider`
-/// (credentials) are left as written and noted in `deferred`; elsewhere they are errors.
+/// (credentials) and in the webhook URL are left as written and noted in `deferred` under
+/// their dotted path; elsewhere they are errors.
 fn interpolate_tree(
     v: &mut yaml_serde::Value,
     path: &mut Vec<String>,
@@ -293,7 +336,7 @@ fn interpolate_tree(
     file: &Path,
     source: &str,
     diags: &mut Vec<Diagnostic>,
-    deferred: &mut Vec<Diagnostic>,
+    deferred: &mut Vec<(String, Diagnostic)>,
 ) {
     use yaml_serde::Value;
     match v {
@@ -319,7 +362,7 @@ fn interpolate_tree(
                         "set it, put it in .env beside the job, or write ${{{name}:-default}}"
                     )));
                     if in_provider {
-                        deferred.push(d)
+                        deferred.push((path.join("."), d))
                     } else {
                         diags.push(d)
                     }

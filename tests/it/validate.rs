@@ -697,3 +697,20 @@ fn a_diagnostic_points_into_its_own_step() {
         &["job.yaml:50:5: step id 'pay' is used twice"],
     );
 }
+
+/// A provider takes its own keys only: FinHub's tenant_id in a Hello Clever job is refused
+/// at its place, saying which keys Hello Clever takes.
+#[test]
+fn a_key_of_the_other_provider_is_refused_at_its_place() {
+    let job = JOB.replace(
+        "  secret_key: ${HC_TEST_SECRET_KEY}\n",
+        "  secret_key: ${HC_TEST_SECRET_KEY}\n  tenant_id: acme\n",
+    );
+    let f = Fixture::new(&job, &rows());
+    assert_invalid(
+        &validate(&f),
+        &[
+            "job.yaml:11:3: provider.tenant_id is not a helloclever setting (it takes kind, base_url, app_id, secret_key)",
+        ],
+    );
+}
