@@ -685,28 +685,11 @@ fn fatal_run(job: &Job, state_path: &Path) -> Option<i64> {
 }
 
 fn print_run(job: &Job, report: &crate::exec::RunReport) {
-    let counts: Vec<(String, Vec<(String, u64)>)> =
-        match serde_json::from_str::<serde_json::Value>(&report.counts) {
-            Ok(serde_json::Value::Object(steps)) => steps
-                .into_iter()
-                .map(|(step, states)| {
-                    let states = states
-                        .as_object()
-                        .map(|m| {
-                            m.iter()
-                                .map(|(s, n)| (s.clone(), n.as_u64().unwrap_or(0)))
-                                .collect()
-                        })
-                        .unwrap_or_default();
-                    (step, states)
-                })
-                .collect(),
-            _ => Vec::new(),
-        };
+    let counts = report.counts.steps();
     let open: u64 = counts
         .iter()
         .flat_map(|(_, s)| s)
-        .filter(|(s, _)| crate::state::work::needs_a_look(s))
+        .filter(|(s, _)| s.needs_a_look())
         .map(|(_, n)| n)
         .sum();
     let needing = format!("{open} {} need a look", plural(open, "row", "rows"));
@@ -730,19 +713,16 @@ fn print_run(job: &Job, report: &crate::exec::RunReport) {
         .max()
         .unwrap_or(0)
         .max(12);
-    for (step, states) in &counts {
+    for (step, states) in counts {
         let parts: Vec<String> = states.iter().map(|(s, n)| format!("{s} {n}")).collect();
         println!("  {step:<width$} {}", parts.join(", "));
     }
     if open > 0 {
         println!("  needs a look:");
-        for (step, states) in &counts {
+        for (step, states) in counts {
             for (state, n) in states {
-                if crate::state::work::needs_a_look(state) && *n > 0 {
-                    println!(
-                        "    {step} {state} {n}: {}",
-                        crate::state::work::action(state)
-                    );
+                if state.needs_a_look() && *n > 0 {
+                    println!("    {step} {state} {n}: {}", state.action());
                 }
             }
         }
@@ -826,14 +806,10 @@ fn status_cmd(args: &crate::cli::StatusArgs) -> i32 {
         );
         // The same counts, by the same names, as the run's summary.
         let tally = crate::state::work::Tally::of(conn, plan_id).map_err(err)?;
-        let rows: Vec<(String, String, u64)> = tally
+        let rows: Vec<(String, crate::state::Status, u64)> = tally
             .steps()
             .iter()
-            .flat_map(|(step, states)| {
-                states
-                    .iter()
-                    .map(move |(s, n)| (step.clone(), s.clone(), *n))
-            })
+            .flat_map(|(step, states)| states.iter().map(move |(s, n)| (step.clone(), *s, *n)))
             .collect();
         let width = rows
             .iter()

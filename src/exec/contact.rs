@@ -7,8 +7,8 @@ use super::{Ctx, Next, RowSource, RunError, earlier_states, keep_ready, parse_fi
 use crate::job::{Job, Step};
 use crate::provider::error::{CallError, Verdict};
 use crate::provider::helloclever::wire::Contact;
-use crate::state::StateError;
 use crate::state::work::{self, Outcome, WorkItem};
+use crate::state::{ItemState, StateError};
 use serde_json::{Map, Value};
 use std::future::Future;
 use std::sync::Arc;
@@ -150,7 +150,7 @@ impl ToSend {
             let page = ctx
                 .db
                 .read(move |c| {
-                    let states = ["pending", "in_flight"];
+                    let states = [ItemState::Pending, ItemState::InFlight];
                     work::items_page(c, plan_id, &step, &states, after.as_ref(), want)
                 })
                 .await?;
@@ -161,7 +161,7 @@ impl ToSend {
             let before = page.len();
             let page: Vec<WorkItem> = page
                 .into_iter()
-                .filter(|i| i.state != "in_flight")
+                .filter(|i| i.state != ItemState::InFlight)
                 .collect();
             self.doubtful |= page.len() < before;
             ready.extend(keep_ready(job, self.si, ctx, page, self.earlier.as_ref())?);
@@ -193,7 +193,7 @@ pub(super) fn payloads<T>(
     }
     let fresh = ready
         .iter()
-        .filter(|(i, _)| i.state != "in_flight")
+        .filter(|(i, _)| i.state != ItemState::InFlight)
         .map(|(i, _)| i.id)
         .collect();
     Ok((ready, fresh))
@@ -202,7 +202,7 @@ pub(super) fn payloads<T>(
 /// A row that cannot be rendered as planned is not sent. An item already in flight stays
 /// in doubt (it may have been applied); a pending one fails with the reason.
 pub(super) fn unreadable(ctx: &Ctx, item: &WorkItem, why: String) -> Result<(), StateError> {
-    if item.state == "in_flight" {
+    if item.state == ItemState::InFlight {
         return Ok(());
     }
     ctx.outcome(item.id, row_changed(why))
@@ -211,7 +211,7 @@ pub(super) fn unreadable(ctx: &Ctx, item: &WorkItem, why: String) -> Result<(), 
 /// A row that no longer renders as planned: failed, with why.
 fn row_changed(why: String) -> Outcome {
     Outcome {
-        state: "failed",
+        state: ItemState::Failed,
         error_code: Some("ROW_CHANGED".into()),
         error_message: Some(why),
         ..Outcome::default()
@@ -282,7 +282,7 @@ pub(super) fn failed(e: &CallError) -> Outcome {
         other => other.to_string(),
     };
     Outcome {
-        state: "failed",
+        state: ItemState::Failed,
         error_code: Some(e.code()),
         error_message: Some(message),
         ..Outcome::default()
@@ -303,7 +303,7 @@ pub(super) fn gave_up(e: &CallError, attempt: u32) -> Outcome {
 
 fn succeeded(email: &str, status: &str) -> Outcome {
     Outcome {
-        state: "succeeded",
+        state: ItemState::Succeeded,
         provider_ref: Some(email.to_string()),
         provider_status: Some(status.to_string()),
         ..Outcome::default()

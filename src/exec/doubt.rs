@@ -16,8 +16,8 @@
 
 use super::{Ctx, RowSource, RunError};
 use crate::provider::error::CallError;
-use crate::state::StateError;
 use crate::state::work::{self, WorkItem};
+use crate::state::{ItemState, StateError};
 use chrono::{DateTime, Utc};
 use std::collections::{HashMap, HashSet};
 use std::future::Future;
@@ -238,7 +238,7 @@ pub(crate) async fn settle_items<R: Resolve>(
         let (plan_id, step_id) = (ctx.plan_id, step.to_string());
         let mut doubtful = ctx
             .db
-            .read(move |c| work::items_in(c, plan_id, &step_id, &["in_flight"]))
+            .read(move |c| work::items_in(c, plan_id, &step_id, &[ItemState::InFlight]))
             .await?;
         doubtful.retain(|i| rounds.open(i.id));
         doubtful.truncate(ROUND);

@@ -6,8 +6,8 @@ use super::RunError;
 use crate::input::InputError;
 use crate::job::Job;
 use crate::job::steps::StepKind;
-use crate::state::State;
 use crate::state::work;
+use crate::state::{BatchState, ItemState, State};
 use std::path::Path;
 
 /// The requests a run would make now, one line per request (batches list their rows).
@@ -66,7 +66,7 @@ pub fn dry_run(
                 conn,
                 plan_id,
                 &step.id,
-                &["pending", "in_flight", "blocked"],
+                &[ItemState::Pending, ItemState::InFlight, ItemState::Blocked],
             )
             .map_err(err)?;
             let payload = |id: i64| -> rusqlite::Result<String> {
@@ -87,7 +87,7 @@ pub fn dry_run(
                         _ => "POST kycConfirmation",
                     };
                     for i in items {
-                        let doubt = if i.state == "in_flight" {
+                        let doubt = if i.state == ItemState::InFlight {
                             " (in doubt: the provider is asked first)"
                         } else {
                             ""
@@ -113,8 +113,13 @@ pub fn dry_run(
                         &Default::default(),
                     )
                     .map_err(err)?;
-                    for b in work::batches_in(conn, plan_id, &step.id, &["open", "in_flight"])
-                        .map_err(err)?
+                    for b in work::batches_in(
+                        conn,
+                        plan_id,
+                        &step.id,
+                        &[BatchState::Open, BatchState::InFlight],
+                    )
+                    .map_err(err)?
                     {
                         let members = work::batch_items(conn, b.id).map_err(err)?;
                         let total: rust_decimal::Decimal = members
@@ -130,7 +135,7 @@ pub fn dry_run(
                             })
                             .filter_map(|a| a.parse::<rust_decimal::Decimal>().ok())
                             .sum();
-                        let doubt = if b.state == "in_flight" {
+                        let doubt = if b.state == BatchState::InFlight {
                             " (in doubt: the provider's payouts are searched first)"
                         } else {
                             ""

@@ -14,6 +14,7 @@ use super::{Ctx, RunError};
 use crate::job::Job;
 use crate::job::export::{Export, Format, Resource};
 use crate::provider::error::CallError;
+use crate::state::ExportState;
 use crate::state::exports::{self, ExportRecord};
 use chrono::{DateTime, Duration, NaiveDate, NaiveDateTime, SecondsFormat, Utc};
 use rust_decimal::Decimal;
@@ -663,7 +664,7 @@ async fn run_one(
         resource: export.resource.as_str().to_string(),
         from_at: String::new(),
         to_at: String::new(),
-        state: "running".into(),
+        state: ExportState::Running,
         rows: 0,
         pages: 0,
         duplicates: 0,
@@ -699,20 +700,20 @@ async fn run_one(
     ctx.progress.finish();
     let ok = match result {
         Ok(t) => {
-            record.state = "completed".into();
+            record.state = ExportState::Completed;
             (record.rows, record.pages, record.duplicates) = (t.rows, t.pages, t.duplicates);
             tracing::info!(step = %export.id, rows = t.rows, pages = t.pages, duplicates = t.duplicates, path = %export.path.display(), "export finished");
             true
         }
         Err(Stop::Failed(e)) => {
             tracing::error!(step = %export.id, "export failed: {e}");
-            record.state = "failed".into();
+            record.state = ExportState::Failed;
             record.error = Some(e);
             false
         }
         Err(Stop::Interrupted) => {
             tracing::warn!(step = %export.id, "export interrupted; the next run does it again");
-            record.state = "interrupted".into();
+            record.state = ExportState::Interrupted;
             false
         }
     };

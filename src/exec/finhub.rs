@@ -15,8 +15,8 @@ use crate::job::{Job, Step};
 use crate::provider::error::CallError;
 use crate::provider::finhub::client::FinHub;
 use crate::provider::finhub::{CUSTOMER_STATUSES, nest};
-use crate::state::StateError;
 use crate::state::work::{self, Outcome, WorkItem};
+use crate::state::{ItemState, StateError};
 use serde_json::{Map, Value};
 use std::collections::HashMap;
 use std::future::Future;
@@ -109,7 +109,7 @@ fn client(ctx: &Ctx) -> Result<Arc<FinHub>, RunError> {
 
 fn ok(provider_ref: Option<String>, status: &str) -> Outcome {
     Outcome {
-        state: "succeeded",
+        state: ItemState::Succeeded,
         provider_ref,
         provider_status: Some(status.to_string()),
         ..Outcome::default()
@@ -498,7 +498,7 @@ fn no_customer(ctx: &Ctx, item: &WorkItem) -> Result<(), StateError> {
     ctx.outcome(
         item.id,
         Outcome {
-            state: "blocked",
+            state: ItemState::Blocked,
             error_code: Some("WAITING".into()),
             error_message: Some("the row has no FinHub customer id from an earlier step".into()),
             ..Outcome::default()

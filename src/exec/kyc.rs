@@ -9,8 +9,8 @@ use crate::job::{Job, Step};
 use crate::provider::error::CallError;
 use crate::provider::helloclever::client::Upload;
 use crate::provider::helloclever::wire::Contact;
-use crate::state::StateError;
 use crate::state::work::{self, Outcome, WorkItem};
+use crate::state::{ItemState, StateError};
 use serde_json::{Map, Value, json};
 use std::future::Future;
 use std::path::PathBuf;
@@ -35,16 +35,24 @@ pub async fn run(
     let (plan_id, step_id) = (ctx.plan_id, step.id.clone());
     let items = ctx
         .db
-        .read(move |c| work::items_in(c, plan_id, &step_id, &["pending", "in_flight"]))
+        .read(move |c| {
+            work::items_in(
+                c,
+                plan_id,
+                &step_id,
+                &[ItemState::Pending, ItemState::InFlight],
+            )
+        })
         .await?;
     // Items in doubt settle after the others are sent.
-    let (doubtful, items): (Vec<WorkItem>, Vec<WorkItem>) =
-        items.into_iter().partition(|i| i.state == "in_flight");
+    let (doubtful, items): (Vec<WorkItem>, Vec<WorkItem>) = items
+        .into_iter()
+        .partition(|i| i.state == ItemState::InFlight);
     // A blocked item that was submitted is only waiting for review: not sent again.
     let (plan_id, step_id) = (ctx.plan_id, step.id.clone());
     let waiting = ctx
         .db
-        .read(move |c| work::items_in(c, plan_id, &step_id, &["blocked"]))
+        .read(move |c| work::items_in(c, plan_id, &step_id, &[ItemState::Blocked]))
         .await?;
     let resubmit: Vec<WorkItem> = waiting
         .into_iter()
@@ -52,7 +60,7 @@ pub async fn run(
         .collect();
     let mut items = items;
     for mut i in resubmit {
-        i.state = "pending".into();
+        i.state = ItemState::Pending;
         items.push(i);
     }
     let items = split_ready(job, si, ctx, items).await?;
@@ -114,7 +122,7 @@ fn present(c: &Contact, payload: &Map<String, Value>) -> bool {
 
 fn submitted(status: &str) -> Outcome {
     Outcome {
-        state: "succeeded",
+        state: ItemState::Succeeded,
         provider_status: Some(status.to_string()),
         ..Outcome::default()
     }
@@ -224,7 +232,7 @@ async fn process(
                     Err(why) => {
                         drop(slot);
                         let o = Outcome {
-                            state: "failed",
+                            state: ItemState::Failed,
                             error_code: Some("FILE".into()),
                             error_message: Some(why),
                             ..Outcome::default()
@@ -290,7 +298,14 @@ async fn poll(
         let (plan_id, step_id) = (ctx.plan_id, step.id.clone());
         let waiting: Vec<WorkItem> = ctx
             .db
-            .read(move |c| work::items_in(c, plan_id, &step_id, &["succeeded", "blocked"]))
+            .read(move |c| {
+                work::items_in(
+                    c,
+                    plan_id,
+                    &step_id,
+                    &[ItemState::Succeeded, ItemState::Blocked],
+                )
+            })
             .await?
             .into_iter()
             .filter(|i| {
@@ -347,19 +362,19 @@ pub(super) async fn refresh(
     };
     let o = match status.as_deref() {
         Some("approved") => Outcome {
-            state: "succeeded",
+            state: ItemState::Succeeded,
             provider_status: Some("approved".into()),
             ..Outcome::default()
         },
         Some(s @ ("rejected" | "failed" | "blocked")) => Outcome {
-            state: "failed",
+            state: ItemState::Failed,
             provider_status: Some(s.into()),
             error_code: Some(format!("KYC_{}", s.to_uppercase())),
             error_message: Some(format!("KYC {s}")),
             ..Outcome::default()
         },
         Some(s) if expired => Outcome {
-            state: "blocked",
+            state: ItemState::Blocked,
             provider_status: Some(s.into()),
             error_code: Some("KYC_PENDING".into()),
             error_message: Some(format!(
@@ -369,7 +384,7 @@ pub(super) async fn refresh(
             ..Outcome::default()
         },
         Some(s) => Outcome {
-            state: "succeeded",
+            state: ItemState::Succeeded,
             provider_status: Some(s.into()),
             ..Outcome::default()
         },

@@ -30,7 +30,7 @@ use crate::job::steps::StepKind;
 use crate::plan::Renderer;
 use crate::provider::helloclever::client::HelloClever;
 use crate::state::work::{self, Outcome, WorkItem};
-use crate::state::{Db, StateError};
+use crate::state::{BatchState, Db, ItemState, StateError};
 use pace::Pacer;
 use serde_json::{Map, Value};
 use std::sync::Arc;
@@ -54,8 +54,8 @@ pub enum RunError {
 pub struct RunReport {
     pub run_id: i64,
     pub exit_code: i32,
-    /// Items by step and state, as JSON.
-    pub counts: String,
+    /// Items by step (in job order) and name.
+    pub counts: work::Tally,
     pub stats: work::RunStats,
     /// The run's exports.
     pub exports: Vec<crate::state::exports::ExportRecord>,
@@ -322,7 +322,7 @@ impl Ctx {
 
     /// Records what a refresh learnt of an item (its row was counted when it was sent).
     pub fn update(&self, id: i64, o: Outcome) -> Result<(), StateError> {
-        if o.state == "succeeded" {
+        if o.state == ItemState::Succeeded {
             self.any_success.store(true, Ordering::Relaxed);
         }
         self.db.record_later(move |c| work::set_outcome(c, id, &o))
@@ -333,7 +333,7 @@ impl Ctx {
         self.update(
             id,
             Outcome {
-                state: "pending",
+                state: ItemState::Pending,
                 ..Outcome::default()
             },
         )
@@ -693,7 +693,12 @@ pub async fn reconcile(
                     let batches = ctx
                         .db
                         .read(move |c| {
-                            work::batches_in(c, plan_id, &step_id, &["sent", "completed"])
+                            work::batches_in(
+                                c,
+                                plan_id,
+                                &step_id,
+                                &[BatchState::Sent, BatchState::Completed],
+                            )
                         })
                         .await?;
                     let mut found = Vec::new();
@@ -712,7 +717,12 @@ pub async fn reconcile(
                     let items = ctx
                         .db
                         .read(move |c| {
-                            work::items_in(c, plan_id, &step_id, &["succeeded", "blocked"])
+                            work::items_in(
+                                c,
+                                plan_id,
+                                &step_id,
+                                &[ItemState::Succeeded, ItemState::Blocked],
+                            )
                         })
                         .await?;
                     let mut found = Vec::new();
@@ -972,7 +982,10 @@ pub async fn execute(
         let todo = match known_todo.get(si).copied().flatten() {
             Some(n) => n,
             None => {
-                let (step_id, states) = (step.id.clone(), ["pending", "in_flight", "blocked"]);
+                let (step_id, states) = (
+                    step.id.clone(),
+                    [ItemState::Pending, ItemState::InFlight, ItemState::Blocked],
+                );
                 ctx.db
                     .read(move |c| work::count_in(c, plan_id, &step_id, &states))
                     .await?
@@ -1001,26 +1014,10 @@ pub async fn execute(
 
 /// Logs a step's end: its counts, and every row that failed or is blocked, with why.
 async fn log_step_end(ctx: &Ctx, step: &str) -> Result<(), StateError> {
-    type Row = (String, &'static str, Option<String>, Option<String>);
     let (plan_id, step_id) = (ctx.plan_id, step.to_string());
-    // Rows not sent yet are counted, not listed: a stopped run would list them all.
-    let (rows, pending): (Vec<Row>, u64) = ctx
+    let (rows, pending) = ctx
         .db
-        .read(move |c| {
-            let mut st = c.prepare("SELECT row_key, state, conflict_hash IS NOT NULL, error_code, error_message FROM items WHERE plan_id = ?1 AND step = ?2 AND (state IN ('failed', 'blocked', 'in_flight', 'awaiting_funds', 'pending') OR conflict_hash IS NOT NULL) ORDER BY row_line")?;
-            let mut q = st.query(rusqlite::params![plan_id, step_id])?;
-            let (mut rows, mut pending) = (Vec::new(), 0);
-            while let Some(r) = q.next()? {
-                let name = work::state_name(r.get_ref(1)?.as_str()?, r.get(2)?);
-                if name == "pending" {
-                    pending += 1;
-                    continue;
-                }
-                let (code, message) = work::reason(name, r.get(3)?, r.get(4)?);
-                rows.push((r.get(0)?, name, code, message));
-            }
-            Ok((rows, pending))
-        })
+        .read(move |c| work::needing_a_look(c, plan_id, &step_id))
         .await?;
     for (row, state, code, message) in rows.iter().take(200) {
         // A key or a provider's message holds what the file or the provider put there:
@@ -1030,7 +1027,7 @@ async fn log_step_end(ctx: &Ctx, step: &str) -> Result<(), StateError> {
             crate::redact::printable(row),
             crate::redact::printable(&message),
         );
-        tracing::warn!(step, row = %row, state, code = code.as_deref().unwrap_or(""), "{message}");
+        tracing::warn!(step, row = %row, state = state.as_str(), code = code.as_deref().unwrap_or(""), "{message}");
     }
     if rows.len() > 200 {
         tracing::warn!(
@@ -1125,10 +1122,11 @@ pub(crate) fn ready(
             continue;
         };
         let approved_needed = earlier.kind == StepKind::Kyc && earlier.wait.is_some();
-        match state.as_str() {
-            "skipped" => {}
-            "succeeded" if !approved_needed || provider_status.as_deref() == Some("approved") => {}
-            "failed" => return Err(format!("step '{}' failed for this row", earlier.id)),
+        match state {
+            ItemState::Skipped => {}
+            ItemState::Succeeded
+                if !approved_needed || provider_status.as_deref() == Some("approved") => {}
+            ItemState::Failed => return Err(format!("step '{}' failed for this row", earlier.id)),
             _ => return Err(format!("waiting for step '{}'", earlier.id)),
         }
     }
@@ -1176,10 +1174,10 @@ pub(crate) fn keep_ready(
         match ready(job, si, &item.row_key, states) {
             Ok(()) => go.push(item),
             // In-flight items were sent: they are resolved whatever their row does now.
-            Err(_) if item.state == "in_flight" => go.push(item),
+            Err(_) if item.state == ItemState::InFlight => go.push(item),
             Err(why) => {
                 let o = Outcome {
-                    state: "blocked",
+                    state: ItemState::Blocked,
                     error_code: Some("WAITING".into()),
                     error_message: Some(why),
                     ..Outcome::default()

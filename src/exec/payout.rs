@@ -22,8 +22,8 @@ use super::{Ctx, Next, RowSource, RunError, ready};
 use crate::job::{Job, Step};
 use crate::provider::error::CallError;
 use crate::provider::helloclever::wire::{PayoutBatch, PayoutTransaction};
-use crate::state::StateError;
 use crate::state::work::{self, Duplicate, Outcome, WorkBatch, WorkItem};
+use crate::state::{BatchState, ItemState, StateError};
 use serde_json::{Map, Value, json};
 use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
@@ -52,7 +52,7 @@ pub async fn run(
     let step_id = step.id.clone();
     let unsent = ctx
         .db
-        .read(move |c| work::batches_in(c, plan_id, &step_id, &["open"]))
+        .read(move |c| work::batches_in(c, plan_id, &step_id, &[BatchState::Open]))
         .await?;
     // Whether this run changed what the provider holds (or learnt of it): then it checks
     // for duplicates at the end.
@@ -73,7 +73,7 @@ pub async fn run(
     let step_id = step.id.clone();
     let batches = ctx
         .db
-        .read(move |c| work::batches_in(c, plan_id, &step_id, &["open"]))
+        .read(move |c| work::batches_in(c, plan_id, &step_id, &[BatchState::Open]))
         .await?;
     let states = ctx.db.read(move |c| work::row_states(c, plan_id)).await?;
     // Each method's mandatory parameters, asked once per run (O2).
@@ -195,13 +195,16 @@ async fn adopt_existing(ctx: &Ctx, step: &str) -> Result<Option<HashSet<String>>
         .await?;
     let mut unsent: HashMap<String, WorkItem> = items
         .into_iter()
-        .filter(|i| matches!(i.state.as_str(), "pending" | "blocked"))
+        .filter(|i| matches!(i.state, ItemState::Pending | ItemState::Blocked))
         .filter_map(|i| Some((i.external_id.clone()?, i)))
         .collect();
     let mut adopted = 0;
     // A batch that can no longer pay (expired) pays none of the rows it carries: they go
     // out again (under an external id of their own).
-    for b in found.iter().filter(|b| batch_state(b) != "expired") {
+    for b in found
+        .iter()
+        .filter(|b| batch_state(b) != BatchState::Expired)
+    {
         let outcomes: Vec<(i64, Outcome)> = b
             .payout_transactions
             .iter()
@@ -280,11 +283,11 @@ fn funding(b: &PayoutBatch) -> Option<(&str, &str)> {
 }
 
 /// A provider batch's state in payrun's terms.
-fn batch_state(b: &PayoutBatch) -> &'static str {
+fn batch_state(b: &PayoutBatch) -> BatchState {
     match b.status.as_deref() {
-        Some("completed") => "completed",
-        Some("expired") => "expired",
-        _ => "sent",
+        Some("completed") => BatchState::Completed,
+        Some("expired") => BatchState::Expired,
+        _ => BatchState::Sent,
     }
 }
 
@@ -294,7 +297,7 @@ fn batch_state(b: &PayoutBatch) -> &'static str {
 /// send it in a new batch; a batch short of funds (`HC_PAYOUT1`) keeps its rows waiting.
 fn row_outcome(b: &PayoutBatch, tx: Option<&PayoutTransaction>) -> Outcome {
     let failed = |code: &str, message: String| Outcome {
-        state: "failed",
+        state: ItemState::Failed,
         provider_ref: tx.map(|t| t.uuid.clone()),
         provider_status: tx.and_then(|t| t.status.clone()),
         error_code: Some(code.into()),
@@ -337,7 +340,7 @@ fn row_outcome(b: &PayoutBatch, tx: Option<&PayoutTransaction>) -> Outcome {
                 && batch != Some("completed")
             {
                 return Outcome {
-                    state: "awaiting_funds",
+                    state: ItemState::AwaitingFunds,
                     provider_ref: Some(tx.uuid.clone()),
                     provider_status: tx.status.clone(),
                     error_code: Some("HC_PAYOUT1".into()),
@@ -347,7 +350,7 @@ fn row_outcome(b: &PayoutBatch, tx: Option<&PayoutTransaction>) -> Outcome {
         }
     }
     Outcome {
-        state: "succeeded",
+        state: ItemState::Succeeded,
         provider_ref: Some(tx.uuid.clone()),
         provider_status: tx.status.clone(),
         ..Outcome::default()
@@ -444,13 +447,13 @@ async fn requeue(ctx: &Ctx, batch: &WorkBatch, members: &Members) -> Result<(), 
     let (id, ids): (i64, Vec<i64>) = (batch.id, members.iter().map(|(i, _)| i.id).collect());
     ctx.db
         .record(move |c| {
-            work::set_batch(c, id, "open", None, None, None)?;
+            work::set_batch(c, id, BatchState::Open, None, None, None)?;
             for item in &ids {
                 work::set_outcome(
                     c,
                     *item,
                     &Outcome {
-                        state: "pending",
+                        state: ItemState::Pending,
                         ..Outcome::default()
                     },
                 )?;
@@ -478,7 +481,7 @@ async fn settle(
         let (plan_id, step_id) = (ctx.plan_id, step.id.clone());
         let mut doubtful = ctx
             .db
-            .read(move |c| work::batches_in(c, plan_id, &step_id, &["in_flight"]))
+            .read(move |c| work::batches_in(c, plan_id, &step_id, &[BatchState::InFlight]))
             .await?;
         doubtful.retain(|b| rounds.open(b.id));
         if doubtful.is_empty() {
@@ -649,10 +652,17 @@ async fn fail_all(
     ctx.tick(ids.len() as u64);
     ctx.db
         .write(move |c| {
-            work::set_batch(c, id, "failed", None, None, Some((&code, &message)))?;
+            work::set_batch(
+                c,
+                id,
+                BatchState::Failed,
+                None,
+                None,
+                Some((&code, &message)),
+            )?;
             for item in &ids {
                 let o = Outcome {
-                    state: "failed",
+                    state: ItemState::Failed,
                     error_code: Some(code.clone()),
                     error_message: Some(message.clone()),
                     ..Outcome::default()
@@ -731,7 +741,10 @@ fn duplicates_in(found: &[PayoutBatch], ours: impl Fn(&str) -> bool) -> Vec<Dupl
         }
         None => by_id.push((id.to_string(), batch_id, vec![uuid.to_string()])),
     };
-    for b in found.iter().filter(|b| batch_state(b) != "expired") {
+    for b in found
+        .iter()
+        .filter(|b| batch_state(b) != BatchState::Expired)
+    {
         if let Some(e) = b.external_id.as_deref().filter(|e| ours(e)) {
             add(e, true, &b.uuid);
         }
@@ -768,7 +781,7 @@ async fn await_completion(
         let (plan_id, step_id) = (ctx.plan_id, step.id.clone());
         let sent: Vec<WorkBatch> = ctx
             .db
-            .read(move |c| work::batches_in(c, plan_id, &step_id, &["sent"]))
+            .read(move |c| work::batches_in(c, plan_id, &step_id, &[BatchState::Sent]))
             .await?;
         let mut open = 0;
         for batch in sent {
@@ -818,7 +831,7 @@ pub(super) async fn refresh_batch(
             continue;
         };
         let o = row_outcome(&b, Some(tx));
-        let was = shown(&item.state, item.provider_status.as_deref());
+        let was = shown(item.state, item.provider_status.as_deref());
         let now = shown(o.state, o.provider_status.as_deref());
         if was != now {
             changes.push(super::Change {
@@ -828,7 +841,7 @@ pub(super) async fn refresh_batch(
             });
         }
     }
-    let over = batch_state(&b) != "sent";
+    let over = batch_state(&b) != BatchState::Sent;
     record(ctx, batch, &members_with_tx(members, &by_id), &b).await?;
     Ok(Some((over, changes)))
 }
@@ -848,10 +861,10 @@ fn members_with_tx(members: Members, by_id: &HashMap<&str, &PayoutTransaction>) 
 
 /// A row's state as a change shows it: the transaction's status, or the row's state where
 /// that says more (waiting for funds, failed).
-fn shown(state: &str, provider_status: Option<&str>) -> String {
+fn shown(state: ItemState, provider_status: Option<&str>) -> String {
     match state {
-        "awaiting_funds" => "awaiting funds".into(),
-        "failed" => format!("failed ({})", provider_status.unwrap_or("unknown")),
+        ItemState::AwaitingFunds => "awaiting funds".into(),
+        ItemState::Failed => format!("failed ({})", provider_status.unwrap_or("unknown")),
         _ => provider_status.unwrap_or("unknown").to_string(),
     }
 }
@@ -871,7 +884,7 @@ mod tests {
 
     #[test]
     fn funding_answers_keep_rows_alive_and_only_an_ended_batch_fails_them() {
-        let state = |b: &PayoutBatch| row_outcome(b, b.payout_transactions.first()).state;
+        let state = |b: &PayoutBatch| row_outcome(b, b.payout_transactions.first()).state.as_str();
         let short = batch("A", "processing", Some("HC_PAYOUT1"), &[("r1", "pending")]);
         assert_eq!(state(&short), "awaiting_funds");
         let o = row_outcome(&short, short.payout_transactions.first());

@@ -5,6 +5,7 @@
 use super::{Report, StepResult};
 use crate::job::steps::StepKind;
 use crate::redact;
+use crate::state::Status;
 
 /// Prefixes a cell a spreadsheet would run as a formula (`= + - @`, tab, CR) with `'`.
 pub fn neutralise(cell: &str) -> String {
@@ -61,7 +62,7 @@ pub fn results_csv(r: &Report, out: &mut super::Out) {
         let mut updated = String::new();
         for ((id, kind), s) in r.steps.iter().zip(&row.steps) {
             let empty = StepResult {
-                status: String::new(),
+                status: Status::Pending,
                 provider_ref: None,
                 provider_status: None,
                 batch_ref: None,
@@ -72,8 +73,12 @@ pub fn results_csv(r: &Report, out: &mut super::Out) {
                 error_message: None,
                 updated_at: String::new(),
             };
-            let s = s.as_ref().unwrap_or(&empty);
-            rec.push(s.status.clone());
+            // A row without an item of the step shows an empty status.
+            let (s, status) = match s {
+                Some(s) => (s, s.status.to_string()),
+                None => (&empty, String::new()),
+            };
+            rec.push(status);
             match kind {
                 StepKind::Contact => rec.push(opt(&s.provider_ref)),
                 StepKind::Kyc => rec.push(opt(&s.provider_status)),

@@ -4,6 +4,7 @@
 
 use super::{Report, StepResult};
 use crate::redact;
+use crate::state::{ExportState, Status};
 use std::borrow::Cow;
 use std::fmt::Write;
 
@@ -16,15 +17,15 @@ const STYLE: &str = "body{font:14px system-ui,sans-serif;margin:2em;color:#222}h
 td,th{border:1px solid #ccc;padding:4px 8px;text-align:left}th{background:#f4f4f4}.succeeded{color:#176b2c}.failed,.conflict{color:#b00020;font-weight:bold}\
 .blocked,.pending,.in_doubt,.awaiting_funds{color:#8a5a00}.skipped{color:#777}input{padding:4px;width:20em}.num{text-align:right;font-variant-numeric:tabular-nums}";
 
-const COLOURS: [(&str, &str); 8] = [
-    ("succeeded", "#2e9e4f"),
-    ("failed", "#d33"),
-    ("conflict", "#a0c"),
-    ("in_doubt", "#e07000"),
-    ("awaiting_funds", "#c08000"),
-    ("blocked", "#e0a030"),
-    ("pending", "#ccb000"),
-    ("skipped", "#bbb"),
+const COLOURS: [(Status, &str); 8] = [
+    (Status::Succeeded, "#2e9e4f"),
+    (Status::Failed, "#d33"),
+    (Status::Conflict, "#a0c"),
+    (Status::InDoubt, "#e07000"),
+    (Status::AwaitingFunds, "#c08000"),
+    (Status::Blocked, "#e0a030"),
+    (Status::Pending, "#ccb000"),
+    (Status::Skipped, "#bbb"),
 ];
 
 const SCRIPT: &str = "document.getElementById('filter').addEventListener('input',function(e){var q=e.target.value.toLowerCase();\
@@ -50,7 +51,7 @@ fn chart(r: &Report) -> String {
         let mut x = 100.0;
         if let Some(by) = counts.get(step) {
             for (status, colour) in COLOURS {
-                let n = by.get(status).copied().unwrap_or(0);
+                let n = by.get(&status).copied().unwrap_or(0);
                 if n == 0 {
                     continue;
                 }
@@ -78,8 +79,8 @@ fn cell(s: &Option<StepResult>) -> String {
                 .unwrap_or_default();
             format!(
                 "<td class=\"{}\">{}{}</td>",
-                esc(&s.status),
-                esc(&s.status),
+                s.status,
+                s.status,
                 if detail.is_empty() {
                     String::new()
                 } else {
@@ -151,7 +152,7 @@ pub fn report_html(r: &Report, h: &mut super::Out) {
             for (status, _) in COLOURS {
                 let n = counts
                     .get(step)
-                    .and_then(|b| b.get(status))
+                    .and_then(|b| b.get(&status))
                     .copied()
                     .unwrap_or(0);
                 let _ = write!(h, "<td class=\"num\">{n}</td>");
@@ -169,7 +170,7 @@ pub fn report_html(r: &Report, h: &mut super::Out) {
                 }
                 for ((step, _), s) in r.steps.iter().zip(&row.steps) {
                     let Some(s) = s else { continue };
-                    if !crate::state::work::needs_a_look(&s.status) {
+                    if !s.status.needs_a_look() {
                         continue;
                     }
                     let reason = redact::scrub(s.error_message.as_deref().unwrap_or(""));
@@ -179,8 +180,8 @@ pub fn report_html(r: &Report, h: &mut super::Out) {
                         esc(&row.key),
                         row.line,
                         esc(step),
-                        esc(&s.status),
-                        esc(&s.status),
+                        s.status,
+                        s.status,
                         esc(&reason)
                     );
                 }
@@ -194,10 +195,10 @@ pub fn report_html(r: &Report, h: &mut super::Out) {
     if !r.exports.is_empty() {
         h.push_str("<h2>Exports</h2><table id=\"exports\"><thead><tr><th>Step</th><th>Resource</th><th>From</th><th>To</th><th>Status</th><th>Rows</th><th>Pages</th><th>File</th></tr></thead><tbody>");
         for e in &r.exports {
-            let status = match e.state.as_str() {
-                "completed" => "succeeded",
-                "running" | "interrupted" => "pending",
-                _ => "failed",
+            let status = match e.state {
+                ExportState::Completed => Status::Succeeded,
+                ExportState::Running | ExportState::Interrupted => Status::Pending,
+                ExportState::Failed => Status::Failed,
             };
             let file = match &e.error {
                 Some(err) => redact::scrub(err),
@@ -210,7 +211,7 @@ pub fn report_html(r: &Report, h: &mut super::Out) {
                 esc(&e.resource),
                 esc(&e.from_at),
                 esc(&e.to_at),
-                esc(&e.state),
+                e.state,
                 e.rows,
                 e.pages,
                 esc(&file)

@@ -3,6 +3,7 @@
 
 use super::Report;
 use crate::redact;
+use crate::state::{ExportState, Status};
 use std::borrow::Cow;
 use std::fmt::Write;
 
@@ -14,10 +15,10 @@ fn esc(s: &str) -> Cow<'_, str> {
 
 /// (tests, failures, skipped) of a suite, by status: counted before anything is written,
 /// because the XML gives the totals first.
-fn tally<'s>(statuses: impl Iterator<Item = &'s str>) -> (usize, usize, usize) {
-    statuses.fold((0, 0, 0), |(t, f, s), status| match status {
-        "succeeded" | "completed" => (t + 1, f, s),
-        "failed" | "conflict" => (t + 1, f + 1, s),
+fn tally(states: impl Iterator<Item = ExportState>) -> (usize, usize, usize) {
+    states.fold((0, 0, 0), |(t, f, s), state| match state {
+        ExportState::Completed => (t + 1, f, s),
+        ExportState::Failed => (t + 1, f + 1, s),
         _ => (t + 1, f, s + 1),
     })
 }
@@ -32,16 +33,16 @@ pub fn junit_xml(r: &Report, out: &mut super::Out) {
             counts.get(step).map_or((0, 0, 0), |by| {
                 by.iter().fold((0, 0, 0), |(t, f, s), (status, n)| {
                     let n = *n as usize;
-                    match status.as_str() {
-                        "succeeded" => (t + n, f, s),
-                        "failed" | "conflict" => (t + n, f + n, s),
+                    match status {
+                        Status::Succeeded => (t + n, f, s),
+                        s2 if s2.is_failure() => (t + n, f + n, s),
                         _ => (t + n, f, s + n),
                     }
                 })
             })
         })
         .collect();
-    let exports = tally(r.exports.iter().map(|e| e.state.as_str()));
+    let exports = tally(r.exports.iter().map(|e| e.state));
     let (mut all_tests, mut all_failures, mut all_skipped) = steps
         .iter()
         .fold((0, 0, 0), |a, s| (a.0 + s.0, a.1 + s.1, a.2 + s.2));
@@ -73,10 +74,10 @@ pub fn junit_xml(r: &Report, out: &mut super::Out) {
                 out,
                 "    <testcase classname=\"{classname}\" name=\"{name}\""
             );
-            match s.status.as_str() {
-                "succeeded" => out.push_str("/>\n"),
-                "failed" | "conflict" => {
-                    let kind = if s.status == "conflict" {
+            match s.status {
+                Status::Succeeded => out.push_str("/>\n"),
+                Status::Failed | Status::Conflict => {
+                    let kind = if s.status == Status::Conflict {
                         "CONFLICT".to_string()
                     } else {
                         s.error_code.clone().unwrap_or_else(|| "FAILED".into())
@@ -159,9 +160,9 @@ pub fn junit_xml(r: &Report, out: &mut super::Out) {
                 esc(&format!("{}.exports", r.job)),
                 esc(&format!("{} ({})", e.step, e.resource))
             );
-            match e.state.as_str() {
-                "completed" => out.push_str("/>\n"),
-                "failed" => {
+            match e.state {
+                ExportState::Completed => out.push_str("/>\n"),
+                ExportState::Failed => {
                     let text = redact::scrub(e.error.as_deref().unwrap_or("failed"));
                     let _ = writeln!(
                         out,
@@ -174,7 +175,7 @@ pub fn junit_xml(r: &Report, out: &mut super::Out) {
                     let _ = writeln!(
                         out,
                         ">\n      <skipped message=\"{}\"/>\n    </testcase>",
-                        esc(other)
+                        esc(other.as_str())
                     );
                 }
             }

@@ -11,6 +11,7 @@ mod summary;
 
 use crate::job::Job;
 use crate::job::steps::StepKind;
+use crate::state::{ItemState, Status};
 use rusqlite::{Connection, OptionalExtension, params};
 use rust_decimal::Decimal;
 use std::collections::BTreeMap;
@@ -26,8 +27,8 @@ pub const SUMMARY_SCHEMA: u32 = 1;
 /// One step of one row, as the report shows it.
 #[derive(Debug, Clone)]
 pub struct StepResult {
-    /// The state's one name (see [`crate::state::work::state_name`]).
-    pub status: String,
+    /// The state's one name.
+    pub status: Status,
     pub provider_ref: Option<String>,
     pub provider_status: Option<String>,
     pub batch_ref: Option<String>,
@@ -83,7 +84,7 @@ pub struct Report {
     /// Input rows with at least one item of the job's steps.
     pub row_count: usize,
     /// Rows by step and status.
-    counts: BTreeMap<String, BTreeMap<String, u64>>,
+    counts: BTreeMap<String, BTreeMap<Status, u64>>,
     /// Rows with a step failed, in conflict, blocked or pending.
     pub attention: usize,
     pub totals: BTreeMap<String, Totals>,
@@ -115,11 +116,6 @@ pub enum ReportError {
         #[source]
         source: std::io::Error,
     },
-}
-
-/// A row's step as every report names it (see [`crate::state::work::state_name`]).
-fn status_of(state: &str, conflict: bool) -> String {
-    crate::state::work::state_name(state, conflict).into()
 }
 
 impl Report {
@@ -169,7 +165,7 @@ impl Report {
             .optional()?
             .unwrap_or_default();
         let mut totals: BTreeMap<String, Totals> = BTreeMap::new();
-        let mut counts: BTreeMap<String, BTreeMap<String, u64>> = BTreeMap::new();
+        let mut counts: BTreeMap<String, BTreeMap<Status, u64>> = BTreeMap::new();
         let (mut row_count, mut attention) = (0, 0);
         let mut rows = Some(Vec::new());
         scan(conn, plan_id, &steps, Some(&mut totals), &mut |row| {
@@ -182,7 +178,7 @@ impl Report {
                     *counts
                         .entry(steps[si].0.clone())
                         .or_default()
-                        .entry(s.status.clone())
+                        .entry(s.status)
                         .or_default() += 1;
                 }
             }
@@ -222,7 +218,7 @@ impl Report {
     }
 
     /// Counts by step and status.
-    pub fn counts(&self) -> BTreeMap<String, BTreeMap<String, u64>> {
+    pub fn counts(&self) -> BTreeMap<String, BTreeMap<Status, u64>> {
         self.counts.clone()
     }
 
@@ -283,10 +279,7 @@ pub(crate) fn escape_markup<'s>(
 /// Whether a row has a step that needs a look: failed, in conflict, blocked, pending, in
 /// doubt or waiting for funds.
 pub(crate) fn needs_attention(row: &RowResult) -> bool {
-    row.steps
-        .iter()
-        .flatten()
-        .any(|s| crate::state::work::needs_a_look(&s.status))
+    row.steps.iter().flatten().any(|s| s.status.needs_a_look())
 }
 
 /// Reads the plan's items in file order and hands each row (its items of the job's steps)
@@ -308,7 +301,7 @@ fn scan(
     let mut current: Option<RowResult> = None;
     while let Some(r) = q.next()? {
         let (key, line, si): (String, i64, i64) = (r.get(0)?, r.get(1)?, r.get(2)?);
-        let state: String = r.get(3)?;
+        let state: ItemState = r.get(3)?;
         let provider_status: Option<String> = r.get(6)?;
         let amount: Option<Decimal> = r.get::<_, Option<String>>(8)?.and_then(|a| a.parse().ok());
         let currency: Option<String> = r.get(9)?;
@@ -321,9 +314,9 @@ fn scan(
         else {
             continue;
         };
-        let status = status_of(&state, r.get(4)?);
-        let (error_code, error_message) = if crate::state::work::needs_a_look(&status) {
-            crate::state::work::reason(&status, r.get(11)?, r.get(12)?)
+        let status = Status::of(state, r.get(4)?);
+        let (error_code, error_message) = if status.needs_a_look() {
+            status.reason(r.get(11)?, r.get(12)?)
         } else {
             (r.get(11)?, r.get(12)?)
         };
@@ -341,7 +334,7 @@ fn scan(
         };
         if let Some(totals) = totals.as_deref_mut()
             && steps[si].1 == StepKind::Payout
-            && result.status != "skipped"
+            && result.status != Status::Skipped
             && let (Some(a), Some(c)) = (amount, &currency)
         {
             let t = totals.entry(c.clone()).or_default();
@@ -350,13 +343,16 @@ fn scan(
             let asked: Option<Decimal> =
                 r.get::<_, Option<String>>(15)?.and_then(|a| a.parse().ok());
             t.planned += asked.unwrap_or(a);
-            if matches!(state.as_str(), "succeeded" | "in_flight" | "awaiting_funds") {
+            if matches!(
+                state,
+                ItemState::Succeeded | ItemState::InFlight | ItemState::AwaitingFunds
+            ) {
                 t.sent += a;
             }
             if provider_status.as_deref() == Some("completed") {
                 t.completed += a;
             }
-            if result.status == "failed" {
+            if result.status == Status::Failed {
                 t.failed += a;
             }
         }

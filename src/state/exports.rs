@@ -2,6 +2,7 @@
 //! row's `to_at` is the step's `last_run` watermark, so a failed or interrupted export
 //! never moves it.
 
+use super::states::ExportState;
 use super::work::now;
 use rusqlite::{Connection, OptionalExtension, params};
 
@@ -12,7 +13,7 @@ pub struct ExportRecord {
     pub resource: String,
     pub from_at: String,
     pub to_at: String,
-    pub state: String,
+    pub state: ExportState,
     pub rows: u64,
     pub pages: u64,
     pub duplicates: u64,
@@ -40,8 +41,8 @@ pub fn start(
 ) -> rusqlite::Result<()> {
     conn.execute(
         "INSERT OR REPLACE INTO exports (run_id, plan_id, step, resource, from_at, to_at, state, path, started_at)
-         VALUES (?1, ?2, ?3, ?4, ?5, ?6, 'running', ?7, ?8)",
-        params![run_id, plan_id, e.step, e.resource, e.from_at, e.to_at, e.path, now()],
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?9, ?7, ?8)",
+        params![run_id, plan_id, e.step, e.resource, e.from_at, e.to_at, e.path, now(), ExportState::Running],
     )?;
     Ok(())
 }

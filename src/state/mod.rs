@@ -7,7 +7,10 @@ pub mod key;
 pub mod lock;
 mod plan_writer;
 mod schema;
+pub mod states;
 pub mod work;
+
+pub use states::{BatchState, ExportState, ItemState, Status};
 
 pub use db::Db;
 pub use plan_writer::{PlanCounts, PlanWriter, StepCounts};

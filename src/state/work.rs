@@ -1,6 +1,7 @@
 //! The executor's reads and transitions of state, as plain functions on a connection (the
 //! database thread runs them). Every state change an executor makes is one of these.
 
+use super::states::{BatchState, ItemState, Status};
 use rusqlite::{Connection, OptionalExtension, params};
 use std::collections::HashMap;
 
@@ -48,14 +49,14 @@ pub struct RunStats {
 
 /// Ends a run: its figures, counts by step and state, exit code; releases the lock. The
 /// exit code is `floor` raised to what the items earn ([`Tally::exit_code`]); it is
-/// returned with the counts as JSON.
+/// returned with the counts.
 pub fn finish_run(
     conn: &Connection,
     plan_id: i64,
     run_id: i64,
     floor: i32,
     stats: &RunStats,
-) -> rusqlite::Result<(i32, String)> {
+) -> rusqlite::Result<(i32, Tally)> {
     let tally = Tally::of(conn, plan_id)?;
     let duplicates: i64 = conn.query_row(
         "SELECT COUNT(*) FROM duplicates WHERE plan_id = ?1",
@@ -76,88 +77,36 @@ pub fn finish_run(
         "DELETE FROM locks WHERE plan_id = ?1 AND run_id = ?2",
         params![plan_id, run_id],
     )?;
-    Ok((exit_code, counts))
+    Ok((exit_code, tally))
 }
 
-/// The one name an item's state goes by in everything payrun prints and writes (logs,
-/// `status`, the run's summary, summary.json, results.csv, JUnit, HTML, metrics):
-///
-/// | name | meaning |
-/// | --- | --- |
-/// | `pending` | planned, not sent yet |
-/// | `in_doubt` | sent, the answer unknown: it settles and is looked up before anything else |
-/// | `succeeded` | done at the provider |
-/// | `failed` | refused, or its batch can no longer pay |
-/// | `blocked` | waiting for an earlier step of its row |
-/// | `skipped` | the step's `when` is false for the row |
-/// | `conflict` | the row changed after it was sent: the change is never sent |
-/// | `awaiting_funds` | its batch is short of funds (`HC_PAYOUT1`) and may still pay |
-pub fn state_name(state: &str, conflict: bool) -> &'static str {
-    if conflict {
-        return "conflict";
-    }
-    match state {
-        "in_flight" => "in_doubt",
-        "succeeded" => "succeeded",
-        "failed" => "failed",
-        "blocked" => "blocked",
-        "skipped" => "skipped",
-        "awaiting_funds" => "awaiting_funds",
-        _ => "pending",
-    }
-}
+/// A row of a step that needs a look: its key, its name, and why (see [`Status::reason`]).
+pub type LookRow = (String, Status, Option<String>, Option<String>);
 
-/// The reason shown for an item needing a look: its own code and message, or for a
-/// state that carries none, what the state means and what happens next.
-pub fn reason(
-    name: &str,
-    code: Option<String>,
-    message: Option<String>,
-) -> (Option<String>, Option<String>) {
-    let has = message.as_deref().is_some_and(|m| !m.is_empty());
-    let default = match name {
-        "in_doubt" => Some((
-            "IN_DOUBT",
-            "sent, the answer unknown: it is looked up once it settles (limits.settle), before anything is sent again",
-        )),
-        "conflict" => Some((
-            "CONFLICT",
-            "the row changed after it was sent: the change is not sent (pay it by hand, or in a new scope)",
-        )),
-        "pending" => Some(("PENDING", "not sent yet: the next run sends it")),
-        _ => None,
-    };
-    match default {
-        Some((c, m)) if name == "conflict" || !has => (Some(c.into()), Some(m.into())),
-        _ => (code, message),
+/// The rows of a step that need a look, in file order, and how many more are only not
+/// sent yet (counted, not listed: a stopped run would list them all).
+pub fn needing_a_look(
+    conn: &Connection,
+    plan_id: i64,
+    step: &str,
+) -> rusqlite::Result<(Vec<LookRow>, u64)> {
+    let mut st = conn.prepare(
+        "SELECT row_key, state, conflict_hash IS NOT NULL, error_code, error_message FROM items
+         WHERE plan_id = ?1 AND step = ?2 AND (state NOT IN ('succeeded', 'skipped') OR conflict_hash IS NOT NULL)
+         ORDER BY row_line",
+    )?;
+    let mut q = st.query(params![plan_id, step])?;
+    let (mut rows, mut pending) = (Vec::new(), 0);
+    while let Some(r) = q.next()? {
+        let name = Status::of(r.get(1)?, r.get(2)?);
+        if name == Status::Pending {
+            pending += 1;
+            continue;
+        }
+        let (code, message) = name.reason(r.get(3)?, r.get(4)?);
+        rows.push((r.get(0)?, name, code, message));
     }
-}
-
-/// What to do about items in a state that needs a look, as the closing summary says it.
-pub fn action(name: &str) -> &'static str {
-    match name {
-        "conflict" => {
-            "changed in the file after they were sent: the change was not sent — pay it by hand or in a new scope"
-        }
-        "awaiting_funds" => {
-            "their batch is short of funds and may still pay: top up, then `payrun reconcile`"
-        }
-        "in_doubt" => {
-            "sent, the answer unknown: the next run looks them up before anything is sent again"
-        }
-        "failed" => {
-            "refused (reasons in the log and results.csv): fix and run with `--retry-failed`"
-        }
-        "blocked" => "waiting for an earlier step of their row: the next run picks them up",
-        "pending" => "not sent: the next run sends them",
-        _ => "",
-    }
-}
-
-/// Whether an item in a state of this name needs a person (or another run) before its row
-/// is done: every name but `succeeded` and `skipped`.
-pub fn needs_a_look(name: &str) -> bool {
-    !matches!(name, "succeeded" | "skipped")
+    Ok((rows, pending))
 }
 
 /// Ends a run that failed fatally: its figures, exit 5, and why (scrubbed of numbers).
@@ -176,11 +125,11 @@ pub fn finish_fatal(
     Ok(())
 }
 
-/// A plan's items counted by step (in step order) and state name ([`state_name`], in name
-/// order), in one pass over the plan.
-#[derive(Debug, Default, PartialEq, Eq)]
+/// A plan's items counted by step (in step order) and [`Status`] (in name order), in one
+/// pass over the plan.
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
 pub struct Tally {
-    steps: Vec<(String, Vec<(String, u64)>)>,
+    steps: Vec<(String, Vec<(Status, u64)>)>,
 }
 
 impl Tally {
@@ -192,16 +141,16 @@ impl Tally {
         )?;
         let mut rows = stmt.query([plan_id])?;
         // (step index, step, state, count), the last one touched at the end.
-        let mut seen: Vec<(i64, String, String, u64)> = Vec::new();
+        let mut seen: Vec<(i64, String, Status, u64)> = Vec::new();
         while let Some(r) = rows.next()? {
-            let (si, step, state) = (r.get::<_, i64>(0)?, r.get_ref(1)?, r.get_ref(2)?);
-            let (step, state) = (step.as_str()?, state_name(state.as_str()?, r.get(3)?));
-            let same = |e: &(i64, String, String, u64)| e.1 == step && e.2 == state;
+            let (si, step) = (r.get::<_, i64>(0)?, r.get_ref(1)?.as_str()?);
+            let state = Status::of(r.get(2)?, r.get(3)?);
+            let same = |e: &(i64, String, Status, u64)| e.1 == step && e.2 == state;
             match seen.last_mut() {
                 Some(e) if same(e) => e.3 += 1,
                 _ => match seen.iter_mut().find(|e| same(e)) {
                     Some(e) => e.3 += 1,
-                    None => seen.push((si, step.to_string(), state.to_string(), 1)),
+                    None => seen.push((si, step.to_string(), state, 1)),
                 },
             }
         }
@@ -217,10 +166,10 @@ impl Tally {
         let steps = first
             .iter()
             .map(|(_, step)| {
-                let mut states: Vec<(String, u64)> = seen
+                let mut states: Vec<(Status, u64)> = seen
                     .iter()
                     .filter(|e| e.1 == *step)
-                    .map(|e| (e.2.clone(), e.3))
+                    .map(|e| (e.2, e.3))
                     .collect();
                 states.sort();
                 (step.to_string(), states)
@@ -230,14 +179,14 @@ impl Tally {
     }
 
     /// The exit code the items earn: 0 when every item is done (succeeded, skipped), 1
-    /// when any needs a look ([`needs_a_look`]): failed, blocked, in doubt, waiting for
-    /// funds, in conflict or still pending.
+    /// when any needs a look ([`Status::needs_a_look`]): failed, blocked, in doubt,
+    /// waiting for funds, in conflict or still pending.
     pub fn exit_code(&self) -> i32 {
         let open = self
             .steps
             .iter()
             .flat_map(|(_, s)| s)
-            .any(|(state, n)| *n > 0 && needs_a_look(state));
+            .any(|(state, n)| *n > 0 && state.needs_a_look());
         if open {
             crate::exit::ROWS_FAILED
         } else {
@@ -246,17 +195,17 @@ impl Tally {
     }
 
     /// The counts: each step (in job order) with its state names and counts.
-    pub fn steps(&self) -> &[(String, Vec<(String, u64)>)] {
+    pub fn steps(&self) -> &[(String, Vec<(Status, u64)>)] {
         &self.steps
     }
 
-    /// As JSON: `{"contact": {"succeeded": 20}, ...}`.
+    /// As JSON: `{"contact": {"succeeded": 20}, ...}` (also its `Display`).
     pub fn json(&self) -> String {
         let mut map = serde_json::Map::new();
         for (step, states) in &self.steps {
             let counts = states
                 .iter()
-                .map(|(state, n)| (state.clone(), serde_json::json!(n)))
+                .map(|(state, n)| (state.to_string(), serde_json::json!(n)))
                 .collect();
             map.insert(step.clone(), serde_json::Value::Object(counts));
         }
@@ -264,11 +213,16 @@ impl Tally {
     }
 }
 
-/// A list of state names for `IN (...)` (the names are payrun's own constants).
-fn sql_list(states: &[&str]) -> String {
-    states
-        .iter()
-        .map(|s| format!("'{s}'"))
+impl std::fmt::Display for Tally {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.json())
+    }
+}
+
+/// The placeholders `?{first},?{first+1},…` of an `IN (...)` list of `n` bound values.
+fn placeholders(first: usize, n: usize) -> String {
+    (first..first + n)
+        .map(|i| format!("?{i}"))
         .collect::<Vec<_>>()
         .join(",")
 }
@@ -280,7 +234,7 @@ pub struct WorkItem {
     pub row_key: String,
     pub row_line: u64,
     pub row_offset: u64,
-    pub state: String,
+    pub state: ItemState,
     pub attempts: u32,
     pub content_hash: String,
     pub first_attempt_at: Option<String>,
@@ -340,7 +294,7 @@ pub fn items_in(
     conn: &Connection,
     plan_id: i64,
     step: &str,
-    states: &[&str],
+    states: &[ItemState],
 ) -> rusqlite::Result<Vec<WorkItem>> {
     items_page(conn, plan_id, step, states, None, usize::MAX)
 }
@@ -351,11 +305,11 @@ pub fn items_page(
     conn: &Connection,
     plan_id: i64,
     step: &str,
-    states: &[&str],
+    states: &[ItemState],
     after: Option<&(i64, String)>,
     limit: usize,
 ) -> rusqlite::Result<Vec<WorkItem>> {
-    let marks = sql_list(states);
+    let marks = placeholders(5, states.len());
     let sql = format!(
         // Through the index in file order: by the (plan, step, key) index SQLite would
         // sort the step's items, a tenth of the time before the first request. A page
@@ -369,7 +323,11 @@ pub fn items_page(
     // The page ends by stepping no further, not by `LIMIT ?`: SQLite plans a bound LIMIT
     // by its value, so binding it expired the statement and every page was prepared
     // again.
-    stmt.query_map(params![plan_id, step, line, key], work_item)?
+    let fixed: [&dyn rusqlite::ToSql; 4] = [&plan_id, &step, &line, &key];
+    let bound = fixed
+        .into_iter()
+        .chain(states.iter().map(|s| s as &dyn rusqlite::ToSql));
+    stmt.query_map(rusqlite::params_from_iter(bound), work_item)?
         .take(limit)
         .collect()
 }
@@ -379,18 +337,24 @@ pub fn count_in(
     conn: &Connection,
     plan_id: i64,
     step: &str,
-    states: &[&str],
+    states: &[ItemState],
 ) -> rusqlite::Result<u64> {
-    let marks = sql_list(states);
+    let marks = placeholders(3, states.len());
     let sql = format!(
         "SELECT COUNT(*) FROM items WHERE plan_id = ?1 AND step = ?2 AND state IN ({marks}) AND conflict_hash IS NULL"
     );
-    conn.query_row(&sql, params![plan_id, step], |r| r.get::<_, i64>(0))
-        .map(|n| n as u64)
+    let fixed: [&dyn rusqlite::ToSql; 2] = [&plan_id, &step];
+    let bound = fixed
+        .into_iter()
+        .chain(states.iter().map(|s| s as &dyn rusqlite::ToSql));
+    conn.query_row(&sql, rusqlite::params_from_iter(bound), |r| {
+        r.get::<_, i64>(0)
+    })
+    .map(|n| n as u64)
 }
 
 /// Each row's step items: `(row_key, step) -> (state, provider_status)`.
-pub type RowStates = std::collections::HashMap<(String, String), (String, Option<String>)>;
+pub type RowStates = std::collections::HashMap<(String, String), (ItemState, Option<String>)>;
 
 /// The state of every step's item for these rows.
 pub fn row_states(conn: &Connection, plan_id: i64) -> rusqlite::Result<RowStates> {
@@ -407,10 +371,10 @@ pub fn row_states(conn: &Connection, plan_id: i64) -> rusqlite::Result<RowStates
 pub fn mark_in_flight(conn: &Connection, ids: &[i64]) -> rusqlite::Result<()> {
     let t = now();
     let mut stmt = conn.prepare_cached(
-        "UPDATE items SET state = 'in_flight', attempts = attempts + 1, first_attempt_at = COALESCE(first_attempt_at, ?2), updated_at = ?2, doubt_since = NULL, doubt_applied = 0 WHERE id = ?1",
+        "UPDATE items SET state = ?3, attempts = attempts + 1, first_attempt_at = COALESCE(first_attempt_at, ?2), updated_at = ?2, doubt_since = NULL, doubt_applied = 0 WHERE id = ?1",
     )?;
     for id in ids {
-        stmt.execute(params![id, t])?;
+        stmt.execute(params![id, t, ItemState::InFlight])?;
     }
     Ok(())
 }
@@ -447,7 +411,7 @@ pub fn set_doubt(
 /// An item's outcome.
 #[derive(Debug, Clone, Default)]
 pub struct Outcome {
-    pub state: &'static str,
+    pub state: ItemState,
     pub provider_ref: Option<String>,
     pub provider_status: Option<String>,
     pub error_code: Option<String>,
@@ -471,7 +435,7 @@ pub fn set_outcome(conn: &Connection, id: i64, o: &Outcome) -> rusqlite::Result<
 pub struct WorkBatch {
     pub id: i64,
     pub external_id: String,
-    pub state: String,
+    pub state: BatchState,
     pub first_attempt_at: Option<String>,
     pub provider_ref: Option<String>,
     /// When its request in doubt was sent, if it is in doubt and that was recorded.
@@ -485,14 +449,18 @@ pub fn batches_in(
     conn: &Connection,
     plan_id: i64,
     step: &str,
-    states: &[&str],
+    states: &[BatchState],
 ) -> rusqlite::Result<Vec<WorkBatch>> {
-    let marks = sql_list(states);
+    let marks = placeholders(3, states.len());
     let sql = format!(
         "SELECT id, external_id, state, first_attempt_at, provider_ref, doubt_since, doubt_applied FROM batches WHERE plan_id = ?1 AND step = ?2 AND state IN ({marks}) ORDER BY seq"
     );
     let mut stmt = conn.prepare(&sql)?;
-    stmt.query_map(params![plan_id, step], |r| {
+    let fixed: [&dyn rusqlite::ToSql; 2] = [&plan_id, &step];
+    let bound = fixed
+        .into_iter()
+        .chain(states.iter().map(|s| s as &dyn rusqlite::ToSql));
+    stmt.query_map(rusqlite::params_from_iter(bound), |r| {
         Ok(WorkBatch {
             id: r.get(0)?,
             external_id: r.get(1)?,
@@ -531,7 +499,7 @@ pub fn mark_batch_in_flight(conn: &Connection, batch_id: i64) -> rusqlite::Resul
 pub fn set_batch(
     conn: &Connection,
     batch_id: i64,
-    state: &str,
+    state: BatchState,
     provider_ref: Option<&str>,
     provider_status: Option<&str>,
     error: Option<(&str, &str)>,
@@ -765,8 +733,8 @@ pub fn adopt_batch(
 pub struct FoundBatch<'a> {
     pub uuid: &'a str,
     pub external_id: &'a str,
-    /// The batch's state in payrun's terms: `sent`, `completed` or `expired`.
-    pub state: &'a str,
+    /// The batch's state in payrun's terms: sent, completed or expired.
+    pub state: BatchState,
     pub status: Option<&'a str>,
     /// The provider's code and message (a funding answer), if any.
     pub error: Option<(&'a str, &'a str)>,
@@ -935,7 +903,7 @@ mod tests {
         )
         .unwrap();
         let o = Outcome {
-            state: "failed",
+            state: ItemState::Failed,
             error_code: Some("HTTP_422".into()),
             error_message: Some("acct 987654321 (bsb 062000) rejected; limit 250000 AUD".into()),
             ..Outcome::default()
@@ -984,7 +952,7 @@ mod tests {
             }
         }
         assert_eq!(n, 92);
-        let states = ["pending", "in_flight"];
+        let states = [ItemState::Pending, ItemState::InFlight];
         let whole: Vec<i64> = items_in(c, 1, "contact", &states)
             .unwrap()
             .iter()

@@ -466,7 +466,7 @@ async fn last_run_moves_the_watermark_only_when_an_export_completes() {
     };
     let third = dir.run_at(&gone).await;
     assert_eq!(third.exit_code, 1);
-    assert_eq!(export(&third, "contacts").state, "failed");
+    assert_eq!(export(&third, "contacts").state.as_str(), "failed");
     assert_eq!(unique(&ids(&dir.path("out/contacts.csv"), "email")), want);
     let conn = rusqlite::Connection::open(dir.path("state.db")).unwrap();
     assert_eq!(

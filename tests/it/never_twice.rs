@@ -104,7 +104,7 @@ async fn a_batch_short_of_funds_waits_and_each_row_is_paid_once_after_a_top_up()
     let setup = Setup::new(&job, &people(n));
     let report = setup.run(&s, false).await;
     assert_eq!(report.exit_code, 1, "{}", report.counts);
-    let counts: Value = serde_json::from_str(&report.counts).unwrap();
+    let counts: Value = serde_json::from_str(&report.counts.json()).unwrap();
     assert_eq!(counts["pay"]["awaiting_funds"], n, "{counts}");
     let (code, message, uuid): (String, String, String) = setup.state_row(
         "SELECT i.error_code, i.error_message, b.provider_ref FROM items i JOIN batches b ON b.id = i.batch_id WHERE i.step = 'pay' LIMIT 1",
@@ -420,7 +420,7 @@ async fn a_success_whose_reply_cannot_be_read_is_recorded_and_never_sent_again()
     let report = setup.run(&s, false).await;
     // Not found yet, but surely applied: left in doubt, not sent again.
     assert_eq!(report.exit_code, 1, "{}", report.counts);
-    let counts: Value = serde_json::from_str(&report.counts).unwrap();
+    let counts: Value = serde_json::from_str(&report.counts.json()).unwrap();
     assert_eq!(counts["pay"]["in_doubt"], n, "{counts}");
     // One name for it everywhere: the run's counts, results.csv, summary.json, status.
     let written = payrun(&setup, &s, &["report", "job.yaml", "--state", "state.db"]);

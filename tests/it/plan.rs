@@ -103,7 +103,9 @@ fn only_payloads_with_nothing_masked_are_bodies_to_send() {
     // The state's own key (kept beside it) tells a stored body from a masked copy.
     let st = payrun::state::State::open(&f.state_db()).unwrap();
     let (conn, key) = (st.connection(), st.key());
-    let items = |step: &str| payrun::state::work::items_in(conn, 1, step, &["pending"]).unwrap();
+    let items = |step: &str| {
+        payrun::state::work::items_in(conn, 1, step, &[payrun::state::ItemState::Pending]).unwrap()
+    };
     let contacts = items("contact");
     assert_eq!(contacts.len(), 3);
     for c in &contacts {

@@ -205,7 +205,7 @@ async fn example_payroll_end_to_end() {
         .await
         .unwrap();
     assert_eq!(report.exit_code, 0, "{}", report.counts);
-    let counts: Value = serde_json::from_str(&report.counts).unwrap();
+    let counts: Value = serde_json::from_str(&report.counts.json()).unwrap();
     assert_eq!(counts["contact"]["succeeded"], 20);
     assert_eq!(
         (
@@ -318,7 +318,7 @@ async fn a_changed_paid_row_is_a_conflict_and_is_not_sent_again() {
     let again = setup.run(&s, false).await;
     // Nothing is sent, and the run does not call it done: the change was never paid.
     assert_eq!((again.exit_code, again.stats.requests), (1, 0));
-    let counts: Value = serde_json::from_str(&again.counts).unwrap();
+    let counts: Value = serde_json::from_str(&again.counts.json()).unwrap();
     assert_eq!(
         (&counts["pay"]["conflict"], &counts["pay"]["succeeded"]),
         (&serde_json::json!(1), &serde_json::json!(2)),
