@@ -675,13 +675,7 @@ async fn report_fatal(job: &Job, state_path: &Path, metrics_file: Option<(&Path,
 fn fatal_run(job: &Job, state_path: &Path) -> Option<i64> {
     let st = crate::state::State::open(state_path).ok()?;
     let plan = crate::state::work::plan_id(st.connection(), &job.name, &job.scope).ok()??;
-    st.connection()
-        .query_row(
-            "SELECT id FROM runs WHERE plan_id = ?1 AND exit_code = ?2 AND error IS NOT NULL AND id = (SELECT MAX(id) FROM runs WHERE plan_id = ?1)",
-            rusqlite::params![plan, exit::FATAL],
-            |r| r.get(0),
-        )
-        .ok()
+    crate::state::work::latest_fatal(st.connection(), plan).ok()?
 }
 
 fn print_run(job: &Job, report: &crate::exec::RunReport) {
@@ -820,89 +814,58 @@ fn status_cmd(args: &crate::cli::StatusArgs) -> i32 {
         for (step, s, n) in rows {
             println!("  {step:<width$} {s:<14} {n:>8}");
         }
-        let mut stmt = conn.prepare("SELECT step, resource, state, rows, from_at, to_at, COALESCE(error, '') FROM exports WHERE plan_id = ?1 AND run_id = (SELECT MAX(run_id) FROM exports e2 WHERE e2.plan_id = ?1 AND e2.step = exports.step) ORDER BY step").map_err(err)?;
-        let exports: Vec<(String, String, String, i64, String, String, String)> = stmt
-            .query_map([plan_id], |r| {
-                Ok((
-                    r.get(0)?,
-                    r.get(1)?,
-                    r.get(2)?,
-                    r.get(3)?,
-                    r.get(4)?,
-                    r.get(5)?,
-                    r.get(6)?,
-                ))
-            })
-            .map_err(err)?
-            .collect::<Result<_, _>>()
-            .map_err(err)?;
+        let exports = crate::state::exports::latest(conn, plan_id).map_err(err)?;
         if !exports.is_empty() {
             println!("latest exports:");
         }
-        for (step, resource, state, rows, from, to, error) in exports {
-            let mark = crate::state::exports::watermark(conn, plan_id, &step).map_err(err)?;
+        for e in exports {
+            let mark = crate::state::exports::watermark(conn, plan_id, &e.step).map_err(err)?;
             println!(
-                "  {step:<12} {resource} {from} .. {to}: {state}, {rows} rows{}; last_run = {}",
-                if error.is_empty() {
-                    String::new()
-                } else {
-                    format!(" ({error})")
+                "  {:<12} {} {} .. {}: {}, {} rows{}; last_run = {}",
+                e.step,
+                e.resource,
+                e.from_at,
+                e.to_at,
+                e.state,
+                e.rows,
+                match e.error.as_deref() {
+                    None | Some("") => String::new(),
+                    Some(error) => format!(" ({error})"),
                 },
                 mark.as_deref().unwrap_or("none yet")
             );
         }
         println!("last runs:");
-        let mut stmt = conn.prepare("SELECT id, started_at, COALESCE(ended_at, 'running'), COALESCE(exit_code, -1), requests, retries, in_doubt_resolved, error FROM runs WHERE plan_id = ?1 ORDER BY id DESC LIMIT 5").map_err(err)?;
-        let runs = stmt
-            .query_map([plan_id], |r| {
-                Ok((
-                    (
-                        r.get::<_, i64>(0)?,
-                        r.get::<_, String>(1)?,
-                        r.get::<_, String>(2)?,
-                        r.get::<_, i64>(3)?,
-                    ),
-                    (
-                        r.get::<_, i64>(4)?,
-                        r.get::<_, i64>(5)?,
-                        r.get::<_, i64>(6)?,
-                        r.get::<_, Option<String>>(7)?,
-                    ),
-                ))
-            })
-            .map_err(err)?;
-        for run in runs {
-            let ((id, start, end, code), (req, retries, doubt, error)) = run.map_err(err)?;
-            let code = if code < 0 {
-                "-".to_string()
-            } else {
-                code.to_string()
-            };
+        for run in crate::state::work::recent_runs(conn, plan_id, 5).map_err(err)? {
+            let code = run.exit_code.map_or("-".to_string(), |c| c.to_string());
             println!(
-                "  run {id}: {start} → {end}, exit {code}, {req} {}, {retries} {}, {doubt} in doubt resolved{}",
-                plural(req as u64, "request", "requests"),
-                plural(retries as u64, "retry", "retries"),
-                error
+                "  run {}: {} → {}, exit {code}, {} {}, {} {}, {} in doubt resolved{}",
+                run.id,
+                run.started_at,
+                run.ended_at.as_deref().unwrap_or("running"),
+                run.requests,
+                plural(run.requests, "request", "requests"),
+                run.retries,
+                plural(run.retries, "retry", "retries"),
+                run.in_doubt_resolved,
+                run.error
                     .map(|e| format!("\n    stopped: {}", crate::redact::printable(&e)))
                     .unwrap_or_default()
             );
         }
-        let mut stmt = conn.prepare("SELECT i.step, i.row_key, i.attempts, COALESCE(i.first_attempt_at, ''), COALESCE(i.doubt_since, b.doubt_since, 'not recorded') FROM items i LEFT JOIN batches b ON b.id = i.batch_id WHERE i.plan_id = ?1 AND i.state = 'in_flight' ORDER BY i.id LIMIT 50").map_err(err)?;
-        let doubt: Vec<(String, String, i64, String, String)> = stmt
-            .query_map([plan_id], |r| {
-                Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?, r.get(4)?))
-            })
-            .map_err(err)?
-            .collect::<Result<_, _>>()
-            .map_err(err)?;
+        let doubt = crate::state::work::in_doubt(conn, plan_id, 50).map_err(err)?;
         if !doubt.is_empty() {
             println!(
                 "in doubt (sent, outcome unknown; the next run waits limits.settle after the last send, then asks the provider before any resend):"
             );
-            for (step, key, attempts, first, since) in doubt {
+            for d in doubt {
                 println!(
-                    "  {step} row '{}': {attempts} attempt(s), first at {first}, last sent at {since}",
-                    crate::redact::printable(&key)
+                    "  {} row '{}': {} attempt(s), first at {}, last sent at {}",
+                    d.step,
+                    crate::redact::printable(&d.row_key),
+                    d.attempts,
+                    d.first_attempt_at,
+                    d.since.as_deref().unwrap_or("not recorded")
                 );
             }
         }
@@ -1087,14 +1050,10 @@ fn reconcile_cmd(args: &crate::cli::ReconcileArgs, quiet: bool) -> i32 {
 fn running_run(job: &Job, state_path: &Path, run: Option<i64>) -> Option<i64> {
     let st = crate::state::State::open(state_path).ok()?;
     let plan = crate::state::work::plan_id(st.connection(), &job.name, &job.scope).ok()??;
-    let (id, ended): (i64, Option<String>) = st
-        .connection()
-        .query_row(
-            "SELECT id, ended_at FROM runs WHERE plan_id = ?1 AND (?2 IS NULL OR id = ?2) ORDER BY id DESC LIMIT 1",
-            rusqlite::params![plan, run],
-            |r| Ok((r.get(0)?, r.get(1)?)),
-        )
-        .ok()?;
+    let run = crate::state::work::run_info(st.connection(), plan, run)
+        .ok()
+        .flatten()?;
+    let (id, ended) = (run.id, run.ended_at);
     let free = crate::state::lock::try_take(state_path, &job.name, &job.scope)
         .ok()?
         .is_some();

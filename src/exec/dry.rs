@@ -32,9 +32,7 @@ pub fn dry_run(
     // The copy is hashed with the state's own key (kept beside it, not in it).
     let key = if state_path.exists() {
         let st = State::open(state_path)?;
-        st.connection()
-            .execute("VACUUM INTO ?1", [tmp.to_string_lossy()])
-            .map_err(|e| st.err(e))?;
+        st.copy_into(&tmp.to_string_lossy())?;
         st.key().clone()
     } else {
         crate::state::key::ContentKey::random()
@@ -69,11 +67,6 @@ pub fn dry_run(
                 &[ItemState::Pending, ItemState::InFlight, ItemState::Blocked],
             )
             .map_err(err)?;
-            let payload = |id: i64| -> rusqlite::Result<String> {
-                conn.query_row("SELECT payload FROM items WHERE id = ?1", [id], |r| {
-                    r.get(0)
-                })
-            };
             match step.kind {
                 StepKind::Payout => {}
                 kind => {
@@ -97,7 +90,7 @@ pub fn dry_run(
                             step.id,
                             i.row_key,
                             i.row_line,
-                            payload(i.id).map_err(err)?
+                            work::item_payload(conn, i.id).map_err(err)?
                         ));
                     }
                 }
@@ -124,16 +117,7 @@ pub fn dry_run(
                         let members = work::batch_items(conn, b.id).map_err(err)?;
                         let total: rust_decimal::Decimal = members
                             .iter()
-                            .filter_map(|m| {
-                                conn.query_row(
-                                    "SELECT amount FROM items WHERE id = ?1",
-                                    [m.id],
-                                    |r| r.get::<_, Option<String>>(0),
-                                )
-                                .ok()
-                                .flatten()
-                            })
-                            .filter_map(|a| a.parse::<rust_decimal::Decimal>().ok())
+                            .filter_map(|m| work::item_amount(conn, m.id).ok().flatten())
                             .sum();
                         let doubt = if b.state == BatchState::InFlight {
                             " (in doubt: the provider's payouts are searched first)"
@@ -152,7 +136,7 @@ pub fn dry_run(
                                 m.row_key,
                                 m.row_line,
                                 m.external_id.unwrap_or_default(),
-                                payload(m.id).map_err(err)?
+                                work::item_payload(conn, m.id).map_err(err)?
                             ));
                         }
                     }

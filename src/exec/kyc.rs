@@ -345,16 +345,7 @@ pub(super) async fn refresh(
     // The row key is the contact's email only through the payload; the stored
     // provider reference is not kept for KYC, so look the email up from state.
     let id = item.id;
-    let email: Option<String> = ctx
-        .db
-        .read(move |c| {
-            c.query_row(
-                "SELECT json_extract(payload, '$.email') FROM items WHERE id = ?1",
-                [id],
-                |r| r.get(0),
-            )
-        })
-        .await?;
+    let email = ctx.db.read(move |c| work::item_email(c, id)).await?;
     let Some(email) = email else { return Ok(None) };
     let status = match idempotent(ctx, || async { ctx.hc()?.contact(&email).await }).await {
         Ok(Some(c)) => latest(&c).map(str::to_string),

@@ -590,12 +590,17 @@ async fn open(
     let plan_id = db
         .write(move |c| {
             if create_plan {
-                c.execute("INSERT INTO plans (job, scope, created_at) VALUES (?1, ?2, ?3) ON CONFLICT (job, scope) DO NOTHING", rusqlite::params![name, scope, work::now()])?;
+                work::create_plan(c, &name, &scope)?;
             }
             work::plan_id(c, &name, &scope)
         })
         .await?
-        .ok_or_else(|| RunError::Config(format!("'{}' scope '{}' has not been run yet: nothing to reconcile", job.name, job.scope)))?;
+        .ok_or_else(|| {
+            RunError::Config(format!(
+                "'{}' scope '{}' has not been run yet: nothing to reconcile",
+                job.name, job.scope
+            ))
+        })?;
     let lock = Arc::new(lock);
     let held = lock.clone();
     let run_id = db
@@ -648,20 +653,7 @@ pub async fn reconcile(
     let span = match only_run {
         None => None,
         Some(id) => {
-            let found = db
-                .read(move |c| {
-                    c.query_row(
-                        "SELECT started_at, COALESCE(ended_at, '9999') FROM runs WHERE plan_id = ?1 AND id = ?2",
-                        rusqlite::params![plan_id, id],
-                        |r| Ok((r.get::<_, String>(0)?, r.get::<_, String>(1)?)),
-                    )
-                    .map(Some)
-                    .or_else(|e| match e {
-                        rusqlite::Error::QueryReturnedNoRows => Ok(None),
-                        e => Err(e),
-                    })
-                })
-                .await?;
+            let found = db.read(move |c| work::run_span(c, plan_id, id)).await?;
             match found {
                 Some(span) => Some(span),
                 None => {

@@ -12,7 +12,7 @@ mod summary;
 use crate::job::Job;
 use crate::job::steps::StepKind;
 use crate::state::{ItemState, Status};
-use rusqlite::{Connection, OptionalExtension, params};
+use rusqlite::Connection;
 use rust_decimal::Decimal;
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -50,21 +50,7 @@ pub struct RowResult {
 }
 
 /// The run a report is about.
-#[derive(Debug, Clone, Default)]
-pub struct RunInfo {
-    pub id: i64,
-    pub started_at: String,
-    pub ended_at: Option<String>,
-    pub exit_code: Option<i32>,
-    pub requests: u64,
-    pub retries: u64,
-    pub rate_limited: u64,
-    pub in_doubt_resolved: u64,
-    /// Time spent waiting for requests in doubt to settle, in milliseconds.
-    pub settle_ms: u64,
-    /// Why the run stopped, when it failed fatally (exit 5).
-    pub error: Option<String>,
-}
+pub use crate::state::work::RunInfo;
 
 /// Money per currency.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -142,28 +128,7 @@ impl Report {
     ) -> Result<Report, rusqlite::Error> {
         let plan_id: Option<i64> = crate::state::work::plan_id(conn, name, scope)?;
         let plan_id = plan_id.unwrap_or(-1);
-        let run = conn
-            .query_row(
-                "SELECT id, started_at, ended_at, exit_code, requests, retries, rate_limited, in_doubt_resolved, settle_ms, error FROM runs
-                 WHERE plan_id = ?1 AND (?2 IS NULL OR id = ?2) ORDER BY id DESC LIMIT 1",
-                params![plan_id, run_id],
-                |r| {
-                    Ok(RunInfo {
-                        id: r.get(0)?,
-                        started_at: r.get(1)?,
-                        ended_at: r.get(2)?,
-                        exit_code: r.get(3)?,
-                        requests: r.get::<_, i64>(4)? as u64,
-                        retries: r.get::<_, i64>(5)? as u64,
-                        rate_limited: r.get::<_, i64>(6)? as u64,
-                        in_doubt_resolved: r.get::<_, i64>(7)? as u64,
-                        settle_ms: r.get::<_, i64>(8)? as u64,
-                        error: r.get(9)?,
-                    })
-                },
-            )
-            .optional()?
-            .unwrap_or_default();
+        let run = crate::state::work::run_info(conn, plan_id, run_id)?.unwrap_or_default();
         let mut totals: BTreeMap<String, Totals> = BTreeMap::new();
         let mut counts: BTreeMap<String, BTreeMap<Status, u64>> = BTreeMap::new();
         let (mut row_count, mut attention) = (0, 0);
@@ -193,12 +158,7 @@ impl Report {
             Vec::new()
         };
         let duplicates = crate::state::work::duplicates_of(conn, plan_id)?;
-        let instance: String = conn
-            .query_row("SELECT value FROM meta WHERE key = 'instance'", [], |r| {
-                r.get(0)
-            })
-            .optional()?
-            .unwrap_or_default();
+        let instance = crate::state::work::instance(conn)?;
         Ok(Report {
             instance,
             duplicates,
@@ -291,86 +251,72 @@ fn scan(
     mut totals: Option<&mut BTreeMap<String, Totals>>,
     on_row: &mut dyn FnMut(RowResult),
 ) -> rusqlite::Result<()> {
-    let mut stmt = conn.prepare(
-        "SELECT i.row_key, i.row_line, i.step_index, i.state, i.conflict_hash IS NOT NULL, i.provider_ref, i.provider_status,
-                b.provider_ref, i.amount, i.currency, i.attempts, i.error_code, i.error_message, i.updated_at, i.step,
-                json_extract(i.conflict_payload, '$.amount')
-         FROM items i LEFT JOIN batches b ON b.id = i.batch_id WHERE i.plan_id = ?1 ORDER BY i.row_line, i.row_key, i.id",
-    )?;
-    let mut q = stmt.query([plan_id])?;
     let mut current: Option<RowResult> = None;
-    while let Some(r) = q.next()? {
-        let (key, line, si): (String, i64, i64) = (r.get(0)?, r.get(1)?, r.get(2)?);
-        let state: ItemState = r.get(3)?;
-        let provider_status: Option<String> = r.get(6)?;
-        let amount: Option<Decimal> = r.get::<_, Option<String>>(8)?.and_then(|a| a.parse().ok());
-        let currency: Option<String> = r.get(9)?;
-        let step_id: String = r.get(14)?;
+    crate::state::work::each_report_item(conn, plan_id, &mut |i| {
         // Rows of steps no longer in the job are left out.
         let Some(si) = steps
             .iter()
-            .position(|(id, _)| *id == step_id)
-            .or(usize::try_from(si).ok().filter(|i| *i < steps.len()))
+            .position(|(id, _)| *id == i.step)
+            .or(usize::try_from(i.step_index)
+                .ok()
+                .filter(|s| *s < steps.len()))
         else {
-            continue;
+            return;
         };
-        let status = Status::of(state, r.get(4)?);
+        let status = Status::of(i.state, i.conflict);
         let (error_code, error_message) = if status.needs_a_look() {
-            status.reason(r.get(11)?, r.get(12)?)
+            status.reason(i.error_code, i.error_message)
         } else {
-            (r.get(11)?, r.get(12)?)
-        };
-        let result = StepResult {
-            status,
-            provider_ref: r.get(5)?,
-            provider_status: provider_status.clone(),
-            batch_ref: r.get(7)?,
-            amount,
-            currency: currency.clone(),
-            attempts: r.get::<_, i64>(10)? as u32,
-            error_code,
-            error_message,
-            updated_at: r.get(13)?,
+            (i.error_code, i.error_message)
         };
         if let Some(totals) = totals.as_deref_mut()
             && steps[si].1 == StepKind::Payout
-            && result.status != Status::Skipped
-            && let (Some(a), Some(c)) = (amount, &currency)
+            && status != Status::Skipped
+            && let (Some(a), Some(c)) = (i.amount, &i.currency)
         {
             let t = totals.entry(c.clone()).or_default();
             // Planned is what the file asks now (as `plan` prints it): a row changed after
             // it was sent counts at its new amount; what was sent, at the old.
-            let asked: Option<Decimal> =
-                r.get::<_, Option<String>>(15)?.and_then(|a| a.parse().ok());
-            t.planned += asked.unwrap_or(a);
+            t.planned += i.asked.unwrap_or(a);
             if matches!(
-                state,
+                i.state,
                 ItemState::Succeeded | ItemState::InFlight | ItemState::AwaitingFunds
             ) {
                 t.sent += a;
             }
-            if provider_status.as_deref() == Some("completed") {
+            if i.provider_status.as_deref() == Some("completed") {
                 t.completed += a;
             }
-            if result.status == Status::Failed {
+            if status == Status::Failed {
                 t.failed += a;
             }
         }
-        let line = line as u64;
+        let result = StepResult {
+            status,
+            provider_ref: i.provider_ref,
+            provider_status: i.provider_status,
+            batch_ref: i.batch_ref,
+            amount: i.amount,
+            currency: i.currency,
+            attempts: i.attempts,
+            error_code,
+            error_message,
+            updated_at: i.updated_at,
+        };
         if current
             .as_ref()
-            .is_some_and(|row| row.line != line || row.key != key)
+            .is_some_and(|row| row.line != i.row_line || row.key != i.row_key)
             && let Some(done) = current.take()
         {
             on_row(done);
         }
         let row = current.get_or_insert_with(|| RowResult {
-            key,
-            line,
+            key: i.row_key,
+            line: i.row_line,
             steps: vec![None; steps.len()],
         });
         row.steps[si] = Some(result);
-    }
+    })?;
     if let Some(done) = current {
         on_row(done);
     }

@@ -63,19 +63,31 @@ pub fn of_run(conn: &Connection, run_id: i64) -> rusqlite::Result<Vec<ExportReco
         "SELECT step, resource, from_at, to_at, state, rows, pages, duplicates, path, error
          FROM exports WHERE run_id = ?1 ORDER BY started_at, step",
     )?;
-    st.query_map(params![run_id], |r| {
-        Ok(ExportRecord {
-            step: r.get(0)?,
-            resource: r.get(1)?,
-            from_at: r.get(2)?,
-            to_at: r.get(3)?,
-            state: r.get(4)?,
-            rows: r.get::<_, i64>(5)? as u64,
-            pages: r.get::<_, i64>(6)? as u64,
-            duplicates: r.get::<_, i64>(7)? as u64,
-            path: r.get(8)?,
-            error: r.get(9)?,
-        })
-    })?
-    .collect()
+    st.query_map(params![run_id], record)?.collect()
+}
+
+/// Each export step's latest export of the plan, by step name.
+pub fn latest(conn: &Connection, plan_id: i64) -> rusqlite::Result<Vec<ExportRecord>> {
+    let mut st = conn.prepare(
+        "SELECT step, resource, from_at, to_at, state, rows, pages, duplicates, path, error
+         FROM exports WHERE plan_id = ?1
+           AND run_id = (SELECT MAX(run_id) FROM exports e2 WHERE e2.plan_id = ?1 AND e2.step = exports.step)
+         ORDER BY step",
+    )?;
+    st.query_map(params![plan_id], record)?.collect()
+}
+
+fn record(r: &rusqlite::Row) -> rusqlite::Result<ExportRecord> {
+    Ok(ExportRecord {
+        step: r.get(0)?,
+        resource: r.get(1)?,
+        from_at: r.get(2)?,
+        to_at: r.get(3)?,
+        state: r.get(4)?,
+        rows: r.get::<_, i64>(5)? as u64,
+        pages: r.get::<_, i64>(6)? as u64,
+        duplicates: r.get::<_, i64>(7)? as u64,
+        path: r.get(8)?,
+        error: r.get(9)?,
+    })
 }

@@ -219,6 +219,14 @@ impl State {
     }
 
     /// Gives read access to the connection (reports, tests).
+    /// Copies the whole database into `target` (a path or an SQLite URI), consistently.
+    pub fn copy_into(&self, target: &str) -> Result<(), StateError> {
+        self.conn
+            .execute("VACUUM INTO ?1", [target])
+            .map(drop)
+            .map_err(|e| self.err(e))
+    }
+
     pub fn connection(&self) -> &Connection {
         &self.conn
     }

@@ -1,0 +1,321 @@
+//! Items: the executor's reads of a step's work and the transitions of one item.
+
+use super::*;
+
+/// An item as the executor works on it.
+#[derive(Debug, Clone)]
+pub struct WorkItem {
+    pub id: i64,
+    pub row_key: String,
+    pub row_line: u64,
+    pub row_offset: u64,
+    pub state: ItemState,
+    pub attempts: u32,
+    pub content_hash: String,
+    pub first_attempt_at: Option<String>,
+    pub batch_id: Option<i64>,
+    pub external_id: Option<String>,
+    pub provider_status: Option<String>,
+    pub provider_ref: Option<String>,
+    /// When its request in doubt was sent, if it is in doubt and that was recorded.
+    pub doubt_since: Option<String>,
+    /// Its request in doubt was applied (a 2xx that could not be read).
+    pub doubt_applied: bool,
+    /// The stored display copy of the fields (sensitive values masked, image hashes left
+    /// out): the body to send when nothing in it was masked (see [`WorkItem::planned_body`]).
+    pub payload: String,
+}
+
+impl WorkItem {
+    /// The body planned for this item, when the stored payload is it: its hash is the
+    /// item's content hash only when no value was masked and no image hash left out.
+    /// Otherwise (KYC documents, account numbers) `None`: the row is read and rendered
+    /// again.
+    pub fn planned_body(&self, key: &crate::state::key::ContentKey) -> Option<&str> {
+        (key.hash(self.payload.as_bytes()) == self.content_hash).then_some(self.payload.as_str())
+    }
+
+    /// [`WorkItem::planned_body`], taken out of the item (its payload left empty).
+    pub fn take_planned_body(&mut self, key: &crate::state::key::ContentKey) -> Option<String> {
+        self.planned_body(key)?;
+        Some(std::mem::take(&mut self.payload))
+    }
+}
+
+pub(super) const ITEM_COLUMNS: &str = "id, row_key, row_line, row_offset, state, attempts, content_hash, first_attempt_at, batch_id, external_id, provider_status, provider_ref, payload, doubt_since, doubt_applied";
+
+pub(super) fn work_item(r: &rusqlite::Row) -> rusqlite::Result<WorkItem> {
+    Ok(WorkItem {
+        id: r.get(0)?,
+        row_key: r.get(1)?,
+        row_line: r.get::<_, i64>(2)? as u64,
+        row_offset: r.get::<_, i64>(3)? as u64,
+        state: r.get(4)?,
+        attempts: r.get::<_, i64>(5)? as u32,
+        content_hash: r.get(6)?,
+        first_attempt_at: r.get(7)?,
+        batch_id: r.get(8)?,
+        external_id: r.get(9)?,
+        provider_status: r.get(10)?,
+        provider_ref: r.get(11)?,
+        payload: r.get(12)?,
+        doubt_since: r.get(13)?,
+        doubt_applied: r.get(14)?,
+    })
+}
+
+/// Items of a step in the given states, in file order (conflicts are never work).
+pub fn items_in(
+    conn: &Connection,
+    plan_id: i64,
+    step: &str,
+    states: &[ItemState],
+) -> rusqlite::Result<Vec<WorkItem>> {
+    items_page(conn, plan_id, step, states, None, usize::MAX)
+}
+
+/// A page of [`items_in`]: at most `limit` items, those after the row `after` (its line
+/// and key) in file order.
+pub fn items_page(
+    conn: &Connection,
+    plan_id: i64,
+    step: &str,
+    states: &[ItemState],
+    after: Option<&(i64, String)>,
+    limit: usize,
+) -> rusqlite::Result<Vec<WorkItem>> {
+    let marks = placeholders(5, states.len());
+    let sql = format!(
+        // Through the index in file order: by the (plan, step, key) index SQLite would
+        // sort the step's items, a tenth of the time before the first request. A page
+        // enters the index at the row after the last page's, not at the start.
+        "SELECT {ITEM_COLUMNS} FROM items INDEXED BY items_by_line
+         WHERE plan_id = ?1 AND (row_line, row_key) > (?3, ?4) AND step = ?2 AND state IN ({marks}) AND conflict_hash IS NULL
+         ORDER BY row_line, row_key, id"
+    );
+    let mut stmt = conn.prepare_cached(&sql)?;
+    let (line, key) = after.map_or((-1, ""), |(l, k)| (*l, k.as_str()));
+    // The page ends by stepping no further, not by `LIMIT ?`: SQLite plans a bound LIMIT
+    // by its value, so binding it expired the statement and every page was prepared
+    // again.
+    let fixed: [&dyn rusqlite::ToSql; 4] = [&plan_id, &step, &line, &key];
+    let bound = fixed
+        .into_iter()
+        .chain(states.iter().map(|s| s as &dyn rusqlite::ToSql));
+    stmt.query_map(rusqlite::params_from_iter(bound), work_item)?
+        .take(limit)
+        .collect()
+}
+
+/// How many items [`items_in`] would return.
+pub fn count_in(
+    conn: &Connection,
+    plan_id: i64,
+    step: &str,
+    states: &[ItemState],
+) -> rusqlite::Result<u64> {
+    let marks = placeholders(3, states.len());
+    let sql = format!(
+        "SELECT COUNT(*) FROM items WHERE plan_id = ?1 AND step = ?2 AND state IN ({marks}) AND conflict_hash IS NULL"
+    );
+    let fixed: [&dyn rusqlite::ToSql; 2] = [&plan_id, &step];
+    let bound = fixed
+        .into_iter()
+        .chain(states.iter().map(|s| s as &dyn rusqlite::ToSql));
+    conn.query_row(&sql, rusqlite::params_from_iter(bound), |r| {
+        r.get::<_, i64>(0)
+    })
+    .map(|n| n as u64)
+}
+
+/// Each row's step items: `(row_key, step) -> (state, provider_status)`.
+pub type RowStates = std::collections::HashMap<(String, String), (ItemState, Option<String>)>;
+
+/// The state of every step's item for these rows.
+pub fn row_states(conn: &Connection, plan_id: i64) -> rusqlite::Result<RowStates> {
+    let mut stmt =
+        conn.prepare("SELECT row_key, step, state, provider_status FROM items WHERE plan_id = ?1")?;
+    stmt.query_map([plan_id], |r| {
+        Ok(((r.get(0)?, r.get(1)?), (r.get(2)?, r.get(3)?)))
+    })?
+    .collect()
+}
+
+/// Records the intent to send: in flight, one more attempt, first attempt time kept, no
+/// earlier doubt (a new attempt's doubt is its own).
+pub fn mark_in_flight(conn: &Connection, ids: &[i64]) -> rusqlite::Result<()> {
+    let t = now();
+    let mut stmt = conn.prepare_cached(
+        "UPDATE items SET state = ?3, attempts = attempts + 1, first_attempt_at = COALESCE(first_attempt_at, ?2), updated_at = ?2, doubt_since = NULL, doubt_applied = 0 WHERE id = ?1",
+    )?;
+    for id in ids {
+        stmt.execute(params![id, t, ItemState::InFlight])?;
+    }
+    Ok(())
+}
+
+/// What is in doubt: an item, or a payout batch (and with it all its items).
+#[derive(Debug, Clone, Copy)]
+pub enum Unit {
+    Item(i64),
+    Batch(i64),
+}
+
+/// Records when a unit's request in doubt was sent, and whether it was applied (a 2xx that
+/// could not be read). One statement.
+pub fn set_doubt(
+    conn: &Connection,
+    unit: Unit,
+    since: &str,
+    applied: bool,
+) -> rusqlite::Result<()> {
+    let sql = match unit {
+        Unit::Item(_) => {
+            "UPDATE items SET doubt_since = ?2, doubt_applied = ?3 WHERE id = ?1 AND state = 'in_flight'"
+        }
+        Unit::Batch(_) => {
+            "UPDATE batches SET doubt_since = ?2, doubt_applied = ?3 WHERE id = ?1 AND state = 'in_flight'"
+        }
+    };
+    let (Unit::Item(id) | Unit::Batch(id)) = unit;
+    conn.prepare_cached(sql)?
+        .execute(params![id, since, applied])?;
+    Ok(())
+}
+
+/// An item's outcome.
+#[derive(Debug, Clone, Default)]
+pub struct Outcome {
+    pub state: ItemState,
+    pub provider_ref: Option<String>,
+    pub provider_status: Option<String>,
+    pub error_code: Option<String>,
+    pub error_message: Option<String>,
+}
+
+/// Records an item's outcome. A message (often the provider's words) is scrubbed of
+/// account-like numbers before it is stored.
+pub fn set_outcome(conn: &Connection, id: i64, o: &Outcome) -> rusqlite::Result<()> {
+    let message = o.error_message.as_deref().map(crate::redact::scrub);
+    conn.prepare_cached(
+        "UPDATE items SET state = ?2, provider_ref = COALESCE(?3, provider_ref), provider_status = COALESCE(?4, provider_status),
+                error_code = ?5, error_message = ?6, updated_at = ?7 WHERE id = ?1",
+    )?
+    .execute(params![id, o.state, o.provider_ref, o.provider_status, o.error_code, message, now()])?;
+    Ok(())
+}
+
+/// An item's stored display payload (sensitive values masked).
+pub fn item_payload(conn: &Connection, id: i64) -> rusqlite::Result<String> {
+    conn.query_row("SELECT payload FROM items WHERE id = ?1", [id], |r| {
+        r.get(0)
+    })
+}
+
+/// A payout item's amount, as planned.
+pub fn item_amount(conn: &Connection, id: i64) -> rusqlite::Result<Option<rust_decimal::Decimal>> {
+    let text: Option<String> =
+        conn.query_row("SELECT amount FROM items WHERE id = ?1", [id], |r| r.get(0))?;
+    Ok(text.and_then(|a| a.parse().ok()))
+}
+
+/// The email a KYC item's payload carries (the contact it is for).
+pub fn item_email(conn: &Connection, id: i64) -> rusqlite::Result<Option<String>> {
+    conn.query_row(
+        "SELECT json_extract(payload, '$.email') FROM items WHERE id = ?1",
+        [id],
+        |r| r.get(0),
+    )
+}
+
+/// An item in doubt, as `status` lists it.
+#[derive(Debug, Clone)]
+pub struct InDoubt {
+    pub step: String,
+    pub row_key: String,
+    pub attempts: i64,
+    /// When it was first sent (empty when not recorded).
+    pub first_attempt_at: String,
+    /// When its request in doubt was sent (its own, or its batch's).
+    pub since: Option<String>,
+}
+
+/// The plan's first `limit` items in doubt, oldest first.
+pub fn in_doubt(conn: &Connection, plan_id: i64, limit: usize) -> rusqlite::Result<Vec<InDoubt>> {
+    let mut stmt = conn.prepare(
+        "SELECT i.step, i.row_key, i.attempts, COALESCE(i.first_attempt_at, ''), COALESCE(i.doubt_since, b.doubt_since)
+         FROM items i LEFT JOIN batches b ON b.id = i.batch_id
+         WHERE i.plan_id = ?1 AND i.state = ?2 ORDER BY i.id LIMIT ?3",
+    )?;
+    stmt.query_map(params![plan_id, ItemState::InFlight, limit as i64], |r| {
+        Ok(InDoubt {
+            step: r.get(0)?,
+            row_key: r.get(1)?,
+            attempts: r.get(2)?,
+            first_attempt_at: r.get(3)?,
+            since: r.get(4)?,
+        })
+    })?
+    .collect()
+}
+
+/// An item as reports read it.
+#[derive(Debug, Clone)]
+pub struct ReportItem {
+    pub row_key: String,
+    pub row_line: u64,
+    pub step_index: i64,
+    pub step: String,
+    pub state: ItemState,
+    /// The row changed after the item was sent.
+    pub conflict: bool,
+    pub provider_ref: Option<String>,
+    pub provider_status: Option<String>,
+    /// Its batch's reference at the provider.
+    pub batch_ref: Option<String>,
+    pub amount: Option<rust_decimal::Decimal>,
+    pub currency: Option<String>,
+    pub attempts: u32,
+    pub error_code: Option<String>,
+    pub error_message: Option<String>,
+    pub updated_at: String,
+    /// What the file asks now, for an item in conflict (the amount sent is `amount`).
+    pub asked: Option<rust_decimal::Decimal>,
+}
+
+/// Every item of the plan in file order (row line, row key, then step), one at a time.
+pub fn each_report_item(
+    conn: &Connection,
+    plan_id: i64,
+    f: &mut dyn FnMut(ReportItem),
+) -> rusqlite::Result<()> {
+    let mut stmt = conn.prepare(
+        "SELECT i.row_key, i.row_line, i.step_index, i.state, i.conflict_hash IS NOT NULL, i.provider_ref, i.provider_status,
+                b.provider_ref, i.amount, i.currency, i.attempts, i.error_code, i.error_message, i.updated_at, i.step,
+                json_extract(i.conflict_payload, '$.amount')
+         FROM items i LEFT JOIN batches b ON b.id = i.batch_id WHERE i.plan_id = ?1 ORDER BY i.row_line, i.row_key, i.id",
+    )?;
+    let mut q = stmt.query([plan_id])?;
+    let decimal = |v: Option<String>| v.and_then(|a| a.parse().ok());
+    while let Some(r) = q.next()? {
+        f(ReportItem {
+            row_key: r.get(0)?,
+            row_line: r.get::<_, i64>(1)? as u64,
+            step_index: r.get(2)?,
+            state: r.get(3)?,
+            conflict: r.get(4)?,
+            provider_ref: r.get(5)?,
+            provider_status: r.get(6)?,
+            batch_ref: r.get(7)?,
+            amount: decimal(r.get(8)?),
+            currency: r.get(9)?,
+            attempts: r.get::<_, i64>(10)? as u32,
+            error_code: r.get(11)?,
+            error_message: r.get(12)?,
+            updated_at: r.get(13)?,
+            step: r.get(14)?,
+            asked: decimal(r.get(15)?),
+        });
+    }
+    Ok(())
+}

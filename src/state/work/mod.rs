@@ -1,0 +1,80 @@
+//! The executor's reads and transitions of state, as plain functions on a connection (the
+//! database thread runs them). Every state change an executor makes is one of these: items
+//! ([`items`]), payout batches ([`batches`]), runs ([`runs`]), the counts ([`tally`]) and
+//! duplicates found at the provider ([`duplicates`]).
+
+use super::states::{BatchState, ItemState, Status};
+use rusqlite::{Connection, OptionalExtension, params};
+use std::collections::HashMap;
+
+mod batches;
+mod duplicates;
+mod items;
+mod runs;
+mod tally;
+#[cfg(test)]
+mod tests;
+
+pub use batches::*;
+pub use duplicates::*;
+pub use items::*;
+pub use runs::*;
+pub use tally::*;
+
+pub fn now() -> String {
+    chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Millis, true)
+}
+
+/// The plan record of a job and scope.
+pub fn plan_id(conn: &Connection, job: &str, scope: &str) -> rusqlite::Result<Option<i64>> {
+    conn.query_row(
+        "SELECT id FROM plans WHERE job = ?1 AND scope = ?2",
+        params![job, scope],
+        |r| r.get(0),
+    )
+    .optional()
+}
+
+/// Creates the plan record of a job and scope, if there is none.
+pub fn create_plan(conn: &Connection, job: &str, scope: &str) -> rusqlite::Result<()> {
+    conn.execute(
+        "INSERT INTO plans (job, scope, created_at) VALUES (?1, ?2, ?3) ON CONFLICT (job, scope) DO NOTHING",
+        params![job, scope, now()],
+    )?;
+    Ok(())
+}
+
+/// Which state file this is (see the `meta` table), empty when not recorded.
+pub fn instance(conn: &Connection) -> rusqlite::Result<String> {
+    Ok(conn
+        .query_row("SELECT value FROM meta WHERE key = 'instance'", [], |r| {
+            r.get(0)
+        })
+        .optional()?
+        .unwrap_or_default())
+}
+
+/// Who holds a plan's lock.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Holder {
+    pub run_id: i64,
+    pub pid: i64,
+    pub host: String,
+    pub started_at: String,
+}
+
+/// This machine's name, for lock records.
+pub fn host_name() -> String {
+    std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .or_else(|_| std::fs::read_to_string("/etc/hostname"))
+        .map(|s| s.trim().to_string())
+        .unwrap_or_else(|_| "unknown".into())
+}
+
+/// The placeholders `?{first},?{first+1},…` of an `IN (...)` list of `n` bound values.
+pub(super) fn placeholders(first: usize, n: usize) -> String {
+    (first..first + n)
+        .map(|i| format!("?{i}"))
+        .collect::<Vec<_>>()
+        .join(",")
+}
