@@ -317,7 +317,7 @@ pub(crate) async fn settle_items<R: Resolve>(
                 tasks.spawn(op.send(ctx, item, body));
             }
         }
-        super::contact::drain(&mut tasks).await?;
+        super::queue::drain(&mut tasks).await?;
         ctx.db.settled().await?;
     }
     Ok(())

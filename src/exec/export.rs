@@ -817,13 +817,13 @@ async fn pull_pages(
             let p = match (status, &ctx.finhub) {
                 (Some(status), Some(fh)) => {
                     let reply =
-                        super::contact::idempotent(ctx, || fh.by_status(status, page, PAGE_SIZE))
+                        super::protocol::idempotent(ctx, || fh.by_status(status, page, PAGE_SIZE))
                             .await
                             .map_err(|e| Stop::Failed(call_failure(&e, page)))?;
                     parse_customers_page(reply, page)
                 }
                 _ => {
-                    let reply = super::contact::idempotent(ctx, || async {
+                    let reply = super::protocol::idempotent(ctx, || async {
                         ctx.hc()?.list_page(ep.path, &query).await
                     })
                     .await

@@ -7,9 +7,10 @@
 //! Those pages are cached per status, and a cache is trusted for a question only when it was
 //! loaded after the request in doubt started.
 
-use super::contact::{LONG_TASKS, ToSend, drain, failed, gave_up, idempotent, payloads, throttle};
 use super::doubt::Resolve;
-use super::{Ctx, Next, RowSource, RunError, parse_fields};
+use super::protocol::{self, Sent, failed, idempotent};
+use super::queue::{LONG_TASKS, ToSend, drain, payloads, throttle};
+use super::{Ctx, RowSource, RunError, parse_fields};
 use crate::job::steps::StepKind;
 use crate::job::{Job, Step};
 use crate::provider::error::CallError;
@@ -343,43 +344,28 @@ async fn customer_one(
 ) -> Result<(), StateError> {
     let (email, status) = (email_of(&payload), status_of(&payload));
     let body = nest(&payload);
-    let started = Instant::now();
-    let mut attempt = 0u32;
-    loop {
-        attempt += 1;
-        // The first intent was written with the chunk (or by the settling).
-        let Some(slot) = ctx.begin_send(item.id, attempt > 1).await? else {
-            return Ok(());
-        };
-        let (sent_at, sent) = (Instant::now(), chrono::Utc::now());
-        let result = fh.create(&body).await;
-        drop(slot);
-        let e = match result {
-            Ok(v) => {
-                let id = id_of(&v["customer"]);
-                return ctx.outcome(item.id, ok(id, "created"));
-            }
-            Err(e) => e,
-        };
-        if duplicate(&e) {
-            return match ctx
+    let target = protocol::Item {
+        id: item.id,
+        intent_written: true,
+    };
+    let sent = protocol::send(&ctx, &target, duplicate, || fh.create(&body)).await?;
+    match sent {
+        Sent::Answered(v, _) => {
+            let id = id_of(&v["customer"]);
+            ctx.outcome(item.id, ok(id, "created"))
+        }
+        Sent::Claimed(e, at) => {
+            match ctx
                 .directory
-                .find(&ctx, &fh, &email, &status, sent_at)
+                .find(&ctx, &fh, &email, &status, at.mono)
                 .await
             {
                 Ok(Some(id)) => update_existing(&ctx, &fh, item.id, id, &body).await,
                 Ok(None) => ctx.outcome(item.id, failed(&e)),
                 Err(lookup) => ctx.outcome(item.id, failed(&lookup)),
-            };
-        }
-        match ctx.after_failure(&e, attempt, started).await {
-            Next::Retry => {}
-            Next::InDoubt { applied } => {
-                return ctx.in_doubt(work::Unit::Item(item.id), sent, applied);
             }
-            Next::Requeue => return ctx.requeue(item.id),
-            Next::Fail => return ctx.outcome(item.id, gave_up(&e, attempt)),
         }
+        Sent::Recorded => Ok(()),
     }
 }
 
@@ -389,53 +375,19 @@ async fn customer_one(
 async fn bulk(
     ctx: Arc<Ctx>,
     fh: Arc<FinHub>,
-    mut todo: Vec<(WorkItem, Map<String, Value>)>,
+    todo: Vec<(WorkItem, Map<String, Value>)>,
 ) -> Result<(), StateError> {
-    let started = Instant::now();
-    let mut attempt = 0u32;
-    loop {
-        if todo.is_empty() {
-            return Ok(());
-        }
-        if ctx.stopping() {
-            // Not sent in this attempt: back to the queue.
-            for (item, _) in &todo {
-                ctx.requeue(item.id)?;
-            }
-            return Ok(());
-        }
-        attempt += 1;
-        let ids: Vec<i64> = todo.iter().map(|(i, _)| i.id).collect();
-        ctx.db.write(move |c| work::mark_in_flight(c, &ids)).await?;
-        let bodies: Vec<Value> = todo.iter().map(|(_, p)| nest(p)).collect();
-        let slot = ctx.pacer.permit().await;
-        let (since, sent) = (Instant::now(), chrono::Utc::now());
-        let result = fh.create_bulk(&bodies).await;
-        drop(slot);
-        let reply = match result {
-            Ok(reply) => reply,
-            Err(e) => match ctx.after_failure(&e, attempt, started).await {
-                Next::Retry => continue,
-                Next::InDoubt { applied } => {
-                    for (item, _) in &todo {
-                        ctx.in_doubt(work::Unit::Item(item.id), sent, applied)?;
-                    }
-                    return Ok(());
-                }
-                Next::Requeue => {
-                    for (item, _) in &todo {
-                        ctx.requeue(item.id)?;
-                    }
-                    return Ok(());
-                }
-                Next::Fail => {
-                    for (item, _) in &todo {
-                        ctx.outcome(item.id, gave_up(&e, attempt))?;
-                    }
-                    return Ok(());
-                }
-            },
-        };
+    if todo.is_empty() {
+        return Ok(());
+    }
+    let target = protocol::Items(todo.iter().map(|(i, _)| i.id).collect());
+    let bodies: Vec<Value> = todo.iter().map(|(_, p)| nest(p)).collect();
+    let sent = protocol::send(&ctx, &target, protocol::none, || fh.create_bulk(&bodies)).await?;
+    let (reply, at) = match sent {
+        Sent::Answered(reply, at) => (reply, at),
+        Sent::Claimed(..) | Sent::Recorded => return Ok(()),
+    };
+    {
         let mut created: HashMap<String, String> = HashMap::new();
         for c in reply["customers"].as_array().into_iter().flatten() {
             if let (Some(e), Some(id)) = (c["person"]["email"].as_str(), id_of(c)) {
@@ -459,7 +411,7 @@ async fn bulk(
                 refused.insert(email, (status, message));
             }
         }
-        for (item, payload) in std::mem::take(&mut todo) {
+        for (item, payload) in todo {
             let email = email_of(&payload);
             if let Some(id) = created.get(&email) {
                 ctx.outcome(item.id, ok(Some(id.clone()), "created"))?;
@@ -473,7 +425,7 @@ async fn bulk(
                 if duplicate(&e) {
                     let found = ctx
                         .directory
-                        .find(&ctx, &fh, &email, &status_of(&payload), since)
+                        .find(&ctx, &fh, &email, &status_of(&payload), at.mono)
                         .await;
                     match found {
                         Ok(Some(id)) => {
@@ -487,10 +439,10 @@ async fn bulk(
                 }
             } else {
                 // The reply does not say what became of it: in doubt.
-                ctx.in_doubt(work::Unit::Item(item.id), sent, false)?;
+                ctx.in_doubt(work::Unit::Item(item.id), at.wall, false)?;
             }
         }
-        return Ok(());
+        Ok(())
     }
 }
 
@@ -520,35 +472,22 @@ async fn document(
         return no_customer(&ctx, &item);
     };
     let doc = Value::Object(payload);
-    let started = Instant::now();
-    let mut attempt = 0u32;
-    loop {
-        attempt += 1;
-        let Some(slot) = ctx.begin_send(item.id, attempt > 1).await? else {
-            return Ok(());
-        };
-        let sent = chrono::Utc::now();
-        let result = fh
-            .create_documents(&customer, std::slice::from_ref(&doc))
-            .await;
-        drop(slot);
-        let e = match result {
-            Ok(v) => {
-                let id = v["documentIds"][0]["documentId"]
-                    .as_str()
-                    .map(str::to_string);
-                return ctx.outcome(item.id, ok(id, "created"));
-            }
-            Err(e) => e,
-        };
-        match ctx.after_failure(&e, attempt, started).await {
-            Next::Retry => {}
-            Next::InDoubt { applied } => {
-                return ctx.in_doubt(work::Unit::Item(item.id), sent, applied);
-            }
-            Next::Requeue => return ctx.requeue(item.id),
-            Next::Fail => return ctx.outcome(item.id, gave_up(&e, attempt)),
+    let target = protocol::Item {
+        id: item.id,
+        intent_written: true,
+    };
+    let sent = protocol::send(&ctx, &target, protocol::none, || {
+        fh.create_documents(&customer, std::slice::from_ref(&doc))
+    })
+    .await?;
+    match sent {
+        Sent::Answered(v, _) => {
+            let id = v["documentIds"][0]["documentId"]
+                .as_str()
+                .map(str::to_string);
+            ctx.outcome(item.id, ok(id, "created"))
         }
+        Sent::Claimed(..) | Sent::Recorded => Ok(()),
     }
 }
 
@@ -575,32 +514,20 @@ async fn set_value(
         .and_then(Value::as_str)
         .unwrap_or_default()
         .to_string();
-    let started = Instant::now();
-    let mut attempt = 0u32;
-    loop {
-        attempt += 1;
-        // The first intent was written with the chunk (or by the settling).
-        let Some(slot) = ctx.begin_send(item.id, attempt > 1).await? else {
-            return Ok(());
-        };
-        let sent = chrono::Utc::now();
-        let result = if kind == StepKind::CustomerStatus {
+    let target = protocol::Item {
+        id: item.id,
+        intent_written: true,
+    };
+    let sent = protocol::send(&ctx, &target, protocol::none, || async {
+        if kind == StepKind::CustomerStatus {
             fh.update_status(&customer, &value).await
         } else {
             fh.kyc_confirmation(&customer, &value).await
-        };
-        drop(slot);
-        let e = match result {
-            Ok(_) => return ctx.outcome(item.id, ok(Some(customer), &value)),
-            Err(e) => e,
-        };
-        match ctx.after_failure(&e, attempt, started).await {
-            Next::Retry => {}
-            Next::InDoubt { applied } => {
-                return ctx.in_doubt(work::Unit::Item(item.id), sent, applied);
-            }
-            Next::Requeue => return ctx.requeue(item.id),
-            Next::Fail => return ctx.outcome(item.id, gave_up(&e, attempt)),
         }
+    })
+    .await?;
+    match sent {
+        Sent::Answered(..) => ctx.outcome(item.id, ok(Some(customer), &value)),
+        Sent::Claimed(..) | Sent::Recorded => Ok(()),
     }
 }

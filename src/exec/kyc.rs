@@ -2,9 +2,10 @@
 //! with `wait: {until: approved}`, poll the contact's KYC status. A row still pending at the
 //! timeout is `blocked`; the next run polls it again (it is never submitted twice).
 
-use super::contact::{LONG_TASKS, drain, failed, idempotent, throttle, unreadable};
 use super::doubt::{self, Resolve};
-use super::{Ctx, Next, RowSource, RunError, parse_fields, split_ready};
+use super::protocol::{self, Sent, idempotent};
+use super::queue::{LONG_TASKS, drain, throttle, unreadable};
+use super::{Ctx, RowSource, RunError, parse_fields, split_ready};
 use crate::job::{Job, Step};
 use crate::provider::error::CallError;
 use crate::provider::helloclever::client::Upload;
@@ -190,6 +191,8 @@ fn email_of(payload: &Map<String, Value>) -> String {
 }
 
 /// Submits one KYC (`intent_written`: its first intent is); in doubt, it is left to settle.
+/// Its images are read and checked before the first attempt, and the bytes checked are the
+/// bytes sent, on every attempt.
 async fn process(
     ctx: Arc<Ctx>,
     item: WorkItem,
@@ -198,80 +201,86 @@ async fn process(
     intent_written: bool,
 ) -> Result<(), StateError> {
     let email = email_of(&payload);
-    let started = Instant::now();
-    let mut attempt = 0u32;
-    loop {
-        attempt += 1;
-        let Some(slot) = ctx
-            .begin_send(item.id, attempt > 1 || !intent_written)
-            .await?
-        else {
-            return Ok(());
-        };
-        let sent = chrono::Utc::now();
-        let result = if let Some(token) = payload.get("token") {
-            let body = json!({"email": email, "token": token, "webhook_notification": {}});
-            async { ctx.hc()?.submit_kyc_token(&body).await }.await
-        } else {
-            let mut fields = Map::new();
-            for (k, v) in payload.iter() {
-                if !FILES.iter().any(|(f, _)| f == k) {
-                    fields.insert(k.clone(), v.clone());
-                }
-            }
-            fields.insert("webhook_notification".into(), json!("{}"));
-            let mut uploads = Vec::new();
-            for (field, part) in FILES {
-                let Some(rel) = payload.get(field).and_then(Value::as_str) else {
-                    continue;
+    let request = match payload.get("token") {
+        Some(token) => {
+            Request::Token(json!({"email": email, "token": token, "webhook_notification": {}}))
+        }
+        None => match documents(&payload, &csv_dir).await {
+            Ok((fields, uploads)) => Request::Documents(fields, uploads),
+            Err(why) => {
+                let o = Outcome {
+                    state: ItemState::Failed,
+                    error_code: Some("FILE".into()),
+                    error_message: Some(why),
+                    ..Outcome::default()
                 };
-                // The bytes that go are the bytes checked: inside the files' folder,
-                // and an image by their decoded header.
-                let (path, bytes) = match read_checked(&csv_dir, rel).await {
-                    Ok(read) => read,
-                    Err(why) => {
-                        drop(slot);
-                        let o = Outcome {
-                            state: ItemState::Failed,
-                            error_code: Some("FILE".into()),
-                            error_message: Some(why),
-                            ..Outcome::default()
-                        };
-                        return ctx.outcome(item.id, o);
-                    }
-                };
-                let mime = if bytes.starts_with(b"\x89PNG") {
-                    "image/png"
-                } else {
-                    "image/jpeg"
-                };
-                let file_name = path
-                    .file_name()
-                    .map(|n| n.to_string_lossy().into_owned())
-                    .unwrap_or_else(|| part.into());
-                uploads.push(Upload {
-                    part,
-                    file_name,
-                    mime,
-                    bytes,
-                });
+                return ctx.outcome(item.id, o);
             }
-            async { ctx.hc()?.submit_kyc(&fields, uploads).await }.await
-        };
-        drop(slot);
-        let e = match result {
-            Ok(_) => return ctx.outcome(item.id, submitted("pending")),
-            Err(e) => e,
-        };
-        match ctx.after_failure(&e, attempt, started).await {
-            Next::Retry => {}
-            Next::InDoubt { applied } => {
-                return ctx.in_doubt(work::Unit::Item(item.id), sent, applied);
+        },
+    };
+    let target = protocol::Item {
+        id: item.id,
+        intent_written,
+    };
+    let sent = protocol::send(&ctx, &target, protocol::none, || async {
+        match &request {
+            Request::Token(body) => ctx.hc()?.submit_kyc_token(body).await,
+            Request::Documents(fields, uploads) => {
+                ctx.hc()?.submit_kyc(fields, uploads.clone()).await
             }
-            Next::Requeue => return ctx.requeue(item.id),
-            Next::Fail => return ctx.outcome(item.id, failed(&e)),
+        }
+    })
+    .await?;
+    match sent {
+        Sent::Answered(..) => ctx.outcome(item.id, submitted("pending")),
+        Sent::Claimed(..) | Sent::Recorded => Ok(()),
+    }
+}
+
+/// A KYC submission: by share token, or the row's fields with its images.
+enum Request {
+    Token(Value),
+    Documents(Map<String, Value>, Vec<Upload>),
+}
+
+/// The fields and images of a KYC by documents; an image that cannot be read, lies
+/// outside the files' folder or is not an image is the row's error.
+async fn documents(
+    payload: &Map<String, Value>,
+    csv_dir: &std::path::Path,
+) -> Result<(Map<String, Value>, Vec<Upload>), String> {
+    let mut fields = Map::new();
+    for (k, v) in payload.iter() {
+        if !FILES.iter().any(|(f, _)| f == k) {
+            fields.insert(k.clone(), v.clone());
         }
     }
+    fields.insert("webhook_notification".into(), json!("{}"));
+    let mut uploads = Vec::new();
+    for (field, part) in FILES {
+        let Some(rel) = payload.get(field).and_then(Value::as_str) else {
+            continue;
+        };
+        // The bytes that go are the bytes checked: inside the files' folder, and an image
+        // by their decoded header.
+        let (path, bytes) = read_checked(csv_dir, rel).await?;
+        let mime = if bytes.starts_with(b"\x89PNG") {
+            "image/png"
+        } else {
+            "image/jpeg"
+        };
+        let file_name = path
+            .file_name()
+            .map(|n| n.to_string_lossy().into_owned())
+            .unwrap_or_else(|| part.into());
+        uploads.push(Upload {
+            part,
+            file_name,
+            mime,
+            bytes,
+        });
+    }
+    Ok((fields, uploads))
 }
 
 /// Reads a KYC image for upload: confined to `root`, and checked as an image from the very

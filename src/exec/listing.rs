@@ -138,7 +138,7 @@ pub(super) async fn scan(
                 ("to_date", fmt(to)),
                 ("page", page.to_string()),
             ];
-            let reply = super::contact::idempotent(ctx, || async {
+            let reply = super::protocol::idempotent(ctx, || async {
                 ctx.hc()?.list_page("/v2/payouts/all", &query).await
             })
             .await?;

@@ -21,6 +21,8 @@ mod listing;
 pub mod pace;
 mod payout;
 pub mod progress;
+mod protocol;
+mod queue;
 
 pub use dry::dry_run;
 
@@ -145,19 +147,6 @@ pub struct Change {
     pub what: String,
 }
 
-/// What to do after a failed attempt.
-pub(crate) enum Next {
-    /// Surely not applied; the wait is done: send again.
-    Retry,
-    /// It may have been applied (`applied`: it was — a 2xx that could not be read): it is
-    /// left in flight, and settles at the end of its step (see [`doubt`]).
-    InDoubt { applied: bool },
-    /// Refused, or out of attempts and surely not applied.
-    Fail,
-    /// Stopping (a signal) and surely not applied: back to the queue for the next run.
-    Requeue,
-}
-
 impl Ctx {
     /// The Hello Clever client; a refusal (never retried) when the job's provider is
     /// another, which the load-time checks already rule out.
@@ -170,104 +159,6 @@ impl Ctx {
                 message: "a Hello Clever step in a job whose provider is not Hello Clever".into(),
                 retry_after: None,
             })
-    }
-
-    /// Decides, in one place for every step, what a failed attempt leads to: a 429 holds
-    /// every sender; a request that may have been applied is in doubt at once (it is never
-    /// sent again before it settles); others are retried with backoff until their attempts
-    /// run out, then fail.
-    pub(crate) async fn after_failure(
-        &self,
-        e: &crate::provider::error::CallError,
-        attempt: u32,
-        started: tokio::time::Instant,
-    ) -> Next {
-        use crate::provider::error::{CallError, Verdict};
-        // Credentials refused: every request would be, so stop and keep the rows pending.
-        // (FinHub's client has already renewed its token once before this.)
-        if let CallError::Status {
-            status: status @ (401 | 403),
-            message,
-            ..
-        } = e
-        {
-            return self.halt(Halt::Refused(format!("HTTP {status}: {message}")));
-        }
-        match e.verdict() {
-            Verdict::Reject => self.refused(e),
-            Verdict::Retry {
-                maybe_applied,
-                after,
-            } => {
-                if e.is_rate_limited() {
-                    self.pacer.rate_limited(after);
-                }
-                if maybe_applied {
-                    return Next::InDoubt {
-                        applied: matches!(e, CallError::Decode(_)),
-                    };
-                }
-                if self.stopping() {
-                    return Next::Requeue;
-                }
-                let exhausted = attempt >= self.pacer.attempts()
-                    || started.elapsed() > self.pacer.max_elapsed();
-                match exhausted {
-                    // Not a row's fault: a connection is refused, or times out, for every row.
-                    true if matches!(e, CallError::Connect(_)) => {
-                        self.halt(Halt::Unreachable(format!(
-                            "{e}, {attempt} attempt(s) over {:.1} s",
-                            started.elapsed().as_secs_f64()
-                        )))
-                    }
-                    true => Next::Fail,
-                    false => {
-                        tokio::time::sleep(self.pacer.delay(attempt, after)).await;
-                        Next::Retry
-                    }
-                }
-            }
-        }
-    }
-
-    /// A refusal: the row fails, unless nothing has succeeded yet and the last
-    /// [`SAME_ANSWER`] refusals were this same one — then the run stops.
-    fn refused(&self, e: &crate::provider::error::CallError) -> Next {
-        if self.any_success.load(Ordering::Relaxed) {
-            return Next::Fail;
-        }
-        let message = match e {
-            crate::provider::error::CallError::Status { message, .. } => message.clone(),
-            other => other.to_string(),
-        };
-        let code = e.code();
-        let mut same = self.same_answer.lock().unwrap_or_else(|p| p.into_inner());
-        let n = match &mut *same {
-            Some((c, m, n)) if *c == code && *m == message => {
-                *n += 1;
-                *n
-            }
-            _ => {
-                *same = Some((code.clone(), message.clone(), 1));
-                1
-            }
-        };
-        drop(same);
-        if n >= SAME_ANSWER {
-            return self.halt(Halt::SameAnswer { code, message });
-        }
-        Next::Fail
-    }
-
-    /// Stops the run for `why` (the first reason is kept); the item at hand goes back to
-    /// the queue, its request surely not applied.
-    fn halt(&self, why: Halt) -> Next {
-        self.halt
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .get_or_insert(why);
-        self.stop.store(true, Ordering::Relaxed);
-        Next::Requeue
     }
 
     /// Records that an item's request, sent at `sent`, may have been applied (`applied`:
@@ -337,28 +228,6 @@ impl Ctx {
                 ..Outcome::default()
             },
         )
-    }
-
-    /// Before one item's request: its intent (unless its chunk wrote it already), then a
-    /// rate-limit permit. `None` when stopping (a signal, or refused credentials): the item
-    /// went back to the queue and nothing was sent.
-    pub(crate) async fn begin_send(
-        &self,
-        id: i64,
-        write_intent: bool,
-    ) -> Result<Option<tokio::sync::SemaphorePermit<'_>>, StateError> {
-        if write_intent {
-            self.db
-                .write(move |c| work::mark_in_flight(c, &[id]))
-                .await?;
-        }
-        let slot = self.pacer.permit().await;
-        if self.stopping() {
-            drop(slot);
-            self.requeue(id)?;
-            return Ok(None);
-        }
-        Ok(Some(slot))
     }
 
     /// Waits until the next poll of a wait loop: `every`, but not past `deadline`.

@@ -15,10 +15,11 @@
 //!
 //! Transactions are matched to rows by external id, never by position.
 
-use super::contact::{failed, idempotent, unreadable};
 use super::doubt::{self, Doubt, Settled};
 use super::listing::{self, Ours, Window};
-use super::{Ctx, Next, RowSource, RunError, ready};
+use super::protocol::{self, Sent, idempotent};
+use super::queue::unreadable;
+use super::{Ctx, RowSource, RunError, ready};
 use crate::job::{Job, Step};
 use crate::provider::error::CallError;
 use crate::provider::helloclever::wire::{PayoutBatch, PayoutTransaction};
@@ -145,10 +146,10 @@ pub async fn run(
                 continue;
             }
         }
-        super::contact::throttle(&mut tasks, 64).await?;
+        super::queue::throttle(&mut tasks, 64).await?;
         tasks.spawn(send(ctx.clone(), batch, members));
     }
-    super::contact::drain(&mut tasks).await?;
+    super::queue::drain(&mut tasks).await?;
     touched |= settle(ctx, si, step, rows).await?;
     if touched && !ctx.stopping() {
         check_duplicates(ctx, &step.id).await?;
@@ -399,46 +400,59 @@ async fn send(ctx: Arc<Ctx>, batch: WorkBatch, members: Members) -> Result<(), S
         )
         .await;
     }
-    let started = Instant::now();
-    let mut attempt = 0u32;
-    loop {
-        attempt += 1;
-        let id = batch.id;
+    let request = body(&batch, &members);
+    let target = Batch {
+        batch: &batch,
+        members: &members,
+    };
+    let sent = protocol::send(&ctx, &target, protocol::none, || async {
+        ctx.hc()?.create_payout(&request).await
+    })
+    .await?;
+    match sent {
+        Sent::Answered(created, _) => record(&ctx, &batch, &members, &created).await,
+        Sent::Claimed(..) | Sent::Recorded => Ok(()),
+    }
+}
+
+/// A payout batch under the protocol: its intent and outcomes are the batch's and its
+/// rows', in one transaction each.
+struct Batch<'a> {
+    batch: &'a WorkBatch,
+    members: &'a Members,
+}
+
+impl protocol::Target for Batch<'_> {
+    async fn intent(&self, ctx: &Ctx, _attempt: u32) -> Result<(), StateError> {
+        let id = self.batch.id;
         ctx.db
             .write(move |c| work::mark_batch_in_flight(c, id))
-            .await?;
-        let request = body(&batch, &members);
-        let slot = ctx.pacer.permit().await;
-        if ctx.stopping() {
-            // Stopping (a signal, or refused credentials): not sent; back to the queue.
-            drop(slot);
-            return requeue(&ctx, &batch, &members).await;
-        }
-        let sent = chrono::Utc::now();
-        let result = async { ctx.hc()?.create_payout(&request).await }.await;
-        drop(slot);
-        let e = match result {
-            Ok(created) => return record(&ctx, &batch, &members, &created).await,
-            Err(e) => e,
-        };
-        match ctx.after_failure(&e, attempt, started).await {
-            Next::Retry => {}
-            Next::InDoubt { applied } => {
-                return ctx.in_doubt(work::Unit::Batch(batch.id), sent, applied);
-            }
-            Next::Requeue => return requeue(&ctx, &batch, &members).await,
-            Next::Fail => {
-                let o = failed(&e);
-                return fail_all(
-                    &ctx,
-                    &batch,
-                    &members,
-                    &o.error_code.unwrap_or_default(),
-                    &o.error_message.unwrap_or_default(),
-                )
-                .await;
-            }
-        }
+            .await
+    }
+
+    fn in_doubt(
+        &self,
+        ctx: &Ctx,
+        sent: chrono::DateTime<chrono::Utc>,
+        applied: bool,
+    ) -> Result<(), StateError> {
+        ctx.in_doubt(work::Unit::Batch(self.batch.id), sent, applied)
+    }
+
+    async fn requeue(&self, ctx: &Ctx) -> Result<(), StateError> {
+        requeue(ctx, self.batch, self.members).await
+    }
+
+    async fn fail(&self, ctx: &Ctx, o: Outcome) -> Result<(), StateError> {
+        let (code, message) = (o.error_code.unwrap_or_default(), o.error_message);
+        fail_all(
+            ctx,
+            self.batch,
+            self.members,
+            &code,
+            &message.unwrap_or_default(),
+        )
+        .await
     }
 }
 
@@ -548,7 +562,7 @@ async fn settle(
                 Settled::Later => {}
             }
         }
-        super::contact::drain(&mut tasks).await?;
+        super::queue::drain(&mut tasks).await?;
         ctx.db.settled().await?;
     }
     Ok(any)

@@ -18,6 +18,7 @@ fn joined(base: &Url, path: &str) -> Url {
 }
 
 /// A KYC image to upload.
+#[derive(Clone)]
 pub struct Upload {
     pub part: &'static str,
     pub file_name: String,
