@@ -1,0 +1,146 @@
+//! What each command does and prints, one file per command. A command returns its exit
+//! code, or an [`Error`] that [`run`] prints once and turns into the documented exit code
+//! (see `exit`).
+
+/// Says a message for the user on stderr (see [`output::say`]), with `format!` arguments.
+macro_rules! say {
+    ($($arg:tt)*) => {
+        crate::commands::output::say(&format!($($arg)*))
+    };
+}
+
+mod error;
+mod output;
+mod plan;
+mod reconcile;
+mod report;
+mod run;
+mod sandbox;
+mod status;
+mod unlock;
+mod validate;
+
+pub use error::Error;
+
+use crate::cli::{Cli, Command, JobArgs, PlanArgs};
+use crate::job::{self, Job, LoadOptions};
+use std::path::{Path, PathBuf};
+
+/// Runs a parsed command line and returns the process exit code.
+pub fn run(cli: Cli) -> i32 {
+    let bars = output::init_logging(cli.log_format, cli.quiet);
+    let done = match cli.command {
+        Command::Validate(args) => validate::validate(&args),
+        Command::Plan(args) => plan::plan(&args),
+        Command::Sandbox(args) => sandbox::sandbox(*args),
+        Command::Run(args) => run::run(&args, bars, cli.quiet),
+        Command::Status(args) => status::status(&args),
+        Command::Report(args) => report::report(&args),
+        Command::Reconcile(args) => reconcile::reconcile(&args, cli.quiet),
+        Command::Unlock(args) => unlock::unlock(&args),
+    };
+    done.unwrap_or_else(|e| {
+        e.print();
+        e.exit_code()
+    })
+}
+
+/// The job, with a `--sandbox` rehearsal's paths when `sandbox`, and its state database
+/// (`--state`, or the default beside the job file).
+fn job_and_state(args: &PlanArgs, sandbox: bool) -> Result<(Job, PathBuf), Error> {
+    let mut job = load(&args.job)?;
+    if sandbox {
+        // A rehearsal must never touch the real run's state, reports or export files: a
+        // row "paid" in the sandbox would otherwise count as paid for real.
+        crate::plan::use_sandbox_paths(&mut job);
+    }
+    let state = args
+        .state
+        .clone()
+        .unwrap_or_else(|| crate::plan::default_state_path(&job));
+    Ok((job, state))
+}
+
+/// Loads the job file; its problems, each with its place, are the error.
+fn load(args: &JobArgs) -> Result<Job, Error> {
+    let opts = LoadOptions {
+        vars: args.vars.clone(),
+        env: None,
+    };
+    job::load(&args.job, &opts).map_err(|diags| Error::Job {
+        file: args.job.clone(),
+        diags,
+    })
+}
+
+fn runtime() -> Result<tokio::runtime::Runtime, Error> {
+    tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .map_err(|e| Error::Fatal(format!("cannot start the async runtime: {e}")))
+}
+
+/// Why there is nothing to show when the state database `path` does not exist yet (the
+/// commands that read it create none), with the command that shows a `--sandbox`
+/// rehearsal's state when only that exists.
+fn no_state_yet(
+    job: &Job,
+    args: &PlanArgs,
+    path: &Path,
+    sandbox_cmd: Option<&str>,
+) -> Option<String> {
+    if path.exists() {
+        return None;
+    }
+    let mut why = format!(
+        "'{}' scope '{}' has no state yet ({} does not exist): run {}",
+        job.name,
+        job.scope,
+        path.display(),
+        if job.sandbox {
+            "`payrun run --sandbox`"
+        } else {
+            "`payrun plan` or `payrun run`"
+        }
+    );
+    if let Some(cmd) = sandbox_cmd
+        && !job.sandbox
+        && args.state.is_none()
+        && crate::plan::state_path_of(job, true).exists()
+    {
+        why.push_str(&format!(
+            "\na sandbox rehearsal has state: `payrun {cmd} {} --sandbox` shows it",
+            args.job.job.display()
+        ));
+    }
+    Some(why)
+}
+
+/// The run `run` (the latest when `None`) when it has not ended and its process holds the
+/// lock.
+fn running_run(job: &Job, state_path: &Path, run: Option<i64>) -> Option<i64> {
+    let st = crate::state::State::open(state_path).ok()?;
+    let plan = crate::state::work::plan_id(st.connection(), &job.name, &job.scope).ok()??;
+    let run = crate::state::work::run_info(st.connection(), plan, run)
+        .ok()
+        .flatten()?;
+    let (id, ended) = (run.id, run.ended_at);
+    let free = crate::state::lock::try_take(state_path, &job.name, &job.scope)
+        .ok()?
+        .is_some();
+    (ended.is_none() && !free).then_some(id)
+}
+
+/// Why a run or reconcile could not go ahead.
+fn run_error(job: &Job, e: crate::exec::RunError) -> Error {
+    use crate::exec::RunError;
+    match e {
+        RunError::Locked(held) => Error::Locked(format!(
+            "another run of '{}' scope '{}' holds the lock: {held}; wait for it to end (`payrun unlock` clears the lock of a run whose process is gone)",
+            job.name, job.scope
+        )),
+        RunError::Config(m) => Error::Invalid(m),
+        RunError::State(e) => Error::State(e),
+        e @ RunError::Fatal(_) => Error::Fatal(e.to_string()),
+    }
+}

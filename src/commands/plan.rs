@@ -1,0 +1,136 @@
+//! `payrun plan`: the job's work written to state (what is new, unchanged, changed, in
+//! conflict), under the run's lock; nothing is sent.
+
+use super::output::{Problems, plural, print_totals};
+use super::{Error, job_and_state};
+use crate::cli::PlanArgs;
+use crate::exit;
+use crate::job::steps::StepKind;
+use crate::plan::PlanError;
+
+pub(super) fn plan(args: &PlanArgs) -> Result<i32, Error> {
+    let (job, state_path) = job_and_state(args, false)?;
+    if job.input.is_none() {
+        println!(
+            "nothing to plan: '{}' holds only export steps; `payrun run` runs them",
+            job.name
+        );
+        return Ok(exit::SUCCESS);
+    }
+    // Planning changes items: not while a run of this job and scope may be sending them,
+    // so it holds the run's lock (a first plan has no run to wait for).
+    let _lock = if state_path.exists() {
+        match crate::state::lock::try_take(&state_path, &job.name, &job.scope) {
+            Ok(Some(lock)) => Some(lock),
+            Ok(None) => {
+                let held = crate::state::State::open(&state_path)
+                    .map(|st| {
+                        let plan =
+                            crate::state::work::plan_id(st.connection(), &job.name, &job.scope)
+                                .ok()
+                                .flatten();
+                        crate::state::lock::Held::read(st.connection(), plan)
+                    })
+                    .map_or_else(|_| "a run".to_string(), |h| h.to_string());
+                return Err(Error::Locked(format!(
+                    "a run of '{}' scope '{}' is in progress: {held}; plan again when it ends",
+                    job.name, job.scope
+                )));
+            }
+            Err(e) => {
+                return Err(Error::Fatal(format!(
+                    "cannot take the lock beside {}: {e}",
+                    state_path.display()
+                )));
+            }
+        }
+    } else {
+        None
+    };
+    let mut problems = Problems::default();
+    let planned = crate::plan::plan(&job, &state_path, &mut |e| problems.print(e));
+    problems.finish();
+    match planned {
+        Err(PlanError::Invalid(summary)) => Err(Error::Rows(format!(
+            "{} {} in {}; nothing was planned",
+            summary.errors,
+            plural(summary.errors, "problem", "problems"),
+            job.csv_path().display()
+        ))),
+        Err(PlanError::Input(e)) => Err(e.into()),
+        Err(PlanError::State(e)) => Err(e.into()),
+        Err(e @ PlanError::Stopped) => Err(Error::Interrupted(e.to_string())),
+        Ok(outcome) => {
+            println!(
+                "plan for job '{}', scope '{}' ({} rows) in {}",
+                job.name,
+                job.scope,
+                outcome.summary.rows,
+                outcome.state_path.display()
+            );
+            println!();
+            let w = job
+                .steps
+                .iter()
+                .map(|s| s.id.chars().count())
+                .max()
+                .unwrap_or(0)
+                .max(12);
+            println!(
+                "{:<w$} {:<8} {:>8} {:>10} {:>8} {:>9} {:>6} {:>8} {:>8}",
+                "step",
+                "type",
+                "new",
+                "unchanged",
+                "changed",
+                "conflict",
+                "done",
+                "skipped",
+                "batches"
+            );
+            for (step, c) in job.steps.iter().zip(&outcome.counts.steps) {
+                let batches = if step.kind == StepKind::Payout {
+                    format!("{} (+{})", c.batches, c.new_batches)
+                } else {
+                    "-".to_string()
+                };
+                println!(
+                    "{:<w$} {:<8} {:>8} {:>10} {:>8} {:>9} {:>6} {:>8} {:>8}",
+                    step.id,
+                    step.kind.as_str(),
+                    c.new,
+                    c.unchanged,
+                    c.changed,
+                    c.conflict,
+                    c.done,
+                    c.skipped,
+                    batches
+                );
+            }
+            if !outcome.summary.totals.is_empty() {
+                println!();
+                println!("payout totals:");
+                print_totals(&outcome.summary);
+            }
+            let conflicts = &outcome.counts.conflicts;
+            if !conflicts.is_empty() {
+                println!();
+                println!(
+                    "{} {}: these rows changed after they were sent and will not be re-sent:",
+                    conflicts.len(),
+                    plural(conflicts.len() as u64, "conflict", "conflicts")
+                );
+                for (line, key, step) in conflicts.iter().take(50) {
+                    println!(
+                        "  {}:{line}: key '{key}', step '{step}'",
+                        job.csv_path().display()
+                    );
+                }
+                if conflicts.len() > 50 {
+                    println!("  … and {} more", conflicts.len() - 50);
+                }
+            }
+            Ok(exit::SUCCESS)
+        }
+    }
+}

@@ -1,0 +1,139 @@
+//! `payrun status`: where a job and scope stand, from state alone.
+
+use super::output::plural;
+use super::{Error, job_and_state, no_state_yet};
+use crate::exit;
+use crate::job::Job;
+use std::path::Path;
+
+pub(super) fn status(args: &crate::cli::StatusArgs) -> Result<i32, Error> {
+    let (job, path) = job_and_state(&args.plan, args.sandbox)?;
+    // Like report and reconcile: with no state, there is nothing to show (exit 2).
+    if let Some(why) = no_state_yet(&job, &args.plan, &path, Some("status")) {
+        return Err(Error::Invalid(why));
+    }
+    show(&job, &path)?;
+    Ok(exit::SUCCESS)
+}
+
+/// Prints the plan's counts, latest exports, last runs, what is in doubt, duplicates and
+/// the lock.
+fn show(job: &Job, path: &Path) -> Result<(), crate::state::StateError> {
+    {
+        let st = crate::state::State::open(path)?;
+        let conn = st.connection();
+        let err = |e| st.err(e);
+        let Some(plan_id) =
+            crate::state::work::plan_id(conn, &job.name, &job.scope).map_err(err)?
+        else {
+            println!("'{}' scope '{}' has not been planned", job.name, job.scope);
+            return Ok(());
+        };
+        println!(
+            "job '{}' scope '{}' ({})",
+            job.name,
+            job.scope,
+            path.display()
+        );
+        // The same counts, by the same names, as the run's summary.
+        let tally = crate::state::work::Tally::of(conn, plan_id).map_err(err)?;
+        let rows: Vec<(String, crate::state::Status, u64)> = tally
+            .steps()
+            .iter()
+            .flat_map(|(step, states)| states.iter().map(move |(s, n)| (step.clone(), *s, *n)))
+            .collect();
+        let width = rows
+            .iter()
+            .map(|(step, ..)| step.len())
+            .max()
+            .unwrap_or(0)
+            .max(12);
+        for (step, s, n) in rows {
+            println!("  {step:<width$} {s:<14} {n:>8}");
+        }
+        let exports = crate::state::exports::latest(conn, plan_id).map_err(err)?;
+        if !exports.is_empty() {
+            println!("latest exports:");
+        }
+        for e in exports {
+            let mark = crate::state::exports::watermark(conn, plan_id, &e.step).map_err(err)?;
+            println!(
+                "  {:<12} {} {} .. {}: {}, {} rows{}; last_run = {}",
+                e.step,
+                e.resource,
+                e.from_at,
+                e.to_at,
+                e.state,
+                e.rows,
+                match e.error.as_deref() {
+                    None | Some("") => String::new(),
+                    Some(error) => format!(" ({error})"),
+                },
+                mark.as_deref().unwrap_or("none yet")
+            );
+        }
+        println!("last runs:");
+        for run in crate::state::work::recent_runs(conn, plan_id, 5).map_err(err)? {
+            let code = run.exit_code.map_or("-".to_string(), |c| c.to_string());
+            println!(
+                "  run {}: {} → {}, exit {code}, {} {}, {} {}, {} in doubt resolved{}",
+                run.id,
+                run.started_at,
+                run.ended_at.as_deref().unwrap_or("running"),
+                run.requests,
+                plural(run.requests, "request", "requests"),
+                run.retries,
+                plural(run.retries, "retry", "retries"),
+                run.in_doubt_resolved,
+                run.error
+                    .map(|e| format!("\n    stopped: {}", crate::redact::printable(&e)))
+                    .unwrap_or_default()
+            );
+        }
+        let doubt = crate::state::work::in_doubt(conn, plan_id, 50).map_err(err)?;
+        if !doubt.is_empty() {
+            println!(
+                "in doubt (sent, outcome unknown; the next run waits limits.settle after the last send, then asks the provider before any resend):"
+            );
+            for d in doubt {
+                println!(
+                    "  {} row '{}': {} attempt(s), first at {}, last sent at {}",
+                    d.step,
+                    crate::redact::printable(&d.row_key),
+                    d.attempts,
+                    d.first_attempt_at,
+                    d.since.as_deref().unwrap_or("not recorded")
+                );
+            }
+        }
+        for (step, d) in crate::state::work::duplicates_of(conn, plan_id).map_err(err)? {
+            println!(
+                "DUPLICATE {step} {}{}: batches {} at the provider can pay it (found by the last check; `payrun reconcile` checks again)",
+                d.external_id,
+                d.row_key
+                    .as_deref()
+                    .map(|k| format!(" (row '{k}')"))
+                    .unwrap_or_default(),
+                d.uuids.join(", ")
+            );
+        }
+        if let Some((h, heartbeat)) = crate::state::lock::holder(conn, plan_id).map_err(err)? {
+            // The OS lock says whether the holder lives: free, its process is gone.
+            let gone = crate::state::lock::try_take(path, &job.name, &job.scope)
+                .is_ok_and(|l| l.is_some_and(|l| l.by_kernel()));
+            println!(
+                "locked by run {} (pid {} on {}, started {}, last alive {heartbeat}){}",
+                h.run_id,
+                h.pid,
+                h.host,
+                h.started_at,
+                if gone {
+                    ": its process is gone; the next run takes the lock over (`payrun unlock` clears it now)"
+                } else {
+                    ""
+                }
+            );
+        }
+        Ok(())
+    }
+}
