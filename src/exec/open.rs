@@ -1,0 +1,239 @@
+//! Opening a run: the provider's settings resolved, its client, the database thread, the
+//! plan and the run's record under the lock.
+
+use super::*;
+
+/// The provider settings `run` needs, resolved.
+enum Settings {
+    HelloClever {
+        base: String,
+        app_id: String,
+        secret: String,
+    },
+    FinHub {
+        base: String,
+        tenant: String,
+        auth: crate::provider::finhub::client::Auth,
+        kyc_confirmation_path: String,
+    },
+}
+
+/// A setting `run` needs: its value, else an error naming the unset variable or the key.
+fn need(job: &Job, key: &str, setting: &crate::job::Setting) -> Result<String, RunError> {
+    match setting {
+        Some(Ok(v)) if !v.is_empty() => Ok(v.clone()),
+        Some(Err(d)) => Err(RunError::Config(d.to_string())),
+        _ => Err(RunError::Config(format!(
+            "{}: provider.{key} is required to run",
+            job.path.display()
+        ))),
+    }
+}
+
+/// A setting `run` can do without: its value if written, an error if its variable is unset.
+fn optional(setting: &crate::job::Setting) -> Result<Option<String>, RunError> {
+    match setting {
+        Some(Ok(v)) => Ok(Some(v.clone())),
+        Some(Err(d)) => Err(RunError::Config(d.to_string())),
+        None => Ok(None),
+    }
+}
+
+/// Resolves the provider settings `run` needs; a missing variable is an error naming it.
+fn provider_settings(job: &Job, opts: &RunOptions) -> Result<Settings, RunError> {
+    use crate::job::ProviderSettings;
+    use crate::provider::finhub::client::Auth;
+    use crate::provider::http::Secret;
+    match &job.provider.settings {
+        ProviderSettings::HelloClever {
+            base_url,
+            app_id,
+            secret_key,
+        } => {
+            let base = match &opts.base_url {
+                Some(b) => b.clone(),
+                None => optional(base_url)?
+                    .unwrap_or_else(|| crate::provider::helloclever::SANDBOX_BASE_URL.to_string()),
+            };
+            let (app_id, secret) = match &opts.credentials {
+                Some(c) => c.clone(),
+                None => (
+                    need(job, "app_id", app_id)?,
+                    need(job, "secret_key", secret_key)?,
+                ),
+            };
+            Ok(Settings::HelloClever {
+                base,
+                app_id,
+                secret,
+            })
+        }
+        ProviderSettings::FinHub {
+            base_url,
+            tenant_id,
+            token,
+            token_url,
+            client_id,
+            client_secret,
+            base_path,
+            kyc_confirmation_path,
+        } => {
+            let base = match &opts.base_url {
+                Some(b) => b.clone(),
+                None => need(job, "base_url", base_url)?,
+            };
+            let (tenant, auth) = match &opts.credentials {
+                // The embedded sandbox: its client, its tenant.
+                Some((id, secret)) => (
+                    crate::sandbox::FinhubConfig::default().tenant,
+                    Auth::ClientCredentials {
+                        token_url: format!("{base}/oauth/token"),
+                        client_id: Secret::new(id.clone()),
+                        client_secret: Secret::new(secret.clone()),
+                    },
+                ),
+                None => {
+                    let tenant = need(job, "tenant_id", tenant_id)?;
+                    let auth = match token {
+                        Some(Ok(t)) if !t.is_empty() => Auth::Static(Secret::new(t.clone())),
+                        _ => {
+                            for s in [token_url, client_id, client_secret] {
+                                optional(s)?;
+                            }
+                            // A token whose variable is unset was meant to be used.
+                            optional(token)?;
+                            Auth::ClientCredentials {
+                                token_url: need(job, "token_url", token_url)?,
+                                client_id: Secret::new(need(job, "client_id", client_id)?),
+                                client_secret: Secret::new(need(
+                                    job,
+                                    "client_secret",
+                                    client_secret,
+                                )?),
+                            }
+                        }
+                    };
+                    (tenant, auth)
+                }
+            };
+            let path = optional(base_path)?.unwrap_or_else(|| "/customer/2.0.0".into());
+            Ok(Settings::FinHub {
+                base: format!("{}{}", base.trim_end_matches('/'), path),
+                tenant,
+                auth,
+                kyc_confirmation_path: optional(kyc_confirmation_path)?
+                    .unwrap_or_else(|| crate::provider::finhub::KYC_CONFIRMATION_PATH.to_string()),
+            })
+        }
+    }
+}
+
+/// Builds what a run or a reconcile works with: the provider client, the database thread,
+/// the plan (created when `create_plan`), and a run record holding the plan's lock.
+pub(super) async fn open(
+    job: &Job,
+    opts: &RunOptions,
+    create_plan: bool,
+) -> Result<(Arc<Ctx>, Db, i64, i64), RunError> {
+    use crate::provider::http::Secret;
+    let settings = provider_settings(job, opts)?;
+    let http = crate::provider::http::client(job.limits.timeout, job.limits.concurrency as usize)
+        .map_err(|e| RunError::Fatal(format!("cannot build the HTTP client: {e}")))?;
+    let (helloclever, finhub) = match settings {
+        Settings::HelloClever {
+            base,
+            app_id,
+            secret,
+        } => (
+            Some(
+                HelloClever::new(http, &base, Secret::new(app_id), Secret::new(secret))
+                    .map_err(|e| RunError::Config(format!("{}: {e}", job.path.display())))?,
+            ),
+            None,
+        ),
+        Settings::FinHub {
+            base,
+            tenant,
+            auth,
+            kyc_confirmation_path,
+        } => (
+            None,
+            Some(Arc::new(crate::provider::finhub::client::FinHub::new(
+                http,
+                &base,
+                Secret::new(tenant),
+                auth,
+                &kyc_confirmation_path,
+            ))),
+        ),
+    };
+    // The lock first: a run that cannot have it touches nothing.
+    let lock =
+        crate::state::lock::try_take(&opts.state_path, &job.name, &job.scope).map_err(|e| {
+            RunError::Fatal(format!(
+                "cannot take the run's lock beside {}: {e}",
+                opts.state_path.display()
+            ))
+        })?;
+    let db = Db::open(&opts.state_path)?;
+    let Some(lock) = lock else {
+        let (name, scope) = (job.name.clone(), job.scope.clone());
+        let held = db
+            .read(move |c| {
+                let plan = work::plan_id(c, &name, &scope)?;
+                Ok(crate::state::lock::Held::read(c, plan))
+            })
+            .await?;
+        return Err(RunError::Locked(held));
+    };
+    let (name, scope) = (job.name.clone(), job.scope.clone());
+    let plan_id = db
+        .write(move |c| {
+            if create_plan {
+                work::create_plan(c, &name, &scope)?;
+            }
+            work::plan_id(c, &name, &scope)
+        })
+        .await?
+        .ok_or_else(|| {
+            RunError::Config(format!(
+                "'{}' scope '{}' has not been run yet: nothing to reconcile",
+                job.name, job.scope
+            ))
+        })?;
+    let lock = Arc::new(lock);
+    let held = lock.clone();
+    let run_id = db
+        .write(move |c| crate::state::lock::start_run(c, plan_id, &held))
+        .await?
+        .map_err(RunError::Locked)?;
+    let lock = crate::state::lock::Heartbeat::start(lock, db.clone(), plan_id, run_id);
+    let ctx = Arc::new(Ctx {
+        helloclever,
+        finhub,
+        directory: finhub::Directory::default(),
+        run_started: tokio::time::Instant::now(),
+        pacer: Pacer::new(
+            &job.limits.rate,
+            job.limits.burst,
+            job.limits.concurrency,
+            job.limits.retry.clone(),
+        ),
+        db: db.clone(),
+        plan_id,
+        run_id,
+        stop: opts.stop.clone(),
+        halt: std::sync::Mutex::new(None),
+        poll_cap: opts.poll_cap,
+        progress: progress::Progress::new(opts.show_progress),
+        any_success: AtomicBool::new(false),
+        same_answer: std::sync::Mutex::new(None),
+        started_at: work::now(),
+        settle: job.limits.settle,
+        settle_recheck: job.limits.settle_recheck,
+        lookback: job.limits.lookback,
+        entered_doubt: Default::default(),
+        lock: std::sync::Mutex::new(Some(lock)),
+    });
+    Ok((ctx, db, plan_id, run_id))
+}

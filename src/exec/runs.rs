@@ -1,0 +1,408 @@
+//! A run and a reconcile: the steps in order, the exports, the run recorded as finished.
+
+use super::*;
+
+/// Refreshes what the provider holds for everything sent — payout batches and their
+/// transactions (those waiting for funds too), KYC not yet decided — records it, checks
+/// that each payout external id is paid once, and returns what changed. It takes the
+/// lock and is recorded as a run (so its reports show the refreshed state).
+///
+/// With `only_run`, only what that run sent first (by the time of its first attempt).
+pub async fn reconcile(
+    job: &Job,
+    opts: RunOptions,
+    only_run: Option<i64>,
+) -> Result<(RunReport, Vec<Change>), RunError> {
+    let (ctx, db, plan_id, run_id) = open(job, &opts, false).await?;
+    let span = match only_run {
+        None => None,
+        Some(id) => {
+            let found = db.read(move |c| work::run_span(c, plan_id, id)).await?;
+            match found {
+                Some(span) => Some(span),
+                None => {
+                    let stats = work::RunStats::default();
+                    db.write(move |c| {
+                        work::finish_run(c, plan_id, run_id, crate::exit::INVALID_INPUT, &stats)
+                    })
+                    .await?;
+                    return Err(RunError::Config(format!(
+                        "'{}' scope '{}' has no run {id}",
+                        job.name, job.scope
+                    )));
+                }
+            }
+        }
+    };
+    // Whether something first sent at `at` belongs to the run asked about.
+    let in_span = |at: &Option<String>| match (&span, at) {
+        (None, _) => true,
+        (Some((from, to)), Some(at)) => at >= from && at <= to,
+        (Some(_), None) => false,
+    };
+    let mut changes = Vec::new();
+    let result: Result<(), RunError> = async {
+        for step in &job.steps {
+            let step_id = step.id.clone();
+            let found = match step.kind {
+                StepKind::Payout => {
+                    let batches = ctx
+                        .db
+                        .read(move |c| {
+                            work::batches_in(
+                                c,
+                                plan_id,
+                                &step_id,
+                                &[BatchState::Sent, BatchState::Completed],
+                            )
+                        })
+                        .await?;
+                    let mut found = Vec::new();
+                    for b in batches.into_iter().filter(|b| in_span(&b.first_attempt_at)) {
+                        if let Some(uuid) = b.provider_ref.clone()
+                            && let Some((_, mut c)) = payout::refresh_batch(&ctx, &b, &uuid).await?
+                        {
+                            found.append(&mut c);
+                        }
+                    }
+                    // Whatever run sent them: is each external id paid once?
+                    payout::check_duplicates(&ctx, &step.id).await?;
+                    found
+                }
+                StepKind::Kyc => {
+                    let items = ctx
+                        .db
+                        .read(move |c| {
+                            work::items_in(
+                                c,
+                                plan_id,
+                                &step_id,
+                                &[ItemState::Succeeded, ItemState::Blocked],
+                            )
+                        })
+                        .await?;
+                    let mut found = Vec::new();
+                    for item in items
+                        .iter()
+                        .filter(|i| in_span(&i.first_attempt_at))
+                        .filter(|i| {
+                            i.provider_status
+                                .as_deref()
+                                .is_some_and(|s| !matches!(s, "approved" | "rejected" | "failed"))
+                        })
+                    {
+                        let timeout = step
+                            .wait
+                            .as_ref()
+                            .map_or(std::time::Duration::ZERO, |w| w.timeout);
+                        if let Some(c) = kyc::refresh(&ctx, item, true, timeout).await? {
+                            found.push(c);
+                        }
+                    }
+                    found
+                }
+                // Nothing of these changes at FinHub on its own.
+                _ => Vec::new(),
+            };
+            changes.extend(found.into_iter().map(|c| Change {
+                step: step.id.clone(),
+                ..c
+            }));
+        }
+        // Outcomes are queued without waiting: all of them are committed here.
+        ctx.db.settled().await?;
+        Ok(())
+    }
+    .await;
+    let floor = match &result {
+        Ok(()) => crate::exit::SUCCESS,
+        Err(_) => crate::exit::FATAL,
+    };
+    let stats = ctx.pacer.stats.snapshot();
+    let recorded = stats.clone();
+    let (exit_code, counts) = db
+        .write(move |c| work::finish_run(c, plan_id, run_id, floor, &recorded))
+        .await?;
+    ctx.release();
+    result?;
+    let duplicates = db.read(move |c| work::duplicates_of(c, plan_id)).await?;
+    Ok((
+        RunReport {
+            run_id,
+            exit_code,
+            counts,
+            stats,
+            exports: Vec::new(),
+            report: None,
+            duplicates,
+        },
+        changes,
+    ))
+}
+
+/// Plans the job and runs it: takes the plan's lock (exit 3 when held), plans under it,
+/// executes, records the run. Row problems found while planning go to `on_error`.
+pub async fn run(
+    job: &Job,
+    opts: RunOptions,
+    on_error: &mut (dyn FnMut(crate::input::InputError) + Send),
+) -> Result<RunReport, RunError> {
+    let (ctx, db, plan_id, run_id) = open(job, &opts, true).await?;
+    tracing::info!(run = run_id, job = %job.name, scope = %job.scope, "run started");
+    // Off a terminal, a working step says how far it is every `progress_every`.
+    let _lines = (!ctx.progress.has_bars()).then(|| {
+        let (ctx, every) = (Arc::downgrade(&ctx), opts.progress_every);
+        AbortOnDrop(tokio::spawn(async move {
+            let mut tick = tokio::time::interval(every.max(std::time::Duration::from_millis(100)));
+            tick.tick().await;
+            loop {
+                tick.tick().await;
+                let Some(ctx) = ctx.upgrade() else { return };
+                if let Some(line) = ctx.progress.line() {
+                    tracing::info!("{line}");
+                }
+            }
+        }))
+    });
+    // Planning happens under the lock: no other run can be sending while items change.
+    let planned = tokio::task::block_in_place(|| {
+        crate::plan::plan_unless_stopped(job, &opts.state_path, on_error, &opts.stop)
+    });
+    let floor = match planned {
+        Err(crate::plan::PlanError::Invalid(_) | crate::plan::PlanError::Input(_)) => {
+            crate::exit::INVALID_INPUT
+        }
+        Err(crate::plan::PlanError::Stopped) => {
+            tracing::warn!("stopped while planning: nothing was planned or sent");
+            crate::exit::INTERRUPTED
+        }
+        Err(crate::plan::PlanError::State(e)) => {
+            let why = e.to_string();
+            let _ = db
+                .write(move |c| {
+                    work::finish_fatal(c, plan_id, run_id, &work::RunStats::default(), &why)
+                })
+                .await;
+            return Err(e.into());
+        }
+        Ok(planned) => {
+            match execute_all(job, &ctx, opts.retry_failed, run_id, &planned.counts).await {
+                Ok(code) => code,
+                Err(e) => {
+                    let (stats, why) = (ctx.pacer.stats.snapshot(), e.to_string());
+                    let _ = db
+                        .write(move |c| work::finish_fatal(c, plan_id, run_id, &stats, &why))
+                        .await;
+                    return Err(e);
+                }
+            }
+        }
+    };
+    let stats = ctx.pacer.stats.snapshot();
+    let recorded = stats.clone();
+    let (exit_code, counts) = db
+        .write(move |c| work::finish_run(c, plan_id, run_id, floor, &recorded))
+        .await?;
+    ctx.release();
+    tracing::info!(
+        run = run_id,
+        exit_code,
+        requests = stats.requests,
+        retries = stats.retries,
+        rate_limited = stats.rate_limited,
+        in_doubt_resolved = stats.in_doubt_resolved,
+        state_commits = db.commits(),
+        "run finished"
+    );
+    let exports = db
+        .read(move |c| crate::state::exports::of_run(c, run_id))
+        .await?;
+    let (names, steps, source) = (
+        (job.name.clone(), job.scope.clone()),
+        job.steps.iter().map(|s| (s.id.clone(), s.kind)).collect(),
+        db.path().to_path_buf(),
+    );
+    let report = db
+        .read(move |c| {
+            crate::report::Report::load_of(c, &source, (&names.0, &names.1), steps, Some(run_id))
+        })
+        .await
+        .ok();
+    let duplicates = report
+        .as_ref()
+        .map(|r| r.duplicates.clone())
+        .unwrap_or_default();
+    Ok(RunReport {
+        run_id,
+        exit_code,
+        counts,
+        stats,
+        exports,
+        report,
+        duplicates,
+    })
+}
+
+/// The row steps, then the export steps (unless the rows were interrupted).
+async fn execute_all(
+    job: &Job,
+    ctx: &Arc<Ctx>,
+    retry_failed: bool,
+    run_id: i64,
+    planned: &crate::state::PlanCounts,
+) -> Result<i32, RunError> {
+    // A first plan says how many items each step has to send: no need to count them
+    // again (a cold pass over the new table, before the first request).
+    let known = planned.fresh && !retry_failed;
+    let todo: Vec<Option<u64>> = (0..job.steps.len())
+        .map(|si| planned.steps.get(si).filter(|_| known).map(|c| c.new))
+        .collect();
+    let code = execute(job, ctx.clone(), retry_failed, &todo).await?;
+    let halt = ctx.halt.lock().unwrap_or_else(|p| p.into_inner()).clone();
+    if let Some(halt) = halt {
+        let stay = "nothing more was sent, and the rows not done stay pending for the next run";
+        return Err(RunError::Fatal(match halt {
+            Halt::Refused(why) => format!(
+                "the provider refused payrun's credentials ({why}); {stay} — check provider credentials{}",
+                if job.provider.kind == crate::provider::ProviderKind::FinHub {
+                    " and tenant_id"
+                } else {
+                    ""
+                }
+            ),
+            Halt::Unreachable(why) => format!(
+                "cannot reach the provider ({why}); {stay} — check provider.base_url and the network"
+            ),
+            Halt::SameAnswer { code, message } => {
+                // The rows refused so far were refused for the job, not for themselves.
+                let (plan_id, since, c) = (ctx.plan_id, ctx.started_at.clone(), code.clone());
+                let m = message.clone();
+                ctx.db
+                    .write(move |db| work::requeue_refused(db, plan_id, &since, &c, &m))
+                    .await?;
+                format!(
+                    "the provider refused {SAME_ANSWER} rows in a row the same way ({code}: {}) and nothing succeeded: its requests are probably not reaching the API; {stay} — check provider.base_url (its path too: Hello Clever's ends in /api) and the job's fields",
+                    crate::redact::scrub(&message)
+                )
+            }
+        }));
+    }
+    if job.exports.is_empty() || code == crate::exit::INTERRUPTED {
+        return Ok(code);
+    }
+    let all_done = export::run_all(job, ctx, run_id).await?;
+    Ok(match all_done {
+        _ if ctx.stopping() => crate::exit::INTERRUPTED,
+        true => code,
+        false => code.max(crate::exit::ROWS_FAILED),
+    })
+}
+
+/// Executes a planned job: `plan_id` is the plan, `run_id` the run holding its lock.
+/// `known_todo`: the number of items each step has to send, where already known.
+pub async fn execute(
+    job: &Job,
+    ctx: Arc<Ctx>,
+    retry_failed: bool,
+    known_todo: &[Option<u64>],
+) -> Result<i32, RunError> {
+    let plan_id = ctx.plan_id;
+    if retry_failed {
+        let (retried, kept) = ctx
+            .db
+            .write(move |c| work::retry_failed(c, plan_id))
+            .await?;
+        tracing::info!(rows = retried, "--retry-failed: failed rows go out again");
+        if kept > 0 {
+            tracing::warn!(
+                rows = kept,
+                "--retry-failed: failed rows whose batch the provider holds and may still pay are not sent again (a transaction it reported failed may yet complete); `payrun reconcile` follows them"
+            );
+        }
+    }
+    let Some(input) = &job.input else {
+        // A job of exports only: no rows to send.
+        return Ok(crate::exit::SUCCESS);
+    };
+    let renderer = Renderer::new(job, ctx.db.key().clone());
+    let mut rows = RecordReader::open(&input.csv, input.delimiter)
+        .map_err(|e| RunError::Fatal(e.to_string()))?;
+    let mut rows = RowSource {
+        renderer: &renderer,
+        reader: &mut rows,
+    };
+    for (si, step) in job.steps.iter().enumerate() {
+        if ctx.stopping() {
+            break;
+        }
+        let todo = match known_todo.get(si).copied().flatten() {
+            Some(n) => n,
+            None => {
+                let (step_id, states) = (
+                    step.id.clone(),
+                    [ItemState::Pending, ItemState::InFlight, ItemState::Blocked],
+                );
+                ctx.db
+                    .read(move |c| work::count_in(c, plan_id, &step_id, &states))
+                    .await?
+            }
+        };
+        tracing::info!(step = %step.id, items = todo, "step started");
+        ctx.progress.start(&step.id, todo);
+        match step.kind {
+            StepKind::Contact => contact::run(job, si, step, &ctx, &mut rows).await?,
+            StepKind::Kyc => kyc::run(job, si, step, &ctx, &mut rows).await?,
+            StepKind::Payout => payout::run(job, si, step, &ctx, &mut rows).await?,
+            _ => finhub::run(job, si, step, &ctx, &mut rows).await?,
+        }
+        // Outcomes are queued without waiting: all of the step's are committed here.
+        ctx.db.settled().await?;
+        ctx.progress.finish();
+        log_step_end(&ctx, &step.id).await?;
+    }
+    // What the items earn is added when the run is recorded as finished.
+    Ok(if ctx.stopping() {
+        crate::exit::INTERRUPTED
+    } else {
+        crate::exit::SUCCESS
+    })
+}
+
+/// Logs a step's end: its counts, and every row that failed or is blocked, with why.
+async fn log_step_end(ctx: &Ctx, step: &str) -> Result<(), StateError> {
+    let (plan_id, step_id) = (ctx.plan_id, step.to_string());
+    let (rows, pending) = ctx
+        .db
+        .read(move |c| work::needing_a_look(c, plan_id, &step_id))
+        .await?;
+    for (row, state, code, message) in rows.iter().take(200) {
+        // A key or a provider's message holds what the file or the provider put there:
+        // printed as one line, control characters escaped.
+        let message = crate::redact::scrub(message.as_deref().unwrap_or(""));
+        let (row, message) = (
+            crate::redact::printable(row),
+            crate::redact::printable(&message),
+        );
+        tracing::warn!(step, row = %row, state = state.as_str(), code = code.as_deref().unwrap_or(""), "{message}");
+    }
+    if rows.len() > 200 {
+        tracing::warn!(
+            step,
+            "… and {} more rows that need a look (see the report)",
+            rows.len() - 200
+        );
+    }
+    if pending > 0 {
+        tracing::warn!(
+            step,
+            rows = pending,
+            "{pending} not sent yet: the next run sends them"
+        );
+    }
+    tracing::info!(
+        step,
+        needing_a_look = rows.len() as u64 + pending,
+        "step finished"
+    );
+    Ok(())
+}
