@@ -164,10 +164,32 @@ impl Ctx {
         )
     }
 
-    /// Waits until the next poll of a wait loop: `every`, but not past `deadline`.
-    pub async fn next_poll(&self, every: std::time::Duration, deadline: tokio::time::Instant) {
-        let left = deadline.saturating_duration_since(tokio::time::Instant::now());
-        tokio::time::sleep(every.min(left).max(std::time::Duration::from_millis(10))).await;
+    /// A step's wait (`wait: {timeout, poll}`): runs `round` every `every` until it says
+    /// nothing is left (`None`), or `timeout` has passed, or the run stops. Each round is
+    /// told whether it is the last (`expired`), and returns what it still waits for, which
+    /// the step's bar or progress lines say.
+    pub(crate) async fn poll_until<F, Fut>(
+        &self,
+        timeout: std::time::Duration,
+        every: std::time::Duration,
+        mut round: F,
+    ) -> Result<(), RunError>
+    where
+        F: FnMut(bool) -> Fut,
+        Fut: std::future::Future<Output = Result<Option<String>, RunError>>,
+    {
+        let deadline = tokio::time::Instant::now() + timeout;
+        loop {
+            let expired = tokio::time::Instant::now() >= deadline || self.stopping();
+            let waiting = round(expired).await?;
+            if waiting.is_none() || expired {
+                self.waiting(None);
+                return Ok(());
+            }
+            self.waiting(waiting);
+            let left = deadline.saturating_duration_since(tokio::time::Instant::now());
+            tokio::time::sleep(every.min(left).max(std::time::Duration::from_millis(10))).await;
+        }
     }
 
     /// Lets the run's lock go (its record is gone already): the run is over, whoever still

@@ -17,7 +17,6 @@ use std::future::Future;
 use std::path::PathBuf;
 use std::sync::Arc;
 use tokio::task::JoinSet;
-use tokio::time::Instant;
 
 const FILES: [(&str, &str); 3] = [
     ("selfie", "selfie"),
@@ -302,8 +301,7 @@ async fn poll(
     timeout: std::time::Duration,
     every: std::time::Duration,
 ) -> Result<(), RunError> {
-    let deadline = Instant::now() + timeout;
-    loop {
+    ctx.poll_until(timeout, every, |expired| async move {
         let (plan_id, step_id) = (ctx.plan_id, step.id.clone());
         let waiting: Vec<WorkItem> = ctx
             .db
@@ -324,22 +322,15 @@ async fn poll(
             })
             .collect();
         if waiting.is_empty() {
-            ctx.waiting(None);
-            return Ok(());
+            return Ok(None);
         }
-        let expired = Instant::now() >= deadline || ctx.stopping();
-        ctx.waiting(Some(format!(
-            "waiting for {} KYC decision(s)",
-            waiting.len()
-        )));
+        let n = waiting.len();
         for item in waiting {
             refresh(ctx, &item, expired, timeout).await?;
         }
-        if expired {
-            return Ok(());
-        }
-        ctx.next_poll(every, deadline).await;
-    }
+        Ok(Some(format!("waiting for {n} KYC decision(s)")))
+    })
+    .await
 }
 
 /// Asks the provider for one submitted KYC and records what it says: approved; rejected,

@@ -110,6 +110,23 @@ impl CallError {
     }
 }
 
+/// A provider's error answer: its status, its `Retry-After`, and the code and message that
+/// `words` finds in its body (each provider words them its own way).
+pub async fn status_error(
+    response: reqwest::Response,
+    words: fn(&serde_json::Value) -> (Option<String>, String),
+) -> CallError {
+    let status = response.status().as_u16();
+    let retry_after = response
+        .headers()
+        .get("retry-after")
+        .and_then(|v| v.to_str().ok())
+        .and_then(parse_retry_after);
+    let body: serde_json::Value = response.json().await.unwrap_or(serde_json::Value::Null);
+    let (code, message) = words(&body);
+    CallError::status(status, code, message, retry_after)
+}
+
 /// Parses `Retry-After`: seconds, or an HTTP date.
 pub fn parse_retry_after(value: &str) -> Option<Duration> {
     let v = value.trim();

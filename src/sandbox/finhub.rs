@@ -49,37 +49,11 @@ impl Default for FinhubConfig {
     }
 }
 
-const STATUSES: [&str; 8] = [
-    "new",
-    "verified",
-    "under_verificaiton",
-    "blacklisted",
-    "under_investigation",
-    "dispute",
-    "on_hold",
-    "bancrupted",
-];
-const TYPES: [&str; 2] = ["Person", "Organization"];
-const CATEGORIES: [&str; 3] = ["category1", "category2", "category3"];
-const PURPOSES: [&str; 3] = ["KYB", "KYC", "PEP&SANCTION"];
-const DOC_TYPES: [&str; 9] = [
-    "ID front side",
-    "ID back side",
-    "Passport",
-    "accountAuthority",
-    "shareholderStructure",
-    "operationAddress",
-    "registeredAddress",
-    "selfie",
-    "livelinessDetection",
-];
-const DOC_STATUSES: [&str; 5] = [
-    "underverification",
-    "verified",
-    "declined",
-    "incomplete",
-    "expired",
-];
+// The reference's enums, as the client knows them: one list each.
+use crate::provider::finhub::{
+    CATEGORIES, CUSTOMER_STATUSES as STATUSES, CUSTOMER_TYPES as TYPES,
+    DOCUMENT_PURPOSES as PURPOSES, DOCUMENT_STATUSES as DOC_STATUSES, DOCUMENT_TYPES as DOC_TYPES,
+};
 
 /// A FinHub customer in the emulator's books.
 pub struct Customer {

@@ -29,7 +29,6 @@ use serde_json::{Map, Value, json};
 use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 use tokio::task::JoinSet;
-use tokio::time::Instant;
 
 mod adopt;
 mod send;

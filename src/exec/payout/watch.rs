@@ -104,8 +104,7 @@ pub(super) async fn await_completion(
     timeout: std::time::Duration,
     every: std::time::Duration,
 ) -> Result<(), RunError> {
-    let deadline = Instant::now() + timeout;
-    loop {
+    ctx.poll_until(timeout, every, |_| async move {
         let (plan_id, step_id) = (ctx.plan_id, step.id.clone());
         let sent: Vec<WorkBatch> = ctx
             .db
@@ -121,15 +120,9 @@ pub(super) async fn await_completion(
                 _ => open += 1,
             }
         }
-        if open == 0 || Instant::now() >= deadline || ctx.stopping() {
-            ctx.waiting(None);
-            return Ok(());
-        }
-        ctx.waiting(Some(format!(
-            "waiting for {open} payout batch(es) to complete"
-        )));
-        ctx.next_poll(every, deadline).await;
-    }
+        Ok((open > 0).then(|| format!("waiting for {open} payout batch(es) to complete")))
+    })
+    .await
 }
 
 /// Asks the provider for a sent batch and records its status and each row's transaction

@@ -2,7 +2,7 @@
 //! either given (`provider.token`) or obtained by OAuth2 client credentials, cached, and
 //! renewed at 80% of its lifetime — and once more when a call answers 401.
 
-use crate::provider::error::{CallError, parse_retry_after};
+use crate::provider::error::CallError;
 use crate::provider::http::{Secret, transport};
 use reqwest::{Method, Response};
 use serde_json::{Value, json};
@@ -279,13 +279,10 @@ fn seg(s: &str) -> String {
 /// timestamp, status}`), or the newer `{code, message, data: {error}}`; anything else
 /// keeps its status.
 async fn status_error(response: Response) -> CallError {
-    let status = response.status().as_u16();
-    let retry_after = response
-        .headers()
-        .get("retry-after")
-        .and_then(|v| v.to_str().ok())
-        .and_then(parse_retry_after);
-    let body: Value = response.json().await.unwrap_or(Value::Null);
+    crate::provider::error::status_error(response, words).await
+}
+
+fn words(body: &Value) -> (Option<String>, String) {
     let message = body["message"]
         .as_str()
         .or_else(|| body["data"]["error"].as_str())
@@ -295,5 +292,5 @@ async fn status_error(response: Response) -> CallError {
         .as_str()
         .map(str::to_string)
         .or_else(|| body["reason"].as_str().map(str::to_string));
-    CallError::status(status, code, message, retry_after)
+    (code, message)
 }

@@ -2,7 +2,7 @@
 //! logged), typed replies (`wire`), failures as [`CallError`].
 
 use super::wire::{Contact, PayoutBatch, PayoutPage};
-use crate::provider::error::{CallError, parse_retry_after};
+use crate::provider::error::CallError;
 pub use crate::provider::http::Secret;
 use crate::provider::http::transport;
 use reqwest::header::{ACCEPT, CONTENT_TYPE, HeaderMap, HeaderValue};
@@ -220,13 +220,11 @@ impl HelloClever {
 }
 
 async fn status_error(response: Response) -> CallError {
-    let status = response.status().as_u16();
-    let retry_after = response
-        .headers()
-        .get("retry-after")
-        .and_then(|v| v.to_str().ok())
-        .and_then(parse_retry_after);
-    let body: Value = response.json().await.unwrap_or(Value::Null);
+    crate::provider::error::status_error(response, words).await
+}
+
+/// Hello Clever's code and message of an error answer (`{"errors": {code, message}}`).
+fn words(body: &Value) -> (Option<String>, String) {
     let errors = &body["errors"];
     let code = errors["code"].as_str().map(str::to_string);
     let message = match errors {
@@ -242,5 +240,5 @@ async fn status_error(response: Response) -> CallError {
         },
         _ => String::new(),
     };
-    CallError::status(status, code, message, retry_after)
+    (code, message)
 }
