@@ -500,14 +500,13 @@ fn the_nightly_example_runs_against_the_embedded_sandbox() {
         let rows = csv::Reader::from_path(&p).unwrap().records().count();
         assert!(rows > 0 || f == "contacts", "{f}: no rows from yesterday");
     }
-    let summary: Value = serde_json::from_str(
-        &std::fs::read_to_string(
-            d.path()
-                .join("reports/sandbox/nightly-exports/default/latest/summary.json"),
-        )
-        .unwrap(),
+    let text = std::fs::read_to_string(
+        d.path()
+            .join("reports/sandbox/nightly-exports/default/latest/summary.json"),
     )
     .unwrap();
+    crate::support::assert_summary_schema(&text);
+    let summary: Value = serde_json::from_str(&text).unwrap();
     let exported = summary["exported"].as_object().unwrap();
     assert_eq!(exported.len(), 5, "{summary}");
     assert!(exported["card_payments"].as_u64().unwrap() > 0);

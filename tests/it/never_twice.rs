@@ -279,10 +279,10 @@ async fn a_second_batch_under_one_of_the_jobs_external_ids_is_a_duplicate_said_l
     let (n, rows): (i64, String) =
         setup.state_row("SELECT COUNT(*), GROUP_CONCAT(COALESCE(row_key, '-')) FROM duplicates");
     assert_eq!((n, rows.contains("P0000")), (2, true), "{rows}");
-    let summary: Value = serde_json::from_str(
-        &std::fs::read_to_string(setup.path("reports/soak/2026-11/latest/summary.json")).unwrap(),
-    )
-    .unwrap();
+    let text =
+        std::fs::read_to_string(setup.path("reports/soak/2026-11/latest/summary.json")).unwrap();
+    crate::support::assert_summary_schema(&text);
+    let summary: Value = serde_json::from_str(&text).unwrap();
     assert_eq!(summary["exit_code"], 7);
     let dups = summary["duplicates"].as_array().unwrap();
     assert!(

@@ -140,9 +140,9 @@ async fn reports_show_every_row_safely_and_regenerate_identically() {
     // The formula in the key is neutralised.
     assert!(row("'=SUM(1),").contains(",succeeded,"), "{csv}");
 
-    let summary: serde_json::Value =
-        serde_json::from_str(&std::fs::read_to_string(run_dir.join("summary.json")).unwrap())
-            .unwrap();
+    let text = std::fs::read_to_string(run_dir.join("summary.json")).unwrap();
+    crate::support::assert_summary_schema(&text);
+    let summary: serde_json::Value = serde_json::from_str(&text).unwrap();
     assert_eq!(summary["schema"], 1);
     assert_eq!(summary["counts"]["pay"]["failed"], 1);
     assert_eq!(summary["totals"]["AUD"]["failed"], "150000.00");

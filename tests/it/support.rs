@@ -144,3 +144,19 @@ pub fn payrun_in(dir: &Path, args: &[&str]) -> Output {
 pub fn repo() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR"))
 }
+
+/// Asserts a summary.json (its text) holds to docs/summary.schema.json, the schema the
+/// reports documentation promises.
+pub fn assert_summary_schema(text: &str) {
+    let schema: serde_json::Value = serde_json::from_str(
+        &std::fs::read_to_string(repo().join("docs/summary.schema.json")).unwrap(),
+    )
+    .unwrap();
+    let validator = jsonschema::validator_for(&schema).expect("a valid schema");
+    let summary: serde_json::Value = serde_json::from_str(text).unwrap();
+    let problems: Vec<String> = validator
+        .iter_errors(&summary)
+        .map(|e| format!("{} at {}", e, e.instance_path()))
+        .collect();
+    assert!(problems.is_empty(), "{problems:#?}\n{text}");
+}

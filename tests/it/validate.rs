@@ -714,3 +714,55 @@ fn a_key_of_the_other_provider_is_refused_at_its_place() {
         ],
     );
 }
+
+/// What a user sees for a job file with mistakes: every problem at once, each with its
+/// place, the line, a caret under the culprit and a suggestion; then the count. A change
+/// of layout fails here.
+#[test]
+fn diagnostics_look_as_they_did() {
+    let job = JOB
+        .replace("      amount:", "      amont:")
+        .replace("type: payout", "type: payuot")
+        .replace("  concurrency: 4\n", "  concurency: 4\n");
+    let out = validate(&Fixture::new(&job, &rows()));
+    assert_eq!(out.code, 2);
+    insta::assert_snapshot!("diagnostics_unknown_key", out.stderr);
+    let job = JOB
+        .replace("      amount:", "      amont:")
+        .replace(
+            "  secret_key: ${HC_TEST_SECRET_KEY}\n",
+            "  secret_key: ${HC_TEST_SECRET_KEY}\n  tenant_id: acme\n",
+        )
+        .replace("input:\n", "report: { formats: [csv, pdf] }\ninput:\n");
+    let out = validate(&Fixture::new(&job, &rows()));
+    assert_eq!(out.code, 2);
+    insta::assert_snapshot!("diagnostics_every_problem", out.stderr);
+    let job = JOB.replace("type: payout", "type: payuot");
+    let out = validate(&Fixture::new(&job, &rows()));
+    assert_eq!(out.code, 2);
+    insta::assert_snapshot!("diagnostics_step_type", out.stderr);
+}
+
+/// `--help` of payrun and of each command: what a user reads first.
+#[test]
+fn help_looks_as_it_did() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut all = String::new();
+    for cmd in [
+        None,
+        Some("validate"),
+        Some("plan"),
+        Some("run"),
+        Some("status"),
+        Some("report"),
+        Some("reconcile"),
+        Some("unlock"),
+        Some("sandbox"),
+    ] {
+        let args: Vec<&str> = cmd.into_iter().chain(["--help"]).collect();
+        let out = payrun_in(dir.path(), &args);
+        assert_eq!(out.code, 0, "{args:?}: {}", out.stderr);
+        all.push_str(&format!("$ payrun {}\n{}\n", args.join(" "), out.stdout));
+    }
+    insta::assert_snapshot!("help", all);
+}

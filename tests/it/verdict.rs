@@ -122,10 +122,10 @@ async fn a_fatal_run_still_writes_its_summary_metrics_and_webhook() {
         .output()
         .unwrap();
     assert_exit(&out, 5);
-    let summary: serde_json::Value = serde_json::from_str(
-        &std::fs::read_to_string(setup.path("reports/soak/2026-11/latest/summary.json")).unwrap(),
-    )
-    .unwrap();
+    let text =
+        std::fs::read_to_string(setup.path("reports/soak/2026-11/latest/summary.json")).unwrap();
+    crate::support::assert_summary_schema(&text);
+    let summary: serde_json::Value = serde_json::from_str(&text).unwrap();
     assert_eq!(summary["exit_code"], 5);
     assert!(
         summary["error"]
