@@ -8,6 +8,7 @@ use super::queue::{ToSend, drain, payloads, row_changed, throttle};
 use super::{Ctx, RowSource, RunError, parse_fields};
 use crate::job::{Job, Step};
 use crate::provider::error::CallError;
+use crate::provider::helloclever::client::HelloClever;
 use crate::provider::helloclever::wire::Contact;
 use crate::state::work::{self, Outcome, WorkItem};
 use crate::state::{ItemState, StateError};
@@ -21,6 +22,7 @@ pub async fn run(
     si: usize,
     step: &Step,
     ctx: &Arc<Ctx>,
+    hc: &Arc<HelloClever>,
     rows: &mut RowSource<'_, '_>,
 ) -> Result<(), RunError> {
     let mut items = ToSend::open(si, step, ctx).await?;
@@ -40,15 +42,17 @@ pub async fn run(
             .await?;
         for (item, payload) in ready {
             throttle(&mut tasks, chunk_size).await?;
-            tasks.spawn(process(ctx.clone(), item, Arc::new(payload)));
+            tasks.spawn(process(ctx.clone(), hc.clone(), item, Arc::new(payload)));
         }
     }
     drain(&mut tasks).await?;
-    items.settle(ctx, rows, &Arc::new(Contacts)).await
+    items
+        .settle(ctx, rows, &Arc::new(Contacts(hc.clone())))
+        .await
 }
 
 /// Contacts in doubt: looked up by email; found, brought to the row's values.
-struct Contacts;
+struct Contacts(Arc<HelloClever>);
 
 impl Resolve for Contacts {
     type Body = Body;
@@ -65,8 +69,8 @@ impl Resolve for Contacts {
         body: &Arc<Body>,
         _not_before: tokio::time::Instant,
     ) -> impl Future<Output = Result<Option<Contact>, CallError>> + Send + 'static {
-        let (ctx, body) = (ctx.clone(), body.clone());
-        async move { idempotent(&ctx, || async { ctx.hc()?.contact(&body.email).await }).await }
+        let (ctx, hc, body) = (ctx.clone(), self.0.clone(), body.clone());
+        async move { idempotent(&ctx, || hc.contact(&body.email)).await }
     }
 
     fn found(
@@ -76,8 +80,8 @@ impl Resolve for Contacts {
         body: Arc<Body>,
         found: Contact,
     ) -> impl Future<Output = Result<(), StateError>> + Send + 'static {
-        let ctx = ctx.clone();
-        async move { reconcile(&ctx, item.id, found, &body).await }
+        let (ctx, hc) = (ctx.clone(), self.0.clone());
+        async move { reconcile(&ctx, &hc, item.id, found, &body).await }
     }
 
     fn send(
@@ -86,7 +90,7 @@ impl Resolve for Contacts {
         item: WorkItem,
         body: Arc<Body>,
     ) -> impl Future<Output = Result<(), StateError>> + Send + 'static {
-        process(ctx.clone(), item, body)
+        process(ctx.clone(), self.0.clone(), item, body)
     }
 }
 
@@ -137,7 +141,13 @@ impl Body {
 }
 
 /// The contact exists: leave it when equal, else update it to the row's values.
-async fn reconcile(ctx: &Ctx, id: i64, existing: Contact, body: &Body) -> Result<(), StateError> {
+async fn reconcile(
+    ctx: &Ctx,
+    hc: &Arc<HelloClever>,
+    id: i64,
+    existing: Contact,
+    body: &Body,
+) -> Result<(), StateError> {
     let email = existing.email.clone();
     // `Body::new` read it as a JSON object already: this does not fail, and if it did, the
     // contact is not updated to an empty one.
@@ -148,7 +158,7 @@ async fn reconcile(ctx: &Ctx, id: i64, existing: Contact, body: &Body) -> Result
     if same(&existing, payload) {
         return ctx.outcome(id, succeeded(&email, "unchanged"));
     }
-    match idempotent(ctx, || async { ctx.hc()?.update_contact(payload).await }).await {
+    match idempotent(ctx, || hc.update_contact(payload)).await {
         Ok(_) => ctx.outcome(id, succeeded(&email, "updated")),
         Err(e) => ctx.outcome(id, failed(&e)),
     }
@@ -160,25 +170,28 @@ fn already_exists(e: &CallError) -> bool {
 
 /// Sends one contact (its first intent is written): answered, it is recorded; in doubt, it
 /// is left to settle; "already exists", it is brought to the row's values.
-async fn process(ctx: Arc<Ctx>, item: WorkItem, payload: Arc<Body>) -> Result<(), StateError> {
+async fn process(
+    ctx: Arc<Ctx>,
+    hc: Arc<HelloClever>,
+    item: WorkItem,
+    payload: Arc<Body>,
+) -> Result<(), StateError> {
     let email = &payload.email;
     let target = protocol::Item {
         id: item.id,
         intent_written: true,
     };
     let sent = protocol::send(&ctx, &target, already_exists, || async {
-        ctx.hc()?.create_contact(payload.json.clone()).await
+        hc.create_contact(payload.json.clone()).await
     })
     .await?;
     match sent {
         Sent::Answered(..) => ctx.outcome(item.id, succeeded(email, "created")),
-        Sent::Claimed(e, _) => {
-            match idempotent(&ctx, || async { ctx.hc()?.contact(email).await }).await {
-                Ok(Some(existing)) => reconcile(&ctx, item.id, existing, &payload).await,
-                Ok(None) => ctx.outcome(item.id, failed(&e)),
-                Err(lookup) => ctx.outcome(item.id, failed(&lookup)),
-            }
-        }
+        Sent::Claimed(e, _) => match idempotent(&ctx, || hc.contact(email)).await {
+            Ok(Some(existing)) => reconcile(&ctx, &hc, item.id, existing, &payload).await,
+            Ok(None) => ctx.outcome(item.id, failed(&e)),
+            Err(lookup) => ctx.outcome(item.id, failed(&lookup)),
+        },
         Sent::Recorded => Ok(()),
     }
 }

@@ -5,10 +5,8 @@ use super::*;
 
 /// Everything the step runners share.
 pub struct Ctx {
-    /// The job's provider: one of these is set. Steps call their own provider's client;
-    /// a job holds only its provider's steps (checked when it loads).
-    pub helloclever: Option<HelloClever>,
-    pub finhub: Option<Arc<crate::provider::finhub::client::FinHub>>,
+    /// The job's provider client; each step runner is given its own, typed.
+    pub client: Client,
     /// FinHub customers by email, read when a create is in doubt.
     pub directory: finhub::Directory,
     pub run_started: tokio::time::Instant,
@@ -81,20 +79,14 @@ pub struct Change {
     pub what: String,
 }
 
-impl Ctx {
-    /// The Hello Clever client; a refusal (never retried) when the job's provider is
-    /// another, which the load-time checks already rule out.
-    pub fn hc(&self) -> Result<&HelloClever, crate::provider::error::CallError> {
-        self.helloclever
-            .as_ref()
-            .ok_or_else(|| crate::provider::error::CallError::Status {
-                status: 400,
-                code: Some("NOT_THIS_PROVIDER".into()),
-                message: "a Hello Clever step in a job whose provider is not Hello Clever".into(),
-                retry_after: None,
-            })
-    }
+/// The job's provider client. A job holds only its provider's steps (checked when it
+/// loads), so each step runner is handed the client of its kind.
+pub enum Client {
+    HelloClever(Arc<HelloClever>),
+    FinHub(Arc<crate::provider::finhub::client::FinHub>),
+}
 
+impl Ctx {
     /// Records that an item's request, sent at `sent`, may have been applied (`applied`:
     /// was): it stays in flight and settles (see [`doubt`]). Queued, not waited for: if it
     /// is lost, the next run counts the settle window from its own start.

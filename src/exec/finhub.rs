@@ -102,12 +102,6 @@ fn id_of(c: &Value) -> Option<String> {
     }
 }
 
-fn client(ctx: &Ctx) -> Result<Arc<FinHub>, RunError> {
-    ctx.finhub
-        .clone()
-        .ok_or_else(|| RunError::Config("a FinHub step needs provider.kind: finhub".into()))
-}
-
 fn ok(provider_ref: Option<String>, status: &str) -> Outcome {
     Outcome {
         state: ItemState::Succeeded,
@@ -139,9 +133,10 @@ pub async fn run(
     si: usize,
     step: &Step,
     ctx: &Arc<Ctx>,
+    fh: &Arc<FinHub>,
     rows: &mut RowSource<'_, '_>,
 ) -> Result<(), RunError> {
-    let fh = client(ctx)?;
+    let fh = fh.clone();
     let plan_id = ctx.plan_id;
     let mut items = ToSend::open(si, step, ctx).await?;
     // Later steps act on the customer an earlier step of the row created.

@@ -8,7 +8,7 @@ use super::queue::{LONG_TASKS, drain, throttle, unreadable};
 use super::{Ctx, RowSource, RunError, parse_fields, split_ready};
 use crate::job::{Job, Step};
 use crate::provider::error::CallError;
-use crate::provider::helloclever::client::Upload;
+use crate::provider::helloclever::client::{HelloClever, Upload};
 use crate::provider::helloclever::wire::Contact;
 use crate::state::work::{self, Outcome, WorkItem};
 use crate::state::{ItemState, StateError};
@@ -29,6 +29,7 @@ pub async fn run(
     si: usize,
     step: &Step,
     ctx: &Arc<Ctx>,
+    hc: &Arc<HelloClever>,
     rows: &mut RowSource<'_, '_>,
 ) -> Result<(), RunError> {
     let doubts_before = ctx.entered_doubt.load(std::sync::atomic::Ordering::Relaxed);
@@ -80,6 +81,7 @@ pub async fn run(
         throttle(&mut tasks, LONG_TASKS).await?;
         tasks.spawn(process(
             ctx.clone(),
+            hc.clone(),
             item,
             Arc::new(payload),
             csv_dir.clone(),
@@ -90,13 +92,16 @@ pub async fn run(
     if !doubtful.is_empty()
         || ctx.entered_doubt.load(std::sync::atomic::Ordering::Relaxed) != doubts_before
     {
-        let op = Arc::new(Submissions { csv_dir });
+        let op = Arc::new(Submissions {
+            csv_dir,
+            hc: hc.clone(),
+        });
         doubt::settle_items(ctx, si, &step.id, rows, &op).await?;
     }
     if let Some(wait) = &step.wait
         && !ctx.stopping()
     {
-        poll(step, ctx, wait.timeout, ctx.poll_every(wait.poll)).await?;
+        poll(step, ctx, hc, wait.timeout, ctx.poll_every(wait.poll)).await?;
     }
     Ok(())
 }
@@ -131,6 +136,7 @@ fn submitted(status: &str) -> Outcome {
 /// KYC submissions in doubt: the contact's identity is looked up for the submission's
 /// document number (by token: any KYC status at all).
 struct Submissions {
+    hc: Arc<HelloClever>,
     csv_dir: PathBuf,
 }
 
@@ -150,10 +156,10 @@ impl Resolve for Submissions {
         body: &Arc<Self::Body>,
         _not_before: tokio::time::Instant,
     ) -> impl Future<Output = Result<Option<String>, CallError>> + Send + 'static {
-        let (ctx, body) = (ctx.clone(), body.clone());
+        let (ctx, hc, body) = (ctx.clone(), self.hc.clone(), body.clone());
         async move {
             let email = email_of(&body);
-            let found = idempotent(&ctx, || async { ctx.hc()?.contact(&email).await }).await?;
+            let found = idempotent(&ctx, || hc.contact(&email)).await?;
             Ok(found
                 .filter(|c| present(c, &body))
                 .map(|c| latest(&c).unwrap_or("pending").to_string()))
@@ -177,7 +183,14 @@ impl Resolve for Submissions {
         item: WorkItem,
         body: Arc<Self::Body>,
     ) -> impl Future<Output = Result<(), StateError>> + Send + 'static {
-        process(ctx.clone(), item, body, self.csv_dir.clone(), true)
+        process(
+            ctx.clone(),
+            self.hc.clone(),
+            item,
+            body,
+            self.csv_dir.clone(),
+            true,
+        )
     }
 }
 
@@ -194,6 +207,7 @@ fn email_of(payload: &Map<String, Value>) -> String {
 /// bytes sent, on every attempt.
 async fn process(
     ctx: Arc<Ctx>,
+    hc: Arc<HelloClever>,
     item: WorkItem,
     payload: Arc<Map<String, Value>>,
     csv_dir: PathBuf,
@@ -223,10 +237,8 @@ async fn process(
     };
     let sent = protocol::send(&ctx, &target, protocol::none, || async {
         match &request {
-            Request::Token(body) => ctx.hc()?.submit_kyc_token(body).await,
-            Request::Documents(fields, uploads) => {
-                ctx.hc()?.submit_kyc(fields, uploads.clone()).await
-            }
+            Request::Token(body) => hc.submit_kyc_token(body).await,
+            Request::Documents(fields, uploads) => hc.submit_kyc(fields, uploads.clone()).await,
         }
     })
     .await?;
@@ -298,6 +310,7 @@ async fn read_checked(root: &std::path::Path, rel: &str) -> Result<(PathBuf, Vec
 async fn poll(
     step: &Step,
     ctx: &Arc<Ctx>,
+    hc: &Arc<HelloClever>,
     timeout: std::time::Duration,
     every: std::time::Duration,
 ) -> Result<(), RunError> {
@@ -326,7 +339,7 @@ async fn poll(
         }
         let n = waiting.len();
         for item in waiting {
-            refresh(ctx, &item, expired, timeout).await?;
+            refresh(ctx, hc, &item, expired, timeout).await?;
         }
         Ok(Some(format!("waiting for {n} KYC decision(s)")))
     })
@@ -338,6 +351,7 @@ async fn poll(
 /// the change, if the status moved.
 pub(super) async fn refresh(
     ctx: &Ctx,
+    hc: &Arc<HelloClever>,
     item: &WorkItem,
     expired: bool,
     timeout: std::time::Duration,
@@ -347,7 +361,7 @@ pub(super) async fn refresh(
     let id = item.id;
     let email = ctx.db.read(move |c| work::item_email(c, id)).await?;
     let Some(email) = email else { return Ok(None) };
-    let status = match idempotent(ctx, || async { ctx.hc()?.contact(&email).await }).await {
+    let status = match idempotent(ctx, || hc.contact(&email)).await {
         Ok(Some(c)) => latest(&c).map(str::to_string),
         _ => None,
     };

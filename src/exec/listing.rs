@@ -15,6 +15,7 @@
 
 use super::Ctx;
 use crate::provider::error::CallError;
+use crate::provider::helloclever::client::HelloClever;
 use crate::provider::helloclever::wire::PayoutBatch;
 use crate::state::work;
 use chrono::{DateTime, Utc};
@@ -123,6 +124,7 @@ pub(super) fn parse_time(s: &str) -> Option<DateTime<Utc>> {
 /// may be concluded from what was read.
 pub(super) async fn scan(
     ctx: &Ctx,
+    hc: &HelloClever,
     window: Window,
     keep: impl Fn(&PayoutBatch) -> bool,
 ) -> Result<Vec<PayoutBatch>, CallError> {
@@ -138,10 +140,9 @@ pub(super) async fn scan(
                 ("to_date", fmt(to)),
                 ("page", page.to_string()),
             ];
-            let reply = super::protocol::idempotent(ctx, || async {
-                ctx.hc()?.list_page("/v2/payouts/all", &query).await
-            })
-            .await?;
+            let reply =
+                super::protocol::idempotent(ctx, || hc.list_page("/v2/payouts/all", &query))
+                    .await?;
             let p = super::export::parse_page(reply, page).map_err(CallError::Decode)?;
             let n = p.records.len() as u64;
             if n == 0 {

@@ -29,7 +29,7 @@ mod rows;
 mod runs;
 
 use ctx::AbortOnDrop;
-pub use ctx::{Change, Ctx, Halt, SAME_ANSWER};
+pub use ctx::{Change, Client, Ctx, Halt, SAME_ANSWER};
 pub use dry::dry_run;
 use open::open;
 pub(crate) use rows::*;

@@ -139,33 +139,27 @@ pub(super) async fn open(
     let settings = provider_settings(job, opts)?;
     let http = crate::provider::http::client(job.limits.timeout, job.limits.concurrency as usize)
         .map_err(|e| RunError::Fatal(format!("cannot build the HTTP client: {e}")))?;
-    let (helloclever, finhub) = match settings {
+    let client = match settings {
         Settings::HelloClever {
             base,
             app_id,
             secret,
-        } => (
-            Some(
-                HelloClever::new(http, &base, Secret::new(app_id), Secret::new(secret))
-                    .map_err(|e| RunError::Config(format!("{}: {e}", job.path.display())))?,
-            ),
-            None,
-        ),
+        } => Client::HelloClever(Arc::new(
+            HelloClever::new(http, &base, Secret::new(app_id), Secret::new(secret))
+                .map_err(|e| RunError::Config(format!("{}: {e}", job.path.display())))?,
+        )),
         Settings::FinHub {
             base,
             tenant,
             auth,
             kyc_confirmation_path,
-        } => (
-            None,
-            Some(Arc::new(crate::provider::finhub::client::FinHub::new(
-                http,
-                &base,
-                Secret::new(tenant),
-                auth,
-                &kyc_confirmation_path,
-            ))),
-        ),
+        } => Client::FinHub(Arc::new(crate::provider::finhub::client::FinHub::new(
+            http,
+            &base,
+            Secret::new(tenant),
+            auth,
+            &kyc_confirmation_path,
+        ))),
     };
     // The lock first: a run that cannot have it touches nothing.
     let lock =
@@ -209,8 +203,7 @@ pub(super) async fn open(
         .map_err(RunError::Locked)?;
     let lock = crate::state::lock::Heartbeat::start(lock, db.clone(), plan_id, run_id);
     let ctx = Arc::new(Ctx {
-        helloclever,
-        finhub,
+        client,
         directory: finhub::Directory::default(),
         run_started: tokio::time::Instant::now(),
         pacer: Pacer::new(

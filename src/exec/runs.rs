@@ -45,7 +45,7 @@ pub async fn reconcile(
         for step in &job.steps {
             let step_id = step.id.clone();
             let found = match step.kind {
-                StepKind::Payout => {
+                StepKind::Payout if let Client::HelloClever(hc) = &ctx.client => {
                     let batches = ctx
                         .db
                         .read(move |c| {
@@ -60,16 +60,17 @@ pub async fn reconcile(
                     let mut found = Vec::new();
                     for b in batches.into_iter().filter(|b| in_span(&b.first_attempt_at)) {
                         if let Some(uuid) = b.provider_ref.clone()
-                            && let Some((_, mut c)) = payout::refresh_batch(&ctx, &b, &uuid).await?
+                            && let Some((_, mut c)) =
+                                payout::refresh_batch(&ctx, hc, &b, &uuid).await?
                         {
                             found.append(&mut c);
                         }
                     }
                     // Whatever run sent them: is each external id paid once?
-                    payout::check_duplicates(&ctx, &step.id).await?;
+                    payout::check_duplicates(&ctx, hc, &step.id).await?;
                     found
                 }
-                StepKind::Kyc => {
+                StepKind::Kyc if let Client::HelloClever(hc) = &ctx.client => {
                     let items = ctx
                         .db
                         .read(move |c| {
@@ -95,7 +96,7 @@ pub async fn reconcile(
                             .wait
                             .as_ref()
                             .map_or(std::time::Duration::ZERO, |w| w.timeout);
-                        if let Some(c) = kyc::refresh(&ctx, item, true, timeout).await? {
+                        if let Some(c) = kyc::refresh(&ctx, hc, item, true, timeout).await? {
                             found.push(c);
                         }
                     }
@@ -349,11 +350,30 @@ pub async fn execute(
         };
         tracing::info!(step = %step.id, items = todo, "step started");
         ctx.progress.start(&step.id, todo);
-        match step.kind {
-            StepKind::Contact => contact::run(job, si, step, &ctx, &mut rows).await?,
-            StepKind::Kyc => kyc::run(job, si, step, &ctx, &mut rows).await?,
-            StepKind::Payout => payout::run(job, si, step, &ctx, &mut rows).await?,
-            _ => finhub::run(job, si, step, &ctx, &mut rows).await?,
+        // Each step runner is given its provider's client (a job holds only its
+        // provider's steps: checked when it loads).
+        match (&ctx.client, step.kind) {
+            (Client::HelloClever(hc), StepKind::Contact) => {
+                contact::run(job, si, step, &ctx, hc, &mut rows).await?
+            }
+            (Client::HelloClever(hc), StepKind::Kyc) => {
+                kyc::run(job, si, step, &ctx, hc, &mut rows).await?
+            }
+            (Client::HelloClever(hc), StepKind::Payout) => {
+                payout::run(job, si, step, &ctx, hc, &mut rows).await?
+            }
+            (Client::FinHub(fh), kind)
+                if kind.provider() == crate::provider::ProviderKind::FinHub =>
+            {
+                finhub::run(job, si, step, &ctx, fh, &mut rows).await?
+            }
+            (_, kind) => {
+                return Err(RunError::Config(format!(
+                    "step '{}': a {} step is not for this job's provider",
+                    step.id,
+                    kind.as_str()
+                )));
+            }
         }
         // Outcomes are queued without waiting: all of the step's are committed here.
         ctx.db.settled().await?;

@@ -10,7 +10,7 @@
 //! - The file is written as `<path>.partial`, synced, then renamed over `<path>`; only then
 //!   is the export recorded complete, which moves the step's `last_run` watermark.
 
-use super::{Ctx, RunError};
+use super::{Client, Ctx, RunError};
 use crate::job::Job;
 use crate::job::export::{Export, Format, Resource};
 use crate::provider::error::CallError;
@@ -230,21 +230,26 @@ async fn pull_pages(
             for (k, v) in &export.filter {
                 query.push((k.as_str(), v.clone()));
             }
-            let p = match (status, &ctx.finhub) {
-                (Some(status), Some(fh)) => {
+            let p = match (status, &ctx.client) {
+                (Some(status), Client::FinHub(fh)) => {
                     let reply =
                         super::protocol::idempotent(ctx, || fh.by_status(status, page, PAGE_SIZE))
                             .await
                             .map_err(|e| Stop::Failed(call_failure(&e, page)))?;
                     parse_customers_page(reply, page)
                 }
-                _ => {
-                    let reply = super::protocol::idempotent(ctx, || async {
-                        ctx.hc()?.list_page(ep.path, &query).await
-                    })
-                    .await
-                    .map_err(|e| Stop::Failed(call_failure(&e, page)))?;
+                (_, Client::HelloClever(hc)) => {
+                    let reply = super::protocol::idempotent(ctx, || hc.list_page(ep.path, &query))
+                        .await
+                        .map_err(|e| Stop::Failed(call_failure(&e, page)))?;
                     parse_page(reply, page)
+                }
+                // The job's resources are its provider's (checked when it loads).
+                (None, Client::FinHub(_)) => {
+                    return Err(Stop::Failed(format!(
+                        "{} is not a FinHub resource",
+                        export.resource.as_str()
+                    )));
                 }
             }
             .map_err(|e| Stop::Failed(format!("page {page}: {e}")))?;

@@ -8,9 +8,10 @@ use super::*;
 /// (no new batch may take one), or `None` when the listing could not be read to its end.
 pub(super) async fn adopt_existing(
     ctx: &Ctx,
+    hc: &Arc<HelloClever>,
     step: &str,
 ) -> Result<Option<HashSet<String>>, RunError> {
-    let (_, found) = listed(ctx, step).await?;
+    let (_, found) = listed(ctx, hc, step).await?;
     let found = match found {
         Ok(found) => found,
         Err(e) => {
@@ -91,11 +92,12 @@ pub(super) async fn adopt_existing(
 /// one, oldest first (or why the listing could not be read to its end).
 pub(super) async fn listed(
     ctx: &Ctx,
+    hc: &Arc<HelloClever>,
     step: &str,
 ) -> Result<(Ours, Result<Vec<PayoutBatch>, CallError>), StateError> {
     let ours = Ours::load(ctx, step).await?;
     let window = listing::plan_window(ctx, step).await?;
-    let found = listing::scan(ctx, window, |b| ours.carried_by(b))
+    let found = listing::scan(ctx, hc, window, |b| ours.carried_by(b))
         .await
         .map(|mut found| {
             found.sort_by(|a, b| a.created_at.cmp(&b.created_at));

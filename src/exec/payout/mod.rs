@@ -22,6 +22,7 @@ use super::{Ctx, RowSource, RunError, ready};
 use crate::exec::queue::unreadable;
 use crate::job::{Job, Step};
 use crate::provider::error::CallError;
+use crate::provider::helloclever::client::HelloClever;
 use crate::provider::helloclever::wire::{PayoutBatch, PayoutTransaction};
 use crate::state::work::{self, Duplicate, Outcome, WorkBatch, WorkItem};
 use crate::state::{BatchState, ItemState, StateError};
@@ -51,6 +52,7 @@ pub async fn run(
     si: usize,
     step: &Step,
     ctx: &Arc<Ctx>,
+    hc: &Arc<HelloClever>,
     rows: &mut RowSource<'_, '_>,
 ) -> Result<(), RunError> {
     let (plan_id, step_id, size) = (ctx.plan_id, step.id.clone(), step.batch_size);
@@ -71,7 +73,7 @@ pub async fn run(
     // for duplicates at the end.
     let mut touched = false;
     if !unsent.is_empty() && !ctx.stopping() {
-        match adopt_existing(ctx, &step.id).await? {
+        match adopt_existing(ctx, hc, &step.id).await? {
             Some(taken) => {
                 touched = true;
                 ctx.db.write(batch(taken)).await?;
@@ -128,11 +130,9 @@ pub async fn run(
         {
             if !required.contains_key(&method) {
                 // Unknown to this provider, or unreachable: the send itself will say.
-                let params = idempotent(ctx, || async {
-                    ctx.hc()?.payout_required_params(&method).await
-                })
-                .await
-                .unwrap_or_default();
+                let params = idempotent(ctx, || hc.payout_required_params(&method))
+                    .await
+                    .unwrap_or_default();
                 required.insert(method.clone(), params);
             }
             let missing: Vec<&String> = required[&method]
@@ -159,17 +159,17 @@ pub async fn run(
             }
         }
         crate::exec::queue::throttle(&mut tasks, 64).await?;
-        tasks.spawn(send(ctx.clone(), batch, members));
+        tasks.spawn(send(ctx.clone(), hc.clone(), batch, members));
     }
     crate::exec::queue::drain(&mut tasks).await?;
-    touched |= settle(ctx, si, step, rows).await?;
+    touched |= settle(ctx, hc, si, step, rows).await?;
     if touched && !ctx.stopping() {
-        check_duplicates(ctx, &step.id).await?;
+        check_duplicates(ctx, hc, &step.id).await?;
     }
     if let Some(wait) = &step.wait
         && !ctx.stopping()
     {
-        await_completion(step, ctx, wait.timeout, ctx.poll_every(wait.poll)).await?;
+        await_completion(step, ctx, hc, wait.timeout, ctx.poll_every(wait.poll)).await?;
     }
     Ok(())
 }

@@ -34,6 +34,7 @@ pub(super) fn body(batch: &WorkBatch, members: &Members) -> Value {
 /// left to settle.
 pub(super) async fn send(
     ctx: Arc<Ctx>,
+    hc: Arc<HelloClever>,
     batch: WorkBatch,
     members: Members,
 ) -> Result<(), StateError> {
@@ -53,10 +54,7 @@ pub(super) async fn send(
         batch: &batch,
         members: &members,
     };
-    let sent = protocol::send(&ctx, &target, protocol::none, || async {
-        ctx.hc()?.create_payout(&request).await
-    })
-    .await?;
+    let sent = protocol::send(&ctx, &target, protocol::none, || hc.create_payout(&request)).await?;
     match sent {
         Sent::Answered(created, _) => record(&ctx, &batch, &members, &created).await,
         Sent::Claimed(..) | Sent::Recorded => Ok(()),

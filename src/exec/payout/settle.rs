@@ -7,6 +7,7 @@ use super::*;
 /// are recorded; proven absent, sent again. Returns whether there were any.
 pub(super) async fn settle(
     ctx: &Arc<Ctx>,
+    hc: &Arc<HelloClever>,
     si: usize,
     step: &Step,
     rows: &mut RowSource<'_, '_>,
@@ -55,7 +56,7 @@ pub(super) async fn settle(
             ctx,
             ("payout batch(es)", &mut rounds.said),
             units,
-            |batches: Vec<WorkBatch>| look_up(ctx, batches, latest),
+            |batches: Vec<WorkBatch>| look_up(ctx, hc, batches, latest),
         )
         .await;
         let mut tasks: JoinSet<Result<(), StateError>> = JoinSet::new();
@@ -81,7 +82,7 @@ pub(super) async fn settle(
                         let fields = rows.fields(si, &mut item).unwrap_or_default();
                         members.push((item, fields));
                     }
-                    tasks.spawn(send(ctx.clone(), b, members));
+                    tasks.spawn(send(ctx.clone(), hc.clone(), b, members));
                 }
                 Settled::Open => rounds.leave(b.id),
                 Settled::Later => {}
@@ -99,6 +100,7 @@ pub(super) async fn settle(
 /// duplicate check).
 pub(super) async fn look_up(
     ctx: &Ctx,
+    hc: &Arc<HelloClever>,
     batches: Vec<WorkBatch>,
     latest: Option<chrono::DateTime<chrono::Utc>>,
 ) -> Vec<Result<Option<PayoutBatch>, CallError>> {
@@ -110,7 +112,7 @@ pub(super) async fn look_up(
     let wanted: HashSet<&str> = batches.iter().map(|b| b.external_id.as_str()).collect();
     let window = Window::around(earliest, latest);
     let keep = |b: &PayoutBatch| b.external_id.as_deref().is_some_and(|e| wanted.contains(e));
-    match listing::scan(ctx, window, keep).await {
+    match listing::scan(ctx, hc, window, keep).await {
         Ok(mut found) => {
             found.sort_by(|a, b| a.created_at.cmp(&b.created_at));
             batches

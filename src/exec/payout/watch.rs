@@ -5,8 +5,12 @@ use super::*;
 /// Checks that each of the step's external ids is carried by one batch that can still pay
 /// (expired batches and cancelled transactions cannot), records what is not so — replacing
 /// what an earlier check found — and says it loudly.
-pub(in crate::exec) async fn check_duplicates(ctx: &Ctx, step: &str) -> Result<(), RunError> {
-    let (ours, found) = listed(ctx, step).await?;
+pub(in crate::exec) async fn check_duplicates(
+    ctx: &Ctx,
+    hc: &Arc<HelloClever>,
+    step: &str,
+) -> Result<(), RunError> {
+    let (ours, found) = listed(ctx, hc, step).await?;
     let found = match found {
         Ok(found) => found,
         Err(e) => {
@@ -101,6 +105,7 @@ pub(super) fn duplicates_in(found: &[PayoutBatch], ours: impl Fn(&str) -> bool) 
 pub(super) async fn await_completion(
     step: &Step,
     ctx: &Arc<Ctx>,
+    hc: &Arc<HelloClever>,
     timeout: std::time::Duration,
     every: std::time::Duration,
 ) -> Result<(), RunError> {
@@ -115,7 +120,7 @@ pub(super) async fn await_completion(
             let Some(uuid) = batch.provider_ref.clone() else {
                 continue;
             };
-            match refresh_batch(ctx, &batch, &uuid).await? {
+            match refresh_batch(ctx, hc, &batch, &uuid).await? {
                 Some((true, _)) => {}
                 _ => open += 1,
             }
@@ -131,10 +136,11 @@ pub(super) async fn await_completion(
 /// (completed or ended), and what changed; `None` when the provider could not be asked.
 pub(in crate::exec) async fn refresh_batch(
     ctx: &Ctx,
+    hc: &Arc<HelloClever>,
     batch: &WorkBatch,
     uuid: &str,
 ) -> Result<Option<(bool, Vec<crate::exec::Change>)>, StateError> {
-    let Ok(b) = idempotent(ctx, || async { ctx.hc()?.payout(uuid).await }).await else {
+    let Ok(b) = idempotent(ctx, || hc.payout(uuid)).await else {
         return Ok(None);
     };
     let id = batch.id;
