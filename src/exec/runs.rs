@@ -1,6 +1,7 @@
 //! A run and a reconcile: the steps in order, the exports, the run recorded as finished.
 
 use super::*;
+use crate::exit::Ended;
 
 /// Refreshes what the provider holds for everything sent — payout batches and their
 /// transactions (those waiting for funds too), KYC not yet decided — records it, checks
@@ -23,7 +24,7 @@ pub async fn reconcile(
                 None => {
                     let stats = work::RunStats::default();
                     db.write(move |c| {
-                        work::finish_run(c, plan_id, run_id, crate::exit::INVALID_INPUT, &stats)
+                        work::finish_run(c, plan_id, run_id, Ended::InvalidInput, &stats)
                     })
                     .await?;
                     return Err(RunError::Config(format!(
@@ -115,14 +116,14 @@ pub async fn reconcile(
         Ok(())
     }
     .await;
-    let floor = match &result {
-        Ok(()) => crate::exit::SUCCESS,
-        Err(_) => crate::exit::FATAL,
+    let ended = match &result {
+        Ok(()) => Ended::Done,
+        Err(_) => Ended::Fatal,
     };
     let stats = ctx.pacer.stats.snapshot();
     let recorded = stats.clone();
     let (exit_code, counts) = db
-        .write(move |c| work::finish_run(c, plan_id, run_id, floor, &recorded))
+        .write(move |c| work::finish_run(c, plan_id, run_id, ended, &recorded))
         .await?;
     ctx.release();
     result?;
@@ -169,13 +170,13 @@ pub async fn run(
     let planned = tokio::task::block_in_place(|| {
         crate::plan::plan_unless_stopped(job, &opts.state_path, on_error, &opts.stop)
     });
-    let floor = match planned {
+    let ended = match planned {
         Err(crate::plan::PlanError::Invalid(_) | crate::plan::PlanError::Input(_)) => {
-            crate::exit::INVALID_INPUT
+            Ended::InvalidInput
         }
         Err(crate::plan::PlanError::Stopped) => {
             tracing::warn!("stopped while planning: nothing was planned or sent");
-            crate::exit::INTERRUPTED
+            Ended::Interrupted
         }
         Err(crate::plan::PlanError::State(e)) => {
             let why = e.to_string();
@@ -188,7 +189,7 @@ pub async fn run(
         }
         Ok(planned) => {
             match execute_all(job, &ctx, opts.retry_failed, run_id, &planned.counts).await {
-                Ok(code) => code,
+                Ok(ended) => ended,
                 Err(e) => {
                     let (stats, why) = (ctx.pacer.stats.snapshot(), e.to_string());
                     let _ = db
@@ -202,7 +203,7 @@ pub async fn run(
     let stats = ctx.pacer.stats.snapshot();
     let recorded = stats.clone();
     let (exit_code, counts) = db
-        .write(move |c| work::finish_run(c, plan_id, run_id, floor, &recorded))
+        .write(move |c| work::finish_run(c, plan_id, run_id, ended, &recorded))
         .await?;
     ctx.release();
     tracing::info!(
@@ -251,14 +252,14 @@ async fn execute_all(
     retry_failed: bool,
     run_id: i64,
     planned: &crate::state::PlanCounts,
-) -> Result<i32, RunError> {
+) -> Result<Ended, RunError> {
     // A first plan says how many items each step has to send: no need to count them
     // again (a cold pass over the new table, before the first request).
     let known = planned.fresh && !retry_failed;
     let todo: Vec<Option<u64>> = (0..job.steps.len())
         .map(|si| planned.steps.get(si).filter(|_| known).map(|c| c.new))
         .collect();
-    let code = execute(job, ctx.clone(), retry_failed, &todo).await?;
+    let ended = execute(job, ctx.clone(), retry_failed, &todo).await?;
     let halt = ctx.halt.lock().unwrap_or_else(|p| p.into_inner()).clone();
     if let Some(halt) = halt {
         let stay = "nothing more was sent, and the rows not done stay pending for the next run";
@@ -288,14 +289,14 @@ async fn execute_all(
             }
         }));
     }
-    if job.exports.is_empty() || code == crate::exit::INTERRUPTED {
-        return Ok(code);
+    if job.exports.is_empty() || ended == Ended::Interrupted {
+        return Ok(ended);
     }
     let all_done = export::run_all(job, ctx, run_id).await?;
     Ok(match all_done {
-        _ if ctx.stopping() => crate::exit::INTERRUPTED,
-        true => code,
-        false => code.max(crate::exit::ROWS_FAILED),
+        _ if ctx.stopping() => Ended::Interrupted,
+        true => ended,
+        false => Ended::ExportFailed,
     })
 }
 
@@ -306,7 +307,7 @@ pub async fn execute(
     ctx: Arc<Ctx>,
     retry_failed: bool,
     known_todo: &[Option<u64>],
-) -> Result<i32, RunError> {
+) -> Result<Ended, RunError> {
     let plan_id = ctx.plan_id;
     if retry_failed {
         let (retried, kept) = ctx
@@ -323,7 +324,7 @@ pub async fn execute(
     }
     let Some(input) = &job.input else {
         // A job of exports only: no rows to send.
-        return Ok(crate::exit::SUCCESS);
+        return Ok(Ended::Done);
     };
     let renderer = Renderer::new(job, ctx.db.key().clone());
     let mut rows = RecordReader::open(&input.csv, input.delimiter)
@@ -382,9 +383,9 @@ pub async fn execute(
     }
     // What the items earn is added when the run is recorded as finished.
     Ok(if ctx.stopping() {
-        crate::exit::INTERRUPTED
+        Ended::Interrupted
     } else {
-        crate::exit::SUCCESS
+        Ended::Done
     })
 }
 

@@ -14,13 +14,13 @@ pub struct RunStats {
 }
 
 /// Ends a run: its figures, counts by step and state, exit code; releases the lock. The
-/// exit code is `floor` raised to what the items earn ([`Tally::exit_code`]); it is
-/// returned with the counts.
+/// exit code is how it `ended` with what its items and the provider's duplicates add
+/// ([`crate::exit::of_run`]); it is returned with the counts.
 pub fn finish_run(
     conn: &Connection,
     plan_id: i64,
     run_id: i64,
-    floor: i32,
+    ended: crate::exit::Ended,
     stats: &RunStats,
 ) -> rusqlite::Result<(i32, Tally)> {
     let tally = Tally::of(conn, plan_id)?;
@@ -29,10 +29,7 @@ pub fn finish_run(
         [plan_id],
         |r| r.get(0),
     )?;
-    let mut exit_code = floor.max(tally.exit_code());
-    if duplicates > 0 {
-        exit_code = exit_code.max(crate::exit::DUPLICATE);
-    }
+    let exit_code = crate::exit::of_run(ended, tally.needs_a_look(), duplicates > 0);
     let counts = tally.json();
     conn.execute(
         "UPDATE runs SET ended_at = ?2, exit_code = ?3, requests = ?4, retries = ?5, rate_limited = ?6, in_doubt_resolved = ?7, counts = ?8, settle_ms = ?9, duplicates = ?10
@@ -54,7 +51,7 @@ pub fn finish_fatal(
     stats: &RunStats,
     why: &str,
 ) -> rusqlite::Result<()> {
-    finish_run(conn, plan_id, run_id, crate::exit::FATAL, stats)?;
+    finish_run(conn, plan_id, run_id, crate::exit::Ended::Fatal, stats)?;
     conn.execute(
         "UPDATE runs SET error = ?2 WHERE id = ?1",
         params![run_id, crate::redact::scrub(why)],

@@ -84,20 +84,13 @@ impl Tally {
         Ok(Tally { steps })
     }
 
-    /// The exit code the items earn: 0 when every item is done (succeeded, skipped), 1
-    /// when any needs a look ([`Status::needs_a_look`]): failed, blocked, in doubt,
-    /// waiting for funds, in conflict or still pending.
-    pub fn exit_code(&self) -> i32 {
-        let open = self
-            .steps
+    /// Whether any item needs a look ([`Status::needs_a_look`]): failed, blocked, in
+    /// doubt, waiting for funds, in conflict or still pending.
+    pub fn needs_a_look(&self) -> bool {
+        self.steps
             .iter()
             .flat_map(|(_, s)| s)
-            .any(|(state, n)| *n > 0 && state.needs_a_look());
-        if open {
-            crate::exit::ROWS_FAILED
-        } else {
-            crate::exit::SUCCESS
-        }
+            .any(|(state, n)| *n > 0 && state.needs_a_look())
     }
 
     /// The counts: each step (in job order) with its state names and counts.
