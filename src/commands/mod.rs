@@ -131,6 +131,22 @@ fn running_run(job: &Job, state_path: &Path, run: Option<i64>) -> Option<i64> {
     (ended.is_none() && !free).then_some(id)
 }
 
+/// Why the input could not be planned (the rows' problems were printed as found).
+fn plan_error(job: &Job, e: crate::plan::PlanError) -> Error {
+    use crate::plan::PlanError;
+    match e {
+        PlanError::Invalid(summary) => Error::Rows(format!(
+            "{} {} in {}; nothing was planned",
+            summary.errors,
+            output::plural(summary.errors, "problem", "problems"),
+            job.csv_path().display()
+        )),
+        PlanError::Input(e) => Error::Input(e),
+        PlanError::State(e) => Error::State(e),
+        e @ PlanError::Stopped => Error::Interrupted(e.to_string()),
+    }
+}
+
 /// Why a run or reconcile could not go ahead.
 fn run_error(job: &Job, e: crate::exec::RunError) -> Error {
     use crate::exec::RunError;
@@ -140,6 +156,8 @@ fn run_error(job: &Job, e: crate::exec::RunError) -> Error {
             job.name, job.scope
         )),
         RunError::Config(m) => Error::Invalid(m),
+        RunError::Setting(d) => Error::Invalid(d.to_string()),
+        RunError::Plan(e) => plan_error(job, e),
         RunError::State(e) => Error::State(e),
         e @ RunError::Fatal(_) => Error::Fatal(e.to_string()),
     }

@@ -2,11 +2,10 @@
 //! conflict), under the run's lock; nothing is sent.
 
 use super::output::{Problems, plural, print_totals};
-use super::{Error, job_and_state};
+use super::{Error, job_and_state, plan_error};
 use crate::cli::PlanArgs;
 use crate::exit;
 use crate::job::steps::StepKind;
-use crate::plan::PlanError;
 
 pub(super) fn plan(args: &PlanArgs) -> Result<i32, Error> {
     let (job, state_path) = job_and_state(args, false)?;
@@ -51,15 +50,7 @@ pub(super) fn plan(args: &PlanArgs) -> Result<i32, Error> {
     let planned = crate::plan::plan(&job, &state_path, &mut |e| problems.print(e));
     problems.finish();
     match planned {
-        Err(PlanError::Invalid(summary)) => Err(Error::Rows(format!(
-            "{} {} in {}; nothing was planned",
-            summary.errors,
-            plural(summary.errors, "problem", "problems"),
-            job.csv_path().display()
-        ))),
-        Err(PlanError::Input(e)) => Err(e.into()),
-        Err(PlanError::State(e)) => Err(e.into()),
-        Err(e @ PlanError::Stopped) => Err(Error::Interrupted(e.to_string())),
+        Err(e) => Err(plan_error(&job, e)),
         Ok(outcome) => {
             println!(
                 "plan for job '{}', scope '{}' ({} rows) in {}",

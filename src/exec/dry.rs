@@ -38,20 +38,13 @@ pub fn dry_run(
         crate::state::key::ContentKey::random()
     };
     (|| {
-        let summary =
-            crate::plan::validate(job, on_error).map_err(|e| RunError::Config(e.to_string()))?;
+        let summary = crate::plan::validate(job, on_error).map_err(crate::plan::PlanError::from)?;
         if summary.errors > 0 {
-            return Err(RunError::Config(
-                crate::plan::PlanError::Invalid(summary).to_string(),
-            ));
+            return Err(crate::plan::PlanError::Invalid(summary).into());
         }
         let copy = State::open_with_key(&tmp, key)?;
         let stop = std::sync::atomic::AtomicBool::new(false);
-        match crate::plan::plan_into(job, &copy, on_error, &stop) {
-            Ok(_) => {}
-            Err(crate::plan::PlanError::State(e)) => return Err(e.into()),
-            Err(e) => return Err(RunError::Config(e.to_string())),
-        }
+        crate::plan::plan_into(job, &copy, on_error, &stop)?;
         let st = copy;
         let conn = st.connection();
         let err = |e| RunError::from(st.err(e));

@@ -56,6 +56,12 @@ pub enum RunError {
     State(#[from] StateError),
     #[error("{0}")]
     Config(String),
+    /// A provider setting whose variable is unset (only `run` needs credentials).
+    #[error("{0}")]
+    Setting(Box<crate::job::Diagnostic>),
+    /// The input, checked or planned again (`--dry-run` plans into a copy).
+    #[error(transparent)]
+    Plan(#[from] crate::plan::PlanError),
     #[error("{0}")]
     Fatal(String),
 }

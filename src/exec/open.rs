@@ -22,7 +22,7 @@ enum Settings {
 fn need(job: &Job, key: &str, setting: &crate::job::Setting) -> Result<String, RunError> {
     match setting {
         Some(Ok(v)) if !v.is_empty() => Ok(v.clone()),
-        Some(Err(d)) => Err(RunError::Config(d.to_string())),
+        Some(Err(d)) => Err(RunError::Setting(d.clone())),
         _ => Err(RunError::Config(format!(
             "{}: provider.{key} is required to run",
             job.path.display()
@@ -34,7 +34,7 @@ fn need(job: &Job, key: &str, setting: &crate::job::Setting) -> Result<String, R
 fn optional(setting: &crate::job::Setting) -> Result<Option<String>, RunError> {
     match setting {
         Some(Ok(v)) => Ok(Some(v.clone())),
-        Some(Err(d)) => Err(RunError::Config(d.to_string())),
+        Some(Err(d)) => Err(RunError::Setting(d.clone())),
         None => Ok(None),
     }
 }
