@@ -16,36 +16,15 @@ pub fn dry_run(
     state_path: &Path,
     on_error: &mut dyn FnMut(InputError),
 ) -> Result<Vec<String>, RunError> {
-    // An in-memory database shared by this process's connections, alive while `_copy` is.
-    let uri = format!(
-        "file:payrun-dry-{}-{}?mode=memory&cache=shared",
-        std::process::id(),
-        chrono::Utc::now().timestamp_nanos_opt().unwrap_or(0)
-    );
-    let tmp = std::path::PathBuf::from(&uri);
-    let _copy = rusqlite::Connection::open(&uri).map_err(|source| {
-        RunError::from(crate::state::StateError::Sqlite {
-            path: "(memory)".into(),
-            source,
-        })
-    })?;
-    // The copy is hashed with the state's own key (kept beside it, not in it).
-    let key = if state_path.exists() {
-        let st = State::open(state_path)?;
-        st.copy_into(&tmp.to_string_lossy())?;
-        st.key().clone()
-    } else {
-        crate::state::key::ContentKey::random()
-    };
+    let scratch = State::scratch_of(state_path)?;
     (|| {
         let summary = crate::plan::validate(job, on_error).map_err(crate::plan::PlanError::from)?;
         if summary.errors > 0 {
             return Err(crate::plan::PlanError::Invalid(summary).into());
         }
-        let copy = State::open_with_key(&tmp, key)?;
         let stop = std::sync::atomic::AtomicBool::new(false);
-        crate::plan::plan_into(job, &copy, on_error, &stop)?;
-        let st = copy;
+        crate::plan::plan_into(job, &scratch.state, on_error, &stop)?;
+        let st = &scratch.state;
         let conn = st.connection();
         let err = |e| RunError::from(st.err(e));
         let plan_id = work::plan_id(conn, &job.name, &job.scope)

@@ -11,8 +11,8 @@ mod summary;
 
 use crate::job::Job;
 use crate::job::steps::StepKind;
+use crate::state::Conn;
 use crate::state::{ItemState, Status};
-use rusqlite::Connection;
 use rust_decimal::Decimal;
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -108,7 +108,7 @@ impl Report {
     /// Builds the report of run `run_id` (the latest when `None`) from the state database
     /// at `source`, read through `conn`.
     pub fn load(
-        conn: &Connection,
+        conn: &Conn,
         source: &Path,
         job: &Job,
         run_id: Option<i64>,
@@ -120,7 +120,7 @@ impl Report {
     /// [`Report::load`] of the plan of `(job name, scope)` with these steps: what a closure
     /// that cannot borrow the job needs.
     pub fn load_of(
-        conn: &Connection,
+        conn: &Conn,
         source: &Path,
         (name, scope): (&str, &str),
         steps: Vec<(String, StepKind)>,
@@ -245,7 +245,7 @@ pub(crate) fn needs_attention(row: &RowResult) -> bool {
 /// Reads the plan's items in file order and hands each row (its items of the job's steps)
 /// to `on_row`; adds the payouts' money to `totals` when given.
 fn scan(
-    conn: &Connection,
+    conn: &Conn,
     plan_id: i64,
     steps: &[(String, StepKind)],
     mut totals: Option<&mut BTreeMap<String, Totals>>,

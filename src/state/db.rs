@@ -2,7 +2,7 @@
 //! on a tokio worker), and writes queued together are committed together — many intents,
 //! one fsync (group commit) — each in its own savepoint so one failure spoils no other.
 
-use super::{State, StateError};
+use super::{Conn, State, StateError};
 use rusqlite::Connection;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -49,13 +49,13 @@ impl Db {
         // items: with SQLite's default of 2 MiB, outcome updates re-read pages they had
         // just written.
         state
-            .connection()
+            .conn
             .pragma_update(None, "cache_size", -(80 << 10))
             .map_err(|e| state.err(e))?;
         // Each write's savepoint keeps the pages it changes in a statement journal, which
         // SQLite otherwise spills to a temporary file, a write per page.
         state
-            .connection()
+            .conn
             .pragma_update(None, "temp_store", "memory")
             .map_err(|e| state.err(e))?;
         let key = state.key().clone();
@@ -103,11 +103,11 @@ impl Db {
     /// Runs `f` on the database thread, outside any transaction.
     pub async fn read<T: Send + 'static>(
         &self,
-        f: impl FnOnce(&Connection) -> rusqlite::Result<T> + Send + 'static,
+        f: impl FnOnce(&Conn) -> rusqlite::Result<T> + Send + 'static,
     ) -> Result<T, StateError> {
         let (tx, rx) = tokio::sync::oneshot::channel();
         let job: ReadJob = Box::new(move |conn| {
-            let _ = tx.send(f(conn));
+            let _ = tx.send(f(Conn::of(conn)));
         });
         self.jobs.send(Job::Read(job)).map_err(|_| self.gone())?;
         let path = self.path.clone();
@@ -120,7 +120,7 @@ impl Db {
     /// transaction is durably committed (fsync): for intents, which must never be lost.
     pub async fn write<T: Send + 'static>(
         &self,
-        f: impl FnOnce(&Connection) -> rusqlite::Result<T> + Send + 'static,
+        f: impl FnOnce(&Conn) -> rusqlite::Result<T> + Send + 'static,
     ) -> Result<T, StateError> {
         self.submit(f, true).await
     }
@@ -130,7 +130,7 @@ impl Db {
     /// a power cut leaves its item in flight, and the next run asks the provider — safe.
     pub async fn record<T: Send + 'static>(
         &self,
-        f: impl FnOnce(&Connection) -> rusqlite::Result<T> + Send + 'static,
+        f: impl FnOnce(&Conn) -> rusqlite::Result<T> + Send + 'static,
     ) -> Result<T, StateError> {
         self.submit(f, false).await
     }
@@ -145,12 +145,12 @@ impl Db {
     /// an outcome touched into the statement journal.)
     pub fn record_later(
         &self,
-        f: impl FnOnce(&Connection) -> rusqlite::Result<()> + Send + 'static,
+        f: impl FnOnce(&Conn) -> rusqlite::Result<()> + Send + 'static,
     ) -> Result<(), StateError> {
         self.unwaited_failure()?;
         let failed = self.unwaited.clone();
         let job: WriteJob = Box::new(move |conn| {
-            let result = f(conn);
+            let result = f(Conn::of(conn));
             Box::new(move |commit: Result<(), String>| {
                 if let Err(e) = written(result, commit) {
                     failed
@@ -185,7 +185,7 @@ impl Db {
 
     async fn submit<T: Send + 'static>(
         &self,
-        f: impl FnOnce(&Connection) -> rusqlite::Result<T> + Send + 'static,
+        f: impl FnOnce(&Conn) -> rusqlite::Result<T> + Send + 'static,
         durable: bool,
     ) -> Result<T, StateError> {
         let (tx, rx) = tokio::sync::oneshot::channel::<Result<T, String>>();
@@ -218,7 +218,7 @@ fn written<T>(result: rusqlite::Result<T>, commit: Result<(), String>) -> Result
 
 fn in_savepoint<T>(
     conn: &Connection,
-    f: impl FnOnce(&Connection) -> rusqlite::Result<T>,
+    f: impl FnOnce(&Conn) -> rusqlite::Result<T>,
 ) -> rusqlite::Result<T> {
     // Prepared once and cached: parsing these on every write was a tenth of this thread.
     let run = |sql: &str| {
@@ -226,7 +226,7 @@ fn in_savepoint<T>(
             .and_then(|mut s| s.execute([]).map(drop))
     };
     run("SAVEPOINT job")?;
-    match f(conn) {
+    match f(Conn::of(conn)) {
         Ok(v) => {
             run("RELEASE job")?;
             Ok(v)
@@ -313,14 +313,14 @@ mod tests {
     async fn with_table() -> (tempfile::TempDir, Db) {
         let dir = tempfile::tempdir().unwrap();
         let db = Db::open(&dir.path().join("t.db")).unwrap();
-        db.write(|c| c.execute_batch("CREATE TABLE t (n INTEGER UNIQUE)"))
+        db.write(|c| c.0.execute_batch("CREATE TABLE t (n INTEGER UNIQUE)"))
             .await
             .unwrap();
         (dir, db)
     }
 
     async fn rows(db: &Db) -> i64 {
-        db.read(|c| c.query_row("SELECT COUNT(*) FROM t", [], |r| r.get(0)))
+        db.read(|c| c.0.query_row("SELECT COUNT(*) FROM t", [], |r| r.get(0)))
             .await
             .unwrap()
     }
@@ -332,7 +332,7 @@ mod tests {
             .map(|i| {
                 let db = db.clone();
                 tokio::spawn(async move {
-                    db.write(move |c| c.execute("INSERT INTO t VALUES (?1)", [i % 150]))
+                    db.write(move |c| c.0.execute("INSERT INTO t VALUES (?1)", [i % 150]))
                         .await
                 })
             })
@@ -357,7 +357,7 @@ mod tests {
     async fn writes_not_waited_on_are_seen_in_order_and_their_failure_is_reported() {
         let (_dir, db) = with_table().await;
         for i in 0..100 {
-            db.record_later(move |c| c.execute("INSERT INTO t VALUES (?1)", [i]).map(drop))
+            db.record_later(move |c| c.0.execute("INSERT INTO t VALUES (?1)", [i]).map(drop))
                 .unwrap();
         }
         // A read queued behind them sees them all.
@@ -366,9 +366,9 @@ mod tests {
         db.settled().await.unwrap();
 
         // A failing one spoils no other, and is reported by the next call of either.
-        db.record_later(|c| c.execute("INSERT INTO t VALUES (5)", []).map(drop))
+        db.record_later(|c| c.0.execute("INSERT INTO t VALUES (5)", []).map(drop))
             .unwrap();
-        db.record_later(|c| c.execute("INSERT INTO t VALUES (100)", []).map(drop))
+        db.record_later(|c| c.0.execute("INSERT INTO t VALUES (100)", []).map(drop))
             .unwrap();
         let e = db.settled().await.unwrap_err().to_string();
         assert!(e.contains("UNIQUE"), "{e}");

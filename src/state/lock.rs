@@ -9,8 +9,9 @@
 //! file system without locks, where a holder whose heartbeat is older than [`LEASE`] is
 //! taken for dead.
 
+use super::Conn;
 use super::work::{self, Holder, now};
-use rusqlite::{Connection, OptionalExtension, params};
+use rusqlite::{OptionalExtension, params};
 use sha2::{Digest, Sha256};
 use std::fs::{File, OpenOptions, TryLockError};
 use std::path::{Path, PathBuf};
@@ -109,7 +110,7 @@ impl std::fmt::Display for Held {
 
 impl Held {
     /// What the state says of the holder of `plan_id`'s lock (`None`: no plan yet).
-    pub fn read(conn: &Connection, plan_id: Option<i64>) -> Held {
+    pub fn read(conn: &Conn, plan_id: Option<i64>) -> Held {
         match plan_id.map(|p| holder(conn, p)) {
             Some(Ok(Some((h, beat)))) => Held {
                 holder: Some(h),
@@ -124,8 +125,8 @@ impl Held {
 }
 
 /// The recorded holder of a plan's lock, with its last heartbeat.
-pub fn holder(conn: &Connection, plan_id: i64) -> rusqlite::Result<Option<(Holder, String)>> {
-    conn.query_row(
+pub fn holder(conn: &Conn, plan_id: i64) -> rusqlite::Result<Option<(Holder, String)>> {
+    conn.0.query_row(
         "SELECT run_id, pid, host, started_at, COALESCE(heartbeat_at, started_at) FROM locks WHERE plan_id = ?1",
         [plan_id],
         |r| {
@@ -155,12 +156,12 @@ pub fn expired(at: &str) -> bool {
 
 /// Ends the record of a holder that is gone: its run is interrupted (exit 4); what it left
 /// in flight stays in doubt, for the next run to settle.
-pub fn clear_dead(conn: &Connection, plan_id: i64, holder: &Holder) -> rusqlite::Result<()> {
-    conn.execute(
+pub fn clear_dead(conn: &Conn, plan_id: i64, holder: &Holder) -> rusqlite::Result<()> {
+    conn.0.execute(
         "UPDATE runs SET ended_at = ?2, exit_code = ?3 WHERE id = ?1 AND ended_at IS NULL",
         params![holder.run_id, now(), crate::exit::INTERRUPTED],
     )?;
-    conn.execute(
+    conn.0.execute(
         "DELETE FROM locks WHERE plan_id = ?1 AND run_id = ?2",
         params![plan_id, holder.run_id],
     )?;
@@ -170,11 +171,7 @@ pub fn clear_dead(conn: &Connection, plan_id: i64, holder: &Holder) -> rusqlite:
 /// Starts a run under `lock` and records it as the holder, in one transaction. Holding
 /// the OS lock proves a recorded holder dead: it is cleared. Without file locks, a holder
 /// whose heartbeat is fresh is refused.
-pub fn start_run(
-    conn: &Connection,
-    plan_id: i64,
-    lock: &RunLock,
-) -> rusqlite::Result<Result<i64, Held>> {
+pub fn start_run(conn: &Conn, plan_id: i64, lock: &RunLock) -> rusqlite::Result<Result<i64, Held>> {
     if let Some((h, heartbeat)) = holder(conn, plan_id)? {
         if !lock.by_kernel() && !expired(&heartbeat) {
             return Ok(Err(Held {
@@ -185,12 +182,12 @@ pub fn start_run(
         clear_dead(conn, plan_id, &h)?;
     }
     let (pid, host, started) = (i64::from(std::process::id()), work::host_name(), now());
-    conn.execute(
+    conn.0.execute(
         "INSERT INTO runs (plan_id, started_at, pid, host) VALUES (?1, ?2, ?3, ?4)",
         params![plan_id, started, pid, host],
     )?;
-    let run_id = conn.last_insert_rowid();
-    conn.execute(
+    let run_id = conn.0.last_insert_rowid();
+    conn.0.execute(
         "INSERT INTO locks (plan_id, run_id, pid, host, started_at, heartbeat_at) VALUES (?1, ?2, ?3, ?4, ?5, ?5)",
         params![plan_id, run_id, pid, host, started],
     )?;
@@ -233,8 +230,8 @@ impl Drop for Heartbeat {
 }
 
 /// Writes a run's heartbeat.
-pub fn beat(conn: &Connection, plan_id: i64, run_id: i64) -> rusqlite::Result<()> {
-    conn.execute(
+pub fn beat(conn: &Conn, plan_id: i64, run_id: i64) -> rusqlite::Result<()> {
+    conn.0.execute(
         "UPDATE locks SET heartbeat_at = ?3 WHERE plan_id = ?1 AND run_id = ?2",
         params![plan_id, run_id, now()],
     )?;

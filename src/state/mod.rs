@@ -16,6 +16,24 @@ pub use db::Db;
 pub use plan_writer::{PlanCounts, PlanWriter, StepCounts};
 
 use rusqlite::Connection;
+
+/// A copy of a state in memory (see [`State::scratch_of`]).
+pub struct Scratch {
+    pub state: State,
+    /// Keeps the shared in-memory database alive.
+    _anchor: Connection,
+}
+
+/// A connection to the state database, opaque outside `state`: other modules hand it to
+/// state's typed functions (directly, or in a [`Db`] closure) and can run no SQL on it.
+#[derive(ref_cast::RefCastCustom)]
+#[repr(transparent)]
+pub struct Conn(Connection);
+
+impl Conn {
+    #[ref_cast::ref_cast_custom]
+    pub(in crate::state) fn of(conn: &Connection) -> &Conn;
+}
 use std::path::{Path, PathBuf};
 
 /// Errors of the state database.
@@ -147,9 +165,39 @@ impl State {
         Ok(state)
     }
 
+    /// A throwaway copy in memory of the state at `path` (an empty one when there is none
+    /// yet), hashed with that state's key: what is planned into it changes nothing on
+    /// disk (`--dry-run`). The copy lives as long as the returned [`Scratch`].
+    pub fn scratch_of(path: &Path) -> Result<Scratch, StateError> {
+        // An in-memory database shared by this process's connections, alive while the
+        // anchor connection is.
+        let uri = format!(
+            "file:payrun-dry-{}-{}?mode=memory&cache=shared",
+            std::process::id(),
+            chrono::Utc::now().timestamp_nanos_opt().unwrap_or(0)
+        );
+        let memory = PathBuf::from(&uri);
+        let anchor = Connection::open(&uri).map_err(|source| StateError::Sqlite {
+            path: "(memory)".into(),
+            source,
+        })?;
+        // The copy is hashed with the state's own key (kept beside it, not in it).
+        let key = if path.exists() {
+            let st = State::open(path)?;
+            st.copy_into(&uri)?;
+            st.key().clone()
+        } else {
+            key::ContentKey::random()
+        };
+        Ok(Scratch {
+            state: State::open_with_key(&memory, key)?,
+            _anchor: anchor,
+        })
+    }
+
     /// Opens a database whose key is not beside it: a throwaway copy of a state (an
     /// in-memory URI), planned with the key of the state it copies.
-    pub fn open_with_key(path: &Path, key: key::ContentKey) -> Result<State, StateError> {
+    fn open_with_key(path: &Path, key: key::ContentKey) -> Result<State, StateError> {
         let conn = Connection::open(path).map_err(|source| StateError::Sqlite {
             path: path.to_path_buf(),
             source,
@@ -218,17 +266,17 @@ impl State {
         }
     }
 
-    /// Gives read access to the connection (reports, tests).
     /// Copies the whole database into `target` (a path or an SQLite URI), consistently.
-    pub fn copy_into(&self, target: &str) -> Result<(), StateError> {
+    fn copy_into(&self, target: &str) -> Result<(), StateError> {
         self.conn
             .execute("VACUUM INTO ?1", [target])
             .map(drop)
             .map_err(|e| self.err(e))
     }
 
-    pub fn connection(&self) -> &Connection {
-        &self.conn
+    /// The database as other modules see it: something to hand to `state`'s functions.
+    pub fn connection(&self) -> &Conn {
+        Conn::of(&self.conn)
     }
 }
 
@@ -242,9 +290,9 @@ mod tests {
         let st = State::open(&dir.path().join("s.db")).unwrap();
         let c = st.connection();
         let (app, page): (i32, i64) = (
-            c.pragma_query_value(None, "application_id", |r| r.get(0))
+            c.0.pragma_query_value(None, "application_id", |r| r.get(0))
                 .unwrap(),
-            c.pragma_query_value(None, "page_size", |r| r.get(0))
+            c.0.pragma_query_value(None, "page_size", |r| r.get(0))
                 .unwrap(),
         );
         // The mark is written after the page size is set (the first write fixes it).

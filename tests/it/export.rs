@@ -391,8 +391,9 @@ async fn a_killed_export_leaves_no_file_and_the_next_run_completes_it() {
         !dir.path("out/cards.csv").exists(),
         "a half export at the real path"
     );
-    let conn = rusqlite::Connection::open(dir.path("state.db")).unwrap();
-    let mark = payrun::state::exports::watermark(&conn, 1, "cards").unwrap();
+    let st = payrun::state::State::open(&dir.path("state.db")).unwrap();
+    let conn = st.connection();
+    let mark = payrun::state::exports::watermark(conn, 1, "cards").unwrap();
     assert_eq!(
         mark, None,
         "the watermark moved for an export that did not finish"
@@ -412,7 +413,7 @@ async fn a_killed_export_leaves_no_file_and_the_next_run_completes_it() {
     );
     assert!(!partial.exists());
     assert!(
-        payrun::state::exports::watermark(&conn, 1, "cards")
+        payrun::state::exports::watermark(conn, 1, "cards")
             .unwrap()
             .is_some()
     );
@@ -470,9 +471,10 @@ async fn last_run_moves_the_watermark_only_when_an_export_completes() {
     assert_eq!(third.exit_code, 1);
     assert_eq!(export(&third, "contacts").state.as_str(), "failed");
     assert_eq!(unique(&ids(&dir.path("out/contacts.csv"), "email")), want);
-    let conn = rusqlite::Connection::open(dir.path("state.db")).unwrap();
+    let st = payrun::state::State::open(&dir.path("state.db")).unwrap();
+    let conn = st.connection();
     assert_eq!(
-        payrun::state::exports::watermark(&conn, 1, "contacts").unwrap(),
+        payrun::state::exports::watermark(conn, 1, "contacts").unwrap(),
         Some(e.to_at.clone())
     );
 }

@@ -59,7 +59,7 @@ pub async fn run(
     let names = (job.name.clone(), job.scope.clone());
     let batch = move |taken: HashSet<String>| {
         let (step_id, names) = (step_id.clone(), names.clone());
-        move |c: &rusqlite::Connection| {
+        move |c: &crate::state::Conn| {
             work::rebatch(c, plan_id, &step_id, size, (&names.0, &names.1), &taken)
         }
     };

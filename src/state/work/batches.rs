@@ -19,7 +19,7 @@ pub struct WorkBatch {
 
 /// Batches of a step in the given states, oldest first.
 pub fn batches_in(
-    conn: &Connection,
+    conn: &Conn,
     plan_id: i64,
     step: &str,
     states: &[BatchState],
@@ -28,7 +28,7 @@ pub fn batches_in(
     let sql = format!(
         "SELECT id, external_id, state, first_attempt_at, provider_ref, doubt_since, doubt_applied FROM batches WHERE plan_id = ?1 AND step = ?2 AND state IN ({marks}) ORDER BY seq"
     );
-    let mut stmt = conn.prepare(&sql)?;
+    let mut stmt = conn.0.prepare(&sql)?;
     let fixed: [&dyn rusqlite::ToSql; 2] = [&plan_id, &step];
     let bound = fixed
         .into_iter()
@@ -47,8 +47,8 @@ pub fn batches_in(
     .collect()
 }
 
-pub fn batch_items(conn: &Connection, batch_id: i64) -> rusqlite::Result<Vec<WorkItem>> {
-    let mut stmt = conn.prepare(&format!(
+pub fn batch_items(conn: &Conn, batch_id: i64) -> rusqlite::Result<Vec<WorkItem>> {
+    let mut stmt = conn.0.prepare(&format!(
         "SELECT {ITEM_COLUMNS} FROM items WHERE batch_id = ?1 ORDER BY id"
     ))?;
     stmt.query_map([batch_id], work_item)?.collect()
@@ -56,13 +56,13 @@ pub fn batch_items(conn: &Connection, batch_id: i64) -> rusqlite::Result<Vec<Wor
 
 /// The intent to send a batch: batch and its items in flight, in one transaction (a new
 /// attempt's doubt is its own).
-pub fn mark_batch_in_flight(conn: &Connection, batch_id: i64) -> rusqlite::Result<()> {
+pub fn mark_batch_in_flight(conn: &Conn, batch_id: i64) -> rusqlite::Result<()> {
     let t = now();
-    conn.execute(
+    conn.0.execute(
         "UPDATE batches SET state = 'in_flight', attempts = attempts + 1, first_attempt_at = COALESCE(first_attempt_at, ?2), doubt_since = NULL, doubt_applied = 0 WHERE id = ?1",
         params![batch_id, t],
     )?;
-    conn.execute(
+    conn.0.execute(
         "UPDATE items SET state = 'in_flight', attempts = attempts + 1, first_attempt_at = COALESCE(first_attempt_at, ?2), updated_at = ?2 WHERE batch_id = ?1",
         params![batch_id, t],
     )?;
@@ -70,7 +70,7 @@ pub fn mark_batch_in_flight(conn: &Connection, batch_id: i64) -> rusqlite::Resul
 }
 
 pub fn set_batch(
-    conn: &Connection,
+    conn: &Conn,
     batch_id: i64,
     state: BatchState,
     provider_ref: Option<&str>,
@@ -78,7 +78,7 @@ pub fn set_batch(
     error: Option<(&str, &str)>,
 ) -> rusqlite::Result<()> {
     let message = error.map(|e| crate::redact::scrub(e.1));
-    conn.execute(
+    conn.0.execute(
         "UPDATE batches SET state = ?2, provider_ref = COALESCE(?3, provider_ref), provider_status = COALESCE(?4, provider_status),
                 error_code = ?5, error_message = ?6 WHERE id = ?1",
         params![batch_id, state, provider_ref, provider_status, error.map(|e| e.0), message],
@@ -88,8 +88,8 @@ pub fn set_batch(
 
 /// Takes items out of an unsent batch (their row is not ready): they wait, `blocked`, for a
 /// later run, which puts them into a new batch.
-pub fn detach(conn: &Connection, id: i64, reason: &str) -> rusqlite::Result<()> {
-    conn.execute(
+pub fn detach(conn: &Conn, id: i64, reason: &str) -> rusqlite::Result<()> {
+    conn.0.execute(
         "UPDATE items SET batch_id = NULL, state = 'blocked', error_code = 'WAITING', error_message = ?2, updated_at = ?3 WHERE id = ?1",
         params![id, reason, now()],
     )?;
@@ -100,19 +100,19 @@ pub fn detach(conn: &Connection, id: i64, reason: &str) -> rusqlite::Result<()> 
 /// batches of their group, creating batches as needed — never under an external id in
 /// `taken` (the provider holds a batch with it already); drops empty open batches.
 pub fn rebatch(
-    conn: &Connection,
+    conn: &Conn,
     plan_id: i64,
     step: &str,
     size: u32,
     (job, scope): (&str, &str),
     taken: &std::collections::HashSet<String>,
 ) -> rusqlite::Result<()> {
-    let waiting: Vec<(i64, String)> = conn
+    let waiting: Vec<(i64, String)> = conn.0
         .prepare("SELECT id, COALESCE(group_key, '') FROM items WHERE plan_id = ?1 AND step = ?2 AND batch_id IS NULL AND state IN ('pending', 'blocked') AND conflict_hash IS NULL ORDER BY id")?
         .query_map(params![plan_id, step], |r| Ok((r.get(0)?, r.get(1)?)))?
         .collect::<Result<_, _>>()?;
     for (id, group) in waiting {
-        let open: Option<i64> = conn
+        let open: Option<i64> = conn.0
             .query_row(
                 "SELECT b.id FROM batches b WHERE b.plan_id = ?1 AND b.step = ?2 AND b.state = 'open' AND b.group_key = ?3
                    AND (SELECT COUNT(*) FROM items i WHERE i.batch_id = b.id) < ?4 ORDER BY b.seq LIMIT 1",
@@ -123,22 +123,22 @@ pub fn rebatch(
         let batch = match open {
             Some(b) => b,
             None => {
-                let mut seq: i64 = conn.query_row("SELECT COALESCE(MAX(seq), 0) + 1 FROM batches WHERE plan_id = ?1 AND step = ?2", params![plan_id, step], |r| r.get(0))?;
+                let mut seq: i64 = conn.0.query_row("SELECT COALESCE(MAX(seq), 0) + 1 FROM batches WHERE plan_id = ?1 AND step = ?2", params![plan_id, step], |r| r.get(0))?;
                 let mut ext = crate::plan::external_id(&[job, scope, step, &format!("b{seq:04}")]);
                 while taken.contains(&ext) {
                     seq += 1;
                     ext = crate::plan::external_id(&[job, scope, step, &format!("b{seq:04}")]);
                 }
-                conn.execute(
+                conn.0.execute(
                     "INSERT INTO batches (plan_id, step, seq, group_key, external_id, created_at) VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
                     params![plan_id, step, seq, group, ext, now()],
                 )?;
-                conn.last_insert_rowid()
+                conn.0.last_insert_rowid()
             }
         };
-        conn.execute("UPDATE items SET batch_id = ?2, state = 'pending', error_code = NULL, error_message = NULL WHERE id = ?1", params![id, batch])?;
+        conn.0.execute("UPDATE items SET batch_id = ?2, state = 'pending', error_code = NULL, error_message = NULL WHERE id = ?1", params![id, batch])?;
     }
-    conn.execute("DELETE FROM batches WHERE plan_id = ?1 AND state = 'open' AND NOT EXISTS (SELECT 1 FROM items WHERE batch_id = batches.id)", [plan_id])?;
+    conn.0.execute("DELETE FROM batches WHERE plan_id = ?1 AND state = 'open' AND NOT EXISTS (SELECT 1 FROM items WHERE batch_id = batches.id)", [plan_id])?;
     Ok(())
 }
 
@@ -147,8 +147,8 @@ pub fn rebatch(
 /// but only when that batch can no longer pay: it never reached the provider, or the
 /// provider ended it (`expired`, `cancelled`). A row of a batch the provider holds and may
 /// still pay stays as it is. Returns how many went back, and how many were kept so.
-pub fn retry_failed(conn: &Connection, plan_id: i64) -> rusqlite::Result<(usize, usize)> {
-    let retried = conn.execute(
+pub fn retry_failed(conn: &Conn, plan_id: i64) -> rusqlite::Result<(usize, usize)> {
+    let retried = conn.0.execute(
         "UPDATE items SET state = 'pending', error_code = NULL, error_message = NULL,
                 batch_id = NULL, updated_at = ?2
          WHERE plan_id = ?1 AND state = 'failed' AND conflict_hash IS NULL
@@ -157,7 +157,7 @@ pub fn retry_failed(conn: &Connection, plan_id: i64) -> rusqlite::Result<(usize,
                   AND (provider_ref IS NULL OR state IN ('expired', 'cancelled'))))",
         params![plan_id, now()],
     )?;
-    let kept: i64 = conn.query_row(
+    let kept: i64 = conn.0.query_row(
         "SELECT COUNT(*) FROM items WHERE plan_id = ?1 AND state = 'failed' AND conflict_hash IS NULL AND batch_id IS NOT NULL",
         [plan_id],
         |r| r.get(0),
@@ -169,13 +169,13 @@ pub fn retry_failed(conn: &Connection, plan_id: i64) -> rusqlite::Result<(usize,
 /// stopped because every row was refused the same way: the rows were not at fault). A
 /// payout row leaves its batch, which never reached the provider.
 pub fn requeue_refused(
-    conn: &Connection,
+    conn: &Conn,
     plan_id: i64,
     since: &str,
     code: &str,
     message: &str,
 ) -> rusqlite::Result<usize> {
-    conn.execute(
+    conn.0.execute(
         "UPDATE items SET state = 'pending', error_code = NULL, error_message = NULL,
                 batch_id = CASE WHEN batch_id IN (SELECT id FROM batches WHERE provider_ref IS NULL) THEN NULL ELSE batch_id END
          WHERE plan_id = ?1 AND state = 'failed' AND updated_at >= ?2 AND error_code = ?3 AND error_message = ?4",
@@ -186,7 +186,7 @@ pub fn requeue_refused(
 
 /// Calls `f` with every payout external id of a step: its batches' and its items'.
 pub fn each_payout_external_id(
-    conn: &Connection,
+    conn: &Conn,
     plan_id: i64,
     step: &str,
     mut f: impl FnMut(&str),
@@ -195,7 +195,7 @@ pub fn each_payout_external_id(
         "SELECT external_id FROM batches WHERE plan_id = ?1 AND step = ?2",
         "SELECT external_id FROM items WHERE plan_id = ?1 AND step = ?2 AND external_id IS NOT NULL",
     ] {
-        let mut stmt = conn.prepare(sql)?;
+        let mut stmt = conn.0.prepare(sql)?;
         let mut rows = stmt.query(params![plan_id, step])?;
         while let Some(r) = rows.next()? {
             f(r.get_ref(0)?.as_str()?);
@@ -207,16 +207,16 @@ pub fn each_payout_external_id(
 /// A payout step's span: its first batch's first attempt, and the latest `scheduled_at`
 /// its rows ask for.
 pub fn payout_span(
-    conn: &Connection,
+    conn: &Conn,
     plan_id: i64,
     step: &str,
 ) -> rusqlite::Result<(Option<String>, Option<String>)> {
-    let first = conn.query_row(
+    let first = conn.0.query_row(
         "SELECT MIN(first_attempt_at) FROM batches WHERE plan_id = ?1 AND step = ?2",
         params![plan_id, step],
         |r| r.get(0),
     )?;
-    let latest = conn.query_row(
+    let latest = conn.0.query_row(
         "SELECT MAX(json_extract(payload, '$.scheduled_at')) FROM items WHERE plan_id = ?1 AND step = ?2",
         params![plan_id, step],
         |r| r.get(0),
@@ -226,12 +226,12 @@ pub fn payout_span(
 
 /// The step's items whose external id is one of `ids` (one pass over the step).
 pub fn items_by_external_id(
-    conn: &Connection,
+    conn: &Conn,
     plan_id: i64,
     step: &str,
     ids: &std::collections::HashSet<String>,
 ) -> rusqlite::Result<Vec<WorkItem>> {
-    let mut stmt = conn.prepare(&format!(
+    let mut stmt = conn.0.prepare(&format!(
         "SELECT {ITEM_COLUMNS} FROM items WHERE plan_id = ?1 AND step = ?2 AND external_id IS NOT NULL"
     ))?;
     let mut out = Vec::new();
@@ -250,13 +250,13 @@ pub fn items_by_external_id(
 /// one) with `outcomes` for the rows it pays; the open batch's other rows leave it, to be
 /// batched again. Returns the batch's id.
 pub fn adopt_batch(
-    conn: &Connection,
+    conn: &Conn,
     plan_id: i64,
     step: &str,
     found: &FoundBatch<'_>,
     outcomes: &[(i64, Outcome)],
 ) -> rusqlite::Result<i64> {
-    let open: Option<i64> = conn
+    let open: Option<i64> = conn.0
         .query_row(
             "SELECT id FROM batches WHERE plan_id = ?1 AND step = ?2 AND external_id = ?3 AND state = 'open' ORDER BY seq LIMIT 1",
             params![plan_id, step, found.external_id],
@@ -266,16 +266,16 @@ pub fn adopt_batch(
     let id = match open {
         Some(id) => id,
         None => {
-            let seq: i64 = conn.query_row(
+            let seq: i64 = conn.0.query_row(
                 "SELECT COALESCE(MAX(seq), 0) + 1 FROM batches WHERE plan_id = ?1 AND step = ?2",
                 params![plan_id, step],
                 |r| r.get(0),
             )?;
-            conn.execute(
+            conn.0.execute(
                 "INSERT INTO batches (plan_id, step, seq, group_key, external_id, created_at) VALUES (?1, ?2, ?3, '', ?4, ?5)",
                 params![plan_id, step, seq, found.external_id, now()],
             )?;
-            conn.last_insert_rowid()
+            conn.0.last_insert_rowid()
         }
     };
     set_batch(
@@ -287,12 +287,12 @@ pub fn adopt_batch(
         found.error,
     )?;
     // Its rows that the provider's batch does not pay go back to be batched again.
-    conn.execute(
+    conn.0.execute(
         "UPDATE items SET batch_id = NULL, state = 'pending' WHERE batch_id = ?1",
         [id],
     )?;
     for (item, o) in outcomes {
-        conn.execute(
+        conn.0.execute(
             "UPDATE items SET batch_id = ?2 WHERE id = ?1",
             params![item, id],
         )?;

@@ -15,18 +15,18 @@ pub struct Duplicate {
 
 /// Replaces a step's recorded duplicates with what the last check found.
 pub fn record_duplicates(
-    conn: &Connection,
+    conn: &Conn,
     plan_id: i64,
     step: &str,
     run_id: i64,
     found: &[Duplicate],
 ) -> rusqlite::Result<()> {
-    conn.execute(
+    conn.0.execute(
         "DELETE FROM duplicates WHERE plan_id = ?1 AND step = ?2",
         params![plan_id, step],
     )?;
     for d in found {
-        conn.execute(
+        conn.0.execute(
             "INSERT INTO duplicates (plan_id, step, external_id, row_key, uuids, found_at, run_id) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
             params![plan_id, step, d.external_id, d.row_key, d.uuids.join(","), now(), run_id],
         )?;
@@ -35,11 +35,8 @@ pub fn record_duplicates(
 }
 
 /// The duplicates recorded for a plan: (step, duplicate).
-pub fn duplicates_of(
-    conn: &Connection,
-    plan_id: i64,
-) -> rusqlite::Result<Vec<(String, Duplicate)>> {
-    let mut stmt = conn.prepare(
+pub fn duplicates_of(conn: &Conn, plan_id: i64) -> rusqlite::Result<Vec<(String, Duplicate)>> {
+    let mut stmt = conn.0.prepare(
         "SELECT step, external_id, row_key, uuids FROM duplicates WHERE plan_id = ?1 ORDER BY step, external_id",
     )?;
     stmt.query_map([plan_id], |r| {
@@ -59,12 +56,12 @@ pub fn duplicates_of(
 /// The provider reference (a FinHub customer id) of each row whose item in one of `steps`
 /// succeeded.
 pub fn refs_of(
-    conn: &Connection,
+    conn: &Conn,
     plan_id: i64,
     steps: &[String],
 ) -> rusqlite::Result<HashMap<String, String>> {
     let mut out = HashMap::new();
-    let mut stmt = conn.prepare_cached(
+    let mut stmt = conn.0.prepare_cached(
         "SELECT row_key, provider_ref FROM items WHERE plan_id = ?1 AND step = ?2 AND state = 'succeeded' AND provider_ref IS NOT NULL",
     )?;
     for step in steps {

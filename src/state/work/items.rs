@@ -66,7 +66,7 @@ pub(super) fn work_item(r: &rusqlite::Row) -> rusqlite::Result<WorkItem> {
 
 /// Items of a step in the given states, in file order (conflicts are never work).
 pub fn items_in(
-    conn: &Connection,
+    conn: &Conn,
     plan_id: i64,
     step: &str,
     states: &[ItemState],
@@ -77,7 +77,7 @@ pub fn items_in(
 /// A page of [`items_in`]: at most `limit` items, those after the row `after` (its line
 /// and key) in file order.
 pub fn items_page(
-    conn: &Connection,
+    conn: &Conn,
     plan_id: i64,
     step: &str,
     states: &[ItemState],
@@ -93,7 +93,7 @@ pub fn items_page(
          WHERE plan_id = ?1 AND (row_line, row_key) > (?3, ?4) AND step = ?2 AND state IN ({marks}) AND conflict_hash IS NULL
          ORDER BY row_line, row_key, id"
     );
-    let mut stmt = conn.prepare_cached(&sql)?;
+    let mut stmt = conn.0.prepare_cached(&sql)?;
     let (line, key) = after.map_or((-1, ""), |(l, k)| (*l, k.as_str()));
     // The page ends by stepping no further, not by `LIMIT ?`: SQLite plans a bound LIMIT
     // by its value, so binding it expired the statement and every page was prepared
@@ -109,7 +109,7 @@ pub fn items_page(
 
 /// How many items [`items_in`] would return.
 pub fn count_in(
-    conn: &Connection,
+    conn: &Conn,
     plan_id: i64,
     step: &str,
     states: &[ItemState],
@@ -122,19 +122,21 @@ pub fn count_in(
     let bound = fixed
         .into_iter()
         .chain(states.iter().map(|s| s as &dyn rusqlite::ToSql));
-    conn.query_row(&sql, rusqlite::params_from_iter(bound), |r| {
-        r.get::<_, i64>(0)
-    })
-    .map(|n| n as u64)
+    conn.0
+        .query_row(&sql, rusqlite::params_from_iter(bound), |r| {
+            r.get::<_, i64>(0)
+        })
+        .map(|n| n as u64)
 }
 
 /// Each row's step items: `(row_key, step) -> (state, provider_status)`.
 pub type RowStates = std::collections::HashMap<(String, String), (ItemState, Option<String>)>;
 
 /// The state of every step's item for these rows.
-pub fn row_states(conn: &Connection, plan_id: i64) -> rusqlite::Result<RowStates> {
-    let mut stmt =
-        conn.prepare("SELECT row_key, step, state, provider_status FROM items WHERE plan_id = ?1")?;
+pub fn row_states(conn: &Conn, plan_id: i64) -> rusqlite::Result<RowStates> {
+    let mut stmt = conn
+        .0
+        .prepare("SELECT row_key, step, state, provider_status FROM items WHERE plan_id = ?1")?;
     stmt.query_map([plan_id], |r| {
         Ok(((r.get(0)?, r.get(1)?), (r.get(2)?, r.get(3)?)))
     })?
@@ -143,9 +145,9 @@ pub fn row_states(conn: &Connection, plan_id: i64) -> rusqlite::Result<RowStates
 
 /// Records the intent to send: in flight, one more attempt, first attempt time kept, no
 /// earlier doubt (a new attempt's doubt is its own).
-pub fn mark_in_flight(conn: &Connection, ids: &[i64]) -> rusqlite::Result<()> {
+pub fn mark_in_flight(conn: &Conn, ids: &[i64]) -> rusqlite::Result<()> {
     let t = now();
-    let mut stmt = conn.prepare_cached(
+    let mut stmt = conn.0.prepare_cached(
         "UPDATE items SET state = ?3, attempts = attempts + 1, first_attempt_at = COALESCE(first_attempt_at, ?2), updated_at = ?2, doubt_since = NULL, doubt_applied = 0 WHERE id = ?1",
     )?;
     for id in ids {
@@ -163,12 +165,7 @@ pub enum Unit {
 
 /// Records when a unit's request in doubt was sent, and whether it was applied (a 2xx that
 /// could not be read). One statement.
-pub fn set_doubt(
-    conn: &Connection,
-    unit: Unit,
-    since: &str,
-    applied: bool,
-) -> rusqlite::Result<()> {
+pub fn set_doubt(conn: &Conn, unit: Unit, since: &str, applied: bool) -> rusqlite::Result<()> {
     let sql = match unit {
         Unit::Item(_) => {
             "UPDATE items SET doubt_since = ?2, doubt_applied = ?3 WHERE id = ?1 AND state = 'in_flight'"
@@ -178,7 +175,8 @@ pub fn set_doubt(
         }
     };
     let (Unit::Item(id) | Unit::Batch(id)) = unit;
-    conn.prepare_cached(sql)?
+    conn.0
+        .prepare_cached(sql)?
         .execute(params![id, since, applied])?;
     Ok(())
 }
@@ -195,9 +193,9 @@ pub struct Outcome {
 
 /// Records an item's outcome. A message (often the provider's words) is scrubbed of
 /// account-like numbers before it is stored.
-pub fn set_outcome(conn: &Connection, id: i64, o: &Outcome) -> rusqlite::Result<()> {
+pub fn set_outcome(conn: &Conn, id: i64, o: &Outcome) -> rusqlite::Result<()> {
     let message = o.error_message.as_deref().map(crate::redact::scrub);
-    conn.prepare_cached(
+    conn.0.prepare_cached(
         "UPDATE items SET state = ?2, provider_ref = COALESCE(?3, provider_ref), provider_status = COALESCE(?4, provider_status),
                 error_code = ?5, error_message = ?6, updated_at = ?7 WHERE id = ?1",
     )?
@@ -206,22 +204,24 @@ pub fn set_outcome(conn: &Connection, id: i64, o: &Outcome) -> rusqlite::Result<
 }
 
 /// An item's stored display payload (sensitive values masked).
-pub fn item_payload(conn: &Connection, id: i64) -> rusqlite::Result<String> {
-    conn.query_row("SELECT payload FROM items WHERE id = ?1", [id], |r| {
-        r.get(0)
-    })
+pub fn item_payload(conn: &Conn, id: i64) -> rusqlite::Result<String> {
+    conn.0
+        .query_row("SELECT payload FROM items WHERE id = ?1", [id], |r| {
+            r.get(0)
+        })
 }
 
 /// A payout item's amount, as planned.
-pub fn item_amount(conn: &Connection, id: i64) -> rusqlite::Result<Option<rust_decimal::Decimal>> {
+pub fn item_amount(conn: &Conn, id: i64) -> rusqlite::Result<Option<rust_decimal::Decimal>> {
     let text: Option<String> =
-        conn.query_row("SELECT amount FROM items WHERE id = ?1", [id], |r| r.get(0))?;
+        conn.0
+            .query_row("SELECT amount FROM items WHERE id = ?1", [id], |r| r.get(0))?;
     Ok(text.and_then(|a| a.parse().ok()))
 }
 
 /// The email a KYC item's payload carries (the contact it is for).
-pub fn item_email(conn: &Connection, id: i64) -> rusqlite::Result<Option<String>> {
-    conn.query_row(
+pub fn item_email(conn: &Conn, id: i64) -> rusqlite::Result<Option<String>> {
+    conn.0.query_row(
         "SELECT json_extract(payload, '$.email') FROM items WHERE id = ?1",
         [id],
         |r| r.get(0),
@@ -241,8 +241,8 @@ pub struct InDoubt {
 }
 
 /// The plan's first `limit` items in doubt, oldest first.
-pub fn in_doubt(conn: &Connection, plan_id: i64, limit: usize) -> rusqlite::Result<Vec<InDoubt>> {
-    let mut stmt = conn.prepare(
+pub fn in_doubt(conn: &Conn, plan_id: i64, limit: usize) -> rusqlite::Result<Vec<InDoubt>> {
+    let mut stmt = conn.0.prepare(
         "SELECT i.step, i.row_key, i.attempts, COALESCE(i.first_attempt_at, ''), COALESCE(i.doubt_since, b.doubt_since)
          FROM items i LEFT JOIN batches b ON b.id = i.batch_id
          WHERE i.plan_id = ?1 AND i.state = ?2 ORDER BY i.id LIMIT ?3",
@@ -285,11 +285,11 @@ pub struct ReportItem {
 
 /// Every item of the plan in file order (row line, row key, then step), one at a time.
 pub fn each_report_item(
-    conn: &Connection,
+    conn: &Conn,
     plan_id: i64,
     f: &mut dyn FnMut(ReportItem),
 ) -> rusqlite::Result<()> {
-    let mut stmt = conn.prepare(
+    let mut stmt = conn.0.prepare(
         "SELECT i.row_key, i.row_line, i.step_index, i.state, i.conflict_hash IS NOT NULL, i.provider_ref, i.provider_status,
                 b.provider_ref, i.amount, i.currency, i.attempts, i.error_code, i.error_message, i.updated_at, i.step,
                 json_extract(i.conflict_payload, '$.amount')

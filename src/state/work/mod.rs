@@ -3,8 +3,9 @@
 //! ([`items`]), payout batches ([`batches`]), runs ([`runs`]), the counts ([`tally`]) and
 //! duplicates found at the provider ([`duplicates`]).
 
+use super::Conn;
 use super::states::{BatchState, ItemState, Status};
-use rusqlite::{Connection, OptionalExtension, params};
+use rusqlite::{OptionalExtension, params};
 use std::collections::HashMap;
 
 mod batches;
@@ -26,18 +27,19 @@ pub fn now() -> String {
 }
 
 /// The plan record of a job and scope.
-pub fn plan_id(conn: &Connection, job: &str, scope: &str) -> rusqlite::Result<Option<i64>> {
-    conn.query_row(
-        "SELECT id FROM plans WHERE job = ?1 AND scope = ?2",
-        params![job, scope],
-        |r| r.get(0),
-    )
-    .optional()
+pub fn plan_id(conn: &Conn, job: &str, scope: &str) -> rusqlite::Result<Option<i64>> {
+    conn.0
+        .query_row(
+            "SELECT id FROM plans WHERE job = ?1 AND scope = ?2",
+            params![job, scope],
+            |r| r.get(0),
+        )
+        .optional()
 }
 
 /// Creates the plan record of a job and scope, if there is none.
-pub fn create_plan(conn: &Connection, job: &str, scope: &str) -> rusqlite::Result<()> {
-    conn.execute(
+pub fn create_plan(conn: &Conn, job: &str, scope: &str) -> rusqlite::Result<()> {
+    conn.0.execute(
         "INSERT INTO plans (job, scope, created_at) VALUES (?1, ?2, ?3) ON CONFLICT (job, scope) DO NOTHING",
         params![job, scope, now()],
     )?;
@@ -45,8 +47,9 @@ pub fn create_plan(conn: &Connection, job: &str, scope: &str) -> rusqlite::Resul
 }
 
 /// Which state file this is (see the `meta` table), empty when not recorded.
-pub fn instance(conn: &Connection) -> rusqlite::Result<String> {
+pub fn instance(conn: &Conn) -> rusqlite::Result<String> {
     Ok(conn
+        .0
         .query_row("SELECT value FROM meta WHERE key = 'instance'", [], |r| {
             r.get(0)
         })

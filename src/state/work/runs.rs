@@ -17,26 +17,26 @@ pub struct RunStats {
 /// exit code is how it `ended` with what its items and the provider's duplicates add
 /// ([`crate::exit::of_run`]); it is returned with the counts.
 pub fn finish_run(
-    conn: &Connection,
+    conn: &Conn,
     plan_id: i64,
     run_id: i64,
     ended: crate::exit::Ended,
     stats: &RunStats,
 ) -> rusqlite::Result<(i32, Tally)> {
     let tally = Tally::of(conn, plan_id)?;
-    let duplicates: i64 = conn.query_row(
+    let duplicates: i64 = conn.0.query_row(
         "SELECT COUNT(*) FROM duplicates WHERE plan_id = ?1",
         [plan_id],
         |r| r.get(0),
     )?;
     let exit_code = crate::exit::of_run(ended, tally.needs_a_look(), duplicates > 0);
     let counts = tally.json();
-    conn.execute(
+    conn.0.execute(
         "UPDATE runs SET ended_at = ?2, exit_code = ?3, requests = ?4, retries = ?5, rate_limited = ?6, in_doubt_resolved = ?7, counts = ?8, settle_ms = ?9, duplicates = ?10
          WHERE id = ?1",
         params![run_id, now(), exit_code, stats.requests as i64, stats.retries as i64, stats.rate_limited as i64, stats.in_doubt_resolved as i64, counts, stats.settle_ms as i64, duplicates],
     )?;
-    conn.execute(
+    conn.0.execute(
         "DELETE FROM locks WHERE plan_id = ?1 AND run_id = ?2",
         params![plan_id, run_id],
     )?;
@@ -45,14 +45,14 @@ pub fn finish_run(
 
 /// Ends a run that failed fatally: its figures, exit 5, and why (scrubbed of numbers).
 pub fn finish_fatal(
-    conn: &Connection,
+    conn: &Conn,
     plan_id: i64,
     run_id: i64,
     stats: &RunStats,
     why: &str,
 ) -> rusqlite::Result<()> {
     finish_run(conn, plan_id, run_id, crate::exit::Ended::Fatal, stats)?;
-    conn.execute(
+    conn.0.execute(
         "UPDATE runs SET error = ?2 WHERE id = ?1",
         params![run_id, crate::redact::scrub(why)],
     )?;
@@ -78,11 +78,11 @@ pub struct RunInfo {
 
 /// Run `run_id` of the plan, or its latest run when `None`.
 pub fn run_info(
-    conn: &Connection,
+    conn: &Conn,
     plan_id: i64,
     run_id: Option<i64>,
 ) -> rusqlite::Result<Option<RunInfo>> {
-    conn.query_row(
+    conn.0.query_row(
         "SELECT id, started_at, ended_at, exit_code, requests, retries, rate_limited, in_doubt_resolved, settle_ms, error FROM runs
          WHERE plan_id = ?1 AND (?2 IS NULL OR id = ?2) ORDER BY id DESC LIMIT 1",
         params![plan_id, run_id],
@@ -105,9 +105,10 @@ pub fn run_info(
 }
 
 /// The plan's latest runs, newest first.
-pub fn recent_runs(conn: &Connection, plan_id: i64, n: usize) -> rusqlite::Result<Vec<RunInfo>> {
-    let mut stmt =
-        conn.prepare("SELECT id FROM runs WHERE plan_id = ?1 ORDER BY id DESC LIMIT ?2")?;
+pub fn recent_runs(conn: &Conn, plan_id: i64, n: usize) -> rusqlite::Result<Vec<RunInfo>> {
+    let mut stmt = conn
+        .0
+        .prepare("SELECT id FROM runs WHERE plan_id = ?1 ORDER BY id DESC LIMIT ?2")?;
     let ids: Vec<i64> = stmt
         .query_map(params![plan_id, n as i64], |r| r.get(0))?
         .collect::<Result<_, _>>()?;
@@ -118,11 +119,11 @@ pub fn recent_runs(conn: &Connection, plan_id: i64, n: usize) -> rusqlite::Resul
 
 /// When run `run_id` of the plan started and ended (`9999` while it runs), if it exists.
 pub fn run_span(
-    conn: &Connection,
+    conn: &Conn,
     plan_id: i64,
     run_id: i64,
 ) -> rusqlite::Result<Option<(String, String)>> {
-    conn.query_row(
+    conn.0.query_row(
         "SELECT started_at, COALESCE(ended_at, '9999') FROM runs WHERE plan_id = ?1 AND id = ?2",
         params![plan_id, run_id],
         |r| Ok((r.get(0)?, r.get(1)?)),
@@ -131,8 +132,8 @@ pub fn run_span(
 }
 
 /// The plan's latest run, if it ended fatally with a reason recorded.
-pub fn latest_fatal(conn: &Connection, plan_id: i64) -> rusqlite::Result<Option<i64>> {
-    conn.query_row(
+pub fn latest_fatal(conn: &Conn, plan_id: i64) -> rusqlite::Result<Option<i64>> {
+    conn.0.query_row(
         "SELECT id FROM runs WHERE plan_id = ?1 AND exit_code = ?2 AND error IS NOT NULL AND id = (SELECT MAX(id) FROM runs WHERE plan_id = ?1)",
         params![plan_id, crate::exit::FATAL],
         |r| r.get(0),

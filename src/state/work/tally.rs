@@ -8,11 +8,11 @@ pub type LookRow = (String, Status, Option<String>, Option<String>);
 /// The rows of a step that need a look, in file order, and how many more are only not
 /// sent yet (counted, not listed: a stopped run would list them all).
 pub fn needing_a_look(
-    conn: &Connection,
+    conn: &Conn,
     plan_id: i64,
     step: &str,
 ) -> rusqlite::Result<(Vec<LookRow>, u64)> {
-    let mut st = conn.prepare(
+    let mut st = conn.0.prepare(
         "SELECT row_key, state, conflict_hash IS NOT NULL, error_code, error_message FROM items
          WHERE plan_id = ?1 AND step = ?2 AND (state NOT IN ('succeeded', 'skipped') OR conflict_hash IS NOT NULL)
          ORDER BY row_line",
@@ -39,10 +39,10 @@ pub struct Tally {
 }
 
 impl Tally {
-    pub fn of(conn: &Connection, plan_id: i64) -> rusqlite::Result<Tally> {
+    pub fn of(conn: &Conn, plan_id: i64) -> rusqlite::Result<Tally> {
         // Counted here rather than by GROUP BY: the items come in the order of their
         // (plan, step, key) index, and a step's states mostly repeat, so no sort is needed.
-        let mut stmt = conn.prepare_cached(
+        let mut stmt = conn.0.prepare_cached(
             "SELECT step_index, step, state, conflict_hash IS NOT NULL FROM items WHERE plan_id = ?1",
         )?;
         let mut rows = stmt.query([plan_id])?;

@@ -7,7 +7,7 @@ fn two_plans() -> crate::state::State {
     let state = crate::state::State::open_in_memory().unwrap();
     state
         .connection()
-        .execute_batch("INSERT INTO plans (id, job, scope, created_at) VALUES (1, 'j', 's', 't'), (2, 'j', 'other', 't')")
+        .0.execute_batch("INSERT INTO plans (id, job, scope, created_at) VALUES (1, 'j', 's', 't'), (2, 'j', 'other', 't')")
         .unwrap();
     state
 }
@@ -27,7 +27,7 @@ fn a_tally_counts_by_step_in_job_order_and_earns_the_exit_code() {
         (2, "contact", 0, "failed"),
     ];
     for (i, (plan, step, si, st)) in items.iter().enumerate() {
-        c.execute(
+        c.0.execute(
             "INSERT INTO items (plan_id, step, step_index, row_key, row_line, state, content_hash, payload, created_at, updated_at)
              VALUES (?1, ?2, ?3, ?4, ?4, ?5, 'h', '{}', 't', 't')",
             params![plan, step, si, i as i64, st],
@@ -43,7 +43,7 @@ fn a_tally_counts_by_step_in_job_order_and_earns_the_exit_code() {
     // Another plan's failure is not this plan's.
     assert_eq!(earns(&Tally::of(c, 2).unwrap()), crate::exit::ROWS_FAILED);
     // A paid row that changed since: done as sent, but its change is not.
-    c.execute(
+    c.0.execute(
         "UPDATE items SET conflict_hash = 'h2' WHERE plan_id = 1 AND step = 'pay'",
         [],
     )
@@ -54,9 +54,9 @@ fn a_tally_counts_by_step_in_job_order_and_earns_the_exit_code() {
         r#"{"contact":{"skipped":1,"succeeded":2},"kyc":{"skipped":1},"pay":{"conflict":2}}"#
     );
     assert_eq!(earns(&tally), crate::exit::ROWS_FAILED);
-    c.execute("UPDATE items SET conflict_hash = NULL", [])
+    c.0.execute("UPDATE items SET conflict_hash = NULL", [])
         .unwrap();
-    c.execute(
+    c.0.execute(
         "UPDATE items SET state = 'in_flight' WHERE plan_id = 1 AND step = 'kyc'",
         [],
     )
@@ -72,7 +72,7 @@ fn a_tally_counts_by_step_in_job_order_and_earns_the_exit_code() {
 fn a_providers_words_are_stored_scrubbed() {
     let state = two_plans();
     let c = state.connection();
-    c.execute(
+    c.0.execute(
         "INSERT INTO items (id, plan_id, step, step_index, row_key, row_line, state, content_hash, payload, created_at, updated_at)
          VALUES (1, 1, 'pay', 0, 'k', 1, 'pending', 'h', '{}', 't', 't')",
         [],
@@ -85,8 +85,8 @@ fn a_providers_words_are_stored_scrubbed() {
         ..Outcome::default()
     };
     set_outcome(c, 1, &o).unwrap();
-    let stored: String = c
-        .query_row("SELECT error_message FROM items WHERE id = 1", [], |r| {
+    let stored: String =
+        c.0.query_row("SELECT error_message FROM items WHERE id = 1", [], |r| {
             r.get(0)
         })
         .unwrap();
@@ -118,7 +118,7 @@ fn pages_of_a_step_are_its_items_in_file_order_each_once() {
             };
             for step in ["contact", "pay"] {
                 n += 1;
-                c.execute(
+                c.0.execute(
                     "INSERT INTO items (plan_id, step, step_index, row_key, row_line, state, content_hash, payload, created_at, updated_at, conflict_hash)
                      VALUES (?1, ?2, 0, ?3, ?4, ?5, 'h', '{}', 't', 't', ?6)",
                     params![plan, step, key, line, state, (i == 12).then_some("changed")],
