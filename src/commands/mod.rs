@@ -159,6 +159,10 @@ fn run_error(job: &Job, e: crate::exec::RunError) -> Error {
         RunError::Setting(d) => Error::Invalid(d.to_string()),
         RunError::Plan(e) => plan_error(job, e),
         RunError::State(e) => Error::State(e),
-        e @ RunError::Fatal(_) => Error::Fatal(e.to_string()),
+        e @ (RunError::Fatal(_)
+        | RunError::Http(_)
+        | RunError::Lock { .. }
+        | RunError::Reread(_)
+        | RunError::Worker(_)) => Error::Fatal(e.to_string()),
     }
 }

@@ -87,7 +87,7 @@ pub(super) fn run(args: &crate::cli::RunArgs, bars: bool, quiet: bool) -> Result
             ran
         })
         .await
-        .unwrap_or_else(|e| Err(crate::exec::RunError::Fatal(format!("the run failed: {e}"))));
+        .unwrap_or_else(|e| Err(crate::exec::RunError::Worker(e)));
         match ran {
             Ok(mut report) => {
                 if !quiet {

@@ -64,6 +64,19 @@ pub enum RunError {
     Plan(#[from] crate::plan::PlanError),
     #[error("{0}")]
     Fatal(String),
+    #[error("cannot build the HTTP client: {0}")]
+    Http(#[source] reqwest::Error),
+    #[error("cannot take the run's lock beside {path}: {source}")]
+    Lock {
+        path: std::path::PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    /// The input, planned a moment ago, cannot be read again to send its rows.
+    #[error("{0}")]
+    Reread(#[source] crate::input::InputError),
+    #[error("a worker task failed: {0}")]
+    Worker(#[from] tokio::task::JoinError),
 }
 
 /// What a run did.

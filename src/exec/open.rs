@@ -138,7 +138,7 @@ pub(super) async fn open(
     use crate::provider::http::Secret;
     let settings = provider_settings(job, opts)?;
     let http = crate::provider::http::client(job.limits.timeout, job.limits.concurrency as usize)
-        .map_err(|e| RunError::Fatal(format!("cannot build the HTTP client: {e}")))?;
+        .map_err(RunError::Http)?;
     let client = match settings {
         Settings::HelloClever {
             base,
@@ -162,13 +162,12 @@ pub(super) async fn open(
         ))),
     };
     // The lock first: a run that cannot have it touches nothing.
-    let lock =
-        crate::state::lock::try_take(&opts.state_path, &job.name, &job.scope).map_err(|e| {
-            RunError::Fatal(format!(
-                "cannot take the run's lock beside {}: {e}",
-                opts.state_path.display()
-            ))
-        })?;
+    let lock = crate::state::lock::try_take(&opts.state_path, &job.name, &job.scope).map_err(
+        |source| RunError::Lock {
+            path: opts.state_path.clone(),
+            source,
+        },
+    )?;
     let db = Db::open(&opts.state_path)?;
     let Some(lock) = lock else {
         let (name, scope) = (job.name.clone(), job.scope.clone());

@@ -164,7 +164,7 @@ pub(super) async fn drain(tasks: &mut JoinSet<Result<(), StateError>>) -> Result
 async fn join_one(tasks: &mut JoinSet<Result<(), StateError>>) -> Result<(), RunError> {
     match tasks.join_next().await {
         Some(Ok(r)) => r.map_err(RunError::from),
-        Some(Err(e)) => Err(RunError::Fatal(format!("a worker task failed: {e}"))),
+        Some(Err(e)) => Err(RunError::Worker(e)),
         None => Ok(()),
     }
 }

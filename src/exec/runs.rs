@@ -327,8 +327,7 @@ pub async fn execute(
         return Ok(Ended::Done);
     };
     let renderer = Renderer::new(job, ctx.db.key().clone());
-    let mut rows = RecordReader::open(&input.csv, input.delimiter)
-        .map_err(|e| RunError::Fatal(e.to_string()))?;
+    let mut rows = RecordReader::open(&input.csv, input.delimiter).map_err(RunError::Reread)?;
     let mut rows = RowSource {
         renderer: &renderer,
         reader: &mut rows,

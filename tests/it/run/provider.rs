@@ -249,3 +249,26 @@ async fn a_base_url_that_is_not_a_url_is_refused_before_anything_is_sent() {
         "something reached the provider"
     );
 }
+
+/// A request the provider keeps refusing with 429 past its retries fails its row saying so,
+/// in every step alike — payout batches too ("gave up after N attempts: …", where they once
+/// gave only the provider's words).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_exhausted_retry_says_it_gave_up_in_every_step() {
+    let s = start(fast(Faults {
+        rate_limit: Some(2),
+        ..Faults::default()
+    }))
+    .await;
+    // Payouts only, a row a batch, one attempt each: the provider's limit is met at once.
+    let job = job_text(1, "").replace("retry: { attempts: 12", "retry: { attempts: 1");
+    let contact = &job[job.find("  - id: contact").unwrap()..job.find("  - id: pay").unwrap()];
+    let setup = Setup::new(&job.replace(contact, ""), &people(6));
+    let report = setup.run(&s, false).await;
+    // (No contacts were created: the batches under the limit are refused for that.)
+    let (limited, gave_up): (i64, i64) = setup.state_row(
+        "SELECT SUM(error_code = 'RATE_LIMITED'), SUM(error_code = 'RATE_LIMITED' AND error_message LIKE 'gave up after 1 attempts: %') FROM items WHERE step = 'pay'",
+    );
+    assert!(limited > 0, "no batch hit the limit: {}", report.counts);
+    assert_eq!(gave_up, limited, "{}", report.counts);
+}
