@@ -11,33 +11,14 @@ use std::path::Path;
 pub(super) fn run(args: &crate::cli::RunArgs, bars: bool, quiet: bool) -> Result<i32, Error> {
     let (job, state_path) = job_and_state(&args.plan, args.sandbox)?;
     if args.dry_run {
-        let mut problems = Problems::default();
-        let dry = crate::exec::dry_run(&job, &state_path, &mut |e| problems.print(e));
-        problems.finish();
-        return match dry {
-            Ok(lines) => {
-                println!(
-                    "dry run of '{}' scope '{}': nothing is sent, no state changes",
-                    job.name, job.scope
-                );
-                if lines.is_empty() {
-                    println!("nothing to send: every row is done");
-                }
-                for l in lines {
-                    println!("{l}");
-                }
-                Ok(exit::SUCCESS)
-            }
-            Err(e) => Err(run_error(&job, e)),
-        };
+        return dry_run(&job, &state_path);
     }
     let rt = runtime()?;
     rt.block_on(async {
         let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
         watch_signals(stop.clone());
-        let state_path_for_report = state_path.clone();
         let mut opts = crate::exec::RunOptions {
-            state_path,
+            state_path: state_path.clone(),
             base_url: None,
             credentials: None,
             retry_failed: args.retry_failed,
@@ -46,35 +27,9 @@ pub(super) fn run(args: &crate::cli::RunArgs, bars: bool, quiet: bool) -> Result
             show_progress: bars,
             progress_every: args.progress_every,
         };
-        let _sandbox = if args.sandbox {
-            let config = crate::sandbox::Config {
-                kyc_delay: std::time::Duration::from_millis(500),
-                payout_delay: std::time::Duration::from_millis(1500),
-                // Something to export: records of every kind over the last 400 days.
-                seed_data: if job.exports.is_empty() { 0 } else { 4000 },
-                ..crate::sandbox::Config::default()
-            };
-            let started = match tokio::net::TcpListener::bind("127.0.0.1:0").await {
-                Ok(l) => crate::sandbox::start(l, config.clone()).await,
-                Err(e) => Err(e),
-            };
-            let sb = started.map_err(|e| Error::Fatal(format!("cannot start the sandbox: {e}")))?;
-            if job.provider.kind == crate::provider::ProviderKind::FinHub {
-                tracing::info!(url = %sb.finhub_url(), "using the embedded sandbox (FinHub)");
-                opts.base_url = Some(sb.finhub_url());
-                opts.credentials = Some((
-                    config.finhub.client_id.clone(),
-                    config.finhub.client_secret.clone(),
-                ));
-            } else {
-                tracing::info!(url = %sb.base_url(), "using the embedded sandbox");
-                opts.base_url = Some(sb.base_url());
-                opts.credentials = Some((config.app_id.clone(), config.secret_key.clone()));
-            }
-            opts.poll_cap = Some(std::time::Duration::from_millis(200));
-            Some(sb)
-        } else {
-            None
+        let _sandbox = match args.sandbox {
+            true => Some(embedded_sandbox(&job, &mut opts).await?),
+            false => None,
         };
         // The run goes on a worker thread, not this one: its tasks' wake-ups then stay
         // within the runtime's workers (a quarter fewer context switches).
@@ -89,57 +44,18 @@ pub(super) fn run(args: &crate::cli::RunArgs, bars: bool, quiet: bool) -> Result
         .await
         .unwrap_or_else(|e| Err(crate::exec::RunError::Worker(e)));
         match ran {
-            Ok(mut report) => {
+            Ok(report) => {
                 if !quiet {
                     print_run(&job, &report);
                     if args.sandbox {
                         println!(
                             "  state: {} (`payrun status {} --sandbox`)",
-                            state_path_for_report.display(),
+                            state_path.display(),
                             args.plan.job.job.display()
                         );
                     }
                 }
-                // A run refused for its input sent nothing, and writes no report either:
-                // `latest/` stays the last real run's.
-                if report.exit_code == exit::INVALID_INPUT {
-                    return Ok(report.exit_code);
-                }
-                let written = match report.report.take() {
-                    Some(loaded) => crate::report::write_loaded(&job, loaded, Some(report.run_id)),
-                    None => crate::report::write(&job, &state_path_for_report, Some(report.run_id)),
-                };
-                match written {
-                    Ok(dir) if !quiet => println!("  reports: {}", shown(&dir).display()),
-                    Ok(_) => {}
-                    // The run itself is recorded; the reports can be written again.
-                    Err(e) => say!(
-                        "warning: reports not written ({e}); `payrun report` writes them from state"
-                    ),
-                }
-                match crate::report::notify(
-                    &job,
-                    &state_path_for_report,
-                    report.run_id,
-                    report.exit_code,
-                )
-                .await
-                {
-                    Ok(true) => tracing::info!("run summary posted to the notify webhook"),
-                    Ok(false) => {}
-                    Err(e) => tracing::warn!("notify: {e}"),
-                }
-                if let Some(path) = &args.metrics_file
-                    && let Err(e) = crate::report::write_metrics(
-                        &job,
-                        &state_path_for_report,
-                        Some(report.run_id),
-                        (path, args.metrics_mode),
-                    )
-                {
-                    say!("warning: metrics not written: {e}");
-                }
-                Ok(report.exit_code)
+                after_run(&job, args, &state_path, report, quiet).await
             }
             Err(e) => {
                 let e = run_error(&job, e);
@@ -147,13 +63,110 @@ pub(super) fn run(args: &crate::cli::RunArgs, bars: bool, quiet: bool) -> Result
                     // Said before the reports of the stopped run are written.
                     e.print();
                     let metrics = args.metrics_file.as_deref().map(|p| (p, args.metrics_mode));
-                    report_fatal(&job, &state_path_for_report, metrics).await;
+                    report_fatal(&job, &state_path, metrics).await;
                     return Ok(exit::FATAL);
                 }
                 Err(e)
             }
         }
     })
+}
+
+/// `--dry-run`: what would be sent, planned into a copy of the state.
+fn dry_run(job: &Job, state_path: &Path) -> Result<i32, Error> {
+    let mut problems = Problems::default();
+    let dry = crate::exec::dry_run(job, state_path, &mut |e| problems.print(e));
+    problems.finish();
+    let lines = dry.map_err(|e| run_error(job, e))?;
+    println!(
+        "dry run of '{}' scope '{}': nothing is sent, no state changes",
+        job.name, job.scope
+    );
+    if lines.is_empty() {
+        println!("nothing to send: every row is done");
+    }
+    for l in lines {
+        println!("{l}");
+    }
+    Ok(exit::SUCCESS)
+}
+
+/// `--sandbox`: the emulator on a free port, and the run pointed at it with its
+/// credentials (seeded with records to export when the job exports).
+async fn embedded_sandbox(
+    job: &Job,
+    opts: &mut crate::exec::RunOptions,
+) -> Result<crate::sandbox::Sandbox, Error> {
+    let config = crate::sandbox::Config {
+        kyc_delay: std::time::Duration::from_millis(500),
+        payout_delay: std::time::Duration::from_millis(1500),
+        // Something to export: records of every kind over the last 400 days.
+        seed_data: if job.exports.is_empty() { 0 } else { 4000 },
+        ..crate::sandbox::Config::default()
+    };
+    let started = match tokio::net::TcpListener::bind("127.0.0.1:0").await {
+        Ok(l) => crate::sandbox::start(l, config.clone()).await,
+        Err(e) => Err(e),
+    };
+    let sb = started.map_err(|e| Error::Fatal(format!("cannot start the sandbox: {e}")))?;
+    if job.provider.kind == crate::provider::ProviderKind::FinHub {
+        tracing::info!(url = %sb.finhub_url(), "using the embedded sandbox (FinHub)");
+        opts.base_url = Some(sb.finhub_url());
+        opts.credentials = Some((
+            config.finhub.client_id.clone(),
+            config.finhub.client_secret.clone(),
+        ));
+    } else {
+        tracing::info!(url = %sb.base_url(), "using the embedded sandbox");
+        opts.base_url = Some(sb.base_url());
+        opts.credentials = Some((config.app_id.clone(), config.secret_key.clone()));
+    }
+    opts.poll_cap = Some(std::time::Duration::from_millis(200));
+    Ok(sb)
+}
+
+/// After a run that was recorded: its reports, the webhook and the metrics file; the run's
+/// exit code.
+async fn after_run(
+    job: &Job,
+    args: &crate::cli::RunArgs,
+    state_path: &Path,
+    mut report: crate::exec::RunReport,
+    quiet: bool,
+) -> Result<i32, Error> {
+    // A run refused for its input sent nothing, and writes no report either: `latest/`
+    // stays the last real run's.
+    if report.exit_code == exit::INVALID_INPUT {
+        return Ok(report.exit_code);
+    }
+    let written = match report.report.take() {
+        Some(loaded) => crate::report::write_loaded(job, loaded, Some(report.run_id)),
+        None => crate::report::write(job, state_path, Some(report.run_id)),
+    };
+    match written {
+        Ok(dir) if !quiet => println!("  reports: {}", shown(&dir).display()),
+        Ok(_) => {}
+        // The run itself is recorded; the reports can be written again.
+        Err(e) => {
+            say!("warning: reports not written ({e}); `payrun report` writes them from state")
+        }
+    }
+    match crate::report::notify(job, state_path, report.run_id, report.exit_code).await {
+        Ok(true) => tracing::info!("run summary posted to the notify webhook"),
+        Ok(false) => {}
+        Err(e) => tracing::warn!("notify: {e}"),
+    }
+    if let Some(path) = &args.metrics_file
+        && let Err(e) = crate::report::write_metrics(
+            job,
+            state_path,
+            Some(report.run_id),
+            (path, args.metrics_mode),
+        )
+    {
+        say!("warning: metrics not written: {e}");
+    }
+    Ok(report.exit_code)
 }
 
 /// First SIGINT/SIGTERM: stop taking work, finish what is in flight. Second: exit now (state

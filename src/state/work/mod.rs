@@ -12,6 +12,7 @@ mod batches;
 mod duplicates;
 mod items;
 mod runs;
+mod snapshot;
 mod tally;
 #[cfg(test)]
 mod tests;
@@ -20,6 +21,7 @@ pub use batches::*;
 pub use duplicates::*;
 pub use items::*;
 pub use runs::*;
+pub use snapshot::*;
 pub use tally::*;
 
 pub fn now() -> String {
