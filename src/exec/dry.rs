@@ -4,10 +4,10 @@
 
 use super::RunError;
 use crate::input::InputError;
-use crate::job::Job;
 use crate::job::steps::StepKind;
+use crate::job::{Job, Step};
 use crate::state::work;
-use crate::state::{BatchState, ItemState, State};
+use crate::state::{BatchState, Conn, ItemState, State};
 use std::path::Path;
 
 /// The requests a run would make now, one line per request (batches list their rows).
@@ -17,127 +17,144 @@ pub fn dry_run(
     on_error: &mut dyn FnMut(InputError),
 ) -> Result<Vec<String>, RunError> {
     let scratch = State::scratch_of(state_path)?;
-    (|| {
-        let summary = crate::plan::validate(job, on_error).map_err(crate::plan::PlanError::from)?;
-        if summary.errors > 0 {
-            return Err(crate::plan::PlanError::Invalid(summary).into());
-        }
-        let stop = std::sync::atomic::AtomicBool::new(false);
-        crate::plan::plan_into(job, &scratch.state, on_error, &stop)?;
-        let st = &scratch.state;
+    let summary = crate::plan::validate(job, on_error).map_err(crate::plan::PlanError::from)?;
+    if summary.errors > 0 {
+        return Err(crate::plan::PlanError::Invalid(summary).into());
+    }
+    let stop = std::sync::atomic::AtomicBool::new(false);
+    crate::plan::plan_into(job, &scratch.state, on_error, &stop)?;
+    let st = &scratch.state;
+    let lines = (|| {
         let conn = st.connection();
-        let err = |e| RunError::from(st.err(e));
-        let plan_id = work::plan_id(conn, &job.name, &job.scope)
-            .map_err(err)?
-            .unwrap_or(0);
+        let plan_id = work::plan_id(conn, &job.name, &job.scope)?.unwrap_or(0);
         let mut lines = Vec::new();
         for step in &job.steps {
-            let items = work::items_in(
-                conn,
-                plan_id,
-                &step.id,
-                &[ItemState::Pending, ItemState::InFlight, ItemState::Blocked],
-            )
-            .map_err(err)?;
             match step.kind {
-                StepKind::Payout => {}
-                kind => {
-                    let path = match kind {
-                        StepKind::Contact => "POST /v2/contacts",
-                        StepKind::Kyc => "POST /v2/contacts/submit_kyc",
-                        StepKind::Customer => "POST /create",
-                        StepKind::CustomersBulk => "POST /createBulk (in chunks)",
-                        StepKind::Documents => "POST /createDocuments/{customerId}",
-                        StepKind::CustomerStatus => "POST /update/{customerId}/status/{status}",
-                        _ => "POST kycConfirmation",
-                    };
-                    for i in items {
-                        let doubt = if i.state == ItemState::InFlight {
-                            " (in doubt: the provider is asked first)"
-                        } else {
-                            ""
-                        };
-                        lines.push(format!(
-                            "{} row '{}' (line {}): {path} {}{doubt}",
-                            step.id,
-                            i.row_key,
-                            i.row_line,
-                            work::item_payload(conn, i.id).map_err(err)?
-                        ));
-                    }
-                }
-            }
-            if step.kind == StepKind::Payout {
-                {
-                    work::rebatch(
-                        conn,
-                        plan_id,
-                        &step.id,
-                        step.batch_size,
-                        (&job.name, &job.scope),
-                        &Default::default(),
-                    )
-                    .map_err(err)?;
-                    for b in work::batches_in(
-                        conn,
-                        plan_id,
-                        &step.id,
-                        &[BatchState::Open, BatchState::InFlight],
-                    )
-                    .map_err(err)?
-                    {
-                        let members = work::batch_items(conn, b.id).map_err(err)?;
-                        let total: rust_decimal::Decimal = members
-                            .iter()
-                            .filter_map(|m| work::item_amount(conn, m.id).ok().flatten())
-                            .sum();
-                        let doubt = if b.state == BatchState::InFlight {
-                            " (in doubt: the provider's payouts are searched first)"
-                        } else {
-                            ""
-                        };
-                        lines.push(format!(
-                            "{} batch {}: POST /v2/payouts, {} row(s), total {total}{doubt}",
-                            step.id,
-                            b.external_id,
-                            members.len()
-                        ));
-                        for m in members {
-                            lines.push(format!(
-                                "    row '{}' (line {}), external_id {}: {}",
-                                m.row_key,
-                                m.row_line,
-                                m.external_id.unwrap_or_default(),
-                                work::item_payload(conn, m.id).map_err(err)?
-                            ));
-                        }
-                    }
-                }
+                StepKind::Payout => batch_lines(conn, job, plan_id, step, &mut lines)?,
+                kind => item_lines(conn, plan_id, step, path_of(kind), &mut lines)?,
             }
         }
-        // Exports: the window each would pull now, and where it would write.
-        let now = chrono::Utc::now();
-        for e in &job.exports {
-            let mark = crate::state::exports::watermark(conn, plan_id, &e.id)
-                .map_err(err)?
-                .and_then(|t| chrono::DateTime::parse_from_rfc3339(&t).ok())
-                .map(|t| t.with_timezone(&chrono::Utc));
-            let window = e
-                .from
-                .resolve(now, mark)
-                .and_then(|f| Ok((f, e.to.resolve(now, mark)?)));
-            lines.push(match window {
-                Ok((f, t)) => format!(
-                    "{} export: {} created {} .. {} → {}",
-                    e.id,
-                    e.resource.as_str(),
-                    f.format("%Y-%m-%dT%H:%M:%SZ"),
-                    t.format("%Y-%m-%dT%H:%M:%SZ"),
-                    e.path.display()
-                ),
-                Err(why) => format!("{} export: cannot run: {why}", e.id),
-            });
-        }
+        export_lines(conn, job, plan_id, &mut lines)?;
         Ok(lines)
-    })()
+    })();
+    lines.map_err(|e| RunError::from(st.err(e)))
+}
+
+/// The request a step of this kind makes for an item.
+fn path_of(kind: StepKind) -> &'static str {
+    match kind {
+        StepKind::Contact => "POST /v2/contacts",
+        StepKind::Kyc => "POST /v2/contacts/submit_kyc",
+        StepKind::Customer => "POST /create",
+        StepKind::CustomersBulk => "POST /createBulk (in chunks)",
+        StepKind::Documents => "POST /createDocuments/{customerId}",
+        StepKind::CustomerStatus => "POST /update/{customerId}/status/{status}",
+        StepKind::KycConfirmation => "POST kycConfirmation",
+        StepKind::Payout => "POST /v2/payouts",
+    }
+}
+
+/// One line per item a step would send.
+fn item_lines(
+    conn: &Conn,
+    plan_id: i64,
+    step: &Step,
+    path: &str,
+    lines: &mut Vec<String>,
+) -> rusqlite::Result<()> {
+    let states = [ItemState::Pending, ItemState::InFlight, ItemState::Blocked];
+    for i in work::items_in(conn, plan_id, &step.id, &states)? {
+        let doubt = if i.state == ItemState::InFlight {
+            " (in doubt: the provider is asked first)"
+        } else {
+            ""
+        };
+        lines.push(format!(
+            "{} row '{}' (line {}): {path} {}{doubt}",
+            step.id,
+            i.row_key,
+            i.row_line,
+            work::item_payload(conn, i.id)?
+        ));
+    }
+    Ok(())
+}
+
+/// One line per payout batch a step would send, then a line per row of it.
+fn batch_lines(
+    conn: &Conn,
+    job: &Job,
+    plan_id: i64,
+    step: &Step,
+    lines: &mut Vec<String>,
+) -> rusqlite::Result<()> {
+    let names = (job.name.as_str(), job.scope.as_str());
+    work::rebatch(
+        conn,
+        plan_id,
+        &step.id,
+        step.batch_size,
+        names,
+        &Default::default(),
+    )?;
+    let states = [BatchState::Open, BatchState::InFlight];
+    for b in work::batches_in(conn, plan_id, &step.id, &states)? {
+        let members = work::batch_items(conn, b.id)?;
+        let total: rust_decimal::Decimal = members
+            .iter()
+            .filter_map(|m| work::item_amount(conn, m.id).ok().flatten())
+            .sum();
+        let doubt = if b.state == BatchState::InFlight {
+            " (in doubt: the provider's payouts are searched first)"
+        } else {
+            ""
+        };
+        lines.push(format!(
+            "{} batch {}: POST /v2/payouts, {} row(s), total {total}{doubt}",
+            step.id,
+            b.external_id,
+            members.len()
+        ));
+        for m in members {
+            lines.push(format!(
+                "    row '{}' (line {}), external_id {}: {}",
+                m.row_key,
+                m.row_line,
+                m.external_id.unwrap_or_default(),
+                work::item_payload(conn, m.id)?
+            ));
+        }
+    }
+    Ok(())
+}
+
+/// Exports: the window each would pull now, and where it would write.
+fn export_lines(
+    conn: &Conn,
+    job: &Job,
+    plan_id: i64,
+    lines: &mut Vec<String>,
+) -> rusqlite::Result<()> {
+    let now = chrono::Utc::now();
+    for e in &job.exports {
+        let mark = crate::state::exports::watermark(conn, plan_id, &e.id)?
+            .and_then(|t| chrono::DateTime::parse_from_rfc3339(&t).ok())
+            .map(|t| t.with_timezone(&chrono::Utc));
+        let window = e
+            .from
+            .resolve(now, mark)
+            .and_then(|f| Ok((f, e.to.resolve(now, mark)?)));
+        lines.push(match window {
+            Ok((f, t)) => format!(
+                "{} export: {} created {} .. {} → {}",
+                e.id,
+                e.resource.as_str(),
+                f.format("%Y-%m-%dT%H:%M:%SZ"),
+                t.format("%Y-%m-%dT%H:%M:%SZ"),
+                e.path.display()
+            ),
+            Err(why) => format!("{} export: cannot run: {why}", e.id),
+        });
+    }
+    Ok(())
 }
