@@ -36,6 +36,33 @@ impl Builder<'_> {
         if sc.when.is_some() || !sc.fields.is_empty() || sc.batch.is_some() || sc.wait.is_some() {
             self.err_in_step(sc.index, &["type"], format!("step '{id}': export steps take resource, from, to, filter and output (not when, fields, batch or wait)"));
         }
+        let resource = self.export_resource(sc, provider)?;
+        let job = BTreeMap::from([
+            ("name".to_string(), name.to_string()),
+            ("scope".to_string(), scope.to_string()),
+        ]);
+        let (from, to) = self.export_window(sc, resource, &job, vars);
+        let filter = self.export_filters(sc, resource);
+        let (path, format) = self.export_output(sc, dir, &job, vars)?;
+        Some(Export {
+            id,
+            resource,
+            from: from?,
+            to: to?,
+            filter,
+            path,
+            format,
+        })
+    }
+
+    /// An export step's resource: known, the job's provider's, and with a window exactly
+    /// when it takes dates.
+    fn export_resource(
+        &mut self,
+        sc: &config::StepConfig,
+        provider: ProviderKind,
+    ) -> Option<Resource> {
+        let id = &sc.id;
         let Some(resource_name) = &sc.resource else {
             self.err_in_step(
                 sc.index,
@@ -60,10 +87,6 @@ impl Builder<'_> {
             self.diags.push(d.with_hint(hint));
             return None;
         };
-        let job = BTreeMap::from([
-            ("name".to_string(), name.to_string()),
-            ("scope".to_string(), scope.to_string()),
-        ]);
         if resource.provider() != provider {
             self.err_in_step(
                 sc.index,
@@ -92,11 +115,24 @@ impl Builder<'_> {
             self.err_in_step(sc.index, &["type"], format!("step '{id}': an export step needs from (e.g. -1d, yesterday, 2026-11-01, or 'last_run or -7d')"));
             return None;
         }
+        Some(resource)
+    }
+
+    /// An export step's window (`from`, `to`), rendered and parsed; `now` for a resource
+    /// without dates.
+    fn export_window(
+        &mut self,
+        sc: &config::StepConfig,
+        resource: Resource,
+        job: &BTreeMap<String, String>,
+        vars: &BTreeMap<String, String>,
+    ) -> (Option<When>, Option<When>) {
+        let id = &sc.id;
         let when = |b: &mut Self, key: &str, v: Option<&config::Scalar>, default: &str| {
             let text = v
                 .cloned()
                 .map_or(default.to_string(), config::Scalar::into_text);
-            match render_static(&text, &job, vars).and_then(|t| When::parse(&t)) {
+            match render_static(&text, job, vars).and_then(|t| When::parse(&t)) {
                 Ok(w) => Some(w),
                 Err(e) => {
                     b.err_in_step(sc.index, &[key], format!("step '{id}' {key}: {e}"));
@@ -128,6 +164,16 @@ impl Builder<'_> {
                 format!("step '{id}': 'to' ({t}) is before 'from' ({f})"),
             );
         }
+        (from, to)
+    }
+
+    /// An export step's filters: those its resource takes, statuses among the provider's.
+    fn export_filters(
+        &mut self,
+        sc: &config::StepConfig,
+        resource: Resource,
+    ) -> Vec<(String, String)> {
+        let id = &sc.id;
         let mut filter = Vec::new();
         for (k, v) in &sc.filter {
             let v = v.clone().into_text();
@@ -172,6 +218,19 @@ impl Builder<'_> {
             }
             filter.push((k.clone(), v));
         }
+        filter
+    }
+
+    /// Where an export step writes, and in which format (from the path's extension when
+    /// not given).
+    fn export_output(
+        &mut self,
+        sc: &config::StepConfig,
+        dir: &Path,
+        job: &BTreeMap<String, String>,
+        vars: &BTreeMap<String, String>,
+    ) -> Option<(PathBuf, Format)> {
+        let id = &sc.id;
         let Some(output) = &sc.output else {
             self.err_in_step(
                 sc.index,
@@ -190,7 +249,7 @@ impl Builder<'_> {
                 return None;
             }
         }
-        let path = match render_static(&output.path, &job, vars) {
+        let path = match render_static(&output.path, job, vars) {
             Ok(p) if !p.trim().is_empty() => lexical_clean(&dir.join(p)),
             Ok(_) => {
                 self.err_in_step(
@@ -224,14 +283,6 @@ impl Builder<'_> {
                 .and_then(|e| Format::parse(&e.to_string_lossy()))
                 .unwrap_or(Format::Csv),
         };
-        Some(Export {
-            id,
-            resource,
-            from: from?,
-            to: to?,
-            filter,
-            path,
-            format,
-        })
+        Some((path, format))
     }
 }
