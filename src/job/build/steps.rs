@@ -35,55 +35,9 @@ impl Builder<'_> {
                     format!("step '{id}': resource, from, to, filter and output belong to export steps (type: export)"),
                 );
             }
-            let Some(kind) = StepKind::parse(&sc.kind) else {
-                let hint =
-                    diag::did_you_mean(&sc.kind, StepKind::NAMES.iter().copied().chain(["export"]));
-                let d = Diagnostic::new(
-                    self.path,
-                    format!(
-                        "unknown step type '{}' (expected {}, or export)",
-                        sc.kind,
-                        StepKind::names_for(provider).join(", ")
-                    ),
-                );
-                let d = self.locate_value(d, &Self::step_path(sc.index, &["type"]), &sc.kind);
-                self.diags.push(d.with_hint(hint));
+            let Some(kind) = self.step_kind(sc, provider, steps.last()) else {
                 continue;
             };
-            if kind.provider() != provider {
-                self.err_in_step(
-                    sc.index,
-                    &["type"],
-                    format!(
-                        "step '{id}': '{}' is a {} step, but the job's provider is {} (its steps: {}, export)",
-                        kind.as_str(),
-                        kind.provider().as_str(),
-                        provider.as_str(),
-                        StepKind::names_for(provider).join(", ")
-                    ),
-                );
-                continue;
-            }
-            if let Some(prev) = steps.last()
-                && prev.kind.rank() > kind.rank()
-            {
-                let order = match provider {
-                    ProviderKind::HelloClever => "contact, then kyc, then payout",
-                    ProviderKind::FinHub => {
-                        "customer (or customers_bulk), then documents, then customer_status and kyc_confirmation"
-                    }
-                };
-                self.err_in_step(
-                    sc.index,
-                    &["type"],
-                    format!(
-                        "step '{id}' ({}) cannot come after step '{}' ({}): steps run {order}",
-                        kind.as_str(),
-                        prev.id,
-                        prev.kind.as_str()
-                    ),
-                );
-            }
             let when = sc.when.as_ref().and_then(|src| {
                 match templates.compile(&format!("{id}.when"), src) {
                     Ok(t) => Some(t),
@@ -94,78 +48,8 @@ impl Builder<'_> {
                 }
             });
             let fields = self.fields(&id, sc.index, kind, &sc.fields, templates);
-            let batch_size = match (&sc.batch, kind) {
-                (None, _) => DEFAULT_BATCH_SIZE.min(max_batch),
-                (Some(b), StepKind::Payout | StepKind::CustomersBulk) => match b.size {
-                    None => DEFAULT_BATCH_SIZE.min(max_batch),
-                    Some(n) if n >= 1 && n <= max_batch => n,
-                    Some(n) => {
-                        self.err_in_step(sc.index, &["batch", "size"], format!("batch.size must be 1 to {max_batch} (limits.max_batch_size), not {n}"));
-                        0
-                    }
-                },
-                (Some(_), _) => {
-                    self.err_in_step(
-                        sc.index,
-                        &["batch"],
-                        format!(
-                            "step '{id}': batch applies to payout and customers_bulk steps only"
-                        ),
-                    );
-                    0
-                }
-            };
-            let wait = sc.wait.as_ref().and_then(|w| {
-                let expected = match kind {
-                    StepKind::Kyc => "approved",
-                    StepKind::Payout => "completed",
-                    other => {
-                        self.err_in_step(
-                            sc.index,
-                            &["wait"],
-                            format!(
-                                "step '{id}': {} steps have nothing to wait for",
-                                other.as_str()
-                            ),
-                        );
-                        return None;
-                    }
-                };
-                if w.until != expected {
-                    self.err_in_step(
-                        sc.index,
-                        &["wait", "until"],
-                        format!(
-                            "step '{id}': wait.until must be '{expected}' for a {} step (got '{}')",
-                            kind.as_str(),
-                            w.until
-                        ),
-                    );
-                }
-                let timeout = w
-                    .timeout
-                    .as_deref()
-                    .map_or(Ok(Duration::from_secs(1800)), parse_duration);
-                let poll = w
-                    .poll
-                    .as_deref()
-                    .map_or(Ok(Duration::from_secs(10)), parse_duration);
-                match (timeout, poll) {
-                    (Ok(timeout), Ok(poll)) => Some(Wait {
-                        until: w.until.clone(),
-                        timeout,
-                        poll,
-                    }),
-                    (Err(e), _) => {
-                        self.err_in_step(sc.index, &["wait", "timeout"], e);
-                        None
-                    }
-                    (_, Err(e)) => {
-                        self.err_in_step(sc.index, &["wait", "poll"], e);
-                        None
-                    }
-                }
-            });
+            let batch_size = self.batch_size(sc, kind, max_batch);
+            let wait = self.wait(sc, kind);
             steps.push(Step {
                 id,
                 kind,
@@ -176,6 +60,150 @@ impl Builder<'_> {
             });
         }
         steps
+    }
+
+    /// A row step's type: known, of the job's provider, and in the order steps run
+    /// (after `prev`).
+    fn step_kind(
+        &mut self,
+        sc: &config::StepConfig,
+        provider: ProviderKind,
+        prev: Option<&Step>,
+    ) -> Option<StepKind> {
+        let id = &sc.id;
+        let Some(kind) = StepKind::parse(&sc.kind) else {
+            let hint =
+                diag::did_you_mean(&sc.kind, StepKind::NAMES.iter().copied().chain(["export"]));
+            let d = Diagnostic::new(
+                self.path,
+                format!(
+                    "unknown step type '{}' (expected {}, or export)",
+                    sc.kind,
+                    StepKind::names_for(provider).join(", ")
+                ),
+            );
+            let d = self.locate_value(d, &Self::step_path(sc.index, &["type"]), &sc.kind);
+            self.diags.push(d.with_hint(hint));
+            return None;
+        };
+        if kind.provider() != provider {
+            self.err_in_step(
+                sc.index,
+                &["type"],
+                format!(
+                    "step '{id}': '{}' is a {} step, but the job's provider is {} (its steps: {}, export)",
+                    kind.as_str(),
+                    kind.provider().as_str(),
+                    provider.as_str(),
+                    StepKind::names_for(provider).join(", ")
+                ),
+            );
+            return None;
+        }
+        if let Some(prev) = prev
+            && prev.kind.rank() > kind.rank()
+        {
+            let order = match provider {
+                ProviderKind::HelloClever => "contact, then kyc, then payout",
+                ProviderKind::FinHub => {
+                    "customer (or customers_bulk), then documents, then customer_status and kyc_confirmation"
+                }
+            };
+            self.err_in_step(
+                sc.index,
+                &["type"],
+                format!(
+                    "step '{id}' ({}) cannot come after step '{}' ({}): steps run {order}",
+                    kind.as_str(),
+                    prev.id,
+                    prev.kind.as_str()
+                ),
+            );
+        }
+        Some(kind)
+    }
+
+    /// A step's batch size: `batch.size` for the steps that batch, within
+    /// `limits.max_batch_size`.
+    fn batch_size(&mut self, sc: &config::StepConfig, kind: StepKind, max_batch: u32) -> u32 {
+        let id = &sc.id;
+        match (&sc.batch, kind) {
+            (None, _) => DEFAULT_BATCH_SIZE.min(max_batch),
+            (Some(b), StepKind::Payout | StepKind::CustomersBulk) => {
+                match b.size {
+                    None => DEFAULT_BATCH_SIZE.min(max_batch),
+                    Some(n) if n >= 1 && n <= max_batch => n,
+                    Some(n) => {
+                        self.err_in_step(sc.index, &["batch", "size"], format!("batch.size must be 1 to {max_batch} (limits.max_batch_size), not {n}"));
+                        0
+                    }
+                }
+            }
+            (Some(_), _) => {
+                self.err_in_step(
+                    sc.index,
+                    &["batch"],
+                    format!("step '{id}': batch applies to payout and customers_bulk steps only"),
+                );
+                0
+            }
+        }
+    }
+
+    /// A step's wait: what it waits for (KYC approved, payouts completed), how long and how
+    /// often it asks.
+    fn wait(&mut self, sc: &config::StepConfig, kind: StepKind) -> Option<Wait> {
+        let id = &sc.id;
+        let w = sc.wait.as_ref()?;
+        let expected = match kind {
+            StepKind::Kyc => "approved",
+            StepKind::Payout => "completed",
+            other => {
+                self.err_in_step(
+                    sc.index,
+                    &["wait"],
+                    format!(
+                        "step '{id}': {} steps have nothing to wait for",
+                        other.as_str()
+                    ),
+                );
+                return None;
+            }
+        };
+        if w.until != expected {
+            self.err_in_step(
+                sc.index,
+                &["wait", "until"],
+                format!(
+                    "step '{id}': wait.until must be '{expected}' for a {} step (got '{}')",
+                    kind.as_str(),
+                    w.until
+                ),
+            );
+        }
+        let timeout = w
+            .timeout
+            .as_deref()
+            .map_or(Ok(Duration::from_secs(1800)), parse_duration);
+        let poll = w
+            .poll
+            .as_deref()
+            .map_or(Ok(Duration::from_secs(10)), parse_duration);
+        match (timeout, poll) {
+            (Ok(timeout), Ok(poll)) => Some(Wait {
+                until: w.until.clone(),
+                timeout,
+                poll,
+            }),
+            (Err(e), _) => {
+                self.err_in_step(sc.index, &["wait", "timeout"], e);
+                None
+            }
+            (_, Err(e)) => {
+                self.err_in_step(sc.index, &["wait", "poll"], e);
+                None
+            }
+        }
     }
 
     pub(super) fn fields(
