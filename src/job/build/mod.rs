@@ -100,31 +100,7 @@ impl<'a> Builder<'a> {
         opts: &LoadOptions,
         deferred: Vec<(String, Diagnostic)>,
     ) -> Result<Job, Vec<Diagnostic>> {
-        if c.version != 1 {
-            self.err(
-                &["version"],
-                format!(
-                    "unsupported job file version {} (this payrun reads version 1)",
-                    c.version
-                ),
-            );
-        }
-        let name_ok = !c.name.is_empty()
-            && c.name.len() <= 64
-            && c.name
-                .starts_with(|ch: char| ch.is_ascii_lowercase() || ch.is_ascii_digit())
-            && c.name
-                .bytes()
-                .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-' || b == b'_');
-        if !name_ok {
-            self.err(
-                &["name"],
-                format!(
-                    "job name '{}' must be 1-64 lower-case letters, digits, '-' or '_'",
-                    c.name
-                ),
-            );
-        }
+        self.version_and_name(c.version, &c.name);
 
         let mut vars: BTreeMap<String, String> = c
             .vars
@@ -160,39 +136,11 @@ impl<'a> Builder<'a> {
         let notify = c.notify.as_ref().and_then(|n| self.notify(n));
 
         // The scope partitions state: render it before the step templates that may use it.
-        let scope = match &c.scope {
-            None => "default".to_string(),
-            Some(src) => match render_scope(src, &c.name, &vars) {
-                Ok(s) if scope_ok(&s) => s,
-                Ok(s) => {
-                    self.err(&["scope"], format!("scope renders to '{}'; it must be 1-64 characters, not '.' or '..', without '/', '\\' or control characters (it names folders)", s.escape_debug()));
-                    String::new()
-                }
-                Err(e) => {
-                    self.err(&["scope"], format!("scope: {e}"));
-                    String::new()
-                }
-            },
-        };
-
+        let scope = self.scope(c.scope.as_deref(), &c.name, &vars);
         // Templates are checked against the CSV header, so the header is read now.
         let header = match &input {
             None if c.input.is_none() => Some(Arc::new(crate::input::Header::new(Vec::new()))),
-            Some(input) => match CsvSource::open(&input.csv, input.delimiter, &input.key) {
-                Ok(src) => Some(src.header().clone()),
-                Err(e) => {
-                    let mut d = Diagnostic::new(
-                        &e.path,
-                        match &e.column {
-                            Some(col) => format!("column '{col}': {}", e.message),
-                            None => e.message.clone(),
-                        },
-                    );
-                    d.pos = e.line.map(|l| (l as usize, 0));
-                    self.diags.push(d);
-                    None
-                }
-            },
+            Some(input) => self.header(input),
             None => None,
         };
 
@@ -213,32 +161,15 @@ impl<'a> Builder<'a> {
             }
             templates
         });
-        let mut exports: Vec<Export> = Vec::new();
-        for sc in &export_configs {
-            if row_configs.iter().any(|r| r.id == sc.id) || exports.iter().any(|e| e.id == sc.id) {
-                self.err_in_step(
-                    sc.index,
-                    &["id"],
-                    format!("step id '{}' is used twice", sc.id),
-                );
-                continue;
-            }
-            if let Some(e) = self.export(sc, &dir, &c.name, &scope, &vars, provider.kind) {
-                if let Some(other) = exports.iter().find(|o| o.path == e.path) {
-                    self.err_in_step(
-                        sc.index,
-                        &["output", "path"],
-                        format!(
-                            "step '{}' writes {}, as step '{}' does: give each export its own file",
-                            e.id,
-                            e.path.display(),
-                            other.id
-                        ),
-                    );
-                }
-                exports.push(e);
-            }
-        }
+        let names = (c.name.as_str(), scope.as_str());
+        let exports = self.exports(
+            &export_configs,
+            &row_configs,
+            &dir,
+            names,
+            &vars,
+            provider.kind,
+        );
 
         if !self.diags.is_empty() {
             return Err(self.diags);
@@ -263,6 +194,105 @@ impl<'a> Builder<'a> {
             templates,
             sandbox: false,
         })
+    }
+
+    /// The file's version (1) and the job's name (it keys state and external ids).
+    fn version_and_name(&mut self, version: u32, name: &str) {
+        if version != 1 {
+            self.err(
+                &["version"],
+                format!("unsupported job file version {version} (this payrun reads version 1)"),
+            );
+        }
+        let name_ok = !name.is_empty()
+            && name.len() <= 64
+            && name.starts_with(|ch: char| ch.is_ascii_lowercase() || ch.is_ascii_digit())
+            && name
+                .bytes()
+                .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-' || b == b'_');
+        if !name_ok {
+            self.err(
+                &["name"],
+                format!("job name '{name}' must be 1-64 lower-case letters, digits, '-' or '_'"),
+            );
+        }
+    }
+
+    /// The scope, rendered (`default` when not given); it names folders, so it must not
+    /// climb or hold a separator.
+    fn scope(&mut self, src: Option<&str>, name: &str, vars: &BTreeMap<String, String>) -> String {
+        let Some(src) = src else {
+            return "default".to_string();
+        };
+        match render_scope(src, name, vars) {
+            Ok(s) if scope_ok(&s) => s,
+            Ok(s) => {
+                self.err(&["scope"], format!("scope renders to '{}'; it must be 1-64 characters, not '.' or '..', without '/', '\\' or control characters (it names folders)", s.escape_debug()));
+                String::new()
+            }
+            Err(e) => {
+                self.err(&["scope"], format!("scope: {e}"));
+                String::new()
+            }
+        }
+    }
+
+    /// The CSV header, read to check templates against it; its problem, with its place.
+    fn header(&mut self, input: &Input) -> Option<Arc<crate::input::Header>> {
+        match CsvSource::open(&input.csv, input.delimiter, &input.key) {
+            Ok(src) => Some(src.header().clone()),
+            Err(e) => {
+                let mut d = Diagnostic::new(
+                    &e.path,
+                    match &e.column {
+                        Some(col) => format!("column '{col}': {}", e.message),
+                        None => e.message.clone(),
+                    },
+                );
+                d.pos = e.line.map(|l| (l as usize, 0));
+                self.diags.push(d);
+                None
+            }
+        }
+    }
+
+    /// The export steps: ids unique among all steps, each writing its own file.
+    fn exports(
+        &mut self,
+        configs: &[config::StepConfig],
+        row_configs: &[config::StepConfig],
+        dir: &Path,
+        (name, scope): (&str, &str),
+        vars: &BTreeMap<String, String>,
+        provider: ProviderKind,
+    ) -> Vec<Export> {
+        let mut exports: Vec<Export> = Vec::new();
+        for sc in configs {
+            if row_configs.iter().any(|r| r.id == sc.id) || exports.iter().any(|e| e.id == sc.id) {
+                self.err_in_step(
+                    sc.index,
+                    &["id"],
+                    format!("step id '{}' is used twice", sc.id),
+                );
+                continue;
+            }
+            if let Some(e) = self.export(sc, dir, name, scope, vars, provider) {
+                if let Some(other) = exports.iter().find(|o| o.path == e.path) {
+                    self.err_in_step(
+                        sc.index,
+                        &["output", "path"],
+                        format!(
+                            "step '{}' writes {}, as step '{}' does: give each export its own file",
+                            e.id,
+                            e.path.display(),
+                            other.id
+                        ),
+                    );
+                }
+                exports.push(e);
+            }
+        }
+        exports
     }
 }
 
