@@ -110,148 +110,169 @@ pub fn report_html(r: &Report, h: &mut super::Out) {
         let _ = write!(h, "<p class=\"failed\">The run stopped: {}</p>", esc(why));
     }
     if !r.duplicates.is_empty() {
-        let _ = write!(
-            h,
-            "<h2 class=\"failed\">Paid twice: {} duplicate(s) at the provider</h2><p>Keep the first batch; cancel the others if still scheduled, else recover the money; then run <code>payrun reconcile</code>.</p><table id=\"duplicates\"><thead><tr><th>Step</th><th>External id</th><th>Row</th><th>Batches</th></tr></thead><tbody>",
-            r.duplicates.len()
-        );
-        for (step, d) in &r.duplicates {
-            let _ = write!(
-                h,
-                "<tr><td>{}</td><td>{}</td><td>{}</td><td>{}</td></tr>",
-                esc(step),
-                esc(&d.external_id),
-                esc(d.row_key.as_deref().unwrap_or("(the batch)")),
-                esc(&d.uuids.join(", "))
-            );
-        }
-        h.push_str("</tbody></table>");
+        duplicates(r, h);
     }
     // A job of exports only has no rows: no totals, counts or row tables.
     if !r.steps.is_empty() {
-        h.push_str("<h2>Totals</h2><table id=\"totals\"><thead><tr><th>Currency</th><th>Planned</th><th>Sent</th><th>Completed</th><th>Failed</th></tr></thead><tbody>");
-        for (ccy, t) in &r.totals {
-            let _ = write!(
-                h,
-                "<tr><td>{}</td><td class=\"num\">{}</td><td class=\"num\">{}</td><td class=\"num\">{}</td><td class=\"num\">{}</td></tr>",
-                esc(ccy),
-                t.planned,
-                t.sent,
-                t.completed,
-                t.failed
-            );
-        }
-        h.push_str("</tbody></table><h2>Rows by step and status</h2><table id=\"counts\"><thead><tr><th>Step</th>");
-        for (status, _) in COLOURS {
-            let _ = write!(h, "<th>{status}</th>");
-        }
-        h.push_str("</tr></thead><tbody>");
-        let counts = r.counts();
-        for (step, _) in &r.steps {
-            let _ = write!(h, "<tr><td>{}</td>", esc(step));
-            for (status, _) in COLOURS {
-                let n = counts
-                    .get(step)
-                    .and_then(|b| b.get(&status))
-                    .copied()
-                    .unwrap_or(0);
-                let _ = write!(h, "<td class=\"num\">{n}</td>");
-            }
-            h.push_str("</tr>");
-        }
-        h.push_str("</tbody></table>");
-        h.push_str(&chart(r));
-        let _ = write!(h, "<h2>Needs a look ({})</h2>", r.attention);
-        if r.attention > 0 {
-            h.push_str("<table id=\"attention\"><thead><tr><th>Row</th><th>Line</th><th>Step</th><th>Status</th><th>Reason</th></tr></thead><tbody>");
-            let scanned = r.each_row(&mut |row| {
-                if !super::needs_attention(row) {
-                    return;
-                }
-                for ((step, _), s) in r.steps.iter().zip(&row.steps) {
-                    let Some(s) = s else { continue };
-                    if !s.status.needs_a_look() {
-                        continue;
-                    }
-                    let reason = redact::scrub(s.error_message.as_deref().unwrap_or(""));
-                    let _ = write!(
-                        h,
-                        "<tr><td>{}</td><td class=\"num\">{}</td><td>{}</td><td class=\"{}\">{}</td><td>{}</td></tr>",
-                        esc(&row.key),
-                        row.line,
-                        esc(step),
-                        s.status,
-                        s.status,
-                        esc(&reason)
-                    );
-                }
-            });
-            if let Err(e) = scanned {
-                h.fail(std::io::Error::other(e.to_string()));
-            }
-            h.push_str("</tbody></table>");
-        }
+        totals_and_counts(r, h);
     }
     if !r.exports.is_empty() {
-        h.push_str("<h2>Exports</h2><table id=\"exports\"><thead><tr><th>Step</th><th>Resource</th><th>From</th><th>To</th><th>Status</th><th>Rows</th><th>Pages</th><th>File</th></tr></thead><tbody>");
-        for e in &r.exports {
-            let status = match e.state {
-                ExportState::Completed => Status::Succeeded,
-                ExportState::Running | ExportState::Interrupted => Status::Pending,
-                ExportState::Failed => Status::Failed,
-            };
-            let file = match &e.error {
-                Some(err) => redact::scrub(err),
-                None => e.path.clone(),
-            };
-            let _ = write!(
-                h,
-                "<tr><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td class=\"{status}\">{}</td><td class=\"num\">{}</td><td class=\"num\">{}</td><td>{}</td></tr>",
-                esc(&e.step),
-                esc(&e.resource),
-                esc(&e.from_at),
-                esc(&e.to_at),
-                e.state,
-                e.rows,
-                e.pages,
-                esc(&file)
-            );
-        }
-        h.push_str("</tbody></table>");
+        exports(r, h);
     }
     if !r.steps.is_empty() {
-        h.push_str("<h2>All rows</h2><p><label>Filter: <input id=\"filter\" type=\"search\" placeholder=\"key, status, email…\"></label></p><table id=\"rows\"><thead><tr><th>Row</th><th>Line</th>");
-        for (step, _) in &r.steps {
-            let _ = write!(h, "<th>{}</th>", esc(step));
+        all_rows(r, h);
+    }
+    h.push_str("</body></html>\n");
+}
+
+/// Duplicates at the provider: what to do, and each external id with its batches.
+fn duplicates(r: &Report, h: &mut super::Out) {
+    let _ = write!(
+        h,
+        "<h2 class=\"failed\">Paid twice: {} duplicate(s) at the provider</h2><p>Keep the first batch; cancel the others if still scheduled, else recover the money; then run <code>payrun reconcile</code>.</p><table id=\"duplicates\"><thead><tr><th>Step</th><th>External id</th><th>Row</th><th>Batches</th></tr></thead><tbody>",
+        r.duplicates.len()
+    );
+    for (step, d) in &r.duplicates {
+        let _ = write!(
+            h,
+            "<tr><td>{}</td><td>{}</td><td>{}</td><td>{}</td></tr>",
+            esc(step),
+            esc(&d.external_id),
+            esc(d.row_key.as_deref().unwrap_or("(the batch)")),
+            esc(&d.uuids.join(", "))
+        );
+    }
+    h.push_str("</tbody></table>");
+}
+
+/// Totals per currency, rows by step and status (with the chart), and the rows that need
+/// a look with their reasons.
+fn totals_and_counts(r: &Report, h: &mut super::Out) {
+    h.push_str("<h2>Totals</h2><table id=\"totals\"><thead><tr><th>Currency</th><th>Planned</th><th>Sent</th><th>Completed</th><th>Failed</th></tr></thead><tbody>");
+    for (ccy, t) in &r.totals {
+        let _ = write!(
+            h,
+            "<tr><td>{}</td><td class=\"num\">{}</td><td class=\"num\">{}</td><td class=\"num\">{}</td><td class=\"num\">{}</td></tr>",
+            esc(ccy),
+            t.planned,
+            t.sent,
+            t.completed,
+            t.failed
+        );
+    }
+    h.push_str("</tbody></table><h2>Rows by step and status</h2><table id=\"counts\"><thead><tr><th>Step</th>");
+    for (status, _) in COLOURS {
+        let _ = write!(h, "<th>{status}</th>");
+    }
+    h.push_str("</tr></thead><tbody>");
+    let counts = r.counts();
+    for (step, _) in &r.steps {
+        let _ = write!(h, "<tr><td>{}</td>", esc(step));
+        for (status, _) in COLOURS {
+            let n = counts
+                .get(step)
+                .and_then(|b| b.get(&status))
+                .copied()
+                .unwrap_or(0);
+            let _ = write!(h, "<td class=\"num\">{n}</td>");
         }
-        h.push_str("<th>Amount</th></tr></thead><tbody>");
+        h.push_str("</tr>");
+    }
+    h.push_str("</tbody></table>");
+    h.push_str(&chart(r));
+    let _ = write!(h, "<h2>Needs a look ({})</h2>", r.attention);
+    if r.attention > 0 {
+        h.push_str("<table id=\"attention\"><thead><tr><th>Row</th><th>Line</th><th>Step</th><th>Status</th><th>Reason</th></tr></thead><tbody>");
         let scanned = r.each_row(&mut |row| {
-            let _ = write!(
-                h,
-                "<tr><td>{}</td><td class=\"num\">{}</td>",
-                esc(&row.key),
-                row.line
-            );
-            for s in &row.steps {
-                h.push_str(&cell(s));
+            if !super::needs_attention(row) {
+                return;
             }
-            let amount = row
-                .steps
-                .iter()
-                .flatten()
-                .find_map(|s| {
-                    s.amount
-                        .map(|a| format!("{a} {}", s.currency.clone().unwrap_or_default()))
-                })
-                .unwrap_or_default();
-            let _ = write!(h, "<td class=\"num\">{}</td></tr>", esc(&amount));
+            for ((step, _), s) in r.steps.iter().zip(&row.steps) {
+                let Some(s) = s else { continue };
+                if !s.status.needs_a_look() {
+                    continue;
+                }
+                let reason = redact::scrub(s.error_message.as_deref().unwrap_or(""));
+                let _ = write!(
+                    h,
+                    "<tr><td>{}</td><td class=\"num\">{}</td><td>{}</td><td class=\"{}\">{}</td><td>{}</td></tr>",
+                    esc(&row.key),
+                    row.line,
+                    esc(step),
+                    s.status,
+                    s.status,
+                    esc(&reason)
+                );
+            }
         });
         if let Err(e) = scanned {
             h.fail(std::io::Error::other(e.to_string()));
         }
-        let _ = write!(h, "</tbody></table><script>{SCRIPT}</script>");
+        h.push_str("</tbody></table>");
     }
-    h.push_str("</body></html>\n");
+}
+
+/// Each export step's export.
+fn exports(r: &Report, h: &mut super::Out) {
+    h.push_str("<h2>Exports</h2><table id=\"exports\"><thead><tr><th>Step</th><th>Resource</th><th>From</th><th>To</th><th>Status</th><th>Rows</th><th>Pages</th><th>File</th></tr></thead><tbody>");
+    for e in &r.exports {
+        let status = match e.state {
+            ExportState::Completed => Status::Succeeded,
+            ExportState::Running | ExportState::Interrupted => Status::Pending,
+            ExportState::Failed => Status::Failed,
+        };
+        let file = match &e.error {
+            Some(err) => redact::scrub(err),
+            None => e.path.clone(),
+        };
+        let _ = write!(
+            h,
+            "<tr><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td class=\"{status}\">{}</td><td class=\"num\">{}</td><td class=\"num\">{}</td><td>{}</td></tr>",
+            esc(&e.step),
+            esc(&e.resource),
+            esc(&e.from_at),
+            esc(&e.to_at),
+            e.state,
+            e.rows,
+            e.pages,
+            esc(&file)
+        );
+    }
+    h.push_str("</tbody></table>");
+}
+
+/// Every row, in a table the filter box searches.
+fn all_rows(r: &Report, h: &mut super::Out) {
+    h.push_str("<h2>All rows</h2><p><label>Filter: <input id=\"filter\" type=\"search\" placeholder=\"key, status, email…\"></label></p><table id=\"rows\"><thead><tr><th>Row</th><th>Line</th>");
+    for (step, _) in &r.steps {
+        let _ = write!(h, "<th>{}</th>", esc(step));
+    }
+    h.push_str("<th>Amount</th></tr></thead><tbody>");
+    let scanned = r.each_row(&mut |row| {
+        let _ = write!(
+            h,
+            "<tr><td>{}</td><td class=\"num\">{}</td>",
+            esc(&row.key),
+            row.line
+        );
+        for s in &row.steps {
+            h.push_str(&cell(s));
+        }
+        let amount = row
+            .steps
+            .iter()
+            .flatten()
+            .find_map(|s| {
+                s.amount
+                    .map(|a| format!("{a} {}", s.currency.clone().unwrap_or_default()))
+            })
+            .unwrap_or_default();
+        let _ = write!(h, "<td class=\"num\">{}</td></tr>", esc(&amount));
+    });
+    if let Err(e) = scanned {
+        h.fail(std::io::Error::other(e.to_string()));
+    }
+    let _ = write!(h, "</tbody></table><script>{SCRIPT}</script>");
 }
 
 #[cfg(test)]
