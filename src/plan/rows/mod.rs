@@ -331,10 +331,64 @@ impl RowChecker<'_> {
         items: &mut Vec<ItemPlan>,
         values: &mut Vec<Rendered<'r>>,
     ) {
+        if !self.when_allows(si, step, record, line, errs, items) {
+            return;
+        }
+        let errors_before = errs.count;
+        self.render_fields(step, record, line, errs, values);
+        if errs.count > errors_before {
+            return;
+        }
+        let values = &values[..];
+        let (amount, currency) = self.check_values(si, step, values, line, errs);
+        if errs.count > errors_before {
+            return;
+        }
+        if step.kind == StepKind::Payout
+            && let (Some(a), Some(ccy)) = (
+                amount,
+                currency.and_then(|c| <[u8; 3]>::try_from(c.as_bytes()).ok()),
+            )
+        {
+            errs.out.payouts.push((errs.slot, si, a, ccy));
+        }
+        if let Some(hasher) = &self.key {
+            match build_item(
+                self.job,
+                (si, step),
+                key,
+                values,
+                amount,
+                &self.csv_dir,
+                (self.keep_full, hasher),
+            ) {
+                Ok(item) => items.push(item),
+                Err(message) => errs.push(InputError {
+                    path: self.job.csv_path(),
+                    line: Some(line),
+                    column: None,
+                    message,
+                }),
+            }
+        }
+    }
+
+    /// Whether the step's `when` lets the row in; a row it keeps out gets a skipped item,
+    /// a `when` that renders neither true nor false is the row's error.
+    #[inline]
+    fn when_allows(
+        &self,
+        si: usize,
+        step: &Step,
+        record: Row<'_>,
+        line: u64,
+        errs: &mut RowErrors,
+        items: &mut Vec<ItemPlan>,
+    ) -> bool {
         if let Some((t, uses)) = &step.when {
             let label = Label(&step.id, "when", None);
             let Some(v) = self.render(errs, line, &label, t, uses, record, String::new()) else {
-                return;
+                return false;
             };
             match v.trim() {
                 "true" | "True" => {}
@@ -342,17 +396,29 @@ impl RowChecker<'_> {
                     if let Some(key) = &self.key {
                         items.push(skipped_item(si, key));
                     }
-                    return;
+                    return false;
                 }
                 other => {
                     let msg = format!("'when' must render to true or false, not '{other}'");
                     self.field_error(errs, line, &label, uses, &msg, None, false);
-                    return;
+                    return false;
                 }
             }
         }
 
-        let errors_before = errs.count;
+        true
+    }
+
+    /// Renders the step's fields into `values`, reusing the last row's storage.
+    #[inline]
+    fn render_fields<'r>(
+        &self,
+        step: &'r Step,
+        record: Row<'r>,
+        line: u64,
+        errs: &mut RowErrors,
+        values: &mut Vec<Rendered<'r>>,
+    ) {
         // Inline storage: no allocation per row for the usual number of fields.
         if values.len() != step.fields.len() {
             values.clear();
@@ -398,11 +464,19 @@ impl RowChecker<'_> {
                 }
             }
         }
-        if errs.count > errors_before {
-            return;
-        }
-        let values = &values[..];
+    }
 
+    /// Checks the rendered values (each, then across fields) and reports each problem at
+    /// its field; the payout amount and currency when they are good.
+    #[inline]
+    fn check_values<'v>(
+        &self,
+        si: usize,
+        step: &Step,
+        values: &'v [Rendered<'v>],
+        line: u64,
+        errs: &mut RowErrors,
+    ) -> (Option<Decimal>, Option<&'v str>) {
         let rules = &self.rules[si];
         let currency = rules.idx.currency.and_then(|i| values[i].text());
         let facts = Facts {
@@ -470,36 +544,6 @@ impl RowChecker<'_> {
             let label = Label(&step.id, field.spec.name, (!sub.is_empty()).then_some(sub));
             self.field_error(errs, line, &label, &uses, msg, got, sensitive);
         }
-        if errs.count > errors_before {
-            return;
-        }
-
-        if step.kind == StepKind::Payout
-            && let (Some(a), Some(ccy)) = (
-                amount,
-                currency.and_then(|c| <[u8; 3]>::try_from(c.as_bytes()).ok()),
-            )
-        {
-            errs.out.payouts.push((errs.slot, si, a, ccy));
-        }
-        if let Some(hasher) = &self.key {
-            match build_item(
-                self.job,
-                (si, step),
-                key,
-                values,
-                amount,
-                &self.csv_dir,
-                (self.keep_full, hasher),
-            ) {
-                Ok(item) => items.push(item),
-                Err(message) => errs.push(InputError {
-                    path: self.job.csv_path(),
-                    line: Some(line),
-                    column: None,
-                    message,
-                }),
-            }
-        }
+        (amount, currency)
     }
 }
