@@ -59,56 +59,7 @@ pub fn junit_xml(r: &Report, out: &mut super::Out) {
         esc(&format!("{} {} run {}", r.job, r.scope, r.run.id))
     );
     for (si, (step, _)) in r.steps.iter().enumerate() {
-        let (tests, failures, skipped) = steps[si];
-        let _ = writeln!(
-            out,
-            "  <testsuite name=\"{}\" tests=\"{tests}\" failures=\"{failures}\" errors=\"0\" skipped=\"{skipped}\">",
-            esc(step)
-        );
-        let classname = esc(&format!("{}.{step}", r.job)).into_owned();
-        let scanned = r.each_row(&mut |row| {
-            let Some(s) = &row.steps[si] else { return };
-            let name = esc(&format!("{} (line {})", row.key, row.line)).into_owned();
-            let message = redact::scrub(s.error_message.as_deref().unwrap_or(""));
-            let _ = write!(
-                out,
-                "    <testcase classname=\"{classname}\" name=\"{name}\""
-            );
-            match s.status {
-                Status::Succeeded => out.push_str("/>\n"),
-                Status::Failed | Status::Conflict => {
-                    let kind = if s.status == Status::Conflict {
-                        "CONFLICT".to_string()
-                    } else {
-                        s.error_code.clone().unwrap_or_else(|| "FAILED".into())
-                    };
-                    let text = message;
-                    let _ = writeln!(
-                        out,
-                        ">\n      <failure type=\"{}\" message=\"{}\">{}</failure>\n    </testcase>",
-                        esc(&kind),
-                        esc(&text),
-                        esc(&text)
-                    );
-                }
-                other => {
-                    let text = if message.is_empty() {
-                        other.to_string()
-                    } else {
-                        format!("{other}: {message}")
-                    };
-                    let _ = writeln!(
-                        out,
-                        ">\n      <skipped message=\"{}\"/>\n    </testcase>",
-                        esc(&text)
-                    );
-                }
-            }
-        });
-        if let Err(e) = scanned {
-            out.fail(std::io::Error::other(e.to_string()));
-        }
-        out.push_str("  </testsuite>\n");
+        step_suite(r, si, step, steps[si], out);
     }
     // A run that stopped: one failing case with why.
     if let Some(why) = &r.run.error {
@@ -123,66 +74,135 @@ pub fn junit_xml(r: &Report, out: &mut super::Out) {
     }
     // Duplicates at the provider: one failing case each.
     if !r.duplicates.is_empty() {
-        let n = r.duplicates.len();
-        let _ = writeln!(
-            out,
-            "  <testsuite name=\"duplicates\" tests=\"{n}\" failures=\"{n}\" errors=\"0\" skipped=\"0\">"
-        );
-        for (step, d) in &r.duplicates {
-            let text = format!(
-                "the provider holds external id {} in {} batches that can pay: {}",
-                d.external_id,
-                d.uuids.len(),
-                d.uuids.join(", ")
-            );
-            let _ = writeln!(
-                out,
-                "    <testcase classname=\"{}\" name=\"{}\">\n      <failure type=\"DUPLICATE\" message=\"{}\">{}</failure>\n    </testcase>",
-                esc(&format!("{}.{step}", r.job)),
-                esc(d.row_key.as_deref().unwrap_or(&d.external_id)),
-                esc(&text),
-                esc(&text)
-            );
-        }
-        out.push_str("  </testsuite>\n");
+        duplicates_suite(r, out);
     }
     // Exports: one suite, a test case per export step.
     if !r.exports.is_empty() {
-        let (tests, failures, skipped) = exports;
-        let _ = writeln!(
-            out,
-            "  <testsuite name=\"exports\" tests=\"{tests}\" failures=\"{failures}\" errors=\"0\" skipped=\"{skipped}\">"
-        );
-        for e in &r.exports {
-            let _ = write!(
-                out,
-                "    <testcase classname=\"{}\" name=\"{}\"",
-                esc(&format!("{}.exports", r.job)),
-                esc(&format!("{} ({})", e.step, e.resource))
-            );
-            match e.state {
-                ExportState::Completed => out.push_str("/>\n"),
-                ExportState::Failed => {
-                    let text = redact::scrub(e.error.as_deref().unwrap_or("failed"));
-                    let _ = writeln!(
-                        out,
-                        ">\n      <failure type=\"EXPORT_FAILED\" message=\"{}\">{}</failure>\n    </testcase>",
-                        esc(&text),
-                        esc(&text)
-                    );
-                }
-                other => {
-                    let _ = writeln!(
-                        out,
-                        ">\n      <skipped message=\"{}\"/>\n    </testcase>",
-                        esc(other.as_str())
-                    );
-                }
-            }
-        }
-        out.push_str("  </testsuite>\n");
+        exports_suite(r, exports, out);
     }
     out.push_str("</testsuites>\n");
+}
+
+/// A step's suite: a test case per row that has an item of the step.
+fn step_suite(
+    r: &Report,
+    si: usize,
+    step: &str,
+    (tests, failures, skipped): (usize, usize, usize),
+    out: &mut super::Out,
+) {
+    let _ = writeln!(
+        out,
+        "  <testsuite name=\"{}\" tests=\"{tests}\" failures=\"{failures}\" errors=\"0\" skipped=\"{skipped}\">",
+        esc(step)
+    );
+    let classname = esc(&format!("{}.{step}", r.job)).into_owned();
+    let scanned = r.each_row(&mut |row| {
+        let Some(s) = &row.steps[si] else { return };
+        let name = esc(&format!("{} (line {})", row.key, row.line)).into_owned();
+        let message = redact::scrub(s.error_message.as_deref().unwrap_or(""));
+        let _ = write!(
+            out,
+            "    <testcase classname=\"{classname}\" name=\"{name}\""
+        );
+        match s.status {
+            Status::Succeeded => out.push_str("/>\n"),
+            Status::Failed | Status::Conflict => {
+                let kind = if s.status == Status::Conflict {
+                    "CONFLICT".to_string()
+                } else {
+                    s.error_code.clone().unwrap_or_else(|| "FAILED".into())
+                };
+                let text = message;
+                let _ = writeln!(
+                    out,
+                    ">\n      <failure type=\"{}\" message=\"{}\">{}</failure>\n    </testcase>",
+                    esc(&kind),
+                    esc(&text),
+                    esc(&text)
+                );
+            }
+            other => {
+                let text = if message.is_empty() {
+                    other.to_string()
+                } else {
+                    format!("{other}: {message}")
+                };
+                let _ = writeln!(
+                    out,
+                    ">\n      <skipped message=\"{}\"/>\n    </testcase>",
+                    esc(&text)
+                );
+            }
+        }
+    });
+    if let Err(e) = scanned {
+        out.fail(std::io::Error::other(e.to_string()));
+    }
+    out.push_str("  </testsuite>\n");
+}
+
+/// Duplicates at the provider: one failing case each.
+fn duplicates_suite(r: &Report, out: &mut super::Out) {
+    let n = r.duplicates.len();
+    let _ = writeln!(
+        out,
+        "  <testsuite name=\"duplicates\" tests=\"{n}\" failures=\"{n}\" errors=\"0\" skipped=\"0\">"
+    );
+    for (step, d) in &r.duplicates {
+        let text = format!(
+            "the provider holds external id {} in {} batches that can pay: {}",
+            d.external_id,
+            d.uuids.len(),
+            d.uuids.join(", ")
+        );
+        let _ = writeln!(
+            out,
+            "    <testcase classname=\"{}\" name=\"{}\">\n      <failure type=\"DUPLICATE\" message=\"{}\">{}</failure>\n    </testcase>",
+            esc(&format!("{}.{step}", r.job)),
+            esc(d.row_key.as_deref().unwrap_or(&d.external_id)),
+            esc(&text),
+            esc(&text)
+        );
+    }
+    out.push_str("  </testsuite>\n");
+}
+
+/// Exports: one suite, a test case per export step.
+fn exports_suite(r: &Report, exports: (usize, usize, usize), out: &mut super::Out) {
+    let (tests, failures, skipped) = exports;
+    let _ = writeln!(
+        out,
+        "  <testsuite name=\"exports\" tests=\"{tests}\" failures=\"{failures}\" errors=\"0\" skipped=\"{skipped}\">"
+    );
+    for e in &r.exports {
+        let _ = write!(
+            out,
+            "    <testcase classname=\"{}\" name=\"{}\"",
+            esc(&format!("{}.exports", r.job)),
+            esc(&format!("{} ({})", e.step, e.resource))
+        );
+        match e.state {
+            ExportState::Completed => out.push_str("/>\n"),
+            ExportState::Failed => {
+                let text = redact::scrub(e.error.as_deref().unwrap_or("failed"));
+                let _ = writeln!(
+                    out,
+                    ">\n      <failure type=\"EXPORT_FAILED\" message=\"{}\">{}</failure>\n    </testcase>",
+                    esc(&text),
+                    esc(&text)
+                );
+            }
+            other => {
+                let _ = writeln!(
+                    out,
+                    ">\n      <skipped message=\"{}\"/>\n    </testcase>",
+                    esc(other.as_str())
+                );
+            }
+        }
+    }
+    out.push_str("  </testsuite>\n");
 }
 
 #[cfg(test)]
