@@ -29,11 +29,7 @@ pub fn batches_in(
         "SELECT id, external_id, state, first_attempt_at, provider_ref, doubt_since, doubt_applied FROM batches WHERE plan_id = ?1 AND step = ?2 AND state IN ({marks}) ORDER BY seq"
     );
     let mut stmt = conn.0.prepare(&sql)?;
-    let fixed: [&dyn rusqlite::ToSql; 2] = [&plan_id, &step];
-    let bound = fixed
-        .into_iter()
-        .chain(states.iter().map(|s| s as &dyn rusqlite::ToSql));
-    stmt.query_map(rusqlite::params_from_iter(bound), |r| {
+    stmt.query_map(with_states(&[&plan_id, &step], states), |r| {
         Ok(WorkBatch {
             id: r.get(0)?,
             external_id: r.get(1)?,

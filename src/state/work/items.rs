@@ -98,13 +98,12 @@ pub fn items_page(
     // The page ends by stepping no further, not by `LIMIT ?`: SQLite plans a bound LIMIT
     // by its value, so binding it expired the statement and every page was prepared
     // again.
-    let fixed: [&dyn rusqlite::ToSql; 4] = [&plan_id, &step, &line, &key];
-    let bound = fixed
-        .into_iter()
-        .chain(states.iter().map(|s| s as &dyn rusqlite::ToSql));
-    stmt.query_map(rusqlite::params_from_iter(bound), work_item)?
-        .take(limit)
-        .collect()
+    stmt.query_map(
+        with_states(&[&plan_id, &step, &line, &key], states),
+        work_item,
+    )?
+    .take(limit)
+    .collect()
 }
 
 /// How many items [`items_in`] would return.
@@ -118,12 +117,8 @@ pub fn count_in(
     let sql = format!(
         "SELECT COUNT(*) FROM items WHERE plan_id = ?1 AND step = ?2 AND state IN ({marks}) AND conflict_hash IS NULL"
     );
-    let fixed: [&dyn rusqlite::ToSql; 2] = [&plan_id, &step];
-    let bound = fixed
-        .into_iter()
-        .chain(states.iter().map(|s| s as &dyn rusqlite::ToSql));
     conn.0
-        .query_row(&sql, rusqlite::params_from_iter(bound), |r| {
+        .query_row(&sql, with_states(&[&plan_id, &step], states), |r| {
             r.get::<_, i64>(0)
         })
         .map(|n| n as u64)

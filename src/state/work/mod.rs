@@ -76,6 +76,16 @@ pub fn host_name() -> String {
         .unwrap_or_else(|_| "unknown".into())
 }
 
+/// A statement's parameters: `fixed`, then `states` for its `IN (...)` list (see
+/// [`placeholders`]).
+pub(super) fn with_states<'a, S: rusqlite::ToSql>(
+    fixed: &'a [&'a dyn rusqlite::ToSql],
+    states: &'a [S],
+) -> rusqlite::ParamsFromIter<impl Iterator<Item = &'a dyn rusqlite::ToSql>> {
+    let states = states.iter().map(|s| s as &dyn rusqlite::ToSql);
+    rusqlite::params_from_iter(fixed.iter().copied().chain(states))
+}
+
 /// The placeholders `?{first},?{first+1},…` of an `IN (...)` list of `n` bound values.
 pub(super) fn placeholders(first: usize, n: usize) -> String {
     (first..first + n)
