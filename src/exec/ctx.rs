@@ -87,6 +87,30 @@ pub enum Client {
 }
 
 impl Ctx {
+    /// The plan's items of `step` in `states`, in file order.
+    pub(crate) async fn items_in(
+        &self,
+        step: &str,
+        states: &[ItemState],
+    ) -> Result<Vec<WorkItem>, StateError> {
+        let (plan_id, step, states) = (self.plan_id, step.to_string(), states.to_vec());
+        self.db
+            .read(move |c| work::items_in(c, plan_id, &step, &states))
+            .await
+    }
+
+    /// The plan's payout batches of `step` in `states`, oldest first.
+    pub(crate) async fn batches_in(
+        &self,
+        step: &str,
+        states: &[BatchState],
+    ) -> Result<Vec<work::WorkBatch>, StateError> {
+        let (plan_id, step, states) = (self.plan_id, step.to_string(), states.to_vec());
+        self.db
+            .read(move |c| work::batches_in(c, plan_id, &step, &states))
+            .await
+    }
+
     /// Records that an item's request, sent at `sent`, may have been applied (`applied`:
     /// was): it stays in flight and settles (see [`doubt`]). Queued, not waited for: if it
     /// is lost, the next run counts the settle window from its own start.

@@ -235,11 +235,7 @@ pub(crate) async fn settle_items<R: Resolve>(
         if ctx.stopping() {
             break;
         }
-        let (plan_id, step_id) = (ctx.plan_id, step.to_string());
-        let mut doubtful = ctx
-            .db
-            .read(move |c| work::items_in(c, plan_id, &step_id, &[ItemState::InFlight]))
-            .await?;
+        let mut doubtful = ctx.items_in(step, &[ItemState::InFlight]).await?;
         doubtful.retain(|i| rounds.open(i.id));
         doubtful.truncate(ROUND);
         if doubtful.is_empty() {

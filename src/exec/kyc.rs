@@ -33,28 +33,15 @@ pub async fn run(
     rows: &mut RowSource<'_, '_>,
 ) -> Result<(), RunError> {
     let doubts_before = ctx.entered_doubt.load(std::sync::atomic::Ordering::Relaxed);
-    let (plan_id, step_id) = (ctx.plan_id, step.id.clone());
     let items = ctx
-        .db
-        .read(move |c| {
-            work::items_in(
-                c,
-                plan_id,
-                &step_id,
-                &[ItemState::Pending, ItemState::InFlight],
-            )
-        })
+        .items_in(&step.id, &[ItemState::Pending, ItemState::InFlight])
         .await?;
     // Items in doubt settle after the others are sent.
     let (doubtful, items): (Vec<WorkItem>, Vec<WorkItem>) = items
         .into_iter()
         .partition(|i| i.state == ItemState::InFlight);
     // A blocked item that was submitted is only waiting for review: not sent again.
-    let (plan_id, step_id) = (ctx.plan_id, step.id.clone());
-    let waiting = ctx
-        .db
-        .read(move |c| work::items_in(c, plan_id, &step_id, &[ItemState::Blocked]))
-        .await?;
+    let waiting = ctx.items_in(&step.id, &[ItemState::Blocked]).await?;
     let resubmit: Vec<WorkItem> = waiting
         .into_iter()
         .filter(|i| i.provider_status.is_none())
@@ -315,17 +302,8 @@ async fn poll(
     every: std::time::Duration,
 ) -> Result<(), RunError> {
     ctx.poll_until(timeout, every, |expired| async move {
-        let (plan_id, step_id) = (ctx.plan_id, step.id.clone());
         let waiting: Vec<WorkItem> = ctx
-            .db
-            .read(move |c| {
-                work::items_in(
-                    c,
-                    plan_id,
-                    &step_id,
-                    &[ItemState::Succeeded, ItemState::Blocked],
-                )
-            })
+            .items_in(&step.id, &[ItemState::Succeeded, ItemState::Blocked])
             .await?
             .into_iter()
             .filter(|i| {

@@ -48,15 +48,7 @@ pub async fn reconcile(
             let found = match step.kind {
                 StepKind::Payout if let Client::HelloClever(hc) = &ctx.client => {
                     let batches = ctx
-                        .db
-                        .read(move |c| {
-                            work::batches_in(
-                                c,
-                                plan_id,
-                                &step_id,
-                                &[BatchState::Sent, BatchState::Completed],
-                            )
-                        })
+                        .batches_in(&step_id, &[BatchState::Sent, BatchState::Completed])
                         .await?;
                     let mut found = Vec::new();
                     for b in batches.into_iter().filter(|b| in_span(&b.first_attempt_at)) {
@@ -73,15 +65,7 @@ pub async fn reconcile(
                 }
                 StepKind::Kyc if let Client::HelloClever(hc) = &ctx.client => {
                     let items = ctx
-                        .db
-                        .read(move |c| {
-                            work::items_in(
-                                c,
-                                plan_id,
-                                &step_id,
-                                &[ItemState::Succeeded, ItemState::Blocked],
-                            )
-                        })
+                        .items_in(&step_id, &[ItemState::Succeeded, ItemState::Blocked])
                         .await?;
                     let mut found = Vec::new();
                     for item in items

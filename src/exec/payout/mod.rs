@@ -64,11 +64,7 @@ pub async fn run(
         }
     };
     ctx.db.write(batch(HashSet::new())).await?;
-    let step_id = step.id.clone();
-    let unsent = ctx
-        .db
-        .read(move |c| work::batches_in(c, plan_id, &step_id, &[BatchState::Open]))
-        .await?;
+    let unsent = ctx.batches_in(&step.id, &[BatchState::Open]).await?;
     // Whether this run changed what the provider holds (or learnt of it): then it checks
     // for duplicates at the end.
     let mut touched = false;
@@ -85,11 +81,7 @@ pub async fn run(
             }
         }
     }
-    let step_id = step.id.clone();
-    let batches = ctx
-        .db
-        .read(move |c| work::batches_in(c, plan_id, &step_id, &[BatchState::Open]))
-        .await?;
+    let batches = ctx.batches_in(&step.id, &[BatchState::Open]).await?;
     let states = ctx.db.read(move |c| work::row_states(c, plan_id)).await?;
     // Each method's mandatory parameters, asked once per run (O2).
     let mut required: HashMap<String, Vec<String>> = HashMap::new();

@@ -18,11 +18,7 @@ pub(super) async fn settle(
         if ctx.stopping() {
             break;
         }
-        let (plan_id, step_id) = (ctx.plan_id, step.id.clone());
-        let mut doubtful = ctx
-            .db
-            .read(move |c| work::batches_in(c, plan_id, &step_id, &[BatchState::InFlight]))
-            .await?;
+        let mut doubtful = ctx.batches_in(&step.id, &[BatchState::InFlight]).await?;
         doubtful.retain(|b| rounds.open(b.id));
         if doubtful.is_empty() {
             break;

@@ -110,11 +110,7 @@ pub(super) async fn await_completion(
     every: std::time::Duration,
 ) -> Result<(), RunError> {
     ctx.poll_until(timeout, every, |_| async move {
-        let (plan_id, step_id) = (ctx.plan_id, step.id.clone());
-        let sent: Vec<WorkBatch> = ctx
-            .db
-            .read(move |c| work::batches_in(c, plan_id, &step_id, &[BatchState::Sent]))
-            .await?;
+        let sent: Vec<WorkBatch> = ctx.batches_in(&step.id, &[BatchState::Sent]).await?;
         let mut open = 0;
         for batch in sent {
             let Some(uuid) = batch.provider_ref.clone() else {
