@@ -116,7 +116,8 @@ pub enum FieldKind {
         max: usize,
     },
     Email,
-    /// Payee names: ASCII letters, digits, inner spaces.
+    /// People's names: letters of any script, apostrophes, hyphens, full stops (see
+    /// `validate::payee_name`).
     PayeeName,
     Enum(&'static [&'static str]),
     Date,

@@ -32,12 +32,10 @@ pub async fn method_params(Query(q): Query<HashMap<String, String>>) -> ApiResul
     Ok(Json(json!({"record": m.record("payout")})))
 }
 
-/// The payee-name rule of the API: ASCII letters, digits and inner spaces, not empty.
+/// The payee-name rule: the sandbox accepts the names payrun accepts (names as people
+/// write them: letters of any script, apostrophes, hyphens, full stops).
 fn payee_name_ok(s: &str) -> bool {
-    !s.is_empty()
-        && !s.starts_with(' ')
-        && !s.ends_with(' ')
-        && s.chars().all(|c| c.is_ascii_alphanumeric() || c == ' ')
+    crate::validate::payee_name(s).is_ok()
 }
 
 /// `scheduled_at`: `YYYY-MM-DDTHH:mm:ss`, or with milliseconds and `+0000`, UTC.

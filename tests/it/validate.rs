@@ -288,13 +288,13 @@ fn bad_date() {
 fn bad_email_name_and_bank_details() {
     let f = with_row(
         1,
-        "E2,Bo-b,Ng,bob@example,AU,1985-05-06,2500.50,06200,87654321999",
+        "E2,Bo{b,Ng,bob@example,AU,1985-05-06,2500.50,06200,87654321999",
     );
     assert_invalid(
         &validate(&f),
         &[
             "payroll.csv:3: column 'email': email's domain has no dot (got 'bob@example')",
-            "payroll.csv:3: column 'first_name': name may hold only ASCII letters, digits and spaces, not '-' (got 'Bo-b')",
+            "payroll.csv:3: column 'first_name': name may hold letters, digits, spaces, apostrophes, hyphens and full stops, not '{' (got 'Bo{b')",
             "payroll.csv:3: column 'bsb': BSB must be 6 digits",
             // Account numbers are masked even in error messages.
             "column 'account_number': account number must be 5 to 9 digits (got '********999')",

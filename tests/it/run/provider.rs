@@ -272,3 +272,39 @@ async fn an_exhausted_retry_says_it_gave_up_in_every_step() {
     assert!(limited > 0, "no batch hit the limit: {}", report.counts);
     assert_eq!(gave_up, limited, "{}", report.counts);
 }
+
+/// Real names are paid: apostrophes (' and ’), hyphens, full stops and letters of any
+/// script with their marks pass `validate`, and the sandbox pays them (it accepts what
+/// payrun accepts).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn names_as_people_write_them_are_paid() {
+    let s = start(fast(Faults::default())).await;
+    let names = [
+        ("Siobhán", "O'Brien"),
+        ("Jean-Luc", "D’Arcy"),
+        ("Zoë", "Nguyễn"),
+        ("Ana", "St. John"),
+    ];
+    let mut csv = String::from("id,first,last,email,amount,account\n");
+    for (i, (first, last)) in names.iter().enumerate() {
+        csv.push_str(&format!(
+            "P{i:04},{first},{last},ann{i}@example.com,{}.{:02},{:08}\n",
+            100 + i,
+            i % 100,
+            10_000_000 + i
+        ));
+    }
+    let setup = Setup::new(&job_text(10, ""), &csv);
+    let report = setup.run(&s, false).await;
+    assert_eq!(report.exit_code, 0, "{}", report.counts);
+    let paid: Vec<String> = ledger(&s).await["payouts"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .flat_map(|b| b["payout_transactions"].as_array().unwrap().clone())
+        .map(|t| t["last_name"].as_str().unwrap_or_default().to_string())
+        .collect();
+    for (_, last) in names {
+        assert!(paid.iter().any(|p| p == last), "{last} not paid: {paid:?}");
+    }
+}

@@ -226,8 +226,8 @@ async fn payout_validation_rules() {
             "Payout transaction details can't be blank",
         ),
         (
-            "regex",
-            Box::new(|b| b["payout_transaction_details"][0]["first_name"] = json!("Jo-hn")),
+            "name rule",
+            Box::new(|b| b["payout_transaction_details"][0]["first_name"] = json!("Jo{hn")),
             "Payout transaction details[0] first name is invalid",
         ),
         (
