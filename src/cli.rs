@@ -6,16 +6,36 @@ use std::path::PathBuf;
 /// payrun runs declarative batch jobs against payment APIs: contacts, KYC and payouts
 /// from CSV, with rate limits, retries and crash-safe idempotent state.
 #[derive(Debug, Parser)]
-#[command(name = "payrun", version, about, long_about = None)]
+#[command(
+    name = "payrun",
+    version,
+    about,
+    long_about = None,
+    arg_required_else_help = true,
+    args_conflicts_with_subcommands = true
+)]
 pub struct Cli {
     #[command(subcommand)]
-    pub command: Command,
+    pub command: Option<Command>,
+    /// Print a shell completion script or the man page (roff) and exit.
+    #[arg(long, value_enum, value_name = "KIND", exclusive = true)]
+    pub generate: Option<Generate>,
     /// How log lines on stderr look: text, or json (one object per line, for machines).
     #[arg(long, global = true, value_enum, default_value = "text")]
     pub log_format: LogFormat,
     /// Only warnings and errors; no progress bars.
     #[arg(long, short, global = true)]
     pub quiet: bool,
+}
+
+/// What `--generate` prints (ripgrep's convention).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum Generate {
+    CompleteBash,
+    CompleteZsh,
+    CompleteFish,
+    CompletePowershell,
+    Man,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]

@@ -18,7 +18,7 @@ fn main() {
     use payrun::cli::Command;
     if matches!(
         cli.command,
-        Command::Validate(_) | Command::Plan(_) | Command::Status(_)
+        Some(Command::Validate(_) | Command::Plan(_) | Command::Status(_)) | None
     ) {
         end_quietly_when_stdout_closes();
     }

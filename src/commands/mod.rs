@@ -29,7 +29,10 @@ use std::path::{Path, PathBuf};
 /// Runs a parsed command line and returns the process exit code.
 pub fn run(cli: Cli) -> i32 {
     let bars = output::init_logging(cli.log_format, cli.quiet);
-    let done = match cli.command {
+    let Some(command) = cli.command else {
+        return generate(cli.generate);
+    };
+    let done = match command {
         Command::Validate(args) => validate::validate(&args),
         Command::Plan(args) => plan::plan(&args),
         Command::Sandbox(args) => sandbox::sandbox(*args),
@@ -43,6 +46,36 @@ pub fn run(cli: Cli) -> i32 {
         e.print();
         e.exit_code()
     })
+}
+
+/// `--generate KIND`: a completion script or the man page on standard output.
+fn generate(kind: Option<crate::cli::Generate>) -> i32 {
+    use crate::cli::Generate;
+    use clap::CommandFactory;
+    use clap_complete::Shell;
+    let mut cmd = Cli::command();
+    let mut out = std::io::stdout().lock();
+    let shell = match kind {
+        Some(Generate::CompleteBash) => Shell::Bash,
+        Some(Generate::CompleteZsh) => Shell::Zsh,
+        Some(Generate::CompleteFish) => Shell::Fish,
+        Some(Generate::CompletePowershell) => Shell::PowerShell,
+        Some(Generate::Man) => {
+            return match clap_mangen::Man::new(cmd).render(&mut out) {
+                Ok(()) => crate::exit::SUCCESS,
+                Err(e) => {
+                    say!("error: cannot write the man page: {e}");
+                    crate::exit::FATAL
+                }
+            };
+        }
+        None => {
+            say!("error: a command is needed (`payrun --help` lists them)");
+            return crate::exit::INVALID_INPUT;
+        }
+    };
+    clap_complete::generate(shell, &mut cmd, "payrun", &mut out);
+    crate::exit::SUCCESS
 }
 
 /// The job, with a `--sandbox` rehearsal's paths when `sandbox`, and its state database

@@ -3,6 +3,7 @@
 mod export;
 mod faults;
 mod finhub;
+mod generate;
 mod hardening;
 mod never_twice;
 mod plan;
