@@ -202,9 +202,7 @@ async fn process(
 ) -> Result<(), StateError> {
     let email = email_of(&payload);
     let request = match payload.get("token") {
-        Some(token) => {
-            Request::Token(json!({"email": email, "token": token, "webhook_notification": {}}))
-        }
+        Some(token) => Request::Token(json!({"email": email, "token": token})),
         None => match documents(&payload, &csv_dir).await {
             Ok((fields, uploads)) => Request::Documents(fields, uploads),
             Err(why) => {
@@ -253,7 +251,6 @@ async fn documents(
             fields.insert(k.clone(), v.clone());
         }
     }
-    fields.insert("webhook_notification".into(), json!("{}"));
     let mut uploads = Vec::new();
     for (field, part) in FILES {
         let Some(rel) = payload.get(field).and_then(Value::as_str) else {

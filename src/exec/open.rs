@@ -9,6 +9,7 @@ enum Settings {
         base: String,
         app_id: String,
         secret: String,
+        callbacks: Option<crate::provider::helloclever::client::Callbacks>,
     },
     FinHub {
         base: String,
@@ -49,6 +50,7 @@ fn provider_settings(job: &Job, opts: &RunOptions) -> Result<Settings, RunError>
             base_url,
             app_id,
             secret_key,
+            callbacks,
         } => {
             let base = match &opts.base_url {
                 Some(b) => b.clone(),
@@ -62,10 +64,18 @@ fn provider_settings(job: &Job, opts: &RunOptions) -> Result<Settings, RunError>
                     need(job, "secret_key", secret_key)?,
                 ),
             };
+            let callbacks = match callbacks {
+                None => None,
+                Some(c) => Some(crate::provider::helloclever::client::Callbacks {
+                    endpoint_url: need(job, "callbacks.endpoint_url", &c.endpoint_url)?,
+                    authorization_header: optional(&c.authorization_header)?.map(Secret::new),
+                }),
+            };
             Ok(Settings::HelloClever {
                 base,
                 app_id,
                 secret,
+                callbacks,
             })
         }
         ProviderSettings::FinHub {
@@ -144,10 +154,15 @@ pub(super) async fn open(
             base,
             app_id,
             secret,
-        } => Client::HelloClever(Arc::new(
-            HelloClever::new(http, &base, Secret::new(app_id), Secret::new(secret))
-                .map_err(|e| RunError::Config(format!("{}: {e}", job.path.display())))?,
-        )),
+            callbacks,
+        } => {
+            let hc = HelloClever::new(http, &base, Secret::new(app_id), Secret::new(secret))
+                .map_err(|e| RunError::Config(format!("{}: {e}", job.path.display())))?;
+            Client::HelloClever(Arc::new(match callbacks {
+                Some(c) => hc.with_callbacks(c),
+                None => hc,
+            }))
+        }
         Settings::FinHub {
             base,
             tenant,

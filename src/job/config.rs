@@ -88,6 +88,20 @@ pub struct ProviderConfig {
     /// FinHub: where kycConfirmation is posted (`{customerId}` is replaced).
     #[serde(default)]
     pub kyc_confirmation_path: Option<String>,
+    /// Hello Clever: where it posts status changes of the KYC submissions and payouts this
+    /// job makes, sent as each request's `webhook_notification`.
+    #[serde(default)]
+    pub callbacks: Option<CallbacksConfig>,
+}
+
+/// `provider.callbacks`: the URL Hello Clever posts to, and the `Authorization` header it
+/// sends (a secret, resolved like credentials only when a run needs it).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CallbacksConfig {
+    pub endpoint_url: String,
+    #[serde(default)]
+    pub authorization_header: Option<String>,
 }
 
 #[derive(Debug, Clone, Default, Deserialize)]

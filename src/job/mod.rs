@@ -70,6 +70,8 @@ pub enum ProviderSettings {
         base_url: Setting,
         app_id: Setting,
         secret_key: Setting,
+        /// `provider.callbacks`, when written.
+        callbacks: Option<Callbacks>,
     },
     FinHub {
         base_url: Setting,
@@ -85,11 +87,18 @@ pub enum ProviderSettings {
     },
 }
 
+/// Where Hello Clever posts status changes: the URL, and the `Authorization` header it
+/// sends with them (a secret: never shown, logged or stored by payrun).
+pub struct Callbacks {
+    pub endpoint_url: Setting,
+    pub authorization_header: Setting,
+}
+
 impl ProviderSettings {
     /// The keys a provider of `kind` takes, besides `kind`.
     pub fn keys(kind: ProviderKind) -> &'static [&'static str] {
         match kind {
-            ProviderKind::HelloClever => &["base_url", "app_id", "secret_key"],
+            ProviderKind::HelloClever => &["base_url", "app_id", "secret_key", "callbacks"],
             ProviderKind::FinHub => &[
                 "base_url",
                 "tenant_id",

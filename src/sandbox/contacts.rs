@@ -291,11 +291,14 @@ pub async fn submit_kyc(State(app): State<Arc<App>>, mut multipart: Multipart) -
             .unwrap_or_default()
             .to_string()
     };
-    if serde_json::from_str::<Map<String, Value>>(&get("webhook_notification")).is_err() {
-        return Err(ApiError::invalid(
-            "Webhook notification must be a JSON object",
-        ));
-    }
+    let webhook = match serde_json::from_str::<Value>(&get("webhook_notification")) {
+        Ok(w @ Value::Object(_)) => super::api::webhook(Some(&w))?,
+        _ => {
+            return Err(ApiError::invalid(
+                "Webhook notification must be a JSON object",
+            ));
+        }
+    };
     let document_type = get("document_type");
     if !["passport", "id_card", "driving_license"].contains(&document_type.as_str()) {
         return Err(ApiError::invalid(
@@ -362,6 +365,7 @@ pub async fn submit_kyc(State(app): State<Arc<App>>, mut multipart: Multipart) -
         expiry_date: get("expiry_date"),
         issue_country: get("issue_country"),
         by_token: false,
+        webhook,
         submitted_at: Utc::now(),
     });
     Ok(Json(json!({"status": "Ok"})))
@@ -373,12 +377,7 @@ pub async fn submit_kyc_token(State(app): State<Arc<App>>, body: Bytes) -> ApiRe
     let body = object(&body)?;
     let email = required_str(&body, "email")?.to_string();
     let token = required_str(&body, "token")?.to_string();
-    if !body
-        .get("webhook_notification")
-        .is_some_and(Value::is_object)
-    {
-        return Err(ApiError::invalid("Webhook notification can't be blank"));
-    }
+    let webhook = super::api::webhook(body.get("webhook_notification"))?;
     if token.starts_with("invalid") || token.starts_with("expired") {
         return Err(ApiError::invalid("Token is invalid or expired"));
     }
@@ -395,6 +394,7 @@ pub async fn submit_kyc_token(State(app): State<Arc<App>>, body: Bytes) -> ApiRe
         issue_country: String::new(),
         by_token: true,
         outcome: outcome(&token),
+        webhook,
         submitted_at: Utc::now(),
     });
     Ok(Json(json!({"status": "Ok"})))

@@ -28,6 +28,8 @@ pub struct Kyc {
     pub expiry_date: String,
     pub issue_country: String,
     pub by_token: bool,
+    /// The notification object as sent (the ledger shows it whole, for tests).
+    pub webhook: Value,
     /// What the review concludes once `kyc_delay` has passed.
     pub outcome: &'static str,
     pub submitted_at: DateTime<Utc>,
@@ -369,6 +371,7 @@ pub async fn show(State(app): State<Arc<App>>) -> Json<Value> {
             json!({
                 "email": k.email, "document_type": k.document_type, "document_number": k.document_number,
                 "by_token": k.by_token, "status": kyc_status(k, kyc_delay, now),
+                "webhook_as_sent": k.webhook,
                 "submitted_at": timestamp(k.submitted_at),
             })
         })
@@ -379,6 +382,8 @@ pub async fn show(State(app): State<Arc<App>>) -> Json<Value> {
         .map(|b| {
             let mut v = l.payout_json(b, payout_delay, now);
             v["total"] = money(b.total);
+            // The API masks the header; the ledger shows what arrived, for tests.
+            v["webhook_as_sent"] = b.webhook.clone();
             v
         })
         .collect();

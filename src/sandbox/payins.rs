@@ -104,12 +104,7 @@ pub async fn create(State(app): State<Arc<App>>, body: Bytes) -> ApiResult {
     {
         return Err(ApiError::invalid("Payin method params can't be blank"));
     }
-    if !body
-        .get("webhook_notification")
-        .is_some_and(Value::is_object)
-    {
-        return Err(ApiError::invalid("Webhook notification can't be blank"));
-    }
+    super::api::webhook(body.get("webhook_notification"))?;
     let now = Utc::now();
     let expired_at = match optional_str(&body, "expired_at")? {
         None => now + Duration::days(1),

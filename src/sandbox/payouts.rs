@@ -155,10 +155,7 @@ pub async fn create(State(app): State<Arc<App>>, body: Bytes) -> ApiResult {
     if !(5..=90).contains(&n) {
         return Err(ApiError::invalid("Description must be 5 to 90 characters"));
     }
-    let webhook = match body.get("webhook_notification") {
-        Some(w @ Value::Object(_)) => w.clone(),
-        _ => return Err(ApiError::invalid("Webhook notification can't be blank")),
-    };
+    let webhook = super::api::webhook(body.get("webhook_notification"))?;
     let scheduled_at = match optional_str(&body, "scheduled_at")? {
         None => None,
         Some(s) => {

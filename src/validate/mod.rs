@@ -319,6 +319,11 @@ pub fn length(value: &str, min: usize, max: usize) -> Result<(), String> {
     }
 }
 
+/// Whether `value` is an absolute `https://` URL with a host.
+pub fn https_url(value: &str) -> bool {
+    reqwest::Url::parse(value).is_ok_and(|u| u.scheme() == "https" && u.has_host())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -22,7 +22,7 @@ pub(super) fn body(batch: &WorkBatch, members: &Members) -> Value {
     let mut b = json!({
         "payout_transaction_details": details, "currency": get("currency"),
         "payout_method_name": get("payout_method_name"), "description": get("description"),
-        "webhook_notification": {}, "external_id": batch.external_id,
+        "external_id": batch.external_id,
     });
     if let Some(at) = first.get("scheduled_at") {
         b["scheduled_at"] = at.clone();

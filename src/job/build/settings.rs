@@ -40,7 +40,12 @@ impl Builder<'_> {
             ("kyc_confirmation_path", &p.kyc_confirmation_path),
         ];
         let takes = ProviderSettings::keys(kind);
-        for (name, value) in &written {
+        let callbacks_written = ("callbacks", p.callbacks.as_ref().map(|_| String::new()));
+        for (name, value) in written
+            .iter()
+            .map(|(n, v)| (n, v.as_ref()))
+            .chain([(&callbacks_written.0, callbacks_written.1.as_ref())])
+        {
             if value.is_some() && !takes.contains(name) {
                 let d = Diagnostic::new(
                     self.path,
@@ -55,6 +60,13 @@ impl Builder<'_> {
             }
         }
         let mut deferred = deferred;
+        let callbacks = match kind {
+            ProviderKind::HelloClever => p
+                .callbacks
+                .as_ref()
+                .map(|c| self.callbacks(c, &mut deferred)),
+            ProviderKind::FinHub => None,
+        };
         let mut setting = |name: &str| -> Setting {
             let (_, value) = written.iter().find(|(n, _)| *n == name)?;
             let value = (*value).clone()?;
@@ -69,6 +81,7 @@ impl Builder<'_> {
                 base_url: setting("base_url"),
                 app_id: setting("app_id"),
                 secret_key: setting("secret_key"),
+                callbacks,
             },
             ProviderKind::FinHub => ProviderSettings::FinHub {
                 base_url: setting("base_url"),
@@ -82,6 +95,40 @@ impl Builder<'_> {
             },
         };
         Provider { kind, settings }
+    }
+
+    /// `provider.callbacks`: the URL must be https (Hello Clever posts only over TLS); both
+    /// values may wait for their variables until a run needs them.
+    fn callbacks(
+        &mut self,
+        c: &config::CallbacksConfig,
+        deferred: &mut Vec<(String, Diagnostic)>,
+    ) -> crate::job::Callbacks {
+        let mut take = |key: &str, value: &str| -> Setting {
+            let path = format!("provider.callbacks.{key}");
+            Some(match deferred.iter().position(|(p, _)| *p == path) {
+                Some(i) => Err(Box::new(deferred.swap_remove(i).1)),
+                None => Ok(value.to_string()),
+            })
+        };
+        let endpoint_url = take("endpoint_url", &c.endpoint_url);
+        let authorization_header = c
+            .authorization_header
+            .as_deref()
+            .and_then(|h| take("authorization_header", h));
+        if let Some(Ok(url)) = &endpoint_url
+            && !crate::validate::https_url(url)
+        {
+            self.err(
+                &["provider", "callbacks", "endpoint_url"],
+                "provider.callbacks.endpoint_url must be an https:// URL (Hello Clever posts \
+                 callbacks only over TLS)",
+            );
+        }
+        crate::job::Callbacks {
+            endpoint_url,
+            authorization_header,
+        }
     }
 
     pub(super) fn duration(

@@ -35,6 +35,25 @@ pub struct HelloClever {
     contacts: Url,
     /// `app-id`, `secret-key` (both marked sensitive: `Debug` hides them) and `accept`.
     headers: HeaderMap,
+    /// Where Hello Clever posts status changes of what this client creates; none when the
+    /// job configures no callbacks (an empty notification object is sent).
+    callbacks: Option<Callbacks>,
+}
+
+/// The notification object of KYC and payout requests: the URL, and the `Authorization`
+/// header Hello Clever sends with each callback (a secret; `Debug` hides it).
+#[derive(Clone, Debug)]
+pub struct Callbacks {
+    pub endpoint_url: String,
+    pub authorization_header: Option<Secret>,
+}
+
+/// A request body with the client's notification object beside the caller's fields.
+#[derive(serde::Serialize)]
+struct Notified<'a> {
+    #[serde(flatten)]
+    body: &'a Value,
+    webhook_notification: Value,
 }
 
 impl HelloClever {
@@ -64,7 +83,37 @@ impl HelloClever {
             contacts: joined(&base, "/v2/contacts"),
             base,
             headers,
+            callbacks: None,
         })
+    }
+
+    /// Sends `callbacks` as the notification object of every KYC and payout request.
+    pub fn with_callbacks(mut self, callbacks: Callbacks) -> HelloClever {
+        self.callbacks = Some(callbacks);
+        self
+    }
+
+    /// The `webhook_notification` object: `{}` without callbacks.
+    fn notification(&self) -> Value {
+        let mut object = serde_json::Map::new();
+        if let Some(c) = &self.callbacks {
+            object.insert("endpoint_url".into(), Value::String(c.endpoint_url.clone()));
+            if let Some(h) = &c.authorization_header {
+                object.insert(
+                    "authorization_header".into(),
+                    Value::String(h.expose().to_string()),
+                );
+            }
+        }
+        Value::Object(object)
+    }
+
+    /// `body` with the notification object.
+    fn notified<'a>(&self, body: &'a Value) -> Notified<'a> {
+        Notified {
+            body,
+            webhook_notification: self.notification(),
+        }
     }
 
     fn request(&self, method: Method, path: &str) -> RequestBuilder {
@@ -139,6 +188,8 @@ impl HelloClever {
             };
             form = form.text(k.clone(), text);
         }
+        // A multipart form carries the object as one text part holding its JSON.
+        form = form.text("webhook_notification", self.notification().to_string());
         for u in uploads {
             let part = reqwest::multipart::Part::bytes(u.bytes)
                 .file_name(u.file_name)
@@ -157,7 +208,7 @@ impl HelloClever {
     pub async fn submit_kyc_token(&self, body: &Value) -> Result<Value, CallError> {
         self.send(
             self.request(Method::POST, "/v2/contacts/share_token")
-                .json(body),
+                .json(&self.notified(body)),
         )
         .await
     }
@@ -184,8 +235,11 @@ impl HelloClever {
 
     /// `POST /v2/payouts`.
     pub async fn create_payout(&self, body: &Value) -> Result<PayoutBatch, CallError> {
-        self.send(self.request(Method::POST, "/v2/payouts").json(body))
-            .await
+        self.send(
+            self.request(Method::POST, "/v2/payouts")
+                .json(&self.notified(body)),
+        )
+        .await
     }
 
     /// `GET /v2/payouts/detail?uuid=`.
