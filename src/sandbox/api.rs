@@ -251,6 +251,30 @@ pub fn page_b(
     })
 }
 
+/// A request's `webhook_notification`: an object (empty, or with an https `endpoint_url`
+/// and a text `authorization_header`), as the API requires.
+pub fn webhook(value: Option<&Value>) -> Result<Value, ApiError> {
+    let Some(Value::Object(w)) = value else {
+        return Err(ApiError::invalid("Webhook notification can't be blank"));
+    };
+    if let Some(url) = w.get("endpoint_url") {
+        let ok = url.as_str().is_some_and(crate::validate::https_url);
+        if !ok {
+            return Err(ApiError::invalid(
+                "Webhook notification endpoint url must be an https URL",
+            ));
+        }
+    }
+    if w.get("authorization_header")
+        .is_some_and(|h| !h.is_string())
+    {
+        return Err(ApiError::invalid(
+            "Webhook notification authorization header must be a string",
+        ));
+    }
+    Ok(Value::Object(w.clone()))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -282,28 +306,4 @@ mod tests {
         let b = page_b(recs, 3, 20, t, t);
         assert!(b["next_page"].is_null());
     }
-}
-
-/// A request's `webhook_notification`: an object (empty, or with an https `endpoint_url`
-/// and a text `authorization_header`), as the API requires.
-pub fn webhook(value: Option<&Value>) -> Result<Value, ApiError> {
-    let Some(Value::Object(w)) = value else {
-        return Err(ApiError::invalid("Webhook notification can't be blank"));
-    };
-    if let Some(url) = w.get("endpoint_url") {
-        let ok = url.as_str().is_some_and(|u| crate::validate::https_url(u));
-        if !ok {
-            return Err(ApiError::invalid(
-                "Webhook notification endpoint url must be an https URL",
-            ));
-        }
-    }
-    if w.get("authorization_header")
-        .is_some_and(|h| !h.is_string())
-    {
-        return Err(ApiError::invalid(
-            "Webhook notification authorization header must be a string",
-        ));
-    }
-    Ok(Value::Object(w.clone()))
 }
