@@ -118,3 +118,62 @@ async fn callbacks_reach_the_provider_in_kyc_and_payouts_and_the_header_is_never
         "{err}"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn spreadsheet_dates_and_amounts_are_read_as_the_job_says() {
+    let s = start(fast(Faults::default())).await;
+    let job = job_text(10, "")
+        .replace(
+            "dob: \"1990-01-01\"",
+            "dob: \"{{ row.dob | date_from('dd/mm/yyyy') }}\"",
+        )
+        .replace(
+            "amount: \"{{ row.amount }}\"",
+            "amount: \"{{ row.amount | amount_from('1,234.56') }}\"",
+        );
+    let good = "id,first,last,email,amount,account,dob\n\
+                P1,Ann,Lee,ann@example.com,\"$6,874.07\",11112222,13/03/1985\n\
+                P2,Bob,Ng,bob@example.com,AUD 950.5,33334444,1/2/1979\n";
+    let setup = Setup::new(&job, good);
+    let report = setup.run(&s, false).await;
+    assert_eq!(report.exit_code, 0, "{}", report.counts);
+    let l = ledger(&s).await;
+    let mut dobs: Vec<&str> = l["contacts"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|c| c["dob"].as_str().unwrap())
+        .collect();
+    dobs.sort();
+    assert_eq!(dobs, ["1979-02-01", "1985-03-13"]);
+    let txs = transactions(&l);
+    assert_eq!(txs["ann@example.com"], ["6874.07"]);
+    assert_eq!(txs["bob@example.com"], ["950.5"]);
+
+    // Values that do not match fail their rows at their line and column, before anything
+    // is sent; a pattern that cannot be read fails the job where it is written.
+    let bad = "id,first,last,email,amount,account,dob\n\
+               P1,Ann,Lee,ann@example.com,\"$6,874.07\",11112222,13/13/1985\n\
+               P2,Bob,Ng,bob@example.com,\"$68,74.07\",33334444,01/02/1979\n";
+    let setup = Setup::new(&job, bad);
+    let out = command(&setup, &s).args(["--dry-run"]).output().unwrap();
+    assert_exit(&out, 2);
+    let err = String::from_utf8_lossy(&out.stderr);
+    for needle in [
+        "people.csv:2: column 'dob'",
+        "'13/13/1985' is not a real date (read as dd/mm/yyyy)",
+        "people.csv:3: column 'amount'",
+        "'$68,74.07' is not an amount written like 1,234.56",
+    ] {
+        assert!(err.contains(needle), "{needle} not in: {err}");
+    }
+    let setup = Setup::new(&job.replace("dd/mm/yyyy", "dd/mm/yy"), good);
+    let out = command(&setup, &s).args(["--dry-run"]).output().unwrap();
+    assert_exit(&out, 2);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("job.yaml:")
+            && err.contains("write yyyy (a two-digit year could be either century)"),
+        "{err}"
+    );
+}

@@ -11,6 +11,8 @@ use minijinja::{AutoEscape, Environment, UndefinedBehavior};
 use std::collections::BTreeMap;
 use std::sync::Arc;
 
+pub mod filters;
+
 /// minijinja's built-in filters, for "did you mean".
 const FILTERS: &[&str] = &[
     "abs",
@@ -105,6 +107,12 @@ impl Templates {
         let mut env = Environment::new();
         env.set_undefined_behavior(UndefinedBehavior::Strict);
         env.set_auto_escape_callback(|_| AutoEscape::None);
+        env.add_filter("date_from", |v: &str, pattern: &str| {
+            filters::date_from(v, pattern)
+        });
+        env.add_filter("amount_from", |v: &str, sample: Option<&str>| {
+            filters::amount_from(v, sample)
+        });
         Templates {
             env,
             header,
@@ -206,6 +214,12 @@ impl Templates {
                 job: self.job.clone(),
             });
             let Err(e) = tmpl.render(ctx) else { continue };
+            // A conversion filter's pattern that cannot be read: no row can fix it.
+            if let Some(detail) = e.detail()
+                && detail.starts_with(filters::PATTERN)
+            {
+                return Err(format!("template failed: {detail}"));
+            }
             let what = match e.kind() {
                 ErrorKind::UnknownFilter => "filter",
                 ErrorKind::UnknownTest => "test",
@@ -225,15 +239,20 @@ impl Templates {
                                 .next()
                                 .unwrap_or_default()
                         })
-                        .find(|f| !f.is_empty() && !FILTERS.contains(f))
+                        .find(|f| {
+                            !f.is_empty() && !FILTERS.contains(f) && !filters::NAMES.contains(f)
+                        })
                 })
                 .flatten();
             return Err(match unknown {
                 Some(name) => format!(
                     "template uses filter '{name}', which does not exist{}",
-                    crate::job::diag::did_you_mean(name, FILTERS.iter().copied())
-                        .map(|h| format!("; {h}"))
-                        .unwrap_or_default()
+                    crate::job::diag::did_you_mean(
+                        name,
+                        FILTERS.iter().chain(filters::NAMES).copied()
+                    )
+                    .map(|h| format!("; {h}"))
+                    .unwrap_or_default()
                 ),
                 None => format!("template uses a {what} that does not exist"),
             });
