@@ -1,11 +1,14 @@
-//! Contacts: create; when the contact exists already, bring it to the row's values (or
-//! leave it when equal). In doubt, the contact is looked up by email, under the settle
-//! rule of [`super::doubt`], before any resend.
+//! Contacts, by the step's mode. `upsert`: create; when the contact exists already, bring
+//! it to the row's values (or leave it when equal). `create`: create; one that exists is
+//! left as it is. `update`: look the contact up, and bring it to the configured values;
+//! one that does not exist fails its row. In doubt, a create is looked up by email, under
+//! the settle rule of [`super::doubt`], before any resend.
 
 use super::doubt::Resolve;
 use super::protocol::{self, Sent, failed, idempotent};
 use super::queue::{ToSend, drain, payloads, row_changed, throttle};
 use super::{Ctx, RowSource, RunError, parse_fields};
+use crate::job::steps::ContactMode;
 use crate::job::{Job, Step};
 use crate::provider::error::CallError;
 use crate::provider::helloclever::client::HelloClever;
@@ -42,17 +45,20 @@ pub async fn run(
             .await?;
         for (item, payload) in ready {
             throttle(&mut tasks, chunk_size).await?;
-            tasks.spawn(process(ctx.clone(), hc.clone(), item, Arc::new(payload)));
+            let contacts = Contacts(hc.clone(), step.mode);
+            tasks.spawn(contacts.process(ctx.clone(), item, Arc::new(payload)));
         }
     }
     drain(&mut tasks).await?;
     items
-        .settle(ctx, rows, &Arc::new(Contacts(hc.clone())))
+        .settle(ctx, rows, &Arc::new(Contacts(hc.clone(), step.mode)))
         .await
 }
 
-/// Contacts in doubt: looked up by email; found, brought to the row's values.
-struct Contacts(Arc<HelloClever>);
+/// A step's contacts: its client and mode. In doubt, a contact is looked up by email;
+/// found, it is brought to the row's values (`create`: left as it is).
+#[derive(Clone)]
+struct Contacts(Arc<HelloClever>, ContactMode);
 
 impl Resolve for Contacts {
     type Body = Body;
@@ -80,8 +86,8 @@ impl Resolve for Contacts {
         body: Arc<Body>,
         found: Contact,
     ) -> impl Future<Output = Result<(), StateError>> + Send + 'static {
-        let (ctx, hc) = (ctx.clone(), self.0.clone());
-        async move { reconcile(&ctx, &hc, item.id, found, &body).await }
+        let (ctx, contacts) = (ctx.clone(), self.clone());
+        async move { contacts.found(&ctx, item.id, found, &body).await }
     }
 
     fn send(
@@ -90,7 +96,75 @@ impl Resolve for Contacts {
         item: WorkItem,
         body: Arc<Body>,
     ) -> impl Future<Output = Result<(), StateError>> + Send + 'static {
-        process(ctx.clone(), self.0.clone(), item, body)
+        self.clone().process(ctx.clone(), item, body)
+    }
+}
+
+impl Contacts {
+    /// The row's contact exists at the provider: `create` leaves it, the other modes
+    /// bring it to the row's values.
+    async fn found(
+        &self,
+        ctx: &Ctx,
+        id: i64,
+        existing: Contact,
+        body: &Body,
+    ) -> Result<(), StateError> {
+        match self.1 {
+            ContactMode::Create => ctx.outcome(id, succeeded(&existing.email, "exists")),
+            ContactMode::Upsert | ContactMode::Update => {
+                reconcile(ctx, &self.0, id, existing, body).await
+            }
+        }
+    }
+
+    /// Sends one contact (its first intent is written): answered, it is recorded; in
+    /// doubt, it is left to settle; "already exists", it is handled as the mode says.
+    /// `update` creates nothing: it looks the contact up, and updates it.
+    async fn process(
+        self,
+        ctx: Arc<Ctx>,
+        item: WorkItem,
+        payload: Arc<Body>,
+    ) -> Result<(), StateError> {
+        let hc = &self.0;
+        let email = &payload.email;
+        if self.1 == ContactMode::Update {
+            return match idempotent(&ctx, || hc.contact(email)).await {
+                Ok(Some(existing)) => self.found(&ctx, item.id, existing, &payload).await,
+                Ok(None) => ctx.outcome(item.id, not_found()),
+                Err(e) => ctx.outcome(item.id, failed(&e)),
+            };
+        }
+        let target = protocol::Item {
+            id: item.id,
+            intent_written: true,
+        };
+        let sent = protocol::send(&ctx, &target, already_exists, || async {
+            hc.create_contact(payload.json.clone()).await
+        })
+        .await?;
+        match sent {
+            Sent::Answered(..) => ctx.outcome(item.id, succeeded(email, "created")),
+            Sent::Claimed(e, _) => match idempotent(&ctx, || hc.contact(email)).await {
+                Ok(Some(existing)) => self.found(&ctx, item.id, existing, &payload).await,
+                Ok(None) => ctx.outcome(item.id, failed(&e)),
+                Err(lookup) => ctx.outcome(item.id, failed(&lookup)),
+            },
+            Sent::Recorded => Ok(()),
+        }
+    }
+}
+
+/// `mode: update` and the provider has no contact with the row's email.
+fn not_found() -> Outcome {
+    Outcome {
+        state: ItemState::Failed,
+        error_code: Some("CONTACT_NOT_FOUND".into()),
+        error_message: Some(
+            "the provider has no contact with this email, and mode: update creates none".into(),
+        ),
+        ..Outcome::default()
     }
 }
 
@@ -166,32 +240,4 @@ async fn reconcile(
 
 fn already_exists(e: &CallError) -> bool {
     matches!(e, CallError::Status { status: 422, message, .. } if message.contains("already"))
-}
-
-/// Sends one contact (its first intent is written): answered, it is recorded; in doubt, it
-/// is left to settle; "already exists", it is brought to the row's values.
-async fn process(
-    ctx: Arc<Ctx>,
-    hc: Arc<HelloClever>,
-    item: WorkItem,
-    payload: Arc<Body>,
-) -> Result<(), StateError> {
-    let email = &payload.email;
-    let target = protocol::Item {
-        id: item.id,
-        intent_written: true,
-    };
-    let sent = protocol::send(&ctx, &target, already_exists, || async {
-        hc.create_contact(payload.json.clone()).await
-    })
-    .await?;
-    match sent {
-        Sent::Answered(..) => ctx.outcome(item.id, succeeded(email, "created")),
-        Sent::Claimed(e, _) => match idempotent(&ctx, || hc.contact(email)).await {
-            Ok(Some(existing)) => reconcile(&ctx, &hc, item.id, existing, &payload).await,
-            Ok(None) => ctx.outcome(item.id, failed(&e)),
-            Err(lookup) => ctx.outcome(item.id, failed(&lookup)),
-        },
-        Sent::Recorded => Ok(()),
-    }
 }

@@ -178,6 +178,9 @@ pub struct StepConfig {
     pub kind: String,
     #[serde(default)]
     pub when: Option<String>,
+    /// Contact steps: `upsert` (default), `create` or `update`.
+    #[serde(default)]
+    pub mode: Option<String>,
     #[serde(default)]
     pub fields: BTreeMap<String, FieldConfig>,
     #[serde(default)]

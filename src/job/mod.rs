@@ -177,6 +177,8 @@ pub const MAX_RECORD_BYTES: u64 = 1 << 20;
 pub struct Step {
     pub id: String,
     pub kind: StepKind,
+    /// A contact step's mode (upsert for every other kind).
+    pub mode: steps::ContactMode,
     pub when: Option<(Template, Uses)>,
     pub fields: Vec<Field>,
     pub batch_size: u32,

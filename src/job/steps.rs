@@ -103,8 +103,39 @@ impl StepKind {
         }
     }
 
-    pub fn field(self, name: &str) -> Option<&'static FieldSpec> {
-        self.fields().iter().find(|f| f.name == name)
+    /// The fields of a step of this kind in `mode` (a contact step in `update` mode
+    /// requires only the email).
+    pub fn fields_in(self, mode: ContactMode) -> &'static [FieldSpec] {
+        match (self, mode) {
+            (StepKind::Contact, ContactMode::Update) => CONTACT_UPDATE,
+            _ => self.fields(),
+        }
+    }
+}
+
+/// A contact step's `mode`: what it does with a contact that exists, or does not.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum ContactMode {
+    /// Create it, or bring the existing one to the row's values (the default).
+    #[default]
+    Upsert,
+    /// Create it; one that exists already is left as it is.
+    Create,
+    /// Update the existing one with the configured fields; one that does not exist fails
+    /// its row (nothing is created).
+    Update,
+}
+
+impl ContactMode {
+    pub const NAMES: &[&str] = &["upsert", "create", "update"];
+
+    pub fn parse(s: &str) -> Option<ContactMode> {
+        match s {
+            "upsert" => Some(ContactMode::Upsert),
+            "create" => Some(ContactMode::Create),
+            "update" => Some(ContactMode::Update),
+            _ => None,
+        }
     }
 }
 
@@ -167,7 +198,7 @@ use Required::{Always, DocumentKyc, Optional};
 
 // Create contact: the API schema marks every field required; reg_no matters only for
 // organisations (checked across fields in `plan`).
-const CONTACT: &[FieldSpec] = &[
+const CONTACT_FIELDS: [FieldSpec; 13] = [
     f("email", FieldKind::Email, Always),
     f("first_name", FieldKind::Text { min: 1, max: 100 }, Always),
     f("last_name", FieldKind::Text { min: 1, max: 100 }, Always),
@@ -186,6 +217,19 @@ const CONTACT: &[FieldSpec] = &[
     f("state", TEXT, Always),
     f("country", FieldKind::Country, Always),
 ];
+const CONTACT: &[FieldSpec] = &CONTACT_FIELDS;
+/// `mode: update`: the email finds the contact; every other field is optional, and only
+/// those configured and not empty are sent.
+const CONTACT_UPDATE: &[FieldSpec] = &optional_after_first(CONTACT_FIELDS);
+
+const fn optional_after_first<const N: usize>(mut specs: [FieldSpec; N]) -> [FieldSpec; N] {
+    let mut i = 1;
+    while i < N {
+        specs[i].required = Optional;
+        i += 1;
+    }
+    specs
+}
 
 const JPEG: &[ImageKind] = &[ImageKind::Jpeg];
 const JPEG_OR_PNG: &[ImageKind] = &[ImageKind::Jpeg, ImageKind::Png];

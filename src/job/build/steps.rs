@@ -47,12 +47,14 @@ impl Builder<'_> {
                     }
                 }
             });
-            let fields = self.fields(&id, sc.index, kind, &sc.fields, templates);
+            let mode = self.mode(sc, kind);
+            let fields = self.fields(&id, sc.index, (kind, mode), &sc.fields, templates);
             let batch_size = self.batch_size(sc, kind, max_batch);
             let wait = self.wait(sc, kind);
             steps.push(Step {
                 id,
                 kind,
+                mode,
                 when,
                 fields,
                 batch_size,
@@ -206,19 +208,46 @@ impl Builder<'_> {
         }
     }
 
+    /// A contact step's `mode`; refused on other steps.
+    fn mode(&mut self, sc: &config::StepConfig, kind: StepKind) -> ContactMode {
+        let Some(written) = &sc.mode else {
+            return ContactMode::default();
+        };
+        if kind != StepKind::Contact {
+            self.err_in_step(
+                sc.index,
+                &["mode"],
+                format!("step '{}': mode belongs to contact steps", sc.id),
+            );
+            return ContactMode::default();
+        }
+        ContactMode::parse(written).unwrap_or_else(|| {
+            self.err_in_step(
+                sc.index,
+                &["mode"],
+                format!(
+                    "step '{}': mode must be upsert, create or update (got '{written}')",
+                    sc.id
+                ),
+            );
+            ContactMode::default()
+        })
+    }
+
     pub(super) fn fields(
         &mut self,
         id: &str,
         at: usize,
-        kind: StepKind,
+        (kind, mode): (StepKind, ContactMode),
         configs: &BTreeMap<String, FieldConfig>,
         templates: &mut Templates,
     ) -> Vec<Field> {
+        let specs = kind.fields_in(mode);
         let by_token = configs.contains_key("token");
         let mut fields = Vec::new();
         for (name, value) in configs {
-            let Some(spec) = kind.field(name) else {
-                let hint = diag::did_you_mean(name, kind.fields().iter().map(|f| f.name));
+            let Some(spec) = specs.iter().find(|f| f.name == name) else {
+                let hint = diag::did_you_mean(name, specs.iter().map(|f| f.name));
                 let d = Diagnostic::new(
                     self.path,
                     format!("unknown field '{name}' for a {} step", kind.as_str()),
@@ -281,7 +310,7 @@ impl Builder<'_> {
                 fields.push(Field { spec, value, line });
             }
         }
-        for spec in kind.fields() {
+        for spec in specs {
             let needed = match spec.required {
                 Required::Always => true,
                 Required::DocumentKyc => !by_token,

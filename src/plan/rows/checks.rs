@@ -86,7 +86,8 @@ pub(super) fn cross_checks<'v>(
     let idx = &rules.idx;
     let text = |i: Option<usize>| i.and_then(|i| values[i].text());
     match step.kind {
-        StepKind::Contact => {
+        // In update mode the contact has its registration number already, or the row sets it.
+        StepKind::Contact if step.mode != crate::job::steps::ContactMode::Update => {
             if text(idx.kind) == Some("organization")
                 && text(idx.reg_no).is_none()
                 && let Some(i) = idx.reg_no.or(idx.kind)

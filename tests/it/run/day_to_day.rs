@@ -177,3 +177,71 @@ async fn spreadsheet_dates_and_amounts_are_read_as_the_job_says() {
         "{err}"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn update_mode_changes_only_the_configured_fields_and_creates_nobody() {
+    let s = start(fast(Faults::default())).await;
+    // Three contacts, created by the usual job.
+    let created = Setup::new(&job_text(10, ""), &people(3));
+    assert_eq!(created.run(&s, false).await.exit_code, 0);
+    // New phone numbers from a file that has nothing else; one email is nobody's.
+    let job = r#"version: 1
+name: phones
+provider: { kind: helloclever, base_url: "${HC_TEST_BASE_URL}", app_id: "${HC_TEST_APP_ID}", secret_key: "${HC_TEST_SECRET_KEY}" }
+limits: { rate: 200/s, retry: { attempts: 3, base: 5ms, max: 20ms } }
+input: { csv: people.csv, key: email }
+steps:
+  - id: phones
+    type: contact
+    mode: update
+    fields:
+      email: "{{ row.email }}"
+      phone: "{{ row.phone }}"
+"#;
+    let csv = "email,phone\n\
+               ann0@example.com,+61 400 000 000\n\
+               ann1@example.com,\n\
+               nobody@example.com,+61 400 000 002\n";
+    let setup = Setup::new(job, csv);
+    let out = command(&setup, &s).output().unwrap();
+    assert_exit(&out, 1);
+    let l = ledger(&s).await;
+    let contacts = l["contacts"].as_array().unwrap();
+    assert_eq!(contacts.len(), 3, "nobody was created: {contacts:?}");
+    let by_email = |e: &str| contacts.iter().find(|c| c["email"] == e).unwrap().clone();
+    let ann0 = by_email("ann0@example.com");
+    assert_eq!(ann0["phone"], "+61 400 000 000");
+    assert_eq!(
+        (ann0["first_name"].as_str(), ann0["city"].as_str()),
+        (Some("Ann0"), Some("Sydney"))
+    );
+    // An empty value is not sent: ann1 keeps her phone.
+    assert_eq!(by_email("ann1@example.com")["phone"], "+61412345678");
+    // The row of nobody says why, in the run's log.
+    let log = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        log.contains("CONTACT_NOT_FOUND") && log.contains("mode: update creates none"),
+        "{log}"
+    );
+    // Create mode: a contact that exists is left as it is (another city in the file), a
+    // new one is created, and both rows go on to be paid.
+    let create = job_text(10, "")
+        .replace("name: soak", "name: newcomers")
+        .replace(
+            "    type: contact\n",
+            "    type: contact\n    mode: create\n",
+        )
+        .replace("city: Sydney", "city: Melbourne");
+    assert!(create.contains("mode: create"));
+    let mut rows = people(4);
+    rows = rows.replace("ann1@", "ann9@");
+    let setup = Setup::new(&create, &rows);
+    let report = setup.run(&s, false).await;
+    assert_eq!(report.exit_code, 0, "{}", report.counts);
+    let l = ledger(&s).await;
+    let contacts = l["contacts"].as_array().unwrap();
+    let city = |e: &str| contacts.iter().find(|c| c["email"] == e).unwrap()["city"].clone();
+    assert_eq!(city("ann0@example.com"), "Sydney");
+    assert_eq!(city("ann9@example.com"), "Melbourne");
+    assert_eq!(city("ann3@example.com"), "Melbourne");
+}
