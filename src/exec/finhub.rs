@@ -11,7 +11,7 @@ use super::doubt::Resolve;
 use super::protocol::{self, Sent, failed, idempotent};
 use super::queue::{LONG_TASKS, ToSend, drain, payloads, throttle};
 use super::{Ctx, RowSource, RunError, parse_fields};
-use crate::job::steps::StepKind;
+use crate::job::steps::{CUSTOMER_ID, StepKind};
 use crate::job::{Job, Step};
 use crate::provider::error::CallError;
 use crate::provider::finhub::client::FinHub;
@@ -119,6 +119,19 @@ fn email_of(payload: &Map<String, Value>) -> String {
         .to_ascii_lowercase()
 }
 
+/// The customer a row's step acts on: the one its row names (`customerId`, when no step
+/// of the job creates customers), else the one an earlier step created for the row.
+fn customer_of(
+    ids: &HashMap<String, String>,
+    item: &WorkItem,
+    payload: &Map<String, Value>,
+) -> Option<String> {
+    match payload.get(CUSTOMER_ID) {
+        Some(Value::String(id)) if !id.is_empty() => Some(id.clone()),
+        _ => ids.get(&item.row_key).cloned(),
+    }
+}
+
 fn status_of(payload: &Map<String, Value>) -> String {
     payload
         .get("customerStatus")
@@ -173,7 +186,7 @@ pub async fn run(
         for (item, payload) in ready {
             throttle(&mut tasks, chunk_size).await?;
             let (ctx, fh, ids) = (ctx.clone(), fh.clone(), ids.clone());
-            let customer = ids.get(&item.row_key).cloned();
+            let customer = customer_of(&ids, &item, &payload);
             match step.kind {
                 StepKind::Customer => tasks.spawn(customer_one(ctx, fh, item, payload)),
                 StepKind::Documents => tasks.spawn(document(ctx, fh, item, payload, customer)),
@@ -234,7 +247,7 @@ impl Resolve for Settle {
             self.kind,
             self.key(),
         );
-        let customer = self.ids.get(&item.row_key).cloned();
+        let customer = customer_of(&self.ids, item, body.as_ref());
         async move {
             if kind.creates_customer() {
                 let (email, status) = (email_of(&body), status_of(&body));
@@ -298,7 +311,7 @@ impl Resolve for Settle {
         body: Arc<Self::Body>,
     ) -> impl Future<Output = Result<(), StateError>> + Send + 'static {
         let (ctx, fh, kind) = (ctx.clone(), self.fh.clone(), self.kind);
-        let customer = self.ids.get(&item.row_key).cloned();
+        let customer = customer_of(&self.ids, &item, &body);
         let payload = Map::clone(&body);
         async move {
             match kind {
@@ -312,7 +325,9 @@ impl Resolve for Settle {
     }
 }
 
-/// Brings an existing customer to the row's values.
+/// Brings an existing customer to the row's values, but for its status: `customerStatus`
+/// is what a new customer starts as, and an upsert never demotes a verified customer
+/// (a `customer_status` step sets an existing customer's status).
 async fn update_existing(
     ctx: &Ctx,
     fh: &FinHub,
@@ -320,6 +335,11 @@ async fn update_existing(
     id: String,
     body: &Value,
 ) -> Result<(), StateError> {
+    let mut body = body.clone();
+    if let Value::Object(fields) = &mut body {
+        fields.remove("customerStatus");
+    }
+    let body = &body;
     match idempotent(ctx, || fh.update(&id, body)).await {
         Ok(_) => ctx.outcome(item_id, ok(Some(id), "updated")),
         Err(e) => ctx.outcome(item_id, failed(&e)),
@@ -466,6 +486,8 @@ async fn document(
     let Some(customer) = customer else {
         return no_customer(&ctx, &item);
     };
+    let mut payload = payload;
+    payload.remove(CUSTOMER_ID);
     let doc = Value::Object(payload);
     let target = protocol::Item {
         id: item.id,

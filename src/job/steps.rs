@@ -104,12 +104,24 @@ impl StepKind {
     }
 
     /// The fields of a step of this kind in `mode` (a contact step in `update` mode
-    /// requires only the email).
-    pub fn fields_in(self, mode: ContactMode) -> &'static [FieldSpec] {
-        match (self, mode) {
-            (StepKind::Contact, ContactMode::Update) => CONTACT_UPDATE,
+    /// requires only the email), and whether an earlier step creates the row's FinHub
+    /// customer (without one, a step on a customer takes its id from the row).
+    pub fn fields_in(self, mode: ContactMode, customer_created: bool) -> &'static [FieldSpec] {
+        match (self, mode, customer_created) {
+            (StepKind::Contact, ContactMode::Update, _) => CONTACT_UPDATE,
+            (StepKind::Documents, _, false) => DOCUMENT_BY_ID,
+            (StepKind::CustomerStatus, _, false) => CUSTOMER_STATUS_BY_ID,
+            (StepKind::KycConfirmation, _, false) => KYC_CONFIRMATION_BY_ID,
             _ => self.fields(),
         }
+    }
+
+    /// Whether the step acts on a customer created before it (or named by the row).
+    pub fn needs_customer(self) -> bool {
+        matches!(
+            self,
+            StepKind::Documents | StepKind::CustomerStatus | StepKind::KycConfirmation
+        )
     }
 }
 
@@ -314,7 +326,7 @@ const CUSTOMER: &[FieldSpec] = &[
     f("person.addresses.address.street", TEXT, Optional),
 ];
 
-const DOCUMENT: &[FieldSpec] = &[
+const DOCUMENT_FIELDS: [FieldSpec; 6] = [
     f("purpose", FieldKind::Enum(&fh::DOCUMENT_PURPOSES), Always),
     f("documentType", FieldKind::Enum(&fh::DOCUMENT_TYPES), Always),
     f("name", TEXT, Always),
@@ -326,11 +338,34 @@ const DOCUMENT: &[FieldSpec] = &[
         Optional,
     ),
 ];
+const DOCUMENT: &[FieldSpec] = &DOCUMENT_FIELDS;
 
-const CUSTOMER_STATUS: &[FieldSpec] =
-    &[f("status", FieldKind::Enum(&fh::CUSTOMER_STATUSES), Always)];
+const CUSTOMER_STATUS_FIELDS: [FieldSpec; 1] =
+    [f("status", FieldKind::Enum(&fh::CUSTOMER_STATUSES), Always)];
+const CUSTOMER_STATUS: &[FieldSpec] = &CUSTOMER_STATUS_FIELDS;
 
-const KYC_CONFIRMATION: &[FieldSpec] = &[f("kycConfirmation", TEXT, Always)];
+const KYC_CONFIRMATION_FIELDS: [FieldSpec; 1] = [f("kycConfirmation", TEXT, Always)];
+const KYC_CONFIRMATION: &[FieldSpec] = &KYC_CONFIRMATION_FIELDS;
+
+/// The FinHub customer a step acts on, from the row: required when no earlier step of the
+/// job creates the row's customer.
+pub const CUSTOMER_ID: &str = "customerId";
+
+const DOCUMENT_BY_ID: &[FieldSpec] = &with_customer_id::<6, 7>(DOCUMENT_FIELDS);
+const CUSTOMER_STATUS_BY_ID: &[FieldSpec] = &with_customer_id::<1, 2>(CUSTOMER_STATUS_FIELDS);
+const KYC_CONFIRMATION_BY_ID: &[FieldSpec] = &with_customer_id::<1, 2>(KYC_CONFIRMATION_FIELDS);
+
+/// `specs` after a required `customerId` (`M` is `N + 1`).
+const fn with_customer_id<const N: usize, const M: usize>(specs: [FieldSpec; N]) -> [FieldSpec; M] {
+    assert!(M == N + 1);
+    let mut out = [f(CUSTOMER_ID, FieldKind::Text { min: 1, max: 255 }, Always); M];
+    let mut i = 0;
+    while i < N {
+        out[i + 1] = specs[i];
+        i += 1;
+    }
+    out
+}
 
 /// The payout fields that decide which batch a row goes into.
 pub const BATCH_FIELDS: [&str; 4] = [

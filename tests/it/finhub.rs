@@ -15,6 +15,7 @@ use std::sync::atomic::AtomicBool;
 use std::time::Duration;
 
 mod cli;
+mod existing;
 
 const CUSTOMER: &str = r#"  - id: customer
     type: customer

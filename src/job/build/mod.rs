@@ -5,7 +5,7 @@ use super::config::{self, FieldConfig, JobConfig, KeyColumns, ProviderConfig};
 use super::diag::{self, Diagnostic};
 use super::export::{Export, Format, Resource, When};
 use super::marks::{Marks, Seg};
-use super::steps::{ContactMode, FieldKind, Required, StepKind};
+use super::steps::{CUSTOMER_ID, ContactMode, FieldKind, FieldSpec, Required, StepKind};
 use super::{
     DEFAULT_BATCH_SIZE, Field, FieldValue, Input, Job, Limits, LoadOptions, Provider,
     ProviderSettings, REPORT_FORMATS, Rate, Report, Retry, Setting, Step, Wait, parse_duration,

@@ -48,7 +48,23 @@ impl Builder<'_> {
                 }
             });
             let mode = self.mode(sc, kind);
-            let fields = self.fields(&id, sc.index, (kind, mode), &sc.fields, templates);
+            let creator = steps.iter().find(|s| s.kind.creates_customer());
+            if let Some(creator) = creator
+                && kind.needs_customer()
+                && sc.fields.contains_key(CUSTOMER_ID)
+            {
+                self.err_in_step(
+                    sc.index,
+                    &["fields", CUSTOMER_ID],
+                    format!(
+                        "step '{id}': the row's customer comes from step '{}', which creates it; \
+                         remove {CUSTOMER_ID} here",
+                        creator.id
+                    ),
+                );
+            }
+            let specs = kind.fields_in(mode, creator.is_some());
+            let fields = self.fields(&id, sc.index, (kind, specs), &sc.fields, templates);
             let batch_size = self.batch_size(sc, kind, max_batch);
             let wait = self.wait(sc, kind);
             steps.push(Step {
@@ -238,15 +254,17 @@ impl Builder<'_> {
         &mut self,
         id: &str,
         at: usize,
-        (kind, mode): (StepKind, ContactMode),
+        (kind, specs): (StepKind, &'static [FieldSpec]),
         configs: &BTreeMap<String, FieldConfig>,
         templates: &mut Templates,
     ) -> Vec<Field> {
-        let specs = kind.fields_in(mode);
         let by_token = configs.contains_key("token");
         let mut fields = Vec::new();
         for (name, value) in configs {
             let Some(spec) = specs.iter().find(|f| f.name == name) else {
+                if name == CUSTOMER_ID && kind.needs_customer() {
+                    continue; // said above
+                }
                 let hint = diag::did_you_mean(name, specs.iter().map(|f| f.name));
                 let d = Diagnostic::new(
                     self.path,
@@ -319,6 +337,9 @@ impl Builder<'_> {
             if needed && !configs.contains_key(spec.name) {
                 let alt = if spec.required == Required::DocumentKyc {
                     " (or use 'token' for KYC by share token)"
+                } else if spec.name == CUSTOMER_ID {
+                    " (no earlier step creates the row's customer: name it from the row, \
+                     e.g. customerId: \"{{ row.customer_id }}\")"
                 } else {
                     ""
                 };
