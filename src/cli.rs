@@ -64,9 +64,21 @@ pub enum Command {
     Report(ReportArgs),
     /// Clear the lock of a run whose process is gone (refused while it is alive).
     Unlock(PlanArgs),
+    /// Show the provider's payout methods and the fields each requires, and keep them in
+    /// the state database: validate and plan check payout_method_params against them.
+    Methods(MethodsArgs),
     /// Run the local emulator of Hello Clever (under /api) and FinHub (under /finhub), for
     /// tests, demos and dry rehearsals.
     Sandbox(Box<SandboxArgs>),
+}
+
+#[derive(Debug, Args)]
+pub struct MethodsArgs {
+    #[command(flatten)]
+    pub plan: PlanArgs,
+    /// The embedded sandbox's methods (nothing is read from the provider or kept).
+    #[arg(long)]
+    pub sandbox: bool,
 }
 
 #[derive(Debug, Args)]

@@ -10,6 +10,7 @@ macro_rules! say {
 }
 
 mod error;
+mod methods;
 mod output;
 mod plan;
 mod reconcile;
@@ -41,6 +42,7 @@ pub fn run(cli: Cli) -> i32 {
         Command::Report(args) => report::report(&args),
         Command::Reconcile(args) => reconcile::reconcile(&args, cli.quiet),
         Command::Unlock(args) => unlock::unlock(&args),
+        Command::Methods(args) => methods::methods(&args),
     };
     done.unwrap_or_else(|e| {
         e.print();

@@ -47,6 +47,11 @@ pub(super) fn plan(args: &PlanArgs) -> Result<i32, Error> {
         None
     };
     let mut problems = Problems::default();
+    let known = super::methods::known(&job, &state_path, false, true);
+    if super::methods::check(&job, known, &mut |e| problems.print(e)) > 0 {
+        say!("nothing was planned: the job's payout methods need the fields above");
+        return Ok(exit::INVALID_INPUT);
+    }
     let planned = crate::plan::plan(&job, &state_path, &mut |e| problems.print(e));
     problems.finish();
     match planned {

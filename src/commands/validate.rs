@@ -11,7 +11,13 @@ pub(super) fn validate(args: &JobArgs) -> Result<i32, Error> {
     let mut problems = Problems::default();
     let checked = crate::plan::validate(&job, &mut |e| problems.print(e));
     problems.finish();
-    let summary = checked?;
+    let mut summary = checked?;
+    if job.input.is_some() {
+        let state = crate::plan::default_state_path(&job);
+        let known = super::methods::known(&job, &state, false, false);
+        let mut methods = Problems::default();
+        summary.errors += super::methods::check(&job, known, &mut |e| methods.print(e));
+    }
     let secs = started.elapsed().as_secs_f64();
     if job.input.is_none() {
         println!(

@@ -2,6 +2,7 @@
 //! plan and the run's record under the lock.
 
 use super::*;
+use crate::provider::error::CallError;
 
 /// The provider settings `run` needs, resolved.
 enum Settings {
@@ -243,4 +244,64 @@ pub(super) async fn open(
         lock: std::sync::Mutex::new(Some(lock)),
     });
     Ok((ctx, db, plan_id, run_id))
+}
+
+/// The provider's payout methods, each as its required-fields record describes it, and the
+/// URL they were read from (their cache's key). Sequential: there are a handful.
+pub async fn payout_methods(
+    job: &Job,
+    opts: &RunOptions,
+) -> Result<
+    (
+        String,
+        Vec<crate::provider::helloclever::wire::MethodRecord>,
+    ),
+    RunError,
+> {
+    use crate::provider::http::Secret;
+    let Settings::HelloClever {
+        base,
+        app_id,
+        secret,
+        ..
+    } = provider_settings(job, opts)?
+    else {
+        return Err(RunError::Config(format!(
+            "{}: FinHub has no payout methods (only Hello Clever jobs pay out)",
+            job.path.display()
+        )));
+    };
+    let http = crate::provider::http::client(job.limits.timeout, 1).map_err(RunError::Http)?;
+    let hc = HelloClever::new(http, &base, Secret::new(app_id), Secret::new(secret))
+        .map_err(|e| RunError::Config(format!("{}: {e}", job.path.display())))?;
+    let failed = |what: &str, e: CallError| {
+        RunError::Config(format!("the provider's {what} could not be read: {e}"))
+    };
+    let listed = hc
+        .payout_methods()
+        .await
+        .map_err(|e| failed("payout methods", e))?;
+    let mut methods = Vec::with_capacity(listed.len());
+    for m in listed {
+        // The listing's records may be brief: each method's own record is the reference.
+        let full = hc
+            .payout_method(&m.payout_method_name)
+            .await
+            .map_err(|e| failed(&format!("required fields of {}", m.payout_method_name), e))?;
+        methods.push(full);
+    }
+    Ok((base, methods))
+}
+
+/// The URL of a Hello Clever job's provider, as `run` would use it (the key of its cached
+/// payout methods); `None` for a FinHub job.
+pub fn provider_base(job: &Job) -> Result<Option<String>, RunError> {
+    match &job.provider.settings {
+        crate::job::ProviderSettings::HelloClever { base_url, .. } => {
+            Ok(Some(optional(base_url)?.unwrap_or_else(|| {
+                crate::provider::helloclever::SANDBOX_BASE_URL.to_string()
+            })))
+        }
+        crate::job::ProviderSettings::FinHub { .. } => Ok(None),
+    }
 }

@@ -22,6 +22,11 @@ mod seed;
 pub use faults::Faults;
 pub use finhub::FinhubConfig;
 
+/// The sandbox's payout methods, as `GET /v2/payouts/payout_method/params` describes each.
+pub fn payout_method_records() -> Vec<serde_json::Value> {
+    methods::PAYOUT.iter().map(|m| m.record("payout")).collect()
+}
+
 use axum::Router;
 use axum::body::Body;
 use axum::extract::{DefaultBodyLimit, Request, State};

@@ -5,6 +5,7 @@ mod db;
 pub mod exports;
 pub mod key;
 pub mod lock;
+pub mod methods;
 mod plan_writer;
 mod schema;
 pub mod states;

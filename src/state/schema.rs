@@ -169,6 +169,18 @@ const MIGRATIONS: &[&str] = &[
         PRIMARY KEY (plan_id, step, external_id)
     );
     "#,
+    // 8: the provider's payout methods as it last described them (`payrun methods`,
+    // `plan`), per provider URL, for `validate` and `plan` to check parameters against.
+    r#"
+    CREATE TABLE payout_methods (
+        base        TEXT NOT NULL,
+        name        TEXT NOT NULL,
+        -- the provider's record, as JSON
+        record      TEXT NOT NULL,
+        fetched_at  TEXT NOT NULL,
+        PRIMARY KEY (base, name)
+    );
+    "#,
 ];
 
 /// The schema version this build writes.

@@ -121,10 +121,18 @@ pub async fn run(
             .map(str::to_string)
         {
             if !required.contains_key(&method) {
-                // Unknown to this provider, or unreachable: the send itself will say.
-                let params = idempotent(ctx, || hc.payout_required_params(&method))
-                    .await
-                    .unwrap_or_default();
+                let params = match idempotent(ctx, || hc.payout_method(&method)).await {
+                    Ok(record) => record.params().0.into_iter().map(String::from).collect(),
+                    Err(e) => {
+                        // The provider checks the parameters of what it is sent, too.
+                        tracing::warn!(
+                            method = %method,
+                            "the provider's required fields for this payout method could not \
+                             be read ({e}); its batches go with the parameters the job gives"
+                        );
+                        Vec::new()
+                    }
+                };
                 required.insert(method.clone(), params);
             }
             let missing: Vec<&String> = required[&method]

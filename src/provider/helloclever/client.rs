@@ -1,7 +1,7 @@
 //! The Hello Clever client: one shared reqwest client, credentials in headers (never
 //! logged), typed replies (`wire`), failures as [`CallError`].
 
-use super::wire::{Contact, PayoutBatch, PayoutPage};
+use super::wire::{Contact, MethodRecord, PayoutBatch, PayoutPage};
 use crate::provider::error::CallError;
 pub use crate::provider::http::Secret;
 use crate::provider::http::transport;
@@ -213,24 +213,33 @@ impl HelloClever {
         .await
     }
 
-    /// `GET /v2/payouts/payout_method/params?payout_method_name=`: the method's mandatory
-    /// parameters (descriptors `"string:Mandatory ..."`).
-    pub async fn payout_required_params(&self, method: &str) -> Result<Vec<String>, CallError> {
-        let v: Value = self
+    /// `GET /v2/payouts/payout_method/params?payout_method_name=`: the method as the
+    /// provider describes it, its parameters with their descriptors.
+    pub async fn payout_method(&self, method: &str) -> Result<MethodRecord, CallError> {
+        #[derive(serde::Deserialize)]
+        struct Reply {
+            record: MethodRecord,
+        }
+        let reply: Reply = self
             .send(
                 self.request(Method::GET, "/v2/payouts/payout_method/params")
                     .query(&[("payout_method_name", method)]),
             )
             .await?;
-        let params = v["record"]["payout_method_params"]
-            .as_object()
-            .cloned()
-            .unwrap_or_default();
-        Ok(params
-            .into_iter()
-            .filter(|(_, d)| d.as_str().is_some_and(|d| d.contains("Mandatory")))
-            .map(|(k, _)| k)
-            .collect())
+        Ok(reply.record)
+    }
+
+    /// "Get payout methods": the methods this account may use. The reference gives no path;
+    /// `GET /v2/payouts/payout_methods` is payrun's reading (the sandbox's too).
+    pub async fn payout_methods(&self) -> Result<Vec<MethodRecord>, CallError> {
+        #[derive(serde::Deserialize)]
+        struct Reply {
+            records: Vec<MethodRecord>,
+        }
+        let reply: Reply = self
+            .send(self.request(Method::GET, "/v2/payouts/payout_methods"))
+            .await?;
+        Ok(reply.records)
     }
 
     /// `POST /v2/payouts`.

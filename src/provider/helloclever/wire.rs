@@ -118,3 +118,48 @@ mod tests {
         assert_eq!(c.kyc_statuses[0].kyc_status, "approved");
     }
 }
+
+/// A payout method as the provider describes it (`GET /v2/payouts/payout_method/params`,
+/// and the records of the methods listing): kept whole in state's cache, so a later
+/// payrun reads what an earlier one stored.
+#[derive(Debug, Clone, Deserialize, serde::Serialize, PartialEq)]
+pub struct MethodRecord {
+    pub payout_method_name: String,
+    #[serde(default)]
+    pub currency: String,
+    #[serde(default)]
+    pub description: String,
+    /// Parameter name → descriptor (`"string:Mandatory Bank Account Number"`).
+    #[serde(default)]
+    pub payout_method_params: std::collections::BTreeMap<String, serde_json::Value>,
+    #[serde(default, deserialize_with = "money")]
+    pub min_amount: Option<Decimal>,
+    #[serde(default, deserialize_with = "money")]
+    pub max_amount: Option<Decimal>,
+    #[serde(default)]
+    pub is_cancellable: bool,
+    #[serde(default)]
+    pub require_contact: bool,
+    #[serde(default)]
+    pub require_kyc: bool,
+}
+
+impl MethodRecord {
+    /// The parameters the provider marks Mandatory, and the others.
+    pub fn params(&self) -> (Vec<&str>, Vec<&str>) {
+        let mut mandatory = Vec::new();
+        let mut optional = Vec::new();
+        for (name, descriptor) in &self.payout_method_params {
+            if descriptor
+                .as_str()
+                .unwrap_or_default()
+                .contains("Mandatory")
+            {
+                mandatory.push(name.as_str());
+            } else {
+                optional.push(name.as_str());
+            }
+        }
+        (mandatory, optional)
+    }
+}

@@ -245,3 +245,85 @@ steps:
     assert_eq!(city("ann9@example.com"), "Melbourne");
     assert_eq!(city("ann3@example.com"), "Melbourne");
 }
+
+/// `payrun ARGS` in the setup's folder with (or without) the sandbox's credentials.
+fn payrun_in_setup(
+    setup: &Setup,
+    s: &Sandbox,
+    args: &[&str],
+    credentials: bool,
+) -> std::process::Output {
+    let mut cmd = std::process::Command::new(env!("CARGO_BIN_EXE_payrun"));
+    cmd.args(args).current_dir(setup.dir.path());
+    if credentials {
+        for (k, v) in setup.env(s) {
+            cmd.env(k, v);
+        }
+    } else {
+        cmd.env("HC_TEST_BASE_URL", s.base_url());
+    }
+    cmd.output().unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn methods_lists_the_providers_methods_and_validate_checks_params_against_them() {
+    let s = start(fast(Faults::default())).await;
+    // A Thai payout that forgets the bank code: a method payrun's own table does not know.
+    let job = job_text(10, "")
+        .replace(
+            "payout_method_name: au_bank_aud",
+            "payout_method_name: th_bank_thb",
+        )
+        .replace("currency: AUD", "currency: THB")
+        .replace("bsb: \"062000\", ", "");
+    let setup = Setup::new(
+        &job,
+        &people(2)
+            .replace("100.00", "300.00")
+            .replace("101.01", "301.01"),
+    );
+    let out = payrun_in_setup(&setup, &s, &["methods", "job.yaml"], true);
+    assert_exit(&out, 0);
+    let listed = String::from_utf8_lossy(&out.stdout);
+    for needle in [
+        "au_bank_aud  AUD",
+        "th_bank_thb  THB, 100 to 2000000",
+        "required: account_name, account_number, bank_code",
+    ] {
+        assert!(listed.contains(needle), "{needle} not in:\n{listed}");
+    }
+    // Without credentials, validate and plan use what `methods` kept.
+    let out = payrun_in_setup(&setup, &s, &["validate", "job.yaml"], false);
+    assert_exit(&out, 2);
+    assert!(String::from_utf8_lossy(&out.stdout).contains("1 problem"));
+    let out = payrun_in_setup(&setup, &s, &["plan", "job.yaml"], false);
+    assert_exit(&out, 2);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("payout method th_bank_thb requires bank_code in payout_method_params (the provider's required fields)"),
+        "{err}"
+    );
+    assert!(err.contains("nothing was planned"), "{err}");
+    // A fresh folder, no credentials, nothing kept: validate says plainly what it could not do.
+    let bare = Setup::new(&job, &people(1));
+    let out = payrun_in_setup(&bare, &s, &["validate", "job.yaml"], false);
+    let said = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        said.contains("the provider's required fields could not be read")
+            && said.contains("HC_TEST_APP_ID"),
+        "{said}"
+    );
+    // With credentials, validate reads them from the provider.
+    let out = payrun_in_setup(&bare, &s, &["validate", "job.yaml"], true);
+    assert_exit(&out, 2);
+    assert!(String::from_utf8_lossy(&out.stderr).contains("requires bank_code"));
+    // A method the provider does not offer.
+    let other = Setup::new(&job.replace("th_bank_thb", "xx_bank_xxx"), &people(1));
+    let out = payrun_in_setup(&other, &s, &["validate", "job.yaml"], true);
+    assert_exit(&out, 2);
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("the provider offers no payout method 'xx_bank_xxx' (it offers: au_bank_aud, ph_bank_maya_php"),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}

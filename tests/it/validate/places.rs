@@ -41,7 +41,7 @@ fn a_key_of_the_other_provider_is_refused_at_its_place() {
     assert_invalid(
         &validate(&f),
         &[
-            "job.yaml:11:3: provider.tenant_id is not a helloclever setting (it takes kind, base_url, app_id, secret_key)",
+            "job.yaml:11:3: provider.tenant_id is not a helloclever setting (it takes kind, base_url, app_id, secret_key, callbacks)",
         ],
     );
 }
