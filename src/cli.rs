@@ -64,12 +64,28 @@ pub enum Command {
     Report(ReportArgs),
     /// Clear the lock of a run whose process is gone (refused while it is alive).
     Unlock(PlanArgs),
+    /// Recall the job's scheduled payout batches (all, or those named) through the
+    /// provider, and record their rows as cancelled.
+    Cancel(CancelArgs),
     /// Show the provider's payout methods and the fields each requires, and keep them in
     /// the state database: validate and plan check payout_method_params against them.
     Methods(MethodsArgs),
     /// Run the local emulator of Hello Clever (under /api) and FinHub (under /finhub), for
     /// tests, demos and dry rehearsals.
     Sandbox(Box<SandboxArgs>),
+}
+
+#[derive(Debug, Args)]
+pub struct CancelArgs {
+    #[command(flatten)]
+    pub plan: PlanArgs,
+    /// A batch to recall, by the provider's uuid or payrun's external id (repeatable;
+    /// default: every sent batch of the job and scope)
+    #[arg(long = "batch", value_name = "ID")]
+    pub batches: Vec<String>,
+    /// Do not ask (required when not on a terminal)
+    #[arg(long)]
+    pub yes: bool,
 }
 
 #[derive(Debug, Args)]

@@ -81,7 +81,7 @@ fn list(names: &[&str]) -> String {
     }
 }
 
-fn options(state_path: &Path) -> crate::exec::RunOptions {
+pub(super) fn options(state_path: &Path) -> crate::exec::RunOptions {
     crate::exec::RunOptions {
         state_path: state_path.to_path_buf(),
         base_url: None,

@@ -9,6 +9,7 @@ macro_rules! say {
     };
 }
 
+mod cancel;
 mod error;
 mod methods;
 mod output;
@@ -43,6 +44,7 @@ pub fn run(cli: Cli) -> i32 {
         Command::Reconcile(args) => reconcile::reconcile(&args, cli.quiet),
         Command::Unlock(args) => unlock::unlock(&args),
         Command::Methods(args) => methods::methods(&args),
+        Command::Cancel(args) => cancel::cancel(&args),
     };
     done.unwrap_or_else(|e| {
         e.print();
@@ -94,6 +96,37 @@ fn job_and_state(args: &PlanArgs, sandbox: bool) -> Result<(Job, PathBuf), Error
         .clone()
         .unwrap_or_else(|| crate::plan::default_state_path(&job));
     Ok((job, state))
+}
+
+/// The run's lock of the job and scope in the state at `state_path` (which exists): a
+/// command that changes items holds it, and is refused while a run holds it (`then` says
+/// what to do).
+fn take_lock(
+    job: &Job,
+    state_path: &Path,
+    then: &str,
+) -> Result<crate::state::lock::RunLock, Error> {
+    match crate::state::lock::try_take(state_path, &job.name, &job.scope) {
+        Ok(Some(lock)) => Ok(lock),
+        Ok(None) => {
+            let held = crate::state::State::open(state_path)
+                .map(|st| {
+                    let plan = crate::state::work::plan_id(st.connection(), &job.name, &job.scope)
+                        .ok()
+                        .flatten();
+                    crate::state::lock::Held::read(st.connection(), plan)
+                })
+                .map_or_else(|_| "a run".to_string(), |h| h.to_string());
+            Err(Error::Locked(format!(
+                "a run of '{}' scope '{}' is in progress: {held}; {then}",
+                job.name, job.scope
+            )))
+        }
+        Err(e) => Err(Error::Fatal(format!(
+            "cannot take the lock beside {}: {e}",
+            state_path.display()
+        ))),
+    }
 }
 
 /// Loads the job file; its problems, each with its place, are the error.

@@ -19,30 +19,11 @@ pub(super) fn plan(args: &PlanArgs) -> Result<i32, Error> {
     // Planning changes items: not while a run of this job and scope may be sending them,
     // so it holds the run's lock (a first plan has no run to wait for).
     let _lock = if state_path.exists() {
-        match crate::state::lock::try_take(&state_path, &job.name, &job.scope) {
-            Ok(Some(lock)) => Some(lock),
-            Ok(None) => {
-                let held = crate::state::State::open(&state_path)
-                    .map(|st| {
-                        let plan =
-                            crate::state::work::plan_id(st.connection(), &job.name, &job.scope)
-                                .ok()
-                                .flatten();
-                        crate::state::lock::Held::read(st.connection(), plan)
-                    })
-                    .map_or_else(|_| "a run".to_string(), |h| h.to_string());
-                return Err(Error::Locked(format!(
-                    "a run of '{}' scope '{}' is in progress: {held}; plan again when it ends",
-                    job.name, job.scope
-                )));
-            }
-            Err(e) => {
-                return Err(Error::Fatal(format!(
-                    "cannot take the lock beside {}: {e}",
-                    state_path.display()
-                )));
-            }
-        }
+        Some(super::take_lock(
+            &job,
+            &state_path,
+            "plan again when it ends",
+        )?)
     } else {
         None
     };

@@ -32,7 +32,7 @@ use ctx::AbortOnDrop;
 pub use ctx::{Change, Client, Ctx, Halt, SAME_ANSWER};
 pub use dry::dry_run;
 use open::open;
-pub use open::{payout_methods, provider_base};
+pub use open::{Recall, payout_methods, provider_base, recall_scheduled};
 pub(crate) use rows::*;
 pub use runs::{reconcile, run};
 

@@ -305,3 +305,68 @@ pub fn provider_base(job: &Job) -> Result<Option<String>, RunError> {
         crate::job::ProviderSettings::FinHub { .. } => Ok(None),
     }
 }
+
+/// What became of a batch `payrun cancel` was asked to recall.
+#[derive(Debug)]
+pub enum Recall {
+    /// The provider no longer holds it as scheduled (its status now).
+    Cancelled(String),
+    /// It was not scheduled (its status): nothing was asked.
+    NotScheduled(String),
+    /// The provider could not be asked, or refused (why).
+    Failed(String),
+}
+
+/// Recalls each scheduled batch of `uuids`: its status is read first (only a `scheduled`
+/// batch is recalled), then read again after the request, so an answer lost on the way
+/// still tells what happened.
+pub async fn recall_scheduled(
+    job: &Job,
+    opts: &RunOptions,
+    uuids: &[String],
+) -> Result<Vec<Recall>, RunError> {
+    use crate::provider::http::Secret;
+    let Settings::HelloClever {
+        base,
+        app_id,
+        secret,
+        ..
+    } = provider_settings(job, opts)?
+    else {
+        return Err(RunError::Config(format!(
+            "{}: FinHub has no payouts to cancel",
+            job.path.display()
+        )));
+    };
+    let http = crate::provider::http::client(job.limits.timeout, 1).map_err(RunError::Http)?;
+    let hc = HelloClever::new(http, &base, Secret::new(app_id), Secret::new(secret))
+        .map_err(|e| RunError::Config(format!("{}: {e}", job.path.display())))?;
+    let mut out = Vec::with_capacity(uuids.len());
+    for uuid in uuids {
+        let status = match hc.payout(uuid).await {
+            Ok(b) => b.status.unwrap_or_default(),
+            Err(e) => {
+                out.push(Recall::Failed(format!("its status could not be read: {e}")));
+                continue;
+            }
+        };
+        if status != "scheduled" {
+            out.push(Recall::NotScheduled(status));
+            continue;
+        }
+        let asked = hc.cancel_scheduled(uuid).await;
+        out.push(match (asked, hc.payout(uuid).await) {
+            (_, Ok(b)) if b.status.as_deref() != Some("scheduled") => {
+                Recall::Cancelled(b.status.unwrap_or_default())
+            }
+            (Err(e), _) => Recall::Failed(format!("the provider refused or did not answer: {e}")),
+            (Ok(()), Ok(_)) => {
+                Recall::Failed("the provider accepted, yet still shows it scheduled".into())
+            }
+            (Ok(()), Err(e)) => Recall::Failed(format!(
+                "the provider accepted; its status could not be read again: {e}"
+            )),
+        });
+    }
+    Ok(out)
+}

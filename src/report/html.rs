@@ -15,7 +15,7 @@ fn esc(s: &str) -> Cow<'_, str> {
 
 const STYLE: &str = "body{font:14px system-ui,sans-serif;margin:2em;color:#222}h1{font-size:1.4em}table{border-collapse:collapse;margin:1em 0}\
 td,th{border:1px solid #ccc;padding:4px 8px;text-align:left}th{background:#f4f4f4}.succeeded{color:#176b2c}.failed,.conflict{color:#b00020;font-weight:bold}\
-.blocked,.pending,.in_doubt,.awaiting_funds{color:#8a5a00}.skipped{color:#777}input{padding:4px;width:20em}.num{text-align:right;font-variant-numeric:tabular-nums}";
+.blocked,.pending,.in_doubt,.awaiting_funds,.cancelled{color:#8a5a00}.skipped{color:#777}input{padding:4px;width:20em}.num{text-align:right;font-variant-numeric:tabular-nums}";
 
 const COLOURS: [(Status, &str); 8] = [
     (Status::Succeeded, "#2e9e4f"),

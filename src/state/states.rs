@@ -94,6 +94,9 @@ stored_state! {
         Blocked = "blocked",
         /// The step's `when` is false for the row.
         Skipped = "skipped",
+        /// A scheduled payout recalled with `payrun cancel`: not paid, and planned again
+        /// only by `--retry-failed`.
+        Cancelled = "cancelled",
     }
 }
 
@@ -112,6 +115,8 @@ stored_state! {
         Expired = "expired",
         /// Refused: never reached the provider as a batch.
         Failed = "failed",
+        /// Recalled with `payrun cancel` before its scheduled time.
+        Cancelled = "cancelled",
     }
 }
 
@@ -148,6 +153,8 @@ stored_state! {
         Conflict = "conflict",
         /// Its batch is short of funds (`HC_PAYOUT1`) and may still pay.
         AwaitingFunds = "awaiting_funds",
+        /// Its scheduled batch was recalled with `payrun cancel`.
+        Cancelled = "cancelled",
     }
 }
 
@@ -165,6 +172,7 @@ impl Status {
             ItemState::Failed => Status::Failed,
             ItemState::Blocked => Status::Blocked,
             ItemState::Skipped => Status::Skipped,
+            ItemState::Cancelled => Status::Cancelled,
         }
     }
 
@@ -198,6 +206,9 @@ impl Status {
                 "waiting for an earlier step of their row: the next run picks them up"
             }
             Status::Pending => "not sent: the next run sends them",
+            Status::Cancelled => {
+                "recalled with `payrun cancel` before they paid: run with `--retry-failed` to pay them after all"
+            }
             Status::Succeeded | Status::Skipped => "",
         }
     }

@@ -251,6 +251,17 @@ impl HelloClever {
         .await
     }
 
+    /// `POST /v2/payouts/cancel_scheduled`: recalls a batch still waiting for its
+    /// `scheduled_at`.
+    pub async fn cancel_scheduled(&self, uuid: &str) -> Result<(), CallError> {
+        self.send::<IgnoredAny>(
+            self.request(Method::POST, "/v2/payouts/cancel_scheduled")
+                .json(&serde_json::json!({ "uuid": uuid })),
+        )
+        .await
+        .map(drop)
+    }
+
     /// `GET /v2/payouts/detail?uuid=`.
     pub async fn payout(&self, uuid: &str) -> Result<PayoutBatch, CallError> {
         self.send(

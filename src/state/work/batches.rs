@@ -138,7 +138,8 @@ pub fn rebatch(
     Ok(())
 }
 
-/// `--retry-failed`: failed items go back to pending (never conflicts or successes); failed
+/// `--retry-failed`: failed and cancelled items go back to pending (never conflicts or
+/// successes); failed
 /// payout items leave their batch, so they go out in a new batch with a new external id —
 /// but only when that batch can no longer pay: it never reached the provider, or the
 /// provider ended it (`expired`, `cancelled`). A row of a batch the provider holds and may
@@ -147,7 +148,7 @@ pub fn retry_failed(conn: &Conn, plan_id: i64) -> rusqlite::Result<(usize, usize
     let retried = conn.0.execute(
         "UPDATE items SET state = 'pending', error_code = NULL, error_message = NULL,
                 batch_id = NULL, updated_at = ?2
-         WHERE plan_id = ?1 AND state = 'failed' AND conflict_hash IS NULL
+         WHERE plan_id = ?1 AND state IN ('failed', 'cancelled') AND conflict_hash IS NULL
            AND (batch_id IS NULL OR batch_id IN (
                 SELECT id FROM batches WHERE plan_id = ?1
                   AND (provider_ref IS NULL OR state IN ('expired', 'cancelled'))))",

@@ -9,6 +9,7 @@ use rusqlite::{OptionalExtension, params};
 use std::collections::HashMap;
 
 mod batches;
+mod cancel;
 mod duplicates;
 mod items;
 mod runs;
@@ -18,6 +19,7 @@ mod tally;
 mod tests;
 
 pub use batches::*;
+pub use cancel::*;
 pub use duplicates::*;
 pub use items::*;
 pub use runs::*;

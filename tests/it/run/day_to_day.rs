@@ -327,3 +327,133 @@ async fn methods_lists_the_providers_methods_and_validate_checks_params_against_
         String::from_utf8_lossy(&out.stderr)
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_scheduled_payroll_is_cancelled_and_paid_again_only_when_asked() {
+    let s = start(fast(Faults::default())).await;
+    let job = job_text(2, "")
+        .replace(
+            "      amount: \"{{ row.amount }}\"\n",
+            "      amount: \"{{ row.amount }}\"\n      scheduled_at: \"2030-01-01T10:00:00\"\n",
+        )
+        .replace(
+            "    wait: { until: completed, timeout: 20s, poll: 100ms }\n",
+            "",
+        );
+    assert!(job.contains("scheduled_at"));
+    let setup = Setup::new(&job, &people(4));
+    setup.run(&s, false).await;
+    let live = |l: &Value| -> Vec<(String, String)> {
+        l["payouts"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|b| {
+                (
+                    b["uuid"].as_str().unwrap().to_string(),
+                    b["status"].as_str().unwrap().to_string(),
+                )
+            })
+            .collect()
+    };
+    let before = live(&ledger(&s).await);
+    assert_eq!(before.len(), 2);
+    assert!(before.iter().all(|(_, st)| st == "scheduled"), "{before:?}");
+    let cancel = |extra: &[&str]| {
+        let mut args = vec!["cancel", "job.yaml", "--state", "state.db"];
+        args.extend_from_slice(extra);
+        let mut cmd = std::process::Command::new(env!("CARGO_BIN_EXE_payrun"));
+        cmd.args(&args)
+            .current_dir(setup.dir.path())
+            .stdin(std::process::Stdio::null());
+        for (k, v) in setup.env(&s) {
+            cmd.env(k, v);
+        }
+        cmd.output().unwrap()
+    };
+    // Not on a terminal, without --yes: nothing is cancelled.
+    let out = cancel(&[]);
+    assert_exit(&out, 2);
+    assert!(String::from_utf8_lossy(&out.stderr).contains("add --yes"));
+    assert_eq!(live(&ledger(&s).await), before);
+    // One batch by its uuid.
+    let first = before[0].0.clone();
+    let out = cancel(&["--batch", &first, "--yes"]);
+    assert_exit(&out, 0);
+    assert!(
+        String::from_utf8_lossy(&out.stdout).contains("2 rows recorded as cancelled"),
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let now = live(&ledger(&s).await);
+    assert_eq!(
+        now[0],
+        (first.clone(), "expired".to_string()),
+        "no longer live"
+    );
+    assert_eq!(now[1].1, "scheduled");
+    // The rest: the first is refused as cancelled already, the second goes.
+    let out = cancel(&["--yes"]);
+    assert_exit(&out, 0);
+    let now = live(&ledger(&s).await);
+    assert!(now.iter().all(|(_, st)| st == "expired"), "{now:?}");
+    let out = cancel(&["--batch", &first, "--yes"]);
+    assert_exit(&out, 1);
+    assert!(String::from_utf8_lossy(&out.stderr).contains("was cancelled already"));
+    // Status and a reconcile show them cancelled; a run sends nothing again.
+    let status = std::process::Command::new(env!("CARGO_BIN_EXE_payrun"))
+        .args(["status", "job.yaml", "--state", "state.db"])
+        .current_dir(setup.dir.path())
+        .output()
+        .unwrap();
+    let shown = String::from_utf8_lossy(&status.stdout);
+    assert!(
+        shown.contains("cancelled") && shown.contains("4"),
+        "{shown}"
+    );
+    let report = setup.run(&s, false).await;
+    assert_eq!(
+        report.exit_code, 1,
+        "cancelled rows are unpaid: {}",
+        report.counts
+    );
+    let counts: Value = serde_json::from_str(&report.counts.json()).unwrap();
+    assert_eq!(counts["pay"]["cancelled"], 4);
+    assert_eq!(live(&ledger(&s).await).len(), 2, "nothing sent again");
+    // Only --retry-failed plans them again: two new batches.
+    let report = setup.run(&s, true).await;
+    let counts: Value = serde_json::from_str(&report.counts.json()).unwrap();
+    assert!(counts["pay"]["cancelled"].is_null(), "{counts}");
+    assert_eq!(live(&ledger(&s).await).len(), 4);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_batch_that_is_not_scheduled_is_not_cancelled() {
+    let s = start(Config {
+        payout_delay: Duration::from_secs(3600),
+        ..fast(Faults::default())
+    })
+    .await;
+    let job = job_text(10, "").replace(
+        "    wait: { until: completed, timeout: 20s, poll: 100ms }\n",
+        "",
+    );
+    let setup = Setup::new(&job, &people(2));
+    setup.run(&s, false).await;
+    let mut cmd = std::process::Command::new(env!("CARGO_BIN_EXE_payrun"));
+    cmd.args(["cancel", "job.yaml", "--state", "state.db", "--yes"])
+        .current_dir(setup.dir.path());
+    for (k, v) in setup.env(&s) {
+        cmd.env(k, v);
+    }
+    let out = cmd.output().unwrap();
+    assert_exit(&out, 1);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains(", not scheduled (only a batch waiting"),
+        "{err}"
+    );
+    let l = ledger(&s).await;
+    assert_ne!(l["payouts"][0]["status"], "expired");
+}

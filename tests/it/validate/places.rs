@@ -88,6 +88,8 @@ fn help_looks_as_it_did() {
         Some("report"),
         Some("reconcile"),
         Some("unlock"),
+        Some("cancel"),
+        Some("methods"),
         Some("sandbox"),
     ] {
         let args: Vec<&str> = cmd.into_iter().chain(["--help"]).collect();
