@@ -246,6 +246,32 @@ pub(super) async fn open(
     Ok((ctx, db, plan_id, run_id))
 }
 
+/// A Hello Clever client for a command's few requests (no callbacks: it creates nothing),
+/// and its base URL; a FinHub job is refused with `finhub`.
+fn one_off_client(
+    job: &Job,
+    opts: &RunOptions,
+    finhub: &str,
+) -> Result<(String, HelloClever), RunError> {
+    use crate::provider::http::Secret;
+    let Settings::HelloClever {
+        base,
+        app_id,
+        secret,
+        ..
+    } = provider_settings(job, opts)?
+    else {
+        return Err(RunError::Config(format!(
+            "{}: {finhub}",
+            job.path.display()
+        )));
+    };
+    let http = crate::provider::http::client(job.limits.timeout, 1).map_err(RunError::Http)?;
+    let hc = HelloClever::new(http, &base, Secret::new(app_id), Secret::new(secret))
+        .map_err(|e| RunError::Config(format!("{}: {e}", job.path.display())))?;
+    Ok((base, hc))
+}
+
 /// The provider's payout methods, each as its required-fields record describes it, and the
 /// URL they were read from (their cache's key). Sequential: there are a handful.
 pub async fn payout_methods(
@@ -258,22 +284,7 @@ pub async fn payout_methods(
     ),
     RunError,
 > {
-    use crate::provider::http::Secret;
-    let Settings::HelloClever {
-        base,
-        app_id,
-        secret,
-        ..
-    } = provider_settings(job, opts)?
-    else {
-        return Err(RunError::Config(format!(
-            "{}: FinHub has no payout methods (only Hello Clever jobs pay out)",
-            job.path.display()
-        )));
-    };
-    let http = crate::provider::http::client(job.limits.timeout, 1).map_err(RunError::Http)?;
-    let hc = HelloClever::new(http, &base, Secret::new(app_id), Secret::new(secret))
-        .map_err(|e| RunError::Config(format!("{}: {e}", job.path.display())))?;
+    let (base, hc) = one_off_client(job, opts, "FinHub has no payout methods")?;
     let failed = |what: &str, e: CallError| {
         RunError::Config(format!("the provider's {what} could not be read: {e}"))
     };
@@ -325,22 +336,7 @@ pub async fn recall_scheduled(
     opts: &RunOptions,
     uuids: &[String],
 ) -> Result<Vec<Recall>, RunError> {
-    use crate::provider::http::Secret;
-    let Settings::HelloClever {
-        base,
-        app_id,
-        secret,
-        ..
-    } = provider_settings(job, opts)?
-    else {
-        return Err(RunError::Config(format!(
-            "{}: FinHub has no payouts to cancel",
-            job.path.display()
-        )));
-    };
-    let http = crate::provider::http::client(job.limits.timeout, 1).map_err(RunError::Http)?;
-    let hc = HelloClever::new(http, &base, Secret::new(app_id), Secret::new(secret))
-        .map_err(|e| RunError::Config(format!("{}: {e}", job.path.display())))?;
+    let (_, hc) = one_off_client(job, opts, "FinHub has no payouts to cancel")?;
     let mut out = Vec::with_capacity(uuids.len());
     for uuid in uuids {
         let status = match hc.payout(uuid).await {

@@ -359,17 +359,11 @@ async fn a_scheduled_payroll_is_cancelled_and_paid_again_only_when_asked() {
     let before = live(&ledger(&s).await);
     assert_eq!(before.len(), 2);
     assert!(before.iter().all(|(_, st)| st == "scheduled"), "{before:?}");
+    // (Not on a terminal: `output()` gives the child no standard input.)
     let cancel = |extra: &[&str]| {
         let mut args = vec!["cancel", "job.yaml", "--state", "state.db"];
         args.extend_from_slice(extra);
-        let mut cmd = std::process::Command::new(env!("CARGO_BIN_EXE_payrun"));
-        cmd.args(&args)
-            .current_dir(setup.dir.path())
-            .stdin(std::process::Stdio::null());
-        for (k, v) in setup.env(&s) {
-            cmd.env(k, v);
-        }
-        cmd.output().unwrap()
+        payrun_in_setup(&setup, &s, &args, true)
     };
     // Not on a terminal, without --yes: nothing is cancelled.
     let out = cancel(&[]);
@@ -441,13 +435,8 @@ async fn a_batch_that_is_not_scheduled_is_not_cancelled() {
     );
     let setup = Setup::new(&job, &people(2));
     setup.run(&s, false).await;
-    let mut cmd = std::process::Command::new(env!("CARGO_BIN_EXE_payrun"));
-    cmd.args(["cancel", "job.yaml", "--state", "state.db", "--yes"])
-        .current_dir(setup.dir.path());
-    for (k, v) in setup.env(&s) {
-        cmd.env(k, v);
-    }
-    let out = cmd.output().unwrap();
+    let args = ["cancel", "job.yaml", "--state", "state.db", "--yes"];
+    let out = payrun_in_setup(&setup, &s, &args, true);
     assert_exit(&out, 1);
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(
