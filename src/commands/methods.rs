@@ -137,7 +137,11 @@ pub(super) fn known(job: &Job, state_path: &Path, sandbox: bool, store: bool) ->
     }
     let fetched = runtime().map_err(|e| e.to_string()).and_then(|rt| {
         rt.block_on(crate::exec::payout_methods(job, &options(state_path)))
-            .map_err(|e| first_line(&e.to_string()))
+            .map_err(|e| match e {
+                // An unset credential: its message, without place and hint.
+                crate::exec::RunError::Setting(d) => d.message.clone(),
+                e => first_line(&e.to_string()),
+            })
     });
     Some(match fetched {
         Ok((base, records)) => {
