@@ -63,6 +63,25 @@ pub fn for_display(name: &str, value: &str) -> String {
     }
 }
 
+/// A URL as it may be shown: its password, if any, as `****` (`postgresql://ann:****@db/pay`).
+/// Text that is not a URL is shown as it is, but for anything between `:` and `@` after
+/// the scheme, which would be a password.
+pub fn url_without_password(text: &str) -> String {
+    if let Ok(mut url) = reqwest::Url::parse(text) {
+        if url.password().is_some() {
+            let _ = url.set_password(Some("****"));
+        }
+        return url.to_string();
+    }
+    match (text.find("://"), text.rfind('@')) {
+        (Some(s), Some(at)) if at > s => match text[s + 3..at].find(':') {
+            Some(colon) => format!("{}:****{}", &text[..s + 3 + colon], &text[at..]),
+            None => text.to_string(),
+        },
+        _ => text.to_string(),
+    }
+}
+
 /// Text from a file or a provider as one printable line: control characters (a newline in
 /// a CSV key, an escape sequence in a provider's message) are shown escaped (`\n`,
 /// `\u{1b}`), so no value can forge a line of payrun's own or move a terminal's cursor.
@@ -144,6 +163,23 @@ mod tests {
             printable("Zoë O'Brien"),
             std::borrow::Cow::Borrowed("Zoë O'Brien")
         ));
+    }
+
+    #[test]
+    fn urls_are_shown_without_their_password() {
+        assert_eq!(
+            url_without_password("postgresql://ann:s3cret@db:5432/pay?sslmode=require"),
+            "postgresql://ann:****@db:5432/pay?sslmode=require"
+        );
+        assert_eq!(
+            url_without_password("postgres://ann@db/pay"),
+            "postgres://ann@db/pay"
+        );
+        // Not a URL the parser takes (a bad port): the password is still hidden.
+        assert_eq!(
+            url_without_password("postgres://ann:s3cret@db:99999/pay"),
+            "postgres://ann:****@db:99999/pay"
+        );
     }
 
     #[test]

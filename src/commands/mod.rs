@@ -82,8 +82,40 @@ fn generate(kind: Option<crate::cli::Generate>) -> i32 {
     crate::exit::SUCCESS
 }
 
+/// Where a job's state is: `--state`, else `PAYRUN_STATE` (for real runs; a `--sandbox`
+/// rehearsal keeps its own beside the job), else `.payrun/<job>.db` beside the job file.
+/// A URL is refused, its password masked: only SQLite files are supported so far.
+fn state_location(given: Option<&Path>, job: &Job) -> Result<PathBuf, Error> {
+    let from_env = || {
+        std::env::var_os("PAYRUN_STATE")
+            .filter(|v| !v.is_empty() && !job.sandbox)
+            .map(PathBuf::from)
+    };
+    let Some(state) = given.map(Path::to_path_buf).or_else(from_env) else {
+        return Ok(crate::plan::default_state_path(job));
+    };
+    let text = state.to_string_lossy();
+    if let Some((scheme, _)) = text.split_once("://")
+        && !scheme.is_empty()
+        && scheme
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '+' | '-' | '.'))
+    {
+        let shown = crate::redact::url_without_password(&text);
+        let what = if matches!(scheme, "postgres" | "postgresql") {
+            "a PostgreSQL state store is not supported by this payrun yet"
+        } else {
+            "payrun keeps its state in a SQLite file"
+        };
+        return Err(Error::Invalid(format!(
+            "state '{shown}': {what}; give the state database's file path (--state or PAYRUN_STATE)"
+        )));
+    }
+    Ok(state)
+}
+
 /// The job, with a `--sandbox` rehearsal's paths when `sandbox`, and its state database
-/// (`--state`, or the default beside the job file).
+/// (see [`state_location`]).
 fn job_and_state(args: &PlanArgs, sandbox: bool) -> Result<(Job, PathBuf), Error> {
     let mut job = load(&args.job)?;
     if sandbox {
@@ -91,10 +123,7 @@ fn job_and_state(args: &PlanArgs, sandbox: bool) -> Result<(Job, PathBuf), Error
         // row "paid" in the sandbox would otherwise count as paid for real.
         crate::plan::use_sandbox_paths(&mut job);
     }
-    let state = args
-        .state
-        .clone()
-        .unwrap_or_else(|| crate::plan::default_state_path(&job));
+    let state = state_location(args.state.as_deref(), &job)?;
     Ok((job, state))
 }
 

@@ -13,7 +13,7 @@ pub(super) fn validate(args: &JobArgs) -> Result<i32, Error> {
     problems.finish();
     let mut summary = checked?;
     if job.input.is_some() {
-        let state = crate::plan::default_state_path(&job);
+        let state = super::state_location(None, &job)?;
         let known = super::methods::known(&job, &state, false, false);
         let mut methods = Problems::default();
         summary.errors += super::methods::check(&job, known, &mut |e| methods.print(e));

@@ -253,3 +253,52 @@ fn scopes_are_separate_plans() {
         out.stdout
     );
 }
+
+#[test]
+fn the_state_is_where_payrun_state_says_and_a_url_is_refused_with_its_password_masked() {
+    let f = Fixture::new(JOB, &rows());
+    let run = |state: Option<&str>, env: Option<&str>| {
+        let mut cmd = std::process::Command::new(env!("CARGO_BIN_EXE_payrun"));
+        cmd.arg("plan").arg("job.yaml").current_dir(f.dir.path());
+        cmd.env_remove("PAYRUN_STATE");
+        if let Some(s) = state {
+            cmd.args(["--state", s]);
+        }
+        if let Some(e) = env {
+            cmd.env("PAYRUN_STATE", e);
+        }
+        cmd.output().unwrap()
+    };
+    // PAYRUN_STATE names the file when --state does not.
+    let out = run(None, Some("elsewhere/pay.db"));
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(f.path("elsewhere/pay.db").exists());
+    assert!(!f.path(".payrun").exists());
+    // --state wins over it.
+    let out = run(Some("mine.db"), Some("elsewhere/pay.db"));
+    assert_eq!(out.status.code(), Some(0));
+    assert!(f.path("mine.db").exists());
+    // A URL is not a folder to create: refused, the password never shown.
+    for (state, env) in [
+        (Some("postgresql://ann:s3cret@db.example:5432/payrun"), None),
+        (None, Some("postgres://ann:s3cret@db.example/payrun")),
+    ] {
+        let out = run(state, env);
+        assert_eq!(out.status.code(), Some(2));
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(
+            err.contains("a PostgreSQL state store is not supported by this payrun yet"),
+            "{err}"
+        );
+        assert!(
+            err.contains("ann:****@db.example") && !err.contains("s3cret"),
+            "{err}"
+        );
+        assert!(!f.path("postgresql:").exists() && !f.path("postgres:").exists());
+    }
+}

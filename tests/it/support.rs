@@ -128,7 +128,11 @@ pub fn payrun_in(dir: &Path, args: &[&str]) -> Output {
     let mut cmd = Command::new(env!("CARGO_BIN_EXE_payrun"));
     cmd.args(args).current_dir(dir);
     for (k, _) in std::env::vars() {
-        if k.starts_with("HELLOCLEVER_") || k.starts_with("HC_TEST_") || k == "PERIOD" {
+        if k.starts_with("HELLOCLEVER_")
+            || k.starts_with("HC_TEST_")
+            || k == "PERIOD"
+            || k == "PAYRUN_STATE"
+        {
             cmd.env_remove(k);
         }
     }
