@@ -18,7 +18,7 @@ pub(super) fn cancel(args: &CancelArgs) -> Result<i32, Error> {
     let _lock = take_lock(&job, &state_path, "cancel when it ends")?;
     let st = crate::state::State::open(&state_path)?;
     let conn = st.connection();
-    let sql = |e: rusqlite::Error| Error::Fatal(format!("state database: {e}"));
+    let sql = |e: crate::state::SqlError| Error::Fatal(format!("state database: {e}"));
     let Some(plan) = work::plan_id(conn, &job.name, &job.scope).map_err(sql)? else {
         return Err(Error::Invalid(format!(
             "'{}' scope '{}' has sent nothing: nothing to cancel",

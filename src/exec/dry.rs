@@ -37,7 +37,7 @@ pub fn dry_run(
         export_lines(conn, job, plan_id, &mut lines)?;
         Ok(lines)
     })();
-    lines.map_err(|e| RunError::from(st.err(e)))
+    lines.map_err(|e: crate::state::SqlError| RunError::from(st.err(e)))
 }
 
 /// The request a step of this kind makes for an item.
@@ -61,7 +61,7 @@ fn item_lines(
     step: &Step,
     path: &str,
     lines: &mut Vec<String>,
-) -> rusqlite::Result<()> {
+) -> crate::state::SqlResult<()> {
     let states = [ItemState::Pending, ItemState::InFlight, ItemState::Blocked];
     for i in work::items_in(conn, plan_id, &step.id, &states)? {
         let doubt = if i.state == ItemState::InFlight {
@@ -87,7 +87,7 @@ fn batch_lines(
     plan_id: i64,
     step: &Step,
     lines: &mut Vec<String>,
-) -> rusqlite::Result<()> {
+) -> crate::state::SqlResult<()> {
     let names = (job.name.as_str(), job.scope.as_str());
     work::rebatch(
         conn,
@@ -134,7 +134,7 @@ fn export_lines(
     job: &Job,
     plan_id: i64,
     lines: &mut Vec<String>,
-) -> rusqlite::Result<()> {
+) -> crate::state::SqlResult<()> {
     let now = chrono::Utc::now();
     for e in &job.exports {
         let mark = crate::state::exports::watermark(conn, plan_id, &e.id)?

@@ -112,7 +112,7 @@ impl Report {
         source: &Path,
         job: &Job,
         run_id: Option<i64>,
-    ) -> Result<Report, rusqlite::Error> {
+    ) -> Result<Report, crate::state::SqlError> {
         let steps = job.steps.iter().map(|s| (s.id.clone(), s.kind)).collect();
         Report::load_of(conn, source, (&job.name, &job.scope), steps, run_id)
     }
@@ -125,7 +125,7 @@ impl Report {
         (name, scope): (&str, &str),
         steps: Vec<(String, StepKind)>,
         run_id: Option<i64>,
-    ) -> Result<Report, rusqlite::Error> {
+    ) -> Result<Report, crate::state::SqlError> {
         let plan_id: Option<i64> = crate::state::work::plan_id(conn, name, scope)?;
         let plan_id = plan_id.unwrap_or(-1);
         let run = crate::state::work::run_info(conn, plan_id, run_id)?.unwrap_or_default();
@@ -250,7 +250,7 @@ fn scan(
     steps: &[(String, StepKind)],
     mut totals: Option<&mut BTreeMap<String, Totals>>,
     on_row: &mut dyn FnMut(RowResult),
-) -> rusqlite::Result<()> {
+) -> crate::state::SqlResult<()> {
     let mut current: Option<RowResult> = None;
     crate::state::work::each_report_item(conn, plan_id, &mut |i| {
         // Rows of steps no longer in the job are left out.

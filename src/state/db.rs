@@ -2,7 +2,7 @@
 //! on a tokio worker), and writes queued together are committed together — many intents,
 //! one fsync (group commit) — each in its own savepoint so one failure spoils no other.
 
-use super::{Conn, State, StateError};
+use super::{Conn, SqlResult, State, StateError};
 use rusqlite::Connection;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -103,7 +103,7 @@ impl Db {
     /// Runs `f` on the database thread, outside any transaction.
     pub async fn read<T: Send + 'static>(
         &self,
-        f: impl FnOnce(&Conn) -> rusqlite::Result<T> + Send + 'static,
+        f: impl FnOnce(&Conn) -> SqlResult<T> + Send + 'static,
     ) -> Result<T, StateError> {
         let (tx, rx) = tokio::sync::oneshot::channel();
         let job: ReadJob = Box::new(move |conn| {
@@ -120,7 +120,7 @@ impl Db {
     /// transaction is durably committed (fsync): for intents, which must never be lost.
     pub async fn write<T: Send + 'static>(
         &self,
-        f: impl FnOnce(&Conn) -> rusqlite::Result<T> + Send + 'static,
+        f: impl FnOnce(&Conn) -> SqlResult<T> + Send + 'static,
     ) -> Result<T, StateError> {
         self.submit(f, true).await
     }
@@ -130,7 +130,7 @@ impl Db {
     /// a power cut leaves its item in flight, and the next run asks the provider — safe.
     pub async fn record<T: Send + 'static>(
         &self,
-        f: impl FnOnce(&Conn) -> rusqlite::Result<T> + Send + 'static,
+        f: impl FnOnce(&Conn) -> SqlResult<T> + Send + 'static,
     ) -> Result<T, StateError> {
         self.submit(f, false).await
     }
@@ -145,7 +145,7 @@ impl Db {
     /// an outcome touched into the statement journal.)
     pub fn record_later(
         &self,
-        f: impl FnOnce(&Conn) -> rusqlite::Result<()> + Send + 'static,
+        f: impl FnOnce(&Conn) -> SqlResult<()> + Send + 'static,
     ) -> Result<(), StateError> {
         self.unwaited_failure()?;
         let failed = self.unwaited.clone();
@@ -185,7 +185,7 @@ impl Db {
 
     async fn submit<T: Send + 'static>(
         &self,
-        f: impl FnOnce(&Conn) -> rusqlite::Result<T> + Send + 'static,
+        f: impl FnOnce(&Conn) -> SqlResult<T> + Send + 'static,
         durable: bool,
     ) -> Result<T, StateError> {
         let (tx, rx) = tokio::sync::oneshot::channel::<Result<T, String>>();
@@ -208,7 +208,7 @@ impl Db {
 }
 
 /// What became of a write: its own result, unless its transaction failed to commit.
-fn written<T>(result: rusqlite::Result<T>, commit: Result<(), String>) -> Result<T, String> {
+fn written<T>(result: SqlResult<T>, commit: Result<(), String>) -> Result<T, String> {
     match (result, commit) {
         (Ok(v), Ok(())) => Ok(v),
         (Err(e), _) => Err(e.to_string()),
@@ -216,10 +216,7 @@ fn written<T>(result: rusqlite::Result<T>, commit: Result<(), String>) -> Result
     }
 }
 
-fn in_savepoint<T>(
-    conn: &Connection,
-    f: impl FnOnce(&Conn) -> rusqlite::Result<T>,
-) -> rusqlite::Result<T> {
+fn in_savepoint<T>(conn: &Connection, f: impl FnOnce(&Conn) -> SqlResult<T>) -> SqlResult<T> {
     // Prepared once and cached: parsing these on every write was a tenth of this thread.
     let run = |sql: &str| {
         conn.prepare_cached(sql)
@@ -313,16 +310,20 @@ mod tests {
     async fn with_table() -> (tempfile::TempDir, Db) {
         let dir = tempfile::tempdir().unwrap();
         let db = Db::open(&dir.path().join("t.db")).unwrap();
-        db.write(|c| c.0.execute_batch("CREATE TABLE t (n INTEGER UNIQUE)"))
+        db.write(|c| Ok(c.0.execute_batch("CREATE TABLE t (n INTEGER UNIQUE)")?))
             .await
             .unwrap();
         (dir, db)
     }
 
     async fn rows(db: &Db) -> i64 {
-        db.read(|c| c.0.query_row("SELECT COUNT(*) FROM t", [], |r| r.get(0)))
-            .await
-            .unwrap()
+        db.read(|c| {
+            c.one("SELECT COUNT(*) FROM t", super::super::sql::args![], |r| {
+                r.get(0)
+            })
+        })
+        .await
+        .unwrap()
     }
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -332,8 +333,13 @@ mod tests {
             .map(|i| {
                 let db = db.clone();
                 tokio::spawn(async move {
-                    db.write(move |c| c.0.execute("INSERT INTO t VALUES (?1)", [i % 150]))
-                        .await
+                    db.write(move |c| {
+                        c.execute(
+                            "INSERT INTO t VALUES (?1)",
+                            super::super::sql::args![i % 150],
+                        )
+                    })
+                    .await
                 })
             })
             .collect();
@@ -357,8 +363,11 @@ mod tests {
     async fn writes_not_waited_on_are_seen_in_order_and_their_failure_is_reported() {
         let (_dir, db) = with_table().await;
         for i in 0..100 {
-            db.record_later(move |c| c.0.execute("INSERT INTO t VALUES (?1)", [i]).map(drop))
-                .unwrap();
+            db.record_later(move |c| {
+                c.execute("INSERT INTO t VALUES (?1)", super::super::sql::args![i])
+                    .map(drop)
+            })
+            .unwrap();
         }
         // A read queued behind them sees them all.
         let n = rows(&db).await;
@@ -366,9 +375,9 @@ mod tests {
         db.settled().await.unwrap();
 
         // A failing one spoils no other, and is reported by the next call of either.
-        db.record_later(|c| c.0.execute("INSERT INTO t VALUES (5)", []).map(drop))
+        db.record_later(|c| c.execute("INSERT INTO t VALUES (5)", &[]).map(drop))
             .unwrap();
-        db.record_later(|c| c.0.execute("INSERT INTO t VALUES (100)", []).map(drop))
+        db.record_later(|c| c.execute("INSERT INTO t VALUES (100)", &[]).map(drop))
             .unwrap();
         let e = db.settled().await.unwrap_err().to_string();
         assert!(e.contains("UNIQUE"), "{e}");

@@ -11,9 +11,10 @@
 //! cannot tell a changed row from an unchanged one: payrun refuses it (see
 //! `docs/personal-data.md`).
 
+use super::Conn;
 use super::StateError;
+use super::sql::args;
 use hmac::{Hmac, Mac};
-use rusqlite::{Connection, OptionalExtension};
 use sha2::{Digest, Sha256};
 use std::io::{Read, Write};
 use std::path::{Path, PathBuf};
@@ -79,17 +80,16 @@ pub fn key_path(db: &Path) -> PathBuf {
 /// The key of the state database at `db` (open as `conn`): read from its key file, or
 /// made for a state that has none yet — a new one, or one from before keys. A state with
 /// items, keyed hashes and no key file is refused.
-pub fn load(conn: &Connection, db: &Path) -> Result<ContentKey, StateError> {
+pub fn load(conn: &Conn, db: &Path) -> Result<ContentKey, StateError> {
     let path = key_path(db);
     let err = |message: String| StateError::Db {
         path: db.to_path_buf(),
         message,
     };
     let legacy = conn
-        .query_row("SELECT value FROM meta WHERE key = 'hash'", [], |r| {
-            r.get::<_, String>(0)
+        .optional("SELECT value FROM meta WHERE key = 'hash'", args![], |r| {
+            r.get::<String>(0)
         })
-        .optional()
         .map_err(|e| err(e.to_string()))?
         .is_some_and(|v| v == "sha256");
     match std::fs::File::open(&path) {
@@ -107,7 +107,7 @@ pub fn load(conn: &Connection, db: &Path) -> Result<ContentKey, StateError> {
         }
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
             let has_items: bool = conn
-                .query_row("SELECT EXISTS (SELECT 1 FROM items)", [], |r| r.get(0))
+                .one("SELECT EXISTS (SELECT 1 FROM items)", args![], |r| r.get(0))
                 .map_err(|e| err(e.to_string()))?;
             if has_items && !legacy {
                 return Err(err(format!(

@@ -10,8 +10,8 @@
 //! taken for dead.
 
 use super::Conn;
+use super::sql::{SqlResult, args};
 use super::work::{self, Holder, now};
-use rusqlite::{OptionalExtension, params};
 use sha2::{Digest, Sha256};
 use std::fs::{File, OpenOptions, TryLockError};
 use std::path::{Path, PathBuf};
@@ -125,10 +125,10 @@ impl Held {
 }
 
 /// The recorded holder of a plan's lock, with its last heartbeat.
-pub fn holder(conn: &Conn, plan_id: i64) -> rusqlite::Result<Option<(Holder, String)>> {
-    conn.0.query_row(
+pub fn holder(conn: &Conn, plan_id: i64) -> SqlResult<Option<(Holder, String)>> {
+    conn.optional(
         "SELECT run_id, pid, host, started_at, COALESCE(heartbeat_at, started_at) FROM locks WHERE plan_id = ?1",
-        [plan_id],
+        args![plan_id],
         |r| {
             Ok((
                 Holder {
@@ -141,7 +141,6 @@ pub fn holder(conn: &Conn, plan_id: i64) -> rusqlite::Result<Option<(Holder, Str
             ))
         },
     )
-    .optional()
 }
 
 /// Whether a heartbeat written at `at` (RFC 3339) is older than [`LEASE`].
@@ -156,14 +155,14 @@ pub fn expired(at: &str) -> bool {
 
 /// Ends the record of a holder that is gone: its run is interrupted (exit 4); what it left
 /// in flight stays in doubt, for the next run to settle.
-pub fn clear_dead(conn: &Conn, plan_id: i64, holder: &Holder) -> rusqlite::Result<()> {
-    conn.0.execute(
+pub fn clear_dead(conn: &Conn, plan_id: i64, holder: &Holder) -> SqlResult<()> {
+    conn.execute(
         "UPDATE runs SET ended_at = ?2, exit_code = ?3 WHERE id = ?1 AND ended_at IS NULL",
-        params![holder.run_id, now(), crate::exit::INTERRUPTED],
+        args![holder.run_id, now(), crate::exit::INTERRUPTED],
     )?;
-    conn.0.execute(
+    conn.execute(
         "DELETE FROM locks WHERE plan_id = ?1 AND run_id = ?2",
-        params![plan_id, holder.run_id],
+        args![plan_id, holder.run_id],
     )?;
     Ok(())
 }
@@ -171,7 +170,7 @@ pub fn clear_dead(conn: &Conn, plan_id: i64, holder: &Holder) -> rusqlite::Resul
 /// Starts a run under `lock` and records it as the holder, in one transaction. Holding
 /// the OS lock proves a recorded holder dead: it is cleared. Without file locks, a holder
 /// whose heartbeat is fresh is refused.
-pub fn start_run(conn: &Conn, plan_id: i64, lock: &RunLock) -> rusqlite::Result<Result<i64, Held>> {
+pub fn start_run(conn: &Conn, plan_id: i64, lock: &RunLock) -> SqlResult<Result<i64, Held>> {
     if let Some((h, heartbeat)) = holder(conn, plan_id)? {
         if !lock.by_kernel() && !expired(&heartbeat) {
             return Ok(Err(Held {
@@ -182,14 +181,13 @@ pub fn start_run(conn: &Conn, plan_id: i64, lock: &RunLock) -> rusqlite::Result<
         clear_dead(conn, plan_id, &h)?;
     }
     let (pid, host, started) = (i64::from(std::process::id()), work::host_name(), now());
-    conn.0.execute(
-        "INSERT INTO runs (plan_id, started_at, pid, host) VALUES (?1, ?2, ?3, ?4)",
-        params![plan_id, started, pid, host],
+    let run_id = conn.insert(
+        "INSERT INTO runs (plan_id, started_at, pid, host) VALUES (?1, ?2, ?3, ?4) RETURNING id",
+        args![plan_id, started, pid, host],
     )?;
-    let run_id = conn.0.last_insert_rowid();
-    conn.0.execute(
+    conn.execute(
         "INSERT INTO locks (plan_id, run_id, pid, host, started_at, heartbeat_at) VALUES (?1, ?2, ?3, ?4, ?5, ?5)",
-        params![plan_id, run_id, pid, host, started],
+        args![plan_id, run_id, pid, host, started],
     )?;
     Ok(Ok(run_id))
 }
@@ -230,10 +228,10 @@ impl Drop for Heartbeat {
 }
 
 /// Writes a run's heartbeat.
-pub fn beat(conn: &Conn, plan_id: i64, run_id: i64) -> rusqlite::Result<()> {
-    conn.0.execute(
+pub fn beat(conn: &Conn, plan_id: i64, run_id: i64) -> SqlResult<()> {
+    conn.execute(
         "UPDATE locks SET heartbeat_at = ?3 WHERE plan_id = ?1 AND run_id = ?2",
-        params![plan_id, run_id, now()],
+        args![plan_id, run_id, now()],
     )?;
     Ok(())
 }

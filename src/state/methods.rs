@@ -3,48 +3,46 @@
 //! refreshes them).
 
 use super::Conn;
+use super::sql::{SqlResult, args};
 use crate::provider::helloclever::wire::MethodRecord;
-use rusqlite::{OptionalExtension, params};
 
 /// The cached methods of the provider at `base`, with when they were read (`None`: never).
-pub fn cached(conn: &Conn, base: &str) -> rusqlite::Result<Option<(Vec<MethodRecord>, String)>> {
-    let fetched: Option<String> = conn
-        .0
-        .query_row(
-            "SELECT MAX(fetched_at) FROM payout_methods WHERE base = ?1",
-            params![base],
-            |r| r.get(0),
-        )
-        .optional()?
-        .flatten();
+pub fn cached(conn: &Conn, base: &str) -> SqlResult<Option<(Vec<MethodRecord>, String)>> {
+    let fetched: Option<String> = conn.one(
+        "SELECT MAX(fetched_at) FROM payout_methods WHERE base = ?1",
+        args![base],
+        |r| r.get(0),
+    )?;
     let Some(fetched) = fetched else {
         return Ok(None);
     };
-    let mut st = conn
-        .0
-        .prepare("SELECT record FROM payout_methods WHERE base = ?1 ORDER BY name")?;
-    let records = st
-        .query_map(params![base], |r| r.get::<_, String>(0))?
-        .filter_map(|r| r.ok())
+    let records = conn.all(
+        "SELECT record FROM payout_methods WHERE base = ?1 ORDER BY name",
+        args![base],
+        |r| r.get::<String>(0),
+    )?;
+    let records = records
+        .iter()
         // A record a later payrun wrote in a shape this one cannot read is not used.
-        .filter_map(|json| serde_json::from_str(&json).ok())
+        .filter_map(|json| serde_json::from_str(json).ok())
         .collect();
     Ok(Some((records, fetched)))
 }
 
 /// Replaces the cached methods of the provider at `base` with `records`.
-pub fn store(conn: &Conn, base: &str, records: &[MethodRecord]) -> rusqlite::Result<()> {
+pub fn store(conn: &Conn, base: &str, records: &[MethodRecord]) -> SqlResult<()> {
     let now = super::work::now();
-    let tx = conn.0.unchecked_transaction()?;
-    tx.execute("DELETE FROM payout_methods WHERE base = ?1", params![base])?;
-    for r in records {
-        let json = serde_json::to_string(r).unwrap_or_default();
-        tx.execute(
-            "INSERT INTO payout_methods (base, name, record, fetched_at) VALUES (?1, ?2, ?3, ?4)",
-            params![base, r.payout_method_name, json, now],
-        )?;
-    }
-    tx.commit()
+    conn.transaction(|conn| {
+        conn.execute("DELETE FROM payout_methods WHERE base = ?1", args![base])?;
+        for r in records {
+            let json = serde_json::to_string(r).unwrap_or_default();
+            conn.execute(
+                "INSERT INTO payout_methods (base, name, record, fetched_at) VALUES (?1, ?2, ?3, ?4)",
+                args![base, r.payout_method_name, json, now],
+            )?;
+        }
+        Ok(())
+    })
 }
 
 #[cfg(test)]

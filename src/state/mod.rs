@@ -8,6 +8,7 @@ pub mod lock;
 pub mod methods;
 mod plan_writer;
 mod schema;
+pub(crate) mod sql;
 pub mod states;
 pub mod work;
 
@@ -25,16 +26,7 @@ pub struct Scratch {
     _anchor: Connection,
 }
 
-/// A connection to the state database, opaque outside `state`: other modules hand it to
-/// state's typed functions (directly, or in a [`Db`] closure) and can run no SQL on it.
-#[derive(ref_cast::RefCastCustom)]
-#[repr(transparent)]
-pub struct Conn(Connection);
-
-impl Conn {
-    #[ref_cast::ref_cast_custom]
-    pub(in crate::state) fn of(conn: &Connection) -> &Conn;
-}
+pub use sql::{Conn, SqlError, SqlResult};
 use std::path::{Path, PathBuf};
 
 /// Errors of the state database.
@@ -44,7 +36,7 @@ pub enum StateError {
     Sqlite {
         path: PathBuf,
         #[source]
-        source: rusqlite::Error,
+        source: SqlError,
     },
     #[error("state database {path}: cannot create its directory: {source}")]
     Dir {
@@ -75,9 +67,9 @@ pub const APPLICATION_ID: i32 = 0x7061_7972;
 /// payrun before the mark (it has payrun's tables and a schema version): `true` when it is
 /// to be marked. Anything else is refused untouched.
 fn mine(conn: &Connection, path: &Path) -> Result<bool, StateError> {
-    let wrap = |source| StateError::Sqlite {
+    let wrap = |source: rusqlite::Error| StateError::Sqlite {
         path: path.to_path_buf(),
-        source,
+        source: source.into(),
     };
     let app: i32 = conn
         .pragma_query_value(None, "application_id", |r| r.get(0))
@@ -148,10 +140,10 @@ impl State {
         }
         let conn = Connection::open(path).map_err(|source| StateError::Sqlite {
             path: path.to_path_buf(),
-            source,
+            source: source.into(),
         })?;
         let mut state = Self::init(conn, path.to_path_buf())?;
-        state.key = key::load(&state.conn, path)?;
+        state.key = key::load(Conn::of(&state.conn), path)?;
         // Owner-only, whatever the umask or whoever created it: SQLite gives its -wal and
         // -shm files the database's mode.
         if !path.to_string_lossy().starts_with("file:") {
@@ -180,7 +172,7 @@ impl State {
         let memory = PathBuf::from(&uri);
         let anchor = Connection::open(&uri).map_err(|source| StateError::Sqlite {
             path: "(memory)".into(),
-            source,
+            source: source.into(),
         })?;
         // The copy is hashed with the state's own key (kept beside it, not in it).
         let key = if path.exists() {
@@ -201,7 +193,7 @@ impl State {
     fn open_with_key(path: &Path, key: key::ContentKey) -> Result<State, StateError> {
         let conn = Connection::open(path).map_err(|source| StateError::Sqlite {
             path: path.to_path_buf(),
-            source,
+            source: source.into(),
         })?;
         let mut state = Self::init(conn, path.to_path_buf())?;
         state.key = key;
@@ -217,15 +209,15 @@ impl State {
     pub fn open_in_memory() -> Result<State, StateError> {
         let conn = Connection::open_in_memory().map_err(|source| StateError::Sqlite {
             path: ":memory:".into(),
-            source,
+            source: source.into(),
         })?;
         Self::init(conn, ":memory:".into())
     }
 
     fn init(mut conn: Connection, path: PathBuf) -> Result<State, StateError> {
-        let wrap = |source| StateError::Sqlite {
+        let wrap = |source: rusqlite::Error| StateError::Sqlite {
             path: path.clone(),
-            source,
+            source: source.into(),
         };
         // Before anything is written: is this payrun's? (Another application's SQLite file
         // must not get payrun's tables, nor its journal mode changed.)
@@ -243,6 +235,8 @@ impl State {
             .map_err(wrap)?;
         conn.busy_timeout(std::time::Duration::from_secs(10))
             .map_err(wrap)?;
+        // Every statement of state is run through the cache (see `sql`): room for all.
+        conn.set_prepared_statement_cache_capacity(128);
         // Marked only now: the first write fixes a new database's page size.
         if unmarked {
             conn.pragma_update(None, "application_id", APPLICATION_ID)
@@ -260,10 +254,10 @@ impl State {
         &self.path
     }
 
-    pub(crate) fn err(&self, source: rusqlite::Error) -> StateError {
+    pub(crate) fn err(&self, source: impl Into<SqlError>) -> StateError {
         StateError::Sqlite {
             path: self.path.clone(),
-            source,
+            source: source.into(),
         }
     }
 

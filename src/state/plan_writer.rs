@@ -5,11 +5,11 @@
 //! reached the provider (in flight, succeeded, blocked) the change is recorded as a
 //! conflict and the item is never re-sent.
 
-use super::{State, StateError};
+use super::sql::{Arg, Stmt, args};
+use super::{Conn, State, StateError};
 use crate::job::Job;
 use crate::job::steps::StepKind;
 use crate::plan::RowPlan;
-use rusqlite::{OptionalExtension, params};
 
 /// Counts for one step.
 #[derive(Debug, Default, Clone, PartialEq, Eq)]
@@ -46,8 +46,10 @@ pub struct PlanWriter<'s> {
     state: &'s State,
     /// The plan had no items before: nothing to look up.
     fresh: bool,
-    select_item: rusqlite::Statement<'s>,
-    insert_item: rusqlite::Statement<'s>,
+    conn: &'s Conn,
+    /// The statements run for every row, prepared once.
+    select_item: Stmt<'s>,
+    insert_item: Stmt<'s>,
     plan_id: i64,
     job_name: String,
     scope: String,
@@ -64,7 +66,7 @@ impl Drop for PlanWriter<'_> {
     fn drop(&mut self) {
         if !self.committed {
             // An error part-way: leave the database exactly as it was.
-            let _ = self.state.conn.execute_batch("ROLLBACK");
+            let _ = self.conn.batch("ROLLBACK");
         }
     }
 }
@@ -85,65 +87,61 @@ impl<'s> PlanWriter<'s> {
         let now = chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Millis, true);
         // Planning writes each page about once: a run's large page cache would only hold
         // memory.
-        state
-            .conn
-            .execute_batch("PRAGMA cache_size = -16384; BEGIN IMMEDIATE")
-            .map_err(|e| state.err(e))?;
-        let plan_id = {
-            let conn = &state.conn;
-            conn.execute(
-                "INSERT INTO plans (job, scope, created_at) VALUES (?1, ?2, ?3) ON CONFLICT (job, scope) DO NOTHING",
-                params![job.name, job.scope, now],
+        let conn = state.connection();
+        conn.begin_plan().map_err(|e| state.err(e))?;
+        conn.execute(
+            "INSERT INTO plans (job, scope, created_at) VALUES (?1, ?2, ?3) ON CONFLICT (job, scope) DO NOTHING",
+            args![job.name, job.scope, now],
+        )
+        .map_err(|e| state.err(e))?;
+        let plan_id: i64 = conn
+            .one(
+                "SELECT id FROM plans WHERE job = ?1 AND scope = ?2",
+                args![job.name, job.scope],
+                |r| r.get(0),
             )
-            .and_then(|_| {
-                conn.query_row("SELECT id FROM plans WHERE job = ?1 AND scope = ?2", params![job.name, job.scope], |r| r.get(0))
-            })
-            .map_err(|e| state.err(e))?
-        };
+            .map_err(|e| state.err(e))?;
         let mut open = Vec::new();
         let mut next_seq = Vec::new();
         for step in &job.steps {
-            let mut stmt = state
-                .conn
-                .prepare(
+            let batches = conn
+                .all(
                     "SELECT b.id, b.group_key, (SELECT COUNT(*) FROM items i WHERE i.batch_id = b.id)
                      FROM batches b WHERE b.plan_id = ?1 AND b.step = ?2 AND b.state = 'open' ORDER BY b.seq",
+                    args![plan_id, step.id],
+                    |r| {
+                        Ok(OpenBatch {
+                            id: r.get(0)?,
+                            group: r.get(1)?,
+                            count: r.get(2)?,
+                        })
+                    },
                 )
                 .map_err(|e| state.err(e))?;
-            let batches = stmt
-                .query_map(params![plan_id, step.id], |r| {
-                    Ok(OpenBatch {
-                        id: r.get(0)?,
-                        group: r.get(1)?,
-                        count: r.get::<_, i64>(2)? as u64,
-                    })
-                })
-                .and_then(|rows| rows.collect::<Result<Vec<_>, _>>())
-                .map_err(|e| state.err(e))?;
-            let seq: i64 = state
-                .conn
-                .query_row("SELECT COALESCE(MAX(seq), 0) + 1 FROM batches WHERE plan_id = ?1 AND step = ?2", params![plan_id, step.id], |r| r.get(0))
+            let seq: i64 = conn
+                .one(
+                    "SELECT COALESCE(MAX(seq), 0) + 1 FROM batches WHERE plan_id = ?1 AND step = ?2",
+                    args![plan_id, step.id],
+                    |r| r.get(0),
+                )
                 .map_err(|e| state.err(e))?;
             open.push(batches);
             next_seq.push(seq);
         }
-        let fresh: bool = state
-            .conn
-            .query_row(
+        let fresh: bool = conn
+            .one(
                 "SELECT NOT EXISTS (SELECT 1 FROM items WHERE plan_id = ?1)",
-                params![plan_id],
+                args![plan_id],
                 |r| r.get(0),
             )
             .map_err(|e| state.err(e))?;
-        let select_item = state
-            .conn
+        let select_item = conn
             .prepare(
                 "SELECT id, state, content_hash, row_line, batch_id, conflict_hash, row_offset FROM items
                  WHERE plan_id = ?1 AND step = ?2 AND row_key = ?3",
             )
             .map_err(|e| state.err(e))?;
-        let insert_item = state
-            .conn
+        let insert_item = conn
             .prepare(
                 "INSERT INTO items (plan_id, step, step_index, row_key, row_line, state, content_hash, payload,
                                     amount, currency, batch_id, external_id, created_at, updated_at, row_offset, group_key)
@@ -152,6 +150,7 @@ impl<'s> PlanWriter<'s> {
             .map_err(|e| state.err(e))?;
         Ok(PlanWriter {
             fresh,
+            conn,
             select_item,
             insert_item,
             plan_id,
@@ -184,18 +183,17 @@ impl<'s> PlanWriter<'s> {
                 None
             } else {
                 self.select_item
-                    .query_row(params![self.plan_id, step_id, row.key], |r| {
+                    .optional(args![self.plan_id, step_id, row.key], |r| {
                         Ok(Existing {
                             id: r.get(0)?,
                             state: r.get(1)?,
                             hash: r.get(2)?,
-                            row_line: r.get::<_, i64>(3)? as u64,
+                            row_line: r.get(3)?,
                             batch_id: r.get(4)?,
                             conflict_hash: r.get(5)?,
-                            row_offset: r.get::<_, i64>(6)? as u64,
+                            row_offset: r.get(6)?,
                         })
                     })
-                    .optional()
                     .map_err(|e| self.state.err(e))?
             };
             let new_state = if item.skipped { "skipped" } else { "pending" };
@@ -204,7 +202,7 @@ impl<'s> PlanWriter<'s> {
                 None => {
                     let batch = self.assign_batch(si, item.group.as_deref())?;
                     self.insert_item
-                        .execute(params![
+                        .execute(args![
                             self.plan_id,
                             step_id,
                             si as i64,
@@ -237,20 +235,20 @@ impl<'s> PlanWriter<'s> {
                         // A plain hash from before keys: the same content, now keyed.
                         self.exec(
                             "UPDATE items SET content_hash = ?2 WHERE id = ?1",
-                            params![old.id, item.hash],
+                            args![old.id, item.hash],
                         )?;
                     }
                     if old.conflict_hash.is_some() {
                         // The row went back to what was sent: the conflict is over.
                         self.exec(
                             "UPDATE items SET conflict_hash = NULL, conflict_payload = NULL, updated_at = ?2 WHERE id = ?1",
-                            params![old.id, self.now],
+                            args![old.id, self.now],
                         )?;
                     }
                     if old.row_line != row.line || old.row_offset != row.offset {
                         self.exec(
                             "UPDATE items SET row_line = ?2, row_offset = ?3 WHERE id = ?1",
-                            params![old.id, row.line as i64, row.offset as i64],
+                            args![old.id, row.line as i64, row.offset as i64],
                         )?;
                     }
                     let c = &mut self.counts.steps[si];
@@ -276,7 +274,7 @@ impl<'s> PlanWriter<'s> {
                                 currency = ?6, batch_id = ?7, external_id = ?8, row_line = ?9, row_offset = ?11, group_key = ?12, error_code = NULL,
                                 error_message = NULL, updated_at = ?10
                          WHERE id = ?1",
-                        params![old.id, new_state, item.hash, item.payload, amount, item.currency, batch, item.external_id, row.line as i64,
+                        args![old.id, new_state, item.hash, item.payload, amount, item.currency, batch, item.external_id, row.line as i64,
                             self.now,
                             row.offset as i64,
                             item.group
@@ -290,7 +288,7 @@ impl<'s> PlanWriter<'s> {
                     if old.conflict_hash.as_deref() != Some(item.hash.as_str()) {
                         self.exec(
                             "UPDATE items SET conflict_hash = ?2, conflict_payload = ?3, updated_at = ?4 WHERE id = ?1",
-                            params![old.id, item.hash, item.payload, self.now],
+                            args![old.id, item.hash, item.payload, self.now],
                         )?;
                     }
                     self.counts.steps[si].conflict += 1;
@@ -307,34 +305,26 @@ impl<'s> PlanWriter<'s> {
     pub fn commit(mut self) -> Result<PlanCounts, StateError> {
         self.exec(
             "DELETE FROM batches WHERE plan_id = ?1 AND state = 'open' AND NOT EXISTS (SELECT 1 FROM items WHERE batch_id = batches.id)",
-            params![self.plan_id],
+            args![self.plan_id],
         )?;
         for (si, (step_id, _, _)) in self.steps.iter().enumerate() {
-            let n: i64 = self
-                .state
+            let n: u64 = self
                 .conn
-                .query_row(
+                .one(
                     "SELECT COUNT(*) FROM batches WHERE plan_id = ?1 AND step = ?2",
-                    params![self.plan_id, step_id],
+                    args![self.plan_id, step_id],
                     |r| r.get(0),
                 )
                 .map_err(|e| self.state.err(e))?;
-            self.counts.steps[si].batches = n as u64;
+            self.counts.steps[si].batches = n;
         }
-        self.state
-            .conn
-            .execute_batch("COMMIT")
-            .map_err(|e| self.state.err(e))?;
+        self.conn.batch("COMMIT").map_err(|e| self.state.err(e))?;
         self.committed = true;
         Ok(std::mem::take(&mut self.counts))
     }
 
-    fn exec(&self, sql: &str, p: impl rusqlite::Params) -> Result<usize, StateError> {
-        self.state
-            .conn
-            .prepare_cached(sql)
-            .and_then(|mut s| s.execute(p))
-            .map_err(|e| self.state.err(e))
+    fn exec(&self, sql: &str, args: &[&dyn Arg]) -> Result<usize, StateError> {
+        self.conn.execute(sql, args).map_err(|e| self.state.err(e))
     }
 
     fn batch_group(&self, si: usize, batch: i64) -> Option<&str> {
@@ -371,11 +361,13 @@ impl<'s> PlanWriter<'s> {
             &step_id,
             &format!("b{seq:04}"),
         ]);
-        self.exec(
-            "INSERT INTO batches (plan_id, step, seq, group_key, external_id, created_at) VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
-            params![self.plan_id, step_id, seq, group, ext, self.now],
-        )?;
-        let id = self.state.conn.last_insert_rowid();
+        let id = self
+            .conn
+            .insert(
+                "INSERT INTO batches (plan_id, step, seq, group_key, external_id, created_at) VALUES (?1, ?2, ?3, ?4, ?5, ?6) RETURNING id",
+                args![self.plan_id, step_id, seq, group, ext, self.now],
+            )
+            .map_err(|e| self.state.err(e))?;
         self.open[si].push(OpenBatch {
             id,
             group: group.to_string(),

@@ -187,9 +187,9 @@ const MIGRATIONS: &[&str] = &[
 pub const CURRENT: i64 = MIGRATIONS.len() as i64;
 
 pub fn migrate(conn: &mut Connection, path: &Path) -> Result<(), StateError> {
-    let wrap = |source| StateError::Sqlite {
+    let wrap = |source: rusqlite::Error| StateError::Sqlite {
         path: path.to_path_buf(),
-        source,
+        source: source.into(),
     };
     let found: i64 = conn
         .pragma_query_value(None, "user_version", |r| r.get(0))

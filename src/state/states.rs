@@ -65,6 +65,19 @@ macro_rules! stored_state {
             }
         }
 
+        impl crate::state::sql::Arg for $name {
+            fn to_lite(&self) -> ToSqlOutput<'_> {
+                ToSqlOutput::Borrowed(ValueRef::Text(self.as_str().as_bytes()))
+            }
+        }
+
+        impl crate::state::sql::Col for $name {
+            fn from_lite(value: ValueRef<'_>) -> Result<Self, String> {
+                let s = value.as_str().map_err(|e| e.to_string())?;
+                $name::parse(s).ok_or_else(|| format!(concat!("unknown ", stringify!($name), " '{}'"), s))
+            }
+        }
+
         impl FromSql for $name {
             fn column_result(value: ValueRef<'_>) -> FromSqlResult<Self> {
                 let s = value.as_str()?;

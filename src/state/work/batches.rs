@@ -23,13 +23,12 @@ pub fn batches_in(
     plan_id: i64,
     step: &str,
     states: &[BatchState],
-) -> rusqlite::Result<Vec<WorkBatch>> {
+) -> SqlResult<Vec<WorkBatch>> {
     let marks = placeholders(3, states.len());
     let sql = format!(
         "SELECT id, external_id, state, first_attempt_at, provider_ref, doubt_since, doubt_applied FROM batches WHERE plan_id = ?1 AND step = ?2 AND state IN ({marks}) ORDER BY seq"
     );
-    let mut stmt = conn.0.prepare(&sql)?;
-    stmt.query_map(with_states(&[&plan_id, &step], states), |r| {
+    conn.all(&sql, &with_states(args![plan_id, step], states), |r| {
         Ok(WorkBatch {
             id: r.get(0)?,
             external_id: r.get(1)?,
@@ -39,28 +38,28 @@ pub fn batches_in(
             doubt_since: r.get(5)?,
             doubt_applied: r.get(6)?,
         })
-    })?
-    .collect()
+    })
 }
 
-pub fn batch_items(conn: &Conn, batch_id: i64) -> rusqlite::Result<Vec<WorkItem>> {
-    let mut stmt = conn.0.prepare(&format!(
-        "SELECT {ITEM_COLUMNS} FROM items WHERE batch_id = ?1 ORDER BY id"
-    ))?;
-    stmt.query_map([batch_id], work_item)?.collect()
+pub fn batch_items(conn: &Conn, batch_id: i64) -> SqlResult<Vec<WorkItem>> {
+    conn.all(
+        &format!("SELECT {ITEM_COLUMNS} FROM items WHERE batch_id = ?1 ORDER BY id"),
+        args![batch_id],
+        work_item,
+    )
 }
 
 /// The intent to send a batch: batch and its items in flight, in one transaction (a new
 /// attempt's doubt is its own).
-pub fn mark_batch_in_flight(conn: &Conn, batch_id: i64) -> rusqlite::Result<()> {
+pub fn mark_batch_in_flight(conn: &Conn, batch_id: i64) -> SqlResult<()> {
     let t = now();
-    conn.0.execute(
+    conn.execute(
         "UPDATE batches SET state = 'in_flight', attempts = attempts + 1, first_attempt_at = COALESCE(first_attempt_at, ?2), doubt_since = NULL, doubt_applied = 0 WHERE id = ?1",
-        params![batch_id, t],
+        args![batch_id, t],
     )?;
-    conn.0.execute(
+    conn.execute(
         "UPDATE items SET state = 'in_flight', attempts = attempts + 1, first_attempt_at = COALESCE(first_attempt_at, ?2), updated_at = ?2 WHERE batch_id = ?1",
-        params![batch_id, t],
+        args![batch_id, t],
     )?;
     Ok(())
 }
@@ -72,22 +71,22 @@ pub fn set_batch(
     provider_ref: Option<&str>,
     provider_status: Option<&str>,
     error: Option<(&str, &str)>,
-) -> rusqlite::Result<()> {
+) -> SqlResult<()> {
     let message = error.map(|e| crate::redact::scrub(e.1));
-    conn.0.execute(
+    conn.execute(
         "UPDATE batches SET state = ?2, provider_ref = COALESCE(?3, provider_ref), provider_status = COALESCE(?4, provider_status),
                 error_code = ?5, error_message = ?6 WHERE id = ?1",
-        params![batch_id, state, provider_ref, provider_status, error.map(|e| e.0), message],
+        args![batch_id, state, provider_ref, provider_status, error.map(|e| e.0), message],
     )?;
     Ok(())
 }
 
 /// Takes items out of an unsent batch (their row is not ready): they wait, `blocked`, for a
 /// later run, which puts them into a new batch.
-pub fn detach(conn: &Conn, id: i64, reason: &str) -> rusqlite::Result<()> {
-    conn.0.execute(
+pub fn detach(conn: &Conn, id: i64, reason: &str) -> SqlResult<()> {
+    conn.execute(
         "UPDATE items SET batch_id = NULL, state = 'blocked', error_code = 'WAITING', error_message = ?2, updated_at = ?3 WHERE id = ?1",
-        params![id, reason, now()],
+        args![id, reason, now()],
     )?;
     Ok(())
 }
@@ -102,39 +101,37 @@ pub fn rebatch(
     size: u32,
     (job, scope): (&str, &str),
     taken: &std::collections::HashSet<String>,
-) -> rusqlite::Result<()> {
-    let waiting: Vec<(i64, String)> = conn.0
-        .prepare("SELECT id, COALESCE(group_key, '') FROM items WHERE plan_id = ?1 AND step = ?2 AND batch_id IS NULL AND state IN ('pending', 'blocked') AND conflict_hash IS NULL ORDER BY id")?
-        .query_map(params![plan_id, step], |r| Ok((r.get(0)?, r.get(1)?)))?
-        .collect::<Result<_, _>>()?;
+) -> SqlResult<()> {
+    let waiting: Vec<(i64, String)> = conn.all(
+        "SELECT id, COALESCE(group_key, '') FROM items WHERE plan_id = ?1 AND step = ?2 AND batch_id IS NULL AND state IN ('pending', 'blocked') AND conflict_hash IS NULL ORDER BY id",
+        args![plan_id, step],
+        |r| Ok((r.get(0)?, r.get(1)?)),
+    )?;
     for (id, group) in waiting {
-        let open: Option<i64> = conn.0
-            .query_row(
-                "SELECT b.id FROM batches b WHERE b.plan_id = ?1 AND b.step = ?2 AND b.state = 'open' AND b.group_key = ?3
-                   AND (SELECT COUNT(*) FROM items i WHERE i.batch_id = b.id) < ?4 ORDER BY b.seq LIMIT 1",
-                params![plan_id, step, group, size],
-                |r| r.get(0),
-            )
-            .optional()?;
+        let open: Option<i64> = conn.optional(
+            "SELECT b.id FROM batches b WHERE b.plan_id = ?1 AND b.step = ?2 AND b.state = 'open' AND b.group_key = ?3
+               AND (SELECT COUNT(*) FROM items i WHERE i.batch_id = b.id) < ?4 ORDER BY b.seq LIMIT 1",
+            args![plan_id, step, group, size],
+            |r| r.get(0),
+        )?;
         let batch = match open {
             Some(b) => b,
             None => {
-                let mut seq: i64 = conn.0.query_row("SELECT COALESCE(MAX(seq), 0) + 1 FROM batches WHERE plan_id = ?1 AND step = ?2", params![plan_id, step], |r| r.get(0))?;
+                let mut seq: i64 = conn.one("SELECT COALESCE(MAX(seq), 0) + 1 FROM batches WHERE plan_id = ?1 AND step = ?2", args![plan_id, step], |r| r.get(0))?;
                 let mut ext = crate::plan::external_id(&[job, scope, step, &format!("b{seq:04}")]);
                 while taken.contains(&ext) {
                     seq += 1;
                     ext = crate::plan::external_id(&[job, scope, step, &format!("b{seq:04}")]);
                 }
-                conn.0.execute(
-                    "INSERT INTO batches (plan_id, step, seq, group_key, external_id, created_at) VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
-                    params![plan_id, step, seq, group, ext, now()],
-                )?;
-                conn.0.last_insert_rowid()
+                conn.insert(
+                    "INSERT INTO batches (plan_id, step, seq, group_key, external_id, created_at) VALUES (?1, ?2, ?3, ?4, ?5, ?6) RETURNING id",
+                    args![plan_id, step, seq, group, ext, now()],
+                )?
             }
         };
-        conn.0.execute("UPDATE items SET batch_id = ?2, state = 'pending', error_code = NULL, error_message = NULL WHERE id = ?1", params![id, batch])?;
+        conn.execute("UPDATE items SET batch_id = ?2, state = 'pending', error_code = NULL, error_message = NULL WHERE id = ?1", args![id, batch])?;
     }
-    conn.0.execute("DELETE FROM batches WHERE plan_id = ?1 AND state = 'open' AND NOT EXISTS (SELECT 1 FROM items WHERE batch_id = batches.id)", [plan_id])?;
+    conn.execute("DELETE FROM batches WHERE plan_id = ?1 AND state = 'open' AND NOT EXISTS (SELECT 1 FROM items WHERE batch_id = batches.id)", args![plan_id])?;
     Ok(())
 }
 
@@ -144,19 +141,19 @@ pub fn rebatch(
 /// but only when that batch can no longer pay: it never reached the provider, or the
 /// provider ended it (`expired`, `cancelled`). A row of a batch the provider holds and may
 /// still pay stays as it is. Returns how many went back, and how many were kept so.
-pub fn retry_failed(conn: &Conn, plan_id: i64) -> rusqlite::Result<(usize, usize)> {
-    let retried = conn.0.execute(
+pub fn retry_failed(conn: &Conn, plan_id: i64) -> SqlResult<(usize, usize)> {
+    let retried = conn.execute(
         "UPDATE items SET state = 'pending', error_code = NULL, error_message = NULL,
                 batch_id = NULL, updated_at = ?2
          WHERE plan_id = ?1 AND state IN ('failed', 'cancelled') AND conflict_hash IS NULL
            AND (batch_id IS NULL OR batch_id IN (
                 SELECT id FROM batches WHERE plan_id = ?1
                   AND (provider_ref IS NULL OR state IN ('expired', 'cancelled'))))",
-        params![plan_id, now()],
+        args![plan_id, now()],
     )?;
-    let kept: i64 = conn.0.query_row(
+    let kept: i64 = conn.one(
         "SELECT COUNT(*) FROM items WHERE plan_id = ?1 AND state = 'failed' AND conflict_hash IS NULL AND batch_id IS NOT NULL",
-        [plan_id],
+        args![plan_id],
         |r| r.get(0),
     )?;
     Ok((retried, kept as usize))
@@ -171,13 +168,13 @@ pub fn requeue_refused(
     since: &str,
     code: &str,
     message: &str,
-) -> rusqlite::Result<usize> {
-    conn.0.execute(
+) -> SqlResult<usize> {
+    conn.execute(
         "UPDATE items SET state = 'pending', error_code = NULL, error_message = NULL,
                 batch_id = CASE WHEN batch_id IN (SELECT id FROM batches WHERE provider_ref IS NULL) THEN NULL ELSE batch_id END
          WHERE plan_id = ?1 AND state = 'failed' AND updated_at >= ?2 AND error_code = ?3 AND error_message = ?4",
         // As set_outcome stored it.
-        params![plan_id, since, code, crate::redact::scrub(message)],
+        args![plan_id, since, code, crate::redact::scrub(message)],
     )
 }
 
@@ -187,16 +184,15 @@ pub fn each_payout_external_id(
     plan_id: i64,
     step: &str,
     mut f: impl FnMut(&str),
-) -> rusqlite::Result<()> {
+) -> SqlResult<()> {
     for sql in [
         "SELECT external_id FROM batches WHERE plan_id = ?1 AND step = ?2",
         "SELECT external_id FROM items WHERE plan_id = ?1 AND step = ?2 AND external_id IS NOT NULL",
     ] {
-        let mut stmt = conn.0.prepare(sql)?;
-        let mut rows = stmt.query(params![plan_id, step])?;
-        while let Some(r) = rows.next()? {
-            f(r.get_ref(0)?.as_str()?);
-        }
+        conn.each(sql, args![plan_id, step], |r| {
+            f(r.text(0)?.unwrap_or_default());
+            Ok(())
+        })?;
     }
     Ok(())
 }
@@ -207,15 +203,18 @@ pub fn payout_span(
     conn: &Conn,
     plan_id: i64,
     step: &str,
-) -> rusqlite::Result<(Option<String>, Option<String>)> {
-    let first = conn.0.query_row(
+) -> SqlResult<(Option<String>, Option<String>)> {
+    let first = conn.one(
         "SELECT MIN(first_attempt_at) FROM batches WHERE plan_id = ?1 AND step = ?2",
-        params![plan_id, step],
+        args![plan_id, step],
         |r| r.get(0),
     )?;
-    let latest = conn.0.query_row(
-        "SELECT MAX(json_extract(payload, '$.scheduled_at')) FROM items WHERE plan_id = ?1 AND step = ?2",
-        params![plan_id, step],
+    let latest = conn.one(
+        &format!(
+            "SELECT MAX({}) FROM items WHERE plan_id = ?1 AND step = ?2",
+            conn.json_text("payload", "scheduled_at")
+        ),
+        args![plan_id, step],
         |r| r.get(0),
     )?;
     Ok((first, latest))
@@ -227,18 +226,21 @@ pub fn items_by_external_id(
     plan_id: i64,
     step: &str,
     ids: &std::collections::HashSet<String>,
-) -> rusqlite::Result<Vec<WorkItem>> {
-    let mut stmt = conn.0.prepare(&format!(
-        "SELECT {ITEM_COLUMNS} FROM items WHERE plan_id = ?1 AND step = ?2 AND external_id IS NOT NULL"
-    ))?;
+) -> SqlResult<Vec<WorkItem>> {
     let mut out = Vec::new();
-    let mut rows = stmt.query(params![plan_id, step])?;
-    while let Some(r) = rows.next()? {
-        // Column 9 of ITEM_COLUMNS: the external id.
-        if ids.contains(r.get_ref(9)?.as_str()?) {
-            out.push(work_item(r)?);
-        }
-    }
+    conn.each(
+        &format!(
+            "SELECT {ITEM_COLUMNS} FROM items WHERE plan_id = ?1 AND step = ?2 AND external_id IS NOT NULL"
+        ),
+        args![plan_id, step],
+        |r| {
+            // Column 9 of ITEM_COLUMNS: the external id.
+            if ids.contains(r.text(9)?.unwrap_or_default()) {
+                out.push(work_item(r)?);
+            }
+            Ok(())
+        },
+    )?;
     Ok(out)
 }
 
@@ -252,27 +254,24 @@ pub fn adopt_batch(
     step: &str,
     found: &FoundBatch<'_>,
     outcomes: &[(i64, Outcome)],
-) -> rusqlite::Result<i64> {
-    let open: Option<i64> = conn.0
-        .query_row(
-            "SELECT id FROM batches WHERE plan_id = ?1 AND step = ?2 AND external_id = ?3 AND state = 'open' ORDER BY seq LIMIT 1",
-            params![plan_id, step, found.external_id],
-            |r| r.get(0),
-        )
-        .optional()?;
+) -> SqlResult<i64> {
+    let open: Option<i64> = conn.optional(
+        "SELECT id FROM batches WHERE plan_id = ?1 AND step = ?2 AND external_id = ?3 AND state = 'open' ORDER BY seq LIMIT 1",
+        args![plan_id, step, found.external_id],
+        |r| r.get(0),
+    )?;
     let id = match open {
         Some(id) => id,
         None => {
-            let seq: i64 = conn.0.query_row(
+            let seq: i64 = conn.one(
                 "SELECT COALESCE(MAX(seq), 0) + 1 FROM batches WHERE plan_id = ?1 AND step = ?2",
-                params![plan_id, step],
+                args![plan_id, step],
                 |r| r.get(0),
             )?;
-            conn.0.execute(
-                "INSERT INTO batches (plan_id, step, seq, group_key, external_id, created_at) VALUES (?1, ?2, ?3, '', ?4, ?5)",
-                params![plan_id, step, seq, found.external_id, now()],
-            )?;
-            conn.0.last_insert_rowid()
+            conn.insert(
+                "INSERT INTO batches (plan_id, step, seq, group_key, external_id, created_at) VALUES (?1, ?2, ?3, '', ?4, ?5) RETURNING id",
+                args![plan_id, step, seq, found.external_id, now()],
+            )?
         }
     };
     set_batch(
@@ -284,14 +283,14 @@ pub fn adopt_batch(
         found.error,
     )?;
     // Its rows that the provider's batch does not pay go back to be batched again.
-    conn.0.execute(
+    conn.execute(
         "UPDATE items SET batch_id = NULL, state = 'pending' WHERE batch_id = ?1",
-        [id],
+        args![id],
     )?;
     for (item, o) in outcomes {
-        conn.0.execute(
+        conn.execute(
             "UPDATE items SET batch_id = ?2 WHERE id = ?1",
-            params![item, id],
+            args![item, id],
         )?;
         set_outcome(conn, *item, o)?;
     }

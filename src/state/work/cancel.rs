@@ -18,34 +18,38 @@ pub struct SentBatch {
 }
 
 /// The plan's payout batches that left payrun (every state but `open`), oldest first.
-pub fn sent_batches(conn: &Conn, plan_id: i64) -> rusqlite::Result<Vec<SentBatch>> {
-    let mut stmt = conn.0.prepare(
+pub fn sent_batches(conn: &Conn, plan_id: i64) -> SqlResult<Vec<SentBatch>> {
+    let mut batches = conn.all(
         "SELECT b.id, b.step, b.external_id, b.state, b.provider_ref,
                 (SELECT COUNT(*) FROM items i WHERE i.batch_id = b.id)
          FROM batches b WHERE b.plan_id = ?1 AND b.state != 'open' ORDER BY b.step, b.seq",
-    )?;
-    let mut batches: Vec<SentBatch> = stmt
-        .query_map([plan_id], |r| {
+        args![plan_id],
+        |r| {
             Ok(SentBatch {
                 id: r.get(0)?,
                 step: r.get(1)?,
                 external_id: r.get(2)?,
                 state: r.get(3)?,
                 provider_ref: r.get(4)?,
-                rows: r.get::<_, i64>(5)? as u64,
+                rows: r.get(5)?,
                 amount: rust_decimal::Decimal::ZERO,
             })
-        })?
-        .collect::<rusqlite::Result<_>>()?;
+        },
+    )?;
     // Amounts are exact decimal text: summed as decimals, never in SQL's floats.
-    let mut amounts = conn
-        .0
-        .prepare("SELECT amount FROM items WHERE batch_id = ?1 AND amount IS NOT NULL")?;
     for b in &mut batches {
-        let texts = amounts.query_map([b.id], |r| r.get::<_, String>(0))?;
-        for t in texts {
-            b.amount += t?.parse::<rust_decimal::Decimal>().unwrap_or_default();
-        }
+        conn.each(
+            "SELECT amount FROM items WHERE batch_id = ?1 AND amount IS NOT NULL",
+            args![b.id],
+            |r| {
+                b.amount += r
+                    .text(0)?
+                    .unwrap_or_default()
+                    .parse::<rust_decimal::Decimal>()
+                    .unwrap_or_default();
+                Ok(())
+            },
+        )?;
     }
     Ok(batches)
 }
@@ -53,21 +57,20 @@ pub fn sent_batches(conn: &Conn, plan_id: i64) -> rusqlite::Result<Vec<SentBatch
 /// Records a batch recalled with `payrun cancel`: it and its rows are `cancelled`, in one
 /// transaction (a row counts as sent once the provider took its batch, so "sent" rows are
 /// cancelled too; a transaction the provider completed never is). Returns how many rows.
-pub fn mark_cancelled(conn: &Conn, batch_id: i64) -> rusqlite::Result<usize> {
+pub fn mark_cancelled(conn: &Conn, batch_id: i64) -> SqlResult<usize> {
     let t = now();
     let why = format!("recalled with payrun cancel at {t}");
-    let tx = conn.0.unchecked_transaction()?;
-    tx.execute(
-        "UPDATE batches SET state = 'cancelled', provider_status = 'expired', error_code = 'CANCELLED',
-                error_message = ?2 WHERE id = ?1",
-        params![batch_id, why],
-    )?;
-    let rows = tx.execute(
-        "UPDATE items SET state = 'cancelled', provider_status = 'cancelled', error_code = 'CANCELLED',
-                error_message = ?2, updated_at = ?3
-         WHERE batch_id = ?1 AND COALESCE(provider_status, '') != 'completed'",
-        params![batch_id, why, t],
-    )?;
-    tx.commit()?;
-    Ok(rows)
+    conn.transaction(|conn| {
+        conn.execute(
+            "UPDATE batches SET state = 'cancelled', provider_status = 'expired', error_code = 'CANCELLED',
+                    error_message = ?2 WHERE id = ?1",
+            args![batch_id, why],
+        )?;
+        conn.execute(
+            "UPDATE items SET state = 'cancelled', provider_status = 'cancelled', error_code = 'CANCELLED',
+                    error_message = ?2, updated_at = ?3
+             WHERE batch_id = ?1 AND COALESCE(provider_status, '') != 'completed'",
+            args![batch_id, why, t],
+        )
+    })
 }

@@ -20,58 +20,52 @@ pub fn record_duplicates(
     step: &str,
     run_id: i64,
     found: &[Duplicate],
-) -> rusqlite::Result<()> {
-    conn.0.execute(
+) -> SqlResult<()> {
+    conn.execute(
         "DELETE FROM duplicates WHERE plan_id = ?1 AND step = ?2",
-        params![plan_id, step],
+        args![plan_id, step],
     )?;
     for d in found {
-        conn.0.execute(
+        conn.execute(
             "INSERT INTO duplicates (plan_id, step, external_id, row_key, uuids, found_at, run_id) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
-            params![plan_id, step, d.external_id, d.row_key, d.uuids.join(","), now(), run_id],
+            args![plan_id, step, d.external_id, d.row_key, d.uuids.join(","), now(), run_id],
         )?;
     }
     Ok(())
 }
 
 /// The duplicates recorded for a plan: (step, duplicate).
-pub fn duplicates_of(conn: &Conn, plan_id: i64) -> rusqlite::Result<Vec<(String, Duplicate)>> {
-    let mut stmt = conn.0.prepare(
+pub fn duplicates_of(conn: &Conn, plan_id: i64) -> SqlResult<Vec<(String, Duplicate)>> {
+    conn.all(
         "SELECT step, external_id, row_key, uuids FROM duplicates WHERE plan_id = ?1 ORDER BY step, external_id",
-    )?;
-    stmt.query_map([plan_id], |r| {
-        let uuids: String = r.get(3)?;
-        Ok((
-            r.get(0)?,
-            Duplicate {
-                external_id: r.get(1)?,
-                row_key: r.get(2)?,
-                uuids: uuids.split(',').map(str::to_string).collect(),
-            },
-        ))
-    })?
-    .collect()
+        args![plan_id],
+        |r| {
+            let uuids: String = r.get(3)?;
+            Ok((
+                r.get(0)?,
+                Duplicate {
+                    external_id: r.get(1)?,
+                    row_key: r.get(2)?,
+                    uuids: uuids.split(',').map(str::to_string).collect(),
+                },
+            ))
+        },
+    )
 }
 
 /// The provider reference (a FinHub customer id) of each row whose item in one of `steps`
 /// succeeded.
-pub fn refs_of(
-    conn: &Conn,
-    plan_id: i64,
-    steps: &[String],
-) -> rusqlite::Result<HashMap<String, String>> {
+pub fn refs_of(conn: &Conn, plan_id: i64, steps: &[String]) -> SqlResult<HashMap<String, String>> {
     let mut out = HashMap::new();
-    let mut stmt = conn.0.prepare_cached(
-        "SELECT row_key, provider_ref FROM items WHERE plan_id = ?1 AND step = ?2 AND state = 'succeeded' AND provider_ref IS NOT NULL",
-    )?;
     for step in steps {
-        let rows = stmt.query_map(params![plan_id, step], |r| {
-            Ok((r.get::<_, String>(0)?, r.get::<_, String>(1)?))
-        })?;
-        for row in rows {
-            let (k, v) = row?;
-            out.insert(k, v);
-        }
+        conn.each(
+            "SELECT row_key, provider_ref FROM items WHERE plan_id = ?1 AND step = ?2 AND state = 'succeeded' AND provider_ref IS NOT NULL",
+            args![plan_id, step],
+            |r| {
+                out.insert(r.get(0)?, r.get(1)?);
+                Ok(())
+            },
+        )?;
     }
     Ok(out)
 }

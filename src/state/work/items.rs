@@ -44,14 +44,14 @@ impl WorkItem {
 
 pub(super) const ITEM_COLUMNS: &str = "id, row_key, row_line, row_offset, state, attempts, content_hash, first_attempt_at, batch_id, external_id, provider_status, provider_ref, payload, doubt_since, doubt_applied";
 
-pub(super) fn work_item(r: &rusqlite::Row) -> rusqlite::Result<WorkItem> {
+pub(super) fn work_item(r: &Row) -> SqlResult<WorkItem> {
     Ok(WorkItem {
         id: r.get(0)?,
         row_key: r.get(1)?,
-        row_line: r.get::<_, i64>(2)? as u64,
-        row_offset: r.get::<_, i64>(3)? as u64,
+        row_line: r.get::<i64>(2)? as u64,
+        row_offset: r.get::<i64>(3)? as u64,
         state: r.get(4)?,
-        attempts: r.get::<_, i64>(5)? as u32,
+        attempts: r.get::<i64>(5)? as u32,
         content_hash: r.get(6)?,
         first_attempt_at: r.get(7)?,
         batch_id: r.get(8)?,
@@ -70,7 +70,7 @@ pub fn items_in(
     plan_id: i64,
     step: &str,
     states: &[ItemState],
-) -> rusqlite::Result<Vec<WorkItem>> {
+) -> SqlResult<Vec<WorkItem>> {
     items_page(conn, plan_id, step, states, None, usize::MAX)
 }
 
@@ -83,7 +83,7 @@ pub fn items_page(
     states: &[ItemState],
     after: Option<&(i64, String)>,
     limit: usize,
-) -> rusqlite::Result<Vec<WorkItem>> {
+) -> SqlResult<Vec<WorkItem>> {
     let marks = placeholders(5, states.len());
     let sql = format!(
         // Through the index in file order: by the (plan, step, key) index SQLite would
@@ -93,60 +93,62 @@ pub fn items_page(
          WHERE plan_id = ?1 AND (row_line, row_key) > (?3, ?4) AND step = ?2 AND state IN ({marks}) AND conflict_hash IS NULL
          ORDER BY row_line, row_key, id"
     );
-    let mut stmt = conn.0.prepare_cached(&sql)?;
     let (line, key) = after.map_or((-1, ""), |(l, k)| (*l, k.as_str()));
     // The page ends by stepping no further, not by `LIMIT ?`: SQLite plans a bound LIMIT
     // by its value, so binding it expired the statement and every page was prepared
     // again.
-    stmt.query_map(
-        with_states(&[&plan_id, &step, &line, &key], states),
-        work_item,
-    )?
-    .take(limit)
-    .collect()
+    let mut out = Vec::new();
+    conn.each_while(
+        &sql,
+        &with_states(args![plan_id, step, line, key], states),
+        |r| {
+            if out.len() >= limit {
+                return Ok(false);
+            }
+            out.push(work_item(r)?);
+            Ok(true)
+        },
+    )?;
+    Ok(out)
 }
 
 /// How many items [`items_in`] would return.
-pub fn count_in(
-    conn: &Conn,
-    plan_id: i64,
-    step: &str,
-    states: &[ItemState],
-) -> rusqlite::Result<u64> {
+pub fn count_in(conn: &Conn, plan_id: i64, step: &str, states: &[ItemState]) -> SqlResult<u64> {
     let marks = placeholders(3, states.len());
     let sql = format!(
         "SELECT COUNT(*) FROM items WHERE plan_id = ?1 AND step = ?2 AND state IN ({marks}) AND conflict_hash IS NULL"
     );
-    conn.0
-        .query_row(&sql, with_states(&[&plan_id, &step], states), |r| {
-            r.get::<_, i64>(0)
-        })
-        .map(|n| n as u64)
+    conn.one(&sql, &with_states(args![plan_id, step], states), |r| {
+        r.get(0)
+    })
 }
 
 /// Each row's step items: `(row_key, step) -> (state, provider_status)`.
 pub type RowStates = std::collections::HashMap<(String, String), (ItemState, Option<String>)>;
 
 /// The state of every step's item for these rows.
-pub fn row_states(conn: &Conn, plan_id: i64) -> rusqlite::Result<RowStates> {
-    let mut stmt = conn
-        .0
-        .prepare("SELECT row_key, step, state, provider_status FROM items WHERE plan_id = ?1")?;
-    stmt.query_map([plan_id], |r| {
-        Ok(((r.get(0)?, r.get(1)?), (r.get(2)?, r.get(3)?)))
-    })?
-    .collect()
+pub fn row_states(conn: &Conn, plan_id: i64) -> SqlResult<RowStates> {
+    let mut out = RowStates::new();
+    conn.each(
+        "SELECT row_key, step, state, provider_status FROM items WHERE plan_id = ?1",
+        args![plan_id],
+        |r| {
+            out.insert((r.get(0)?, r.get(1)?), (r.get(2)?, r.get(3)?));
+            Ok(())
+        },
+    )?;
+    Ok(out)
 }
 
 /// Records the intent to send: in flight, one more attempt, first attempt time kept, no
 /// earlier doubt (a new attempt's doubt is its own).
-pub fn mark_in_flight(conn: &Conn, ids: &[i64]) -> rusqlite::Result<()> {
+pub fn mark_in_flight(conn: &Conn, ids: &[i64]) -> SqlResult<()> {
     let t = now();
-    let mut stmt = conn.0.prepare_cached(
-        "UPDATE items SET state = ?3, attempts = attempts + 1, first_attempt_at = COALESCE(first_attempt_at, ?2), updated_at = ?2, doubt_since = NULL, doubt_applied = 0 WHERE id = ?1",
-    )?;
     for id in ids {
-        stmt.execute(params![id, t, ItemState::InFlight])?;
+        conn.execute(
+            "UPDATE items SET state = ?3, attempts = attempts + 1, first_attempt_at = COALESCE(first_attempt_at, ?2), updated_at = ?2, doubt_since = NULL, doubt_applied = 0 WHERE id = ?1",
+            args![id, t, ItemState::InFlight],
+        )?;
     }
     Ok(())
 }
@@ -160,7 +162,7 @@ pub enum Unit {
 
 /// Records when a unit's request in doubt was sent, and whether it was applied (a 2xx that
 /// could not be read). One statement.
-pub fn set_doubt(conn: &Conn, unit: Unit, since: &str, applied: bool) -> rusqlite::Result<()> {
+pub fn set_doubt(conn: &Conn, unit: Unit, since: &str, applied: bool) -> SqlResult<()> {
     let sql = match unit {
         Unit::Item(_) => {
             "UPDATE items SET doubt_since = ?2, doubt_applied = ?3 WHERE id = ?1 AND state = 'in_flight'"
@@ -170,9 +172,7 @@ pub fn set_doubt(conn: &Conn, unit: Unit, since: &str, applied: bool) -> rusqlit
         }
     };
     let (Unit::Item(id) | Unit::Batch(id)) = unit;
-    conn.0
-        .prepare_cached(sql)?
-        .execute(params![id, since, applied])?;
+    conn.execute(sql, args![id, since, applied])?;
     Ok(())
 }
 
@@ -188,37 +188,40 @@ pub struct Outcome {
 
 /// Records an item's outcome. A message (often the provider's words) is scrubbed of
 /// account-like numbers before it is stored.
-pub fn set_outcome(conn: &Conn, id: i64, o: &Outcome) -> rusqlite::Result<()> {
+pub fn set_outcome(conn: &Conn, id: i64, o: &Outcome) -> SqlResult<()> {
     let message = o.error_message.as_deref().map(crate::redact::scrub);
-    conn.0.prepare_cached(
+    conn.execute(
         "UPDATE items SET state = ?2, provider_ref = COALESCE(?3, provider_ref), provider_status = COALESCE(?4, provider_status),
                 error_code = ?5, error_message = ?6, updated_at = ?7 WHERE id = ?1",
-    )?
-    .execute(params![id, o.state, o.provider_ref, o.provider_status, o.error_code, message, now()])?;
+        args![id, o.state, o.provider_ref, o.provider_status, o.error_code, message, now()],
+    )?;
     Ok(())
 }
 
 /// An item's stored display payload (sensitive values masked).
-pub fn item_payload(conn: &Conn, id: i64) -> rusqlite::Result<String> {
-    conn.0
-        .query_row("SELECT payload FROM items WHERE id = ?1", [id], |r| {
-            r.get(0)
-        })
+pub fn item_payload(conn: &Conn, id: i64) -> SqlResult<String> {
+    conn.one("SELECT payload FROM items WHERE id = ?1", args![id], |r| {
+        r.get(0)
+    })
 }
 
 /// A payout item's amount, as planned.
-pub fn item_amount(conn: &Conn, id: i64) -> rusqlite::Result<Option<rust_decimal::Decimal>> {
+pub fn item_amount(conn: &Conn, id: i64) -> SqlResult<Option<rust_decimal::Decimal>> {
     let text: Option<String> =
-        conn.0
-            .query_row("SELECT amount FROM items WHERE id = ?1", [id], |r| r.get(0))?;
+        conn.one("SELECT amount FROM items WHERE id = ?1", args![id], |r| {
+            r.get(0)
+        })?;
     Ok(text.and_then(|a| a.parse().ok()))
 }
 
 /// The email a KYC item's payload carries (the contact it is for).
-pub fn item_email(conn: &Conn, id: i64) -> rusqlite::Result<Option<String>> {
-    conn.0.query_row(
-        "SELECT json_extract(payload, '$.email') FROM items WHERE id = ?1",
-        [id],
+pub fn item_email(conn: &Conn, id: i64) -> SqlResult<Option<String>> {
+    conn.one(
+        &format!(
+            "SELECT {} FROM items WHERE id = ?1",
+            conn.json_text("payload", "email")
+        ),
+        args![id],
         |r| r.get(0),
     )
 }
@@ -236,22 +239,22 @@ pub struct InDoubt {
 }
 
 /// The plan's first `limit` items in doubt, oldest first.
-pub fn in_doubt(conn: &Conn, plan_id: i64, limit: usize) -> rusqlite::Result<Vec<InDoubt>> {
-    let mut stmt = conn.0.prepare(
+pub fn in_doubt(conn: &Conn, plan_id: i64, limit: usize) -> SqlResult<Vec<InDoubt>> {
+    conn.all(
         "SELECT i.step, i.row_key, i.attempts, COALESCE(i.first_attempt_at, ''), COALESCE(i.doubt_since, b.doubt_since)
          FROM items i LEFT JOIN batches b ON b.id = i.batch_id
          WHERE i.plan_id = ?1 AND i.state = ?2 ORDER BY i.id LIMIT ?3",
-    )?;
-    stmt.query_map(params![plan_id, ItemState::InFlight, limit as i64], |r| {
-        Ok(InDoubt {
-            step: r.get(0)?,
-            row_key: r.get(1)?,
-            attempts: r.get(2)?,
-            first_attempt_at: r.get(3)?,
-            since: r.get(4)?,
-        })
-    })?
-    .collect()
+        args![plan_id, ItemState::InFlight, limit as i64],
+        |r| {
+            Ok(InDoubt {
+                step: r.get(0)?,
+                row_key: r.get(1)?,
+                attempts: r.get(2)?,
+                first_attempt_at: r.get(3)?,
+                since: r.get(4)?,
+            })
+        },
+    )
 }
 
 /// An item as reports read it.
@@ -279,23 +282,19 @@ pub struct ReportItem {
 }
 
 /// Every item of the plan in file order (row line, row key, then step), one at a time.
-pub fn each_report_item(
-    conn: &Conn,
-    plan_id: i64,
-    f: &mut dyn FnMut(ReportItem),
-) -> rusqlite::Result<()> {
-    let mut stmt = conn.0.prepare(
+pub fn each_report_item(conn: &Conn, plan_id: i64, f: &mut dyn FnMut(ReportItem)) -> SqlResult<()> {
+    let sql = format!(
         "SELECT i.row_key, i.row_line, i.step_index, i.state, i.conflict_hash IS NOT NULL, i.provider_ref, i.provider_status,
                 b.provider_ref, i.amount, i.currency, i.attempts, i.error_code, i.error_message, i.updated_at, i.step,
-                json_extract(i.conflict_payload, '$.amount')
+                {}
          FROM items i LEFT JOIN batches b ON b.id = i.batch_id WHERE i.plan_id = ?1 ORDER BY i.row_line, i.row_key, i.id",
-    )?;
-    let mut q = stmt.query([plan_id])?;
+        conn.json_text("i.conflict_payload", "amount")
+    );
     let decimal = |v: Option<String>| v.and_then(|a| a.parse().ok());
-    while let Some(r) = q.next()? {
+    conn.each(&sql, args![plan_id], |r| {
         f(ReportItem {
             row_key: r.get(0)?,
-            row_line: r.get::<_, i64>(1)? as u64,
+            row_line: r.get(1)?,
             step_index: r.get(2)?,
             state: r.get(3)?,
             conflict: r.get(4)?,
@@ -304,13 +303,13 @@ pub fn each_report_item(
             batch_ref: r.get(7)?,
             amount: decimal(r.get(8)?),
             currency: r.get(9)?,
-            attempts: r.get::<_, i64>(10)? as u32,
+            attempts: r.get::<u64>(10)? as u32,
             error_code: r.get(11)?,
             error_message: r.get(12)?,
             updated_at: r.get(13)?,
             step: r.get(14)?,
             asked: decimal(r.get(15)?),
         });
-    }
-    Ok(())
+        Ok(())
+    })
 }

@@ -4,8 +4,8 @@
 //! duplicates found at the provider ([`duplicates`]).
 
 use super::Conn;
+use super::sql::{Arg, Row, SqlResult, args};
 use super::states::{BatchState, ItemState, Status};
-use rusqlite::{OptionalExtension, params};
 use std::collections::HashMap;
 
 mod batches;
@@ -31,33 +31,31 @@ pub fn now() -> String {
 }
 
 /// The plan record of a job and scope.
-pub fn plan_id(conn: &Conn, job: &str, scope: &str) -> rusqlite::Result<Option<i64>> {
-    conn.0
-        .query_row(
-            "SELECT id FROM plans WHERE job = ?1 AND scope = ?2",
-            params![job, scope],
-            |r| r.get(0),
-        )
-        .optional()
+pub fn plan_id(conn: &Conn, job: &str, scope: &str) -> SqlResult<Option<i64>> {
+    conn.optional(
+        "SELECT id FROM plans WHERE job = ?1 AND scope = ?2",
+        args![job, scope],
+        |r| r.get(0),
+    )
 }
 
 /// Creates the plan record of a job and scope, if there is none.
-pub fn create_plan(conn: &Conn, job: &str, scope: &str) -> rusqlite::Result<()> {
-    conn.0.execute(
+pub fn create_plan(conn: &Conn, job: &str, scope: &str) -> SqlResult<()> {
+    conn.execute(
         "INSERT INTO plans (job, scope, created_at) VALUES (?1, ?2, ?3) ON CONFLICT (job, scope) DO NOTHING",
-        params![job, scope, now()],
+        args![job, scope, now()],
     )?;
     Ok(())
 }
 
 /// Which state file this is (see the `meta` table), empty when not recorded.
-pub fn instance(conn: &Conn) -> rusqlite::Result<String> {
+pub fn instance(conn: &Conn) -> SqlResult<String> {
     Ok(conn
-        .0
-        .query_row("SELECT value FROM meta WHERE key = 'instance'", [], |r| {
-            r.get(0)
-        })
-        .optional()?
+        .optional(
+            "SELECT value FROM meta WHERE key = 'instance'",
+            args![],
+            |r| r.get(0),
+        )?
         .unwrap_or_default())
 }
 
@@ -80,12 +78,10 @@ pub fn host_name() -> String {
 
 /// A statement's parameters: `fixed`, then `states` for its `IN (...)` list (see
 /// [`placeholders`]).
-pub(super) fn with_states<'a, S: rusqlite::ToSql>(
-    fixed: &'a [&'a dyn rusqlite::ToSql],
-    states: &'a [S],
-) -> rusqlite::ParamsFromIter<impl Iterator<Item = &'a dyn rusqlite::ToSql>> {
-    let states = states.iter().map(|s| s as &dyn rusqlite::ToSql);
-    rusqlite::params_from_iter(fixed.iter().copied().chain(states))
+pub(super) fn with_states<'a, S: Arg>(fixed: &[&'a dyn Arg], states: &'a [S]) -> Vec<&'a dyn Arg> {
+    let mut all = fixed.to_vec();
+    all.extend(states.iter().map(|s| s as &dyn Arg));
+    all
 }
 
 /// The placeholders `?{first},?{first+1},…` of an `IN (...)` list of `n` bound values.

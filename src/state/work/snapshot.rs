@@ -22,12 +22,7 @@ pub struct Snapshot {
 
 impl Snapshot {
     /// Reads the plan's snapshot: its last `runs` runs and first `in_doubt` items in doubt.
-    pub fn of(
-        conn: &Conn,
-        plan_id: i64,
-        runs: usize,
-        in_doubt: usize,
-    ) -> rusqlite::Result<Snapshot> {
+    pub fn of(conn: &Conn, plan_id: i64, runs: usize, in_doubt: usize) -> SqlResult<Snapshot> {
         let mut latest = Vec::new();
         for e in exports::latest(conn, plan_id)? {
             let mark = exports::watermark(conn, plan_id, &e.step)?;

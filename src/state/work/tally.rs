@@ -7,27 +7,24 @@ pub type LookRow = (String, Status, Option<String>, Option<String>);
 
 /// The rows of a step that need a look, in file order, and how many more are only not
 /// sent yet (counted, not listed: a stopped run would list them all).
-pub fn needing_a_look(
-    conn: &Conn,
-    plan_id: i64,
-    step: &str,
-) -> rusqlite::Result<(Vec<LookRow>, u64)> {
-    let mut st = conn.0.prepare(
+pub fn needing_a_look(conn: &Conn, plan_id: i64, step: &str) -> SqlResult<(Vec<LookRow>, u64)> {
+    let (mut rows, mut pending) = (Vec::new(), 0);
+    conn.each(
         "SELECT row_key, state, conflict_hash IS NOT NULL, error_code, error_message FROM items
          WHERE plan_id = ?1 AND step = ?2 AND (state NOT IN ('succeeded', 'skipped') OR conflict_hash IS NOT NULL)
          ORDER BY row_line",
+        args![plan_id, step],
+        |r| {
+            let name = Status::of(r.get(1)?, r.get(2)?);
+            if name == Status::Pending {
+                pending += 1;
+                return Ok(());
+            }
+            let (code, message) = name.reason(r.get(3)?, r.get(4)?);
+            rows.push((r.get(0)?, name, code, message));
+            Ok(())
+        },
     )?;
-    let mut q = st.query(params![plan_id, step])?;
-    let (mut rows, mut pending) = (Vec::new(), 0);
-    while let Some(r) = q.next()? {
-        let name = Status::of(r.get(1)?, r.get(2)?);
-        if name == Status::Pending {
-            pending += 1;
-            continue;
-        }
-        let (code, message) = name.reason(r.get(3)?, r.get(4)?);
-        rows.push((r.get(0)?, name, code, message));
-    }
     Ok((rows, pending))
 }
 
@@ -39,27 +36,28 @@ pub struct Tally {
 }
 
 impl Tally {
-    pub fn of(conn: &Conn, plan_id: i64) -> rusqlite::Result<Tally> {
+    pub fn of(conn: &Conn, plan_id: i64) -> SqlResult<Tally> {
         // Counted here rather than by GROUP BY: the items come in the order of their
         // (plan, step, key) index, and a step's states mostly repeat, so no sort is needed.
-        let mut stmt = conn.0.prepare_cached(
-            "SELECT step_index, step, state, conflict_hash IS NOT NULL FROM items WHERE plan_id = ?1",
-        )?;
-        let mut rows = stmt.query([plan_id])?;
         // (step index, step, state, count), the last one touched at the end.
         let mut seen: Vec<(i64, String, Status, u64)> = Vec::new();
-        while let Some(r) = rows.next()? {
-            let (si, step) = (r.get::<_, i64>(0)?, r.get_ref(1)?.as_str()?);
-            let state = Status::of(r.get(2)?, r.get(3)?);
-            let same = |e: &(i64, String, Status, u64)| e.1 == step && e.2 == state;
-            match seen.last_mut() {
-                Some(e) if same(e) => e.3 += 1,
-                _ => match seen.iter_mut().find(|e| same(e)) {
-                    Some(e) => e.3 += 1,
-                    None => seen.push((si, step.to_string(), state, 1)),
-                },
-            }
-        }
+        conn.each(
+            "SELECT step_index, step, state, conflict_hash IS NOT NULL FROM items WHERE plan_id = ?1",
+            args![plan_id],
+            |r| {
+                let (si, step) = (r.get::<i64>(0)?, r.text(1)?.unwrap_or_default());
+                let state = Status::of(r.get(2)?, r.get(3)?);
+                let same = |e: &(i64, String, Status, u64)| e.1 == step && e.2 == state;
+                match seen.last_mut() {
+                    Some(e) if same(e) => e.3 += 1,
+                    _ => match seen.iter_mut().find(|e| same(e)) {
+                        Some(e) => e.3 += 1,
+                        None => seen.push((si, step.to_string(), state, 1)),
+                    },
+                }
+                Ok(())
+            },
+        )?;
         // Step order is that of the job (a step's lowest index), states by name.
         let mut first: Vec<(i64, &str)> = Vec::new();
         for (si, step, _, _) in &seen {

@@ -27,10 +27,10 @@ fn a_tally_counts_by_step_in_job_order_and_earns_the_exit_code() {
         (2, "contact", 0, "failed"),
     ];
     for (i, (plan, step, si, st)) in items.iter().enumerate() {
-        c.0.execute(
+        c.execute(
             "INSERT INTO items (plan_id, step, step_index, row_key, row_line, state, content_hash, payload, created_at, updated_at)
              VALUES (?1, ?2, ?3, ?4, ?4, ?5, 'h', '{}', 't', 't')",
-            params![plan, step, si, i as i64, st],
+            args![plan, step, si, i as i64, st],
         )
         .unwrap();
     }
@@ -118,10 +118,10 @@ fn pages_of_a_step_are_its_items_in_file_order_each_once() {
             };
             for step in ["contact", "pay"] {
                 n += 1;
-                c.0.execute(
+                c.execute(
                     "INSERT INTO items (plan_id, step, step_index, row_key, row_line, state, content_hash, payload, created_at, updated_at, conflict_hash)
                      VALUES (?1, ?2, 0, ?3, ?4, ?5, 'h', '{}', 't', 't', ?6)",
-                    params![plan, step, key, line, state, (i == 12).then_some("changed")],
+                    args![plan, step, key, line, state, (i == 12).then_some("changed")],
                 )
                 .unwrap();
             }
