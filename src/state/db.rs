@@ -3,7 +3,6 @@
 //! one fsync (group commit) — each in its own savepoint so one failure spoils no other.
 
 use super::{Conn, SqlResult, State, StateError};
-use rusqlite::Connection;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -11,8 +10,8 @@ use std::sync::mpsc;
 use std::time::Duration;
 
 type Completion = Box<dyn FnOnce(Result<(), String>) + Send>;
-type WriteJob = Box<dyn FnOnce(&Connection) -> Completion + Send>;
-type ReadJob = Box<dyn FnOnce(&Connection) + Send>;
+type WriteJob = Box<dyn FnOnce(&Conn) -> Completion + Send>;
+type ReadJob = Box<dyn FnOnce(&Conn) + Send>;
 
 enum Job {
     Read(ReadJob),
@@ -48,16 +47,14 @@ impl Db {
         // A page cache that holds a run's items (about 4 KiB per 10 items) up to 200,000
         // items: with SQLite's default of 2 MiB, outcome updates re-read pages they had
         // just written.
-        state
-            .conn
-            .pragma_update(None, "cache_size", -(80 << 10))
-            .map_err(|e| state.err(e))?;
-        // Each write's savepoint keeps the pages it changes in a statement journal, which
-        // SQLite otherwise spills to a temporary file, a write per page.
-        state
-            .conn
-            .pragma_update(None, "temp_store", "memory")
-            .map_err(|e| state.err(e))?;
+        if let Some(lite) = state.conn.lite() {
+            lite.pragma_update(None, "cache_size", -(80 << 10))
+                .map_err(|e| state.err(e))?;
+            // Each write's savepoint keeps the pages it changes in a statement journal,
+            // which SQLite otherwise spills to a temporary file, a write per page.
+            lite.pragma_update(None, "temp_store", "memory")
+                .map_err(|e| state.err(e))?;
+        }
         let key = state.key().clone();
         let (jobs, rx) = mpsc::channel::<Job>();
         let commits = Arc::new(AtomicU64::new(0));
@@ -107,7 +104,7 @@ impl Db {
     ) -> Result<T, StateError> {
         let (tx, rx) = tokio::sync::oneshot::channel();
         let job: ReadJob = Box::new(move |conn| {
-            let _ = tx.send(f(Conn::of(conn)));
+            let _ = tx.send(f(conn));
         });
         self.jobs.send(Job::Read(job)).map_err(|_| self.gone())?;
         let path = self.path.clone();
@@ -150,7 +147,7 @@ impl Db {
         self.unwaited_failure()?;
         let failed = self.unwaited.clone();
         let job: WriteJob = Box::new(move |conn| {
-            let result = f(Conn::of(conn));
+            let result = f(conn);
             Box::new(move |commit: Result<(), String>| {
                 if let Err(e) = written(result, commit) {
                     failed
@@ -216,14 +213,12 @@ fn written<T>(result: SqlResult<T>, commit: Result<(), String>) -> Result<T, Str
     }
 }
 
-fn in_savepoint<T>(conn: &Connection, f: impl FnOnce(&Conn) -> SqlResult<T>) -> SqlResult<T> {
-    // Prepared once and cached: parsing these on every write was a tenth of this thread.
-    let run = |sql: &str| {
-        conn.prepare_cached(sql)
-            .and_then(|mut s| s.execute([]).map(drop))
-    };
+fn in_savepoint<T>(conn: &Conn, f: impl FnOnce(&Conn) -> SqlResult<T>) -> SqlResult<T> {
+    // Prepared once and cached (SQLite): parsing these on every write was a tenth of this
+    // thread.
+    let run = |sql: &str| conn.savepoint_command(sql);
     run("SAVEPOINT job")?;
-    match f(Conn::of(conn)) {
+    match f(conn) {
         Ok(v) => {
             run("RELEASE job")?;
             Ok(v)
@@ -235,7 +230,7 @@ fn in_savepoint<T>(conn: &Connection, f: impl FnOnce(&Conn) -> SqlResult<T>) -> 
     }
 }
 
-fn serve(conn: Connection, rx: mpsc::Receiver<Job>, commits: Arc<AtomicU64>) {
+fn serve(conn: Conn, rx: mpsc::Receiver<Job>, commits: Arc<AtomicU64>) {
     let mut full_sync = true;
     while let Ok(first) = rx.recv() {
         let mut writes = Vec::new();
@@ -271,23 +266,17 @@ fn serve(conn: Connection, rx: mpsc::Receiver<Job>, commits: Arc<AtomicU64>) {
             }
         }
         if !writes.is_empty() {
-            if durable != full_sync {
-                let level = if durable { "FULL" } else { "NORMAL" };
-                if conn.pragma_update(None, "synchronous", level).is_ok() {
-                    full_sync = durable;
-                }
+            if durable != full_sync && conn.set_durable(durable).is_ok() {
+                full_sync = durable;
             }
-            let began = conn
-                .execute_batch("BEGIN IMMEDIATE")
-                .map_err(|e| e.to_string());
+            let began = conn.begin().map_err(|e| e.to_string());
             let completions: Vec<Completion> = match &began {
                 Ok(()) => writes.into_iter().map(|w| w(&conn)).collect(),
                 Err(_) => Vec::new(),
             };
-            let outcome =
-                began.and_then(|()| conn.execute_batch("COMMIT").map_err(|e| e.to_string()));
+            let outcome = began.and_then(|()| conn.batch("COMMIT").map_err(|e| e.to_string()));
             if outcome.is_err() {
-                let _ = conn.execute_batch("ROLLBACK");
+                let _ = conn.batch("ROLLBACK");
             } else {
                 commits.fetch_add(1, Ordering::Relaxed);
             }
@@ -310,7 +299,7 @@ mod tests {
     async fn with_table() -> (tempfile::TempDir, Db) {
         let dir = tempfile::tempdir().unwrap();
         let db = Db::open(&dir.path().join("t.db")).unwrap();
-        db.write(|c| Ok(c.0.execute_batch("CREATE TABLE t (n INTEGER UNIQUE)")?))
+        db.write(|c| c.batch("CREATE TABLE t (n INTEGER UNIQUE)"))
             .await
             .unwrap();
         (dir, db)

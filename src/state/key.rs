@@ -130,6 +130,66 @@ pub fn load(conn: &Conn, db: &Path) -> Result<ContentKey, StateError> {
     }
 }
 
+/// The key of a PostgreSQL state: never in the database, so it comes from where the
+/// runs' secrets come from — `PAYRUN_STATE_KEY_FILE` (a file of 64 hex digits) or
+/// `PAYRUN_STATE_KEY` —, the same on every host. A check value kept in the database (an
+/// HMAC of a constant: nothing to learn from it) refuses a wrong key.
+pub fn load_external(conn: &Conn, shown: &Path) -> Result<ContentKey, StateError> {
+    let err = |message: String| StateError::Db {
+        path: shown.to_path_buf(),
+        message,
+    };
+    let text = match (
+        std::env::var_os("PAYRUN_STATE_KEY_FILE").filter(|v| !v.is_empty()),
+        std::env::var("PAYRUN_STATE_KEY")
+            .ok()
+            .filter(|v| !v.is_empty()),
+    ) {
+        (Some(file), _) => std::fs::read_to_string(&file).map_err(|e| {
+            err(format!(
+                "cannot read PAYRUN_STATE_KEY_FILE {}: {e}",
+                Path::new(&file).display()
+            ))
+        })?,
+        (None, Some(v)) => v,
+        (None, None) => {
+            return Err(err(
+                "a PostgreSQL state needs its content key kept apart from the database: set \
+                 PAYRUN_STATE_KEY_FILE to a file holding 64 hex digits (`openssl rand -hex 32`), \
+                 or PAYRUN_STATE_KEY, the same on every host that runs the job"
+                    .into(),
+            ));
+        }
+    };
+    let key = parse(text.trim()).ok_or_else(|| err("the state key is not 64 hex digits".into()))?;
+    let key = ContentKey::new(key, false);
+    let check = key.hash(b"payrun state key check");
+    let stored: Option<String> = conn
+        .optional(
+            "SELECT value FROM meta WHERE key = 'key_check'",
+            args![],
+            |r| r.get(0),
+        )
+        .map_err(|e| err(e.to_string()))?;
+    match stored {
+        Some(s) if s != check => Err(err(
+            "the state key given is not this database's key (PAYRUN_STATE_KEY_FILE or \
+             PAYRUN_STATE_KEY): with another key payrun cannot tell a changed row from an \
+             unchanged one"
+                .into(),
+        )),
+        Some(_) => Ok(key),
+        None => {
+            conn.execute(
+                "INSERT INTO meta (key, value) VALUES ('key_check', ?1) ON CONFLICT (key) DO NOTHING",
+                args![check],
+            )
+            .map_err(|e| err(e.to_string()))?;
+            Ok(key)
+        }
+    }
+}
+
 fn parse(hex: &str) -> Option<[u8; 32]> {
     if hex.len() != 64 {
         return None;

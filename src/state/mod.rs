@@ -6,6 +6,7 @@ pub mod exports;
 pub mod key;
 pub mod lock;
 pub mod methods;
+pub mod pg;
 mod plan_writer;
 mod schema;
 pub(crate) mod sql;
@@ -123,7 +124,7 @@ fn mine(conn: &Connection, path: &Path) -> Result<bool, StateError> {
 
 /// An open state database.
 pub struct State {
-    pub(crate) conn: Connection,
+    pub(crate) conn: Conn,
     pub(crate) path: PathBuf,
     /// The key planned content is hashed with (see [`key`]).
     pub(crate) key: key::ContentKey,
@@ -132,6 +133,10 @@ pub struct State {
 impl State {
     /// Opens (creating if needed) the database at `path` and brings its schema up to date.
     pub fn open(path: &Path) -> Result<State, StateError> {
+        let text = path.to_string_lossy();
+        if pg::is_url(&text) {
+            return Self::open_pg(&text);
+        }
         if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
             crate::private::create_dir_all(dir).map_err(|source| StateError::Dir {
                 path: path.to_path_buf(),
@@ -143,7 +148,7 @@ impl State {
             source: source.into(),
         })?;
         let mut state = Self::init(conn, path.to_path_buf())?;
-        state.key = key::load(Conn::of(&state.conn), path)?;
+        state.key = key::load(&state.conn, path)?;
         // Owner-only, whatever the umask or whoever created it: SQLite gives its -wal and
         // -shm files the database's mode.
         if !path.to_string_lossy().starts_with("file:") {
@@ -156,6 +161,22 @@ impl State {
             }
         }
         Ok(state)
+    }
+
+    /// Opens the state in the PostgreSQL database at `url` (its schema brought up to date);
+    /// its path, in messages, is the URL without its password.
+    fn open_pg(url: &str) -> Result<State, StateError> {
+        let shown = PathBuf::from(crate::redact::url_without_password(url));
+        let conn = pg::open(url).map_err(|message| StateError::Db {
+            path: shown.clone(),
+            message,
+        })?;
+        let key = key::load_external(&conn, &shown)?;
+        Ok(State {
+            conn,
+            path: shown,
+            key,
+        })
     }
 
     /// A throwaway copy in memory of the state at `path` (an empty one when there is none
@@ -244,7 +265,7 @@ impl State {
         }
         schema::migrate(&mut conn, &path)?;
         Ok(State {
-            conn,
+            conn: Conn(sql::Backend::Lite(conn)),
             path,
             key: key::ContentKey::random(),
         })
@@ -264,14 +285,14 @@ impl State {
     /// Copies the whole database into `target` (a path or an SQLite URI), consistently.
     fn copy_into(&self, target: &str) -> Result<(), StateError> {
         self.conn
-            .execute("VACUUM INTO ?1", [target])
+            .execute("VACUUM INTO ?1", sql::args![target])
             .map(drop)
             .map_err(|e| self.err(e))
     }
 
     /// The database as other modules see it: something to hand to `state`'s functions.
     pub fn connection(&self) -> &Conn {
-        Conn::of(&self.conn)
+        &self.conn
     }
 }
 
@@ -285,9 +306,13 @@ mod tests {
         let st = State::open(&dir.path().join("s.db")).unwrap();
         let c = st.connection();
         let (app, page): (i32, i64) = (
-            c.0.pragma_query_value(None, "application_id", |r| r.get(0))
+            c.lite()
+                .unwrap()
+                .pragma_query_value(None, "application_id", |r| r.get(0))
                 .unwrap(),
-            c.0.pragma_query_value(None, "page_size", |r| r.get(0))
+            c.lite()
+                .unwrap()
+                .pragma_query_value(None, "page_size", |r| r.get(0))
                 .unwrap(),
         );
         // The mark is written after the page size is set (the first write fixes it).

@@ -2,84 +2,108 @@
 //! ([`Arg`]s), rows read by column index ([`Col`]s), statements cached by their text. The
 //! functions of `state` are written once against this, in SQL both SQLite and PostgreSQL
 //! read the same way (`INSERT … ON CONFLICT`, `RETURNING`, no `json_extract`): the store
-//! behind a [`Conn`] is this module's business alone.
+//! behind a [`Conn`] — an SQLite file, or a PostgreSQL database — is this module's
+//! business alone.
 
 use rusqlite::types::{ToSqlOutput, ValueRef};
+use std::cell::RefCell;
+use std::collections::HashMap;
 
 /// What a statement failed with.
 #[derive(Debug, thiserror::Error)]
 pub enum SqlError {
     #[error(transparent)]
     Lite(#[from] rusqlite::Error),
+    #[error("{}", pg_message(.0))]
+    Pg(#[from] postgres::Error),
     /// A statement that must return a row returned none.
     #[error("no row where one was expected")]
     NoRow,
     /// A value read back that its type cannot hold.
     #[error("column {0}: {1}")]
     Value(usize, String),
+    /// This run no longer holds the lease of its job and scope: it may record nothing.
+    #[error("this run lost its lease (another run took the job over): it records nothing more")]
+    Fenced,
+}
+
+/// A PostgreSQL error as one line: the server's message and code when it sent one.
+fn pg_message(e: &postgres::Error) -> String {
+    match e.as_db_error() {
+        Some(db) => format!("{} ({})", db.message(), db.code().code()),
+        None => e.to_string(),
+    }
 }
 
 pub type SqlResult<T> = Result<T, SqlError>;
 
+/// A parameter's value, as both stores take it.
+#[derive(Debug, Clone, Copy)]
+pub enum Value<'a> {
+    Null,
+    Int(i64),
+    Text(&'a str),
+}
+
 /// A statement parameter.
 pub trait Arg {
-    fn to_lite(&self) -> ToSqlOutput<'_>;
+    fn value(&self) -> Value<'_>;
 }
 
 impl Arg for i64 {
-    fn to_lite(&self) -> ToSqlOutput<'_> {
-        ToSqlOutput::from(*self)
+    fn value(&self) -> Value<'_> {
+        Value::Int(*self)
     }
 }
 
 impl Arg for i32 {
-    fn to_lite(&self) -> ToSqlOutput<'_> {
-        ToSqlOutput::from(i64::from(*self))
+    fn value(&self) -> Value<'_> {
+        Value::Int(i64::from(*self))
     }
 }
 
 impl Arg for u32 {
-    fn to_lite(&self) -> ToSqlOutput<'_> {
-        ToSqlOutput::from(i64::from(*self))
+    fn value(&self) -> Value<'_> {
+        Value::Int(i64::from(*self))
     }
 }
 
 impl Arg for usize {
-    fn to_lite(&self) -> ToSqlOutput<'_> {
-        ToSqlOutput::from(*self as i64)
+    fn value(&self) -> Value<'_> {
+        Value::Int(*self as i64)
     }
 }
 
 impl Arg for bool {
     /// Stored as 0 or 1 (an integer column in both stores).
-    fn to_lite(&self) -> ToSqlOutput<'_> {
-        ToSqlOutput::from(i64::from(*self))
+    fn value(&self) -> Value<'_> {
+        Value::Int(i64::from(*self))
     }
 }
 
 impl Arg for str {
-    fn to_lite(&self) -> ToSqlOutput<'_> {
-        ToSqlOutput::Borrowed(ValueRef::Text(self.as_bytes()))
+    fn value(&self) -> Value<'_> {
+        Value::Text(self)
     }
 }
 
 impl Arg for String {
-    fn to_lite(&self) -> ToSqlOutput<'_> {
-        self.as_str().to_lite()
+    fn value(&self) -> Value<'_> {
+        Value::Text(self)
     }
 }
 
 impl<T: Arg + ?Sized> Arg for &T {
-    fn to_lite(&self) -> ToSqlOutput<'_> {
-        (**self).to_lite()
+    fn value(&self) -> Value<'_> {
+        (**self).value()
     }
 }
 
 impl<T: Arg> Arg for Option<T> {
-    fn to_lite(&self) -> ToSqlOutput<'_> {
+    fn value(&self) -> Value<'_> {
         match self {
-            Some(v) => v.to_lite(),
-            None => ToSqlOutput::Borrowed(ValueRef::Null),
+            Some(v) => v.value(),
+            None => Value::Null,
         }
     }
 }
@@ -91,11 +115,104 @@ macro_rules! args {
 }
 pub(crate) use args;
 
+fn lite_value(v: Value<'_>) -> ToSqlOutput<'_> {
+    match v {
+        Value::Null => ToSqlOutput::Borrowed(ValueRef::Null),
+        Value::Int(i) => ToSqlOutput::from(i),
+        Value::Text(s) => ToSqlOutput::Borrowed(ValueRef::Text(s.as_bytes())),
+    }
+}
+
 /// Parameters for rusqlite.
 fn lite_args<'a>(
     args: &'a [&'a dyn Arg],
 ) -> rusqlite::ParamsFromIter<impl Iterator<Item = ToSqlOutput<'a>>> {
-    rusqlite::params_from_iter(args.iter().map(|a| a.to_lite()))
+    rusqlite::params_from_iter(args.iter().map(|a| lite_value(a.value())))
+}
+
+impl postgres::types::ToSql for Value<'_> {
+    fn to_sql(
+        &self,
+        ty: &postgres::types::Type,
+        out: &mut bytes::BytesMut,
+    ) -> Result<postgres::types::IsNull, Box<dyn std::error::Error + Sync + Send>> {
+        use postgres::types::Type;
+        match *self {
+            Value::Null => Ok(postgres::types::IsNull::Yes),
+            Value::Int(i) => match *ty {
+                Type::INT4 => i32::try_from(i)?.to_sql(ty, out),
+                Type::INT2 => i16::try_from(i)?.to_sql(ty, out),
+                Type::BOOL => (i != 0).to_sql(ty, out),
+                _ => i.to_sql(ty, out),
+            },
+            Value::Text(s) => s.to_sql(ty, out),
+        }
+    }
+
+    fn accepts(ty: &postgres::types::Type) -> bool {
+        use postgres::types::Type;
+        matches!(
+            *ty,
+            Type::INT8 | Type::INT4 | Type::INT2 | Type::BOOL | Type::TEXT | Type::VARCHAR
+        )
+    }
+
+    postgres::types::to_sql_checked!();
+}
+
+/// A value read from PostgreSQL, before it is made the column's type.
+enum PgValue {
+    Null,
+    Int(i64),
+    Text(String),
+}
+
+impl<'a> postgres::types::FromSql<'a> for PgValue {
+    fn from_sql(
+        ty: &postgres::types::Type,
+        raw: &'a [u8],
+    ) -> Result<Self, Box<dyn std::error::Error + Sync + Send>> {
+        use postgres::types::Type;
+        Ok(match *ty {
+            Type::INT8 => PgValue::Int(i64::from_sql(ty, raw)?),
+            Type::INT4 => PgValue::Int(i64::from(i32::from_sql(ty, raw)?)),
+            Type::INT2 => PgValue::Int(i64::from(i16::from_sql(ty, raw)?)),
+            Type::BOOL => PgValue::Int(i64::from(bool::from_sql(ty, raw)?)),
+            _ => PgValue::Text(String::from_sql(ty, raw)?),
+        })
+    }
+
+    fn from_sql_null(
+        _: &postgres::types::Type,
+    ) -> Result<Self, Box<dyn std::error::Error + Sync + Send>> {
+        Ok(PgValue::Null)
+    }
+
+    fn accepts(ty: &postgres::types::Type) -> bool {
+        use postgres::types::Type;
+        matches!(
+            *ty,
+            Type::INT8
+                | Type::INT4
+                | Type::INT2
+                | Type::BOOL
+                | Type::TEXT
+                | Type::VARCHAR
+                | Type::NAME
+                | Type::BPCHAR
+        )
+    }
+}
+
+impl PgValue {
+    /// As SQLite would hand it over, for one conversion to the column's type.
+    fn as_ref(&self) -> ValueRef<'_> {
+        match self {
+            PgValue::Null => ValueRef::Null,
+            PgValue::Int(i) => ValueRef::Integer(*i),
+            PgValue::Text(s) => ValueRef::Text(s.as_bytes()),
+        }
+    }
 }
 
 /// A value read from a row's column.
@@ -138,39 +255,129 @@ impl<T: Col> Col for Option<T> {
 }
 
 /// A row of a result.
-pub struct Row<'a>(&'a rusqlite::Row<'a>);
+pub enum Row<'a> {
+    Lite(&'a rusqlite::Row<'a>),
+    Pg(&'a postgres::Row),
+}
 
 impl Row<'_> {
     /// The value of column `i` (from 0).
     pub fn get<T: Col>(&self, i: usize) -> SqlResult<T> {
-        T::from_lite(self.0.get_ref(i)?).map_err(|e| SqlError::Value(i, e))
+        match self {
+            Row::Lite(r) => T::from_lite(r.get_ref(i)?),
+            Row::Pg(r) => {
+                let v: PgValue = r.try_get(i)?;
+                T::from_lite(v.as_ref())
+            }
+        }
+        .map_err(|e| SqlError::Value(i, e))
     }
 
     /// Column `i` as text, borrowed from the row (`None` for NULL).
     pub fn text(&self, i: usize) -> SqlResult<Option<&str>> {
-        match self.0.get_ref(i)? {
-            ValueRef::Null => Ok(None),
-            v => v
-                .as_str()
-                .map(Some)
-                .map_err(|e| SqlError::Value(i, e.to_string())),
+        match self {
+            Row::Lite(r) => match r.get_ref(i)? {
+                ValueRef::Null => Ok(None),
+                v => v
+                    .as_str()
+                    .map(Some)
+                    .map_err(|e| SqlError::Value(i, e.to_string())),
+            },
+            Row::Pg(r) => Ok(r.try_get::<_, Option<&str>>(i)?),
         }
     }
 }
 
+/// A PostgreSQL connection with its statements prepared once each, by their text.
+pub(super) struct Pg {
+    pub(super) client: postgres::Client,
+    statements: HashMap<String, postgres::Statement>,
+    /// Set while a run holds its job's lease: every write transaction checks it first
+    /// ([`Conn::check_fence`]).
+    pub(super) fence: Option<super::pg::Fence>,
+}
+
+impl Pg {
+    pub(super) fn new(client: postgres::Client) -> Pg {
+        Pg {
+            client,
+            statements: HashMap::new(),
+            fence: None,
+        }
+    }
+
+    fn statement(&mut self, sql: &str) -> SqlResult<postgres::Statement> {
+        if let Some(s) = self.statements.get(sql) {
+            return Ok(s.clone());
+        }
+        let s = self.client.prepare(&dollars(sql))?;
+        self.statements.insert(sql.to_string(), s.clone());
+        Ok(s)
+    }
+
+    fn query(&mut self, sql: &str, args: &[&dyn Arg]) -> SqlResult<Vec<postgres::Row>> {
+        let stmt = self.statement(sql)?;
+        let values: Vec<Value> = args.iter().map(|a| a.value()).collect();
+        let params: Vec<&(dyn postgres::types::ToSql + Sync)> = values
+            .iter()
+            .map(|v| v as &(dyn postgres::types::ToSql + Sync))
+            .collect();
+        Ok(self.client.query(&stmt, &params)?)
+    }
+
+    fn execute(&mut self, sql: &str, args: &[&dyn Arg]) -> SqlResult<u64> {
+        let stmt = self.statement(sql)?;
+        let values: Vec<Value> = args.iter().map(|a| a.value()).collect();
+        let params: Vec<&(dyn postgres::types::ToSql + Sync)> = values
+            .iter()
+            .map(|v| v as &(dyn postgres::types::ToSql + Sync))
+            .collect();
+        Ok(self.client.execute(&stmt, &params)?)
+    }
+}
+
+/// `?N` parameters as PostgreSQL's `$N` (outside quoted text).
+fn dollars(sql: &str) -> String {
+    let mut out = String::with_capacity(sql.len());
+    let mut quoted = false;
+    for c in sql.chars() {
+        match c {
+            '\'' => {
+                quoted = !quoted;
+                out.push(c);
+            }
+            '?' if !quoted => out.push('$'),
+            c => out.push(c),
+        }
+    }
+    out
+}
+
 /// A connection to the state database, opaque outside `state`: other modules hand it to
 /// state's typed functions (directly, or in a `Db` closure) and can run no SQL on it.
-#[derive(ref_cast::RefCastCustom)]
-#[repr(transparent)]
-pub struct Conn(pub(super) rusqlite::Connection);
+pub struct Conn(pub(super) Backend);
+
+/// The store behind a [`Conn`].
+pub(super) enum Backend {
+    Lite(rusqlite::Connection),
+    Pg(Box<RefCell<Pg>>),
+}
 
 impl Conn {
-    #[ref_cast::ref_cast_custom]
-    pub(in crate::state) fn of(conn: &rusqlite::Connection) -> &Conn;
+    /// The SQLite connection (backend code only: pragmas, the schema, backups).
+    pub(super) fn lite(&self) -> Option<&rusqlite::Connection> {
+        match &self.0 {
+            Backend::Lite(c) => Some(c),
+            Backend::Pg(_) => None,
+        }
+    }
 
     /// Runs a statement; returns how many rows it changed.
     pub(super) fn execute(&self, sql: &str, args: &[&dyn Arg]) -> SqlResult<usize> {
-        Ok(self.0.prepare_cached(sql)?.execute(lite_args(args))?)
+        match &self.0 {
+            Backend::Lite(c) => Ok(c.prepare_cached(sql)?.execute(lite_args(args))?),
+            Backend::Pg(p) => Ok(p.borrow_mut().execute(sql, args)? as usize),
+        }
     }
 
     /// Runs an `INSERT … RETURNING id`; returns the id.
@@ -195,12 +402,15 @@ impl Conn {
         args: &[&dyn Arg],
         f: impl FnOnce(&Row) -> SqlResult<T>,
     ) -> SqlResult<Option<T>> {
-        let mut stmt = self.0.prepare_cached(sql)?;
-        let mut rows = stmt.query(lite_args(args))?;
-        match rows.next()? {
-            Some(r) => f(&Row(r)).map(Some),
-            None => Ok(None),
-        }
+        let mut f = Some(f);
+        let mut out = None;
+        self.each_while(sql, args, |r| {
+            if let Some(f) = f.take() {
+                out = Some(f(r)?);
+            }
+            Ok(false)
+        })?;
+        Ok(out)
     }
 
     /// Every row's value, in order.
@@ -225,33 +435,7 @@ impl Conn {
         args: &[&dyn Arg],
         mut f: impl FnMut(&Row) -> SqlResult<()>,
     ) -> SqlResult<()> {
-        let mut stmt = self.0.prepare_cached(sql)?;
-        let mut rows = stmt.query(lite_args(args))?;
-        while let Some(r) = rows.next()? {
-            f(&Row(r))?;
-        }
-        Ok(())
-    }
-
-    /// A statement prepared once, for a loop that runs it row after row.
-    pub(super) fn prepare(&self, sql: &str) -> SqlResult<Stmt<'_>> {
-        Ok(Stmt(self.0.prepare_cached(sql)?))
-    }
-
-    /// Runs SQL text of one or more statements, without parameters.
-    pub(super) fn batch(&self, sql: &str) -> SqlResult<()> {
-        Ok(self.0.execute_batch(sql)?)
-    }
-
-    /// Starts the one transaction a plan is written in. Planning writes each page about
-    /// once: a run's large page cache would only hold memory.
-    pub(super) fn begin_plan(&self) -> SqlResult<()> {
-        self.batch("PRAGMA cache_size = -16384; BEGIN IMMEDIATE")
-    }
-
-    /// The SQL expression of a JSON text column's top-level `key`, as text.
-    pub(super) fn json_text(&self, column: &str, key: &str) -> String {
-        format!("json_extract({column}, '$.{key}')")
+        self.each_while(sql, args, |r| f(r).map(|()| true))
     }
 
     /// Calls `f` with rows, in order, until it returns `false`.
@@ -261,31 +445,150 @@ impl Conn {
         args: &[&dyn Arg],
         mut f: impl FnMut(&Row) -> SqlResult<bool>,
     ) -> SqlResult<()> {
-        let mut stmt = self.0.prepare_cached(sql)?;
-        let mut rows = stmt.query(lite_args(args))?;
-        while let Some(r) = rows.next()? {
-            if !f(&Row(r))? {
-                break;
+        match &self.0 {
+            Backend::Lite(c) => {
+                let mut stmt = c.prepare_cached(sql)?;
+                let mut rows = stmt.query(lite_args(args))?;
+                while let Some(r) = rows.next()? {
+                    if !f(&Row::Lite(r))? {
+                        break;
+                    }
+                }
+            }
+            Backend::Pg(p) => {
+                let rows = p.borrow_mut().query(sql, args)?;
+                for r in &rows {
+                    if !f(&Row::Pg(r))? {
+                        break;
+                    }
+                }
             }
         }
         Ok(())
     }
 
+    /// A statement prepared once, for a loop that runs it row after row.
+    pub(super) fn prepare(&self, sql: &str) -> SqlResult<Stmt<'_>> {
+        match &self.0 {
+            Backend::Lite(c) => Ok(Stmt::Lite(c.prepare_cached(sql)?)),
+            Backend::Pg(_) => Ok(Stmt::Pg(self, sql.to_string())),
+        }
+    }
+
+    /// Runs SQL text of one or more statements, without parameters.
+    pub(super) fn batch(&self, sql: &str) -> SqlResult<()> {
+        match &self.0 {
+            Backend::Lite(c) => Ok(c.execute_batch(sql)?),
+            Backend::Pg(p) => Ok(p.borrow_mut().client.batch_execute(sql)?),
+        }
+    }
+
+    /// `SAVEPOINT`, `RELEASE` or `ROLLBACK TO` (prepared once on SQLite).
+    pub(super) fn savepoint_command(&self, sql: &str) -> SqlResult<()> {
+        match &self.0 {
+            Backend::Lite(c) => Ok(c.prepare_cached(sql)?.execute([]).map(drop)?),
+            Backend::Pg(_) => self.batch(sql),
+        }
+    }
+
+    /// Starts the one transaction a plan is written in. Planning writes each page about
+    /// once: a run's large page cache would only hold memory.
+    pub(super) fn begin_plan(&self) -> SqlResult<()> {
+        match &self.0 {
+            Backend::Lite(_) => self.batch("PRAGMA cache_size = -16384; BEGIN IMMEDIATE"),
+            Backend::Pg(_) => {
+                self.batch("BEGIN")?;
+                self.check_fence()
+            }
+        }
+    }
+
+    /// Starts a transaction of writes (SQLite: taking the write lock at once).
+    pub(super) fn begin(&self) -> SqlResult<()> {
+        match &self.0 {
+            Backend::Lite(_) => self.batch("BEGIN IMMEDIATE"),
+            Backend::Pg(_) => {
+                self.batch("BEGIN")?;
+                self.check_fence()
+            }
+        }
+    }
+
+    /// Whether the commits that follow must reach the disk before they return (an
+    /// intent) or may follow shortly after (an outcome).
+    pub(super) fn set_durable(&self, durable: bool) -> SqlResult<()> {
+        match &self.0 {
+            Backend::Lite(c) => {
+                c.pragma_update(None, "synchronous", if durable { "FULL" } else { "NORMAL" })?;
+                Ok(())
+            }
+            Backend::Pg(_) => self.batch(if durable {
+                "SET synchronous_commit = on"
+            } else {
+                "SET synchronous_commit = off"
+            }),
+        }
+    }
+
+    /// In a write transaction of a run holding a lease: the lease is still this run's, or
+    /// [`SqlError::Fenced`] (nothing of the transaction may be committed).
+    pub(super) fn check_fence(&self) -> SqlResult<()> {
+        let Backend::Pg(p) = &self.0 else {
+            return Ok(());
+        };
+        let fence = p.borrow().fence.clone();
+        match fence {
+            Some(f) => super::pg::check_fence(self, &f),
+            None => Ok(()),
+        }
+    }
+
+    /// The SQL expression of a JSON text column's top-level `key`, as text.
+    pub(super) fn json_text(&self, column: &str, key: &str) -> String {
+        match &self.0 {
+            Backend::Lite(_) => format!("json_extract({column}, '$.{key}')"),
+            Backend::Pg(_) => format!("({column}::jsonb ->> '{key}')"),
+        }
+    }
+
+    /// `INDEXED BY index` where the store takes the hint (SQLite), else nothing.
+    pub(super) fn indexed_by(&self, index: &str) -> String {
+        match &self.0 {
+            Backend::Lite(_) => format!("INDEXED BY {index}"),
+            Backend::Pg(_) => String::new(),
+        }
+    }
+
     /// Runs `f` in a transaction: committed when it returns `Ok`, rolled back otherwise.
     pub(super) fn transaction<T>(&self, f: impl FnOnce(&Conn) -> SqlResult<T>) -> SqlResult<T> {
-        let tx = self.0.unchecked_transaction()?;
-        let out = f(self)?;
-        tx.commit()?;
-        Ok(out)
+        self.batch("BEGIN")?;
+        let out = self.check_fence().and_then(|()| f(self));
+        match out {
+            Ok(v) => {
+                self.batch("COMMIT")?;
+                Ok(v)
+            }
+            Err(e) => {
+                let _ = self.batch("ROLLBACK");
+                Err(e)
+            }
+        }
     }
 }
 
 /// A prepared statement (see [`Conn::prepare`]).
-pub(super) struct Stmt<'c>(rusqlite::CachedStatement<'c>);
+pub(super) enum Stmt<'c> {
+    Lite(rusqlite::CachedStatement<'c>),
+    /// PostgreSQL's are prepared once per connection already (by their text).
+    Pg(&'c Conn, String),
+}
 
 impl Stmt<'_> {
     pub(super) fn execute(&mut self, args: &[&dyn Arg]) -> SqlResult<usize> {
-        Ok(self.0.execute(lite_args(args))?)
+        match self {
+            Stmt::Lite(s) => Ok(s.execute(lite_args(args))?),
+            Stmt::Pg(c, sql) => c.execute(sql, args),
+        }
     }
 
     /// The first row's value, if there is a row.
@@ -294,10 +597,26 @@ impl Stmt<'_> {
         args: &[&dyn Arg],
         f: impl FnOnce(&Row) -> SqlResult<T>,
     ) -> SqlResult<Option<T>> {
-        let mut rows = self.0.query(lite_args(args))?;
-        match rows.next()? {
-            Some(r) => f(&Row(r)).map(Some),
-            None => Ok(None),
+        match self {
+            Stmt::Lite(s) => {
+                let mut rows = s.query(lite_args(args))?;
+                match rows.next()? {
+                    Some(r) => f(&Row::Lite(r)).map(Some),
+                    None => Ok(None),
+                }
+            }
+            Stmt::Pg(c, sql) => c.optional(sql, args, f),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn parameters_are_numbered_with_dollars_outside_quotes() {
+        assert_eq!(
+            super::dollars("SELECT '?x', a FROM t WHERE b = ?1 AND c IN (?2, ?10)"),
+            "SELECT '?x', a FROM t WHERE b = $1 AND c IN ($2, $10)"
+        );
     }
 }

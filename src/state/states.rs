@@ -66,8 +66,8 @@ macro_rules! stored_state {
         }
 
         impl crate::state::sql::Arg for $name {
-            fn to_lite(&self) -> ToSqlOutput<'_> {
-                ToSqlOutput::Borrowed(ValueRef::Text(self.as_str().as_bytes()))
+            fn value(&self) -> crate::state::sql::Value<'_> {
+                crate::state::sql::Value::Text(self.as_str())
             }
         }
 

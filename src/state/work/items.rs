@@ -89,9 +89,10 @@ pub fn items_page(
         // Through the index in file order: by the (plan, step, key) index SQLite would
         // sort the step's items, a tenth of the time before the first request. A page
         // enters the index at the row after the last page's, not at the start.
-        "SELECT {ITEM_COLUMNS} FROM items INDEXED BY items_by_line
+        "SELECT {ITEM_COLUMNS} FROM items {indexed}
          WHERE plan_id = ?1 AND (row_line, row_key) > (?3, ?4) AND step = ?2 AND state IN ({marks}) AND conflict_hash IS NULL
-         ORDER BY row_line, row_key, id"
+         ORDER BY row_line, row_key, id",
+        indexed = conn.indexed_by("items_by_line")
     );
     let (line, key) = after.map_or((-1, ""), |(l, k)| (*l, k.as_str()));
     // The page ends by stepping no further, not by `LIMIT ?`: SQLite plans a bound LIMIT

@@ -7,7 +7,9 @@ fn two_plans() -> crate::state::State {
     let state = crate::state::State::open_in_memory().unwrap();
     state
         .connection()
-        .0.execute_batch("INSERT INTO plans (id, job, scope, created_at) VALUES (1, 'j', 's', 't'), (2, 'j', 'other', 't')")
+        .lite()
+        .unwrap()
+        .execute_batch("INSERT INTO plans (id, job, scope, created_at) VALUES (1, 'j', 's', 't'), (2, 'j', 'other', 't')")
         .unwrap();
     state
 }
@@ -43,24 +45,30 @@ fn a_tally_counts_by_step_in_job_order_and_earns_the_exit_code() {
     // Another plan's failure is not this plan's.
     assert_eq!(earns(&Tally::of(c, 2).unwrap()), crate::exit::ROWS_FAILED);
     // A paid row that changed since: done as sent, but its change is not.
-    c.0.execute(
-        "UPDATE items SET conflict_hash = 'h2' WHERE plan_id = 1 AND step = 'pay'",
-        [],
-    )
-    .unwrap();
+    c.lite()
+        .unwrap()
+        .execute(
+            "UPDATE items SET conflict_hash = 'h2' WHERE plan_id = 1 AND step = 'pay'",
+            [],
+        )
+        .unwrap();
     let tally = Tally::of(c, 1).unwrap();
     assert_eq!(
         tally.json(),
         r#"{"contact":{"skipped":1,"succeeded":2},"kyc":{"skipped":1},"pay":{"conflict":2}}"#
     );
     assert_eq!(earns(&tally), crate::exit::ROWS_FAILED);
-    c.0.execute("UPDATE items SET conflict_hash = NULL", [])
+    c.lite()
+        .unwrap()
+        .execute("UPDATE items SET conflict_hash = NULL", [])
         .unwrap();
-    c.0.execute(
-        "UPDATE items SET state = 'in_flight' WHERE plan_id = 1 AND step = 'kyc'",
-        [],
-    )
-    .unwrap();
+    c.lite()
+        .unwrap()
+        .execute(
+            "UPDATE items SET state = 'in_flight' WHERE plan_id = 1 AND step = 'kyc'",
+            [],
+        )
+        .unwrap();
     assert_eq!(
         Tally::of(c, 1).unwrap().json(),
         r#"{"contact":{"skipped":1,"succeeded":2},"kyc":{"in_doubt":1},"pay":{"succeeded":2}}"#
@@ -72,7 +80,7 @@ fn a_tally_counts_by_step_in_job_order_and_earns_the_exit_code() {
 fn a_providers_words_are_stored_scrubbed() {
     let state = two_plans();
     let c = state.connection();
-    c.0.execute(
+    c.lite().unwrap().execute(
         "INSERT INTO items (id, plan_id, step, step_index, row_key, row_line, state, content_hash, payload, created_at, updated_at)
          VALUES (1, 1, 'pay', 0, 'k', 1, 'pending', 'h', '{}', 't', 't')",
         [],
@@ -85,8 +93,10 @@ fn a_providers_words_are_stored_scrubbed() {
         ..Outcome::default()
     };
     set_outcome(c, 1, &o).unwrap();
-    let stored: String =
-        c.0.query_row("SELECT error_message FROM items WHERE id = 1", [], |r| {
+    let stored: String = c
+        .lite()
+        .unwrap()
+        .query_row("SELECT error_message FROM items WHERE id = 1", [], |r| {
             r.get(0)
         })
         .unwrap();

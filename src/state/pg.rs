@@ -1,0 +1,448 @@
+//! The state in PostgreSQL: connecting (TLS as libpq's `sslmode` says), the schema and its
+//! migrations (recorded in the database, safe when two hosts start at once), and the lease
+//! that lets one run per job and scope work across hosts — with a fencing number every
+//! write transaction of the run checks, so a run that lost its lease records nothing.
+//!
+//! No session-level advisory lock is used (they break behind PgBouncer in transaction
+//! mode): the migration lock is a transaction-level one, the run lock a lease row.
+
+use super::sql::{Backend, Conn, Pg, SqlError, SqlResult, args};
+use std::cell::RefCell;
+use std::time::Duration;
+
+/// How long a lease lasts without a heartbeat: a holder that stopped (killed, frozen,
+/// partitioned) longer than this is taken over.
+pub const LEASE: Duration = Duration::from_secs(30);
+
+/// Whether a state location is a PostgreSQL URL.
+pub fn is_url(location: &str) -> bool {
+    location.starts_with("postgresql://") || location.starts_with("postgres://")
+}
+
+/// Connects to the database at `url`: TLS as its `sslmode` asks (`disable`, `prefer`,
+/// `require` — encrypted, the certificate not checked, as libpq does —, `verify-ca` and
+/// `verify-full`, checked against the system's roots). Errors never show the password.
+pub(super) fn connect(url: &str) -> Result<Pg, String> {
+    let shown = crate::redact::url_without_password(url);
+    let (url, mode) = take_sslmode(url);
+    let mut config: postgres::Config = url
+        .parse()
+        .map_err(|e| format!("{shown}: not a PostgreSQL URL ({e})"))?;
+    config.application_name("payrun");
+    config.connect_timeout(Duration::from_secs(10));
+    let client = match mode.as_str() {
+        "disable" => config.connect(postgres::NoTls),
+        mode => {
+            config.ssl_mode(if mode == "prefer" {
+                postgres::config::SslMode::Prefer
+            } else {
+                postgres::config::SslMode::Require
+            });
+            let tls = tls(mode == "verify-ca" || mode == "verify-full")?;
+            config.connect(tls)
+        }
+    }
+    .map_err(|e| format!("{shown}: cannot connect: {}", super::sql::SqlError::Pg(e)))?;
+    Ok(Pg::new(client))
+}
+
+/// The URL without `sslmode` (handled here), and the mode (default `prefer`, as libpq).
+fn take_sslmode(url: &str) -> (String, String) {
+    let Some((base, query)) = url.split_once('?') else {
+        return (url.to_string(), "prefer".into());
+    };
+    let mut mode = "prefer".to_string();
+    let rest: Vec<&str> = query
+        .split('&')
+        .filter(|kv| match kv.split_once('=') {
+            Some(("sslmode", v)) => {
+                mode = v.to_string();
+                false
+            }
+            _ => true,
+        })
+        .collect();
+    if rest.is_empty() {
+        (base.to_string(), mode)
+    } else {
+        (format!("{base}?{}", rest.join("&")), mode)
+    }
+}
+
+fn tls(verify: bool) -> Result<tokio_postgres_rustls::MakeRustlsConnect, String> {
+    crate::provider::http::install_tls_provider();
+    let config = if verify {
+        use rustls_platform_verifier::ConfigVerifierExt;
+        rustls::ClientConfig::with_platform_verifier()
+            .map_err(|e| format!("cannot load the system's certificate roots: {e}"))?
+    } else {
+        rustls::ClientConfig::builder()
+            .dangerous()
+            .with_custom_certificate_verifier(std::sync::Arc::new(NoVerify))
+            .with_no_client_auth()
+    };
+    Ok(tokio_postgres_rustls::MakeRustlsConnect::new(config))
+}
+
+/// `sslmode=require`: encrypted, the server's certificate taken as it is (libpq's
+/// meaning; `verify-full` checks it).
+#[derive(Debug)]
+struct NoVerify;
+
+impl rustls::client::danger::ServerCertVerifier for NoVerify {
+    fn verify_server_cert(
+        &self,
+        _: &rustls::pki_types::CertificateDer<'_>,
+        _: &[rustls::pki_types::CertificateDer<'_>],
+        _: &rustls::pki_types::ServerName<'_>,
+        _: &[u8],
+        _: rustls::pki_types::UnixTime,
+    ) -> Result<rustls::client::danger::ServerCertVerified, rustls::Error> {
+        Ok(rustls::client::danger::ServerCertVerified::assertion())
+    }
+
+    fn verify_tls12_signature(
+        &self,
+        message: &[u8],
+        cert: &rustls::pki_types::CertificateDer<'_>,
+        dss: &rustls::DigitallySignedStruct,
+    ) -> Result<rustls::client::danger::HandshakeSignatureValid, rustls::Error> {
+        rustls::crypto::verify_tls12_signature(
+            message,
+            cert,
+            dss,
+            &rustls::crypto::ring::default_provider().signature_verification_algorithms,
+        )
+    }
+
+    fn verify_tls13_signature(
+        &self,
+        message: &[u8],
+        cert: &rustls::pki_types::CertificateDer<'_>,
+        dss: &rustls::DigitallySignedStruct,
+    ) -> Result<rustls::client::danger::HandshakeSignatureValid, rustls::Error> {
+        rustls::crypto::verify_tls13_signature(
+            message,
+            cert,
+            dss,
+            &rustls::crypto::ring::default_provider().signature_verification_algorithms,
+        )
+    }
+
+    fn supported_verify_schemes(&self) -> Vec<rustls::SignatureScheme> {
+        rustls::crypto::ring::default_provider()
+            .signature_verification_algorithms
+            .supported_schemes()
+    }
+}
+
+/// The schema in PostgreSQL: the same tables and columns as SQLite's (integers as
+/// `BIGINT`, text compared byte by byte as SQLite does), and the lease. Append-only, like
+/// SQLite's list; the version is recorded in `schema_version`.
+const MIGRATIONS: &[&str] = &[
+    // 1: everything SQLite's migrations 1–8 made, and the run lease.
+    r#"
+    CREATE TABLE plans (
+        id          BIGINT GENERATED BY DEFAULT AS IDENTITY PRIMARY KEY,
+        job         TEXT COLLATE "C" NOT NULL,
+        scope       TEXT COLLATE "C" NOT NULL,
+        created_at  TEXT COLLATE "C" NOT NULL,
+        UNIQUE (job, scope)
+    );
+    CREATE TABLE batches (
+        id               BIGINT GENERATED BY DEFAULT AS IDENTITY PRIMARY KEY,
+        plan_id          BIGINT NOT NULL REFERENCES plans(id),
+        step             TEXT COLLATE "C" NOT NULL,
+        seq              BIGINT NOT NULL,
+        group_key        TEXT COLLATE "C" NOT NULL,
+        external_id      TEXT COLLATE "C" NOT NULL,
+        state            TEXT COLLATE "C" NOT NULL DEFAULT 'open',
+        provider_ref     TEXT COLLATE "C",
+        created_at       TEXT COLLATE "C" NOT NULL,
+        attempts         BIGINT NOT NULL DEFAULT 0,
+        first_attempt_at TEXT COLLATE "C",
+        provider_status  TEXT COLLATE "C",
+        error_code       TEXT COLLATE "C",
+        error_message    TEXT COLLATE "C",
+        doubt_since      TEXT COLLATE "C",
+        doubt_applied    BIGINT NOT NULL DEFAULT 0,
+        UNIQUE (plan_id, step, seq)
+    );
+    CREATE TABLE items (
+        id               BIGINT GENERATED BY DEFAULT AS IDENTITY PRIMARY KEY,
+        plan_id          BIGINT NOT NULL REFERENCES plans(id),
+        step             TEXT COLLATE "C" NOT NULL,
+        step_index       BIGINT NOT NULL,
+        row_key          TEXT COLLATE "C" NOT NULL,
+        row_line         BIGINT NOT NULL,
+        state            TEXT COLLATE "C" NOT NULL,
+        version          BIGINT NOT NULL DEFAULT 1,
+        content_hash     TEXT COLLATE "C" NOT NULL,
+        payload          TEXT COLLATE "C" NOT NULL,
+        amount           TEXT COLLATE "C",
+        currency         TEXT COLLATE "C",
+        batch_id         BIGINT REFERENCES batches(id),
+        external_id      TEXT COLLATE "C",
+        conflict_hash    TEXT COLLATE "C",
+        conflict_payload TEXT COLLATE "C",
+        attempts         BIGINT NOT NULL DEFAULT 0,
+        error_code       TEXT COLLATE "C",
+        error_message    TEXT COLLATE "C",
+        provider_ref     TEXT COLLATE "C",
+        created_at       TEXT COLLATE "C" NOT NULL,
+        updated_at       TEXT COLLATE "C" NOT NULL,
+        row_offset       BIGINT NOT NULL DEFAULT 0,
+        first_attempt_at TEXT COLLATE "C",
+        provider_status  TEXT COLLATE "C",
+        group_key        TEXT COLLATE "C",
+        doubt_since      TEXT COLLATE "C",
+        doubt_applied    BIGINT NOT NULL DEFAULT 0,
+        UNIQUE (plan_id, step, row_key)
+    );
+    CREATE INDEX items_by_batch ON items (batch_id) WHERE batch_id IS NOT NULL;
+    CREATE INDEX items_by_line ON items (plan_id, row_line, row_key);
+    CREATE TABLE runs (
+        id                BIGINT GENERATED BY DEFAULT AS IDENTITY PRIMARY KEY,
+        plan_id           BIGINT NOT NULL REFERENCES plans(id),
+        started_at        TEXT COLLATE "C" NOT NULL,
+        ended_at          TEXT COLLATE "C",
+        exit_code         BIGINT,
+        pid               BIGINT NOT NULL,
+        host              TEXT COLLATE "C" NOT NULL,
+        requests          BIGINT NOT NULL DEFAULT 0,
+        retries           BIGINT NOT NULL DEFAULT 0,
+        rate_limited      BIGINT NOT NULL DEFAULT 0,
+        in_doubt_resolved BIGINT NOT NULL DEFAULT 0,
+        counts            TEXT COLLATE "C",
+        settle_ms         BIGINT NOT NULL DEFAULT 0,
+        duplicates        BIGINT NOT NULL DEFAULT 0,
+        error             TEXT COLLATE "C"
+    );
+    CREATE TABLE locks (
+        plan_id      BIGINT PRIMARY KEY REFERENCES plans(id),
+        run_id       BIGINT NOT NULL,
+        pid          BIGINT NOT NULL,
+        host         TEXT COLLATE "C" NOT NULL,
+        started_at   TEXT COLLATE "C" NOT NULL,
+        heartbeat_at TEXT COLLATE "C"
+    );
+    CREATE TABLE exports (
+        run_id      BIGINT NOT NULL REFERENCES runs(id),
+        plan_id     BIGINT NOT NULL REFERENCES plans(id),
+        step        TEXT COLLATE "C" NOT NULL,
+        resource    TEXT COLLATE "C" NOT NULL,
+        from_at     TEXT COLLATE "C" NOT NULL,
+        to_at       TEXT COLLATE "C" NOT NULL,
+        state       TEXT COLLATE "C" NOT NULL,
+        rows        BIGINT NOT NULL DEFAULT 0,
+        pages       BIGINT NOT NULL DEFAULT 0,
+        duplicates  BIGINT NOT NULL DEFAULT 0,
+        path        TEXT COLLATE "C" NOT NULL,
+        error       TEXT COLLATE "C",
+        started_at  TEXT COLLATE "C" NOT NULL,
+        ended_at    TEXT COLLATE "C",
+        PRIMARY KEY (run_id, step)
+    );
+    CREATE INDEX exports_watermark ON exports (plan_id, step, state);
+    CREATE TABLE meta (
+        key   TEXT COLLATE "C" PRIMARY KEY,
+        value TEXT COLLATE "C" NOT NULL
+    );
+    INSERT INTO meta (key, value) VALUES ('instance', md5(random()::text || clock_timestamp()::text));
+    CREATE TABLE duplicates (
+        plan_id      BIGINT NOT NULL REFERENCES plans(id),
+        step         TEXT COLLATE "C" NOT NULL,
+        external_id  TEXT COLLATE "C" NOT NULL,
+        row_key      TEXT COLLATE "C",
+        uuids        TEXT COLLATE "C" NOT NULL,
+        found_at     TEXT COLLATE "C" NOT NULL,
+        run_id       BIGINT NOT NULL,
+        PRIMARY KEY (plan_id, step, external_id)
+    );
+    CREATE TABLE payout_methods (
+        base        TEXT COLLATE "C" NOT NULL,
+        name        TEXT COLLATE "C" NOT NULL,
+        record      TEXT COLLATE "C" NOT NULL,
+        fetched_at  TEXT COLLATE "C" NOT NULL,
+        PRIMARY KEY (base, name)
+    );
+    -- One run per job and scope across hosts: the holder, the fencing number every write of
+    -- its run checks, and when the lease ends without a heartbeat.
+    CREATE TABLE leases (
+        job        TEXT COLLATE "C" NOT NULL,
+        scope      TEXT COLLATE "C" NOT NULL,
+        holder     TEXT COLLATE "C",
+        fence      BIGINT NOT NULL DEFAULT 0,
+        expires_at TIMESTAMPTZ NOT NULL DEFAULT now(),
+        PRIMARY KEY (job, scope)
+    );
+    "#,
+];
+
+/// The schema version this build writes in PostgreSQL.
+pub const CURRENT: i64 = MIGRATIONS.len() as i64;
+
+/// Brings the schema up to date, in one transaction under a transaction-level advisory
+/// lock (two hosts starting at once: one migrates, the other then finds it done).
+/// A database of a newer payrun is refused, untouched.
+pub fn migrate(conn: &Conn) -> Result<(), String> {
+    let run = || -> SqlResult<Result<(), String>> {
+        conn.batch(
+            "BEGIN;
+             SELECT pg_advisory_xact_lock(7061797200);
+             CREATE TABLE IF NOT EXISTS schema_version (version BIGINT NOT NULL);",
+        )?;
+        let found: Option<i64> =
+            conn.optional("SELECT MAX(version) FROM schema_version", args![], |r| {
+                r.get(0)
+            })?;
+        let found = found.unwrap_or(0);
+        if found > CURRENT {
+            conn.batch("ROLLBACK")?;
+            return Ok(Err(format!(
+                "its schema is version {found}, newer than this payrun's {CURRENT}: use the payrun that wrote it, or a newer one"
+            )));
+        }
+        for sql in MIGRATIONS.iter().skip(found as usize) {
+            conn.batch(sql)?;
+        }
+        if found < CURRENT {
+            conn.execute("DELETE FROM schema_version", args![])?;
+            conn.execute(
+                "INSERT INTO schema_version (version) VALUES (?1)",
+                args![CURRENT],
+            )?;
+        }
+        conn.batch("COMMIT")?;
+        Ok(Ok(()))
+    };
+    match run() {
+        Ok(r) => r,
+        Err(e) => {
+            let _ = conn.batch("ROLLBACK");
+            Err(format!("cannot bring its schema up to date: {e}"))
+        }
+    }
+}
+
+/// A run's hold on its job and scope: the lease's fencing number.
+#[derive(Debug, Clone)]
+pub struct Fence {
+    pub job: String,
+    pub scope: String,
+    pub token: i64,
+}
+
+/// Who holds a lease, as a message says it.
+#[derive(Debug, Clone)]
+pub struct Holder {
+    pub holder: String,
+    pub expires_in_seconds: i64,
+}
+
+/// Takes the lease of `job` and `scope` for `holder` when it is free or its holder's time
+/// ran out: the new fencing number; `Err(holder)` while another holds it.
+pub fn take_lease(
+    conn: &Conn,
+    job: &str,
+    scope: &str,
+    holder: &str,
+) -> SqlResult<Result<Fence, Holder>> {
+    conn.execute(
+        "INSERT INTO leases (job, scope) VALUES (?1, ?2) ON CONFLICT (job, scope) DO NOTHING",
+        args![job, scope],
+    )?;
+    let secs = LEASE.as_secs() as i64;
+    let taken: Option<i64> = conn.optional(
+        "UPDATE leases SET holder = ?3, fence = fence + 1,
+                expires_at = now() + make_interval(secs => ?4)
+         WHERE job = ?1 AND scope = ?2 AND (holder IS NULL OR expires_at < now())
+         RETURNING fence",
+        args![job, scope, holder, secs],
+        |r| r.get(0),
+    )?;
+    if let Some(token) = taken {
+        return Ok(Ok(Fence {
+            job: job.into(),
+            scope: scope.into(),
+            token,
+        }));
+    }
+    let held = conn.optional(
+        "SELECT COALESCE(holder, ''), CAST(EXTRACT(EPOCH FROM expires_at - now()) AS BIGINT)
+         FROM leases WHERE job = ?1 AND scope = ?2",
+        args![job, scope],
+        |r| {
+            Ok(Holder {
+                holder: r.get(0)?,
+                expires_in_seconds: r.get(1)?,
+            })
+        },
+    )?;
+    Ok(Err(held.unwrap_or(Holder {
+        holder: "another run".into(),
+        expires_in_seconds: 0,
+    })))
+}
+
+/// Extends the lease (the heartbeat); [`SqlError::Fenced`] when it is no longer this run's.
+pub fn renew(conn: &Conn, f: &Fence) -> SqlResult<()> {
+    let secs = LEASE.as_secs() as i64;
+    let n = conn.execute(
+        "UPDATE leases SET expires_at = now() + make_interval(secs => ?4)
+         WHERE job = ?1 AND scope = ?2 AND fence = ?3",
+        args![f.job, f.scope, f.token, secs],
+    )?;
+    if n == 0 {
+        return Err(SqlError::Fenced);
+    }
+    Ok(())
+}
+
+/// Lets the lease go (the run ended).
+pub fn release(conn: &Conn, f: &Fence) -> SqlResult<()> {
+    conn.execute(
+        "UPDATE leases SET holder = NULL, expires_at = now()
+         WHERE job = ?1 AND scope = ?2 AND fence = ?3",
+        args![f.job, f.scope, f.token],
+    )?;
+    Ok(())
+}
+
+/// In a write transaction: the lease is still `f`'s (its row is held until the commit, so
+/// no one takes it over meanwhile), else [`SqlError::Fenced`].
+pub fn check_fence(conn: &Conn, f: &Fence) -> SqlResult<()> {
+    let held = conn.optional(
+        "SELECT 1 FROM leases WHERE job = ?1 AND scope = ?2 AND fence = ?3 FOR SHARE",
+        args![f.job, f.scope, f.token],
+        |_| Ok(()),
+    )?;
+    held.ok_or(SqlError::Fenced)
+}
+
+/// Opens the state at `url` as a connection, its schema up to date.
+pub fn open(url: &str) -> Result<Conn, String> {
+    let conn = Conn(Backend::Pg(Box::new(RefCell::new(connect(url)?))));
+    migrate(&conn)?;
+    Ok(conn)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn sslmode_is_taken_out_of_the_url() {
+        assert_eq!(
+            take_sslmode("postgresql://a@h/db?sslmode=require&connect_timeout=5"),
+            (
+                "postgresql://a@h/db?connect_timeout=5".to_string(),
+                "require".to_string()
+            )
+        );
+        assert_eq!(
+            take_sslmode("postgresql://a@h/db"),
+            ("postgresql://a@h/db".to_string(), "prefer".to_string())
+        );
+    }
+}
