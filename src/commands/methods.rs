@@ -29,7 +29,7 @@ pub(super) fn methods(args: &MethodsArgs) -> Result<i32, Error> {
             "{} payout {} of {base}, kept in {} for validate and plan:",
             records.len(),
             plural(records.len() as u64, "method", "methods"),
-            state_path.display()
+            crate::state::shown(&state_path)
         );
         records
     };
@@ -129,7 +129,7 @@ pub(super) fn known(job: &Job, state_path: &Path, sandbox: bool, store: bool) ->
         Ok(None) => return None,
         Err(e) => return Some(Known::Unknown(e.to_string())),
     };
-    if state_path.exists()
+    if crate::state::exists(state_path)
         && let Ok(st) = crate::state::State::open(state_path)
         && let Ok(Some((records, at))) = crate::state::methods::cached(st.connection(), &base)
     {

@@ -84,7 +84,8 @@ fn generate(kind: Option<crate::cli::Generate>) -> i32 {
 
 /// Where a job's state is: `--state`, else `PAYRUN_STATE` (for real runs; a `--sandbox`
 /// rehearsal keeps its own beside the job), else `.payrun/<job>.db` beside the job file.
-/// A URL is refused, its password masked: only SQLite files are supported so far.
+/// A `postgresql://` (or `postgres://`) URL names a PostgreSQL database; another URL is
+/// refused, its password masked.
 fn state_location(given: Option<&Path>, job: &Job) -> Result<PathBuf, Error> {
     let from_env = || {
         std::env::var_os("PAYRUN_STATE")
@@ -95,6 +96,9 @@ fn state_location(given: Option<&Path>, job: &Job) -> Result<PathBuf, Error> {
         return Ok(crate::plan::default_state_path(job));
     };
     let text = state.to_string_lossy();
+    if crate::state::pg::is_url(&text) {
+        return Ok(state);
+    }
     if let Some((scheme, _)) = text.split_once("://")
         && !scheme.is_empty()
         && scheme
@@ -102,13 +106,9 @@ fn state_location(given: Option<&Path>, job: &Job) -> Result<PathBuf, Error> {
             .all(|c| c.is_ascii_alphanumeric() || matches!(c, '+' | '-' | '.'))
     {
         let shown = crate::redact::url_without_password(&text);
-        let what = if matches!(scheme, "postgres" | "postgresql") {
-            "a PostgreSQL state store is not supported by this payrun yet"
-        } else {
-            "payrun keeps its state in a SQLite file"
-        };
         return Err(Error::Invalid(format!(
-            "state '{shown}': {what}; give the state database's file path (--state or PAYRUN_STATE)"
+            "state '{shown}': payrun keeps its state in a SQLite file or a PostgreSQL database; \
+             give a file path or a postgresql:// URL (--state or PAYRUN_STATE)"
         )));
     }
     Ok(state)
@@ -153,7 +153,7 @@ fn take_lock(
         }
         Err(e) => Err(Error::Fatal(format!(
             "cannot take the lock beside {}: {e}",
-            state_path.display()
+            crate::state::shown(state_path)
         ))),
     }
 }
@@ -186,14 +186,14 @@ fn no_state_yet(
     path: &Path,
     sandbox_cmd: Option<&str>,
 ) -> Option<String> {
-    if path.exists() {
+    if crate::state::exists(path) {
         return None;
     }
     let mut why = format!(
         "'{}' scope '{}' has no state yet ({} does not exist): run {}",
         job.name,
         job.scope,
-        path.display(),
+        crate::state::shown(path),
         if job.sandbox {
             "`payrun run --sandbox`"
         } else {

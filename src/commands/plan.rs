@@ -18,7 +18,7 @@ pub(super) fn plan(args: &PlanArgs) -> Result<i32, Error> {
     }
     // Planning changes items: not while a run of this job and scope may be sending them,
     // so it holds the run's lock (a first plan has no run to wait for).
-    let _lock = if state_path.exists() {
+    let _lock = if crate::state::exists(&state_path) {
         Some(super::take_lock(
             &job,
             &state_path,
@@ -43,7 +43,7 @@ pub(super) fn plan(args: &PlanArgs) -> Result<i32, Error> {
                 job.name,
                 job.scope,
                 outcome.summary.rows,
-                outcome.state_path.display()
+                crate::state::shown(&outcome.state_path)
             );
             println!();
             let w = job

@@ -50,7 +50,7 @@ pub(super) fn run(args: &crate::cli::RunArgs, bars: bool, quiet: bool) -> Result
                     if args.sandbox {
                         println!(
                             "  state: {} (`payrun status {} --sandbox`)",
-                            state_path.display(),
+                            crate::state::shown(&state_path),
                             args.plan.job.job.display()
                         );
                     }

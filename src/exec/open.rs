@@ -180,7 +180,7 @@ pub(super) async fn open(
     // The lock first: a run that cannot have it touches nothing.
     let lock = crate::state::lock::try_take(&opts.state_path, &job.name, &job.scope).map_err(
         |source| RunError::Lock {
-            path: opts.state_path.clone(),
+            path: crate::state::shown(&opts.state_path).into(),
             source,
         },
     )?;
@@ -210,6 +210,9 @@ pub(super) async fn open(
                 job.name, job.scope
             ))
         })?;
+    if let Some(fence) = lock.fence() {
+        db.fence(fence).await?;
+    }
     let lock = Arc::new(lock);
     let held = lock.clone();
     let run_id = db

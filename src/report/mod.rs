@@ -364,13 +364,13 @@ pub fn write_loaded(
                 "run {id} of '{}' scope '{}' is not in {}",
                 job.name,
                 job.scope,
-                state_path.display()
+                crate::state::shown(state_path)
             ),
             None => format!(
                 "'{}' scope '{}' has no run yet in {}",
                 job.name,
                 job.scope,
-                state_path.display()
+                crate::state::shown(state_path)
             ),
         }));
     }

@@ -97,6 +97,16 @@ impl Db {
         }
     }
 
+    /// Makes every later write transaction check the run's lease first (a PostgreSQL
+    /// state): a run that lost it records nothing more.
+    pub async fn fence(&self, fence: super::pg::Fence) -> Result<(), StateError> {
+        self.read(move |c| {
+            c.set_fence(fence);
+            Ok(())
+        })
+        .await
+    }
+
     /// Runs `f` on the database thread, outside any transaction.
     pub async fn read<T: Send + 'static>(
         &self,

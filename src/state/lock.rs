@@ -25,17 +25,76 @@ pub const HEARTBEAT: Duration = Duration::from_secs(5);
 pub const LEASE: Duration = Duration::from_secs(60);
 
 /// The lock of one job and scope, held until dropped.
-#[derive(Debug)]
 pub struct RunLock {
-    /// `None` where the file system has no locks (the heartbeat alone decides).
+    /// `None` where the file system has no locks (the heartbeat alone decides), and for a
+    /// PostgreSQL state (its lease decides).
     _file: Option<File>,
     pub path: PathBuf,
+    /// A PostgreSQL state: the lease, and a connection of its own to renew and release it.
+    lease: Option<Lease>,
+}
+
+struct Lease {
+    conn: std::sync::Mutex<Conn>,
+    fence: super::pg::Fence,
+}
+
+impl std::fmt::Debug for RunLock {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("RunLock")
+            .field("path", &self.path)
+            .field("lease", &self.lease.as_ref().map(|l| &l.fence))
+            .finish()
+    }
 }
 
 impl RunLock {
     /// Whether the kernel holds this lock, or only the heartbeat stands for it.
     pub fn by_kernel(&self) -> bool {
         self._file.is_some()
+    }
+
+    /// The lease's fencing number, for a PostgreSQL state.
+    pub fn fence(&self) -> Option<super::pg::Fence> {
+        self.lease.as_ref().map(|l| l.fence.clone())
+    }
+
+    /// Extends a PostgreSQL state's lease; `Err` once it is no longer this run's. (A file
+    /// lock needs nothing.)
+    pub fn renew(&self) -> Result<(), String> {
+        let Some(lease) = &self.lease else {
+            return Ok(());
+        };
+        let conn = lease.conn.lock().unwrap_or_else(|p| p.into_inner());
+        super::pg::renew(&conn, &lease.fence).map_err(|e| e.to_string())
+    }
+}
+
+impl Drop for RunLock {
+    fn drop(&mut self) {
+        if let Some(lease) = &self.lease {
+            let conn = lease.conn.lock().unwrap_or_else(|p| p.into_inner());
+            let _ = super::pg::release(&conn, &lease.fence);
+        }
+    }
+}
+
+/// Takes the lease of `(job, scope)` in the PostgreSQL state at `url`.
+fn take_lease(url: &str, job: &str, scope: &str) -> std::io::Result<Option<RunLock>> {
+    let conn = super::pg::open(url).map_err(std::io::Error::other)?;
+    let holder = format!("pid {} on {}", std::process::id(), work::host_name());
+    match super::pg::take_lease(&conn, job, scope, &holder)
+        .map_err(|e| std::io::Error::other(e.to_string()))?
+    {
+        Ok(fence) => Ok(Some(RunLock {
+            _file: None,
+            path: PathBuf::from(crate::redact::url_without_password(url)),
+            lease: Some(Lease {
+                conn: std::sync::Mutex::new(conn),
+                fence,
+            }),
+        })),
+        Err(_) => Ok(None),
     }
 }
 
@@ -53,6 +112,10 @@ pub fn lock_path(state: &Path, job: &str, scope: &str) -> PathBuf {
 
 /// Takes the lock of `(job, scope)`: `Ok(None)` when another process holds it.
 pub fn try_take(state: &Path, job: &str, scope: &str) -> std::io::Result<Option<RunLock>> {
+    let text = state.to_string_lossy();
+    if super::pg::is_url(&text) {
+        return take_lease(&text, job, scope);
+    }
     let path = lock_path(state, job, scope);
     if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
         crate::private::create_dir_all(dir)?;
@@ -69,6 +132,7 @@ pub fn try_take(state: &Path, job: &str, scope: &str) -> std::io::Result<Option<
         Ok(()) => Ok(Some(RunLock {
             _file: Some(file),
             path,
+            lease: None,
         })),
         Err(TryLockError::WouldBlock) => Ok(None),
         Err(TryLockError::Error(e)) if e.kind() == std::io::ErrorKind::Unsupported => {
@@ -77,7 +141,11 @@ pub fn try_take(state: &Path, job: &str, scope: &str) -> std::io::Result<Option<
                 "this file system has no file locks: a run is taken for dead when its heartbeat is older than {}s",
                 LEASE.as_secs()
             );
-            Ok(Some(RunLock { _file: None, path }))
+            Ok(Some(RunLock {
+                _file: None,
+                path,
+                lease: None,
+            }))
         }
         Err(TryLockError::Error(e)) => Err(e),
     }
@@ -207,11 +275,21 @@ impl Heartbeat {
         plan_id: i64,
         run_id: i64,
     ) -> Heartbeat {
+        let held = lock.clone();
         let task = tokio::spawn(async move {
             let mut every = tokio::time::interval(HEARTBEAT);
             every.tick().await;
             loop {
                 every.tick().await;
+                // A PostgreSQL lease is renewed on a connection of its own. Once it is lost,
+                // every write of the run fails its fencing check: nothing more is recorded
+                // or sent.
+                let lease = held.clone();
+                let renewed = tokio::task::spawn_blocking(move || lease.renew()).await;
+                if let Ok(Err(why)) = renewed {
+                    tracing::error!("{why}");
+                    return;
+                }
                 if db.record_later(move |c| beat(c, plan_id, run_id)).is_err() {
                     return;
                 }

@@ -1,6 +1,7 @@
 //! The state database: SQLite in WAL mode, the single source of truth for what was planned,
 //! sent and confirmed. This module is the one place that opens it and migrates its schema.
 
+pub mod copy;
 mod db;
 pub mod exports;
 pub mod key;
@@ -122,6 +123,22 @@ fn mine(conn: &Connection, path: &Path) -> Result<bool, StateError> {
     Ok(true)
 }
 
+/// A state's location as payrun shows it: a file's path, or a URL without its password.
+pub fn shown(location: &Path) -> String {
+    let text = location.to_string_lossy();
+    if pg::is_url(&text) {
+        crate::redact::url_without_password(&text)
+    } else {
+        location.display().to_string()
+    }
+}
+
+/// Whether a state exists at `location`: a file that is there, or a PostgreSQL URL (the
+/// database is asked when it is opened).
+pub fn exists(location: &Path) -> bool {
+    pg::is_url(&location.to_string_lossy()) || location.exists()
+}
+
 /// An open state database.
 pub struct State {
     pub(crate) conn: Conn,
@@ -196,15 +213,24 @@ impl State {
             source: source.into(),
         })?;
         // The copy is hashed with the state's own key (kept beside it, not in it).
-        let key = if path.exists() {
-            let st = State::open(path)?;
-            st.copy_into(&uri)?;
-            st.key().clone()
+        let pg = pg::is_url(&path.to_string_lossy());
+        let source = if path.exists() || pg {
+            Some(State::open(path)?)
         } else {
-            key::ContentKey::random()
+            None
         };
+        if let Some(st) = source.as_ref().filter(|_| !pg) {
+            st.copy_into(&uri)?;
+        }
+        let key = source
+            .as_ref()
+            .map_or_else(key::ContentKey::random, |st| st.key().clone());
+        let state = State::open_with_key(&memory, key)?;
+        if let Some(st) = source.as_ref().filter(|_| pg) {
+            copy::copy_all(st.connection(), state.connection()).map_err(|e| st.err(e))?;
+        }
         Ok(Scratch {
-            state: State::open_with_key(&memory, key)?,
+            state,
             _anchor: anchor,
         })
     }

@@ -31,7 +31,7 @@ pub(super) fn connect(url: &str) -> Result<Pg, String> {
     config.application_name("payrun");
     config.connect_timeout(Duration::from_secs(10));
     let client = match mode.as_str() {
-        "disable" => config.connect(postgres::NoTls),
+        "disable" => super::sql::off_runtime(|| config.connect(postgres::NoTls)),
         mode => {
             config.ssl_mode(if mode == "prefer" {
                 postgres::config::SslMode::Prefer
@@ -39,7 +39,7 @@ pub(super) fn connect(url: &str) -> Result<Pg, String> {
                 postgres::config::SslMode::Require
             });
             let tls = tls(mode == "verify-ca" || mode == "verify-full")?;
-            config.connect(tls)
+            super::sql::off_runtime(|| config.connect(tls))
         }
     }
     .map_err(|e| format!("{shown}: cannot connect: {}", super::sql::SqlError::Pg(e)))?;
@@ -293,7 +293,7 @@ pub fn migrate(conn: &Conn) -> Result<(), String> {
              CREATE TABLE IF NOT EXISTS schema_version (version BIGINT NOT NULL);",
         )?;
         let found: Option<i64> =
-            conn.optional("SELECT MAX(version) FROM schema_version", args![], |r| {
+            conn.one("SELECT MAX(version) FROM schema_version", args![], |r| {
                 r.get(0)
             })?;
         let found = found.unwrap_or(0);
@@ -355,7 +355,7 @@ pub fn take_lease(
     let secs = LEASE.as_secs() as i64;
     let taken: Option<i64> = conn.optional(
         "UPDATE leases SET holder = ?3, fence = fence + 1,
-                expires_at = now() + make_interval(secs => ?4)
+                expires_at = now() + CAST(?4 AS BIGINT) * interval '1 second'
          WHERE job = ?1 AND scope = ?2 AND (holder IS NULL OR expires_at < now())
          RETURNING fence",
         args![job, scope, holder, secs],
@@ -389,7 +389,7 @@ pub fn take_lease(
 pub fn renew(conn: &Conn, f: &Fence) -> SqlResult<()> {
     let secs = LEASE.as_secs() as i64;
     let n = conn.execute(
-        "UPDATE leases SET expires_at = now() + make_interval(secs => ?4)
+        "UPDATE leases SET expires_at = now() + CAST(?4 AS BIGINT) * interval '1 second'
          WHERE job = ?1 AND scope = ?2 AND fence = ?3",
         args![f.job, f.scope, f.token, secs],
     )?;

@@ -290,7 +290,8 @@ impl Row<'_> {
 
 /// A PostgreSQL connection with its statements prepared once each, by their text.
 pub(super) struct Pg {
-    pub(super) client: postgres::Client,
+    /// Always there but while it is dropped (see `Drop`).
+    client: Option<postgres::Client>,
     statements: HashMap<String, postgres::Statement>,
     /// Set while a run holds its job's lease: every write transaction checks it first
     /// ([`Conn::check_fence`]).
@@ -300,7 +301,7 @@ pub(super) struct Pg {
 impl Pg {
     pub(super) fn new(client: postgres::Client) -> Pg {
         Pg {
-            client,
+            client: Some(client),
             statements: HashMap::new(),
             fence: None,
         }
@@ -310,7 +311,9 @@ impl Pg {
         if let Some(s) = self.statements.get(sql) {
             return Ok(s.clone());
         }
-        let s = self.client.prepare(&dollars(sql))?;
+        let text = dollars(sql);
+        let client = self.client();
+        let s = off_runtime(|| client.prepare(&text))?;
         self.statements.insert(sql.to_string(), s.clone());
         Ok(s)
     }
@@ -318,22 +321,58 @@ impl Pg {
     fn query(&mut self, sql: &str, args: &[&dyn Arg]) -> SqlResult<Vec<postgres::Row>> {
         let stmt = self.statement(sql)?;
         let values: Vec<Value> = args.iter().map(|a| a.value()).collect();
-        let params: Vec<&(dyn postgres::types::ToSql + Sync)> = values
-            .iter()
-            .map(|v| v as &(dyn postgres::types::ToSql + Sync))
-            .collect();
-        Ok(self.client.query(&stmt, &params)?)
+        let client = self.client();
+        Ok(off_runtime(|| client.query(&stmt, &params(&values)))?)
     }
 
     fn execute(&mut self, sql: &str, args: &[&dyn Arg]) -> SqlResult<u64> {
         let stmt = self.statement(sql)?;
         let values: Vec<Value> = args.iter().map(|a| a.value()).collect();
-        let params: Vec<&(dyn postgres::types::ToSql + Sync)> = values
-            .iter()
-            .map(|v| v as &(dyn postgres::types::ToSql + Sync))
-            .collect();
-        Ok(self.client.execute(&stmt, &params)?)
+        let client = self.client();
+        Ok(off_runtime(|| client.execute(&stmt, &params(&values)))?)
     }
+
+    fn batch(&mut self, sql: &str) -> SqlResult<()> {
+        let client = self.client();
+        Ok(off_runtime(|| client.batch_execute(sql))?)
+    }
+
+    fn client(&mut self) -> &mut postgres::Client {
+        self.client
+            .as_mut()
+            .expect("the client lives as long as its connection")
+    }
+}
+
+impl Drop for Pg {
+    fn drop(&mut self) {
+        // The client owns a runtime of its own, which may not be dropped where async
+        // tasks run.
+        if let Some(client) = self.client.take() {
+            off_runtime(move || drop(client));
+        }
+    }
+}
+
+fn params<'a>(values: &'a [Value<'a>]) -> Vec<&'a (dyn postgres::types::ToSql + Sync)> {
+    values
+        .iter()
+        .map(|v| v as &(dyn postgres::types::ToSql + Sync))
+        .collect()
+}
+
+/// Runs `f` where the blocking PostgreSQL client may run: on this thread, or — when this
+/// thread drives async tasks (the client would start a runtime inside a runtime) — on a
+/// thread of its own, waited for.
+pub(super) fn off_runtime<T: Send>(f: impl FnOnce() -> T + Send) -> T {
+    if tokio::runtime::Handle::try_current().is_err() {
+        return f();
+    }
+    std::thread::scope(|s| {
+        s.spawn(f)
+            .join()
+            .unwrap_or_else(|p| std::panic::resume_unwind(p))
+    })
 }
 
 /// `?N` parameters as PostgreSQL's `$N` (outside quoted text).
@@ -479,7 +518,7 @@ impl Conn {
     pub(super) fn batch(&self, sql: &str) -> SqlResult<()> {
         match &self.0 {
             Backend::Lite(c) => Ok(c.execute_batch(sql)?),
-            Backend::Pg(p) => Ok(p.borrow_mut().client.batch_execute(sql)?),
+            Backend::Pg(p) => p.borrow_mut().batch(sql),
         }
     }
 
@@ -530,6 +569,14 @@ impl Conn {
         }
     }
 
+    /// From now on, every write transaction checks that `fence` still holds the lease
+    /// (PostgreSQL; SQLite's file lock needs nothing).
+    pub(super) fn set_fence(&self, fence: super::pg::Fence) {
+        if let Backend::Pg(p) = &self.0 {
+            p.borrow_mut().fence = Some(fence);
+        }
+    }
+
     /// In a write transaction of a run holding a lease: the lease is still this run's, or
     /// [`SqlError::Fenced`] (nothing of the transaction may be committed).
     pub(super) fn check_fence(&self) -> SqlResult<()> {
@@ -540,6 +587,17 @@ impl Conn {
         match fence {
             Some(f) => super::pg::check_fence(self, &f),
             None => Ok(()),
+        }
+    }
+
+    /// After rows were inserted with their ids: new rows get ids after them (PostgreSQL's
+    /// identity sequences; SQLite takes the largest id + 1 by itself).
+    pub(super) fn after_explicit_ids(&self, table: &str) -> SqlResult<()> {
+        match &self.0 {
+            Backend::Lite(_) => Ok(()),
+            Backend::Pg(_) => self.batch(&format!(
+                "SELECT setval(pg_get_serial_sequence('{table}', 'id'), COALESCE((SELECT MAX(id) FROM {table}), 0) + 1, false)"
+            )),
         }
     }
 

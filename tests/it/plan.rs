@@ -255,7 +255,7 @@ fn scopes_are_separate_plans() {
 }
 
 #[test]
-fn the_state_is_where_payrun_state_says_and_a_url_is_refused_with_its_password_masked() {
+fn the_state_is_where_payrun_state_says_and_a_url_never_shows_its_password() {
     let f = Fixture::new(JOB, &rows());
     let run = |state: Option<&str>, env: Option<&str>| {
         let mut cmd = std::process::Command::new(env!("CARGO_BIN_EXE_payrun"));
@@ -283,22 +283,28 @@ fn the_state_is_where_payrun_state_says_and_a_url_is_refused_with_its_password_m
     let out = run(Some("mine.db"), Some("elsewhere/pay.db"));
     assert_eq!(out.status.code(), Some(0));
     assert!(f.path("mine.db").exists());
-    // A URL is not a folder to create: refused, the password never shown.
+    // A URL is not a folder to create. A PostgreSQL one is a database (here one that is
+    // not there: the run stops, its password never shown); any other is refused.
     for (state, env) in [
-        (Some("postgresql://ann:s3cret@db.example:5432/payrun"), None),
-        (None, Some("postgres://ann:s3cret@db.example/payrun")),
+        (Some("postgresql://ann:s3cret@127.0.0.1:9/payrun"), None),
+        (None, Some("postgres://ann:s3cret@127.0.0.1:9/payrun")),
     ] {
         let out = run(state, env);
-        assert_eq!(out.status.code(), Some(2));
+        assert_eq!(out.status.code(), Some(5));
         let err = String::from_utf8_lossy(&out.stderr);
+        assert!(err.contains("cannot connect"), "{err}");
         assert!(
-            err.contains("a PostgreSQL state store is not supported by this payrun yet"),
-            "{err}"
-        );
-        assert!(
-            err.contains("ann:****@db.example") && !err.contains("s3cret"),
+            err.contains("ann:****@127.0.0.1:9") && !err.contains("s3cret"),
             "{err}"
         );
         assert!(!f.path("postgresql:").exists() && !f.path("postgres:").exists());
     }
+    let out = run(Some("mysql://ann:s3cret@db.example/payrun"), None);
+    assert_eq!(out.status.code(), Some(2));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("a SQLite file or a PostgreSQL database") && !err.contains("s3cret"),
+        "{err}"
+    );
+    assert!(!f.path("mysql:").exists());
 }
