@@ -33,7 +33,7 @@ fn show(job: &Job, path: &Path) -> Result<(), crate::state::StateError> {
         "job '{}' scope '{}' ({})",
         job.name,
         job.scope,
-        crate::state::shown(&path)
+        crate::state::shown(path)
     );
     print_counts(&snap.tally);
     print_exports(&snap.exports);
