@@ -64,6 +64,9 @@ pub enum Command {
     Report(ReportArgs),
     /// Clear the lock of a run whose process is gone (refused while it is alive).
     Unlock(PlanArgs),
+    /// Work on a state database as a whole (`payrun state copy FROM TO`).
+    #[command(subcommand)]
+    State(StateCommand),
     /// Recall the job's scheduled payout batches (all, or those named) through the
     /// provider, and record their rows as cancelled.
     Cancel(CancelArgs),
@@ -73,6 +76,19 @@ pub enum Command {
     /// Run the local emulator of Hello Clever (under /api) and FinHub (under /finhub), for
     /// tests, demos and dry rehearsals.
     Sandbox(Box<SandboxArgs>),
+}
+
+#[derive(Debug, Subcommand)]
+pub enum StateCommand {
+    /// Copy every job's history from one state to another (a SQLite file or a
+    /// postgresql:// URL each, either way); the target must hold no plan, and no run may
+    /// hold the source meanwhile.
+    Copy {
+        /// The state to copy from.
+        from: std::path::PathBuf,
+        /// The state to copy into (created when it is a file that does not exist).
+        to: std::path::PathBuf,
+    },
 }
 
 #[derive(Debug, Args)]

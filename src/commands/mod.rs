@@ -45,6 +45,7 @@ pub fn run(cli: Cli) -> i32 {
         Command::Unlock(args) => unlock::unlock(&args),
         Command::Methods(args) => methods::methods(&args),
         Command::Cancel(args) => cancel::cancel(&args),
+        Command::State(crate::cli::StateCommand::Copy { from, to }) => state_copy(&from, &to),
     };
     done.unwrap_or_else(|e| {
         e.print();
@@ -156,6 +157,20 @@ fn take_lock(
             crate::state::shown(state_path)
         ))),
     }
+}
+
+/// `payrun state copy FROM TO`.
+fn state_copy(from: &Path, to: &Path) -> Result<i32, Error> {
+    let copied = crate::state::copy::copy_state(from, to).map_err(Error::Invalid)?;
+    println!(
+        "copied {} into {}:",
+        crate::state::shown(from),
+        crate::state::shown(to)
+    );
+    for (table, n) in copied {
+        println!("  {table:<15} {n}");
+    }
+    Ok(crate::exit::SUCCESS)
 }
 
 /// Loads the job file; its problems, each with its place, are the error.

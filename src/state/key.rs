@@ -55,6 +55,23 @@ impl ContentKey {
         }
     }
 
+    /// Whether `other` is the same key (a state copied elsewhere must keep its key).
+    pub fn same_as(&self, other: &ContentKey) -> bool {
+        self.key == other.key
+    }
+
+    /// Writes the key as the key file of the SQLite state at `db` (owner-only), unless
+    /// one is there.
+    pub(super) fn write_beside(&self, db: &Path) -> std::io::Result<()> {
+        let path = key_path(db);
+        if path.exists() {
+            return Ok(());
+        }
+        let mut f = crate::private::create(&path)?;
+        f.write_all(crate::plan::hex(&self.key).as_bytes())?;
+        f.sync_all()
+    }
+
     /// The keyed hash (hex) of `data`.
     pub fn hash(&self, data: &[u8]) -> String {
         let mut mac = self.mac.clone();

@@ -276,8 +276,13 @@ impl Heartbeat {
         run_id: i64,
     ) -> Heartbeat {
         let held = lock.clone();
+        // A lease is renewed three times in its length, at least.
+        let period = match lock.lease {
+            Some(_) => HEARTBEAT.min(super::pg::lease() / 3),
+            None => HEARTBEAT,
+        };
         let task = tokio::spawn(async move {
-            let mut every = tokio::time::interval(HEARTBEAT);
+            let mut every = tokio::time::interval(period);
             every.tick().await;
             loop {
                 every.tick().await;

@@ -11,8 +11,18 @@ use std::cell::RefCell;
 use std::time::Duration;
 
 /// How long a lease lasts without a heartbeat: a holder that stopped (killed, frozen,
-/// partitioned) longer than this is taken over.
+/// partitioned) longer than this is taken over. `PAYRUN_LEASE` (e.g. `2m`) sets another,
+/// the same on every host; it must stay well above the heartbeat's 5 s.
 pub const LEASE: Duration = Duration::from_secs(30);
+
+/// The lease's length: `PAYRUN_LEASE`, else [`LEASE`].
+pub fn lease() -> Duration {
+    std::env::var("PAYRUN_LEASE")
+        .ok()
+        .and_then(|v| crate::job::parse_duration(&v).ok())
+        .filter(|d| *d >= Duration::from_secs(1))
+        .unwrap_or(LEASE)
+}
 
 /// Whether a state location is a PostgreSQL URL.
 pub fn is_url(location: &str) -> bool {
@@ -352,7 +362,7 @@ pub fn take_lease(
         "INSERT INTO leases (job, scope) VALUES (?1, ?2) ON CONFLICT (job, scope) DO NOTHING",
         args![job, scope],
     )?;
-    let secs = LEASE.as_secs() as i64;
+    let secs = lease().as_secs() as i64;
     let taken: Option<i64> = conn.optional(
         "UPDATE leases SET holder = ?3, fence = fence + 1,
                 expires_at = now() + CAST(?4 AS BIGINT) * interval '1 second'
@@ -387,7 +397,7 @@ pub fn take_lease(
 
 /// Extends the lease (the heartbeat); [`SqlError::Fenced`] when it is no longer this run's.
 pub fn renew(conn: &Conn, f: &Fence) -> SqlResult<()> {
-    let secs = LEASE.as_secs() as i64;
+    let secs = lease().as_secs() as i64;
     let n = conn.execute(
         "UPDATE leases SET expires_at = now() + CAST(?4 AS BIGINT) * interval '1 second'
          WHERE job = ?1 AND scope = ?2 AND fence = ?3",
