@@ -240,7 +240,10 @@ pub fn clear_dead(conn: &Conn, plan_id: i64, holder: &Holder) -> SqlResult<()> {
 /// whose heartbeat is fresh is refused.
 pub fn start_run(conn: &Conn, plan_id: i64, lock: &RunLock) -> SqlResult<Result<i64, Held>> {
     if let Some((h, heartbeat)) = holder(conn, plan_id)? {
-        if !lock.by_kernel() && !expired(&heartbeat) {
+        // The kernel's lock, or a PostgreSQL lease, is the authority: a record left by a
+        // holder that lost either is stale. Only the heartbeat stands for a file lock the
+        // file system cannot give.
+        if !lock.by_kernel() && lock.lease.is_none() && !expired(&heartbeat) {
             return Ok(Err(Held {
                 holder: Some(h),
                 heartbeat: Some(heartbeat),

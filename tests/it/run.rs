@@ -15,6 +15,7 @@ use std::time::Duration;
 
 mod day_to_day;
 mod lock;
+mod postgres;
 
 mod provider;
 

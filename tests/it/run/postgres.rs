@@ -1,0 +1,302 @@
+//! The state in PostgreSQL: a real server (`.ci/run` starts a throwaway cluster and names
+//! it in `PAYRUN_TEST_PG`), a fresh database per test, the real binary against the
+//! sandbox. Without `PAYRUN_TEST_PG` these tests say so and pass, except under `CI=true`,
+//! where they fail: CI must run them.
+
+use super::*;
+use std::process::{Command, Stdio};
+
+const KEY: &str = "5eed5eed5eed5eed5eed5eed5eed5eed5eed5eed5eed5eed5eed5eed5eed5eed";
+
+/// A new, empty database on the test server: its URL (`None`: no server, outside CI).
+fn fresh_database() -> Option<String> {
+    let Some(admin) = std::env::var("PAYRUN_TEST_PG")
+        .ok()
+        .filter(|v| !v.is_empty())
+    else {
+        assert!(
+            std::env::var("CI").map_or(true, |v| v != "true"),
+            "PAYRUN_TEST_PG is not set: .ci/run starts a PostgreSQL cluster for these tests"
+        );
+        eprintln!("skipped: no PostgreSQL server (set PAYRUN_TEST_PG, as .ci/run does)");
+        return None;
+    };
+    let name = format!("payrun_{:016x}", fastrand::u64(..));
+    let sql = format!("CREATE DATABASE {name}");
+    let url = admin.clone();
+    // The blocking client may not run on the test's async threads.
+    std::thread::spawn(move || {
+        let mut client = ::postgres::Client::connect(&url, ::postgres::NoTls).unwrap();
+        client.batch_execute(&sql).unwrap();
+    })
+    .join()
+    .unwrap();
+    let (base, _) = admin.rsplit_once('/').unwrap();
+    Some(format!("{base}/{name}"))
+}
+
+/// Runs SQL on the database at `url` (as the test's administrator).
+fn sql(url: &str, text: &str) {
+    let (url, text) = (url.to_string(), text.to_string());
+    std::thread::spawn(move || {
+        let mut client = ::postgres::Client::connect(&url, ::postgres::NoTls).unwrap();
+        client.batch_execute(&text).unwrap();
+    })
+    .join()
+    .unwrap();
+}
+
+/// `payrun ARGS` in the setup's folder, with the sandbox's credentials and the state key.
+fn payrun(setup: &Setup, s: &Sandbox, args: &[&str], extra: &[(&str, &str)]) -> Command {
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_payrun"));
+    cmd.args(args)
+        .current_dir(setup.dir.path())
+        .env("PAYRUN_STATE_KEY", KEY)
+        .env_remove("PAYRUN_STATE")
+        .env_remove("PAYRUN_STATE_KEY_FILE");
+    for (k, v) in setup.env(s) {
+        cmd.env(k, v);
+    }
+    for (k, v) in extra {
+        cmd.env(k, v);
+    }
+    cmd
+}
+
+fn output(mut cmd: Command) -> (Option<i32>, String) {
+    let out = cmd.output().unwrap();
+    (
+        out.status.code(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_fault_soak_with_the_state_in_postgresql_pays_every_row_exactly_once() {
+    let Some(db) = fresh_database() else { return };
+    let faults = Faults {
+        latency: Some((Duration::from_millis(1), Duration::from_millis(5))),
+        error_rate: 0.10,
+        reset_rate: 0.02,
+        lost_response_rate: 0.03,
+        ..Faults::default()
+    };
+    let s = start(fast(faults)).await;
+    let n = 100;
+    let setup = Setup::new(&job_text(10, ""), &people(n));
+    let run = || {
+        output(payrun(
+            &setup,
+            &s,
+            &["run", "job.yaml", "--state", &db],
+            &[],
+        ))
+    };
+    let mut last = run();
+    for _ in 0..3 {
+        if last.0 == Some(0) {
+            break;
+        }
+        last = run();
+    }
+    assert_eq!(last.0, Some(0), "{}", last.1);
+    let l = ledger(&s).await;
+    assert_exactly_once(&l, n);
+    // Nothing is sent again, and status reads the state back.
+    let before = l["requests"].clone();
+    assert_eq!(run().0, Some(0));
+    let after = ledger(&s).await["requests"].clone();
+    assert_eq!(
+        after["POST /api/v2/payouts"], before["POST /api/v2/payouts"],
+        "a run after the last sends no payout"
+    );
+    let status = payrun(&setup, &s, &["status", "job.yaml", "--state", &db], &[])
+        .output()
+        .unwrap();
+    let shown = String::from_utf8_lossy(&status.stdout);
+    assert!(
+        shown.contains(&format!("pay          succeeded           {n}")),
+        "{shown}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn one_run_per_job_and_scope_across_hosts_and_a_dead_holder_is_taken_over() {
+    let Some(db) = fresh_database() else { return };
+    // Payouts that take an hour: the first run waits on them.
+    let s = start(Config {
+        payout_delay: Duration::from_secs(3600),
+        ..fast(Faults::default())
+    })
+    .await;
+    let job = job_text(10, "").replace(
+        "wait: { until: completed, timeout: 20s, poll: 100ms }",
+        "wait: { until: completed, timeout: 30s, poll: 100ms }",
+    );
+    let setup = Setup::new(&job, &people(5));
+    let lease = [("PAYRUN_LEASE", "2s")];
+    let mut first = payrun(&setup, &s, &["run", "job.yaml", "--state", &db], &lease)
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    // Until it has sent its batch.
+    assert!(
+        crate::sandbox_support::eventually(|| async {
+            !ledger(&s).await["payouts"].as_array().unwrap().is_empty()
+        })
+        .await
+    );
+    // Another host (another process, another pid space for all the lease cares): refused.
+    let (code, err) = output(payrun(
+        &setup,
+        &s,
+        &["run", "job.yaml", "--state", &db],
+        &lease,
+    ));
+    assert_eq!(code, Some(3), "{err}");
+    assert!(err.contains("holds the lock"), "{err}");
+    assert_eq!(ledger(&s).await["payouts"].as_array().unwrap().len(), 1);
+    // The holder dies without a word: once its lease runs out, the next run goes ahead
+    // (and sends nothing twice).
+    first.kill().unwrap();
+    first.wait().unwrap();
+    std::thread::sleep(Duration::from_millis(2500));
+    let quick = job.replace("timeout: 30s", "timeout: 1s");
+    std::fs::write(setup.path("job.yaml"), quick).unwrap();
+    let (code, err) = output(payrun(
+        &setup,
+        &s,
+        &["run", "job.yaml", "--state", &db],
+        &lease,
+    ));
+    assert!(matches!(code, Some(0 | 1)), "it took the job over: {err}");
+    assert_eq!(ledger(&s).await["payouts"].as_array().unwrap().len(), 1);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_frozen_holder_past_its_lease_records_nothing_more_once_another_took_over() {
+    let Some(db) = fresh_database() else { return };
+    let s = start(Config {
+        payout_delay: Duration::from_secs(3600),
+        ..fast(Faults::default())
+    })
+    .await;
+    let job = job_text(10, "").replace(
+        "wait: { until: completed, timeout: 20s, poll: 100ms }",
+        "wait: { until: completed, timeout: 6s, poll: 100ms }",
+    );
+    let setup = Setup::new(&job, &people(5));
+    let lease = [("PAYRUN_LEASE", "2s")];
+    let frozen = payrun(&setup, &s, &["run", "job.yaml", "--state", &db], &lease)
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    assert!(
+        crate::sandbox_support::eventually(|| async {
+            !ledger(&s).await["payouts"].as_array().unwrap().is_empty()
+        })
+        .await
+    );
+    let pid = frozen.id() as i32;
+    // SAFETY: signals to a child this test started and still holds.
+    unsafe { libc::kill(pid, libc::SIGSTOP) };
+    std::thread::sleep(Duration::from_millis(2500));
+    // Another run takes the lapsed lease over and does the job's work.
+    let (code, err) = output(payrun(
+        &setup,
+        &s,
+        &["run", "job.yaml", "--state", &db],
+        &lease,
+    ));
+    assert!(matches!(code, Some(0 | 1)), "it took the job over: {err}");
+    unsafe { libc::kill(pid, libc::SIGCONT) };
+    let out = frozen.wait_with_output().unwrap();
+    let said = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(5), "{said}");
+    assert!(said.contains("lost its lease"), "{said}");
+    // One batch, sent once, whatever the frozen run did after it woke.
+    assert_eq!(ledger(&s).await["payouts"].as_array().unwrap().len(), 1);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn history_moves_between_sqlite_and_postgresql_and_a_newer_schema_is_refused() {
+    let Some(db) = fresh_database() else { return };
+    let s = start(fast(Faults::default())).await;
+    let setup = Setup::new(&job_text(10, ""), &people(3));
+    // Paid with the state in SQLite.
+    let (code, err) = output(payrun(
+        &setup,
+        &s,
+        &["run", "job.yaml", "--state", "local.db"],
+        &[],
+    ));
+    assert_eq!(code, Some(0), "{err}");
+    let paid = ledger(&s).await["payouts"].as_array().unwrap().len();
+    // Moved to PostgreSQL, with the file's key.
+    let key = [("PAYRUN_STATE_KEY_FILE", "local.db.key")];
+    let mut copy = payrun(&setup, &s, &["state", "copy", "local.db", &db], &key);
+    copy.env_remove("PAYRUN_STATE_KEY");
+    let (code, err) = output(copy);
+    assert_eq!(code, Some(0), "{err}");
+    // A run there sends nothing again.
+    let mut again = payrun(&setup, &s, &["run", "job.yaml", "--state", &db], &key);
+    again.env_remove("PAYRUN_STATE_KEY");
+    let (code, err) = output(again);
+    assert_eq!(code, Some(0), "{err}");
+    assert_eq!(ledger(&s).await["payouts"].as_array().unwrap().len(), paid);
+    // And back into a new file, which gets the key: nothing sent again either.
+    let mut back = payrun(&setup, &s, &["state", "copy", &db, "back.db"], &key);
+    back.env_remove("PAYRUN_STATE_KEY");
+    assert_eq!(output(back).0, Some(0));
+    let (code, err) = output(payrun(
+        &setup,
+        &s,
+        &["run", "job.yaml", "--state", "back.db"],
+        &[],
+    ));
+    assert_eq!(code, Some(0), "{err}");
+    assert_eq!(ledger(&s).await["payouts"].as_array().unwrap().len(), paid);
+    // A target that holds plans already is refused.
+    let mut twice = payrun(&setup, &s, &["state", "copy", "local.db", &db], &key);
+    twice.env_remove("PAYRUN_STATE_KEY");
+    let (code, err) = output(twice);
+    assert_eq!(code, Some(2));
+    assert!(err.contains("holds 1 plan(s) already"), "{err}");
+    // A database of a newer payrun is left alone.
+    sql(&db, "UPDATE schema_version SET version = 999");
+    let mut newer = payrun(&setup, &s, &["status", "job.yaml", "--state", &db], &key);
+    newer.env_remove("PAYRUN_STATE_KEY");
+    let (code, err) = output(newer);
+    assert_ne!(code, Some(0));
+    assert!(err.contains("newer than this payrun's"), "{err}");
+}
+
+#[test]
+fn two_hosts_starting_at_once_migrate_one_database_once() {
+    let Some(db) = fresh_database() else { return };
+    let f = crate::support::Fixture::standard();
+    let plans: Vec<_> = (0..4)
+        .map(|i| {
+            Command::new(env!("CARGO_BIN_EXE_payrun"))
+                .args(["plan", "job.yaml", "--state", &db, "--var"])
+                .arg(format!("period=2026-0{}", i + 1))
+                .current_dir(f.dir.path())
+                .env("PAYRUN_STATE_KEY", KEY)
+                .stdout(Stdio::null())
+                .stderr(Stdio::piped())
+                .spawn()
+                .unwrap()
+        })
+        .collect();
+    for p in plans {
+        let out = p.wait_with_output().unwrap();
+        assert_eq!(
+            out.status.code(),
+            Some(0),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+}
