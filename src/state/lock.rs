@@ -37,6 +37,8 @@ pub struct RunLock {
 struct Lease {
     conn: std::sync::Mutex<Conn>,
     fence: super::pg::Fence,
+    /// Where to reconnect to let the lease go when its connection was lost.
+    url: String,
 }
 
 impl std::fmt::Debug for RunLock {
@@ -74,7 +76,13 @@ impl Drop for RunLock {
     fn drop(&mut self) {
         if let Some(lease) = &self.lease {
             let conn = lease.conn.lock().unwrap_or_else(|p| p.into_inner());
-            let _ = super::pg::release(&conn, &lease.fence);
+            if super::pg::release(&conn, &lease.fence).is_err() {
+                // Its connection was lost (a restart of the server): a new one lets it go,
+                // so the next run need not wait for it to run out.
+                if let Ok(again) = super::pg::open(&lease.url) {
+                    let _ = super::pg::release(&again, &lease.fence);
+                }
+            }
         }
     }
 }
@@ -92,6 +100,7 @@ fn take_lease(url: &str, job: &str, scope: &str) -> std::io::Result<Option<RunLo
             lease: Some(Lease {
                 conn: std::sync::Mutex::new(conn),
                 fence,
+                url: url.to_string(),
             }),
         })),
         Err(_) => Ok(None),

@@ -300,3 +300,56 @@ fn two_hosts_starting_at_once_migrate_one_database_once() {
         );
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_database_lost_mid_run_stops_the_run_and_the_next_resolves_what_it_left() {
+    let Some(db) = fresh_database() else { return };
+    let s = start(fast(Faults {
+        latency: Some((Duration::from_millis(40), Duration::from_millis(60))),
+        ..Faults::default()
+    }))
+    .await;
+    let n = 40;
+    let setup = Setup::new(&job_text(1, ""), &people(n));
+    let child = payrun(&setup, &s, &["run", "job.yaml", "--state", &db], &[])
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    // Once payouts are going out, every connection to the database is cut (what a restart
+    // of the server does to its clients).
+    assert!(
+        crate::sandbox_support::eventually(|| async {
+            ledger(&s).await["payouts"].as_array().unwrap().len() >= 3
+        })
+        .await
+    );
+    let name = db.rsplit_once('/').unwrap().1.to_string();
+    sql(
+        &std::env::var("PAYRUN_TEST_PG").unwrap(),
+        &format!("SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = '{name}'"),
+    );
+    let out = child.wait_with_output().unwrap();
+    let said = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(5), "the run stops: {said}");
+    // The next run resolves what was in flight and pays the rest: each row once.
+    let mut last = output(payrun(
+        &setup,
+        &s,
+        &["run", "job.yaml", "--state", &db],
+        &[],
+    ));
+    for _ in 0..2 {
+        if last.0 == Some(0) {
+            break;
+        }
+        last = output(payrun(
+            &setup,
+            &s,
+            &["run", "job.yaml", "--state", &db],
+            &[],
+        ));
+    }
+    assert_eq!(last.0, Some(0), "{}", last.1);
+    assert_exactly_once(&ledger(&s).await, n);
+}
