@@ -8,7 +8,12 @@
 //! 3. latency hiding: sandbox latency 200 ms, limit 100/s, concurrency 32, 2,000 rows;
 //! 4. resume: re-run of a completed 100,000-row job (wall time, requests).
 //!
-//! Run: `cargo bench --bench executor` (needs `wrk`). SKIP_SLOW=1 skips 2 and 3.
+//! 5. with `BENCH_PG=postgresql://…` (a server whose role may create databases): the
+//!    overhead job with the state in PostgreSQL next to SQLite, alternating, with the
+//!    round trips to PostgreSQL per row.
+//!
+//! Run: `cargo bench --bench executor` (needs `wrk`). SKIP_SLOW=1 skips 2 and 3; SKIP_WRK=1
+//! skips 1 and 4.
 
 use payrun::sandbox::{self, Config, Faults, Sandbox};
 
@@ -66,14 +71,42 @@ struct Measured {
 }
 
 fn run_payrun(dir: &Path, sb: &Sandbox) -> Measured {
+    run_payrun_at(dir, sb, "state.db").0
+}
+
+/// A run with its state at `state` (a file in `dir`, or a PostgreSQL URL); also the round
+/// trips to PostgreSQL its log reports.
+fn run_payrun_at(dir: &Path, sb: &Sandbox, state: &str) -> (Measured, u64) {
     let t = Instant::now();
     let out = Command::new(env!("CARGO_BIN_EXE_payrun"))
-        .args(["run", "job.yaml", "--state", "state.db"])
+        .args(["run", "job.yaml", "--state", state])
         .env("BENCH_BASE_URL", sb.base_url())
+        .env(
+            "PAYRUN_STATE_KEY",
+            "be0cbe0cbe0cbe0cbe0cbe0cbe0cbe0cbe0cbe0cbe0cbe0cbe0cbe0cbe0cbe0c",
+        )
         .current_dir(dir)
         .output()
         .unwrap();
     let wall = t.elapsed().as_secs_f64();
+    let log = String::from_utf8_lossy(&out.stderr);
+    let trips = log
+        .split("state_round_trips=")
+        .nth(1)
+        .and_then(|t| t.split_whitespace().next())
+        .and_then(|t| t.parse().ok())
+        .unwrap_or(0);
+    if !state.ends_with(".db") {
+        return (
+            Measured {
+                wall,
+                requests: 0,
+                rate_limited: 0,
+                code: out.status.code().unwrap_or(-1),
+            },
+            trips,
+        );
+    }
     let conn = rusqlite::Connection::open(dir.join("state.db")).unwrap();
     let (requests, rate_limited) = conn
         .query_row(
@@ -82,12 +115,31 @@ fn run_payrun(dir: &Path, sb: &Sandbox) -> Measured {
             |r| Ok((r.get(0)?, r.get(1)?)),
         )
         .unwrap();
-    Measured {
-        wall,
-        requests,
-        rate_limited,
-        code: out.status.code().unwrap_or(-1),
-    }
+    (
+        Measured {
+            wall,
+            requests,
+            rate_limited,
+            code: out.status.code().unwrap_or(-1),
+        },
+        0,
+    )
+}
+
+/// A new database on the server at `admin`: its URL.
+fn fresh_database(admin: &str, name: &str) -> String {
+    let (admin, name) = (admin.to_string(), name.to_string());
+    let url = admin.clone();
+    let db = name.clone();
+    std::thread::spawn(move || {
+        let mut c = postgres::Client::connect(&url, postgres::NoTls).unwrap();
+        c.batch_execute(&format!("DROP DATABASE IF EXISTS {db}"))
+            .unwrap();
+        c.batch_execute(&format!("CREATE DATABASE {db}")).unwrap();
+    })
+    .join()
+    .unwrap();
+    format!("{}/{name}", admin.rsplit_once('/').unwrap().0)
 }
 
 fn setup(name: &str, n: usize, job_text: &str) -> PathBuf {
@@ -178,6 +230,7 @@ fn main() {
         })
     };
     let skip_slow = std::env::var("SKIP_SLOW").is_ok();
+    let skip_wrk = std::env::var("SKIP_WRK").is_ok();
 
     // 1. Overhead: rounds of one payrun run and one wrk run, each against a fresh sandbox
     // (a sandbox's ledger grows with every contact), alternating so that a noisy phase of
@@ -186,7 +239,7 @@ fn main() {
     // the sandbox's behind wrk. Both share the machine's cores with their sandbox.
     let mut rounds = Vec::new();
     let mut cpus: Vec<[f64; 4]> = Vec::new();
-    for _ in 0..ROUNDS {
+    for _ in 0..if skip_wrk { 0 } else { ROUNDS } {
         let sb = start(Config::default());
         let dir = setup("overhead", 20_000, &job("1000000/s", 1000, 8));
         let (m, payrun_cpu, sb_cpu) = cpu_of(|| run_payrun(&dir, &sb));
@@ -216,25 +269,27 @@ fn main() {
         rounds.push((payrun_rate, wrk_rate));
         cpus.push(per);
     }
-    let best_payrun = rounds.iter().map(|r| r.0).fold(0.0, f64::max);
-    let best_wrk = rounds.iter().map(|r| r.1).fold(0.0, f64::max);
-    println!(
-        "1. overhead: payrun best {best_payrun:.0} rows/s ({:.2} s for 20,000 rows, durable state) vs wrk best {best_wrk:.0} req/s, same endpoint, 8 connections: ratio best/best {:.2}, median of rounds {:.2} (target >= 0.5)",
-        20_000.0 / best_payrun,
-        best_payrun / best_wrk,
-        median(rounds.iter().map(|(p, w)| p / w).collect())
-    );
-    let m: Vec<f64> = (0..4)
-        .map(|i| median(cpus.iter().map(|c| c[i]).collect()))
-        .collect();
-    println!(
-        "   CPU per request, medians: payrun {:.0} µs (plan, durable state, reports included) + sandbox {:.0}; wrk {:.0} + sandbox {:.0}. With every core busy the ratio would be {:.2}",
-        m[0],
-        m[1],
-        m[2],
-        m[3],
-        (m[2] + m[3]) / (m[0] + m[1])
-    );
+    if !skip_wrk {
+        let best_payrun = rounds.iter().map(|r| r.0).fold(0.0, f64::max);
+        let best_wrk = rounds.iter().map(|r| r.1).fold(0.0, f64::max);
+        println!(
+            "1. overhead: payrun best {best_payrun:.0} rows/s ({:.2} s for 20,000 rows, durable state) vs wrk best {best_wrk:.0} req/s, same endpoint, 8 connections: ratio best/best {:.2}, median of rounds {:.2} (target >= 0.5)",
+            20_000.0 / best_payrun,
+            best_payrun / best_wrk,
+            median(rounds.iter().map(|(p, w)| p / w).collect())
+        );
+        let m: Vec<f64> = (0..4)
+            .map(|i| median(cpus.iter().map(|c| c[i]).collect()))
+            .collect();
+        println!(
+            "   CPU per request, medians: payrun {:.0} µs (plan, durable state, reports included) + sandbox {:.0}; wrk {:.0} + sandbox {:.0}. With every core busy the ratio would be {:.2}",
+            m[0],
+            m[1],
+            m[2],
+            m[3],
+            (m[2] + m[3]) / (m[0] + m[1])
+        );
+    }
 
     if !skip_slow {
         // 2. Rate accuracy.
@@ -275,6 +330,46 @@ fn main() {
             2000.0 / m.wall,
             m.code
         );
+    }
+
+    // 5. The state in PostgreSQL, next to SQLite, alternating.
+    if let Ok(admin) = std::env::var("BENCH_PG") {
+        const PG_ROUNDS: usize = 5;
+        const ROWS: usize = 20_000;
+        let (mut lite, mut pg, mut trips) = (Vec::new(), Vec::new(), Vec::new());
+        for round in 0..PG_ROUNDS {
+            let sb = start(Config::default());
+            let dir = setup("pg-lite", ROWS, &job("1000000/s", 1000, 8));
+            let (m, _) = run_payrun_at(&dir, &sb, "state.db");
+            assert_eq!(m.code, 0);
+            lite.push(ROWS as f64 / m.wall);
+            let sb = start(Config::default());
+            let dir = setup("pg", ROWS, &job("1000000/s", 1000, 8));
+            let url = fresh_database(&admin, &format!("payrun_bench_{round}"));
+            let (m, t) = run_payrun_at(&dir, &sb, &url);
+            assert_eq!(m.code, 0);
+            pg.push(ROWS as f64 / m.wall);
+            trips.push(t as f64 / ROWS as f64);
+            println!(
+                "   round: SQLite {:.0} rows/s, PostgreSQL {:.0} rows/s ({:.2} round trips a row): ratio {:.2}",
+                lite[round],
+                pg[round],
+                trips[round],
+                pg[round] / lite[round]
+            );
+        }
+        let best = |v: &[f64]| v.iter().copied().fold(0.0, f64::max);
+        println!(
+            "5. state in PostgreSQL: best {:.0} rows/s vs SQLite best {:.0}: ratio best/best {:.2}, median of rounds {:.2} (target >= 0.8); {:.2} round trips a row",
+            best(&pg),
+            best(&lite),
+            best(&pg) / best(&lite),
+            median(pg.iter().zip(&lite).map(|(p, l)| p / l).collect()),
+            median(trips)
+        );
+    }
+    if skip_wrk {
+        return;
     }
 
     // 4. Resume.

@@ -198,6 +198,7 @@ pub async fn run(
         rate_limited = stats.rate_limited,
         in_doubt_resolved = stats.in_doubt_resolved,
         state_commits = db.commits(),
+        state_round_trips = crate::state::pg_round_trips(),
         "run finished"
     );
     let exports = db

@@ -28,7 +28,7 @@ pub struct Scratch {
     _anchor: Connection,
 }
 
-pub use sql::{Conn, SqlError, SqlResult};
+pub use sql::{Conn, SqlError, SqlResult, pg_round_trips};
 use std::path::{Path, PathBuf};
 
 /// Errors of the state database.

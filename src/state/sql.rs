@@ -288,6 +288,18 @@ impl Row<'_> {
     }
 }
 
+/// Round trips to PostgreSQL so far in this process (for the run's log and the bench).
+static PG_ROUND_TRIPS: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+
+/// Round trips to PostgreSQL so far in this process (0 with SQLite).
+pub fn pg_round_trips() -> u64 {
+    PG_ROUND_TRIPS.load(std::sync::atomic::Ordering::Relaxed)
+}
+
+fn round_trip() {
+    PG_ROUND_TRIPS.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+}
+
 /// A PostgreSQL connection with its statements prepared once each, by their text.
 pub(super) struct Pg {
     /// Always there but while it is dropped (see `Drop`).
@@ -296,6 +308,9 @@ pub(super) struct Pg {
     /// Set while a run holds its job's lease: every write transaction checks it first
     /// ([`Conn::check_fence`]).
     pub(super) fence: Option<super::pg::Fence>,
+    /// Whether the next write transactions must be on disk before they return (an intent):
+    /// `synchronous_commit` for each one.
+    durable: bool,
 }
 
 impl Pg {
@@ -304,6 +319,7 @@ impl Pg {
             client: Some(client),
             statements: HashMap::new(),
             fence: None,
+            durable: true,
         }
     }
 
@@ -312,6 +328,7 @@ impl Pg {
             return Ok(s.clone());
         }
         let text = dollars(sql);
+        round_trip();
         let client = self.client();
         let s = off_runtime(|| client.prepare(&text))?;
         self.statements.insert(sql.to_string(), s.clone());
@@ -321,6 +338,7 @@ impl Pg {
     fn query(&mut self, sql: &str, args: &[&dyn Arg]) -> SqlResult<Vec<postgres::Row>> {
         let stmt = self.statement(sql)?;
         let values: Vec<Value> = args.iter().map(|a| a.value()).collect();
+        round_trip();
         let client = self.client();
         Ok(off_runtime(|| client.query(&stmt, &params(&values)))?)
     }
@@ -328,11 +346,13 @@ impl Pg {
     fn execute(&mut self, sql: &str, args: &[&dyn Arg]) -> SqlResult<u64> {
         let stmt = self.statement(sql)?;
         let values: Vec<Value> = args.iter().map(|a| a.value()).collect();
+        round_trip();
         let client = self.client();
         Ok(off_runtime(|| client.execute(&stmt, &params(&values)))?)
     }
 
     fn batch(&mut self, sql: &str) -> SqlResult<()> {
+        round_trip();
         let client = self.client();
         Ok(off_runtime(|| client.batch_execute(sql))?)
     }
@@ -546,8 +566,13 @@ impl Conn {
     pub(super) fn begin(&self) -> SqlResult<()> {
         match &self.0 {
             Backend::Lite(_) => self.batch("BEGIN IMMEDIATE"),
-            Backend::Pg(_) => {
-                self.batch("BEGIN")?;
+            Backend::Pg(p) => {
+                let durable = p.borrow().durable;
+                self.batch(if durable {
+                    "BEGIN; SET LOCAL synchronous_commit = on"
+                } else {
+                    "BEGIN; SET LOCAL synchronous_commit = off"
+                })?;
                 self.check_fence()
             }
         }
@@ -561,11 +586,12 @@ impl Conn {
                 c.pragma_update(None, "synchronous", if durable { "FULL" } else { "NORMAL" })?;
                 Ok(())
             }
-            Backend::Pg(_) => self.batch(if durable {
-                "SET synchronous_commit = on"
-            } else {
-                "SET synchronous_commit = off"
-            }),
+            Backend::Pg(p) => {
+                // Applied to each transaction by `begin` (`SET LOCAL`): nothing of it
+                // outlives a transaction, for connection poolers.
+                p.borrow_mut().durable = durable;
+                Ok(())
+            }
         }
     }
 
