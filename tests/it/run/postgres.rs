@@ -120,10 +120,10 @@ async fn a_fault_soak_with_the_state_in_postgresql_pays_every_row_exactly_once()
     );
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn one_run_per_job_and_scope_across_hosts_and_a_dead_holder_is_taken_over() {
-    let Some(db) = fresh_database() else { return };
-    // Payouts that take an hour: the first run waits on them.
+/// A run of five payouts that take an hour, holding the lease (2 s) of its state at `db`
+/// and waiting `wait` for them, once it has sent its batch: the sandbox, the setup, the
+/// job's text and the running child.
+async fn a_holder_waiting(db: &str, wait: &str) -> (Sandbox, Setup, String, std::process::Child) {
     let s = start(Config {
         payout_delay: Duration::from_secs(3600),
         ..fast(Faults::default())
@@ -131,28 +131,37 @@ async fn one_run_per_job_and_scope_across_hosts_and_a_dead_holder_is_taken_over(
     .await;
     let job = job_text(10, "").replace(
         "wait: { until: completed, timeout: 20s, poll: 100ms }",
-        "wait: { until: completed, timeout: 30s, poll: 100ms }",
+        &format!("wait: {{ until: completed, timeout: {wait}, poll: 100ms }}"),
     );
     let setup = Setup::new(&job, &people(5));
-    let lease = [("PAYRUN_LEASE", "2s")];
-    let mut first = payrun(&setup, &s, &["run", "job.yaml", "--state", &db], &lease)
+    let child = payrun(&setup, &s, &["run", "job.yaml", "--state", db], &LEASE)
         .stdout(Stdio::null())
         .stderr(Stdio::piped())
         .spawn()
         .unwrap();
-    // Until it has sent its batch.
     assert!(
         crate::sandbox_support::eventually(|| async {
             !ledger(&s).await["payouts"].as_array().unwrap().is_empty()
         })
         .await
     );
+    (s, setup, job, child)
+}
+
+/// A lease short enough for a test to see it run out.
+const LEASE: [(&str, &str); 1] = [("PAYRUN_LEASE", "2s")];
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn one_run_per_job_and_scope_across_hosts_and_a_dead_holder_is_taken_over() {
+    let Some(db) = fresh_database() else { return };
+    // Payouts that take an hour: the first run waits on them.
+    let (s, setup, job, mut first) = a_holder_waiting(&db, "30s").await;
     // Another host (another process, another pid space for all the lease cares): refused.
     let (code, err) = output(payrun(
         &setup,
         &s,
         &["run", "job.yaml", "--state", &db],
-        &lease,
+        &LEASE,
     ));
     assert_eq!(code, Some(3), "{err}");
     assert!(err.contains("holds the lock"), "{err}");
@@ -168,7 +177,7 @@ async fn one_run_per_job_and_scope_across_hosts_and_a_dead_holder_is_taken_over(
         &setup,
         &s,
         &["run", "job.yaml", "--state", &db],
-        &lease,
+        &LEASE,
     ));
     assert!(matches!(code, Some(0 | 1)), "it took the job over: {err}");
     assert_eq!(ledger(&s).await["payouts"].as_array().unwrap().len(), 1);
@@ -177,28 +186,7 @@ async fn one_run_per_job_and_scope_across_hosts_and_a_dead_holder_is_taken_over(
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_frozen_holder_past_its_lease_records_nothing_more_once_another_took_over() {
     let Some(db) = fresh_database() else { return };
-    let s = start(Config {
-        payout_delay: Duration::from_secs(3600),
-        ..fast(Faults::default())
-    })
-    .await;
-    let job = job_text(10, "").replace(
-        "wait: { until: completed, timeout: 20s, poll: 100ms }",
-        "wait: { until: completed, timeout: 6s, poll: 100ms }",
-    );
-    let setup = Setup::new(&job, &people(5));
-    let lease = [("PAYRUN_LEASE", "2s")];
-    let frozen = payrun(&setup, &s, &["run", "job.yaml", "--state", &db], &lease)
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    assert!(
-        crate::sandbox_support::eventually(|| async {
-            !ledger(&s).await["payouts"].as_array().unwrap().is_empty()
-        })
-        .await
-    );
+    let (s, setup, _, frozen) = a_holder_waiting(&db, "6s").await;
     let pid = frozen.id() as i32;
     // SAFETY: signals to a child this test started and still holds.
     unsafe { libc::kill(pid, libc::SIGSTOP) };
@@ -208,7 +196,7 @@ async fn a_frozen_holder_past_its_lease_records_nothing_more_once_another_took_o
         &setup,
         &s,
         &["run", "job.yaml", "--state", &db],
-        &lease,
+        &LEASE,
     ));
     assert!(matches!(code, Some(0 | 1)), "it took the job over: {err}");
     unsafe { libc::kill(pid, libc::SIGCONT) };
