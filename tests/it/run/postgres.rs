@@ -166,6 +166,15 @@ async fn one_run_per_job_and_scope_across_hosts_and_a_dead_holder_is_taken_over(
     assert_eq!(code, Some(3), "{err}");
     assert!(err.contains("holds the lock"), "{err}");
     assert_eq!(ledger(&s).await["payouts"].as_array().unwrap().len(), 1);
+    // Nor is its history copied away meanwhile.
+    let (code, err) = output(payrun(
+        &setup,
+        &s,
+        &["state", "copy", &db, "copy.db"],
+        &LEASE,
+    ));
+    assert_eq!(code, Some(2), "{err}");
+    assert!(err.contains("copy it when the run ends"), "{err}");
     // The holder dies without a word: once its lease runs out, the next run goes ahead
     // (and sends nothing twice).
     first.kill().unwrap();
