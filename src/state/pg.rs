@@ -53,7 +53,16 @@ pub(super) fn connect(url: &str) -> Result<Pg, String> {
         }
     }
     .map_err(|e| format!("{shown}: cannot connect: {}", super::sql::SqlError::Pg(e)))?;
-    Ok(Pg::new(client))
+    let mut pg = Pg::new(client);
+    // A holder frozen inside a transaction keeps its row locks (the lease row's among them)
+    // until its session ends: the server ends it once it has idled in a transaction for
+    // the lease's length, so another run can take over.
+    pg.batch(&format!(
+        "SET idle_in_transaction_session_timeout = {}",
+        lease().as_millis()
+    ))
+    .map_err(|e| format!("{shown}: {e}"))?;
+    Ok(pg)
 }
 
 /// The URL without `sslmode` (handled here), and the mode (default `prefer`, as libpq).
@@ -363,14 +372,30 @@ pub fn take_lease(
         args![job, scope],
     )?;
     let secs = lease().as_secs() as i64;
-    let taken: Option<i64> = conn.optional(
-        "UPDATE leases SET holder = ?3, fence = fence + 1,
+    // The lease row may be locked by a holder's transaction: wait for it no longer than it
+    // takes the server to end a frozen one (see `connect`), then call it held.
+    let taken = conn.transaction(|conn| {
+        conn.batch(&format!(
+            "SET LOCAL lock_timeout = {}",
+            2 * lease().as_millis() + 1000
+        ))?;
+        conn.optional(
+            "UPDATE leases SET holder = ?3, fence = fence + 1,
                 expires_at = now() + CAST(?4 AS BIGINT) * interval '1 second'
          WHERE job = ?1 AND scope = ?2 AND (holder IS NULL OR expires_at < now())
          RETURNING fence",
-        args![job, scope, holder, secs],
-        |r| r.get(0),
-    )?;
+            args![job, scope, holder, secs],
+            |r| r.get(0),
+        )
+    });
+    let taken: Option<i64> = match taken {
+        Err(SqlError::Pg(e))
+            if e.code() == Some(&postgres::error::SqlState::LOCK_NOT_AVAILABLE) =>
+        {
+            None
+        }
+        other => other?,
+    };
     if let Some(token) = taken {
         return Ok(Ok(Fence {
             job: job.into(),

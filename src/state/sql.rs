@@ -351,7 +351,7 @@ impl Pg {
         Ok(off_runtime(|| client.execute(&stmt, &params(&values)))?)
     }
 
-    fn batch(&mut self, sql: &str) -> SqlResult<()> {
+    pub(super) fn batch(&mut self, sql: &str) -> SqlResult<()> {
         round_trip();
         let client = self.client();
         Ok(off_runtime(|| client.batch_execute(sql))?)

@@ -63,12 +63,45 @@ fn payrun(setup: &Setup, s: &Sandbox, args: &[&str], extra: &[(&str, &str)]) -> 
     cmd
 }
 
+/// Runs `cmd` to its end (killed, and the test failed, after two minutes: a test here must
+/// not hang CI): its exit code and standard error.
 fn output(mut cmd: Command) -> (Option<i32>, String) {
-    let out = cmd.output().unwrap();
+    let child = cmd
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let out = within(child, Duration::from_secs(120));
     (
         out.status.code(),
         String::from_utf8_lossy(&out.stderr).into_owned(),
     )
+}
+
+/// Waits for `child` at most `limit`; kills it and fails past that.
+fn within(mut child: std::process::Child, limit: Duration) -> std::process::Output {
+    let deadline = std::time::Instant::now() + limit;
+    while child.try_wait().unwrap().is_none() {
+        if std::time::Instant::now() > deadline {
+            let _ = child.kill();
+            panic!("payrun did not end within {limit:?}");
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    child.wait_with_output().unwrap()
+}
+
+/// A child stopped with SIGSTOP is continued and killed if the test ends early.
+struct Stopped(i32);
+
+impl Drop for Stopped {
+    fn drop(&mut self) {
+        // SAFETY: signals to a child this test started.
+        unsafe {
+            libc::kill(self.0, libc::SIGCONT);
+            libc::kill(self.0, libc::SIGKILL);
+        }
+    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -199,6 +232,7 @@ async fn a_frozen_holder_past_its_lease_records_nothing_more_once_another_took_o
     let pid = frozen.id() as i32;
     // SAFETY: signals to a child this test started and still holds.
     unsafe { libc::kill(pid, libc::SIGSTOP) };
+    let guard = Stopped(pid);
     std::thread::sleep(Duration::from_millis(2500));
     // Another run takes the lapsed lease over and does the job's work.
     let (code, err) = output(payrun(
@@ -209,7 +243,8 @@ async fn a_frozen_holder_past_its_lease_records_nothing_more_once_another_took_o
     ));
     assert!(matches!(code, Some(0 | 1)), "it took the job over: {err}");
     unsafe { libc::kill(pid, libc::SIGCONT) };
-    let out = frozen.wait_with_output().unwrap();
+    let out = within(frozen, Duration::from_secs(120));
+    std::mem::forget(guard);
     let said = String::from_utf8_lossy(&out.stderr);
     assert_eq!(out.status.code(), Some(5), "{said}");
     assert!(said.contains("lost its lease"), "{said}");
@@ -288,7 +323,7 @@ fn two_hosts_starting_at_once_migrate_one_database_once() {
         })
         .collect();
     for p in plans {
-        let out = p.wait_with_output().unwrap();
+        let out = within(p, Duration::from_secs(120));
         assert_eq!(
             out.status.code(),
             Some(0),
@@ -326,7 +361,7 @@ async fn a_database_lost_mid_run_stops_the_run_and_the_next_resolves_what_it_lef
         &std::env::var("PAYRUN_TEST_PG").unwrap(),
         &format!("SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = '{name}'"),
     );
-    let out = child.wait_with_output().unwrap();
+    let out = within(child, Duration::from_secs(120));
     let said = String::from_utf8_lossy(&out.stderr);
     assert_eq!(out.status.code(), Some(5), "the run stops: {said}");
     // The next run resolves what was in flight and pays the rest: each row once.
