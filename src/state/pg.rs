@@ -53,16 +53,8 @@ pub(super) fn connect(url: &str) -> Result<Pg, String> {
         }
     }
     .map_err(|e| format!("{shown}: cannot connect: {}", super::sql::SqlError::Pg(e)))?;
-    let mut pg = Pg::new(client);
-    // A holder frozen inside a transaction keeps its row locks (the lease row's among them)
-    // until its session ends: the server ends it once it has idled in a transaction for
-    // the lease's length, so another run can take over.
-    pg.batch(&format!(
-        "SET idle_in_transaction_session_timeout = {}",
-        lease().as_millis()
-    ))
-    .map_err(|e| format!("{shown}: {e}"))?;
-    Ok(pg)
+    // (Each transaction sets how long it may idle: see `sql::pg_begin`.)
+    Ok(Pg::new(client))
 }
 
 /// The URL without `sslmode` (handled here), and the mode (default `prefer`, as libpq).
@@ -373,7 +365,7 @@ pub fn take_lease(
     )?;
     let secs = lease().as_secs() as i64;
     // The lease row may be locked by a holder's transaction: wait for it no longer than it
-    // takes the server to end a frozen one (see `connect`), then call it held.
+    // takes the server to end a frozen one (see `sql::pg_begin`), then call it held.
     let taken = conn.transaction(|conn| {
         conn.batch(&format!(
             "SET LOCAL lock_timeout = {}",

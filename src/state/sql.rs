@@ -351,7 +351,7 @@ impl Pg {
         Ok(off_runtime(|| client.execute(&stmt, &params(&values)))?)
     }
 
-    pub(super) fn batch(&mut self, sql: &str) -> SqlResult<()> {
+    fn batch(&mut self, sql: &str) -> SqlResult<()> {
         round_trip();
         let client = self.client();
         Ok(off_runtime(|| client.batch_execute(sql))?)
@@ -393,6 +393,18 @@ pub(super) fn off_runtime<T: Send>(f: impl FnOnce() -> T + Send) -> T {
             .join()
             .unwrap_or_else(|p| std::panic::resume_unwind(p))
     })
+}
+
+/// How a PostgreSQL transaction starts: its durability, and — so that a holder frozen in
+/// it keeps its row locks (the lease row's among them) no longer than its lease — the
+/// server ending the session once it has idled in the transaction for the lease's length.
+/// Both `SET LOCAL`: nothing outlives the transaction (connection poolers).
+fn pg_begin(durable: bool) -> String {
+    format!(
+        "BEGIN; SET LOCAL synchronous_commit = {}; SET LOCAL idle_in_transaction_session_timeout = {}",
+        if durable { "on" } else { "off" },
+        super::pg::lease().as_millis()
+    )
 }
 
 /// `?N` parameters as PostgreSQL's `$N` (outside quoted text).
@@ -556,7 +568,7 @@ impl Conn {
         match &self.0 {
             Backend::Lite(_) => self.batch("PRAGMA cache_size = -16384; BEGIN IMMEDIATE"),
             Backend::Pg(_) => {
-                self.batch("BEGIN")?;
+                self.batch(&pg_begin(true))?;
                 self.check_fence()
             }
         }
@@ -568,11 +580,7 @@ impl Conn {
             Backend::Lite(_) => self.batch("BEGIN IMMEDIATE"),
             Backend::Pg(p) => {
                 let durable = p.borrow().durable;
-                self.batch(if durable {
-                    "BEGIN; SET LOCAL synchronous_commit = on"
-                } else {
-                    "BEGIN; SET LOCAL synchronous_commit = off"
-                })?;
+                self.batch(&pg_begin(durable))?;
                 self.check_fence()
             }
         }
@@ -645,7 +653,10 @@ impl Conn {
 
     /// Runs `f` in a transaction: committed when it returns `Ok`, rolled back otherwise.
     pub(super) fn transaction<T>(&self, f: impl FnOnce(&Conn) -> SqlResult<T>) -> SqlResult<T> {
-        self.batch("BEGIN")?;
+        match &self.0 {
+            Backend::Lite(_) => self.batch("BEGIN")?,
+            Backend::Pg(_) => self.batch(&pg_begin(true))?,
+        }
         let out = self.check_fence().and_then(|()| f(self));
         match out {
             Ok(v) => {
