@@ -385,3 +385,43 @@ async fn a_database_lost_mid_run_stops_the_run_and_the_next_resolves_what_it_lef
     assert_eq!(last.0, Some(0), "{}", last.1);
     assert_exactly_once(&ledger(&s).await, n);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_lease_row_held_by_a_stuck_transaction_is_waited_for_a_bounded_time() {
+    let Some(db) = fresh_database() else { return };
+    let s = start(fast(Faults::default())).await;
+    let setup = Setup::new(&job_text(10, ""), &people(2));
+    let run = || {
+        output(payrun(
+            &setup,
+            &s,
+            &["run", "job.yaml", "--state", &db],
+            &LEASE,
+        ))
+    };
+    assert_eq!(run().0, Some(0));
+    // Another session locks the lease row and then does nothing (a client stuck inside its
+    // transaction, with no idle limit of its own): it holds the row until it ends.
+    let (locked_tx, locked_rx) = std::sync::mpsc::channel();
+    let (release_tx, release_rx) = std::sync::mpsc::channel::<()>();
+    let url = db.clone();
+    let stuck = std::thread::spawn(move || {
+        let mut c = ::postgres::Client::connect(&url, ::postgres::NoTls).unwrap();
+        let mut tx = c.transaction().unwrap();
+        tx.batch_execute("SELECT 1 FROM leases FOR UPDATE").unwrap();
+        locked_tx.send(()).unwrap();
+        let _ = release_rx.recv();
+        tx.rollback().unwrap();
+    });
+    locked_rx.recv().unwrap();
+    // The next run waits for the row no longer than twice its lease, then says it is held.
+    let started = std::time::Instant::now();
+    let (code, err) = run();
+    let waited = started.elapsed();
+    release_tx.send(()).unwrap();
+    stuck.join().unwrap();
+    assert_eq!(code, Some(3), "{err}");
+    assert!(waited < Duration::from_secs(30), "waited {waited:?}");
+    // Once the row is free, the job runs again (nothing left to send).
+    assert_eq!(run().0, Some(0));
+}
