@@ -143,13 +143,20 @@ pub fn row_states(conn: &Conn, plan_id: i64) -> SqlResult<RowStates> {
 
 /// Records the intent to send: in flight, one more attempt, first attempt time kept, no
 /// earlier doubt (a new attempt's doubt is its own).
+/// A chunk's intents are one statement per this many items (a PostgreSQL state pays a round
+/// trip a statement; few distinct statement texts stay prepared).
+const INTENTS_PER_STATEMENT: usize = 64;
+
 pub fn mark_in_flight(conn: &Conn, ids: &[i64]) -> SqlResult<()> {
     let t = now();
-    for id in ids {
-        conn.execute(
-            "UPDATE items SET state = ?3, attempts = attempts + 1, first_attempt_at = COALESCE(first_attempt_at, ?2), updated_at = ?2, doubt_since = NULL, doubt_applied = 0 WHERE id = ?1",
-            args![id, t, ItemState::InFlight],
-        )?;
+    for part in ids.chunks(INTENTS_PER_STATEMENT) {
+        let sql = format!(
+            "UPDATE items SET state = ?2, attempts = attempts + 1, first_attempt_at = COALESCE(first_attempt_at, ?1), updated_at = ?1, doubt_since = NULL, doubt_applied = 0 WHERE id IN ({})",
+            placeholders(3, part.len())
+        );
+        let mut all: Vec<&dyn crate::state::sql::Arg> = vec![&t, &ItemState::InFlight];
+        all.extend(part.iter().map(|id| id as &dyn crate::state::sql::Arg));
+        conn.execute(&sql, &all)?;
     }
     Ok(())
 }
