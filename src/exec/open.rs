@@ -353,19 +353,60 @@ pub async fn recall_scheduled(
             out.push(Recall::NotScheduled(status));
             continue;
         }
-        let asked = hc.cancel_scheduled(uuid).await;
-        out.push(match (asked, hc.payout(uuid).await) {
-            (_, Ok(b)) if b.status.as_deref() != Some("scheduled") => {
-                Recall::Cancelled(b.status.unwrap_or_default())
-            }
-            (Err(e), _) => Recall::Failed(format!("the provider refused or did not answer: {e}")),
-            (Ok(()), Ok(_)) => {
-                Recall::Failed("the provider accepted, yet still shows it scheduled".into())
-            }
-            (Ok(()), Err(e)) => Recall::Failed(format!(
-                "the provider accepted; its status could not be read again: {e}"
-            )),
-        });
+        let asked = hc.cancel_scheduled(uuid).await.map_err(|e| e.to_string());
+        let now = hc.payout(uuid).await.map(|b| b.status.unwrap_or_default());
+        out.push(after_recall(asked, now.map_err(|e| e.to_string())));
     }
     Ok(out)
+}
+
+/// What a recall came to, from the provider's answer and the batch's status read after it.
+/// Only a status that means recalled (`expired`, as the sandbox reads it, or `cancelled`)
+/// counts: a batch whose time came meanwhile (`processing`, `completed`) may pay, and
+/// recording it cancelled would let `--retry-failed` pay its rows a second time.
+fn after_recall(asked: Result<(), String>, now: Result<String, String>) -> Recall {
+    match (asked, now) {
+        (_, Ok(status)) if matches!(status.as_str(), "expired" | "cancelled" | "canceled") => {
+            Recall::Cancelled(status)
+        }
+        (_, Ok(status)) if status != "scheduled" => Recall::NotScheduled(status),
+        (Err(e), _) => Recall::Failed(format!("the provider refused or did not answer: {e}")),
+        (Ok(()), Ok(_)) => {
+            Recall::Failed("the provider accepted, yet still shows it scheduled".into())
+        }
+        (Ok(()), Err(e)) => Recall::Failed(format!(
+            "the provider accepted; its status could not be read again: {e}"
+        )),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn only_a_recalled_status_records_a_batch_cancelled() {
+        let ok = || Ok(());
+        assert!(matches!(
+            after_recall(ok(), Ok("expired".into())),
+            Recall::Cancelled(_)
+        ));
+        // Its time came between the read and the recall: it may pay, so it is not cancelled.
+        assert!(matches!(
+            after_recall(ok(), Ok("processing".into())),
+            Recall::NotScheduled(s) if s == "processing"
+        ));
+        assert!(matches!(
+            after_recall(Err("timeout".into()), Ok("completed".into())),
+            Recall::NotScheduled(_)
+        ));
+        assert!(matches!(
+            after_recall(ok(), Ok("scheduled".into())),
+            Recall::Failed(_)
+        ));
+        assert!(matches!(
+            after_recall(Err("timeout".into()), Err("reset".into())),
+            Recall::Failed(_)
+        ));
+    }
 }

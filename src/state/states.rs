@@ -3,11 +3,11 @@
 //! earlier versions wrote), read back checked, and answers the questions asked of it here,
 //! so no other module spells a state.
 
-use rusqlite::types::{FromSql, FromSqlError, FromSqlResult, ToSql, ToSqlOutput, ValueRef};
+use rusqlite::types::ValueRef;
 use std::fmt;
 
 /// Declares a stored state enum: its variants with their stored names, `as_str`, `parse`,
-/// `Display`, and the SQLite conversions (an unknown name read back is an error).
+/// `Display`, and the conversions of `state::sql` (an unknown name read back is an error).
 macro_rules! stored_state {
     ($(#[$doc:meta])* $name:ident { $($(#[$vdoc:meta])* $variant:ident = $text:literal,)+ }) => {
         $(#[$doc])*
@@ -59,12 +59,6 @@ macro_rules! stored_state {
             }
         }
 
-        impl ToSql for $name {
-            fn to_sql(&self) -> rusqlite::Result<ToSqlOutput<'_>> {
-                Ok(ToSqlOutput::Borrowed(ValueRef::Text(self.as_str().as_bytes())))
-            }
-        }
-
         impl crate::state::sql::Arg for $name {
             fn value(&self) -> crate::state::sql::Value<'_> {
                 crate::state::sql::Value::Text(self.as_str())
@@ -75,17 +69,6 @@ macro_rules! stored_state {
             fn from_lite(value: ValueRef<'_>) -> Result<Self, String> {
                 let s = value.as_str().map_err(|e| e.to_string())?;
                 $name::parse(s).ok_or_else(|| format!(concat!("unknown ", stringify!($name), " '{}'"), s))
-            }
-        }
-
-        impl FromSql for $name {
-            fn column_result(value: ValueRef<'_>) -> FromSqlResult<Self> {
-                let s = value.as_str()?;
-                $name::parse(s).ok_or_else(|| {
-                    FromSqlError::Other(
-                        format!(concat!("unknown ", stringify!($name), " '{}'"), s).into(),
-                    )
-                })
             }
         }
     };
@@ -260,12 +243,14 @@ mod tests {
 
     #[test]
     fn names_round_trip_and_unknown_names_are_errors() {
-        let conn = rusqlite::Connection::open_in_memory().unwrap();
+        use crate::state::sql::args;
+        let state = crate::state::State::open_in_memory().unwrap();
+        let conn = state.connection();
         for s in ItemState::ALL {
-            let back: ItemState = conn.query_row("SELECT ?1", [s], |r| r.get(0)).unwrap();
+            let back: ItemState = conn.one("SELECT ?1", args![s], |r| r.get(0)).unwrap();
             assert_eq!(back, *s);
         }
-        let bad = conn.query_row("SELECT 'in_fligth'", [], |r| r.get::<_, ItemState>(0));
+        let bad = conn.one("SELECT 'in_fligth'", args![], |r| r.get::<ItemState>(0));
         assert!(
             bad.unwrap_err()
                 .to_string()

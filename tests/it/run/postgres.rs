@@ -78,6 +78,11 @@ fn output(mut cmd: Command) -> (Option<i32>, String) {
     )
 }
 
+/// `payrun run job.yaml --state DB` to its end, with `extra` in its environment.
+fn run_on(setup: &Setup, s: &Sandbox, db: &str, extra: &[(&str, &str)]) -> (Option<i32>, String) {
+    output(payrun(setup, s, &["run", "job.yaml", "--state", db], extra))
+}
+
 /// Waits for `child` at most `limit`; kills it and fails past that.
 fn within(mut child: std::process::Child, limit: Duration) -> std::process::Output {
     let deadline = std::time::Instant::now() + limit;
@@ -117,14 +122,7 @@ async fn a_fault_soak_with_the_state_in_postgresql_pays_every_row_exactly_once()
     let s = start(fast(faults)).await;
     let n = 100;
     let setup = Setup::new(&job_text(10, ""), &people(n));
-    let run = || {
-        output(payrun(
-            &setup,
-            &s,
-            &["run", "job.yaml", "--state", &db],
-            &[],
-        ))
-    };
+    let run = || run_on(&setup, &s, &db, &[]);
     let mut last = run();
     for _ in 0..3 {
         if last.0 == Some(0) {
@@ -190,12 +188,7 @@ async fn one_run_per_job_and_scope_across_hosts_and_a_dead_holder_is_taken_over(
     // Payouts that take an hour: the first run waits on them.
     let (s, setup, job, mut first) = a_holder_waiting(&db, "30s").await;
     // Another host (another process, another pid space for all the lease cares): refused.
-    let (code, err) = output(payrun(
-        &setup,
-        &s,
-        &["run", "job.yaml", "--state", &db],
-        &LEASE,
-    ));
+    let (code, err) = run_on(&setup, &s, &db, &LEASE);
     assert_eq!(code, Some(3), "{err}");
     assert!(err.contains("holds the lock"), "{err}");
     assert_eq!(ledger(&s).await["payouts"].as_array().unwrap().len(), 1);
@@ -215,12 +208,7 @@ async fn one_run_per_job_and_scope_across_hosts_and_a_dead_holder_is_taken_over(
     std::thread::sleep(Duration::from_millis(2500));
     let quick = job.replace("timeout: 30s", "timeout: 1s");
     std::fs::write(setup.path("job.yaml"), quick).unwrap();
-    let (code, err) = output(payrun(
-        &setup,
-        &s,
-        &["run", "job.yaml", "--state", &db],
-        &LEASE,
-    ));
+    let (code, err) = run_on(&setup, &s, &db, &LEASE);
     assert!(matches!(code, Some(0 | 1)), "it took the job over: {err}");
     assert_eq!(ledger(&s).await["payouts"].as_array().unwrap().len(), 1);
 }
@@ -235,12 +223,7 @@ async fn a_frozen_holder_past_its_lease_records_nothing_more_once_another_took_o
     let guard = Stopped(pid);
     std::thread::sleep(Duration::from_millis(2500));
     // Another run takes the lapsed lease over and does the job's work.
-    let (code, err) = output(payrun(
-        &setup,
-        &s,
-        &["run", "job.yaml", "--state", &db],
-        &LEASE,
-    ));
+    let (code, err) = run_on(&setup, &s, &db, &LEASE);
     assert!(matches!(code, Some(0 | 1)), "it took the job over: {err}");
     unsafe { libc::kill(pid, libc::SIGCONT) };
     let out = within(frozen, Duration::from_secs(120));
@@ -365,22 +348,12 @@ async fn a_database_lost_mid_run_stops_the_run_and_the_next_resolves_what_it_lef
     let said = String::from_utf8_lossy(&out.stderr);
     assert_eq!(out.status.code(), Some(5), "the run stops: {said}");
     // The next run resolves what was in flight and pays the rest: each row once.
-    let mut last = output(payrun(
-        &setup,
-        &s,
-        &["run", "job.yaml", "--state", &db],
-        &[],
-    ));
+    let mut last = run_on(&setup, &s, &db, &[]);
     for _ in 0..2 {
         if last.0 == Some(0) {
             break;
         }
-        last = output(payrun(
-            &setup,
-            &s,
-            &["run", "job.yaml", "--state", &db],
-            &[],
-        ));
+        last = run_on(&setup, &s, &db, &[]);
     }
     assert_eq!(last.0, Some(0), "{}", last.1);
     assert_exactly_once(&ledger(&s).await, n);
@@ -391,14 +364,7 @@ async fn a_lease_row_held_by_a_stuck_transaction_is_waited_for_a_bounded_time() 
     let Some(db) = fresh_database() else { return };
     let s = start(fast(Faults::default())).await;
     let setup = Setup::new(&job_text(10, ""), &people(2));
-    let run = || {
-        output(payrun(
-            &setup,
-            &s,
-            &["run", "job.yaml", "--state", &db],
-            &LEASE,
-        ))
-    };
+    let run = || run_on(&setup, &s, &db, &LEASE);
     assert_eq!(run().0, Some(0));
     // Another session locks the lease row and then does nothing (a client stuck inside its
     // transaction, with no idle limit of its own): it holds the row until it ends.
