@@ -166,7 +166,7 @@ impl Ctx {
         if o.state == ItemState::Succeeded {
             self.any_success.store(true, Ordering::Relaxed);
         }
-        self.db.record_later(move |c| work::set_outcome(c, id, &o))
+        self.db.record_outcome(id, o)
     }
 
     /// Puts an item back in the queue (stopping; its request was surely not applied).

@@ -128,7 +128,7 @@ pub fn plan_into(
                 stopped = true;
                 return false;
             }
-            match writer.add_row(&row) {
+            match writer.add_row(row) {
                 Ok(()) => true,
                 Err(e) => {
                     failure = Some(e);

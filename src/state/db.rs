@@ -2,6 +2,7 @@
 //! on a tokio worker), and writes queued together are committed together — many intents,
 //! one fsync (group commit) — each in its own savepoint so one failure spoils no other.
 
+use super::work::{self, Outcome};
 use super::{Conn, SqlResult, State, StateError};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -17,6 +18,14 @@ enum Job {
     Read(ReadJob),
     /// `durable`: must survive power loss before the caller goes on (an intent).
     Write(WriteJob, bool),
+    /// An item's outcome: a round's outcomes are written a statement for many.
+    Outcome(i64, Outcome, Completion),
+}
+
+/// A write of a round, in the order it was queued.
+enum Write {
+    Job(WriteJob),
+    Outcome(i64, Outcome, Completion),
 }
 
 /// A handle to the database thread; cheap to clone.
@@ -172,6 +181,24 @@ impl Db {
             .map_err(|_| self.gone())
     }
 
+    /// Records an item's outcome like [`Db::record_later`]: queued, not waited for. The
+    /// outcomes queued together are written a few statements for all.
+    pub fn record_outcome(&self, id: i64, outcome: Outcome) -> Result<(), StateError> {
+        self.unwaited_failure()?;
+        let failed = self.unwaited.clone();
+        let done: Completion = Box::new(move |result: Result<(), String>| {
+            if let Err(e) = result {
+                failed
+                    .lock()
+                    .unwrap_or_else(|p| p.into_inner())
+                    .get_or_insert(e);
+            }
+        });
+        self.jobs
+            .send(Job::Outcome(id, outcome, done))
+            .map_err(|_| self.gone())
+    }
+
     /// Waits until every write queued so far is committed; the first failure of those
     /// nobody waited on, if any.
     pub async fn settled(&self) -> Result<(), StateError> {
@@ -215,7 +242,10 @@ impl Db {
 }
 
 /// What became of a write: its own result, unless its transaction failed to commit.
-fn written<T>(result: SqlResult<T>, commit: Result<(), String>) -> Result<T, String> {
+fn written<T, E: std::fmt::Display>(
+    result: Result<T, E>,
+    commit: Result<(), String>,
+) -> Result<T, String> {
     match (result, commit) {
         (Ok(v), Ok(())) => Ok(v),
         (Err(e), _) => Err(e.to_string()),
@@ -240,6 +270,52 @@ fn in_savepoint<T>(conn: &Conn, f: impl FnOnce(&Conn) -> SqlResult<T>) -> SqlRes
     }
 }
 
+/// Runs a round's writes in order, consecutive outcomes a statement for many; returns
+/// what to tell each once the round's transaction ends.
+fn run_writes(conn: &Conn, writes: Vec<Write>) -> Vec<Completion> {
+    let mut completions = Vec::with_capacity(writes.len());
+    let mut outcomes: Vec<(i64, Outcome, Completion)> = Vec::new();
+    for w in writes {
+        match w {
+            Write::Job(job) => {
+                write_outcomes(conn, &mut outcomes, &mut completions);
+                completions.push(job(conn));
+            }
+            Write::Outcome(id, o, done) => {
+                // A second outcome of an item follows the first in a statement of its own.
+                if outcomes.len() == work::OUTCOMES_PER_STATEMENT
+                    || outcomes.iter().any(|(other, _, _)| *other == id)
+                {
+                    write_outcomes(conn, &mut outcomes, &mut completions);
+                }
+                outcomes.push((id, o, done));
+            }
+        }
+    }
+    write_outcomes(conn, &mut outcomes, &mut completions);
+    completions
+}
+
+/// Writes the outcomes kept so far, in one statement; each is told of it with the
+/// transaction's end.
+fn write_outcomes(
+    conn: &Conn,
+    outcomes: &mut Vec<(i64, Outcome, Completion)>,
+    completions: &mut Vec<Completion>,
+) {
+    if outcomes.is_empty() {
+        return;
+    }
+    let all: Vec<(i64, &Outcome)> = outcomes.iter().map(|(id, o, _)| (*id, o)).collect();
+    let result = work::set_outcomes(conn, &all).map_err(|e| e.to_string());
+    for (_, _, done) in outcomes.drain(..) {
+        let result = result.clone();
+        completions.push(Box::new(move |commit: Result<(), String>| {
+            done(written(result, commit))
+        }));
+    }
+}
+
 fn serve(conn: Conn, rx: mpsc::Receiver<Job>, commits: Arc<AtomicU64>) {
     let mut full_sync = true;
     while let Ok(first) = rx.recv() {
@@ -249,9 +325,10 @@ fn serve(conn: Conn, rx: mpsc::Receiver<Job>, commits: Arc<AtomicU64>) {
         match first {
             Job::Read(r) => reads.push(r),
             Job::Write(w, d) => {
-                writes.push(w);
+                writes.push(Write::Job(w));
                 durable |= d;
             }
+            Job::Outcome(id, o, done) => writes.push(Write::Outcome(id, o, done)),
         }
         // Whatever else is already queued joins this round. A round of outcomes only
         // (nobody waits on the disk) first lingers a moment for more: one commit for many.
@@ -262,9 +339,10 @@ fn serve(conn: Conn, rx: mpsc::Receiver<Job>, commits: Arc<AtomicU64>) {
         while writes.len() < MAX_GROUP {
             match rx.try_recv() {
                 Ok(Job::Write(w, d)) => {
-                    writes.push(w);
+                    writes.push(Write::Job(w));
                     durable |= d;
                 }
+                Ok(Job::Outcome(id, o, done)) => writes.push(Write::Outcome(id, o, done)),
                 Ok(Job::Read(r)) => reads.push(r),
                 Err(mpsc::TryRecvError::Empty)
                     if lingered < LINGER && !durable && reads.is_empty() && !writes.is_empty() =>
@@ -281,8 +359,14 @@ fn serve(conn: Conn, rx: mpsc::Receiver<Job>, commits: Arc<AtomicU64>) {
             }
             let began = conn.begin().map_err(|e| e.to_string());
             let completions: Vec<Completion> = match &began {
-                Ok(()) => writes.into_iter().map(|w| w(&conn)).collect(),
-                Err(_) => Vec::new(),
+                Ok(()) => run_writes(&conn, writes),
+                Err(_) => writes
+                    .into_iter()
+                    .filter_map(|w| match w {
+                        Write::Outcome(_, _, done) => Some(done),
+                        Write::Job(_) => None,
+                    })
+                    .collect(),
             };
             let outcome = began.and_then(|()| conn.batch("COMMIT").map_err(|e| e.to_string()));
             if outcome.is_err() {

@@ -47,9 +47,12 @@ pub struct PlanWriter<'s> {
     /// The plan had no items before: nothing to look up.
     fresh: bool,
     conn: &'s Conn,
-    /// The statements run for every row, prepared once.
+    /// The statement run for every row of a re-plan, prepared once.
     select_item: Stmt<'s>,
-    insert_item: Stmt<'s>,
+    /// New items not inserted yet: written [`INSERT_ROWS`] to a statement.
+    new_items: Vec<NewItem>,
+    /// New items inserted so far.
+    inserted: usize,
     plan_id: i64,
     job_name: String,
     scope: String,
@@ -69,6 +72,61 @@ impl Drop for PlanWriter<'_> {
             let _ = self.conn.batch("ROLLBACK");
         }
     }
+}
+
+/// New items are inserted this many to a statement: a PostgreSQL state pays a round trip a
+/// statement, and SQLite too runs one statement of many rows faster than many of one.
+const INSERT_ROWS: usize = 128;
+
+/// A plan that inserted this many items tells the store's planner (see
+/// [`Conn::after_bulk_write`]).
+const ANALYZE_AFTER: usize = 1000;
+
+/// An item to insert, kept until its statement is full.
+struct NewItem {
+    step: usize,
+    row_key: String,
+    line: i64,
+    state: &'static str,
+    hash: String,
+    payload: String,
+    amount: Option<String>,
+    currency: Option<String>,
+    batch: Option<i64>,
+    external_id: Option<String>,
+    offset: i64,
+    group: Option<String>,
+}
+
+/// `INSERT INTO items` of `rows` rows: `?1` the plan, `?2` the time, then 13 a row.
+fn insert_items_sql(rows: usize) -> String {
+    let mut sql = String::from(
+        "INSERT INTO items (plan_id, step, step_index, row_key, row_line, state, content_hash, payload,
+                            amount, currency, batch_id, external_id, created_at, updated_at, row_offset, group_key) VALUES ",
+    );
+    for r in 0..rows {
+        let p = 3 + r * 13;
+        if r > 0 {
+            sql.push(',');
+        }
+        sql.push_str(&format!(
+            "(?1,?{},?{},?{},?{},?{},?{},?{},?{},?{},?{},?{},?2,?2,?{},?{})",
+            p,
+            p + 1,
+            p + 2,
+            p + 3,
+            p + 4,
+            p + 5,
+            p + 6,
+            p + 7,
+            p + 8,
+            p + 9,
+            p + 10,
+            p + 11,
+            p + 12
+        ));
+    }
+    sql
 }
 
 struct Existing {
@@ -141,18 +199,12 @@ impl<'s> PlanWriter<'s> {
                  WHERE plan_id = ?1 AND step = ?2 AND row_key = ?3",
             )
             .map_err(|e| state.err(e))?;
-        let insert_item = conn
-            .prepare(
-                "INSERT INTO items (plan_id, step, step_index, row_key, row_line, state, content_hash, payload,
-                                    amount, currency, batch_id, external_id, created_at, updated_at, row_offset, group_key)
-                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?13, ?14, ?15)",
-            )
-            .map_err(|e| state.err(e))?;
         Ok(PlanWriter {
             fresh,
             conn,
             select_item,
-            insert_item,
+            new_items: Vec::with_capacity(INSERT_ROWS),
+            inserted: 0,
             plan_id,
             job_name: job.name.clone(),
             scope: job.scope.clone(),
@@ -175,13 +227,16 @@ impl<'s> PlanWriter<'s> {
     }
 
     /// Upserts the items of one row.
-    pub fn add_row(&mut self, row: &RowPlan) -> Result<(), StateError> {
-        for item in &row.items {
+    pub fn add_row(&mut self, row: RowPlan) -> Result<(), StateError> {
+        for item in row.items {
             let si = item.step;
-            let step_id = self.steps[si].0.clone();
             let existing = if self.fresh {
                 None
             } else {
+                // A later row may not repeat an earlier one's key, but its lookup must see
+                // every item written before it all the same.
+                self.insert_new_items()?;
+                let step_id = &self.steps[si].0;
                 self.select_item
                     .optional(args![self.plan_id, step_id, row.key], |r| {
                         Ok(Existing {
@@ -201,25 +256,23 @@ impl<'s> PlanWriter<'s> {
             match existing {
                 None => {
                     let batch = self.assign_batch(si, item.group.as_deref())?;
-                    self.insert_item
-                        .execute(args![
-                            self.plan_id,
-                            step_id,
-                            si as i64,
-                            row.key,
-                            row.line as i64,
-                            new_state,
-                            item.hash,
-                            item.payload,
-                            amount,
-                            item.currency,
-                            batch,
-                            item.external_id,
-                            self.now,
-                            row.offset as i64,
-                            item.group
-                        ])
-                        .map_err(|e| self.state.err(e))?;
+                    self.new_items.push(NewItem {
+                        step: si,
+                        row_key: row.key.clone(),
+                        line: row.line as i64,
+                        state: new_state,
+                        hash: item.hash,
+                        payload: item.payload,
+                        amount,
+                        currency: item.currency,
+                        batch,
+                        external_id: item.external_id,
+                        offset: row.offset as i64,
+                        group: item.group,
+                    });
+                    if self.new_items.len() == INSERT_ROWS {
+                        self.insert_new_items()?;
+                    }
                     let c = &mut self.counts.steps[si];
                     if item.skipped {
                         c.skipped += 1
@@ -292,6 +345,7 @@ impl<'s> PlanWriter<'s> {
                         )?;
                     }
                     self.counts.steps[si].conflict += 1;
+                    let step_id = self.steps[si].0.clone();
                     self.counts
                         .conflicts
                         .push((row.line, row.key.clone(), step_id));
@@ -301,8 +355,48 @@ impl<'s> PlanWriter<'s> {
         Ok(())
     }
 
+    /// Inserts the new items kept so far, in one statement.
+    fn insert_new_items(&mut self) -> Result<(), StateError> {
+        if self.new_items.is_empty() {
+            return Ok(());
+        }
+        let items = std::mem::take(&mut self.new_items);
+        let step_index: Vec<i64> = items.iter().map(|i| i.step as i64).collect();
+        let mut all: Vec<&dyn Arg> = Vec::with_capacity(2 + items.len() * 13);
+        all.push(&self.plan_id);
+        all.push(&self.now);
+        for (item, si) in items.iter().zip(&step_index) {
+            all.extend([
+                &self.steps[item.step].0 as &dyn Arg,
+                si,
+                &item.row_key,
+                &item.line,
+                &item.state,
+                &item.hash,
+                &item.payload,
+                &item.amount,
+                &item.currency,
+                &item.batch,
+                &item.external_id,
+                &item.offset,
+                &item.group,
+            ]);
+        }
+        self.exec(&insert_items_sql(items.len()), &all)?;
+        self.inserted += items.len();
+        self.new_items = items;
+        self.new_items.clear();
+        Ok(())
+    }
+
     /// Commits the plan and returns its counts.
     pub fn commit(mut self) -> Result<PlanCounts, StateError> {
+        self.insert_new_items()?;
+        if self.inserted >= ANALYZE_AFTER {
+            self.conn
+                .after_bulk_write("items (plan_id, step, row_line, row_key, state)")
+                .map_err(|e| self.state.err(e))?;
+        }
         self.exec(
             "DELETE FROM batches WHERE plan_id = ?1 AND state = 'open' AND NOT EXISTS (SELECT 1 FROM items WHERE batch_id = batches.id)",
             args![self.plan_id],

@@ -643,6 +643,27 @@ impl Conn {
         }
     }
 
+    /// `LIMIT n` where a query's rows are all fetched before the first is read
+    /// (PostgreSQL), else nothing: SQLite steps through a result only as far as it is read.
+    pub(super) fn fetch_limit(&self, n: usize) -> String {
+        match &self.0 {
+            Backend::Pg(_) if n < i64::MAX as usize => format!("LIMIT {n}"),
+            _ => String::new(),
+        }
+    }
+
+    /// After many rows were written to `table` (`table (columns…)`: the columns queries
+    /// filter and sort on) in this transaction: the store's planner learns of them now
+    /// (PostgreSQL's `ANALYZE`, which counts the transaction's own rows), not when
+    /// autovacuum comes by — meanwhile, taking the fresh table for empty, it read a whole
+    /// step's items for each page of them. SQLite needs nothing.
+    pub(super) fn after_bulk_write(&self, table: &str) -> SqlResult<()> {
+        match &self.0 {
+            Backend::Lite(_) => Ok(()),
+            Backend::Pg(_) => self.batch(&format!("ANALYZE {table}")),
+        }
+    }
+
     /// `INDEXED BY index` where the store takes the hint (SQLite), else nothing.
     pub(super) fn indexed_by(&self, index: &str) -> String {
         match &self.0 {

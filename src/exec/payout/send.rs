@@ -112,17 +112,12 @@ pub(super) async fn requeue(
     ctx.db
         .record(move |c| {
             work::set_batch(c, id, BatchState::Open, None, None, None)?;
-            for item in &ids {
-                work::set_outcome(
-                    c,
-                    *item,
-                    &Outcome {
-                        state: ItemState::Pending,
-                        ..Outcome::default()
-                    },
-                )?;
-            }
-            Ok(())
+            let pending = Outcome {
+                state: ItemState::Pending,
+                ..Outcome::default()
+            };
+            let all: Vec<(i64, &Outcome)> = ids.iter().map(|i| (*i, &pending)).collect();
+            work::set_outcomes(c, &all)
         })
         .await
 }
@@ -170,10 +165,8 @@ pub(super) async fn record(
         .record(move |c| {
             let error = error.as_ref().map(|(c, m)| (c.as_str(), m.as_str()));
             work::set_batch(c, id, state, Some(&uuid), status.as_deref(), error)?;
-            for (item, o) in &updates {
-                work::set_outcome(c, *item, o)?;
-            }
-            Ok(())
+            let all: Vec<(i64, &Outcome)> = updates.iter().map(|(i, o)| (*i, o)).collect();
+            work::set_outcomes(c, &all)
         })
         .await
 }
@@ -199,16 +192,14 @@ pub(super) async fn fail_all(
                 None,
                 Some((&code, &message)),
             )?;
-            for item in &ids {
-                let o = Outcome {
-                    state: ItemState::Failed,
-                    error_code: Some(code.clone()),
-                    error_message: Some(message.clone()),
-                    ..Outcome::default()
-                };
-                work::set_outcome(c, *item, &o)?;
-            }
-            Ok(())
+            let failed = Outcome {
+                state: ItemState::Failed,
+                error_code: Some(code.clone()),
+                error_message: Some(message.clone()),
+                ..Outcome::default()
+            };
+            let all: Vec<(i64, &Outcome)> = ids.iter().map(|i| (*i, &failed)).collect();
+            work::set_outcomes(c, &all)
         })
         .await
 }

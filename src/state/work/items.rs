@@ -91,8 +91,9 @@ pub fn items_page(
         // enters the index at the row after the last page's, not at the start.
         "SELECT {ITEM_COLUMNS} FROM items {indexed}
          WHERE plan_id = ?1 AND (row_line, row_key) > (?3, ?4) AND step = ?2 AND state IN ({marks}) AND conflict_hash IS NULL
-         ORDER BY row_line, row_key, id",
-        indexed = conn.indexed_by("items_by_line")
+         ORDER BY row_line, row_key, id {limit}",
+        indexed = conn.indexed_by("items_by_line"),
+        limit = conn.fetch_limit(limit)
     );
     let (line, key) = after.map_or((-1, ""), |(l, k)| (*l, k.as_str()));
     // The page ends by stepping no further, not by `LIMIT ?`: SQLite plans a bound LIMIT
@@ -197,13 +198,74 @@ pub struct Outcome {
 /// Records an item's outcome. A message (often the provider's words) is scrubbed of
 /// account-like numbers before it is stored.
 pub fn set_outcome(conn: &Conn, id: i64, o: &Outcome) -> SqlResult<()> {
-    let message = o.error_message.as_deref().map(crate::redact::scrub);
-    conn.execute(
-        "UPDATE items SET state = ?2, provider_ref = COALESCE(?3, provider_ref), provider_status = COALESCE(?4, provider_status),
-                error_code = ?5, error_message = ?6, updated_at = ?7 WHERE id = ?1",
-        args![id, o.state, o.provider_ref, o.provider_status, o.error_code, message, now()],
-    )?;
+    set_outcomes(conn, &[(id, o)])
+}
+
+/// Outcomes are written this many to a statement (at most).
+pub const OUTCOMES_PER_STATEMENT: usize = 128;
+
+/// Records items' outcomes, [`OUTCOMES_PER_STATEMENT`] to a statement. An item may appear
+/// once only: which of two outcomes of one item a statement keeps is not defined.
+pub fn set_outcomes(conn: &Conn, outcomes: &[(i64, &Outcome)]) -> SqlResult<()> {
+    let t = now();
+    for part in outcomes.chunks(OUTCOMES_PER_STATEMENT) {
+        debug_assert!(
+            part.iter()
+                .enumerate()
+                .all(|(i, (id, _))| part[..i].iter().all(|(other, _)| other != id)),
+            "an item twice in one statement"
+        );
+        let messages: Vec<Option<String>> = part
+            .iter()
+            .map(|(_, o)| o.error_message.as_deref().map(crate::redact::scrub))
+            .collect();
+        // Rows padded to a power of two with rows of no item: few statement texts to
+        // prepare and keep.
+        let rows = part.len().next_power_of_two();
+        let none: Option<i64> = None;
+        let mut all: Vec<&dyn Arg> = Vec::with_capacity(1 + rows * 6);
+        all.push(&t);
+        for ((id, o), message) in part.iter().zip(&messages) {
+            all.extend([
+                id as &dyn Arg,
+                &o.state,
+                &o.provider_ref,
+                &o.provider_status,
+                &o.error_code,
+                message,
+            ]);
+        }
+        for _ in part.len()..rows {
+            all.extend([&none as &dyn Arg, &none, &none, &none, &none, &none]);
+        }
+        conn.execute(&outcomes_sql(rows), &all)?;
+    }
     Ok(())
+}
+
+/// The statement of [`set_outcomes`] for `rows` rows: `?1` the time, then 6 a row.
+fn outcomes_sql(rows: usize) -> String {
+    let values: Vec<String> = (0..rows)
+        .map(|r| {
+            let p = 2 + r * 6;
+            format!(
+                "(CAST(?{p} AS BIGINT), ?{}, ?{}, ?{}, ?{}, ?{})",
+                p + 1,
+                p + 2,
+                p + 3,
+                p + 4,
+                p + 5
+            )
+        })
+        .collect();
+    format!(
+        "WITH v (id, state, provider_ref, provider_status, error_code, error_message) AS (VALUES {})
+         UPDATE items SET state = v.state, provider_ref = COALESCE(v.provider_ref, items.provider_ref),
+                provider_status = COALESCE(v.provider_status, items.provider_status),
+                error_code = v.error_code, error_message = v.error_message, updated_at = ?1
+         FROM v WHERE items.id = v.id",
+        values.join(",")
+    )
 }
 
 /// An item's stored display payload (sensitive values masked).
