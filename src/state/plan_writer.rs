@@ -394,7 +394,7 @@ impl<'s> PlanWriter<'s> {
         self.insert_new_items()?;
         if self.inserted >= ANALYZE_AFTER {
             self.conn
-                .after_bulk_write("items (plan_id, step, row_line, row_key, state)")
+                .after_bulk_write("items (plan_id, step, row_line, row_key, state, conflict_hash)")
                 .map_err(|e| self.state.err(e))?;
         }
         self.exec(
