@@ -52,7 +52,12 @@ const LINGER_SLICE: Duration = Duration::from_micros(500);
 impl Db {
     /// Opens the database (running migrations) on its own thread.
     pub fn open(path: &Path) -> Result<Db, StateError> {
-        let state = State::open(path)?;
+        Db::of(State::open(path)?)
+    }
+
+    /// Serves an open state from a thread of its own.
+    fn of(state: State) -> Result<Db, StateError> {
+        let path = state.path().to_path_buf();
         // A page cache that holds a run's items (about 4 KiB per 10 items) up to 200,000
         // items: with SQLite's default of 2 MiB, outcome updates re-read pages they had
         // just written.
@@ -72,12 +77,12 @@ impl Db {
             .name("payrun-db".into())
             .spawn(move || serve(state.conn, rx, counter))
             .map_err(|e| StateError::Db {
-                path: path.to_path_buf(),
+                path: path.clone(),
                 message: format!("cannot start the database thread: {e}"),
             })?;
         Ok(Db {
             jobs,
-            path: path.to_path_buf(),
+            path,
             key,
             commits,
             unwaited: Arc::default(),
@@ -156,9 +161,10 @@ impl Db {
     /// [`Db::settled`]. Writes and reads are served in the order they are queued, so a
     /// later read sees this write.
     ///
-    /// `f` must make **one** statement: it runs without a savepoint of its own, since
-    /// SQLite undoes a failed statement by itself. (A savepoint per write copied each page
-    /// an outcome touched into the statement journal.)
+    /// `f` must make **one** statement: on SQLite it runs without a savepoint of its own,
+    /// since SQLite undoes a failed statement by itself (a savepoint per write copied each
+    /// page an outcome touched into the statement journal); PostgreSQL, where a failed
+    /// statement spoils the transaction, gives it one.
     pub fn record_later(
         &self,
         f: impl FnOnce(&Conn) -> SqlResult<()> + Send + 'static,
@@ -166,7 +172,7 @@ impl Db {
         self.unwaited_failure()?;
         let failed = self.unwaited.clone();
         let job: WriteJob = Box::new(move |conn| {
-            let result = f(conn);
+            let result = alone(conn, f);
             Box::new(move |commit: Result<(), String>| {
                 if let Err(e) = written(result, commit) {
                     failed
@@ -253,6 +259,15 @@ fn written<T, E: std::fmt::Display>(
     }
 }
 
+/// Runs one statement's writes so that their failure spoils no other write of the round.
+fn alone<T>(conn: &Conn, f: impl FnOnce(&Conn) -> SqlResult<T>) -> SqlResult<T> {
+    if conn.failure_spoils_transaction() {
+        in_savepoint(conn, f)
+    } else {
+        f(conn)
+    }
+}
+
 fn in_savepoint<T>(conn: &Conn, f: impl FnOnce(&Conn) -> SqlResult<T>) -> SqlResult<T> {
     // Prepared once and cached (SQLite): parsing these on every write was a tenth of this
     // thread.
@@ -307,7 +322,7 @@ fn write_outcomes(
         return;
     }
     let all: Vec<(i64, &Outcome)> = outcomes.iter().map(|(id, o, _)| (*id, o)).collect();
-    let result = work::set_outcomes(conn, &all).map_err(|e| e.to_string());
+    let result = alone(conn, |c| work::set_outcomes(c, &all)).map_err(|e| e.to_string());
     for (_, _, done) in outcomes.drain(..) {
         let result = result.clone();
         completions.push(Box::new(move |commit: Result<(), String>| {
@@ -389,14 +404,17 @@ fn serve(conn: Conn, rx: mpsc::Receiver<Job>, commits: Arc<AtomicU64>) {
 mod tests {
     use super::*;
 
-    /// A database with one table `t` of unique numbers.
-    async fn with_table() -> (tempfile::TempDir, Db) {
-        let dir = tempfile::tempdir().unwrap();
-        let db = Db::open(&dir.path().join("t.db")).unwrap();
-        db.write(|c| c.batch("CREATE TABLE t (n INTEGER UNIQUE)"))
-            .await
-            .unwrap();
-        (dir, db)
+    /// Each store, served, with one table `t` of unique numbers.
+    async fn with_table() -> Vec<(crate::state::testing::Store, Db)> {
+        let mut out = Vec::new();
+        for mut store in crate::state::testing::stores() {
+            let db = Db::of(store.take()).unwrap();
+            db.write(|c| c.batch("CREATE TABLE t (n INTEGER UNIQUE)"))
+                .await
+                .unwrap();
+            out.push((store, db));
+        }
+        out
     }
 
     async fn rows(db: &Db) -> i64 {
@@ -411,61 +429,131 @@ mod tests {
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn concurrent_writes_share_commits_and_fail_alone() {
-        let (_dir, db) = with_table().await;
-        let tasks: Vec<_> = (0..200)
-            .map(|i| {
-                let db = db.clone();
-                tokio::spawn(async move {
-                    db.write(move |c| {
-                        c.execute(
-                            "INSERT INTO t VALUES (?1)",
-                            super::super::sql::args![i % 150],
-                        )
+        for (store, db) in with_table().await {
+            let tasks: Vec<_> = (0..200)
+                .map(|i| {
+                    let db = db.clone();
+                    tokio::spawn(async move {
+                        db.write(move |c| {
+                            c.execute(
+                                "INSERT INTO t VALUES (?1)",
+                                super::super::sql::args![i % 150],
+                            )
+                        })
+                        .await
                     })
-                    .await
                 })
-            })
-            .collect();
-        let mut failed = 0;
-        for t in tasks {
-            if t.await.unwrap().is_err() {
-                failed += 1;
+                .collect();
+            let mut failed = 0;
+            for t in tasks {
+                if t.await.unwrap().is_err() {
+                    failed += 1;
+                }
             }
+            assert_eq!(failed, 50, "{}: duplicates fail on their own", store.name);
+            assert_eq!(rows(&db).await, 150, "{}", store.name);
+            assert!(
+                db.commits() < 200,
+                "{}: {} commits for 201 writes",
+                store.name,
+                db.commits()
+            );
         }
-        assert_eq!(failed, 50, "duplicates fail on their own");
-        let n = rows(&db).await;
-        assert_eq!(n, 150);
-        assert!(
-            db.commits() < 200,
-            "{} commits for 201 writes",
-            db.commits()
-        );
     }
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn writes_not_waited_on_are_seen_in_order_and_their_failure_is_reported() {
-        let (_dir, db) = with_table().await;
-        for i in 0..100 {
-            db.record_later(move |c| {
-                c.execute("INSERT INTO t VALUES (?1)", super::super::sql::args![i])
-                    .map(drop)
-            })
-            .unwrap();
-        }
-        // A read queued behind them sees them all.
-        let n = rows(&db).await;
-        assert_eq!(n, 100);
-        db.settled().await.unwrap();
+        for (store, db) in with_table().await {
+            for i in 0..100 {
+                db.record_later(move |c| {
+                    c.execute("INSERT INTO t VALUES (?1)", super::super::sql::args![i])
+                        .map(drop)
+                })
+                .unwrap();
+            }
+            // A read queued behind them sees them all.
+            assert_eq!(rows(&db).await, 100, "{}", store.name);
+            db.settled().await.unwrap();
 
-        // A failing one spoils no other, and is reported by the next call of either.
-        db.record_later(|c| c.execute("INSERT INTO t VALUES (5)", &[]).map(drop))
+            // A failing one spoils no other, and is reported by the next call of either.
+            db.record_later(|c| c.execute("INSERT INTO t VALUES (5)", &[]).map(drop))
+                .unwrap();
+            db.record_later(|c| c.execute("INSERT INTO t VALUES (100)", &[]).map(drop))
+                .unwrap();
+            let e = db.settled().await.unwrap_err().to_string();
+            assert!(e.to_lowercase().contains("unique"), "{}: {e}", store.name);
+            assert!(db.record_later(|_| Ok(())).is_err());
+            assert_eq!(rows(&db).await, 101, "{}", store.name);
+        }
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn outcomes_queued_together_keep_their_order_and_fail_alone() {
+        use crate::state::ItemState;
+        for (store, db) in with_table().await {
+            db.write(|c| {
+                c.batch("INSERT INTO plans (id, job, scope, created_at) VALUES (1, 'j', 's', 't')")?;
+                for id in 1..=300i64 {
+                    c.execute(
+                        "INSERT INTO items (id, plan_id, step, step_index, row_key, row_line, state, content_hash, payload, created_at, updated_at)
+                         VALUES (?1, 1, 'pay', 0, ?2, ?1, 'in_flight', 'h', '{}', 't', 't')",
+                        super::super::sql::args![id, format!("k{id}")],
+                    )?;
+                }
+                Ok(())
+            })
+            .await
             .unwrap();
-        db.record_later(|c| c.execute("INSERT INTO t VALUES (100)", &[]).map(drop))
-            .unwrap();
-        let e = db.settled().await.unwrap_err().to_string();
-        assert!(e.contains("UNIQUE"), "{e}");
-        assert!(db.record_later(|_| Ok(())).is_err());
-        let n = rows(&db).await;
-        assert_eq!(n, 101);
+            let outcome = |state| Outcome {
+                state,
+                ..Outcome::default()
+            };
+            // Two outcomes of every item, queued one after the other (failed then
+            // succeeded for odd items, the other way round for even ones): the later is
+            // the one kept, whichever statement each went into.
+            let order = |id: i64| {
+                if id % 2 == 1 {
+                    [ItemState::Failed, ItemState::Succeeded]
+                } else {
+                    [ItemState::Succeeded, ItemState::Failed]
+                }
+            };
+            for id in 1..=300 {
+                let [first, second] = order(id);
+                db.record_outcome(id, outcome(first)).unwrap();
+                if id % 7 == 0 {
+                    // A write between outcomes: they do not pass it.
+                    db.record_later(move |c| {
+                        c.execute("INSERT INTO t VALUES (?1)", super::super::sql::args![id])
+                            .map(drop)
+                    })
+                    .unwrap();
+                }
+                db.record_outcome(id, outcome(second)).unwrap();
+            }
+            // A failing write among them spoils none of them.
+            db.record_later(|c| c.execute("INSERT INTO t VALUES (7)", &[]).map(drop))
+                .unwrap();
+            db.record_outcome(300, outcome(ItemState::Blocked)).unwrap();
+            assert!(db.settled().await.is_err(), "{}", store.name);
+            let states: Vec<String> = db
+                .read(|c| {
+                    c.all(
+                        "SELECT state FROM items ORDER BY id",
+                        super::super::sql::args![],
+                        |r| r.get(0),
+                    )
+                })
+                .await
+                .unwrap();
+            let expected: Vec<String> = (1..=300)
+                .map(|id| match id {
+                    300 => "blocked".to_string(),
+                    id => order(id)[1].as_str().to_string(),
+                })
+                .collect();
+            assert_eq!(states, expected, "{}", store.name);
+            assert_eq!(rows(&db).await, 42, "{}", store.name);
+        }
     }
 }

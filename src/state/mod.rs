@@ -12,6 +12,8 @@ mod plan_writer;
 mod schema;
 pub(crate) mod sql;
 pub mod states;
+#[cfg(test)]
+pub(crate) mod testing;
 pub mod work;
 
 pub use states::{BatchState, ExportState, ItemState, Status};

@@ -554,6 +554,13 @@ impl Conn {
         }
     }
 
+    /// Whether a failed statement spoils its whole transaction (PostgreSQL), so that a
+    /// statement that must fail alone needs a savepoint of its own; SQLite undoes the
+    /// statement alone.
+    pub(super) fn failure_spoils_transaction(&self) -> bool {
+        matches!(self.0, Backend::Pg(_))
+    }
+
     /// `SAVEPOINT`, `RELEASE` or `ROLLBACK TO` (prepared once on SQLite).
     pub(super) fn savepoint_command(&self, sql: &str) -> SqlResult<()> {
         match &self.0 {

@@ -2,23 +2,41 @@
 
 use super::*;
 
-/// A state database with plans 1 and 2 (one job, two scopes) and no item yet.
-fn two_plans() -> crate::state::State {
-    let state = crate::state::State::open_in_memory().unwrap();
-    state
-        .connection()
-        .lite()
-        .unwrap()
-        .execute_batch("INSERT INTO plans (id, job, scope, created_at) VALUES (1, 'j', 's', 't'), (2, 'j', 'other', 't')")
-        .unwrap();
-    state
+/// Each store, with plans 1 and 2 (one job, two scopes) and no item yet.
+fn two_plans() -> Vec<crate::state::testing::Store> {
+    let stores = crate::state::testing::stores();
+    for store in &stores {
+        let c = store.state().connection();
+        c.batch("INSERT INTO plans (id, job, scope, created_at) VALUES (1, 'j', 's', 't'), (2, 'j', 'other', 't')")
+            .unwrap();
+        c.after_explicit_ids("plans").unwrap();
+    }
+    stores
+}
+
+/// An item of plan 1 with the given id, pending.
+fn item(c: &Conn, id: i64) {
+    c.execute(
+        "INSERT INTO items (id, plan_id, step, step_index, row_key, row_line, state, content_hash, payload, created_at, updated_at)
+         VALUES (?1, 1, 'pay', 0, ?2, ?1, 'pending', 'h', '{}', 't', 't')",
+        args![id, format!("k{id}")],
+    )
+    .unwrap();
+}
+
+fn text(c: &Conn, sql: &str) -> Option<String> {
+    c.one(sql, args![], |r| r.get(0)).unwrap()
 }
 
 #[test]
 fn a_tally_counts_by_step_in_job_order_and_earns_the_exit_code() {
+    for store in two_plans() {
+        tally_of(store.state().connection(), store.name);
+    }
+}
+
+fn tally_of(c: &Conn, store: &str) {
     let earns = |t: &Tally| crate::exit::of_run(crate::exit::Ended::Done, t.needs_a_look(), false);
-    let state = two_plans();
-    let c = state.connection();
     let items = [
         (1, "pay", 2, "succeeded"),
         (1, "contact", 0, "succeeded"),
@@ -31,26 +49,22 @@ fn a_tally_counts_by_step_in_job_order_and_earns_the_exit_code() {
     for (i, (plan, step, si, st)) in items.iter().enumerate() {
         c.execute(
             "INSERT INTO items (plan_id, step, step_index, row_key, row_line, state, content_hash, payload, created_at, updated_at)
-             VALUES (?1, ?2, ?3, ?4, ?4, ?5, 'h', '{}', 't', 't')",
-            args![plan, step, si, i as i64, st],
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, 'h', '{}', 't', 't')",
+            args![plan, step, si, i.to_string(), i as i64, st],
         )
         .unwrap();
     }
     let tally = Tally::of(c, 1).unwrap();
     assert_eq!(
         tally.json(),
-        r#"{"contact":{"skipped":1,"succeeded":2},"kyc":{"skipped":1},"pay":{"succeeded":2}}"#
+        r#"{"contact":{"skipped":1,"succeeded":2},"kyc":{"skipped":1},"pay":{"succeeded":2}}"#,
+        "{store}"
     );
     assert_eq!(earns(&tally), crate::exit::SUCCESS);
     // Another plan's failure is not this plan's.
     assert_eq!(earns(&Tally::of(c, 2).unwrap()), crate::exit::ROWS_FAILED);
     // A paid row that changed since: done as sent, but its change is not.
-    c.lite()
-        .unwrap()
-        .execute(
-            "UPDATE items SET conflict_hash = 'h2' WHERE plan_id = 1 AND step = 'pay'",
-            [],
-        )
+    c.batch("UPDATE items SET conflict_hash = 'h2' WHERE plan_id = 1 AND step = 'pay'")
         .unwrap();
     let tally = Tally::of(c, 1).unwrap();
     assert_eq!(
@@ -58,16 +72,8 @@ fn a_tally_counts_by_step_in_job_order_and_earns_the_exit_code() {
         r#"{"contact":{"skipped":1,"succeeded":2},"kyc":{"skipped":1},"pay":{"conflict":2}}"#
     );
     assert_eq!(earns(&tally), crate::exit::ROWS_FAILED);
-    c.lite()
-        .unwrap()
-        .execute("UPDATE items SET conflict_hash = NULL", [])
-        .unwrap();
-    c.lite()
-        .unwrap()
-        .execute(
-            "UPDATE items SET state = 'in_flight' WHERE plan_id = 1 AND step = 'kyc'",
-            [],
-        )
+    c.batch("UPDATE items SET conflict_hash = NULL").unwrap();
+    c.batch("UPDATE items SET state = 'in_flight' WHERE plan_id = 1 AND step = 'kyc'")
         .unwrap();
     assert_eq!(
         Tally::of(c, 1).unwrap().json(),
@@ -78,38 +84,93 @@ fn a_tally_counts_by_step_in_job_order_and_earns_the_exit_code() {
 
 #[test]
 fn a_providers_words_are_stored_scrubbed() {
-    let state = two_plans();
-    let c = state.connection();
-    c.lite().unwrap().execute(
-        "INSERT INTO items (id, plan_id, step, step_index, row_key, row_line, state, content_hash, payload, created_at, updated_at)
-         VALUES (1, 1, 'pay', 0, 'k', 1, 'pending', 'h', '{}', 't', 't')",
-        [],
-    )
-    .unwrap();
-    let o = Outcome {
-        state: ItemState::Failed,
-        error_code: Some("HTTP_422".into()),
-        error_message: Some("acct 987654321 (bsb 062000) rejected; limit 250000 AUD".into()),
-        ..Outcome::default()
-    };
-    set_outcome(c, 1, &o).unwrap();
-    let stored: String = c
-        .lite()
-        .unwrap()
-        .query_row("SELECT error_message FROM items WHERE id = 1", [], |r| {
-            r.get(0)
-        })
-        .unwrap();
-    assert_eq!(
-        stored,
-        "acct ******321 (bsb ***000) rejected; limit 250000 AUD"
-    );
+    for store in two_plans() {
+        let c = store.state().connection();
+        item(c, 1);
+        let o = Outcome {
+            state: ItemState::Failed,
+            error_code: Some("HTTP_422".into()),
+            error_message: Some("acct 987654321 (bsb 062000) rejected; limit 250000 AUD".into()),
+            ..Outcome::default()
+        };
+        set_outcome(c, 1, &o).unwrap();
+        assert_eq!(
+            text(c, "SELECT error_message FROM items WHERE id = 1").as_deref(),
+            Some("acct ******321 (bsb ***000) rejected; limit 250000 AUD"),
+            "{}",
+            store.name
+        );
+    }
+}
+
+#[test]
+fn outcomes_written_together_are_each_items_own() {
+    for store in two_plans() {
+        let c = store.state().connection();
+        // More than a statement holds, and a last statement of a size not a power of two.
+        let n = OUTCOMES_PER_STATEMENT as i64 * 2 + 3;
+        for id in 1..=n {
+            item(c, id);
+        }
+        c.batch("UPDATE items SET provider_ref = 'kept' WHERE id = 2")
+            .unwrap();
+        let outcomes: Vec<(i64, Outcome)> = (1..=n)
+            .map(|id| {
+                let o = match id % 3 {
+                    0 => Outcome {
+                        state: ItemState::Succeeded,
+                        provider_ref: Some(format!("ref-{id}")),
+                        provider_status: Some("completed".into()),
+                        ..Outcome::default()
+                    },
+                    1 => Outcome {
+                        state: ItemState::Failed,
+                        error_code: Some(format!("E{id}")),
+                        error_message: Some(format!("row {id} refused")),
+                        ..Outcome::default()
+                    },
+                    _ => Outcome {
+                        state: ItemState::Blocked,
+                        ..Outcome::default()
+                    },
+                };
+                (id, o)
+            })
+            .collect();
+        let all: Vec<(i64, &Outcome)> = outcomes.iter().map(|(id, o)| (*id, o)).collect();
+        set_outcomes(c, &all).unwrap();
+        type Stored = (i64, String, Option<String>, Option<String>, Option<String>);
+        let rows: Vec<Stored> = c
+            .all(
+                "SELECT id, state, provider_ref, provider_status, error_code FROM items ORDER BY id",
+                args![],
+                |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?, r.get(4)?)),
+            )
+            .unwrap();
+        assert_eq!(rows.len() as i64, n, "{}", store.name);
+        for (id, state, reference, status, code) in rows {
+            let (want_state, want_ref, want_code) = match id % 3 {
+                0 => ("succeeded", Some(format!("ref-{id}")), None),
+                1 => ("failed", None, Some(format!("E{id}"))),
+                // A reference known before stays when the outcome brings none.
+                _ => ("blocked", (id == 2).then(|| "kept".to_string()), None),
+            };
+            assert_eq!(state, want_state, "{} item {id}", store.name);
+            assert_eq!(reference, want_ref, "{} item {id}", store.name);
+            assert_eq!(code, want_code, "{} item {id}", store.name);
+            assert_eq!(status.is_some(), id % 3 == 0, "{} item {id}", store.name);
+        }
+    }
 }
 
 #[test]
 fn pages_of_a_step_are_its_items_in_file_order_each_once() {
-    let state = two_plans();
-    let c = state.connection();
+    for store in two_plans() {
+        pages_of(store.state().connection(), store.name);
+    }
+}
+
+fn pages_of(c: &Conn, store: &str) {
     // Rows on one line each, except two keys on line 7 (a row's key sorts them); each
     // row has an item in two steps, and another plan has the same rows.
     let mut n = 0;
@@ -156,6 +217,6 @@ fn pages_of_a_step_are_its_items_in_file_order_each_once() {
             after = Some((last.row_line as i64, last.row_key.clone()));
             paged.extend(page.iter().map(|i| i.id));
         }
-        assert_eq!(paged, whole, "pages of {size}");
+        assert_eq!(paged, whole, "{store}: pages of {size}");
     }
 }
