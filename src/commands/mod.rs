@@ -161,7 +161,11 @@ fn take_lock(
 
 /// `payrun state copy FROM TO`.
 fn state_copy(from: &Path, to: &Path) -> Result<i32, Error> {
-    let copied = crate::state::copy::copy_state(from, to).map_err(Error::Invalid)?;
+    use crate::state::copy::{CopyError, copy_state};
+    let copied = copy_state(from, to).map_err(|e| match e {
+        CopyError::Locked(m) => Error::Locked(m),
+        CopyError::Failed(m) => Error::Invalid(m),
+    })?;
     println!(
         "copied {} into {}:",
         crate::state::shown(from),
@@ -264,8 +268,10 @@ fn run_error(job: &Job, e: crate::exec::RunError) -> Error {
     use crate::exec::RunError;
     match e {
         RunError::Locked(held) => Error::Locked(format!(
-            "another run of '{}' scope '{}' holds the lock: {held}; wait for it to end (`payrun unlock` clears the lock of a run whose process is gone)",
-            job.name, job.scope
+            "another run of '{}' scope '{}' holds the lock: {held}; {}",
+            job.name,
+            job.scope,
+            held.what_to_do()
         )),
         RunError::Config(m) => Error::Invalid(m),
         RunError::Setting(d) => Error::Invalid(d.to_string()),

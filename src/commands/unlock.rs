@@ -30,11 +30,24 @@ pub(super) fn unlock(args: &PlanArgs) -> Result<i32, Error> {
             .map_err(err)?
             .flatten();
         let Some(taken) = taken else {
+            let held = lock::Held::read(conn, plan);
+            let why = if held.leased {
+                format!(
+                    "its lease has not run out: the run may be alive; it is not cleared (a run whose process is gone is taken over once its lease runs out, {}s without a heartbeat)",
+                    crate::state::pg::lease().as_secs()
+                )
+            } else {
+                "it is not cleared (stop that run, or let it finish)".into()
+            };
             return Err(Error::Locked(format!(
-                "the lock of '{}' scope '{}' is held by a live process: {}; it is not cleared (stop that run, or let it finish)",
+                "the lock of '{}' scope '{}' is held by {}: {held}; {why}",
                 job.name,
                 job.scope,
-                lock::Held::read(conn, plan)
+                if held.leased {
+                    "a run"
+                } else {
+                    "a live process"
+                },
             )));
         };
         let (Some(plan), Some((holder, heartbeat))) = (plan, recorded) else {

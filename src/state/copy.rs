@@ -180,18 +180,32 @@ pub fn plans(conn: &Conn) -> SqlResult<u64> {
     conn.one("SELECT COUNT(*) FROM plans", args![], |r| r.get(0))
 }
 
+/// Why a copy was not made.
+#[derive(Debug)]
+pub enum CopyError {
+    /// A run holds a job of the source.
+    Locked(String),
+    Failed(String),
+}
+
+impl From<String> for CopyError {
+    fn from(message: String) -> CopyError {
+        CopyError::Failed(message)
+    }
+}
+
 /// Copies the whole state at `from` into the state at `to` (a SQLite file or a PostgreSQL
 /// URL each), which must hold no plan yet, while holding the lock of every job and scope
 /// of `from` (a run holding one is refused). `to` keeps `from`'s content key: a new SQLite
 /// file gets it as its key file; a PostgreSQL state must be given it
 /// (`PAYRUN_STATE_KEY_FILE`).
-pub fn copy_state(from: &std::path::Path, to: &std::path::Path) -> Result<Copied, String> {
+pub fn copy_state(from: &std::path::Path, to: &std::path::Path) -> Result<Copied, CopyError> {
     let shown_from = super::shown(from);
     let shown_to = super::shown(to);
     if !super::exists(from) {
-        return Err(format!("{shown_from} does not exist"));
+        return Err(CopyError::Failed(format!("{shown_from} does not exist")));
     }
-    let source = super::State::open(from).map_err(|e| e.to_string())?;
+    let source = super::State::open(from).map_err(|e| CopyError::Failed(e.to_string()))?;
     let jobs = source
         .connection()
         .all("SELECT job, scope FROM plans ORDER BY id", args![], |r| {
@@ -203,30 +217,30 @@ pub fn copy_state(from: &std::path::Path, to: &std::path::Path) -> Result<Copied
         match super::lock::try_take(from, job, scope) {
             Ok(Some(lock)) => locks.push(lock),
             Ok(None) => {
-                return Err(format!(
+                return Err(CopyError::Locked(format!(
                     "a run of '{job}' scope '{scope}' holds {shown_from}: copy it when the run ends"
-                ));
+                )));
             }
             Err(e) => {
-                return Err(format!(
+                return Err(CopyError::Failed(format!(
                     "cannot take the lock of '{job}' scope '{scope}': {e}"
-                ));
+                )));
             }
         }
     }
     let to_is_file = !super::pg::is_url(&to.to_string_lossy());
     if to_is_file {
         if let Some(dir) = to.parent().filter(|d| !d.as_os_str().is_empty()) {
-            crate::private::create_dir_all(dir).map_err(|e| format!("{shown_to}: {e}"))?;
+            crate::private::create_dir_all(dir)
+                .map_err(|e| CopyError::Failed(format!("{shown_to}: {e}")))?;
         }
-        source
-            .key()
-            .write_beside(to)
-            .map_err(|e| format!("cannot write the key file of {shown_to}: {e}"))?;
+        source.key().write_beside(to).map_err(|e| {
+            CopyError::Failed(format!("cannot write the key file of {shown_to}: {e}"))
+        })?;
     }
-    let target = super::State::open(to).map_err(|e| e.to_string())?;
+    let target = super::State::open(to).map_err(|e| CopyError::Failed(e.to_string()))?;
     if !target.key().same_as(source.key()) {
-        return Err(format!(
+        return Err(CopyError::Failed(format!(
             "{shown_to} has another content key than {shown_from}: the copy must keep it — give \
              {shown_to} the key of {shown_from} ({})",
             if super::pg::is_url(&from.to_string_lossy()) {
@@ -237,13 +251,13 @@ pub fn copy_state(from: &std::path::Path, to: &std::path::Path) -> Result<Copied
                     super::key::key_path(from).display()
                 )
             }
-        ));
+        )));
     }
     let held = plans(target.connection()).map_err(|e| target.err(e).to_string())?;
     if held > 0 {
-        return Err(format!(
+        return Err(CopyError::Failed(format!(
             "{shown_to} holds {held} plan(s) already: copy into a state that holds none"
-        ));
+        )));
     }
     let copied = copy_all(source.connection(), target.connection())
         .map_err(|e| target.err(e).to_string())?;

@@ -34,6 +34,9 @@ pub struct RunLock {
     lease: Option<Lease>,
 }
 
+/// How long a run that lost its database tries to reach it again to let its lease go.
+const RELEASE_RETRIES: Duration = Duration::from_secs(10);
+
 struct Lease {
     conn: std::sync::Mutex<Conn>,
     fence: super::pg::Fence,
@@ -78,9 +81,21 @@ impl Drop for RunLock {
             let conn = lease.conn.lock().unwrap_or_else(|p| p.into_inner());
             if super::pg::release(&conn, &lease.fence).is_err() {
                 // Its connection was lost (a restart of the server): a new one lets it go,
-                // so the next run need not wait for it to run out.
-                if let Ok(again) = super::pg::open(&lease.url) {
-                    let _ = super::pg::release(&again, &lease.fence);
+                // so the next run need not wait for it to run out. A server restarting
+                // takes a few seconds to take connections again: tried for a while, never
+                // longer than the lease would have lasted anyway.
+                let until = std::time::Instant::now() + super::pg::lease().min(RELEASE_RETRIES);
+                let mut pause = Duration::from_millis(100);
+                loop {
+                    if let Ok(again) = super::pg::open(&lease.url) {
+                        let _ = super::pg::release(&again, &lease.fence);
+                        break;
+                    }
+                    if std::time::Instant::now() + pause > until {
+                        break;
+                    }
+                    std::thread::sleep(pause);
+                    pause = (pause * 2).min(Duration::from_secs(1));
                 }
             }
         }
@@ -166,6 +181,8 @@ pub struct Held {
     /// `None` when the holder has not recorded itself yet (it has just started).
     pub holder: Option<Holder>,
     pub heartbeat: Option<String>,
+    /// The state is in PostgreSQL: a lease, not a file lock, keeps other runs out.
+    pub leased: bool,
 }
 
 impl std::fmt::Display for Held {
@@ -188,15 +205,31 @@ impl std::fmt::Display for Held {
 impl Held {
     /// What the state says of the holder of `plan_id`'s lock (`None`: no plan yet).
     pub fn read(conn: &Conn, plan_id: Option<i64>) -> Held {
+        let leased = conn.lite().is_none();
         match plan_id.map(|p| holder(conn, p)) {
             Some(Ok(Some((h, beat)))) => Held {
                 holder: Some(h),
                 heartbeat: Some(beat),
+                leased,
             },
             _ => Held {
                 holder: None,
                 heartbeat: None,
+                leased,
             },
+        }
+    }
+
+    /// What the user may do about it.
+    pub fn what_to_do(&self) -> String {
+        if self.leased {
+            format!(
+                "wait for it to end; a run whose process is gone is taken over once its lease runs out ({}s without a heartbeat, PAYRUN_LEASE)",
+                super::pg::lease().as_secs()
+            )
+        } else {
+            "wait for it to end (`payrun unlock` clears the lock of a run whose process is gone)"
+                .into()
         }
     }
 }
@@ -256,6 +289,7 @@ pub fn start_run(conn: &Conn, plan_id: i64, lock: &RunLock) -> SqlResult<Result<
             return Ok(Err(Held {
                 holder: Some(h),
                 heartbeat: Some(heartbeat),
+                leased: false,
             }));
         }
         clear_dead(conn, plan_id, &h)?;

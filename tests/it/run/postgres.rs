@@ -96,6 +96,38 @@ fn within(mut child: std::process::Child, limit: Duration) -> std::process::Outp
     child.wait_with_output().unwrap()
 }
 
+/// `cmd` in a PID namespace of its own (`unshare -p -f --mount-proc`), as in a container;
+/// as it is where `unshare` cannot (not root), outside CI, which runs as root.
+fn in_own_pid_namespace(cmd: Command) -> Command {
+    let works = Command::new("unshare")
+        .args(["-p", "-f", "--mount-proc", "true"])
+        .status()
+        .is_ok_and(|st| st.success());
+    if !works {
+        assert!(
+            std::env::var("CI").map_or(true, |v| v != "true"),
+            "CI runs as root with util-linux: unshare -p must work there"
+        );
+        eprintln!("no PID namespace (unshare -p needs root): the run shares the test's");
+        return cmd;
+    }
+    let mut wrapped = Command::new("unshare");
+    wrapped
+        .args(["-p", "-f", "--mount-proc"])
+        .arg(cmd.get_program())
+        .args(cmd.get_args());
+    if let Some(dir) = cmd.get_current_dir() {
+        wrapped.current_dir(dir);
+    }
+    for (k, v) in cmd.get_envs() {
+        match v {
+            Some(v) => wrapped.env(k, v),
+            None => wrapped.env_remove(k),
+        };
+    }
+    wrapped
+}
+
 /// A child stopped with SIGSTOP is continued and killed if the test ends early.
 struct Stopped(i32);
 
@@ -151,6 +183,43 @@ async fn a_fault_soak_with_the_state_in_postgresql_pays_every_row_exactly_once()
     );
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn killed_runs_with_the_state_in_postgresql_resume_and_pay_every_row_exactly_once() {
+    let Some(db) = fresh_database() else { return };
+    let faults = Faults {
+        lost_response_rate: 0.05,
+        latency: Some((Duration::from_millis(1), Duration::from_millis(3))),
+        ..Faults::default()
+    };
+    let s = start(fast(faults)).await;
+    let n = 500;
+    let setup = Setup::new(&job_text(25, ""), &people(n));
+    let mut rng = fastrand::Rng::with_seed(5);
+    let lease = [("PAYRUN_LEASE", "1s")];
+    for _ in 0..8 {
+        let mut child = payrun(&setup, &s, &["run", "job.yaml", "--state", &db], &lease)
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap();
+        tokio::time::sleep(Duration::from_millis(rng.u64(20..400))).await;
+        let _ = child.kill(); // SIGKILL: its session ends; its lease stays until it lapses
+        let _ = child.wait();
+        tokio::time::sleep(Duration::from_millis(1100)).await;
+    }
+    let sent = ledger(&s).await["contacts"].as_array().unwrap().len();
+    assert!(sent > 0, "the killed runs got as far as sending contacts");
+    let mut last = run_on(&setup, &s, &db, &lease);
+    for _ in 0..3 {
+        if last.0 == Some(0) {
+            break;
+        }
+        last = run_on(&setup, &s, &db, &lease);
+    }
+    assert_eq!(last.0, Some(0), "{}", last.1);
+    assert_exactly_once(&ledger(&s).await, n);
+}
+
 /// A run of five payouts that take an hour, holding the lease (2 s) of its state at `db`
 /// and waiting `wait` for them, once it has sent its batch: the sandbox, the setup, the
 /// job's text and the running child.
@@ -187,11 +256,27 @@ async fn one_run_per_job_and_scope_across_hosts_and_a_dead_holder_is_taken_over(
     let Some(db) = fresh_database() else { return };
     // Payouts that take an hour: the first run waits on them.
     let (s, setup, job, mut first) = a_holder_waiting(&db, "30s").await;
-    // Another host (another process, another pid space for all the lease cares): refused.
-    let (code, err) = run_on(&setup, &s, &db, &LEASE);
+    // Another container: a PID namespace of its own, where it is pid 1 (the holder's pid
+    // may be 1 in its own too): refused all the same, and it sends nothing.
+    let second = payrun(&setup, &s, &["run", "job.yaml", "--state", &db], &LEASE);
+    let (code, err) = output(in_own_pid_namespace(second));
     assert_eq!(code, Some(3), "{err}");
     assert!(err.contains("holds the lock"), "{err}");
+    assert!(
+        err.contains("taken over once its lease runs out (2s without a heartbeat"),
+        "{err}"
+    );
     assert_eq!(ledger(&s).await["payouts"].as_array().unwrap().len(), 1);
+    // `unlock` cannot tell a live holder on another host from a dead one: it waits for
+    // the lease as well.
+    let (code, err) = output(payrun(
+        &setup,
+        &s,
+        &["unlock", "job.yaml", "--state", &db],
+        &LEASE,
+    ));
+    assert_eq!(code, Some(3), "{err}");
+    assert!(err.contains("its lease has not run out"), "{err}");
     // Nor is its history copied away meanwhile.
     let (code, err) = output(payrun(
         &setup,
@@ -199,7 +284,7 @@ async fn one_run_per_job_and_scope_across_hosts_and_a_dead_holder_is_taken_over(
         &["state", "copy", &db, "copy.db"],
         &LEASE,
     ));
-    assert_eq!(code, Some(2), "{err}");
+    assert_eq!(code, Some(3), "{err}");
     assert!(err.contains("copy it when the run ends"), "{err}");
     // The holder dies without a word: once its lease runs out, the next run goes ahead
     // (and sends nothing twice).
@@ -316,9 +401,58 @@ fn two_hosts_starting_at_once_migrate_one_database_once() {
     }
 }
 
+/// A PostgreSQL cluster of a test's own (`.ci/pg-cluster`), which it may restart; stopped
+/// and removed when dropped.
+struct Cluster {
+    dir: String,
+    url: String,
+}
+
+impl Cluster {
+    fn start() -> Cluster {
+        let out = Command::new(concat!(env!("CARGO_MANIFEST_DIR"), "/.ci/pg-cluster"))
+            .arg("start")
+            .output()
+            .unwrap();
+        let said = String::from_utf8_lossy(&out.stdout);
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let (dir, url) = said.trim().split_once(' ').unwrap();
+        Cluster {
+            dir: dir.to_string(),
+            url: url.to_string(),
+        }
+    }
+
+    fn restart(&self) {
+        let st = Command::new(concat!(env!("CARGO_MANIFEST_DIR"), "/.ci/pg-cluster"))
+            .args(["restart", &self.dir])
+            .status()
+            .unwrap();
+        assert!(st.success());
+    }
+}
+
+impl Drop for Cluster {
+    fn drop(&mut self) {
+        let _ = Command::new(concat!(env!("CARGO_MANIFEST_DIR"), "/.ci/pg-cluster"))
+            .args(["stop", &self.dir])
+            .status();
+    }
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_database_lost_mid_run_stops_the_run_and_the_next_resolves_what_it_left() {
-    let Some(db) = fresh_database() else { return };
+async fn a_database_restarted_mid_run_stops_the_run_and_the_next_resolves_what_it_left() {
+    // A server of its own to restart (the shared one serves the other tests): there is one
+    // to start wherever there is a test server.
+    if fresh_database().is_none() {
+        return;
+    }
+    let cluster = Cluster::start();
+    let db = cluster.url.clone();
     let s = start(fast(Faults {
         latency: Some((Duration::from_millis(40), Duration::from_millis(60))),
         ..Faults::default()
@@ -331,22 +465,24 @@ async fn a_database_lost_mid_run_stops_the_run_and_the_next_resolves_what_it_lef
         .stderr(Stdio::piped())
         .spawn()
         .unwrap();
-    // Once payouts are going out, every connection to the database is cut (what a restart
-    // of the server does to its clients).
+    // Once payouts are going out, the server restarts: every connection is cut, and for a
+    // moment none is taken.
     assert!(
         crate::sandbox_support::eventually(|| async {
             ledger(&s).await["payouts"].as_array().unwrap().len() >= 3
         })
         .await
     );
-    let name = db.rsplit_once('/').unwrap().1.to_string();
-    sql(
-        &std::env::var("PAYRUN_TEST_PG").unwrap(),
-        &format!("SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = '{name}'"),
-    );
+    cluster.restart();
     let out = within(child, Duration::from_secs(120));
     let said = String::from_utf8_lossy(&out.stderr);
     assert_eq!(out.status.code(), Some(5), "the run stops: {said}");
+    assert!(
+        !said.contains("panicked") && said.contains("state"),
+        "it says the state failed: {said}"
+    );
+    let paid_before = ledger(&s).await["payouts"].as_array().unwrap().len();
+    assert!(paid_before < n, "it stopped part-way: {paid_before} of {n}");
     // The next run resolves what was in flight and pays the rest: each row once.
     let mut last = run_on(&setup, &s, &db, &[]);
     for _ in 0..2 {
