@@ -30,17 +30,18 @@ pub fn is_url(location: &str) -> bool {
 }
 
 /// Connects to the database at `url`: TLS as its `sslmode` asks (`disable`, `prefer`,
-/// `require` — encrypted, the certificate not checked, as libpq does —, `verify-ca` and
-/// `verify-full`, checked against the system's roots). Errors never show the password.
+/// `require` — encrypted, the certificate not checked, as libpq does —, `verify-ca` — the
+/// certificate's chain checked — and `verify-full` — its host name too), against the
+/// system's roots or those of `sslrootcert`. Errors never show the password.
 pub(super) fn connect(url: &str) -> Result<Pg, String> {
     let shown = crate::redact::url_without_password(url);
-    let (url, mode) = take_sslmode(url);
+    let (url, params) = take_tls(url);
     let mut config: postgres::Config = url
         .parse()
         .map_err(|e| format!("{shown}: not a PostgreSQL URL ({e})"))?;
     config.application_name("payrun");
     config.connect_timeout(Duration::from_secs(10));
-    let client = match mode.as_str() {
+    let client = match params.mode.as_str() {
         "disable" => super::sql::off_runtime(|| config.connect(postgres::NoTls)),
         mode => {
             config.ssl_mode(if mode == "prefer" {
@@ -48,7 +49,7 @@ pub(super) fn connect(url: &str) -> Result<Pg, String> {
             } else {
                 postgres::config::SslMode::Require
             });
-            let tls = tls(mode == "verify-ca" || mode == "verify-full")?;
+            let tls = tls(&params).map_err(|e| format!("{shown}: {e}"))?;
             super::sql::off_runtime(|| config.connect(tls))
         }
     }
@@ -57,42 +58,183 @@ pub(super) fn connect(url: &str) -> Result<Pg, String> {
     Ok(Pg::new(client))
 }
 
-/// The URL without `sslmode` (handled here), and the mode (default `prefer`, as libpq).
-fn take_sslmode(url: &str) -> (String, String) {
-    let Some((base, query)) = url.split_once('?') else {
-        return (url.to_string(), "prefer".into());
+/// libpq's TLS settings in a URL, which the driver does not read.
+#[derive(Debug, PartialEq)]
+struct TlsParams {
+    /// `sslmode` (default `prefer`, as libpq).
+    mode: String,
+    /// `sslrootcert`: the PEM file of the certificates that sign the server's (instead of
+    /// the system's roots).
+    root_cert: Option<String>,
+}
+
+/// The URL without libpq's TLS settings (handled here), and those settings.
+fn take_tls(url: &str) -> (String, TlsParams) {
+    let mut params = TlsParams {
+        mode: "prefer".into(),
+        root_cert: None,
     };
-    let mut mode = "prefer".to_string();
+    let Some((base, query)) = url.split_once('?') else {
+        return (url.to_string(), params);
+    };
     let rest: Vec<&str> = query
         .split('&')
         .filter(|kv| match kv.split_once('=') {
             Some(("sslmode", v)) => {
-                mode = v.to_string();
+                params.mode = v.to_string();
+                false
+            }
+            Some(("sslrootcert", v)) => {
+                params.root_cert = Some(percent_decoded(v));
                 false
             }
             _ => true,
         })
         .collect();
     if rest.is_empty() {
-        (base.to_string(), mode)
+        (base.to_string(), params)
     } else {
-        (format!("{base}?{}", rest.join("&")), mode)
+        (format!("{base}?{}", rest.join("&")), params)
     }
 }
 
-fn tls(verify: bool) -> Result<tokio_postgres_rustls::MakeRustlsConnect, String> {
+/// A URL query value with its `%XX` escapes undone (a path may hold any character).
+fn percent_decoded(v: &str) -> String {
+    let bytes = v.as_bytes();
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut i = 0;
+    while i < bytes.len() {
+        let hex = |b: u8| char::from(b).to_digit(16);
+        match (
+            bytes[i],
+            bytes.get(i + 1).copied().and_then(hex),
+            bytes.get(i + 2).copied().and_then(hex),
+        ) {
+            (b'%', Some(h), Some(l)) => {
+                out.push((h * 16 + l) as u8);
+                i += 3;
+            }
+            (b, _, _) => {
+                out.push(b);
+                i += 1;
+            }
+        }
+    }
+    String::from_utf8_lossy(&out).into_owned()
+}
+
+fn tls(params: &TlsParams) -> Result<tokio_postgres_rustls::MakeRustlsConnect, String> {
+    use rustls::client::danger::ServerCertVerifier;
+    use std::sync::Arc;
     crate::provider::http::install_tls_provider();
-    let config = if verify {
-        use rustls_platform_verifier::ConfigVerifierExt;
-        rustls::ClientConfig::with_platform_verifier()
-            .map_err(|e| format!("cannot load the system's certificate roots: {e}"))?
-    } else {
-        rustls::ClientConfig::builder()
-            .dangerous()
-            .with_custom_certificate_verifier(std::sync::Arc::new(NoVerify))
-            .with_no_client_auth()
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let verifier: Arc<dyn ServerCertVerifier> = match params.mode.as_str() {
+        "verify-ca" | "verify-full" => {
+            let chain: Arc<dyn ServerCertVerifier> = match &params.root_cert {
+                Some(path) => roots_of_file(path, provider)?,
+                None => Arc::new(
+                    rustls_platform_verifier::Verifier::new(provider)
+                        .map_err(|e| format!("cannot load the system's certificate roots: {e}"))?,
+                ),
+            };
+            Arc::new(Checked {
+                chain,
+                host_name: params.mode == "verify-full",
+            })
+        }
+        "prefer" | "require" => Arc::new(NoVerify),
+        other => {
+            return Err(format!(
+                "sslmode={other} is not one of disable, prefer, require, verify-ca, verify-full"
+            ));
+        }
     };
+    let config = rustls::ClientConfig::builder()
+        .dangerous()
+        .with_custom_certificate_verifier(verifier)
+        .with_no_client_auth();
     Ok(tokio_postgres_rustls::MakeRustlsConnect::new(config))
+}
+
+/// The certificates of an `sslrootcert` file, as a verifier of server certificates.
+fn roots_of_file(
+    path: &str,
+    provider: std::sync::Arc<rustls::crypto::CryptoProvider>,
+) -> Result<std::sync::Arc<rustls::client::WebPkiServerVerifier>, String> {
+    use rustls::pki_types::CertificateDer;
+    use rustls::pki_types::pem::PemObject;
+    let mut roots = rustls::RootCertStore::empty();
+    let certs =
+        CertificateDer::pem_file_iter(path).map_err(|e| format!("sslrootcert {path}: {e}"))?;
+    for cert in certs {
+        let cert = cert.map_err(|e| format!("sslrootcert {path}: {e}"))?;
+        roots
+            .add(cert)
+            .map_err(|e| format!("sslrootcert {path}: {e}"))?;
+    }
+    if roots.is_empty() {
+        return Err(format!("sslrootcert {path}: no certificate in it"));
+    }
+    rustls::client::WebPkiServerVerifier::builder_with_provider(
+        std::sync::Arc::new(roots),
+        provider,
+    )
+    .build()
+    .map_err(|e| format!("sslrootcert {path}: {e}"))
+}
+
+/// `verify-ca` and `verify-full`: the chain checked; the host name only for `verify-full`
+/// (libpq's meaning: `verify-ca` trusts any server the authority signed).
+#[derive(Debug)]
+struct Checked {
+    chain: std::sync::Arc<dyn rustls::client::danger::ServerCertVerifier>,
+    host_name: bool,
+}
+
+impl rustls::client::danger::ServerCertVerifier for Checked {
+    fn verify_server_cert(
+        &self,
+        end_entity: &rustls::pki_types::CertificateDer<'_>,
+        intermediates: &[rustls::pki_types::CertificateDer<'_>],
+        server_name: &rustls::pki_types::ServerName<'_>,
+        ocsp: &[u8],
+        now: rustls::pki_types::UnixTime,
+    ) -> Result<rustls::client::danger::ServerCertVerified, rustls::Error> {
+        use rustls::{CertificateError, Error};
+        match self
+            .chain
+            .verify_server_cert(end_entity, intermediates, server_name, ocsp, now)
+        {
+            // The chain is checked before the name: a name that does not match means the
+            // chain held.
+            Err(Error::InvalidCertificate(
+                CertificateError::NotValidForName | CertificateError::NotValidForNameContext { .. },
+            )) if !self.host_name => Ok(rustls::client::danger::ServerCertVerified::assertion()),
+            other => other,
+        }
+    }
+
+    fn verify_tls12_signature(
+        &self,
+        message: &[u8],
+        cert: &rustls::pki_types::CertificateDer<'_>,
+        dss: &rustls::DigitallySignedStruct,
+    ) -> Result<rustls::client::danger::HandshakeSignatureValid, rustls::Error> {
+        self.chain.verify_tls12_signature(message, cert, dss)
+    }
+
+    fn verify_tls13_signature(
+        &self,
+        message: &[u8],
+        cert: &rustls::pki_types::CertificateDer<'_>,
+        dss: &rustls::DigitallySignedStruct,
+    ) -> Result<rustls::client::danger::HandshakeSignatureValid, rustls::Error> {
+        self.chain.verify_tls13_signature(message, cert, dss)
+    }
+
+    fn supported_verify_schemes(&self) -> Vec<rustls::SignatureScheme> {
+        self.chain.supported_verify_schemes()
+    }
 }
 
 /// `sslmode=require`: encrypted, the server's certificate taken as it is (libpq's
@@ -462,17 +604,27 @@ mod tests {
     use super::*;
 
     #[test]
-    fn sslmode_is_taken_out_of_the_url() {
+    fn tls_settings_are_taken_out_of_the_url() {
         assert_eq!(
-            take_sslmode("postgresql://a@h/db?sslmode=require&connect_timeout=5"),
+            take_tls("postgresql://a@h/db?sslmode=require&connect_timeout=5"),
             (
                 "postgresql://a@h/db?connect_timeout=5".to_string(),
-                "require".to_string()
+                TlsParams {
+                    mode: "require".into(),
+                    root_cert: None
+                }
             )
         );
         assert_eq!(
-            take_sslmode("postgresql://a@h/db"),
-            ("postgresql://a@h/db".to_string(), "prefer".to_string())
+            take_tls("postgresql://a@h/db?sslrootcert=/etc/my%20ca.pem&sslmode=verify-full"),
+            (
+                "postgresql://a@h/db".to_string(),
+                TlsParams {
+                    mode: "verify-full".into(),
+                    root_cert: Some("/etc/my ca.pem".into())
+                }
+            )
         );
+        assert_eq!(take_tls("postgresql://a@h/db").1.mode, "prefer".to_string());
     }
 }

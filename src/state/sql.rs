@@ -31,7 +31,18 @@ pub enum SqlError {
 fn pg_message(e: &postgres::Error) -> String {
     match e.as_db_error() {
         Some(db) => format!("{} ({})", db.message(), db.code().code()),
-        None => e.to_string(),
+        None => {
+            // With its causes: "error performing TLS handshake" alone does not say that
+            // the certificate's issuer is unknown.
+            let mut said = e.to_string();
+            let mut cause = std::error::Error::source(e);
+            while let Some(c) = cause {
+                said.push_str(": ");
+                said.push_str(&c.to_string());
+                cause = c.source();
+            }
+            said
+        }
     }
 }
 

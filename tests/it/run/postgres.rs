@@ -4,6 +4,7 @@
 //! where they fail: CI must run them.
 
 use super::*;
+use std::path::Path;
 use std::process::{Command, Stdio};
 
 const KEY: &str = "5eed5eed5eed5eed5eed5eed5eed5eed5eed5eed5eed5eed5eed5eed5eed5eed";
@@ -410,10 +411,16 @@ struct Cluster {
 
 impl Cluster {
     fn start() -> Cluster {
-        let out = Command::new(concat!(env!("CARGO_MANIFEST_DIR"), "/.ci/pg-cluster"))
-            .arg("start")
-            .output()
-            .unwrap();
+        Cluster::start_with(&[])
+    }
+
+    fn start_with(env: &[(&str, &Path)]) -> Cluster {
+        let mut cmd = Command::new(concat!(env!("CARGO_MANIFEST_DIR"), "/.ci/pg-cluster"));
+        cmd.arg("start");
+        for (k, v) in env {
+            cmd.env(k, v);
+        }
+        let out = cmd.output().unwrap();
         let said = String::from_utf8_lossy(&out.stdout);
         assert!(
             out.status.success(),
@@ -442,6 +449,137 @@ impl Drop for Cluster {
             .args(["stop", &self.dir])
             .status();
     }
+}
+
+/// Runs `openssl ARGS` in `dir`.
+fn openssl(dir: &Path, args: &[&str]) {
+    let out = Command::new("openssl")
+        .args(args)
+        .current_dir(dir)
+        .output()
+        .expect("openssl (Debian's postgresql brings it)");
+    assert!(
+        out.status.success(),
+        "openssl {args:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tls_is_checked_as_libpq_users_expect() {
+    if fresh_database().is_none() {
+        return;
+    }
+    // A private authority, and a server certificate it signed for `localhost` only.
+    let certs = tempfile::tempdir().unwrap();
+    let dir = certs.path();
+    let ec = [
+        "-newkey",
+        "ec",
+        "-pkeyopt",
+        "ec_paramgen_curve:prime256v1",
+        "-nodes",
+    ];
+    openssl(
+        dir,
+        &[
+            &["req", "-x509"][..],
+            &ec,
+            &[
+                "-keyout",
+                "ca.key",
+                "-out",
+                "ca.pem",
+                "-days",
+                "2",
+                "-subj",
+                "/CN=payrun test authority",
+            ],
+        ]
+        .concat(),
+    );
+    openssl(
+        dir,
+        &[
+            &["req"][..],
+            &ec,
+            &[
+                "-keyout",
+                "server.key",
+                "-out",
+                "server.csr",
+                "-subj",
+                "/CN=localhost",
+            ],
+        ]
+        .concat(),
+    );
+    std::fs::write(dir.join("san.ext"), "subjectAltName=DNS:localhost\n").unwrap();
+    openssl(
+        dir,
+        &[
+            "x509",
+            "-req",
+            "-in",
+            "server.csr",
+            "-CA",
+            "ca.pem",
+            "-CAkey",
+            "ca.key",
+            "-CAcreateserial",
+            "-out",
+            "server.crt",
+            "-days",
+            "2",
+            "-extfile",
+            "san.ext",
+        ],
+    );
+    let cluster = Cluster::start_with(&[("PG_SSL_DIR", dir)]);
+    let by_ip = cluster.url.clone();
+    let by_name = by_ip.replace("127.0.0.1", "localhost");
+    let ca = dir.join("ca.pem");
+    let ca = ca.to_str().unwrap();
+    let s = start(fast(Faults::default())).await;
+    let setup = Setup::new(&job_text(10, ""), &people(2));
+    let run = |url: String| run_on(&setup, &s, &url, &[]);
+    // The authority's own: the chain and the name both hold.
+    let (code, err) = run(format!("{by_name}?sslmode=verify-full&sslrootcert={ca}"));
+    assert_eq!(code, Some(0), "{err}");
+    // Not among the system's roots: refused, before anything is sent.
+    let (code, err) = run(format!("{by_name}?sslmode=verify-full"));
+    assert_eq!(code, Some(5), "{err}");
+    assert!(
+        err.contains("cannot connect") && err.contains("certificate"),
+        "{err}"
+    );
+    // The chain holds but the name does not: verify-full refuses, verify-ca (libpq's
+    // meaning: any server the authority signed) goes ahead.
+    let (code, err) = run(format!("{by_ip}?sslmode=verify-full&sslrootcert={ca}"));
+    assert_eq!(code, Some(5), "{err}");
+    assert!(err.contains("certificate"), "{err}");
+    let (code, err) = run(format!("{by_ip}?sslmode=verify-ca&sslrootcert={ca}"));
+    assert_eq!(code, Some(0), "{err}");
+    // require: encrypted, the certificate taken as it is.
+    let (code, err) = run(format!("{by_ip}?sslmode=require"));
+    assert_eq!(code, Some(0), "{err}");
+    // A file that is not there, a mode libpq does not have: said plainly.
+    let (code, err) = run(format!(
+        "{by_ip}?sslmode=verify-ca&sslrootcert=/nonexistent/ca.pem"
+    ));
+    assert_ne!(code, Some(0), "{err}");
+    assert!(err.contains("sslrootcert /nonexistent/ca.pem"), "{err}");
+    let (code, err) = run(format!("{by_ip}?sslmode=verify-everything"));
+    assert_ne!(code, Some(0), "{err}");
+    assert!(
+        err.contains("sslmode=verify-everything is not one of"),
+        "{err}"
+    );
+    assert_eq!(
+        ledger(&s).await["payouts"].as_array().unwrap().len(),
+        1,
+        "paid once, in the first run"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
