@@ -128,21 +128,26 @@ fn tls(params: &TlsParams) -> Result<tokio_postgres_rustls::MakeRustlsConnect, S
     use std::sync::Arc;
     crate::provider::http::install_tls_provider();
     let provider = Arc::new(rustls::crypto::ring::default_provider());
-    let verifier: Arc<dyn ServerCertVerifier> = match params.mode.as_str() {
+    let verifier = match params.mode.as_str() {
         "verify-ca" | "verify-full" => {
             let chain: Arc<dyn ServerCertVerifier> = match &params.root_cert {
-                Some(path) => roots_of_file(path, provider)?,
+                Some(path) => roots_of_file(path, provider.clone())?,
                 None => Arc::new(
-                    rustls_platform_verifier::Verifier::new(provider)
+                    rustls_platform_verifier::Verifier::new(provider.clone())
                         .map_err(|e| format!("cannot load the system's certificate roots: {e}"))?,
                 ),
             };
-            Arc::new(Checked {
-                chain,
+            ServerCert {
+                chain: Some(chain),
                 host_name: params.mode == "verify-full",
-            })
+                provider,
+            }
         }
-        "prefer" | "require" => Arc::new(NoVerify),
+        "prefer" | "require" => ServerCert {
+            chain: None,
+            host_name: false,
+            provider,
+        },
         other => {
             return Err(format!(
                 "sslmode={other} is not one of disable, prefer, require, verify-ca, verify-full"
@@ -151,7 +156,7 @@ fn tls(params: &TlsParams) -> Result<tokio_postgres_rustls::MakeRustlsConnect, S
     };
     let config = rustls::ClientConfig::builder()
         .dangerous()
-        .with_custom_certificate_verifier(verifier)
+        .with_custom_certificate_verifier(Arc::new(verifier))
         .with_no_client_auth();
     Ok(tokio_postgres_rustls::MakeRustlsConnect::new(config))
 }
@@ -183,15 +188,18 @@ fn roots_of_file(
     .map_err(|e| format!("sslrootcert {path}: {e}"))
 }
 
-/// `verify-ca` and `verify-full`: the chain checked; the host name only for `verify-full`
-/// (libpq's meaning: `verify-ca` trusts any server the authority signed).
+/// How a server's certificate is taken: as it is (`prefer`, `require`: encrypted, not
+/// checked, libpq's meaning), its chain checked (`verify-ca`: any server the authority
+/// signed), or its chain and host name (`verify-full`). Handshake signatures are always
+/// checked.
 #[derive(Debug)]
-struct Checked {
-    chain: std::sync::Arc<dyn rustls::client::danger::ServerCertVerifier>,
+struct ServerCert {
+    chain: Option<std::sync::Arc<dyn rustls::client::danger::ServerCertVerifier>>,
     host_name: bool,
+    provider: std::sync::Arc<rustls::crypto::CryptoProvider>,
 }
 
-impl rustls::client::danger::ServerCertVerifier for Checked {
+impl rustls::client::danger::ServerCertVerifier for ServerCert {
     fn verify_server_cert(
         &self,
         end_entity: &rustls::pki_types::CertificateDer<'_>,
@@ -200,58 +208,19 @@ impl rustls::client::danger::ServerCertVerifier for Checked {
         ocsp: &[u8],
         now: rustls::pki_types::UnixTime,
     ) -> Result<rustls::client::danger::ServerCertVerified, rustls::Error> {
+        use rustls::client::danger::ServerCertVerified;
         use rustls::{CertificateError, Error};
-        match self
-            .chain
-            .verify_server_cert(end_entity, intermediates, server_name, ocsp, now)
-        {
+        let Some(chain) = &self.chain else {
+            return Ok(ServerCertVerified::assertion());
+        };
+        match chain.verify_server_cert(end_entity, intermediates, server_name, ocsp, now) {
             // The chain is checked before the name: a name that does not match means the
             // chain held.
             Err(Error::InvalidCertificate(
                 CertificateError::NotValidForName | CertificateError::NotValidForNameContext { .. },
-            )) if !self.host_name => Ok(rustls::client::danger::ServerCertVerified::assertion()),
+            )) if !self.host_name => Ok(ServerCertVerified::assertion()),
             other => other,
         }
-    }
-
-    fn verify_tls12_signature(
-        &self,
-        message: &[u8],
-        cert: &rustls::pki_types::CertificateDer<'_>,
-        dss: &rustls::DigitallySignedStruct,
-    ) -> Result<rustls::client::danger::HandshakeSignatureValid, rustls::Error> {
-        self.chain.verify_tls12_signature(message, cert, dss)
-    }
-
-    fn verify_tls13_signature(
-        &self,
-        message: &[u8],
-        cert: &rustls::pki_types::CertificateDer<'_>,
-        dss: &rustls::DigitallySignedStruct,
-    ) -> Result<rustls::client::danger::HandshakeSignatureValid, rustls::Error> {
-        self.chain.verify_tls13_signature(message, cert, dss)
-    }
-
-    fn supported_verify_schemes(&self) -> Vec<rustls::SignatureScheme> {
-        self.chain.supported_verify_schemes()
-    }
-}
-
-/// `sslmode=require`: encrypted, the server's certificate taken as it is (libpq's
-/// meaning; `verify-full` checks it).
-#[derive(Debug)]
-struct NoVerify;
-
-impl rustls::client::danger::ServerCertVerifier for NoVerify {
-    fn verify_server_cert(
-        &self,
-        _: &rustls::pki_types::CertificateDer<'_>,
-        _: &[rustls::pki_types::CertificateDer<'_>],
-        _: &rustls::pki_types::ServerName<'_>,
-        _: &[u8],
-        _: rustls::pki_types::UnixTime,
-    ) -> Result<rustls::client::danger::ServerCertVerified, rustls::Error> {
-        Ok(rustls::client::danger::ServerCertVerified::assertion())
     }
 
     fn verify_tls12_signature(
@@ -264,7 +233,7 @@ impl rustls::client::danger::ServerCertVerifier for NoVerify {
             message,
             cert,
             dss,
-            &rustls::crypto::ring::default_provider().signature_verification_algorithms,
+            &self.provider.signature_verification_algorithms,
         )
     }
 
@@ -278,12 +247,12 @@ impl rustls::client::danger::ServerCertVerifier for NoVerify {
             message,
             cert,
             dss,
-            &rustls::crypto::ring::default_provider().signature_verification_algorithms,
+            &self.provider.signature_verification_algorithms,
         )
     }
 
     fn supported_verify_schemes(&self) -> Vec<rustls::SignatureScheme> {
-        rustls::crypto::ring::default_provider()
+        self.provider
             .signature_verification_algorithms
             .supported_schemes()
     }
