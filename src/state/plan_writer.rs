@@ -5,11 +5,12 @@
 //! reached the provider (in flight, succeeded, blocked) the change is recorded as a
 //! conflict and the item is never re-sent.
 
-use super::sql::{Arg, Stmt, args};
+use super::sql::{Arg, args};
 use super::{Conn, State, StateError};
 use crate::job::Job;
 use crate::job::steps::StepKind;
 use crate::plan::RowPlan;
+use std::collections::HashMap;
 
 /// Counts for one step.
 #[derive(Debug, Default, Clone, PartialEq, Eq)]
@@ -47,8 +48,8 @@ pub struct PlanWriter<'s> {
     /// The plan had no items before: nothing to look up.
     fresh: bool,
     conn: &'s Conn,
-    /// The statement run for every row of a re-plan, prepared once.
-    select_item: Stmt<'s>,
+    /// Rows of a re-plan kept until [`LOOKUP_ROWS`] of them are looked up together.
+    rows: Vec<RowPlan>,
     /// New items not inserted yet: written [`INSERT_ROWS`] to a statement.
     new_items: Vec<NewItem>,
     /// New items inserted so far.
@@ -77,6 +78,10 @@ impl Drop for PlanWriter<'_> {
 /// New items are inserted this many to a statement: a PostgreSQL state pays a round trip a
 /// statement, and SQLite too runs one statement of many rows faster than many of one.
 const INSERT_ROWS: usize = 128;
+
+/// A re-plan looks its rows' items up this many rows at a time (a statement per step): a
+/// PostgreSQL state pays a round trip a statement.
+const LOOKUP_ROWS: usize = 128;
 
 /// A plan that inserted this many items tells the store's planner (see
 /// [`Conn::after_bulk_write`]).
@@ -193,16 +198,10 @@ impl<'s> PlanWriter<'s> {
                 |r| r.get(0),
             )
             .map_err(|e| state.err(e))?;
-        let select_item = conn
-            .prepare(
-                "SELECT id, state, content_hash, row_line, batch_id, conflict_hash, row_offset FROM items
-                 WHERE plan_id = ?1 AND step = ?2 AND row_key = ?3",
-            )
-            .map_err(|e| state.err(e))?;
         Ok(PlanWriter {
             fresh,
             conn,
-            select_item,
+            rows: Vec::new(),
             new_items: Vec::with_capacity(INSERT_ROWS),
             inserted: 0,
             plan_id,
@@ -226,20 +225,51 @@ impl<'s> PlanWriter<'s> {
         })
     }
 
-    /// Upserts the items of one row.
+    /// Upserts the items of one row. A re-plan looks rows up [`LOOKUP_ROWS`] at a time:
+    /// their items are written when those rows are in.
     pub fn add_row(&mut self, row: RowPlan) -> Result<(), StateError> {
-        for item in row.items {
-            let si = item.step;
-            let existing = if self.fresh {
-                None
-            } else {
-                // A later row may not repeat an earlier one's key, but its lookup must see
-                // every item written before it all the same.
-                self.insert_new_items()?;
-                let step_id = &self.steps[si].0;
-                self.select_item
-                    .optional(args![self.plan_id, step_id, row.key], |r| {
-                        Ok(Existing {
+        if self.fresh {
+            return self.write_row(row, &mut HashMap::new());
+        }
+        self.rows.push(row);
+        if self.rows.len() == LOOKUP_ROWS {
+            self.write_rows()?;
+        }
+        Ok(())
+    }
+
+    /// Writes the rows kept for a re-plan, their items looked up a statement per step.
+    fn write_rows(&mut self) -> Result<(), StateError> {
+        if self.rows.is_empty() {
+            return Ok(());
+        }
+        // A later row may not repeat an earlier one's key, but a lookup must see every
+        // item written before it all the same.
+        self.insert_new_items()?;
+        let rows = std::mem::take(&mut self.rows);
+        let mut keys: Vec<Vec<&str>> = vec![Vec::new(); self.steps.len()];
+        for row in &rows {
+            for item in &row.items {
+                keys[item.step].push(&row.key);
+            }
+        }
+        let mut existing = HashMap::new();
+        for (si, keys) in keys.iter().enumerate().filter(|(_, k)| !k.is_empty()) {
+            // Padded to a power of two with the first key again: few statement texts.
+            let n = keys.len().next_power_of_two();
+            let sql = format!(
+                "SELECT id, state, content_hash, row_line, batch_id, conflict_hash, row_offset, row_key FROM items
+                 WHERE plan_id = ?1 AND step = ?2 AND row_key IN ({})",
+                (3..3 + n).map(|i| format!("?{i}")).collect::<Vec<_>>().join(",")
+            );
+            let mut all: Vec<&dyn Arg> = vec![&self.plan_id, &self.steps[si].0];
+            all.extend((0..n).map(|i| keys.get(i).unwrap_or(&keys[0]) as &dyn Arg));
+            self.conn
+                .each(&sql, &all, |r| {
+                    let key: String = r.get(7)?;
+                    existing.insert(
+                        (si, key),
+                        Existing {
                             id: r.get(0)?,
                             state: r.get(1)?,
                             hash: r.get(2)?,
@@ -247,10 +277,27 @@ impl<'s> PlanWriter<'s> {
                             batch_id: r.get(4)?,
                             conflict_hash: r.get(5)?,
                             row_offset: r.get(6)?,
-                        })
-                    })
-                    .map_err(|e| self.state.err(e))?
-            };
+                        },
+                    );
+                    Ok(())
+                })
+                .map_err(|e| self.state.err(e))?;
+        }
+        for row in rows {
+            self.write_row(row, &mut existing)?;
+        }
+        Ok(())
+    }
+
+    /// Writes one row's items, given what exists of them (taken out of `existing`).
+    fn write_row(
+        &mut self,
+        row: RowPlan,
+        existing_items: &mut HashMap<(usize, String), Existing>,
+    ) -> Result<(), StateError> {
+        for item in row.items {
+            let si = item.step;
+            let existing = existing_items.remove(&(si, row.key.clone()));
             let new_state = if item.skipped { "skipped" } else { "pending" };
             let amount = item.amount.map(|a| a.to_string());
             match existing {
@@ -391,6 +438,7 @@ impl<'s> PlanWriter<'s> {
 
     /// Commits the plan and returns its counts.
     pub fn commit(mut self) -> Result<PlanCounts, StateError> {
+        self.write_rows()?;
         self.insert_new_items()?;
         if self.inserted >= ANALYZE_AFTER {
             self.conn

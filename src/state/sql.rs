@@ -15,7 +15,7 @@ pub enum SqlError {
     #[error(transparent)]
     Lite(#[from] rusqlite::Error),
     #[error("{}", pg_message(.0))]
-    Pg(#[from] postgres::Error),
+    Pg(postgres::Error),
     /// A statement that must return a row returned none.
     #[error("no row where one was expected")]
     NoRow,
@@ -23,8 +23,21 @@ pub enum SqlError {
     #[error("column {0}: {1}")]
     Value(usize, String),
     /// This run no longer holds the lease of its job and scope: it may record nothing.
-    #[error("this run lost its lease (another run took the job over): it records nothing more")]
+    #[error(
+        "this run lost its lease (it was paused or cut off past it; another run may take the job over): it records nothing more"
+    )]
     Fenced,
+}
+
+impl From<postgres::Error> for SqlError {
+    fn from(e: postgres::Error) -> SqlError {
+        // The server ends a session idle in a transaction for as long as the lease lasts
+        // (see `pg_begin`): a holder frozen that long lost its lease.
+        if e.code() == Some(&postgres::error::SqlState::IDLE_IN_TRANSACTION_SESSION_TIMEOUT) {
+            return SqlError::Fenced;
+        }
+        SqlError::Pg(e)
+    }
 }
 
 /// A PostgreSQL error as one line: the server's message and code when it sent one.
@@ -722,24 +735,6 @@ impl Stmt<'_> {
         match self {
             Stmt::Lite(s) => Ok(s.execute(lite_args(args))?),
             Stmt::Pg(c, sql) => c.execute(sql, args),
-        }
-    }
-
-    /// The first row's value, if there is a row.
-    pub(super) fn optional<T>(
-        &mut self,
-        args: &[&dyn Arg],
-        f: impl FnOnce(&Row) -> SqlResult<T>,
-    ) -> SqlResult<Option<T>> {
-        match self {
-            Stmt::Lite(s) => {
-                let mut rows = s.query(lite_args(args))?;
-                match rows.next()? {
-                    Some(r) => f(&Row::Lite(r)).map(Some),
-                    None => Ok(None),
-                }
-            }
-            Stmt::Pg(c, sql) => c.optional(sql, args, f),
         }
     }
 }

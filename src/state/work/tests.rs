@@ -220,3 +220,20 @@ fn pages_of(c: &Conn, store: &str) {
         assert_eq!(paged, whole, "{store}: pages of {size}");
     }
 }
+
+#[test]
+fn a_transaction_left_idle_past_the_lease_is_a_lost_lease() {
+    for store in crate::state::testing::stores() {
+        let c = store.state().connection();
+        if !c.failure_spoils_transaction() {
+            continue; // PostgreSQL's server ends such sessions; SQLite has no server
+        }
+        // As `pg_begin` sets it, with a lease of a fifth of a second.
+        c.batch("BEGIN; SET LOCAL idle_in_transaction_session_timeout = 200")
+            .unwrap();
+        std::thread::sleep(std::time::Duration::from_millis(600));
+        let e = c.batch("SELECT 1").unwrap_err();
+        assert!(matches!(e, crate::state::sql::SqlError::Fenced), "{e}");
+        assert!(e.to_string().contains("lost its lease"), "{e}");
+    }
+}
