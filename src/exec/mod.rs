@@ -67,7 +67,7 @@ pub enum RunError {
     Fatal(String),
     #[error("cannot build the HTTP client: {0}")]
     Http(#[source] reqwest::Error),
-    #[error("cannot take the run's lock beside {path}: {source}")]
+    #[error("{}", lock_failure(path, source))]
     Lock {
         path: std::path::PathBuf,
         #[source]
@@ -114,4 +114,17 @@ pub struct RunOptions {
     pub show_progress: bool,
     /// Without bars, how often a step that works says how far it is.
     pub progress_every: std::time::Duration,
+}
+
+/// Why a run's lock could not be taken: beside a state file, or — a PostgreSQL state, whose
+/// errors name the database already — its lease.
+fn lock_failure(path: &std::path::Path, source: &std::io::Error) -> String {
+    if crate::state::pg::is_url(&path.to_string_lossy()) {
+        format!("cannot take the run's lease: {source}")
+    } else {
+        format!(
+            "cannot take the run's lock beside {}: {source}",
+            path.display()
+        )
+    }
 }
