@@ -324,6 +324,9 @@ fn round_trip() {
     PG_ROUND_TRIPS.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
 }
 
+/// Rows a streamed PostgreSQL query passes over at a time (see `Pg::stream`).
+const STREAM_PAGE: usize = 512;
+
 /// A PostgreSQL connection with its statements prepared once each, by their text.
 pub(super) struct Pg {
     /// Always there but while it is dropped (see `Drop`).
@@ -365,6 +368,63 @@ impl Pg {
         round_trip();
         let client = self.client();
         Ok(off_runtime(|| client.query(&stmt, &params(&values)))?)
+    }
+
+    /// Runs a query and hands its rows to `f` as they come, [`STREAM_PAGE`] at a time: a
+    /// thread of its own reads them (the blocking client may not run on async threads, and
+    /// its row iterator cannot be left to wait on one) and passes them over.
+    fn stream(
+        &mut self,
+        sql: &str,
+        args: &[&dyn Arg],
+        f: &mut dyn FnMut(&Row) -> SqlResult<()>,
+    ) -> SqlResult<()> {
+        use postgres::fallible_iterator::FallibleIterator;
+        let stmt = self.statement(sql)?;
+        let values: Vec<Value> = args.iter().map(|a| a.value()).collect();
+        round_trip();
+        let client = self.client();
+        std::thread::scope(|scope| {
+            let (tx, rx) =
+                std::sync::mpsc::sync_channel::<Result<Vec<postgres::Row>, postgres::Error>>(2);
+            let (stmt, values) = (&stmt, &values);
+            scope.spawn(move || {
+                let mut rows = match client.query_raw(stmt, params(values)) {
+                    Ok(rows) => rows,
+                    Err(e) => {
+                        let _ = tx.send(Err(e));
+                        return;
+                    }
+                };
+                let mut page = Vec::with_capacity(STREAM_PAGE);
+                loop {
+                    match rows.next() {
+                        Ok(Some(row)) => {
+                            page.push(row);
+                            if page.len() == STREAM_PAGE
+                                && tx.send(Ok(std::mem::take(&mut page))).is_err()
+                            {
+                                return; // the reader stopped (an error of its own)
+                            }
+                        }
+                        Ok(None) => {
+                            let _ = tx.send(Ok(page));
+                            return;
+                        }
+                        Err(e) => {
+                            let _ = tx.send(Err(e));
+                            return;
+                        }
+                    }
+                }
+            });
+            for page in rx {
+                for row in &page? {
+                    f(&Row::Pg(row))?;
+                }
+            }
+            Ok(())
+        })
     }
 
     fn execute(&mut self, sql: &str, args: &[&dyn Arg]) -> SqlResult<u64> {
@@ -523,14 +583,18 @@ impl Conn {
         Ok(out)
     }
 
-    /// Calls `f` with every row, in order.
+    /// Calls `f` with every row, in order. PostgreSQL's rows come a page at a time, not
+    /// all at once: a listing of a large job is never held whole.
     pub(super) fn each(
         &self,
         sql: &str,
         args: &[&dyn Arg],
         mut f: impl FnMut(&Row) -> SqlResult<()>,
     ) -> SqlResult<()> {
-        self.each_while(sql, args, |r| f(r).map(|()| true))
+        match &self.0 {
+            Backend::Lite(_) => self.each_while(sql, args, |r| f(r).map(|()| true)),
+            Backend::Pg(p) => p.borrow_mut().stream(sql, args, &mut f),
+        }
     }
 
     /// Calls `f` with rows, in order, until it returns `false`.

@@ -237,3 +237,34 @@ fn a_transaction_left_idle_past_the_lease_is_a_lost_lease() {
         assert!(e.to_string().contains("lost its lease"), "{e}");
     }
 }
+
+#[test]
+fn a_long_listing_comes_whole_and_in_order_and_a_stop_leaves_the_connection_usable() {
+    for store in two_plans() {
+        let c = store.state().connection();
+        // More rows than PostgreSQL passes over at a time, and a last page part-full.
+        let n = 1300;
+        for id in 1..=n {
+            item(c, id);
+        }
+        let ids: Vec<i64> = c
+            .all("SELECT id FROM items ORDER BY id", args![], |r| r.get(0))
+            .unwrap();
+        assert_eq!(ids, (1..=n).collect::<Vec<_>>(), "{}", store.name);
+        // A reader that fails part-way stops the listing; the next statement goes ahead.
+        let mut seen = 0;
+        let e = c.each("SELECT id FROM items ORDER BY id", args![], |_| {
+            seen += 1;
+            if seen == 600 {
+                return Err(crate::state::sql::SqlError::NoRow);
+            }
+            Ok(())
+        });
+        assert!(e.is_err(), "{}", store.name);
+        assert_eq!(seen, 600, "{}", store.name);
+        let count: i64 = c
+            .one("SELECT COUNT(*) FROM items", args![], |r| r.get(0))
+            .unwrap();
+        assert_eq!(count, n, "{}", store.name);
+    }
+}
