@@ -85,7 +85,12 @@ fn take_tls(url: &str) -> (String, TlsParams) {
                 false
             }
             Some(("sslrootcert", v)) => {
-                params.root_cert = Some(percent_decoded(v));
+                // A path may hold any character, `%XX`-escaped.
+                params.root_cert = Some(
+                    percent_encoding::percent_decode_str(v)
+                        .decode_utf8_lossy()
+                        .into_owned(),
+                );
                 false
             }
             _ => true,
@@ -96,31 +101,6 @@ fn take_tls(url: &str) -> (String, TlsParams) {
     } else {
         (format!("{base}?{}", rest.join("&")), params)
     }
-}
-
-/// A URL query value with its `%XX` escapes undone (a path may hold any character).
-fn percent_decoded(v: &str) -> String {
-    let bytes = v.as_bytes();
-    let mut out = Vec::with_capacity(bytes.len());
-    let mut i = 0;
-    while i < bytes.len() {
-        let hex = |b: u8| char::from(b).to_digit(16);
-        match (
-            bytes[i],
-            bytes.get(i + 1).copied().and_then(hex),
-            bytes.get(i + 2).copied().and_then(hex),
-        ) {
-            (b'%', Some(h), Some(l)) => {
-                out.push((h * 16 + l) as u8);
-                i += 3;
-            }
-            (b, _, _) => {
-                out.push(b);
-                i += 1;
-            }
-        }
-    }
-    String::from_utf8_lossy(&out).into_owned()
 }
 
 fn tls(params: &TlsParams) -> Result<tokio_postgres_rustls::MakeRustlsConnect, String> {

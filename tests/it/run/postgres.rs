@@ -402,6 +402,9 @@ fn two_hosts_starting_at_once_migrate_one_database_once() {
     }
 }
 
+/// The script that starts, restarts and stops a throwaway cluster.
+const PG_CLUSTER: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/.ci/pg-cluster");
+
 /// A PostgreSQL cluster of a test's own (`.ci/pg-cluster`), which it may restart; stopped
 /// and removed when dropped.
 struct Cluster {
@@ -415,7 +418,7 @@ impl Cluster {
     }
 
     fn start_with(env: &[(&str, &Path)]) -> Cluster {
-        let mut cmd = Command::new(concat!(env!("CARGO_MANIFEST_DIR"), "/.ci/pg-cluster"));
+        let mut cmd = Command::new(PG_CLUSTER);
         cmd.arg("start");
         for (k, v) in env {
             cmd.env(k, v);
@@ -435,7 +438,7 @@ impl Cluster {
     }
 
     fn restart(&self) {
-        let st = Command::new(concat!(env!("CARGO_MANIFEST_DIR"), "/.ci/pg-cluster"))
+        let st = Command::new(PG_CLUSTER)
             .args(["restart", &self.dir])
             .status()
             .unwrap();
@@ -445,9 +448,7 @@ impl Cluster {
 
 impl Drop for Cluster {
     fn drop(&mut self) {
-        let _ = Command::new(concat!(env!("CARGO_MANIFEST_DIR"), "/.ci/pg-cluster"))
-            .args(["stop", &self.dir])
-            .status();
+        let _ = Command::new(PG_CLUSTER).args(["stop", &self.dir]).status();
     }
 }
 
