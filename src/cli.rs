@@ -48,8 +48,9 @@ pub enum LogFormat {
 pub enum Command {
     /// Check the job file and every input row; send nothing, write nothing.
     Validate(JobArgs),
-    /// Validate, then record the planned items and batches in the state database.
-    Plan(PlanArgs),
+    /// Validate, then record the planned items and batches in the state database, and
+    /// print the plan's digest (what approvals are given to).
+    Plan(PlanCmdArgs),
     /// Plan, then send the planned work to the provider (rate-limited, retried, exactly once),
     /// then run the export steps.
     Run(RunArgs),
@@ -62,6 +63,9 @@ pub enum Command {
     /// Write (again) a run's reports from the state database: results.csv, summary.json,
     /// junit.xml, into report.dir/<job>/<scope>/<run id>/ and latest/.
     Report(ReportArgs),
+    /// Approve the current plan of a job with `approval:`, by its digest (as `plan` or a run
+    /// awaiting approval printed it).
+    Approve(ApproveArgs),
     /// Clear the lock of a run whose process is gone (refused while it is alive).
     Unlock(PlanArgs),
     /// Work on a state database as a whole (`payrun state copy FROM TO`).
@@ -105,6 +109,59 @@ pub struct CancelArgs {
 }
 
 #[derive(Debug, Args)]
+pub struct PlanCmdArgs {
+    #[command(flatten)]
+    pub plan: PlanArgs,
+    #[command(flatten)]
+    pub control: ControlArgs,
+    /// Who makes the plan, recorded with its digest (default: the OS user); the job's
+    /// approvers cannot approve a plan they made.
+    #[arg(long = "as", value_name = "NAME", value_parser = parse_name)]
+    pub by: Option<String>,
+}
+
+/// Control totals given apart from the file: a mismatch refuses the plan (exit 2).
+#[derive(Debug, Args, Default, Clone)]
+pub struct ControlArgs {
+    /// The payouts' total in a currency: --expect-total AUD=61234.56 (repeatable; when
+    /// given, every currency the file pays must be named).
+    #[arg(long = "expect-total", value_name = "CCY=AMOUNT", value_parser = parse_balance)]
+    pub expect_totals: Vec<(String, rust_decimal::Decimal)>,
+    /// The number of rows in the file.
+    #[arg(long, value_name = "N")]
+    pub expect_rows: Option<u64>,
+}
+
+#[derive(Debug, Args)]
+pub struct ApproveArgs {
+    #[command(flatten)]
+    pub plan: PlanArgs,
+    /// The digest approved (sha256:…, as printed): it must be the current plan's.
+    #[arg(long, value_name = "DIGEST")]
+    pub digest: String,
+    /// The approver: one of the job's approval.approvers.
+    #[arg(long = "as", value_name = "NAME", value_parser = parse_name)]
+    pub by: String,
+    /// Why, or what was checked: kept with the approval and shown in reports.
+    #[arg(long, value_name = "TEXT")]
+    pub note: Option<String>,
+    /// Approve the plan of the `run --sandbox` rehearsals (kept apart from the real runs').
+    #[arg(long)]
+    pub sandbox: bool,
+}
+
+fn parse_name(s: &str) -> Result<String, String> {
+    if crate::job::approver_name_ok(s) {
+        Ok(s.to_string())
+    } else {
+        Err(format!(
+            "expected 1-64 letters, digits, '.', '_', '-' or '@' (got '{}')",
+            s.escape_debug()
+        ))
+    }
+}
+
+#[derive(Debug, Args)]
 pub struct MethodsArgs {
     #[command(flatten)]
     pub plan: PlanArgs,
@@ -125,6 +182,12 @@ pub struct RunArgs {
     /// Put failed items back in the queue first (not conflicts, not successes).
     #[arg(long)]
     pub retry_failed: bool,
+    #[command(flatten)]
+    pub control: ControlArgs,
+    /// Send payouts that repeat what another scope of the job paid within
+    /// guards.duplicate_window (refused otherwise, exit 2).
+    #[arg(long)]
+    pub allow_duplicates: bool,
     /// Plan and list exactly what would be sent (sensitive values masked); send nothing,
     /// change no state.
     #[arg(long, conflicts_with = "sandbox")]

@@ -13,6 +13,9 @@ pub const LOCKED: i32 = 3;
 pub const INTERRUPTED: i32 = 4;
 /// A fatal runtime error (state database, I/O, an internal bug).
 pub const FATAL: i32 = 5;
+/// The job's payouts need approving: the current plan's digest lacks the approvals its
+/// `approval:` section requires, so no payout was sent (`payrun approve`).
+pub const AWAITING_APPROVAL: i32 = 6;
 /// The provider holds one of this job's external ids in more than one batch that can still
 /// pay: a payment was (or will be) made twice. Takes precedence over every other code.
 pub const DUPLICATE: i32 = 7;
@@ -31,6 +34,8 @@ pub enum Ended {
     Interrupted,
     /// Stopped by a failure (credentials refused, the provider out of reach, the disk).
     Fatal,
+    /// The payouts await approval: none was sent (what may go ahead did).
+    AwaitingApproval,
 }
 
 impl Ended {
@@ -41,6 +46,7 @@ impl Ended {
             Ended::InvalidInput => INVALID_INPUT,
             Ended::Interrupted => INTERRUPTED,
             Ended::Fatal => FATAL,
+            Ended::AwaitingApproval => AWAITING_APPROVAL,
         }
     }
 }
@@ -71,5 +77,6 @@ mod tests {
         assert_eq!(of_run(Ended::Interrupted, true, false), INTERRUPTED);
         assert_eq!(of_run(Ended::Fatal, true, false), FATAL);
         assert_eq!(of_run(Ended::Fatal, true, true), DUPLICATE);
+        assert_eq!(of_run(Ended::AwaitingApproval, true, false), AWAITING_APPROVAL);
     }
 }

@@ -82,16 +82,7 @@ fn list(names: &[&str]) -> String {
 }
 
 pub(super) fn options(state_path: &Path) -> crate::exec::RunOptions {
-    crate::exec::RunOptions {
-        state_path: state_path.to_path_buf(),
-        base_url: None,
-        credentials: None,
-        retry_failed: false,
-        stop: Default::default(),
-        poll_cap: None,
-        show_progress: false,
-        progress_every: std::time::Duration::from_secs(10),
-    }
+    crate::exec::RunOptions::at(state_path)
 }
 
 /// The embedded sandbox's methods (a `--sandbox` rehearsal is checked against them).

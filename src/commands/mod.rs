@@ -9,6 +9,7 @@ macro_rules! say {
     };
 }
 
+mod approve;
 mod cancel;
 mod error;
 mod methods;
@@ -42,6 +43,7 @@ pub fn run(cli: Cli) -> i32 {
         Command::Status(args) => status::status(&args),
         Command::Report(args) => report::report(&args),
         Command::Reconcile(args) => reconcile::reconcile(&args, cli.quiet),
+        Command::Approve(args) => approve::approve(&args),
         Command::Unlock(args) => unlock::unlock(&args),
         Command::Methods(args) => methods::methods(&args),
         Command::Cancel(args) => cancel::cancel(&args),
@@ -260,6 +262,19 @@ fn plan_error(job: &Job, e: crate::plan::PlanError) -> Error {
         PlanError::Input(e) => Error::Input(e),
         PlanError::State(e) => Error::State(e),
         e @ PlanError::Stopped => Error::Interrupted(e.to_string()),
+    }
+}
+
+/// What `plan` and `run` ask of a plan: who makes it (`--as`, else the OS user) and its
+/// control totals.
+fn plan_options(
+    control: &crate::cli::ControlArgs,
+    by: Option<&str>,
+) -> crate::plan::digest::PlanOptions {
+    crate::plan::digest::PlanOptions {
+        by: by.map_or_else(crate::plan::digest::os_user, str::to_string),
+        expect_totals: control.expect_totals.clone(),
+        expect_rows: control.expect_rows,
     }
 }
 

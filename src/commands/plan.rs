@@ -3,11 +3,13 @@
 
 use super::output::{Problems, plural, print_totals};
 use super::{Error, job_and_state, plan_error};
-use crate::cli::PlanArgs;
+use crate::cli::PlanCmdArgs;
 use crate::exit;
 use crate::job::steps::StepKind;
 
-pub(super) fn plan(args: &PlanArgs) -> Result<i32, Error> {
+pub(super) fn plan(cmd: &PlanCmdArgs) -> Result<i32, Error> {
+    let args = &cmd.plan;
+    let opts = super::plan_options(&cmd.control, cmd.by.as_deref());
     let (job, state_path) = job_and_state(args, false)?;
     if job.input.is_none() {
         println!(
@@ -33,7 +35,7 @@ pub(super) fn plan(args: &PlanArgs) -> Result<i32, Error> {
         say!("nothing was planned: the job's payout methods need the fields above");
         return Ok(exit::INVALID_INPUT);
     }
-    let planned = crate::plan::plan(&job, &state_path, &mut |e| problems.print(e));
+    let planned = crate::plan::plan(&job, &state_path, &opts, &mut |e| problems.print(e));
     problems.finish();
     match planned {
         Err(e) => Err(plan_error(&job, e)),
@@ -88,6 +90,11 @@ pub(super) fn plan(args: &PlanArgs) -> Result<i32, Error> {
                 println!();
                 println!("payout totals:");
                 print_totals(&outcome.summary);
+            }
+            println!();
+            println!("digest: {}", outcome.counts.digest);
+            if job.approval.is_some() {
+                super::approve::print_standing(&job, &outcome.state_path)?;
             }
             let conflicts = &outcome.counts.conflicts;
             if !conflicts.is_empty() {

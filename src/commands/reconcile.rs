@@ -20,14 +20,8 @@ pub(super) fn reconcile(args: &crate::cli::ReconcileArgs, quiet: bool) -> Result
     rt.block_on(async {
         let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
         let opts = crate::exec::RunOptions {
-            state_path: state_path.clone(),
-            base_url: None,
-            credentials: None,
-            retry_failed: false,
             stop,
-            poll_cap: None,
-            show_progress: false,
-            progress_every: std::time::Duration::from_secs(10),
+            ..crate::exec::RunOptions::at(&state_path)
         };
         match crate::exec::reconcile(&job, opts, only_run).await {
             Ok((report, changes)) => {

@@ -11,21 +11,20 @@ use std::path::Path;
 pub(super) fn run(args: &crate::cli::RunArgs, bars: bool, quiet: bool) -> Result<i32, Error> {
     let (job, state_path) = job_and_state(&args.plan, args.sandbox)?;
     if args.dry_run {
-        return dry_run(&job, &state_path);
+        return dry_run(&job, &state_path, &super::plan_options(&args.control, None));
     }
     let rt = runtime()?;
     rt.block_on(async {
         let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
         watch_signals(stop.clone());
         let mut opts = crate::exec::RunOptions {
-            state_path: state_path.clone(),
-            base_url: None,
-            credentials: None,
             retry_failed: args.retry_failed,
             stop,
-            poll_cap: None,
             show_progress: bars,
             progress_every: args.progress_every,
+            plan: super::plan_options(&args.control, None),
+            allow_duplicates: args.allow_duplicates,
+            ..crate::exec::RunOptions::at(&state_path)
         };
         let _sandbox = match args.sandbox {
             true => Some(embedded_sandbox(&job, &mut opts).await?),
@@ -73,9 +72,13 @@ pub(super) fn run(args: &crate::cli::RunArgs, bars: bool, quiet: bool) -> Result
 }
 
 /// `--dry-run`: what would be sent, planned into a copy of the state.
-fn dry_run(job: &Job, state_path: &Path) -> Result<i32, Error> {
+fn dry_run(
+    job: &Job,
+    state_path: &Path,
+    opts: &crate::plan::digest::PlanOptions,
+) -> Result<i32, Error> {
     let mut problems = Problems::default();
-    let dry = crate::exec::dry_run(job, state_path, &mut |e| problems.print(e));
+    let dry = crate::exec::dry_run(job, state_path, opts, &mut |e| problems.print(e));
     problems.finish();
     let lines = dry.map_err(|e| run_error(job, e))?;
     println!(
@@ -238,6 +241,7 @@ fn print_run(job: &Job, report: &crate::exec::RunReport) {
         exit::ROWS_FAILED if open > 0 => needing.as_str(),
         exit::ROWS_FAILED => "an export failed",
         exit::DUPLICATE => "A PAYOUT EXISTS TWICE at the provider (see below)",
+        exit::AWAITING_APPROVAL => "awaiting approval; no payout was sent",
         exit::INVALID_INPUT => "invalid input; nothing was sent",
         exit::INTERRUPTED => "interrupted; run again to resume",
         _ => "stopped",
@@ -266,6 +270,16 @@ fn print_run(job: &Job, report: &crate::exec::RunReport) {
             }
         }
         println!("    (`payrun status {}` lists them)", job.path.display());
+    }
+    if let Some(s) = report.approval.as_ref().filter(|s| !s.approved()) {
+        for line in s.lines() {
+            println!("  {line}");
+        }
+        println!(
+            "  approve with: payrun approve {} --digest {} --as NAME",
+            job.path.display(),
+            s.digest.digest
+        );
     }
     for e in &report.exports {
         let how = match e.state {

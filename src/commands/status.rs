@@ -36,6 +36,23 @@ fn show(job: &Job, path: &Path) -> Result<(), crate::state::StateError> {
         crate::state::shown(path)
     );
     print_counts(&snap.tally);
+    if let Some(approval) = &job.approval
+        && let Some(s) =
+            crate::plan::approval::standing(conn, approval, plan_id, chrono::Utc::now())
+                .map_err(err)?
+    {
+        println!(
+            "approval: {}",
+            if s.approved() {
+                "approved: its payouts go out at the next run"
+            } else {
+                "awaiting: no payout is sent until it is approved"
+            }
+        );
+        for line in s.lines() {
+            println!("  {line}");
+        }
+    }
     print_exports(&snap.exports);
     print_runs(&snap.runs);
     print_in_doubt(&snap.in_doubt);

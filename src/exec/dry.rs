@@ -14,15 +14,17 @@ use std::path::Path;
 pub fn dry_run(
     job: &Job,
     state_path: &Path,
+    opts: &crate::plan::digest::PlanOptions,
     on_error: &mut dyn FnMut(InputError),
 ) -> Result<Vec<String>, RunError> {
     let scratch = State::scratch_of(state_path)?;
-    let summary = crate::plan::validate(job, on_error).map_err(crate::plan::PlanError::from)?;
+    let summary =
+        crate::plan::checked(job, opts, on_error).map_err(crate::plan::PlanError::from)?;
     if summary.errors > 0 {
         return Err(crate::plan::PlanError::Invalid(summary).into());
     }
     let stop = std::sync::atomic::AtomicBool::new(false);
-    crate::plan::plan_into(job, &scratch.state, on_error, &stop)?;
+    crate::plan::plan_into(job, &scratch.state, opts, on_error, &stop)?;
     let st = &scratch.state;
     let lines = (|| {
         let conn = st.connection();

@@ -96,6 +96,8 @@ pub struct RunReport {
     pub report: Option<crate::report::Report>,
     /// Duplicates the last check found at the provider: (step, duplicate).
     pub duplicates: Vec<(String, work::Duplicate)>,
+    /// Where the plan's approvals stood, for a job with `approval:`.
+    pub approval: Option<crate::plan::approval::Standing>,
 }
 
 /// How to run.
@@ -114,6 +116,29 @@ pub struct RunOptions {
     pub show_progress: bool,
     /// Without bars, how often a step that works says how far it is.
     pub progress_every: std::time::Duration,
+    /// Who plans, and the control totals the plan must meet.
+    pub plan: crate::plan::digest::PlanOptions,
+    /// `--allow-duplicates`: payouts another scope paid recently may go out again.
+    pub allow_duplicates: bool,
+}
+
+impl RunOptions {
+    /// The options of a run on the state at `state_path` as the job gives it: the job's
+    /// provider, no retries of failed rows, no progress shown, planned by the OS user.
+    pub fn at(state_path: &std::path::Path) -> RunOptions {
+        RunOptions {
+            state_path: state_path.to_path_buf(),
+            base_url: None,
+            credentials: None,
+            retry_failed: false,
+            stop: Default::default(),
+            poll_cap: None,
+            show_progress: false,
+            progress_every: std::time::Duration::from_secs(10),
+            plan: crate::plan::digest::PlanOptions::by(crate::plan::digest::os_user()),
+            allow_duplicates: false,
+        }
+    }
 }
 
 /// Why a run's lock could not be taken: beside a state file, or — a PostgreSQL state, whose

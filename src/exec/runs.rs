@@ -121,6 +121,7 @@ pub async fn reconcile(
             exports: Vec::new(),
             report: None,
             duplicates,
+            approval: None,
         },
         changes,
     ))
@@ -150,9 +151,10 @@ pub async fn run(
             }
         }))
     });
+    let mut approval = None;
     // Planning happens under the lock: no other run can be sending while items change.
     let planned = tokio::task::block_in_place(|| {
-        crate::plan::plan_unless_stopped(job, &opts.state_path, on_error, &opts.stop)
+        crate::plan::plan_unless_stopped(job, &opts.state_path, &opts.plan, on_error, &opts.stop)
     });
     let ended = match planned {
         Err(crate::plan::PlanError::Invalid(_) | crate::plan::PlanError::Input(_)) => {
@@ -172,7 +174,18 @@ pub async fn run(
             return Err(e.into());
         }
         Ok(planned) => {
-            match execute_all(job, &ctx, opts.retry_failed, run_id, &planned.counts).await {
+            let went = match before_sending(job, &ctx, &opts).await {
+                Ok(Go::Refused) => Ok(Ended::InvalidInput),
+                Ok(go) => {
+                    if let Go::Payouts(Some(s)) | Go::Awaiting(s, _) = &go {
+                        approval = Some(s.clone());
+                    }
+                    execute_all(job, &ctx, opts.retry_failed, run_id, &planned.counts, &go)
+                        .await
+                }
+                Err(e) => Err(e),
+            };
+            match went {
                 Ok(ended) => ended,
                 Err(e) => {
                     let (stats, why) = (ctx.pacer.stats.snapshot(), e.to_string());
@@ -227,7 +240,88 @@ pub async fn run(
         exports,
         report,
         duplicates,
+        approval,
     })
+}
+
+/// What a planned run may send.
+enum Go {
+    /// Everything (with where its approvals stand, for a job with `approval:`).
+    Payouts(Option<crate::plan::approval::Standing>),
+    /// The payouts await approval: no payout step runs, nor any export; the other steps
+    /// run unless the job holds them too (`true`).
+    Awaiting(crate::plan::approval::Standing, bool),
+    /// The plan repeats another scope's payroll: nothing is sent (said here).
+    Refused,
+}
+
+impl Go {
+    /// Whether step `step` runs.
+    fn runs(&self, step: &crate::job::Step) -> bool {
+        match self {
+            Go::Payouts(_) => true,
+            Go::Awaiting(_, hold) => !hold && step.kind != StepKind::Payout,
+            Go::Refused => false,
+        }
+    }
+}
+
+/// Before anything is sent: the duplicate-payroll guard, then the approvals.
+async fn before_sending(job: &Job, ctx: &Ctx, opts: &RunOptions) -> Result<Go, RunError> {
+    let window = job.guards.duplicate_window;
+    let pays = job.steps.iter().any(|s| s.kind == StepKind::Payout);
+    if pays && !window.is_zero() && !opts.allow_duplicates {
+        let since = chrono::Utc::now()
+            - chrono::Duration::from_std(window).unwrap_or(chrono::Duration::MAX);
+        let since = since.to_rfc3339_opts(chrono::SecondsFormat::Millis, true);
+        let (plan_id, name) = (ctx.plan_id, job.name.clone());
+        let repeat = ctx
+            .db
+            .read(move |c| work::repeated_payroll(c, plan_id, &name, &since))
+            .await?;
+        if let Some(r) = repeat {
+            tracing::error!(
+                "refused as a duplicate payroll: {} of the {} payouts of scope '{}' pay the same accounts the same amounts as scope '{}' did{} (last sent {}), within guards.duplicate_window ({}); nothing was sent. If this payroll is meant, run again with --allow-duplicates",
+                r.matching,
+                r.planned,
+                job.scope,
+                r.scope,
+                r.run_id.map(|id| format!(" in run {id}")).unwrap_or_default(),
+                r.paid_at,
+                crate::job::show_duration(window)
+            );
+            return Ok(Go::Refused);
+        }
+    }
+    let Some(approval) = &job.approval else {
+        return Ok(Go::Payouts(None));
+    };
+    let (plan_id, a) = (ctx.plan_id, approval.clone());
+    let standing = ctx
+        .db
+        .read(move |c| {
+            crate::plan::approval::standing(c, &a, plan_id, chrono::Utc::now())
+        })
+        .await?
+        .ok_or_else(|| RunError::Fatal("the plan recorded no digest".into()))?;
+    if standing.approved() {
+        tracing::info!(
+            digest = %standing.digest.digest,
+            approvers = %standing.counted.join(", "),
+            "the plan is approved: its payouts go out"
+        );
+        return Ok(Go::Payouts(Some(standing)));
+    }
+    for line in standing.lines() {
+        tracing::warn!("awaiting approval: {line}");
+    }
+    tracing::warn!(
+        "no payout is sent until the plan has {} approvals: payrun approve {} --digest {} --as NAME",
+        standing.required,
+        job.path.display(),
+        standing.digest.digest
+    );
+    Ok(Go::Awaiting(standing, approval.hold_other_steps))
 }
 
 /// The row steps, then the export steps (unless the rows were interrupted).
@@ -237,6 +331,7 @@ async fn execute_all(
     retry_failed: bool,
     run_id: i64,
     planned: &crate::state::PlanCounts,
+    go: &Go,
 ) -> Result<Ended, RunError> {
     // A first plan says how many items each step has to send: no need to count them
     // again (a cold pass over the new table, before the first request).
@@ -244,7 +339,7 @@ async fn execute_all(
     let todo: Vec<Option<u64>> = (0..job.steps.len())
         .map(|si| planned.steps.get(si).filter(|_| known).map(|c| c.new))
         .collect();
-    let ended = execute(job, ctx.clone(), retry_failed, &todo).await?;
+    let ended = execute(job, ctx.clone(), retry_failed, &todo, &|s| go.runs(s)).await?;
     let halt = ctx.halt.lock().unwrap_or_else(|p| p.into_inner()).clone();
     if let Some(halt) = halt {
         let stay = "nothing more was sent, and the rows not done stay pending for the next run";
@@ -274,6 +369,13 @@ async fn execute_all(
             }
         }));
     }
+    if let Go::Awaiting(..) = go {
+        // The run is not whole until its payouts go: its exports wait for that run.
+        return Ok(match ended {
+            Ended::Done => Ended::AwaitingApproval,
+            other => other,
+        });
+    }
     if job.exports.is_empty() || ended == Ended::Interrupted {
         return Ok(ended);
     }
@@ -292,6 +394,7 @@ pub async fn execute(
     ctx: Arc<Ctx>,
     retry_failed: bool,
     known_todo: &[Option<u64>],
+    runs: &(dyn Fn(&crate::job::Step) -> bool + Sync),
 ) -> Result<Ended, RunError> {
     let plan_id = ctx.plan_id;
     if retry_failed {
@@ -320,6 +423,10 @@ pub async fn execute(
     for (si, step) in job.steps.iter().enumerate() {
         if ctx.stopping() {
             break;
+        }
+        if !runs(step) {
+            tracing::info!(step = %step.id, "step held: the plan awaits approval");
+            continue;
         }
         let todo = match known_todo.get(si).copied().flatten() {
             Some(n) => n,

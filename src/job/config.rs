@@ -25,6 +25,40 @@ pub struct JobConfig {
     pub report: Option<ReportConfig>,
     #[serde(default)]
     pub notify: Option<NotifyConfig>,
+    #[serde(default)]
+    pub approval: Option<ApprovalConfig>,
+    #[serde(default)]
+    pub guards: Option<GuardsConfig>,
+}
+
+/// `approval:`: payouts go out only once the plan's digest has this many approvals.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ApprovalConfig {
+    pub required: u32,
+    pub approvers: Vec<String>,
+    /// How long an approval counts after it is given (default: until the plan changes).
+    #[serde(default)]
+    pub expires: Option<String>,
+    /// Whether the person who made the plan may approve it (default false).
+    #[serde(default)]
+    pub preparer_may_approve: Option<bool>,
+    /// What the steps before the payouts do while the plan awaits approval: `proceed`
+    /// (default) or `wait`.
+    #[serde(default)]
+    pub other_steps: Option<String>,
+}
+
+/// `guards:`: checks against paying a payroll twice.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct GuardsConfig {
+    /// How far back a run looks for the same payouts under another scope (`0s`: not at all).
+    #[serde(default)]
+    pub duplicate_window: Option<String>,
+    /// `refuse` (default) or `allow` two row keys paying the same account in one file.
+    #[serde(default)]
+    pub shared_accounts: Option<String>,
 }
 
 /// Where to send the run's summary. The URL is resolved only when a run needs it (webhook

@@ -47,6 +47,9 @@ pub struct Job {
     pub exports: Vec<export::Export>,
     pub report: Report,
     pub notify: Option<Notify>,
+    /// `approval:`, when the job's payouts need approving.
+    pub approval: Option<Approval>,
+    pub guards: Guards,
     pub header: Arc<Header>,
     pub templates: Templates,
     /// Set for `run --sandbox`: state, reports and exports go to their sandbox places.
@@ -204,6 +207,62 @@ pub struct Wait {
     pub until: String,
     pub timeout: Duration,
     pub poll: Duration,
+}
+
+/// Who must approve a plan's digest before its payouts are sent.
+#[derive(Debug, Clone)]
+pub struct Approval {
+    pub required: u32,
+    pub approvers: Vec<String>,
+    /// How long an approval counts after it is given; `None`: until the plan changes.
+    pub expires: Option<Duration>,
+    pub preparer_may_approve: bool,
+    /// The steps before the payouts wait for approval too (`other_steps: wait`).
+    pub hold_other_steps: bool,
+}
+
+/// The checks against paying a payroll twice.
+#[derive(Debug, Clone)]
+pub struct Guards {
+    /// How far back a run compares its payouts with other scopes'; zero turns it off.
+    pub duplicate_window: Duration,
+    /// Two row keys may pay the same account in one file.
+    pub shared_accounts: bool,
+}
+
+/// A duration as a job file writes it, in its largest whole unit: `5d`, `36h`, `90s`.
+pub fn show_duration(d: Duration) -> String {
+    let s = d.as_secs();
+    for (unit, n) in [("d", 86_400), ("h", 3_600), ("m", 60)] {
+        if s >= n && s % n == 0 {
+            return format!("{}{unit}", s / n);
+        }
+    }
+    if d.subsec_millis() > 0 || s == 0 {
+        return format!("{}ms", d.as_millis());
+    }
+    format!("{s}s")
+}
+
+/// The documented default of `guards.duplicate_window`.
+pub const DUPLICATE_WINDOW: Duration = Duration::from_secs(5 * 24 * 3600);
+
+impl Default for Guards {
+    fn default() -> Guards {
+        Guards {
+            duplicate_window: DUPLICATE_WINDOW,
+            shared_accounts: false,
+        }
+    }
+}
+
+/// A name `--as` may give: what an OS user or an e-mail address is made of.
+pub fn approver_name_ok(name: &str) -> bool {
+    !name.is_empty()
+        && name.len() <= 64
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b'-' | b'@'))
 }
 
 /// Where a run's summary is posted, and when.

@@ -36,6 +36,11 @@ pub struct ItemPlan {
     /// The full, unmasked fields to send, as canonical JSON (image hashes left out); only
     /// when rendering for the executor.
     pub send: Option<String>,
+    /// A payout's SHA-256 of its full fields, for the plan's digest (never stored).
+    pub digest: Option<[u8; 32]>,
+    /// A payout's keyed hash of the account it pays and the amount (see
+    /// [`super::items::account_text`]): the same payment under another scope is found by it.
+    pub payee: Option<String>,
 }
 
 /// One input row's items.
@@ -106,6 +111,7 @@ pub fn check_rows(
         over_rows: None,
         over_total: BTreeMap::new(),
         running: Vec::new(),
+        accounts: Vec::new(),
     };
     for e in checker.check_constants() {
         merger.report(e);
@@ -152,6 +158,9 @@ pub struct ChunkResult {
     pub(super) items: Vec<(usize, Vec<ItemPlan>)>,
     /// The key hash of every row read.
     pub(super) hashes: Vec<u64>,
+    /// (slot, hash of step and account) of each valid payout, unless the job lets two keys
+    /// pay one account.
+    pub(super) accounts: Vec<(usize, u64)>,
     /// Per payout currency: the chunk's total and number of payouts.
     pub(super) subtotals: SmallVec<[([u8; 3], Decimal, u64); 2]>,
 }
@@ -163,6 +172,7 @@ impl ChunkResult {
         self.payouts.clear();
         self.items.clear();
         self.hashes.clear();
+        self.accounts.clear();
         self.subtotals.clear();
     }
 }
@@ -184,6 +194,9 @@ struct Merger<'a, 'e> {
     /// Running totals by currency (code, total, payouts, limit): a few entries compared as
     /// three bytes each, on the one thread every row passes through.
     running: Vec<([u8; 3], Decimal, u64, Option<Decimal>)>,
+    /// (hash of step and account, line) of each payout: two keys paying one account are
+    /// found by sorting them at the end.
+    accounts: Vec<(u64, u64)>,
 }
 
 impl Merger<'_, '_> {
@@ -215,6 +228,12 @@ impl Merger<'_, '_> {
             });
         }
         self.summary.rows += rows;
+        self.accounts.extend(
+            result
+                .accounts
+                .iter()
+                .map(|&(slot, h)| (h, chunk.lines[slot])),
+        );
         for h in &result.hashes {
             let bucket = &mut self.keys[(h >> 52) as usize];
             if bucket.capacity() == 0 {
@@ -318,6 +337,16 @@ impl Merger<'_, '_> {
                 .totals
                 .insert(String::from_utf8_lossy(&ccy).into_owned(), (total, n));
         }
+        for (line, first, key, first_key) in shared_accounts(job, std::mem::take(&mut self.accounts))? {
+            self.report(InputError {
+                path: job.csv_path(),
+                line: Some(line),
+                column: None,
+                message: format!(
+                    "row '{key}' pays the same account as row '{first_key}' (line {first}); two keys paying one account are refused (guards: {{ shared_accounts: allow }} permits it)"
+                ),
+            });
+        }
         let suspects = repeated_hashes(std::mem::take(&mut self.keys), workers);
         if !suspects.is_empty() {
             for (key, line, first) in confirm_duplicates(job, &suspects)? {
@@ -407,9 +436,48 @@ fn confirm_duplicates(
     Ok(repeats)
 }
 
+/// The payouts that pay an account an earlier row of the same step pays: (line, first
+/// line, key, first key), in file order. The keys are read again, for those lines only.
+fn shared_accounts(
+    job: &Job,
+    mut accounts: Vec<(u64, u64)>,
+) -> Result<Vec<(u64, u64, String, String)>, InputError> {
+    accounts.sort_unstable();
+    let mut repeats: Vec<(u64, u64)> = Vec::new();
+    for group in accounts.chunk_by(|a, b| a.0 == b.0) {
+        repeats.extend(group[1..].iter().map(|&(_, line)| (line, group[0].1)));
+    }
+    if repeats.is_empty() {
+        return Ok(Vec::new());
+    }
+    repeats.sort_unstable();
+    let wanted: HashSet<u64> = repeats.iter().flat_map(|&(a, b)| [a, b]).collect();
+    let mut keys: HashMap<u64, String> = HashMap::new();
+    if let Some(input) = &job.input {
+        let mut src = CsvSource::open(&input.csv, input.delimiter, &input.key)?;
+        let (mut record, mut key) = (StringRecord::new(), String::new());
+        loop {
+            match src.next_row(&mut record, &mut key) {
+                Ok(None) => break,
+                Ok(Some(line)) if wanted.contains(&line) => {
+                    keys.insert(line, key.clone());
+                }
+                Ok(Some(_)) => {}
+                Err(e) if e.line.is_none() => return Err(e),
+                Err(_) => {}
+            }
+        }
+    }
+    let key = |line: u64| keys.get(&line).cloned().unwrap_or_default();
+    Ok(repeats
+        .into_iter()
+        .map(|(line, first)| (line, first, key(line), key(first)))
+        .collect())
+}
+
 /// A fast 64-bit hash of a key: eight bytes at a time, then murmur3's final mix. Not
 /// collision-proof, and it need not be: repeats are confirmed on the real text.
-fn key_hash(key: &str) -> u64 {
+pub(super) fn key_hash(key: &str) -> u64 {
     let bytes = key.as_bytes();
     let mut h: u64 = 0x9e37_79b9_7f4a_7c15 ^ bytes.len() as u64;
     let mut words = bytes.chunks_exact(8);

@@ -93,9 +93,67 @@ impl<'a> Fields<'a> {
         String::from_utf8(out).unwrap_or_default()
     }
 
+    /// The account a payout pays (see [`account_text`]).
+    fn account(&self) -> Option<String> {
+        let params = self.entries.iter().find_map(|e| match &e.value {
+            FieldValue::Map(m) if e.name == "payout_method_params" => Some(m.as_slice()),
+            _ => None,
+        });
+        account_text(
+            self.text("payout_method_name"),
+            params.unwrap_or_default().iter().copied(),
+        )
+    }
+
     fn has_image_hashes(&self) -> bool {
         self.entries.iter().any(Entry::is_image_hash)
     }
+}
+
+/// The account a payout pays, as text: its method and the method's parameters in key
+/// order, but any whose name holds `name` (an account's holder may be written two ways: it
+/// is the same account). `None` when there is neither.
+pub fn account_text<'a>(
+    method: &str,
+    params: impl Iterator<Item = (&'a str, &'a str)>,
+) -> Option<String> {
+    let mut params: Vec<(&str, &str)> = params
+        .filter(|(k, v)| !k.contains("name") && !v.is_empty())
+        .collect();
+    if method.is_empty() && params.is_empty() {
+        return None;
+    }
+    // Stable: of equal keys the last given is kept, as in the item's JSON.
+    params.sort_by(|a, b| a.0.cmp(b.0));
+    params.dedup_by(|later, earlier| {
+        let same = later.0 == earlier.0;
+        if same {
+            earlier.1 = later.1;
+        }
+        same
+    });
+    let mut text = String::from(method);
+    for (k, v) in params {
+        text.push('\u{1f}');
+        text.push_str(k);
+        text.push('=');
+        text.push_str(v.trim());
+    }
+    Some(text)
+}
+
+/// The account of a payout step's rendered `values` (see [`account_text`]).
+pub(super) fn account_of(step: &Step, values: &[Rendered]) -> Option<String> {
+    let mut method = "";
+    let mut params: &[(&str, Cow<str>)] = &[];
+    for (field, value) in step.fields.iter().zip(values) {
+        match (field.spec.name, value) {
+            ("payout_method_name", Rendered::Text(t)) => method = t,
+            ("payout_method_params", Rendered::Map(m)) => params = m,
+            _ => {}
+        }
+    }
+    account_text(method, params.iter().map(|(k, v)| (*k, v.as_ref())))
 }
 
 /// A JSON string, escaped as serde_json escapes it.
@@ -195,6 +253,17 @@ pub fn build_item(
         (None, None, None)
     };
     let hashed = fields.json(false, true);
+    // What the plan's digest and the duplicate-payroll guard take of a payout; not when
+    // rendering to send.
+    let (digest, payee) = match (step.kind, amount) {
+        (StepKind::Payout, Some(a)) if !keep_full => (
+            Some(super::digest::content(&hashed)),
+            fields.account().map(|acct| {
+                hasher.hash(format!("{acct}\u{1f}{}\u{1f}{}", fields.text("currency"), a.normalize()).as_bytes())
+            }),
+        ),
+        _ => (None, None),
+    };
     let send = keep_full.then(|| {
         if fields.has_image_hashes() {
             fields.json(false, false)
@@ -218,6 +287,8 @@ pub fn build_item(
         group,
         external_id: ext,
         send,
+        digest,
+        payee,
     })
 }
 
@@ -234,6 +305,8 @@ pub fn skipped_item(si: usize, hasher: &crate::state::key::ContentKey) -> ItemPl
         group: None,
         external_id: None,
         send: None,
+        digest: None,
+        payee: None,
     }
 }
 

@@ -2,7 +2,9 @@
 //! `plan` validates first and, only when the input is clean and within the guardrails,
 //! upserts the items and batches into the state database.
 
+pub mod approval;
 mod check;
+pub mod digest;
 mod items;
 mod reader;
 mod rows;
@@ -80,9 +82,10 @@ pub fn use_sandbox_paths(job: &mut Job) {
 pub fn plan(
     job: &Job,
     state_path: &Path,
+    opts: &digest::PlanOptions,
     on_error: &mut dyn FnMut(InputError),
 ) -> Result<PlanOutcome, PlanError> {
-    plan_unless_stopped(job, state_path, on_error, &AtomicBool::new(false))
+    plan_unless_stopped(job, state_path, opts, on_error, &AtomicBool::new(false))
 }
 
 /// [`plan`], given up as soon as `stop` is set while the items are written (a plan of a
@@ -91,15 +94,30 @@ pub fn plan(
 pub fn plan_unless_stopped(
     job: &Job,
     state_path: &Path,
+    opts: &digest::PlanOptions,
     on_error: &mut dyn FnMut(InputError),
     stop: &AtomicBool,
 ) -> Result<PlanOutcome, PlanError> {
-    let summary = validate(job, on_error)?;
+    let summary = checked(job, opts, on_error)?;
     if summary.errors > 0 {
         return Err(PlanError::Invalid(summary));
     }
     let state = State::open(state_path)?;
-    plan_into(job, &state, on_error, stop)
+    plan_into(job, &state, opts, on_error, stop)
+}
+
+/// [`validate`], then the control totals of `opts` (their mismatches are problems too).
+pub fn checked(
+    job: &Job,
+    opts: &digest::PlanOptions,
+    on_error: &mut dyn FnMut(InputError),
+) -> Result<CheckSummary, InputError> {
+    let mut summary = validate(job, on_error)?;
+    for e in digest::control_totals(job, &summary, opts) {
+        summary.errors += 1;
+        on_error(e);
+    }
+    Ok(summary)
 }
 
 /// Writes the plan of a job whose input was found clean into `state` (the input is read
@@ -107,6 +125,7 @@ pub fn plan_unless_stopped(
 pub fn plan_into(
     job: &Job,
     state: &State,
+    opts: &digest::PlanOptions,
     on_error: &mut dyn FnMut(InputError),
     stop: &AtomicBool,
 ) -> Result<PlanOutcome, PlanError> {
@@ -146,7 +165,17 @@ pub fn plan_into(
     if late_errors > 0 {
         return Err(PlanError::Invalid(second));
     }
-    let counts = writer.commit()?;
+    // The file may have changed since the first pass: its totals are checked again.
+    let mismatched = digest::control_totals(job, &second, opts);
+    if !mismatched.is_empty() {
+        let mut second = second;
+        for e in mismatched {
+            second.errors += 1;
+            on_error(e);
+        }
+        return Err(PlanError::Invalid(second));
+    }
+    let counts = writer.commit(&second, &opts.by)?;
     Ok(PlanOutcome {
         summary: second,
         counts,

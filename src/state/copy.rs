@@ -7,7 +7,7 @@ use super::sql::{Arg, Conn, SqlResult, Value, args};
 /// Every table of the state with its columns, in an order that respects references
 /// (the same names in both stores).
 const TABLES: &[(&str, &[&str])] = &[
-    ("plans", &["id", "job", "scope", "created_at"]),
+    ("plans", &["id", "job", "scope", "created_at", "digest_id"]),
     (
         "batches",
         &[
@@ -60,8 +60,34 @@ const TABLES: &[(&str, &[&str])] = &[
             "group_key",
             "doubt_since",
             "doubt_applied",
+            "payee_hash",
         ],
     ),
+    (
+        "digests",
+        &[
+            "id",
+            "plan_id",
+            "digest",
+            "planned_by",
+            "planned_at",
+            "rows",
+            "totals",
+        ],
+    ),
+    (
+        "digest_rows",
+        &[
+            "digest_id",
+            "step",
+            "row_key",
+            "content_hash",
+            "amount",
+            "currency",
+            "batch",
+        ],
+    ),
+    ("approvals", &["digest_id", "approver", "note", "approved_at"]),
     (
         "runs",
         &[

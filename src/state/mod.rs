@@ -1,6 +1,7 @@
 //! The state database: SQLite in WAL mode, the single source of truth for what was planned,
 //! sent and confirmed. This module is the one place that opens it and migrates its schema.
 
+pub mod approvals;
 pub mod copy;
 mod db;
 pub mod exports;

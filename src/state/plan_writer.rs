@@ -34,6 +34,8 @@ pub struct PlanCounts {
     pub fresh: bool,
     /// (line, key, step id) of rows that changed after being sent.
     pub conflicts: Vec<(u64, String, String)>,
+    /// The plan's digest (`sha256:…`), what approvals are bound to.
+    pub digest: String,
 }
 
 struct OpenBatch {
@@ -64,6 +66,10 @@ pub struct PlanWriter<'s> {
     counts: PlanCounts,
     now: String,
     committed: bool,
+    /// The plan's digest, fed each payout item with its batch.
+    digester: Option<crate::plan::digest::Digester>,
+    /// The external id of each of the plan's batches.
+    batch_ids: HashMap<i64, String>,
 }
 
 impl Drop for PlanWriter<'_> {
@@ -101,21 +107,22 @@ struct NewItem {
     external_id: Option<String>,
     offset: i64,
     group: Option<String>,
+    payee: Option<String>,
 }
 
-/// `INSERT INTO items` of `rows` rows: `?1` the plan, `?2` the time, then 13 a row.
+/// `INSERT INTO items` of `rows` rows: `?1` the plan, `?2` the time, then 14 a row.
 fn insert_items_sql(rows: usize) -> String {
     let mut sql = String::from(
         "INSERT INTO items (plan_id, step, step_index, row_key, row_line, state, content_hash, payload,
-                            amount, currency, batch_id, external_id, created_at, updated_at, row_offset, group_key) VALUES ",
+                            amount, currency, batch_id, external_id, created_at, updated_at, row_offset, group_key, payee_hash) VALUES ",
     );
     for r in 0..rows {
-        let p = 3 + r * 13;
+        let p = 3 + r * 14;
         if r > 0 {
             sql.push(',');
         }
         sql.push_str(&format!(
-            "(?1,?{},?{},?{},?{},?{},?{},?{},?{},?{},?{},?{},?2,?2,?{},?{})",
+            "(?1,?{},?{},?{},?{},?{},?{},?{},?{},?{},?{},?{},?2,?2,?{},?{},?{})",
             p,
             p + 1,
             p + 2,
@@ -128,7 +135,8 @@ fn insert_items_sql(rows: usize) -> String {
             p + 9,
             p + 10,
             p + 11,
-            p + 12
+            p + 12,
+            p + 13
         ));
     }
     sql
@@ -198,7 +206,18 @@ impl<'s> PlanWriter<'s> {
                 |r| r.get(0),
             )
             .map_err(|e| state.err(e))?;
+        let batch_ids = conn
+            .all(
+                "SELECT id, external_id FROM batches WHERE plan_id = ?1",
+                args![plan_id],
+                |r| Ok((r.get(0)?, r.get(1)?)),
+            )
+            .map_err(|e| state.err(e))?
+            .into_iter()
+            .collect();
         Ok(PlanWriter {
+            digester: Some(crate::plan::digest::Digester::new(job, job.approval.is_some())),
+            batch_ids,
             fresh,
             conn,
             rows: Vec::new(),
@@ -218,6 +237,7 @@ impl<'s> PlanWriter<'s> {
                 steps: vec![StepCounts::default(); job.steps.len()],
                 conflicts: Vec::new(),
                 fresh,
+                digest: String::new(),
             },
             now,
             committed: false,
@@ -303,6 +323,7 @@ impl<'s> PlanWriter<'s> {
             match existing {
                 None => {
                     let batch = self.assign_batch(si, item.group.as_deref())?;
+                    self.digest(si, &row.key, &item, batch);
                     self.new_items.push(NewItem {
                         step: si,
                         row_key: row.key.clone(),
@@ -316,6 +337,7 @@ impl<'s> PlanWriter<'s> {
                         external_id: item.external_id,
                         offset: row.offset as i64,
                         group: item.group,
+                        payee: item.payee,
                     });
                     if self.new_items.len() == INSERT_ROWS {
                         self.insert_new_items()?;
@@ -331,6 +353,7 @@ impl<'s> PlanWriter<'s> {
                     if old.hash == item.hash
                         || item.legacy_hash.as_deref() == Some(old.hash.as_str()) =>
                 {
+                    self.digest(si, &row.key, &item, old.batch_id);
                     if old.hash != item.hash {
                         // A plain hash from before keys: the same content, now keyed.
                         self.exec(
@@ -369,20 +392,23 @@ impl<'s> PlanWriter<'s> {
                             self.assign_batch(si, group)?
                         }
                     };
+                    self.digest(si, &row.key, &item, batch);
                     self.exec(
                         "UPDATE items SET version = version + 1, state = ?2, content_hash = ?3, payload = ?4, amount = ?5,
                                 currency = ?6, batch_id = ?7, external_id = ?8, row_line = ?9, row_offset = ?11, group_key = ?12, error_code = NULL,
-                                error_message = NULL, updated_at = ?10
+                                error_message = NULL, updated_at = ?10, payee_hash = ?13
                          WHERE id = ?1",
                         args![old.id, new_state, item.hash, item.payload, amount, item.currency, batch, item.external_id, row.line as i64,
                             self.now,
                             row.offset as i64,
-                            item.group
+                            item.group,
+                            item.payee
                         ],
                     )?;
                     self.counts.steps[si].changed += 1;
                 }
                 Some(old) => {
+                    self.digest(si, &row.key, &item, old.batch_id);
                     // May have reached the provider: record, never re-send.
                     // (A plain conflict hash from before keys is rewritten keyed too.)
                     if old.conflict_hash.as_deref() != Some(item.hash.as_str()) {
@@ -409,7 +435,7 @@ impl<'s> PlanWriter<'s> {
         }
         let items = std::mem::take(&mut self.new_items);
         let step_index: Vec<i64> = items.iter().map(|i| i.step as i64).collect();
-        let mut all: Vec<&dyn Arg> = Vec::with_capacity(2 + items.len() * 13);
+        let mut all: Vec<&dyn Arg> = Vec::with_capacity(2 + items.len() * 14);
         all.push(&self.plan_id);
         all.push(&self.now);
         for (item, si) in items.iter().zip(&step_index) {
@@ -427,6 +453,7 @@ impl<'s> PlanWriter<'s> {
                 &item.external_id,
                 &item.offset,
                 &item.group,
+                &item.payee,
             ]);
         }
         self.exec(&insert_items_sql(items.len()), &all)?;
@@ -436,10 +463,34 @@ impl<'s> PlanWriter<'s> {
         Ok(())
     }
 
-    /// Commits the plan and returns its counts.
-    pub fn commit(mut self) -> Result<PlanCounts, StateError> {
+    /// Adds a payout item going out in `batch` to the plan's digest.
+    fn digest(&mut self, si: usize, key: &str, item: &crate::plan::ItemPlan, batch: Option<i64>) {
+        if self.steps[si].1 != StepKind::Payout || item.skipped {
+            return;
+        }
+        let batch = batch
+            .and_then(|b| self.batch_ids.get(&b))
+            .map_or("", String::as_str);
+        if let Some(d) = &mut self.digester {
+            d.payout(&self.steps[si].0, key, item, batch);
+        }
+    }
+
+    /// Commits the plan, its digest (made of `summary`'s totals too) recorded as the
+    /// plan's current one by `by`, and returns its counts.
+    pub fn commit(
+        mut self,
+        summary: &crate::plan::CheckSummary,
+        by: &str,
+    ) -> Result<PlanCounts, StateError> {
         self.write_rows()?;
         self.insert_new_items()?;
+        if let Some(d) = self.digester.take() {
+            let digest = d.finish(summary);
+            super::approvals::record_plan(self.conn, self.plan_id, &digest, by, &self.now)
+                .map_err(|e| self.state.err(e))?;
+            self.counts.digest = digest.digest;
+        }
         if self.inserted >= ANALYZE_AFTER {
             self.conn
                 .after_bulk_write("items (plan_id, step, row_line, row_key, state, conflict_hash)")
@@ -510,6 +561,7 @@ impl<'s> PlanWriter<'s> {
                 args![self.plan_id, step_id, seq, group, ext, self.now],
             )
             .map_err(|e| self.state.err(e))?;
+        self.batch_ids.insert(id, ext.clone());
         self.open[si].push(OpenBatch {
             id,
             group: group.to_string(),

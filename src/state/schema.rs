@@ -181,6 +181,43 @@ const MIGRATIONS: &[&str] = &[
         PRIMARY KEY (base, name)
     );
     "#,
+    // 9: plan digests (what a plan would send, as one hash; `plans.digest_id` the current
+    // one), the payout rows each was made of (kept for jobs with `approval:`, to say what
+    // changed), approvals bound to a digest; payout items' keyed hash of account and amount
+    // (the duplicate-payroll guard).
+    r#"
+    CREATE TABLE digests (
+        id          INTEGER PRIMARY KEY,
+        plan_id     INTEGER NOT NULL REFERENCES plans(id),
+        digest      TEXT NOT NULL,
+        planned_by  TEXT NOT NULL,
+        planned_at  TEXT NOT NULL,
+        rows        INTEGER NOT NULL,
+        -- JSON: [[currency, total, payouts], ...]
+        totals      TEXT NOT NULL,
+        UNIQUE (plan_id, digest)
+    );
+    ALTER TABLE plans ADD COLUMN digest_id INTEGER;
+    CREATE TABLE digest_rows (
+        digest_id    INTEGER NOT NULL REFERENCES digests(id),
+        step         TEXT NOT NULL,
+        row_key      TEXT NOT NULL,
+        content_hash TEXT NOT NULL,
+        amount       TEXT,
+        currency     TEXT,
+        batch        TEXT NOT NULL,
+        PRIMARY KEY (digest_id, step, row_key)
+    );
+    CREATE TABLE approvals (
+        digest_id   INTEGER NOT NULL REFERENCES digests(id),
+        approver    TEXT NOT NULL,
+        note        TEXT,
+        approved_at TEXT NOT NULL,
+        PRIMARY KEY (digest_id, approver)
+    );
+    ALTER TABLE items ADD COLUMN payee_hash TEXT;
+    CREATE INDEX items_by_payee ON items (payee_hash) WHERE payee_hash IS NOT NULL;
+    "#,
 ];
 
 /// The schema version this build writes.

@@ -142,6 +142,8 @@ impl Setup {
             poll_cap: Some(Duration::from_millis(100)),
             show_progress: false,
             progress_every: std::time::Duration::from_secs(10),
+        plan: Default::default(),
+        allow_duplicates: false,
         };
         run(&job, opts, &mut |e| panic!("unexpected input error: {e}"))
             .await
@@ -206,6 +208,8 @@ async fn example_payroll_end_to_end() {
         poll_cap: Some(Duration::from_millis(100)),
         show_progress: false,
         progress_every: std::time::Duration::from_secs(10),
+    plan: Default::default(),
+    allow_duplicates: false,
     };
     let report = run(&job, opts(&dir.path().join("s.db")), &mut |e| panic!("{e}"))
         .await

@@ -134,6 +134,8 @@ impl<'a> Builder<'a> {
         };
         let report = self.report(c.report, &dir);
         let notify = c.notify.as_ref().and_then(|n| self.notify(n));
+        let approval = c.approval.as_ref().and_then(|a| self.approval(a));
+        let guards = self.guards(c.guards.as_ref());
 
         // The scope partitions state: render it before the step templates that may use it.
         let scope = self.scope(c.scope.as_deref(), &c.name, &vars);
@@ -171,6 +173,12 @@ impl<'a> Builder<'a> {
             provider.kind,
         );
 
+        if approval.is_some() && !steps.iter().any(|s: &Step| s.kind == StepKind::Payout) {
+            self.err(
+                &["approval"],
+                "approval: the job has no payout step to approve",
+            );
+        }
         if !self.diags.is_empty() {
             return Err(self.diags);
         }
@@ -190,6 +198,8 @@ impl<'a> Builder<'a> {
             exports,
             report,
             notify,
+            approval,
+            guards,
             header,
             templates,
             sandbox: false,

@@ -380,4 +380,82 @@ impl Builder<'_> {
             unresolved,
         })
     }
+
+    pub(super) fn approval(&mut self, a: &config::ApprovalConfig) -> Option<crate::job::Approval> {
+        let before = self.diags.len();
+        let mut seen = std::collections::HashSet::new();
+        for name in &a.approvers {
+            if !crate::job::approver_name_ok(name) {
+                self.err(
+                    &["approval", "approvers"],
+                    format!("approver '{}' must be 1-64 letters, digits, '.', '_', '-' or '@'", name.escape_debug()),
+                );
+            } else if !seen.insert(name.as_str()) {
+                self.err(&["approval", "approvers"], format!("approver '{name}' is listed twice"));
+            }
+        }
+        if a.required == 0 || a.required as usize > a.approvers.len() {
+            self.err(
+                &["approval", "required"],
+                format!(
+                    "approval.required must be from 1 to the number of approvers ({}), got {}",
+                    a.approvers.len(),
+                    a.required
+                ),
+            );
+        }
+        let expires = match a.expires.as_deref().map(parse_duration) {
+            None => None,
+            Some(Ok(d)) if !d.is_zero() => Some(d),
+            Some(Ok(_)) => {
+                self.err(&["approval", "expires"], "approval.expires must be longer than 0s");
+                None
+            }
+            Some(Err(e)) => {
+                self.err(&["approval", "expires"], e);
+                None
+            }
+        };
+        let hold_other_steps = match a.other_steps.as_deref() {
+            None | Some("proceed") => false,
+            Some("wait") => true,
+            Some(other) => {
+                self.err(
+                    &["approval", "other_steps"],
+                    format!("approval.other_steps must be proceed or wait (got '{other}')"),
+                );
+                false
+            }
+        };
+        (self.diags.len() == before).then(|| crate::job::Approval {
+            required: a.required,
+            approvers: a.approvers.clone(),
+            expires,
+            preparer_may_approve: a.preparer_may_approve.unwrap_or(false),
+            hold_other_steps,
+        })
+    }
+
+    pub(super) fn guards(&mut self, g: Option<&config::GuardsConfig>) -> crate::job::Guards {
+        let mut guards = crate::job::Guards::default();
+        let Some(g) = g else { return guards };
+        guards.duplicate_window = self.duration(
+            &["guards", "duplicate_window"],
+            g.duplicate_window.as_deref(),
+            crate::job::DUPLICATE_WINDOW,
+        );
+        guards.shared_accounts = match g.shared_accounts.as_deref() {
+            None | Some("refuse") => false,
+            Some("allow") => true,
+            Some(other) => {
+                self.err(
+                    &["guards", "shared_accounts"],
+                    format!("guards.shared_accounts must be refuse or allow (got '{other}')"),
+                );
+                false
+            }
+        };
+        guards
+    }
 }
+
