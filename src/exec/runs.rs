@@ -217,14 +217,21 @@ pub async fn run(
     let exports = db
         .read(move |c| crate::state::exports::of_run(c, run_id))
         .await?;
-    let (names, steps, source) = (
+    let (names, steps, source, approval_of) = (
         (job.name.clone(), job.scope.clone()),
         job.steps.iter().map(|s| (s.id.clone(), s.kind)).collect(),
         db.path().to_path_buf(),
+        job.approval.clone(),
     );
     let report = db
         .read(move |c| {
-            crate::report::Report::load_of(c, &source, (&names.0, &names.1), steps, Some(run_id))
+            crate::report::Report::load_of(
+                c,
+                &source,
+                (&names.0, &names.1),
+                (steps, approval_of.as_ref()),
+                Some(run_id),
+            )
         })
         .await
         .ok();

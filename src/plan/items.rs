@@ -112,7 +112,8 @@ impl<'a> Fields<'a> {
 
 /// The account a payout pays, as text: its method and the method's parameters in key
 /// order, but any whose name holds `name` (an account's holder may be written two ways: it
-/// is the same account). `None` when there is neither.
+/// is the same account), each value without spaces or dashes and in lower case. `None`
+/// when there is neither.
 pub fn account_text<'a>(
     method: &str,
     params: impl Iterator<Item = (&'a str, &'a str)>,
@@ -137,7 +138,12 @@ pub fn account_text<'a>(
         text.push('\u{1f}');
         text.push_str(k);
         text.push('=');
-        text.push_str(v.trim());
+        // `062-000` and `062 000` are BSB 062000; a PayID's case is not its own.
+        text.extend(
+            v.chars()
+                .filter(|c| !matches!(c, ' ' | '-'))
+                .flat_map(char::to_lowercase),
+        );
     }
     Some(text)
 }

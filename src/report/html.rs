@@ -112,6 +112,9 @@ pub fn report_html(r: &Report, h: &mut super::Out) {
     if !r.duplicates.is_empty() {
         duplicates(r, h);
     }
+    if let Some(a) = &r.approval {
+        approval(a, h);
+    }
     // A job of exports only has no rows: no totals, counts or row tables.
     if !r.steps.is_empty() {
         totals_and_counts(r, h);
@@ -140,6 +143,41 @@ fn duplicates(r: &Report, h: &mut super::Out) {
             esc(&d.external_id),
             esc(d.row_key.as_deref().unwrap_or("(the batch)")),
             esc(&d.uuids.join(", "))
+        );
+    }
+    h.push_str("</tbody></table>");
+}
+
+/// The plan's digest and who approved it.
+fn approval(a: &crate::plan::approval::Standing, h: &mut super::Out) {
+    let d = &a.digest;
+    let _ = write!(
+        h,
+        "<h2 id=\"approval\" class=\"{}\">Approval: {} of {} — {}</h2><p>Plan digest <code>{}</code>, planned by {} at {}.</p>",
+        if a.approved() { "succeeded" } else { "failed" },
+        a.counted.len(),
+        a.required,
+        if a.approved() { "approved" } else { "awaiting approval: no payout was sent" },
+        esc(&d.digest),
+        esc(&d.planned_by),
+        esc(&d.planned_at)
+    );
+    if a.approvals.is_empty() {
+        return;
+    }
+    h.push_str("<table id=\"approvals\"><thead><tr><th>Approver</th><th>Approved at</th><th>Counted</th><th>Note</th></tr></thead><tbody>");
+    for x in &a.approvals {
+        let counted = match a.not_counted.iter().find(|n| n.approver == x.approver) {
+            Some(n) => format!("no: {}", n.why),
+            None => "yes".into(),
+        };
+        let _ = write!(
+            h,
+            "<tr><td>{}</td><td>{}</td><td>{}</td><td>{}</td></tr>",
+            esc(&x.approver),
+            esc(&x.approved_at),
+            esc(&counted),
+            esc(x.note.as_deref().unwrap_or(""))
         );
     }
     h.push_str("</tbody></table>");

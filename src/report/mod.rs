@@ -87,6 +87,8 @@ pub struct Report {
     pub duplicates: Vec<(String, crate::state::work::Duplicate)>,
     /// Which state file the report comes from (see [`run_dir`]).
     pub instance: String,
+    /// For a job with `approval:`: the current plan's digest and its approvals.
+    pub approval: Option<crate::plan::approval::Standing>,
 }
 
 /// Why a report could not be made.
@@ -114,7 +116,13 @@ impl Report {
         run_id: Option<i64>,
     ) -> Result<Report, crate::state::SqlError> {
         let steps = job.steps.iter().map(|s| (s.id.clone(), s.kind)).collect();
-        Report::load_of(conn, source, (&job.name, &job.scope), steps, run_id)
+        Report::load_of(
+            conn,
+            source,
+            (&job.name, &job.scope),
+            (steps, job.approval.as_ref()),
+            run_id,
+        )
     }
 
     /// [`Report::load`] of the plan of `(job name, scope)` with these steps: what a closure
@@ -123,11 +131,15 @@ impl Report {
         conn: &Conn,
         source: &Path,
         (name, scope): (&str, &str),
-        steps: Vec<(String, StepKind)>,
+        (steps, approval): (Vec<(String, StepKind)>, Option<&crate::job::Approval>),
         run_id: Option<i64>,
     ) -> Result<Report, crate::state::SqlError> {
         let plan_id: Option<i64> = crate::state::work::plan_id(conn, name, scope)?;
         let plan_id = plan_id.unwrap_or(-1);
+        let approval = match approval {
+            Some(a) => crate::plan::approval::standing(conn, a, plan_id, chrono::Utc::now())?,
+            None => None,
+        };
         let run = crate::state::work::run_info(conn, plan_id, run_id)?.unwrap_or_default();
         let mut totals: BTreeMap<String, Totals> = BTreeMap::new();
         let mut counts: BTreeMap<String, BTreeMap<Status, u64>> = BTreeMap::new();
@@ -160,6 +172,7 @@ impl Report {
         let duplicates = crate::state::work::duplicates_of(conn, plan_id)?;
         let instance = crate::state::work::instance(conn)?;
         Ok(Report {
+            approval,
             instance,
             duplicates,
             exports,

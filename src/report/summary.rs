@@ -56,6 +56,22 @@ pub fn summary_json(r: &Report) -> String {
         })).collect::<Vec<_>>(),
     });
     let mut v = v;
+    if let Some(a) = &r.approval {
+        let d = &a.digest;
+        v["approval"] = json!({
+            "digest": d.digest,
+            "planned_by": d.planned_by,
+            "planned_at": d.planned_at,
+            "required": a.required,
+            "approved": a.approved(),
+            "approvals": a.approvals.iter().map(|x| json!({
+                "approver": x.approver,
+                "approved_at": x.approved_at,
+                "note": x.note,
+                "counted": a.counted.contains(&x.approver),
+            })).collect::<Vec<_>>(),
+        });
+    }
     if !r.exports.is_empty() {
         let mut exported: Map<String, Value> = Map::new();
         let mut steps: Map<String, Value> = Map::new();

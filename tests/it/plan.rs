@@ -147,7 +147,7 @@ fn new_rows_join_open_batches() {
     let f = Fixture::standard();
     plan(&f);
     let mut r = rows();
-    r.push("E4,Dan,Oh,dan@example.com,AU,1979-12-31,100.00,033000,11223344".into());
+    r.push("E4,Dan,Oh,dan@example.com,AU,1979-12-31,100.00,033000,55667788".into());
     f.write_csv(&r);
     let out = plan(&f);
     assert!(

@@ -87,6 +87,7 @@ fn help_looks_as_it_did() {
         Some("status"),
         Some("report"),
         Some("reconcile"),
+        Some("approve"),
         Some("unlock"),
         Some("cancel"),
         Some("methods"),
