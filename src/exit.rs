@@ -77,6 +77,9 @@ mod tests {
         assert_eq!(of_run(Ended::Interrupted, true, false), INTERRUPTED);
         assert_eq!(of_run(Ended::Fatal, true, false), FATAL);
         assert_eq!(of_run(Ended::Fatal, true, true), DUPLICATE);
-        assert_eq!(of_run(Ended::AwaitingApproval, true, false), AWAITING_APPROVAL);
+        assert_eq!(
+            of_run(Ended::AwaitingApproval, true, false),
+            AWAITING_APPROVAL
+        );
     }
 }

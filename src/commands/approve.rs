@@ -26,7 +26,9 @@ pub(super) fn approve(args: &ApproveArgs) -> Result<i32, Error> {
         )));
     }
     if let Some(why) = no_state_yet(&job, &args.plan, &path, None) {
-        return Err(Error::Invalid(format!("{why}: there is no plan to approve")));
+        return Err(Error::Invalid(format!(
+            "{why}: there is no plan to approve"
+        )));
     }
     let st = crate::state::State::open(&path)?;
     let conn = st.connection();
@@ -60,8 +62,8 @@ pub(super) fn approve(args: &ApproveArgs) -> Result<i32, Error> {
         )));
     }
     let at = now.to_rfc3339_opts(chrono::SecondsFormat::Millis, true);
-    let added = crate::state::approvals::approve(conn, d.id, me, args.note.as_deref(), &at)
-        .map_err(err)?;
+    let added =
+        crate::state::approvals::approve(conn, d.id, me, args.note.as_deref(), &at).map_err(err)?;
     if !added {
         let when = current
             .approvals

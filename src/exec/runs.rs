@@ -180,8 +180,7 @@ pub async fn run(
                     if let Go::Payouts(Some(s)) | Go::Awaiting(s, _) = &go {
                         approval = Some(s.clone());
                     }
-                    execute_all(job, &ctx, opts.retry_failed, run_id, &planned.counts, &go)
-                        .await
+                    execute_all(job, &ctx, opts.retry_failed, run_id, &planned.counts, &go).await
                 }
                 Err(e) => Err(e),
             };
@@ -293,7 +292,9 @@ async fn before_sending(job: &Job, ctx: &Ctx, opts: &RunOptions) -> Result<Go, R
                 r.planned,
                 job.scope,
                 r.scope,
-                r.run_id.map(|id| format!(" in run {id}")).unwrap_or_default(),
+                r.run_id
+                    .map(|id| format!(" in run {id}"))
+                    .unwrap_or_default(),
                 r.paid_at,
                 crate::job::show_duration(window)
             );
@@ -306,9 +307,7 @@ async fn before_sending(job: &Job, ctx: &Ctx, opts: &RunOptions) -> Result<Go, R
     let (plan_id, a) = (ctx.plan_id, approval.clone());
     let standing = ctx
         .db
-        .read(move |c| {
-            crate::plan::approval::standing(c, &a, plan_id, chrono::Utc::now())
-        })
+        .read(move |c| crate::plan::approval::standing(c, &a, plan_id, chrono::Utc::now()))
         .await?
         .ok_or_else(|| RunError::Fatal("the plan recorded no digest".into()))?;
     if standing.approved() {

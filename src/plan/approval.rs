@@ -230,7 +230,11 @@ mod tests {
             now,
         );
         assert_eq!(s.counted, ["bob"]);
-        let why: Vec<_> = s.not_counted.iter().map(|n| (n.approver.as_str(), n.why)).collect();
+        let why: Vec<_> = s
+            .not_counted
+            .iter()
+            .map(|n| (n.approver.as_str(), n.why))
+            .collect();
         assert_eq!(
             why,
             [
@@ -252,7 +256,10 @@ mod tests {
         let s = judge(
             &allowed,
             digest,
-            vec![record("carol", "2026-12-04T10:00:00.000Z"), record("alice", "2026-01-01T00:00:00.000Z")],
+            vec![
+                record("carol", "2026-12-04T10:00:00.000Z"),
+                record("alice", "2026-01-01T00:00:00.000Z"),
+            ],
             None,
             now,
         );

@@ -337,7 +337,9 @@ impl Merger<'_, '_> {
                 .totals
                 .insert(String::from_utf8_lossy(&ccy).into_owned(), (total, n));
         }
-        for (line, first, key, first_key) in shared_accounts(job, std::mem::take(&mut self.accounts))? {
+        for (line, first, key, first_key) in
+            shared_accounts(job, std::mem::take(&mut self.accounts))?
+        {
             self.report(InputError {
                 path: job.csv_path(),
                 line: Some(line),

@@ -265,7 +265,14 @@ pub fn build_item(
         (StepKind::Payout, Some(a)) if !keep_full => (
             Some(super::digest::content(&hashed)),
             fields.account().map(|acct| {
-                hasher.hash(format!("{acct}\u{1f}{}\u{1f}{}", fields.text("currency"), a.normalize()).as_bytes())
+                hasher.hash(
+                    format!(
+                        "{acct}\u{1f}{}\u{1f}{}",
+                        fields.text("currency"),
+                        a.normalize()
+                    )
+                    .as_bytes(),
+                )
             }),
         ),
         _ => (None, None),
@@ -320,6 +327,49 @@ pub fn skipped_item(si: usize, hasher: &crate::state::key::ContentKey) -> ItemPl
 mod tests {
     use super::*;
     use serde_json::Map;
+
+    #[test]
+    fn an_account_is_its_method_and_parameters_however_spelled_but_not_its_holder() {
+        let acct = |method, params: &[(&'static str, &'static str)]| {
+            account_text(method, params.iter().copied())
+        };
+        let a = acct(
+            "au_bank_aud",
+            &[
+                ("bsb", "062000"),
+                ("account_number", "12345678"),
+                ("account_name", "Ann Lee"),
+            ],
+        );
+        let b = acct(
+            "au_bank_aud",
+            &[
+                ("account_name", "A Lee"),
+                ("account_number", "1234 5678"),
+                ("bsb", "062-000"),
+            ],
+        );
+        assert_eq!(a, b);
+        assert_ne!(
+            a,
+            acct(
+                "au_bank_aud",
+                &[("bsb", "062000"), ("account_number", "12345679")]
+            )
+        );
+        assert_ne!(
+            a,
+            acct(
+                "nz_bank_nzd",
+                &[("bsb", "062000"), ("account_number", "12345678")]
+            )
+        );
+        assert_eq!(
+            acct("payid", &[("payid", "Ann@Example.com")]),
+            acct("payid", &[("payid", "ann@example.com")])
+        );
+        assert_eq!(acct("", &[]), None);
+    }
 
     /// The stored hash of every planned item comes from this text: it must stay exactly
     /// what serde_json prints for the same object, or a re-plan would see every row changed.

@@ -157,7 +157,11 @@ fn approval(a: &crate::plan::approval::Standing, h: &mut super::Out) {
         if a.approved() { "succeeded" } else { "failed" },
         a.counted.len(),
         a.required,
-        if a.approved() { "approved" } else { "awaiting approval: no payout was sent" },
+        if a.approved() {
+            "approved"
+        } else {
+            "awaiting approval: no payout was sent"
+        },
         esc(&d.digest),
         esc(&d.planned_by),
         esc(&d.planned_at)

@@ -87,7 +87,10 @@ const TABLES: &[(&str, &[&str])] = &[
             "batch",
         ],
     ),
-    ("approvals", &["digest_id", "approver", "note", "approved_at"]),
+    (
+        "approvals",
+        &["digest_id", "approver", "note", "approved_at"],
+    ),
     (
         "runs",
         &[

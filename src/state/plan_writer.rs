@@ -216,7 +216,10 @@ impl<'s> PlanWriter<'s> {
             .into_iter()
             .collect();
         Ok(PlanWriter {
-            digester: Some(crate::plan::digest::Digester::new(job, job.approval.is_some())),
+            digester: Some(crate::plan::digest::Digester::new(
+                job,
+                job.approval.is_some(),
+            )),
             batch_ids,
             fresh,
             conn,

@@ -286,7 +286,10 @@ mod tests {
             .unwrap()
             .collect::<Result<_, _>>()
             .unwrap();
-        assert_eq!(indexes, ["items_by_batch", "items_by_line", "items_by_payee"]);
+        assert_eq!(
+            indexes,
+            ["items_by_batch", "items_by_line", "items_by_payee"]
+        );
         let partial: String = conn
             .query_row(
                 "SELECT sql FROM sqlite_master WHERE name = 'items_by_batch'",

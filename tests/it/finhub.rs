@@ -148,8 +148,8 @@ impl Dir {
             poll_cap: None,
             show_progress: false,
             progress_every: std::time::Duration::from_secs(10),
-        plan: Default::default(),
-        allow_duplicates: false,
+            plan: Default::default(),
+            allow_duplicates: false,
         };
         run(&job, opts, &mut |e| panic!("{e}"))
             .await

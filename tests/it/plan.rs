@@ -308,3 +308,49 @@ fn the_state_is_where_payrun_state_says_and_a_url_never_shows_its_password() {
     );
     assert!(!f.path("mysql:").exists());
 }
+
+/// The digest `plan` printed, planning into the state `state`.
+fn digest_in(f: &Fixture, state: &str) -> String {
+    let out = f.payrun(&["plan", "job.yaml", "--state", state]);
+    assert_eq!(out.code, 0, "plan failed:\n{}{}", out.stdout, out.stderr);
+    let d = out
+        .stdout
+        .lines()
+        .find_map(|l| l.strip_prefix("digest: "))
+        .unwrap_or_else(|| panic!("no digest:\n{}", out.stdout))
+        .to_string();
+    assert!(d.starts_with("sha256:") && d.len() == 71, "{d}");
+    d
+}
+
+#[test]
+fn the_digest_is_the_same_for_the_same_inputs_and_changes_with_a_payee_an_amount_or_a_batch() {
+    let f = Fixture::standard();
+    let first = digest_in(&f, "a.db");
+    // Another state (another machine's, with its own key): the same digest.
+    assert_eq!(digest_in(&f, "b.db"), first);
+    assert_eq!(digest_in(&f, "a.db"), first, "a re-plan keeps it");
+    // Nothing personal is printed with it.
+    let out = f.payrun(&["plan", "job.yaml", "--state", "a.db"]);
+    assert!(!out.stdout.contains("12345678"), "{}", out.stdout);
+
+    let changed = |row: usize, from: &str, to: &str| {
+        let mut r = rows();
+        r[row] = r[row].replace(from, to);
+        f.write_csv(&r);
+        let d = digest_in(&f, &format!("{from}-{to}.db"));
+        f.write_csv(&rows());
+        d
+    };
+    let amount = changed(0, "1500.00", "1500.01");
+    let account = changed(1, "87654321", "87654322");
+    let name = changed(2, "Cat", "Kat");
+    for d in [&amount, &account, &name] {
+        assert_ne!(d, &first);
+    }
+    assert_eq!(digest_in(&f, "a.db"), first, "back as it was");
+
+    // Batches of 1 instead of 2: every payout goes out in another batch.
+    f.write("job.yaml", JOB.replace("size: 2", "size: 1").as_bytes());
+    assert_ne!(digest_in(&f, "c.db"), first);
+}

@@ -85,8 +85,8 @@ async fn reports_show_every_row_safely_and_regenerate_identically() {
         poll_cap: None,
         show_progress: false,
         progress_every: std::time::Duration::from_secs(10),
-    plan: Default::default(),
-    allow_duplicates: false,
+        plan: Default::default(),
+        allow_duplicates: false,
     };
     let first = run(&job, opts(), &mut |e| panic!("{e}")).await.unwrap();
     assert_eq!(first.exit_code, 1);

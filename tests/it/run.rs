@@ -13,6 +13,7 @@ use std::sync::Arc;
 use std::sync::atomic::AtomicBool;
 use std::time::Duration;
 
+mod approval;
 mod day_to_day;
 mod lock;
 mod postgres;
@@ -142,8 +143,8 @@ impl Setup {
             poll_cap: Some(Duration::from_millis(100)),
             show_progress: false,
             progress_every: std::time::Duration::from_secs(10),
-        plan: Default::default(),
-        allow_duplicates: false,
+            plan: Default::default(),
+            allow_duplicates: false,
         };
         run(&job, opts, &mut |e| panic!("unexpected input error: {e}"))
             .await
@@ -208,8 +209,8 @@ async fn example_payroll_end_to_end() {
         poll_cap: Some(Duration::from_millis(100)),
         show_progress: false,
         progress_every: std::time::Duration::from_secs(10),
-    plan: Default::default(),
-    allow_duplicates: false,
+        plan: Default::default(),
+        allow_duplicates: false,
     };
     let report = run(&job, opts(&dir.path().join("s.db")), &mut |e| panic!("{e}"))
         .await

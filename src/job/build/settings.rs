@@ -388,10 +388,16 @@ impl Builder<'_> {
             if !crate::job::approver_name_ok(name) {
                 self.err(
                     &["approval", "approvers"],
-                    format!("approver '{}' must be 1-64 letters, digits, '.', '_', '-' or '@'", name.escape_debug()),
+                    format!(
+                        "approver '{}' must be 1-64 letters, digits, '.', '_', '-' or '@'",
+                        name.escape_debug()
+                    ),
                 );
             } else if !seen.insert(name.as_str()) {
-                self.err(&["approval", "approvers"], format!("approver '{name}' is listed twice"));
+                self.err(
+                    &["approval", "approvers"],
+                    format!("approver '{name}' is listed twice"),
+                );
             }
         }
         if a.required == 0 || a.required as usize > a.approvers.len() {
@@ -408,7 +414,10 @@ impl Builder<'_> {
             None => None,
             Some(Ok(d)) if !d.is_zero() => Some(d),
             Some(Ok(_)) => {
-                self.err(&["approval", "expires"], "approval.expires must be longer than 0s");
+                self.err(
+                    &["approval", "expires"],
+                    "approval.expires must be longer than 0s",
+                );
                 None
             }
             Some(Err(e)) => {
@@ -458,4 +467,3 @@ impl Builder<'_> {
         guards
     }
 }
-

@@ -354,7 +354,8 @@ impl RowChecker<'_> {
             if !self.job.guards.shared_accounts
                 && let Some(account) = super::items::account_of(step, values)
             {
-                let h = super::check::key_hash(&account) ^ (si as u64).wrapping_mul(0x9e37_79b9_7f4a_7c15);
+                let h = super::check::key_hash(&account)
+                    ^ (si as u64).wrapping_mul(0x9e37_79b9_7f4a_7c15);
                 errs.out.accounts.push((errs.slot, h));
             }
         }

@@ -268,3 +268,148 @@ fn a_long_listing_comes_whole_and_in_order_and_a_stop_leaves_the_connection_usab
         assert_eq!(count, n, "{}", store.name);
     }
 }
+
+/// A payout item of `plan`: row `key`, `state`, its payee hash, first sent at `sent`.
+fn payout(c: &Conn, plan: i64, key: &str, state: &str, payee: &str, sent: Option<&str>) {
+    c.execute(
+        "INSERT INTO items (plan_id, step, step_index, row_key, row_line, state, content_hash, payload, created_at, updated_at, payee_hash, first_attempt_at)
+         VALUES (?1, 'pay', 0, ?2, 1, ?3, 'h', '{}', 't', 't', ?4, ?5)",
+        args![plan, key, state, payee, sent],
+    )
+    .unwrap();
+}
+
+#[test]
+fn a_plan_repeating_most_of_a_recent_scope_s_payouts_is_found() {
+    for store in two_plans() {
+        let c = store.state().connection();
+        let name = store.name;
+        c.execute(
+            "INSERT INTO runs (id, plan_id, started_at, pid, host) VALUES (7, 2, '2026-12-01T00:00:00.000Z', 1, 'h')",
+            args![],
+        )
+        .unwrap();
+        // Scope 'other' paid a, b, c (d failed: not paid); an old payout of e is outside
+        // the window.
+        for (k, st, p, at) in [
+            ("1", "succeeded", "a", "2026-12-01T01:00:00.000Z"),
+            ("2", "in_flight", "b", "2026-12-01T01:00:00.000Z"),
+            ("3", "succeeded", "c", "2026-12-01T02:00:00.000Z"),
+            ("4", "failed", "d", "2026-12-01T01:00:00.000Z"),
+            ("5", "succeeded", "e", "2026-11-01T01:00:00.000Z"),
+        ] {
+            payout(c, 2, k, st, p, Some(at));
+        }
+        let since = "2026-11-28T00:00:00.000Z";
+        // Plan 1 pays a, b, d, e: two of four repeat (not more than half).
+        for (k, p) in [("1", "a"), ("2", "b"), ("3", "d"), ("4", "e")] {
+            payout(c, 1, k, "pending", p, None);
+        }
+        assert_eq!(repeated_payroll(c, 1, "j", since).unwrap(), None, "{name}");
+        // Three of five.
+        payout(c, 1, "5", "pending", "c", None);
+        let r = repeated_payroll(c, 1, "j", since).unwrap().expect(name);
+        assert_eq!(
+            r,
+            Repeat {
+                scope: "other".into(),
+                run_id: Some(7),
+                paid_at: "2026-12-01T02:00:00.000Z".into(),
+                matching: 3,
+                planned: 5,
+            },
+            "{name}"
+        );
+        // Another job's payouts are not this job's payroll.
+        assert_eq!(
+            repeated_payroll(c, 1, "another", since).unwrap(),
+            None,
+            "{name}"
+        );
+        // Once this plan has begun paying, whoever ran it decided.
+        c.execute(
+            "UPDATE items SET first_attempt_at = 't' WHERE plan_id = 1 AND row_key = '1'",
+            args![],
+        )
+        .unwrap();
+        assert_eq!(repeated_payroll(c, 1, "j", since).unwrap(), None, "{name}");
+    }
+}
+
+#[test]
+fn digests_are_recorded_once_with_their_rows_and_approvals_are_bound_to_one() {
+    use crate::plan::digest::{DigestRow, PlanDigest};
+    use crate::state::approvals;
+    for store in two_plans() {
+        let c = store.state().connection();
+        let name = store.name;
+        let row = |key: &str, hash: &str| DigestRow {
+            step: "pay".into(),
+            key: key.into(),
+            hash: hash.into(),
+            amount: Some("1.00".into()),
+            currency: Some("AUD".into()),
+            batch: "b1".into(),
+        };
+        let plan = |digest: &str, items: Vec<DigestRow>| PlanDigest {
+            digest: digest.into(),
+            rows: items.len() as u64,
+            totals: vec![("AUD".into(), rust_decimal::Decimal::new(300, 2), 3)],
+            items,
+        };
+        let first = plan(
+            "sha256:aa",
+            vec![row("a", "1"), row("b", "1"), row("c", "1")],
+        );
+        approvals::record_plan(c, 1, &first, "carol", "2026-12-01T00:00:00.000Z").unwrap();
+        let d1 = approvals::current(c, 1).unwrap().expect(name);
+        assert_eq!(
+            (d1.digest.as_str(), d1.planned_by.as_str()),
+            ("sha256:aa", "carol")
+        );
+        assert_eq!(d1.totals, first.totals, "{name}");
+        assert!(
+            approvals::approve(c, d1.id, "alice", Some("ok"), "2026-12-01T01:00:00.000Z").unwrap()
+        );
+        assert!(
+            !approvals::approve(c, d1.id, "alice", None, "2026-12-01T02:00:00.000Z").unwrap(),
+            "{name}: once"
+        );
+        // b changed, c removed, d added.
+        let second = plan(
+            "sha256:bb",
+            vec![row("a", "1"), row("b", "2"), row("d", "1")],
+        );
+        approvals::record_plan(c, 1, &second, "dave", "2026-12-02T00:00:00.000Z").unwrap();
+        let d2 = approvals::current(c, 1).unwrap().expect(name);
+        assert_eq!(d2.digest, "sha256:bb", "{name}");
+        assert!(
+            approvals::of_digest(c, d2.id).unwrap().is_empty(),
+            "{name}: approvals stay with their digest"
+        );
+        let last = approvals::last_approved(c, 1, d2.id).unwrap().expect(name);
+        assert_eq!(last.id, d1.id, "{name}");
+        assert_eq!(
+            approvals::changes(c, d1.id, d2.id).unwrap(),
+            approvals::Changes {
+                added: 1,
+                removed: 1,
+                changed: 1
+            },
+            "{name}"
+        );
+        // Back to the first plan: its digest, maker and approval again.
+        approvals::record_plan(c, 1, &first, "erin", "2026-12-03T00:00:00.000Z").unwrap();
+        let again = approvals::current(c, 1).unwrap().expect(name);
+        assert_eq!(
+            (again.id, again.planned_by.as_str()),
+            (d1.id, "carol"),
+            "{name}"
+        );
+        let given = approvals::of_digest(c, again.id).unwrap();
+        assert_eq!(given.len(), 1, "{name}");
+        assert_eq!(given[0].note.as_deref(), Some("ok"), "{name}");
+        // The other scope's plan has no digest.
+        assert_eq!(approvals::current(c, 2).unwrap(), None, "{name}");
+    }
+}
