@@ -111,7 +111,12 @@ pub fn check_rows(
         over_rows: None,
         over_total: BTreeMap::new(),
         running: Vec::new(),
-        accounts: Vec::new(),
+        accounts: vec![Vec::new(); ACCOUNT_BUCKETS],
+        account_bucket_size: if job.guards.shared_accounts {
+            0
+        } else {
+            (size / 64).min(1 << 30) as usize / ACCOUNT_BUCKETS + 16
+        },
     };
     for e in checker.check_constants() {
         merger.report(e);
@@ -142,6 +147,10 @@ pub fn check_rows(
     )?;
     merger.finish(workers)
 }
+
+/// Account hashes are kept in this many buckets by their top 12 bits, sorted in parallel
+/// (small buckets sort fast).
+const ACCOUNT_BUCKETS: usize = 4096;
 
 /// Key hashes are kept in this many buckets by their top 12 bits, sorted at the end to find
 /// repeats: appending is cheaper than a hash set insert, small buckets sort fast, and the
@@ -196,7 +205,9 @@ struct Merger<'a, 'e> {
     running: Vec<([u8; 3], Decimal, u64, Option<Decimal>)>,
     /// (hash of step and account, line) of each payout: two keys paying one account are
     /// found by sorting them at the end.
-    accounts: Vec<(u64, u64)>,
+    accounts: Vec<Vec<(u64, u64)>>,
+    /// The expected size of an accounts bucket, from the file's size.
+    account_bucket_size: usize,
 }
 
 impl Merger<'_, '_> {
@@ -228,12 +239,13 @@ impl Merger<'_, '_> {
             });
         }
         self.summary.rows += rows;
-        self.accounts.extend(
-            result
-                .accounts
-                .iter()
-                .map(|&(slot, h)| (h, chunk.lines[slot])),
-        );
+        for &(slot, h) in &result.accounts {
+            let bucket = &mut self.accounts[(h >> 52) as usize];
+            if bucket.capacity() == 0 {
+                bucket.reserve(self.account_bucket_size);
+            }
+            bucket.push((h, chunk.lines[slot]));
+        }
         for h in &result.hashes {
             let bucket = &mut self.keys[(h >> 52) as usize];
             if bucket.capacity() == 0 {
@@ -338,7 +350,7 @@ impl Merger<'_, '_> {
                 .insert(String::from_utf8_lossy(&ccy).into_owned(), (total, n));
         }
         for (line, first, key, first_key) in
-            shared_accounts(job, std::mem::take(&mut self.accounts))?
+            shared_accounts(job, std::mem::take(&mut self.accounts), workers)?
         {
             self.report(InputError {
                 path: job.csv_path(),
@@ -442,13 +454,33 @@ fn confirm_duplicates(
 /// line, key, first key), in file order. The keys are read again, for those lines only.
 fn shared_accounts(
     job: &Job,
-    mut accounts: Vec<(u64, u64)>,
+    mut buckets: Vec<Vec<(u64, u64)>>,
+    workers: usize,
 ) -> Result<Vec<(u64, u64, String, String)>, InputError> {
-    accounts.sort_unstable();
-    let mut repeats: Vec<(u64, u64)> = Vec::new();
-    for group in accounts.chunk_by(|a, b| a.0 == b.0) {
-        repeats.extend(group[1..].iter().map(|&(_, line)| (line, group[0].1)));
-    }
+    // Each bucket sorted (by hash, then line), on `workers` threads.
+    let per_thread = buckets.len().div_ceil(workers.max(1));
+    let mut repeats: Vec<(u64, u64)> = std::thread::scope(|scope| {
+        let found: Vec<_> = buckets
+            .chunks_mut(per_thread)
+            .map(|part| {
+                scope.spawn(move || {
+                    let mut repeats = Vec::new();
+                    for bucket in part {
+                        bucket.sort_unstable();
+                        for group in bucket.chunk_by(|a, b| a.0 == b.0) {
+                            repeats.extend(group[1..].iter().map(|&(_, line)| (line, group[0].1)));
+                        }
+                        *bucket = Vec::new();
+                    }
+                    repeats
+                })
+            })
+            .collect();
+        found
+            .into_iter()
+            .flat_map(|h| h.join().unwrap_or_else(|p| std::panic::resume_unwind(p)))
+            .collect()
+    });
     if repeats.is_empty() {
         return Ok(Vec::new());
     }
@@ -479,7 +511,7 @@ fn shared_accounts(
 
 /// A fast 64-bit hash of a key: eight bytes at a time, then murmur3's final mix. Not
 /// collision-proof, and it need not be: repeats are confirmed on the real text.
-pub(super) fn key_hash(key: &str) -> u64 {
+fn key_hash(key: &str) -> u64 {
     let bytes = key.as_bytes();
     let mut h: u64 = 0x9e37_79b9_7f4a_7c15 ^ bytes.len() as u64;
     let mut words = bytes.chunks_exact(8);

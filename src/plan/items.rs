@@ -111,19 +111,26 @@ impl<'a> Fields<'a> {
 }
 
 /// The account a payout pays, as text: its method and the method's parameters in key
-/// order, but any whose name holds `name` (an account's holder may be written two ways: it
-/// is the same account), each value without spaces or dashes and in lower case. `None`
-/// when there is neither.
+/// order (of a key given twice, the last), but any whose name holds `name` (an account's
+/// holder may be written two ways: it is the same account), each value without spaces or
+/// dashes and in ASCII lower case. `None` when there is neither.
 pub fn account_text<'a>(
     method: &str,
     params: impl Iterator<Item = (&'a str, &'a str)>,
 ) -> Option<String> {
-    let mut params: Vec<(&str, &str)> = params
-        .filter(|(k, v)| !k.contains("name") && !v.is_empty())
-        .collect();
-    if method.is_empty() && params.is_empty() {
-        return None;
-    }
+    let mut text = Vec::with_capacity(64);
+    account_bytes(method, params, &mut |b| text.push(b))
+        .then(|| String::from_utf8_lossy(&text).into_owned())
+}
+
+/// Feeds [`account_text`]'s bytes to `out`, one at a time (nothing allocated); `false`
+/// when there is no account.
+fn account_bytes<'a>(
+    method: &str,
+    params: impl Iterator<Item = (&'a str, &'a str)>,
+    out: &mut impl FnMut(u8),
+) -> bool {
+    let mut params: smallvec::SmallVec<[(&str, &str); 8]> = params.collect();
     // Stable: of equal keys the last given is kept, as in the item's JSON.
     params.sort_by(|a, b| a.0.cmp(b.0));
     params.dedup_by(|later, earlier| {
@@ -133,33 +140,85 @@ pub fn account_text<'a>(
         }
         same
     });
-    let mut text = String::from(method);
-    for (k, v) in params {
-        text.push('\u{1f}');
-        text.push_str(k);
-        text.push('=');
-        // `062-000` and `062 000` are BSB 062000; a PayID's case is not its own.
-        text.extend(
-            v.chars()
-                .filter(|c| !matches!(c, ' ' | '-'))
-                .flat_map(char::to_lowercase),
-        );
-    }
-    Some(text)
+    params.retain(|(k, _)| account_key(k));
+    account_bytes_in_order(method, params.into_iter(), out)
 }
 
-/// The account of a payout step's rendered `values` (see [`account_text`]).
-pub(super) fn account_of(step: &Step, values: &[Rendered]) -> Option<String> {
-    let mut method = "";
-    let mut params: &[(&str, Cow<str>)] = &[];
-    for (field, value) in step.fields.iter().zip(values) {
-        match (field.spec.name, value) {
-            ("payout_method_name", Rendered::Text(t)) => method = t,
-            ("payout_method_params", Rendered::Map(m)) => params = m,
-            _ => {}
+/// Whether a method parameter named `key` is part of the account it names.
+pub(super) fn account_key(key: &str) -> bool {
+    !key.contains("name")
+}
+
+/// [`account_bytes`] of parameters already in key order, each key once, holders' names
+/// left out.
+fn account_bytes_in_order<'a>(
+    method: &str,
+    params: impl Iterator<Item = (&'a str, &'a str)> + Clone,
+    out: &mut impl FnMut(u8),
+) -> bool {
+    if method.is_empty() && params.clone().all(|(_, v)| v.is_empty()) {
+        return false;
+    }
+    method.bytes().for_each(&mut *out);
+    for (k, v) in params.filter(|(_, v)| !v.is_empty()) {
+        out(0x1f);
+        k.bytes().for_each(&mut *out);
+        out(b'=');
+        // `062-000` and `062 000` are BSB 062000; a PayID's case is not its own.
+        for b in v.bytes().filter(|b| !matches!(b, b' ' | b'-')) {
+            out(b.to_ascii_lowercase());
         }
     }
-    account_text(method, params.iter().map(|(k, v)| (*k, v.as_ref())))
+    true
+}
+
+/// A 64-bit hash of the account a payout pays (see [`account_text`]): its method, and
+/// its parameters already in key order, each key once, holders' names left out. For
+/// finding two rows that pay one account; not collision-proof.
+pub(super) fn account_hash<'a>(
+    method: &str,
+    params: impl Iterator<Item = (&'a str, &'a str)> + Clone,
+) -> Option<u64> {
+    if method.is_empty() && params.clone().all(|(_, v)| v.is_empty()) {
+        return None;
+    }
+    // Each part taken eight bytes at a time where it is (most values need no change), its
+    // last word carrying its length: the same parts as [`account_text`]'s, the same hash.
+    let mix = |mut h: u64, part: &[u8]| {
+        let mut words = part.chunks_exact(8);
+        for w in &mut words {
+            let w = u64::from_le_bytes(w.try_into().expect("eight bytes"));
+            h = (h ^ w).wrapping_mul(0xff51_afd7_ed55_8ccd).rotate_left(31);
+        }
+        let rest = words.remainder();
+        let mut last = [0u8; 8];
+        last[..rest.len()].copy_from_slice(rest);
+        // At most seven bytes are left: the eighth holds the length.
+        let last = u64::from_le_bytes(last) ^ ((part.len() as u64) << 56);
+        (h ^ last)
+            .wrapping_mul(0xc4ce_b9fe_1a85_ec53)
+            .rotate_left(29)
+    };
+    let mut h = mix(0x9e37_79b9_7f4a_7c15, method.as_bytes());
+    for (k, v) in params.filter(|(_, v)| !v.is_empty()) {
+        h = mix(h, k.as_bytes());
+        let plain = !v.bytes().fold(false, |odd, b| {
+            odd | (b == b' ') | (b == b'-') | b.is_ascii_uppercase()
+        });
+        h = if plain {
+            mix(h, v.as_bytes())
+        } else {
+            let normal: smallvec::SmallVec<[u8; 64]> = v
+                .bytes()
+                .filter(|b| !matches!(b, b' ' | b'-'))
+                .map(|b| b.to_ascii_lowercase())
+                .collect();
+            mix(h, &normal)
+        };
+    }
+    h ^= h >> 33;
+    h = h.wrapping_mul(0xff51_afd7_ed55_8ccd);
+    Some(h ^ (h >> 33))
 }
 
 /// A JSON string, escaped as serde_json escapes it.

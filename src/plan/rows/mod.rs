@@ -45,6 +45,9 @@ pub(super) struct StepRules {
     /// is among that field's rendered entries (the job's keys, in the job's order).
     param_slots: Option<(usize, Vec<Option<usize>>)>,
     pub(super) amount_column: Option<String>,
+    /// A payout step's parameters that name the account it pays: the map field, and the
+    /// positions of its entries in key order (see `items::account_text`).
+    account: Option<(usize, Vec<usize>)>,
 }
 
 impl StepRules {
@@ -90,7 +93,19 @@ impl StepRules {
                 )),
                 _ => None,
             });
+        let account = pos("payout_method_params").and_then(|fi| match &step.fields[fi].value {
+            FieldValue::Map(entries) => {
+                let mut order: Vec<usize> = (0..entries.len()).collect();
+                // Of a key given twice, the last: as the item's JSON keeps it.
+                order.sort_by(|a, b| entries[*a].0.cmp(&entries[*b].0).then(b.cmp(a)));
+                order.dedup_by(|later, earlier| entries[*later].0 == entries[*earlier].0);
+                order.retain(|&i| super::items::account_key(&entries[i].0));
+                Some((fi, order))
+            }
+            FieldValue::One(..) => None,
+        });
         StepRules {
+            account,
             method,
             param_slots,
             checked_once,
@@ -107,6 +122,27 @@ impl StepRules {
 }
 
 impl StepRules {
+    /// The hash of the account a payout's rendered `values` pay (see
+    /// `items::account_hash`).
+    fn account(&self, values: &[Rendered]) -> Option<u64> {
+        let method = self.idx.method.and_then(|i| values[i].text()).unwrap_or("");
+        let params: &[(&str, Cow<str>)] = match &self.account {
+            Some((fi, _)) => match &values[*fi] {
+                Rendered::Map(m) => m,
+                Rendered::Text(_) => &[],
+            },
+            None => &[],
+        };
+        let order = self.account.as_ref().map_or(&[][..], |(_, o)| o.as_slice());
+        super::items::account_hash(
+            method,
+            order
+                .iter()
+                .filter_map(|&i| params.get(i))
+                .map(|(k, v)| (*k, v.as_ref())),
+        )
+    }
+
     /// The row's payout method, if it names a known one.
     fn method(&self, values: &[Rendered]) -> Option<&'static methods::PayoutMethod> {
         match self.method {
@@ -352,10 +388,9 @@ impl RowChecker<'_> {
         {
             errs.out.payouts.push((errs.slot, si, a, ccy));
             if !self.job.guards.shared_accounts
-                && let Some(account) = super::items::account_of(step, values)
+                && let Some(account) = self.rules[si].account(values)
             {
-                let h = super::check::key_hash(&account)
-                    ^ (si as u64).wrapping_mul(0x9e37_79b9_7f4a_7c15);
+                let h = account ^ (si as u64).wrapping_mul(0x9e37_79b9_7f4a_7c15);
                 errs.out.accounts.push((errs.slot, h));
             }
         }
