@@ -260,12 +260,24 @@ fn print_run(job: &Job, report: &crate::exec::RunReport) {
         let parts: Vec<String> = states.iter().map(|(s, n)| format!("{s} {n}")).collect();
         println!("  {step:<width$} {}", parts.join(", "));
     }
+    let awaiting = report.exit_code == exit::AWAITING_APPROVAL;
     if open > 0 {
         println!("  needs a look:");
         for (step, states) in counts {
+            let held = awaiting
+                && job
+                    .steps
+                    .iter()
+                    .any(|s| &s.id == step && s.kind == crate::job::steps::StepKind::Payout);
             for (state, n) in states {
                 if state.needs_a_look() && *n > 0 {
-                    println!("    {step} {state} {n}: {}", state.action());
+                    let action = match state {
+                        crate::state::Status::Pending if held => {
+                            "awaiting approval: sent once the plan is approved"
+                        }
+                        _ => state.action(),
+                    };
+                    println!("    {step} {state} {n}: {action}");
                 }
             }
         }
