@@ -145,7 +145,7 @@ pub fn check_rows(
         },
         |chunk, result| merger.merge(chunk, result, &checker.rules, on_row),
     )?;
-    merger.finish(workers)
+    merger.finish(workers, &checker)
 }
 
 /// Account hashes are kept in this many buckets by their top 12 bits, sorted in parallel
@@ -169,7 +169,7 @@ pub struct ChunkResult {
     pub(super) hashes: Vec<u64>,
     /// (slot, hash of step and account) of each valid payout, unless the job lets two keys
     /// pay one account.
-    pub(super) accounts: Vec<(usize, u64)>,
+    pub(super) accounts: Vec<u64>,
     /// Per payout currency: the chunk's total and number of payouts.
     pub(super) subtotals: SmallVec<[([u8; 3], Decimal, u64); 2]>,
 }
@@ -205,7 +205,7 @@ struct Merger<'a, 'e> {
     running: Vec<([u8; 3], Decimal, u64, Option<Decimal>)>,
     /// (hash of step and account, line) of each payout: two keys paying one account are
     /// found by sorting them at the end.
-    accounts: Vec<Vec<(u64, u64)>>,
+    accounts: Vec<Vec<u64>>,
     /// The expected size of an accounts bucket, from the file's size.
     account_bucket_size: usize,
 }
@@ -239,12 +239,12 @@ impl Merger<'_, '_> {
             });
         }
         self.summary.rows += rows;
-        for &(slot, h) in &result.accounts {
+        for &h in &result.accounts {
             let bucket = &mut self.accounts[(h >> 52) as usize];
             if bucket.capacity() == 0 {
                 bucket.reserve(self.account_bucket_size);
             }
-            bucket.push((h, chunk.lines[slot]));
+            bucket.push(h);
         }
         for h in &result.hashes {
             let bucket = &mut self.keys[(h >> 52) as usize];
@@ -342,16 +342,15 @@ impl Merger<'_, '_> {
         }
     }
 
-    fn finish(mut self, workers: usize) -> Result<CheckSummary, InputError> {
+    fn finish(mut self, workers: usize, checker: &RowChecker) -> Result<CheckSummary, InputError> {
         let job = self.job;
         for (ccy, total, n, _) in std::mem::take(&mut self.running) {
             self.summary
                 .totals
                 .insert(String::from_utf8_lossy(&ccy).into_owned(), (total, n));
         }
-        for (line, first, key, first_key) in
-            shared_accounts(job, std::mem::take(&mut self.accounts), workers)?
-        {
+        let suspects = repeated_hashes(std::mem::take(&mut self.accounts), workers);
+        for (line, first, key, first_key) in shared_accounts(job, checker, &suspects)? {
             self.report(InputError {
                 path: job.csv_path(),
                 line: Some(line),
@@ -450,63 +449,48 @@ fn confirm_duplicates(
     Ok(repeats)
 }
 
-/// The payouts that pay an account an earlier row of the same step pays: (line, first
-/// line, key, first key), in file order. The keys are read again, for those lines only.
+/// The payouts whose account hash is among `suspects` (hashes seen more than once) and
+/// whose account an earlier row of the same step pays: (line, first line, key, first key),
+/// in file order. Found by reading the file again and working out each payout's account
+/// (only when there are suspects: a file of distinct accounts is read once).
 fn shared_accounts(
     job: &Job,
-    mut buckets: Vec<Vec<(u64, u64)>>,
-    workers: usize,
+    checker: &RowChecker,
+    suspects: &HashSet<u64>,
 ) -> Result<Vec<(u64, u64, String, String)>, InputError> {
-    // Each bucket sorted (by hash, then line), on `workers` threads.
-    let per_thread = buckets.len().div_ceil(workers.max(1));
-    let mut repeats: Vec<(u64, u64)> = std::thread::scope(|scope| {
-        let found: Vec<_> = buckets
-            .chunks_mut(per_thread)
-            .map(|part| {
-                scope.spawn(move || {
-                    let mut repeats = Vec::new();
-                    for bucket in part {
-                        bucket.sort_unstable();
-                        for group in bucket.chunk_by(|a, b| a.0 == b.0) {
-                            repeats.extend(group[1..].iter().map(|&(_, line)| (line, group[0].1)));
-                        }
-                        *bucket = Vec::new();
-                    }
-                    repeats
-                })
-            })
-            .collect();
-        found
-            .into_iter()
-            .flat_map(|h| h.join().unwrap_or_else(|p| std::panic::resume_unwind(p)))
-            .collect()
-    });
-    if repeats.is_empty() {
+    let Some(input) = job.input.as_ref().filter(|_| !suspects.is_empty()) else {
         return Ok(Vec::new());
-    }
-    repeats.sort_unstable();
-    let wanted: HashSet<u64> = repeats.iter().flat_map(|&(a, b)| [a, b]).collect();
-    let mut keys: HashMap<u64, String> = HashMap::new();
-    if let Some(input) = &job.input {
-        let mut src = CsvSource::open(&input.csv, input.delimiter, &input.key)?;
-        let (mut record, mut key) = (StringRecord::new(), String::new());
-        loop {
-            match src.next_row(&mut record, &mut key) {
-                Ok(None) => break,
-                Ok(Some(line)) if wanted.contains(&line) => {
-                    keys.insert(line, key.clone());
+    };
+    let payout_steps: Vec<usize> = (0..job.steps.len())
+        .filter(|&si| job.steps[si].kind == crate::job::steps::StepKind::Payout)
+        .collect();
+    let mut first: HashMap<u64, (u64, String)> = HashMap::new();
+    let mut repeats = Vec::new();
+    let mut src = CsvSource::open(&input.csv, input.delimiter, &input.key)?;
+    let (mut record, mut key) = (StringRecord::new(), String::new());
+    let mut out = ChunkResult::default();
+    loop {
+        let line = match src.next_row(&mut record, &mut key) {
+            Ok(None) => break,
+            Ok(Some(line)) => line,
+            Err(e) if e.line.is_none() => return Err(e),
+            Err(_) => continue,
+        };
+        let rows = crate::input::Rows::from_records([&record]);
+        for &si in &payout_steps {
+            out.clear();
+            checker.check_row_step(si, line, &key, rows.row(0), &mut out);
+            for h in out.accounts.iter().filter(|h| suspects.contains(h)) {
+                match first.get(h) {
+                    Some((f, fk)) => repeats.push((line, *f, key.clone(), fk.clone())),
+                    None => {
+                        first.insert(*h, (line, key.clone()));
+                    }
                 }
-                Ok(Some(_)) => {}
-                Err(e) if e.line.is_none() => return Err(e),
-                Err(_) => {}
             }
         }
     }
-    let key = |line: u64| keys.get(&line).cloned().unwrap_or_default();
-    Ok(repeats
-        .into_iter()
-        .map(|(line, first)| (line, first, key(line), key(first)))
-        .collect())
+    Ok(repeats)
 }
 
 /// A fast 64-bit hash of a key: eight bytes at a time, then murmur3's final mix. Not

@@ -324,14 +324,17 @@ pub fn build_item(
         (StepKind::Payout, Some(a)) if !keep_full => (
             Some(super::digest::content(&hashed)),
             fields.account().map(|acct| {
-                hasher.hash(
+                let mut h = hasher.hash(
                     format!(
                         "{acct}\u{1f}{}\u{1f}{}",
                         fields.text("currency"),
                         a.normalize()
                     )
                     .as_bytes(),
-                )
+                );
+                // 128 bits tell payments apart; the state keeps no more than it needs.
+                h.truncate(32);
+                h
             }),
         ),
         _ => (None, None),

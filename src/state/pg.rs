@@ -414,7 +414,6 @@ const MIGRATIONS: &[&str] = &[
         PRIMARY KEY (digest_id, approver)
     );
     ALTER TABLE items ADD COLUMN payee_hash TEXT COLLATE "C";
-    CREATE INDEX items_by_payee ON items (payee_hash) WHERE payee_hash IS NOT NULL;
     "#,
 ];
 

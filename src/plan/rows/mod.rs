@@ -387,11 +387,15 @@ impl RowChecker<'_> {
             )
         {
             errs.out.payouts.push((errs.slot, si, a, ccy));
-            if !self.job.guards.shared_accounts
+            // Checked when the file is validated (a plan validates it first): not again
+            // while the items are built.
+            if !self.build
+                && !self.job.guards.shared_accounts
                 && let Some(account) = self.rules[si].account(values)
             {
-                let h = account ^ (si as u64).wrapping_mul(0x9e37_79b9_7f4a_7c15);
-                errs.out.accounts.push((errs.slot, h));
+                errs.out
+                    .accounts
+                    .push(account ^ (si as u64).wrapping_mul(0x9e37_79b9_7f4a_7c15));
             }
         }
         if let Some(hasher) = &self.key {
