@@ -3,6 +3,7 @@
 //! amount (`items.payee_hash`), never by the account itself.
 
 use super::*;
+use std::collections::HashSet;
 
 /// Another scope's payouts that a plan repeats.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -34,34 +35,63 @@ pub fn repeated_payroll(
     if began {
         return Ok(None);
     }
-    let planned: u64 = conn.one(
-        "SELECT COUNT(*) FROM items WHERE plan_id = ?1 AND payee_hash IS NOT NULL AND state = 'pending'",
+    // This plan's payouts still to send, by payee hash (a hash may pay more than one row).
+    let mut mine: HashMap<u128, u64> = HashMap::new();
+    conn.each(
+        "SELECT payee_hash FROM items WHERE plan_id = ?1 AND payee_hash IS NOT NULL AND state = 'pending'",
         args![plan_id],
-        |r| r.get(0),
+        |r| {
+            if let Some(h) = r.text(0)?.and_then(payee) {
+                *mine.entry(h).or_default() += 1;
+            }
+            Ok(())
+        },
     )?;
+    let planned: u64 = mine.values().sum();
     if planned == 0 {
         return Ok(None);
     }
-    let best = conn.optional(
-        "SELECT o.plan_id, p.scope, COUNT(DISTINCT i.id), MAX(o.first_attempt_at)
-         FROM items i
-         JOIN items o ON o.payee_hash = i.payee_hash AND o.plan_id <> i.plan_id
-         JOIN plans p ON p.id = o.plan_id
-         WHERE i.plan_id = ?1 AND i.state = 'pending' AND i.payee_hash IS NOT NULL
-           AND p.job = ?2 AND o.first_attempt_at >= ?3
-           AND o.state NOT IN ('pending', 'skipped', 'failed', 'cancelled')
-         GROUP BY o.plan_id, p.scope
-         ORDER BY 3 DESC, 4 DESC",
-        args![plan_id, job, since],
-        |r| {
-            Ok((
-                r.get::<i64>(0)?,
-                r.get::<String>(1)?,
-                r.get::<u64>(2)?,
-                r.get::<String>(3)?,
-            ))
-        },
+    // The job's other plans that ran within the window: only they can have sent since.
+    let others: Vec<(i64, String)> = conn.all(
+        "SELECT p.id, p.scope FROM plans p WHERE p.job = ?1 AND p.id <> ?2
+           AND EXISTS (SELECT 1 FROM runs r WHERE r.plan_id = p.id AND (r.ended_at IS NULL OR r.ended_at >= ?3))
+         ORDER BY p.id",
+        args![job, plan_id, since],
+        |r| Ok((r.get(0)?, r.get(1)?)),
     )?;
+    // Each one's payouts sent since then, compared with this plan's a hash at a time (an
+    // index on hashes would slow every plan's writes for a check made once a run).
+    let mut best: Option<(i64, String, u64, String)> = None;
+    for (other, scope) in others {
+        let mut seen: HashSet<u128> = HashSet::new();
+        let mut last = String::new();
+        conn.each(
+            "SELECT payee_hash, first_attempt_at FROM items
+             WHERE plan_id = ?1 AND payee_hash IS NOT NULL AND first_attempt_at >= ?2
+               AND state NOT IN ('pending', 'skipped', 'failed', 'cancelled')",
+            args![other, since],
+            |r| {
+                if let Some(h) = r.text(0)?.and_then(payee)
+                    && mine.contains_key(&h)
+                {
+                    seen.insert(h);
+                    let at: String = r.get(1)?;
+                    if at > last {
+                        last = at;
+                    }
+                }
+                Ok(())
+            },
+        )?;
+        let matching: u64 = seen.iter().map(|h| mine[h]).sum();
+        if matching > 0
+            && best
+                .as_ref()
+                .is_none_or(|b| (matching, &last) > (b.2, &b.3))
+        {
+            best = Some((other, scope, matching, last));
+        }
+    }
     let Some((other, scope, matching, paid_at)) = best else {
         return Ok(None);
     };
@@ -80,4 +110,9 @@ pub fn repeated_payroll(
         matching,
         planned,
     }))
+}
+
+/// A stored payee hash (hex) as a number: 16 bytes in memory rather than a string's 56.
+fn payee(hex: &str) -> Option<u128> {
+    u128::from_str_radix(hex.get(..32)?, 16).ok()
 }

@@ -274,7 +274,7 @@ fn payout(c: &Conn, plan: i64, key: &str, state: &str, payee: &str, sent: Option
     c.execute(
         "INSERT INTO items (plan_id, step, step_index, row_key, row_line, state, content_hash, payload, created_at, updated_at, payee_hash, first_attempt_at)
          VALUES (?1, 'pay', 0, ?2, 1, ?3, 'h', '{}', 't', 't', ?4, ?5)",
-        args![plan, key, state, payee, sent],
+        args![plan, key, state, format!("{payee:0>32}"), sent],
     )
     .unwrap();
 }
