@@ -18,6 +18,7 @@
 #   3  another run of the same job and period holds the lock
 #   4  interrupted by a signal: run again to resume
 #   5  fatal: credentials refused, the provider out of reach, the state database
+#   6  the plan awaits approval (payrun approve): no payout was sent
 #   7  a payout exists twice at the provider
 # Only 0 is success.
 set -u
@@ -35,6 +36,7 @@ if [ "$code" -ne 0 ]; then
         3) what="another run of this job and period holds the lock" ;;
         4) what="interrupted; run again to resume" ;;
         5) what="fatal: see the message above; the state is consistent" ;;
+        6) what="awaiting approval; no payout was sent: payrun status $job --var period=$period" ;;
         7) what="A PAYOUT EXISTS TWICE at the provider: see the run's summary" ;;
         *) what="see the message above" ;;
     esac
