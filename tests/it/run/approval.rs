@@ -24,16 +24,23 @@ struct Ran {
 
 /// `payrun ARGS` in the setup's folder against the sandbox, the state in state.db.
 fn payrun(setup: &Setup, s: &Sandbox, args: &[&str]) -> Ran {
+    payrun_at(setup, s, "state.db", args)
+}
+
+/// [`payrun`] with the state at `state` (a file, or a PostgreSQL URL).
+fn payrun_at(setup: &Setup, s: &Sandbox, state: &str, args: &[&str]) -> Ran {
     let mut cmd = std::process::Command::new(env!("CARGO_BIN_EXE_payrun"));
     cmd.args(args)
         .current_dir(setup.dir.path())
         .env_remove("PAYRUN_STATE")
+        .env_remove("PAYRUN_STATE_KEY_FILE")
+        .env("PAYRUN_STATE_KEY", super::postgres::KEY)
         .env("USER", "cron");
     for (k, v) in setup.env(s) {
         cmd.env(k, v);
     }
     if args[0] != "validate" {
-        cmd.args(["--state", "state.db"]);
+        cmd.args(["--state", state]);
     }
     let out = cmd.output().unwrap();
     Ran {
@@ -386,4 +393,63 @@ fn setup_with_csv(extra: &str, csv: &str) -> Setup {
     let setup = setup(0, extra);
     std::fs::write(setup.path("people.csv"), csv).unwrap();
     setup
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn approvals_and_the_duplicate_guard_hold_with_the_state_in_postgresql() {
+    let Some(db) = super::postgres::fresh_database() else {
+        return;
+    };
+    let s = start(fast(Faults::default())).await;
+    let setup = setup(4, TWO_OF_THREE);
+    let pg = |args: &[&str]| payrun_at(&setup, &s, &db, args);
+    let plan = pg(&["plan", "job.yaml", "--as", "carol"]);
+    assert_eq!(plan.code, 0, "{}{}", plan.stdout, plan.stderr);
+    let d = digest(&plan);
+    let run = pg(&["run", "job.yaml"]);
+    assert_eq!(run.code, 6, "{}{}", run.stdout, run.stderr);
+    assert_eq!(payouts(&s).await, 0);
+    for name in ["alice", "bob"] {
+        let a = pg(&["approve", "job.yaml", "--digest", &d, "--as", name]);
+        assert_eq!(a.code, 0, "{}{}", a.stdout, a.stderr);
+    }
+    assert_eq!(
+        pg(&["approve", "job.yaml", "--digest", &d, "--as", "bob"]).code,
+        2
+    );
+    let run = pg(&["run", "job.yaml"]);
+    assert_eq!(run.code, 0, "{}{}", run.stdout, run.stderr);
+    assert_exactly_once(&ledger(&s).await, 4);
+    // The same payroll under another period, approved as such, is still refused.
+    let next = pg(&[
+        "plan",
+        "job.yaml",
+        "--as",
+        "carol",
+        "--var",
+        "period=2026-12",
+    ]);
+    let d2 = digest(&next);
+    assert_ne!(d2, d, "another scope, another digest");
+    for name in ["alice", "bob"] {
+        let a = pg(&[
+            "approve",
+            "job.yaml",
+            "--var",
+            "period=2026-12",
+            "--digest",
+            &d2,
+            "--as",
+            name,
+        ]);
+        assert_eq!(a.code, 0, "{}{}", a.stdout, a.stderr);
+    }
+    let again = pg(&["run", "job.yaml", "--var", "period=2026-12"]);
+    assert_eq!(again.code, 2, "{}{}", again.stdout, again.stderr);
+    assert!(
+        again.stderr.contains("as scope '2026-11' did in run"),
+        "{}",
+        again.stderr
+    );
+    assert_eq!(payouts(&s).await, 4);
 }

@@ -7,10 +7,10 @@ use super::*;
 use std::path::Path;
 use std::process::{Command, Stdio};
 
-const KEY: &str = "5eed5eed5eed5eed5eed5eed5eed5eed5eed5eed5eed5eed5eed5eed5eed5eed";
+pub(super) const KEY: &str = "5eed5eed5eed5eed5eed5eed5eed5eed5eed5eed5eed5eed5eed5eed5eed5eed";
 
 /// A new, empty database on the test server: its URL (`None`: no server, outside CI).
-fn fresh_database() -> Option<String> {
+pub(super) fn fresh_database() -> Option<String> {
     let Some(admin) = std::env::var("PAYRUN_TEST_PG")
         .ok()
         .filter(|v| !v.is_empty())
