@@ -3,7 +3,7 @@
 //! each (jobs with `approval:`; their keyed hashes, never values) and who approved which.
 
 use super::Conn;
-use super::sql::{Arg, SqlResult, args};
+use super::sql::{Arg, SqlResult, args, placeholders};
 use crate::plan::digest::PlanDigest;
 use rust_decimal::Decimal;
 
@@ -90,15 +90,7 @@ pub fn record_plan(
             if i > 0 {
                 sql.push(',');
             }
-            sql.push_str(&format!(
-                "(?1,?{},?{},?{},?{},?{},?{})",
-                p,
-                p + 1,
-                p + 2,
-                p + 3,
-                p + 4,
-                p + 5
-            ));
+            sql.push_str(&format!("(?1,{})", placeholders(p, 6)));
             all.extend([
                 &row.step as &dyn Arg,
                 &row.key,

@@ -5,7 +5,7 @@
 //! reached the provider (in flight, succeeded, blocked) the change is recorded as a
 //! conflict and the item is never re-sent.
 
-use super::sql::{Arg, args};
+use super::sql::{Arg, args, placeholders};
 use super::{Conn, State, StateError};
 use crate::job::Job;
 use crate::job::steps::StepKind;
@@ -121,22 +121,11 @@ fn insert_items_sql(rows: usize) -> String {
         if r > 0 {
             sql.push(',');
         }
+        // The plan and the time are ?1 and ?2 in every row.
         sql.push_str(&format!(
-            "(?1,?{},?{},?{},?{},?{},?{},?{},?{},?{},?{},?{},?2,?2,?{},?{},?{})",
-            p,
-            p + 1,
-            p + 2,
-            p + 3,
-            p + 4,
-            p + 5,
-            p + 6,
-            p + 7,
-            p + 8,
-            p + 9,
-            p + 10,
-            p + 11,
-            p + 12,
-            p + 13
+            "(?1,{},?2,?2,{})",
+            placeholders(p, 11),
+            placeholders(p + 11, 3)
         ));
     }
     sql
@@ -283,7 +272,7 @@ impl<'s> PlanWriter<'s> {
             let sql = format!(
                 "SELECT id, state, content_hash, row_line, batch_id, conflict_hash, row_offset, row_key FROM items
                  WHERE plan_id = ?1 AND step = ?2 AND row_key IN ({})",
-                (3..3 + n).map(|i| format!("?{i}")).collect::<Vec<_>>().join(",")
+                placeholders(3, n)
             );
             let mut all: Vec<&dyn Arg> = vec![&self.plan_id, &self.steps[si].0];
             all.extend((0..n).map(|i| keys.get(i).unwrap_or(&keys[0]) as &dyn Arg));

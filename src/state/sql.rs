@@ -813,3 +813,12 @@ mod tests {
         );
     }
 }
+
+/// The placeholders `?{first},?{first+1},…` of `n` bound values (an `IN (...)` list, a
+/// row of a multi-row `VALUES`).
+pub(super) fn placeholders(first: usize, n: usize) -> String {
+    (first..first + n)
+        .map(|i| format!("?{i}"))
+        .collect::<Vec<_>>()
+        .join(",")
+}

@@ -4,7 +4,7 @@
 //! duplicates found at the provider ([`duplicates`]).
 
 use super::Conn;
-use super::sql::{Arg, Row, SqlResult, args};
+use super::sql::{Arg, Row, SqlResult, args, placeholders};
 use super::states::{BatchState, ItemState, Status};
 use std::collections::HashMap;
 
@@ -84,12 +84,4 @@ pub(super) fn with_states<'a, S: Arg>(fixed: &[&'a dyn Arg], states: &'a [S]) ->
     let mut all = fixed.to_vec();
     all.extend(states.iter().map(|s| s as &dyn Arg));
     all
-}
-
-/// The placeholders `?{first},?{first+1},…` of an `IN (...)` list of `n` bound values.
-pub(super) fn placeholders(first: usize, n: usize) -> String {
-    (first..first + n)
-        .map(|i| format!("?{i}"))
-        .collect::<Vec<_>>()
-        .join(",")
 }
