@@ -286,10 +286,7 @@ mod tests {
             .unwrap()
             .collect::<Result<_, _>>()
             .unwrap();
-        assert_eq!(
-            indexes,
-            ["items_by_batch", "items_by_line", "items_by_payee"]
-        );
+        assert_eq!(indexes, ["items_by_batch", "items_by_line"]);
         let partial: String = conn
             .query_row(
                 "SELECT sql FROM sqlite_master WHERE name = 'items_by_batch'",

@@ -803,6 +803,15 @@ impl Stmt<'_> {
     }
 }
 
+/// The placeholders `?{first},?{first+1},…` of `n` bound values (an `IN (...)` list, a
+/// row of a multi-row `VALUES`).
+pub(super) fn placeholders(first: usize, n: usize) -> String {
+    (first..first + n)
+        .map(|i| format!("?{i}"))
+        .collect::<Vec<_>>()
+        .join(",")
+}
+
 #[cfg(test)]
 mod tests {
     #[test]
@@ -812,13 +821,4 @@ mod tests {
             "SELECT '?x', a FROM t WHERE b = $1 AND c IN ($2, $10)"
         );
     }
-}
-
-/// The placeholders `?{first},?{first+1},…` of `n` bound values (an `IN (...)` list, a
-/// row of a multi-row `VALUES`).
-pub(super) fn placeholders(first: usize, n: usize) -> String {
-    (first..first + n)
-        .map(|i| format!("?{i}"))
-        .collect::<Vec<_>>()
-        .join(",")
 }
