@@ -174,10 +174,21 @@ async fn two_approvers_are_needed_before_a_payout_goes_and_then_exactly_the_appr
         .map(|a| a["approver"].as_str().unwrap())
         .collect();
     assert_eq!(who, ["alice", "bob"]);
+    let html = latest(&setup, "report.html");
+    assert!(html.contains("Approval: 2 of 2 — approved"), "{html}");
+    assert!(html.contains(&d), "the digest is in the report");
+    assert!(html.contains("<td>alice</td>"), "{html}");
 }
 
 /// The summary.json of the latest run.
 fn latest_summary(setup: &Setup) -> Value {
+    let text = latest(setup, "summary.json");
+    crate::support::assert_summary_schema(&text);
+    serde_json::from_str(&text).unwrap()
+}
+
+/// The latest run's report file `name`.
+fn latest(setup: &Setup, name: &str) -> String {
     let mut found = Vec::new();
     let mut dirs = vec![setup.dir.path().to_path_buf()];
     while let Some(d) = dirs.pop() {
@@ -185,15 +196,13 @@ fn latest_summary(setup: &Setup) -> Value {
             let p = e.unwrap().path();
             if p.is_dir() {
                 dirs.push(p);
-            } else if p.ends_with("latest/summary.json") {
+            } else if p.ends_with(format!("latest/{name}")) {
                 found.push(p);
             }
         }
     }
     assert_eq!(found.len(), 1, "{found:?}");
-    let text = std::fs::read_to_string(&found[0]).unwrap();
-    crate::support::assert_summary_schema(&text);
-    serde_json::from_str(&text).unwrap()
+    std::fs::read_to_string(&found[0]).unwrap()
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
