@@ -426,6 +426,8 @@ pub async fn show(State(app): State<Arc<App>>) -> Json<Value> {
         "contacts": contacts, "kyc_submissions": kyc, "payouts": payouts,
         "payins": l.payins.len(), "payment_agreements": l.agreements.len(), "card_payments": l.cards.len(),
         "balances": balances, "requests": requests,
+        // The most API requests answered at once (the ledger's own request among them).
+        "peak_in_flight": app.peak_in_flight.load(std::sync::atomic::Ordering::SeqCst),
     }))
 }
 

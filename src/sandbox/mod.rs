@@ -93,6 +93,10 @@ pub(crate) struct App {
     pub config: Config,
     pub injector: Injector,
     pub ledger: Mutex<Ledger>,
+    /// API requests being answered now, and the most at once (shown by the ledger: tests
+    /// see a client's concurrency).
+    pub in_flight: std::sync::atomic::AtomicUsize,
+    pub peak_in_flight: std::sync::atomic::AtomicUsize,
 }
 
 impl App {
@@ -146,6 +150,8 @@ pub async fn start(listener: TcpListener, config: Config) -> std::io::Result<San
         injector: Injector::new(config.faults.clone(), config.seed),
         ledger: Mutex::new(ledger),
         config,
+        in_flight: Default::default(),
+        peak_in_flight: Default::default(),
     });
     let router = router(app);
     let (shutdown, watcher) = watch::channel(false);
@@ -265,14 +271,18 @@ fn router(app: Arc<App>) -> Router {
 /// connection was dropped (reset, lost response) never completes: it counts as status 0,
 /// shown as `dropped`.
 async fn count(State(app): State<Arc<App>>, req: Request, next: Next) -> Response {
+    use std::sync::atomic::Ordering;
     struct Pending(Arc<App>, Option<String>);
     impl Drop for Pending {
         fn drop(&mut self) {
+            self.0.in_flight.fetch_sub(1, Ordering::SeqCst);
             if let Some(endpoint) = self.1.take() {
                 self.0.ledger().count(endpoint, 0);
             }
         }
     }
+    let now = app.in_flight.fetch_add(1, Ordering::SeqCst) + 1;
+    app.peak_in_flight.fetch_max(now, Ordering::SeqCst);
     let mut pending = Pending(app, Some(format!("{} {}", req.method(), req.uri().path())));
     let response = next.run(req).await;
     if let Some(endpoint) = pending.1.take() {

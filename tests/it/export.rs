@@ -314,6 +314,54 @@ async fn inconsistent_page_metadata_loses_nothing_and_asks_one_page_more_at_most
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn pages_are_fetched_at_once_under_latency_and_make_the_file_a_sequential_export_makes() {
+    let faults = Faults {
+        latency: Some((Duration::from_millis(30), Duration::from_millis(30))),
+        ..Faults::default()
+    };
+    let s = start(seeded(1500, faults)).await;
+    let peak = |l: &Value| l["peak_in_flight"].as_u64().unwrap();
+    let with = |concurrency: u32| {
+        job(
+            &step("cards", "card_payments", "-500d", "now", "cards.csv"),
+            "500/s",
+        )
+        .replace(
+            "  burst: 10\n",
+            &format!("  burst: 10\n  concurrency: {concurrency}\n"),
+        )
+    };
+    let one = Dir::new(&with(1));
+    let r = one.run(&s).await;
+    assert_eq!(r.exit_code, 0, "{:?}", r.exports);
+    // One page at a time (the ledger's own request may overlap the last).
+    assert!(peak(&ledger(&s).await) <= 2);
+    let eight = Dir::new(&with(8));
+    let r = eight.run(&s).await;
+    assert_eq!(r.exit_code, 0, "{:?}", r.exports);
+    assert!(
+        peak(&ledger(&s).await) >= 4,
+        "pages are asked for at once: {}",
+        peak(&ledger(&s).await)
+    );
+    let e = export(&r, "cards");
+    assert_eq!(e.duplicates, 0, "a listing that holds still is read once");
+    // The same records, in the same order: the same file.
+    let (a, b) = (
+        std::fs::read(one.path("out/cards.csv")).unwrap(),
+        std::fs::read(eight.path("out/cards.csv")).unwrap(),
+    );
+    assert_eq!(
+        unique(&ids(&eight.path("out/cards.csv"), "uuid")).len(),
+        1500
+    );
+    assert!(
+        a == b,
+        "the concurrent export's file differs from the sequential one's"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn records_arriving_mid_export_are_written_once() {
     let faults = Faults {
         arrivals: 3,

@@ -7,6 +7,11 @@
 //!   contradict. Metadata that says "more" is followed (an extra empty page costs one
 //!   request); a full page is followed even when the metadata says it was the last one.
 //! - Records are de-duplicated by id (new records arriving mid-export shift pages).
+//! - Once a page says how many there are (a total, or a page count), the pages up to the
+//!   last are fetched `limits.concurrency` at a time (under the rate limit), and taken in
+//!   page order. A listing whose total changes meanwhile may have moved a record from a page
+//!   not read yet to one read already: its window is then read again page by page (records
+//!   already written are not written again). A listing without totals is read page by page.
 //! - The file is written as `<path>.partial`, synced, then renamed over `<path>`; only then
 //!   is the export recorded complete, which moves the step's `last_run` watermark.
 
@@ -45,7 +50,7 @@ pub async fn run_all(job: &Job, ctx: &Ctx, run_id: i64) -> Result<bool, RunError
         if ctx.stopping() {
             break;
         }
-        all_ok &= run_one(export, ctx, run_id, now).await?;
+        all_ok &= run_one(export, ctx, run_id, (now, job.limits.concurrency)).await?;
     }
     Ok(all_ok)
 }
@@ -66,7 +71,7 @@ async fn run_one(
     export: &Export,
     ctx: &Ctx,
     run_id: i64,
-    now: DateTime<Utc>,
+    (now, concurrency): (DateTime<Utc>, u32),
 ) -> Result<bool, RunError> {
     let (plan_id, step) = (ctx.plan_id, export.id.clone());
     let mark = ctx
@@ -111,7 +116,7 @@ async fn run_one(
     ctx.progress.start(&export.id, 0);
     let result = match window {
         Err(e) => Err(Stop::Failed(e)),
-        Ok((from, to)) => pull(export, ctx, from, to).await,
+        Ok((from, to)) => pull(export, ctx, (from, to), concurrency).await,
     };
     ctx.progress.finish();
     let ok = match result {
@@ -143,8 +148,8 @@ async fn run_one(
 async fn pull(
     export: &Export,
     ctx: &Ctx,
-    from: DateTime<Utc>,
-    to: DateTime<Utc>,
+    (from, to): (DateTime<Utc>, DateTime<Utc>),
+    concurrency: u32,
 ) -> Result<Tally, Stop> {
     let ep = endpoint(export.resource);
     let partial = partial_path(&export.path);
@@ -156,7 +161,7 @@ async fn pull(
     }
     let mut sink = Sink::open(&partial, export.format, export.resource)
         .map_err(|e| io("write", &partial, e))?;
-    let outcome = pull_pages(export, ctx, &ep, from, to, &mut sink).await;
+    let outcome = pull_pages(export, ctx, &ep, (from, to), concurrency, &mut sink).await;
     let tally = match outcome {
         Ok(t) => t,
         Err(e) => {
@@ -181,106 +186,110 @@ async fn pull_pages(
     export: &Export,
     ctx: &Ctx,
     ep: &Endpoint,
-    from: DateTime<Utc>,
-    to: DateTime<Utc>,
+    (from, to): (DateTime<Utc>, DateTime<Utc>),
+    concurrency: u32,
     sink: &mut Sink,
 ) -> Result<Tally, Stop> {
-    let fmt = |t: DateTime<Utc>| {
-        let s = t.format("%Y-%m-%dT%H:%M:%S").to_string();
-        if ep.zulu { s + "Z" } else { s }
-    };
-    let mut seen: HashSet<String> = HashSet::new();
-    let mut tally = Tally {
-        rows: 0,
-        pages: 0,
-        duplicates: 0,
+    let mut read = Reading {
+        export,
+        ctx,
+        ep,
+        sink,
+        seen: HashSet::new(),
+        tally: Tally {
+            rows: 0,
+            pages: 0,
+            duplicates: 0,
+        },
     };
     // FinHub's customers come by status: one pass per status asked for (all by default).
-    let slices: Vec<(DateTime<Utc>, DateTime<Utc>, Option<&str>)> =
-        if export.resource == Resource::CustomersByStatus {
-            let only = export.filter.iter().find(|(k, _)| k == "status");
-            crate::provider::finhub::CUSTOMER_STATUSES
-                .iter()
-                .copied()
-                .filter(|s| only.is_none_or(|(_, v)| v == s))
-                .map(|s| (from, to, Some(s)))
-                .collect()
-        } else {
-            windows(from, to, ep.max_window)
-                .into_iter()
-                .map(|(f, t)| (f, t, None))
-                .collect()
-        };
-    for (w_from, w_to, status) in slices {
-        let mut page: u64 = 1;
-        let mut longest: u64 = 0;
-        let mut stale_pages = 0;
+    let slices: Vec<Slice> = if export.resource == Resource::CustomersByStatus {
+        let only = export.filter.iter().find(|(k, _)| k == "status");
+        crate::provider::finhub::CUSTOMER_STATUSES
+            .iter()
+            .copied()
+            .filter(|s| only.is_none_or(|(_, v)| v == s))
+            .map(|s| (from, to, Some(s)))
+            .collect()
+    } else {
+        windows(from, to, ep.max_window)
+            .into_iter()
+            .map(|(f, t)| (f, t, None))
+            .collect()
+    };
+    for slice in slices {
+        let shifted = read.slice(slice, concurrency.max(1), false).await?;
+        if shifted && concurrency > 1 {
+            tracing::info!(
+                step = %export.id,
+                "the listing changed while its pages were read at once: reading its window again, page by page"
+            );
+            read.slice(slice, 1, true).await?;
+        }
+    }
+    Ok(read.tally)
+}
+
+/// A window of a pull, and the customer status it lists (FinHub).
+type Slice<'a> = (DateTime<Utc>, DateTime<Utc>, Option<&'a str>);
+
+/// One export's pull under way: where it writes, what it has written.
+struct Reading<'a, 's> {
+    export: &'a Export,
+    ctx: &'a Ctx,
+    ep: &'a Endpoint,
+    sink: &'s mut Sink,
+    /// The ids written so far.
+    seen: HashSet<String>,
+    tally: Tally,
+}
+
+impl Reading<'_, '_> {
+    /// Reads a slice's pages in order, up to `ahead` at once where a page has said how many
+    /// there are, writing each record not written yet. `again`: a second reading of the
+    /// slice (its records seen before are neither duplicates nor a sign of a stuck listing).
+    /// Returns whether the listing's total changed while it was read.
+    async fn slice(&mut self, slice: Slice<'_>, ahead: u32, again: bool) -> Result<bool, Stop> {
+        let (ctx, ep, export) = (self.ctx, self.ep, self.export);
+        let mut pending = futures_util::stream::FuturesOrdered::new();
+        pending.push_back(fetch((ctx, ep, export), slice, 1));
+        let (mut page, mut issued) = (1u64, 1u64);
+        let (mut longest, mut stale_pages) = (0u64, 0);
+        let mut first_total: Option<u64> = None;
+        let mut shifted = false;
         loop {
-            if ctx.stopping() {
+            if self.ctx.stopping() {
                 return Err(Stop::Interrupted);
             }
-            let mut query: Vec<(&str, String)> = vec![
-                (ep.from_key, fmt(w_from)),
-                (ep.to_key, fmt(w_to)),
-                ("page", page.to_string()),
-            ];
-            if let Some(k) = ep.size_key {
-                query.push((k, PAGE_SIZE.to_string()));
+            let p = futures_util::StreamExt::next(&mut pending)
+                .await
+                .expect("the page being read was asked for")?;
+            self.tally.pages += 1;
+            match (first_total, p.total) {
+                (None, Some(t)) => first_total = Some(t),
+                (Some(a), Some(b)) if a != b => shifted = true,
+                _ => {}
             }
-            for (k, v) in &export.filter {
-                query.push((k.as_str(), v.clone()));
-            }
-            let p = match (status, &ctx.client) {
-                (Some(status), Client::FinHub(fh)) => {
-                    let reply =
-                        super::protocol::idempotent(ctx, || fh.by_status(status, page, PAGE_SIZE))
-                            .await
-                            .map_err(|e| Stop::Failed(call_failure(&e, page)))?;
-                    parse_customers_page(reply, page)
-                }
-                (_, Client::HelloClever(hc)) => {
-                    let reply = super::protocol::idempotent(ctx, || hc.list_page(ep.path, &query))
-                        .await
-                        .map_err(|e| Stop::Failed(call_failure(&e, page)))?;
-                    parse_page(reply, page)
-                }
-                // The job's resources are its provider's (checked when it loads).
-                (None, Client::FinHub(_)) => {
-                    return Err(Stop::Failed(format!(
-                        "{} is not a FinHub resource",
-                        export.resource.as_str()
-                    )));
-                }
-            }
-            .map_err(|e| Stop::Failed(format!("page {page}: {e}")))?;
-            tally.pages += 1;
             if page == 1
+                && !again
                 && let Some(total) = p.total
             {
-                ctx.progress.set_total(tally.rows + total);
+                self.ctx.progress.set_total(self.tally.rows + total);
             }
+            let last = last_page(&p, self.ep);
             let n = p.records.len() as u64;
             longest = longest.max(n);
-            let mut fresh = 0;
-            for mut r in p.records {
-                if let Some(id) = id_of(&r, ep.id_key)
-                    && !seen.insert(id)
-                {
-                    tally.duplicates += 1;
-                    continue;
-                }
-                redact(&mut r);
-                sink.write(&r, ep).map_err(|e| {
-                    Stop::Failed(format!("cannot write {}: {e}", export.path.display()))
-                })?;
-                fresh += 1;
-            }
-            tally.rows += fresh;
-            ctx.tick(fresh);
+            let size = p.size;
+            let more = p.more;
+            let fresh = self.write(p.records, again)?;
             if n == 0 {
                 break;
             }
-            stale_pages = if fresh == 0 { stale_pages + 1 } else { 0 };
+            stale_pages = if fresh == 0 && !again {
+                stale_pages + 1
+            } else {
+                0
+            };
             if stale_pages >= 3 {
                 return Err(Stop::Failed(format!(
                     "the provider returned only records already seen on pages {}..={page}; \
@@ -288,15 +297,108 @@ async fn pull_pages(
                     page - 2
                 )));
             }
-            let full = n >= p.size.or(ep.size_key.map(|_| PAGE_SIZE)).unwrap_or(longest);
-            if p.more == More::Yes || full {
-                page += 1;
-            } else {
+            let full = n
+                >= size
+                    .or(self.ep.size_key.map(|_| PAGE_SIZE))
+                    .unwrap_or(longest);
+            if more != More::Yes && !full {
                 break;
             }
+            page += 1;
+            // The next page, and as many after it as the known last page and `ahead` allow
+            // (without a known last page, one at a time: pages past the end cost requests).
+            let horizon = match last {
+                Some(last) => (page + u64::from(ahead) - 1).min(last.max(page)),
+                None => page,
+            };
+            while issued < horizon {
+                issued += 1;
+                pending.push_back(fetch((ctx, ep, export), slice, issued));
+            }
         }
+        Ok(shifted && ahead > 1)
     }
-    Ok(tally)
+
+    /// Writes a page's records not written yet; returns how many it wrote.
+    fn write(&mut self, records: Vec<Value>, again: bool) -> Result<u64, Stop> {
+        let mut fresh = 0;
+        for mut r in records {
+            if let Some(id) = id_of(&r, self.ep.id_key)
+                && !self.seen.insert(id)
+            {
+                if !again {
+                    self.tally.duplicates += 1;
+                }
+                continue;
+            }
+            redact(&mut r);
+            self.sink.write(&r, self.ep).map_err(|e| {
+                Stop::Failed(format!("cannot write {}: {e}", self.export.path.display()))
+            })?;
+            fresh += 1;
+        }
+        self.tally.rows += fresh;
+        self.ctx.tick(fresh);
+        Ok(fresh)
+    }
+}
+
+/// Asks for page `page` of `slice` (under the pacer: the rate limit and the requests in
+/// flight are the run's).
+fn fetch<'a>(
+    (ctx, ep, export): (&'a Ctx, &'a Endpoint, &'a Export),
+    (w_from, w_to, status): Slice<'_>,
+    page: u64,
+) -> impl std::future::Future<Output = Result<Page, Stop>> + use<'a> {
+    let status = status.map(str::to_string);
+    async move {
+        let fmt = |t: DateTime<Utc>| {
+            let s = t.format("%Y-%m-%dT%H:%M:%S").to_string();
+            if ep.zulu { s + "Z" } else { s }
+        };
+        let mut query: Vec<(&str, String)> = vec![
+            (ep.from_key, fmt(w_from)),
+            (ep.to_key, fmt(w_to)),
+            ("page", page.to_string()),
+        ];
+        if let Some(k) = ep.size_key {
+            query.push((k, PAGE_SIZE.to_string()));
+        }
+        for (k, v) in &export.filter {
+            query.push((k.as_str(), v.clone()));
+        }
+        match (status.as_deref(), &ctx.client) {
+            (Some(status), Client::FinHub(fh)) => {
+                let reply =
+                    super::protocol::idempotent(ctx, || fh.by_status(status, page, PAGE_SIZE))
+                        .await
+                        .map_err(|e| Stop::Failed(call_failure(&e, page)))?;
+                parse_customers_page(reply, page)
+            }
+            (_, Client::HelloClever(hc)) => {
+                let reply = super::protocol::idempotent(ctx, || hc.list_page(ep.path, &query))
+                    .await
+                    .map_err(|e| Stop::Failed(call_failure(&e, page)))?;
+                parse_page(reply, page)
+            }
+            // The job's resources are its provider's (checked when it loads).
+            (None, Client::FinHub(_)) => {
+                return Err(Stop::Failed(format!(
+                    "{} is not a FinHub resource",
+                    export.resource.as_str()
+                )));
+            }
+        }
+        .map_err(|e| Stop::Failed(format!("page {page}: {e}")))
+    }
+}
+
+/// The last page, as far as a page's metadata tells: its page count, or its total over its
+/// page size (the larger, when both are there).
+fn last_page(p: &Page, ep: &Endpoint) -> Option<u64> {
+    let size = p.size.or(ep.size_key.map(|_| PAGE_SIZE)).filter(|s| *s > 0);
+    let by_total = p.total.zip(size).map(|(t, s)| t.div_ceil(s));
+    by_total.max(p.pages)
 }
 
 fn call_failure(e: &CallError, page: u64) -> String {

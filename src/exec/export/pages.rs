@@ -125,6 +125,8 @@ pub(crate) struct Page {
     pub size: Option<u64>,
     pub more: More,
     pub(super) total: Option<u64>,
+    /// The page count the provider says there is.
+    pub(super) pages: Option<u64>,
 }
 
 pub(super) fn as_u64(v: &Value) -> Option<u64> {
@@ -157,7 +159,8 @@ pub(crate) fn parse_page(mut v: Value, page: u64) -> Result<Page, String> {
     if let Some(next) = v.get("next_page") {
         says.push(as_u64(next).is_some_and(|n| n > page));
     }
-    if let Some(pages) = v.get("total_page").and_then(as_u64) {
+    let pages = v.get("total_page").and_then(as_u64);
+    if let Some(pages) = pages {
         says.push(page < pages);
     }
     if let (Some(total), Some(size)) = (total, size) {
@@ -168,6 +171,7 @@ pub(crate) fn parse_page(mut v: Value, page: u64) -> Result<Page, String> {
         size,
         more: verdict(&says),
         total,
+        pages,
     })
 }
 
@@ -194,7 +198,8 @@ pub(super) fn parse_customers_page(mut v: Value, page: u64) -> Result<Page, Stri
     let p = &v["pagination"];
     let total = p.get("totalSize").and_then(as_u64);
     let mut says = Vec::new();
-    if let Some(pages) = p.get("numberOfPage").and_then(as_u64) {
+    let pages = p.get("numberOfPage").and_then(as_u64);
+    if let Some(pages) = pages {
         says.push(page < pages);
     }
     if let Some(total) = total {
@@ -205,5 +210,6 @@ pub(super) fn parse_customers_page(mut v: Value, page: u64) -> Result<Page, Stri
         size: None,
         more: verdict(&says),
         total,
+        pages,
     })
 }
