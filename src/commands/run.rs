@@ -45,13 +45,10 @@ pub(super) fn run(args: &crate::cli::RunArgs, bars: bool, quiet: bool) -> Result
         match ran {
             Ok(report) => {
                 if !quiet {
-                    print_run(&job, &report);
+                    let status = status_command(args);
+                    print_run(&job, &report, &status);
                     if args.sandbox {
-                        println!(
-                            "  state: {} (`payrun status {} --sandbox`)",
-                            crate::state::shown(&state_path),
-                            args.plan.job.job.display()
-                        );
+                        println!("  state: {} (`{status}`)", crate::state::shown(&state_path));
                     }
                 }
                 after_run(&job, args, &state_path, report, quiet).await
@@ -226,7 +223,36 @@ fn fatal_run(job: &Job, state_path: &Path) -> Option<i64> {
     crate::state::work::latest_fatal(st.connection(), plan).ok()?
 }
 
-fn print_run(job: &Job, report: &crate::exec::RunReport) {
+/// The `payrun status` that shows what this run did: the same job, variables (the scope),
+/// state (its password masked) and sandbox.
+fn status_command(args: &crate::cli::RunArgs) -> String {
+    let quoted = |v: &str| {
+        if !v.is_empty()
+            && v.bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b"-_.,:/=@%+".contains(&b))
+        {
+            v.to_string()
+        } else {
+            format!("'{}'", v.replace('\'', r"'\''"))
+        }
+    };
+    let mut cmd = format!(
+        "payrun status {}",
+        quoted(&args.plan.job.job.to_string_lossy())
+    );
+    for (k, v) in &args.plan.job.vars {
+        cmd.push_str(&format!(" --var {}", quoted(&format!("{k}={v}"))));
+    }
+    if let Some(state) = &args.plan.state {
+        cmd.push_str(&format!(" --state {}", quoted(&crate::state::shown(state))));
+    }
+    if args.sandbox {
+        cmd.push_str(" --sandbox");
+    }
+    cmd
+}
+
+fn print_run(job: &Job, report: &crate::exec::RunReport, status: &str) {
     let counts = report.counts.steps();
     let open: u64 = counts
         .iter()
@@ -281,7 +307,7 @@ fn print_run(job: &Job, report: &crate::exec::RunReport) {
                 }
             }
         }
-        println!("    (`payrun status {}` lists them)", job.path.display());
+        println!("    (`{status}` lists them)");
     }
     if let Some(s) = report.approval.as_ref().filter(|s| !s.approved()) {
         for line in s.lines() {
