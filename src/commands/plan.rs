@@ -93,6 +93,7 @@ pub(super) fn plan(cmd: &PlanCmdArgs) -> Result<i32, Error> {
             }
             println!();
             println!("digest: {}", outcome.counts.digest);
+            warn_of_a_repeat(&job, &outcome.state_path)?;
             if job.approval.is_some() {
                 super::approve::print_standing(&job, &outcome.state_path)?;
             }
@@ -117,4 +118,28 @@ pub(super) fn plan(cmd: &PlanCmdArgs) -> Result<i32, Error> {
             Ok(exit::SUCCESS)
         }
     }
+}
+
+/// Says when the plan repeats what another scope of the job paid within
+/// `guards.duplicate_window`: `payrun run` will refuse it (unless `--allow-duplicates`).
+fn warn_of_a_repeat(job: &crate::job::Job, path: &std::path::Path) -> Result<(), Error> {
+    let window = job.guards.duplicate_window;
+    let Some(since) = crate::state::work::guard_since(chrono::Utc::now(), window) else {
+        return Ok(());
+    };
+    let st = crate::state::State::open(path)?;
+    let conn = st.connection();
+    let err = |e| st.err(e);
+    let Some(plan) = crate::state::work::plan_id(conn, &job.name, &job.scope).map_err(err)? else {
+        return Ok(());
+    };
+    if let Some(r) =
+        crate::state::work::repeated_payroll(conn, plan, &job.name, &since).map_err(err)?
+    {
+        say!(
+            "warning: {}: `payrun run` refuses it as a duplicate payroll unless --allow-duplicates",
+            r.said(&job.scope, window)
+        );
+    }
+    Ok(())
 }

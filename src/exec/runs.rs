@@ -276,10 +276,10 @@ impl Go {
 async fn before_sending(job: &Job, ctx: &Ctx, opts: &RunOptions) -> Result<Go, RunError> {
     let window = job.guards.duplicate_window;
     let pays = job.steps.iter().any(|s| s.kind == StepKind::Payout);
-    if pays && !window.is_zero() && !opts.allow_duplicates {
-        let since = chrono::Utc::now()
-            - chrono::Duration::from_std(window).unwrap_or(chrono::Duration::MAX);
-        let since = since.to_rfc3339_opts(chrono::SecondsFormat::Millis, true);
+    if pays
+        && !opts.allow_duplicates
+        && let Some(since) = work::guard_since(chrono::Utc::now(), window)
+    {
         let (plan_id, name) = (ctx.plan_id, job.name.clone());
         let repeat = ctx
             .db
@@ -287,16 +287,8 @@ async fn before_sending(job: &Job, ctx: &Ctx, opts: &RunOptions) -> Result<Go, R
             .await?;
         if let Some(r) = repeat {
             tracing::error!(
-                "refused as a duplicate payroll: {} of the {} payouts of scope '{}' pay the same accounts the same amounts as scope '{}' did{} (last sent {}), within guards.duplicate_window ({}); nothing was sent. If this payroll is meant, run again with --allow-duplicates",
-                r.matching,
-                r.planned,
-                job.scope,
-                r.scope,
-                r.run_id
-                    .map(|id| format!(" in run {id}"))
-                    .unwrap_or_default(),
-                r.paid_at,
-                crate::job::show_duration(window)
+                "refused as a duplicate payroll: {}; nothing was sent. If this payroll is meant, run again with --allow-duplicates",
+                r.said(&job.scope, window)
             );
             return Ok(Go::Refused);
         }

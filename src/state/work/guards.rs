@@ -18,6 +18,37 @@ pub struct Repeat {
     pub planned: u64,
 }
 
+impl Repeat {
+    /// Says it, of a plan of scope `scope` compared over `window`: "N of the M payouts of
+    /// scope … pay the same accounts the same amounts as scope … did in run … (last sent …),
+    /// within guards.duplicate_window (…)".
+    pub fn said(&self, scope: &str, window: std::time::Duration) -> String {
+        format!(
+            "{} of the {} payouts of scope '{scope}' pay the same accounts the same amounts as scope '{}' did{} (last sent {}), within guards.duplicate_window ({})",
+            self.matching,
+            self.planned,
+            self.scope,
+            self.run_id
+                .map(|id| format!(" in run {id}"))
+                .unwrap_or_default(),
+            self.paid_at,
+            crate::job::show_duration(window)
+        )
+    }
+}
+
+/// Where the duplicate-payroll guard of a run starting at `now` looks back to (RFC 3339);
+/// `None` when `window` is zero (the guard is off).
+pub fn guard_since(
+    now: chrono::DateTime<chrono::Utc>,
+    window: std::time::Duration,
+) -> Option<String> {
+    (!window.is_zero()).then(|| {
+        (now - chrono::Duration::from_std(window).unwrap_or(chrono::Duration::MAX))
+            .to_rfc3339_opts(chrono::SecondsFormat::Millis, true)
+    })
+}
+
 /// The scope of `job` whose payouts sent since `since` the unsent payouts of plan
 /// `plan_id` mostly (more than half) repeat, by account and amount. `None` when none does,
 /// or when this plan has sent payouts already (whoever ran it decided then).

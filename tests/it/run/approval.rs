@@ -341,7 +341,15 @@ async fn the_same_payroll_under_another_period_is_refused_unless_allowed() {
     assert_eq!(run.code, 0, "{}{}", run.stdout, run.stderr);
     let (contacts_before, paid_before) = (contacts(&s).await, payouts(&s).await);
 
-    // A typo in the period: the same payroll again.
+    // A typo in the period: the same payroll again. Its plan says so; its run refuses it.
+    let plan = payrun(&setup, &s, &["plan", "job.yaml", "--var", "period=2026-21"]);
+    assert_eq!(plan.code, 0, "{}{}", plan.stdout, plan.stderr);
+    assert!(
+        plan.stderr.contains("warning: 4 of the 4 payouts of scope '2026-21' pay the same accounts the same amounts as scope '2026-11' did in run 1")
+            && plan.stderr.contains("unless --allow-duplicates"),
+        "{}",
+        plan.stderr
+    );
     let again = payrun(&setup, &s, &["run", "job.yaml", "--var", "period=2026-21"]);
     assert_eq!(again.code, 2, "{}{}", again.stdout, again.stderr);
     assert!(
