@@ -78,6 +78,41 @@ fn export_once(job: &str, base_url: &str, file: &str) -> Measured {
     }
 }
 
+/// The export job of every card payment of the last 500 days into cards.csv, with these
+/// `limits` (YAML flow mapping entries).
+fn job(limits: &str) -> String {
+    format!(
+        r#"version: 1
+name: bench-export
+provider: {{ kind: helloclever, base_url: "${{BENCH_BASE_URL}}", app_id: sandbox-app, secret_key: sandbox-secret }}
+limits: {{ {limits} }}
+steps:
+  - id: cards
+    type: export
+    resource: card_payments
+    from: -500d
+    to: now
+    output: {{ path: cards.csv }}
+"#
+    )
+}
+
+/// The number in the environment variable `name`, else `default`.
+fn env_or(name: &str, default: usize) -> usize {
+    std::env::var(name)
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(default)
+}
+
+fn runtime(threads: usize) -> tokio::runtime::Runtime {
+    tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(threads)
+        .enable_all()
+        .build()
+        .unwrap()
+}
+
 /// A sandbox seeded with `n` records of each kind, with `faults`.
 fn sandbox(rt: &tokio::runtime::Runtime, n: usize, faults: sandbox::Faults) -> sandbox::Sandbox {
     rt.block_on(async {
@@ -97,19 +132,8 @@ fn sandbox(rt: &tokio::runtime::Runtime, n: usize, faults: sandbox::Faults) -> s
 
 /// Part 2: the limit kept busy under latency, one page at a time and eight at once.
 fn paced() {
-    let n: usize = std::env::var("PACED_N")
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(20_000);
-    let rounds: usize = std::env::var("ROUNDS")
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(2);
-    let rt = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-        .unwrap();
+    let (n, rounds) = (env_or("PACED_N", 20_000), env_or("ROUNDS", 2));
+    let rt = runtime(2);
     let latency = std::time::Duration::from_millis(100);
     let sb = sandbox(
         &rt,
@@ -119,22 +143,7 @@ fn paced() {
             ..sandbox::Faults::default()
         },
     );
-    let job = |concurrency: u32| {
-        format!(
-            r#"version: 1
-name: bench-export-paced
-provider: {{ kind: helloclever, base_url: "${{BENCH_BASE_URL}}", app_id: sandbox-app, secret_key: sandbox-secret }}
-limits: {{ rate: 50/s, burst: 1, concurrency: {concurrency} }}
-steps:
-  - id: cards
-    type: export
-    resource: card_payments
-    from: -500d
-    to: now
-    output: {{ path: cards.csv }}
-"#
-        )
-    };
+    let job = |concurrency: u32| job(&format!("rate: 50/s, burst: 1, concurrency: {concurrency}"));
     println!(
         "export of {n} card payments at 100 ms a request, limit 50/s (requests/s as a share of the limit):"
     );
@@ -164,29 +173,11 @@ steps:
 
 /// Part 1: rows a second with nothing in the way.
 fn throughput() {
-    let n: usize = std::env::var("N")
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(100_000);
-    let rt = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(1)
-        .enable_all()
-        .build()
-        .unwrap();
+    let n = env_or("N", 100_000);
+    let rt = runtime(1);
     let sb = sandbox(&rt, n, sandbox::Faults::default());
-    let job = r#"version: 1
-name: bench-export
-provider: { kind: helloclever, base_url: "${BENCH_BASE_URL}", app_id: sandbox-app, secret_key: sandbox-secret }
-limits: { rate: 10000/s, burst: 100, concurrency: 1 }
-steps:
-  - id: cards
-    type: export
-    resource: card_payments
-    from: -500d
-    to: now
-    output: { path: cards.csv }
-"#;
-    let m = export_once(job, &sb.base_url(), "cards.csv");
+    let job = job("rate: 10000/s, burst: 100, concurrency: 1");
+    let m = export_once(&job, &sb.base_url(), "cards.csv");
     assert_eq!(m.rows as usize, n, "every card payment exported once");
     println!("export of {n} card payments (page size 100, no rate limit, one connection):");
     println!(
