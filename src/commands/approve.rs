@@ -6,8 +6,8 @@ use super::{Error, job_and_state, no_state_yet};
 use crate::cli::ApproveArgs;
 use crate::exit;
 use crate::job::Job;
-use crate::plan::approval::{Standing, standing};
-use std::path::Path;
+use crate::plan::approval::standing;
+use crate::state::{Conn, SqlResult};
 
 pub(super) fn approve(args: &ApproveArgs) -> Result<i32, Error> {
     let (job, path) = job_and_state(&args.plan, args.sandbox)?;
@@ -76,14 +76,20 @@ pub(super) fn approve(args: &ApproveArgs) -> Result<i32, Error> {
         )));
     }
     println!("approved {} as {me}", d.digest);
-    print_standing(&job, &path)?;
+    print_standing(&job, conn).map_err(err)?;
     Ok(exit::SUCCESS)
 }
 
-/// Prints where the current plan of `job` stands with its approvals (nothing without a
-/// digest).
-pub(super) fn print_standing(job: &Job, path: &Path) -> Result<(), Error> {
-    let Some(s) = read_standing(job, path)? else {
+/// Prints where the current plan of `job` stands with its approvals, from the state
+/// `conn` is on (nothing without `approval:` or a digest).
+pub(super) fn print_standing(job: &Job, conn: &Conn) -> SqlResult<()> {
+    let Some(approval) = &job.approval else {
+        return Ok(());
+    };
+    let Some(plan) = crate::state::work::plan_id(conn, &job.name, &job.scope)? else {
+        return Ok(());
+    };
+    let Some(s) = standing(conn, approval, plan, chrono::Utc::now())? else {
         return Ok(());
     };
     for line in s.lines() {
@@ -102,21 +108,4 @@ pub(super) fn print_standing(job: &Job, path: &Path) -> Result<(), Error> {
         );
     }
     Ok(())
-}
-
-/// Where the current plan of `job` stands, when it has approval and a digest.
-pub(super) fn read_standing(job: &Job, path: &Path) -> Result<Option<Standing>, Error> {
-    let Some(approval) = &job.approval else {
-        return Ok(None);
-    };
-    if !crate::state::exists(path) {
-        return Ok(None);
-    }
-    let st = crate::state::State::open(path)?;
-    let conn = st.connection();
-    let err = |e| st.err(e);
-    let Some(plan) = crate::state::work::plan_id(conn, &job.name, &job.scope).map_err(err)? else {
-        return Ok(None);
-    };
-    Ok(standing(conn, approval, plan, chrono::Utc::now()).map_err(err)?)
 }

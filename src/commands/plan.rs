@@ -93,10 +93,10 @@ pub(super) fn plan(cmd: &PlanCmdArgs) -> Result<i32, Error> {
             }
             println!();
             println!("digest: {}", outcome.counts.digest);
-            warn_of_a_repeat(&job, &outcome.state_path)?;
-            if job.approval.is_some() {
-                super::approve::print_standing(&job, &outcome.state_path)?;
-            }
+            let st = crate::state::State::open(&outcome.state_path)?;
+            let err = |e| st.err(e);
+            warn_of_a_repeat(&job, st.connection()).map_err(err)?;
+            super::approve::print_standing(&job, st.connection()).map_err(err)?;
             let conflicts = &outcome.counts.conflicts;
             if !conflicts.is_empty() {
                 println!();
@@ -122,20 +122,18 @@ pub(super) fn plan(cmd: &PlanCmdArgs) -> Result<i32, Error> {
 
 /// Says when the plan repeats what another scope of the job paid within
 /// `guards.duplicate_window`: `payrun run` will refuse it (unless `--allow-duplicates`).
-fn warn_of_a_repeat(job: &crate::job::Job, path: &std::path::Path) -> Result<(), Error> {
+fn warn_of_a_repeat(
+    job: &crate::job::Job,
+    conn: &crate::state::Conn,
+) -> crate::state::SqlResult<()> {
     let window = job.guards.duplicate_window;
     let Some(since) = crate::state::work::guard_since(chrono::Utc::now(), window) else {
         return Ok(());
     };
-    let st = crate::state::State::open(path)?;
-    let conn = st.connection();
-    let err = |e| st.err(e);
-    let Some(plan) = crate::state::work::plan_id(conn, &job.name, &job.scope).map_err(err)? else {
+    let Some(plan) = crate::state::work::plan_id(conn, &job.name, &job.scope)? else {
         return Ok(());
     };
-    if let Some(r) =
-        crate::state::work::repeated_payroll(conn, plan, &job.name, &since).map_err(err)?
-    {
+    if let Some(r) = crate::state::work::repeated_payroll(conn, plan, &job.name, &since)? {
         say!(
             "warning: {}: `payrun run` refuses it as a duplicate payroll unless --allow-duplicates",
             r.said(&job.scope, window)

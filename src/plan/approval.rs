@@ -8,14 +8,14 @@ use crate::state::SqlResult;
 use crate::state::approvals::{self, ApprovalRecord, Changes, DigestRecord};
 
 /// An approval that does not count, and why.
-#[derive(Debug, Clone, serde::Serialize)]
+#[derive(Debug, Clone)]
 pub struct NotCounted {
     pub approver: String,
     pub why: &'static str,
 }
 
 /// A plan's digest and its approvals.
-#[derive(Debug, Clone, serde::Serialize)]
+#[derive(Debug, Clone)]
 pub struct Standing {
     pub digest: DigestRecord,
     pub required: u32,

@@ -8,9 +8,8 @@ use crate::plan::digest::PlanDigest;
 use rust_decimal::Decimal;
 
 /// A digest as recorded.
-#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct DigestRecord {
-    #[serde(skip)]
     pub id: i64,
     pub digest: String,
     pub planned_by: String,
@@ -21,7 +20,7 @@ pub struct DigestRecord {
 }
 
 /// One approval of a digest.
-#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ApprovalRecord {
     pub approver: String,
     pub approved_at: String,
@@ -29,7 +28,7 @@ pub struct ApprovalRecord {
 }
 
 /// What changed between two digests' payout rows.
-#[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize)]
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Changes {
     pub added: u64,
     pub removed: u64,
