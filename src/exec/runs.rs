@@ -173,28 +173,16 @@ pub async fn run(
                 .await;
             return Err(e.into());
         }
-        Ok(planned) => {
-            let went = match before_sending(job, &ctx, &opts).await {
-                Ok(Go::Refused) => Ok(Ended::InvalidInput),
-                Ok(go) => {
-                    if let Go::Payouts(Some(s)) | Go::Awaiting(s, _) = &go {
-                        approval = Some(s.clone());
-                    }
-                    execute_all(job, &ctx, opts.retry_failed, run_id, &planned.counts, &go).await
-                }
-                Err(e) => Err(e),
-            };
-            match went {
-                Ok(ended) => ended,
-                Err(e) => {
-                    let (stats, why) = (ctx.pacer.stats.snapshot(), e.to_string());
-                    let _ = db
-                        .write(move |c| work::finish_fatal(c, plan_id, run_id, &stats, &why))
-                        .await;
-                    return Err(e);
-                }
+        Ok(planned) => match send_planned(job, &ctx, &opts, &planned.counts, &mut approval).await {
+            Ok(ended) => ended,
+            Err(e) => {
+                let (stats, why) = (ctx.pacer.stats.snapshot(), e.to_string());
+                let _ = db
+                    .write(move |c| work::finish_fatal(c, plan_id, run_id, &stats, &why))
+                    .await;
+                return Err(e);
             }
-        }
+        },
     };
     let stats = ctx.pacer.stats.snapshot();
     let recorded = stats.clone();
@@ -248,6 +236,25 @@ pub async fn run(
         duplicates,
         approval,
     })
+}
+
+/// Sends what was planned, when the guard and the approvals let it (`approval`: where the
+/// plan's approvals stand, for the run's report).
+async fn send_planned(
+    job: &Job,
+    ctx: &Arc<Ctx>,
+    opts: &RunOptions,
+    planned: &crate::state::PlanCounts,
+    approval: &mut Option<crate::plan::approval::Standing>,
+) -> Result<Ended, RunError> {
+    let go = before_sending(job, ctx, opts).await?;
+    if let Go::Refused = go {
+        return Ok(Ended::InvalidInput);
+    }
+    if let Go::Payouts(Some(s)) | Go::Awaiting(s, _) = &go {
+        *approval = Some(s.clone());
+    }
+    execute_all(job, ctx, opts.retry_failed, ctx.run_id, planned, &go).await
 }
 
 /// What a planned run may send.

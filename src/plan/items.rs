@@ -105,6 +105,18 @@ impl<'a> Fields<'a> {
         )
     }
 
+    /// The keyed hash of the account a payout pays and its amount `a`: what the
+    /// duplicate-payroll guard compares (128 bits tell payments apart; the state keeps no
+    /// more than it needs).
+    fn payee_hash(&self, a: Decimal, hasher: &crate::state::key::ContentKey) -> Option<String> {
+        let account = self.account()?;
+        let currency = self.text("currency");
+        let mut h =
+            hasher.hash(format!("{account}\u{1f}{currency}\u{1f}{}", a.normalize()).as_bytes());
+        h.truncate(32);
+        Some(h)
+    }
+
     fn has_image_hashes(&self) -> bool {
         self.entries.iter().any(Entry::is_image_hash)
     }
@@ -323,19 +335,7 @@ pub fn build_item(
     let (digest, payee) = match (step.kind, amount) {
         (StepKind::Payout, Some(a)) if !keep_full => (
             Some(super::digest::content(&hashed)),
-            fields.account().map(|acct| {
-                let mut h = hasher.hash(
-                    format!(
-                        "{acct}\u{1f}{}\u{1f}{}",
-                        fields.text("currency"),
-                        a.normalize()
-                    )
-                    .as_bytes(),
-                );
-                // 128 bits tell payments apart; the state keeps no more than it needs.
-                h.truncate(32);
-                h
-            }),
+            fields.payee_hash(a, hasher),
         ),
         _ => (None, None),
     };
