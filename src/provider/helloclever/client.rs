@@ -1,7 +1,7 @@
 //! The Hello Clever client: one shared reqwest client, credentials in headers (never
 //! logged), typed replies (`wire`), failures as [`CallError`].
 
-use super::wire::{Contact, MethodRecord, PayoutBatch, PayoutPage};
+use super::wire::{Contact, MethodRecord, Payin, PayoutBatch, PayoutPage, Refund};
 use crate::provider::error::CallError;
 pub use crate::provider::http::Secret;
 use crate::provider::http::transport;
@@ -269,6 +269,53 @@ impl HelloClever {
                 .query(&[("uuid", uuid)]),
         )
         .await
+    }
+
+    /// `POST /v2/payins`: a payment request (the job's callbacks as its
+    /// `webhook_notification`).
+    pub async fn create_payin(&self, body: &Value) -> Result<Payin, CallError> {
+        self.send(
+            self.request(Method::POST, "/v2/payins")
+                .json(&self.notified(body)),
+        )
+        .await
+    }
+
+    /// `GET /v2/payins/detail?uuid=`.
+    pub async fn payin(&self, uuid: &str) -> Result<Payin, CallError> {
+        self.send(
+            self.request(Method::GET, "/v2/payins/detail")
+                .query(&[("uuid", uuid)]),
+        )
+        .await
+    }
+
+    /// `POST /v2/payins/refund`: refunds a received payin, whole (`amount` `None`) or in
+    /// part; `reason` is required by the provider (five characters at least).
+    pub async fn refund_payin(
+        &self,
+        uuid: &str,
+        amount: Option<rust_decimal::Decimal>,
+        reason: &str,
+    ) -> Result<Refund, CallError> {
+        let mut body = serde_json::json!({ "uuid": uuid, "description": reason });
+        if let Some(a) = amount {
+            // A JSON number with the amount's exact digits (no float on the way).
+            body["amount"] = serde_json::from_str(&a.to_string()).unwrap_or(Value::Null);
+        }
+        self.send(self.request(Method::POST, "/v2/payins/refund").json(&body))
+            .await
+    }
+
+    /// Cancels a pending payin of a cancellable method. The reference names no path for
+    /// it: `POST /v2/payins/cancel`, as the sandbox answers it.
+    pub async fn cancel_payin(&self, uuid: &str) -> Result<(), CallError> {
+        self.send::<IgnoredAny>(
+            self.request(Method::POST, "/v2/payins/cancel")
+                .json(&serde_json::json!({ "uuid": uuid })),
+        )
+        .await
+        .map(drop)
     }
 
     /// One page of a list endpoint (`GET path?query`), as the provider sent it.

@@ -88,6 +88,60 @@ pub struct PayoutBatch {
     pub created_at: Option<String>,
 }
 
+/// A payin request as Hello Clever answers it (create, detail, each record of the list).
+#[derive(Debug, Clone, Deserialize)]
+pub struct Payin {
+    pub uuid: String,
+    /// `pending`, `received`, `expired`, `return_pending`, `return_received`…
+    #[serde(default)]
+    pub status: Option<String>,
+    #[serde(default)]
+    pub external_id: Option<String>,
+    #[serde(default)]
+    pub currency: Option<String>,
+    #[serde(default, deserialize_with = "money")]
+    pub amount: Option<Decimal>,
+    #[serde(default, deserialize_with = "money")]
+    pub paid_amount: Option<Decimal>,
+    /// How the payer pays (a PayID, a bank reference, a pay URL), as the provider gives it.
+    #[serde(default)]
+    pub pay_code: Option<serde_json::Value>,
+    /// A bool in the schemas, `"false"` in several examples.
+    #[serde(default, deserialize_with = "flag")]
+    pub is_refundable: Option<bool>,
+    #[serde(default)]
+    pub expired_at: Option<String>,
+    #[serde(default)]
+    pub created_at: Option<String>,
+}
+
+/// A refund's answer: what was refunded, and the payin as it is now.
+#[derive(Debug, Clone, Deserialize)]
+pub struct Refund {
+    #[serde(default, deserialize_with = "money")]
+    pub refund_amount: Option<Decimal>,
+    pub payin_request: Payin,
+}
+
+/// A flag given as a bool or as the text `"true"`/`"false"`.
+fn flag<'de, D: Deserializer<'de>>(d: D) -> Result<Option<bool>, D::Error> {
+    #[derive(Deserialize)]
+    #[serde(untagged)]
+    enum Raw {
+        Bool(bool),
+        Text(String),
+    }
+    Ok(match Option::<Raw>::deserialize(d)? {
+        Some(Raw::Bool(b)) => Some(b),
+        Some(Raw::Text(t)) => match t.trim() {
+            "true" | "True" => Some(true),
+            "false" | "False" => Some(false),
+            _ => None,
+        },
+        None => None,
+    })
+}
+
 /// Pagination shape B, as the payouts list uses it.
 #[derive(Debug, Clone, Deserialize)]
 pub struct PayoutPage {
@@ -104,6 +158,21 @@ pub struct PayoutPage {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_payin_reads_money_and_flags_either_way() {
+        let p: Payin = serde_json::from_str(
+            r#"{"uuid":"P1","status":"pending","amount":"100.0","paid_amount":0,"is_refundable":"false","pay_code":{"pay_id":"p1@payid"}}"#,
+        )
+        .unwrap();
+        assert_eq!(p.amount, Some(Decimal::from_str("100.0").unwrap()));
+        assert_eq!(p.paid_amount, Some(Decimal::ZERO));
+        assert_eq!(p.is_refundable, Some(false));
+        assert_eq!(p.pay_code.unwrap()["pay_id"], "p1@payid");
+        let p: Payin = serde_json::from_str(r#"{"uuid":"P2","is_refundable":true}"#).unwrap();
+        assert_eq!(p.is_refundable, Some(true));
+        assert_eq!(p.status, None);
+    }
 
     #[test]
     fn money_as_string_or_number() {

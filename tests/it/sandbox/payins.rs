@@ -208,3 +208,105 @@ async fn seeded_exports_page_through() {
         .unwrap();
     assert_eq!(ledger(&s).await["contacts"].as_array().unwrap().len(), 45);
 }
+
+/// payrun's Hello Clever client for payins, against the sandbox: create (with its pay
+/// details), detail, the listing by external id, cancel a pending one, refund a received one.
+#[tokio::test]
+async fn the_client_creates_reads_cancels_and_refunds_payins() {
+    use payrun::provider::helloclever::client::{HelloClever, Secret};
+    let s = start(fast()).await;
+    let http = payrun::provider::http::client(Duration::from_secs(10), 2).unwrap();
+    let hc = HelloClever::new(
+        http,
+        &s.base_url(),
+        Secret::new("sandbox-app"),
+        Secret::new("sandbox-secret"),
+    )
+    .unwrap();
+    let body = |ext: &str| {
+        // The amount as a JSON number with its exact digits, as payouts send it.
+        let amount: Value = serde_json::from_str("120.50").unwrap();
+        json!({"currency": "AUD", "amount": amount, "name": "Ann Lee", "gst": false,
+               "email": "ann@example.com", "payin_method_name": "au_payid_npp_aud",
+               "payin_method_params": {}, "description": "Invoice 7", "external_id": ext})
+    };
+    // A PayID payin's payer must be a contact first.
+    let c = client();
+    let (st, _) = post(&c, &s, "/v2/contacts", &contact("ann@example.com")).await;
+    assert_eq!(st, 200);
+    let p = hc.create_payin(&body("inv-7")).await.unwrap();
+    assert_eq!(p.status.as_deref(), Some("pending"));
+    assert_eq!(p.external_id.as_deref(), Some("inv-7"));
+    assert_eq!(p.amount, Some("120.5".parse().unwrap()));
+    assert!(
+        p.pay_code.as_ref().is_some_and(|c| c["pay_id"].is_string()),
+        "the payer's PayID: {:?}",
+        p.pay_code
+    );
+    assert_eq!(hc.payin(&p.uuid).await.unwrap().uuid, p.uuid);
+    // Found in the listing by its external id.
+    let now = chrono::Utc::now();
+    let page = hc
+        .list_page(
+            "/v2/payins/all",
+            &[
+                (
+                    "from_date",
+                    (now - chrono::Duration::hours(1))
+                        .format("%Y-%m-%dT%H:%M:%S")
+                        .to_string(),
+                ),
+                (
+                    "to_date",
+                    (now + chrono::Duration::hours(1))
+                        .format("%Y-%m-%dT%H:%M:%S")
+                        .to_string(),
+                ),
+                ("page", "1".into()),
+                ("per_page", "100".into()),
+            ],
+        )
+        .await
+        .unwrap();
+    assert!(
+        page["records"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|r| r["external_id"] == "inv-7" && r["uuid"] == p.uuid.as_str()),
+        "{page}"
+    );
+    // A pending payin of a cancellable method is cancelled; a second cancel is refused.
+    hc.cancel_payin(&p.uuid).await.unwrap();
+    assert_eq!(
+        hc.payin(&p.uuid).await.unwrap().status.as_deref(),
+        Some("expired")
+    );
+    assert!(hc.cancel_payin(&p.uuid).await.is_err());
+    // A received one is refunded in part.
+    let q = hc.create_payin(&body("inv-8")).await.unwrap();
+    assert!(
+        hc.refund_payin(&q.uuid, None, "Not received yet")
+            .await
+            .is_err()
+    );
+    let c = client();
+    let (st, _) = post(
+        &c,
+        &s,
+        "/v2/payins/simulate",
+        &json!({"uuid": q.uuid, "status": "completed"}),
+    )
+    .await;
+    assert_eq!(st, 200);
+    let r = hc
+        .refund_payin(
+            &q.uuid,
+            Some("20.50".parse().unwrap()),
+            "Overcharged by the invoice",
+        )
+        .await
+        .unwrap();
+    assert_eq!(r.refund_amount, Some("20.5".parse().unwrap()));
+    assert_eq!(r.payin_request.status.as_deref(), Some("return_pending"));
+}
