@@ -470,3 +470,24 @@ async fn approvals_and_the_duplicate_guard_hold_with_the_state_in_postgresql() {
     );
     assert_eq!(payouts(&s).await, 4);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_plan_made_without_as_is_the_os_user_s_who_cannot_approve_it() {
+    let s = start(fast(Faults::default())).await;
+    let setup = setup(2, "approval: { required: 1, approvers: [cron, alice] }\n");
+    // `payrun` runs every command here as the OS user "cron" (USER=cron).
+    let d = digest(&payrun(&setup, &s, &["plan", "job.yaml"]));
+    let own = approve(&setup, &s, &d, "cron");
+    assert_eq!(own.code, 2, "{}{}", own.stdout, own.stderr);
+    assert!(own.stderr.contains("cron made this plan"), "{}", own.stderr);
+    let status = payrun(&setup, &s, &["status", "job.yaml"]);
+    assert!(
+        status.stdout.contains("(planned by cron at "),
+        "{}",
+        status.stdout
+    );
+    assert_eq!(approve(&setup, &s, &d, "alice").code, 0);
+    let run = payrun(&setup, &s, &["run", "job.yaml"]);
+    assert_eq!(run.code, 0, "{}{}", run.stdout, run.stderr);
+    assert_eq!(payouts(&s).await, 2);
+}
