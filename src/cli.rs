@@ -100,9 +100,13 @@ pub struct CancelArgs {
     #[command(flatten)]
     pub plan: PlanArgs,
     /// A batch to recall, by the provider's uuid or payrun's external id (repeatable;
-    /// default: every sent batch of the job and scope)
+    /// default, when no --payin is named: every sent batch of the job and scope)
     #[arg(long = "batch", value_name = "ID")]
     pub batches: Vec<String>,
+    /// A pending payin to cancel, by the provider's uuid or the row's key (repeatable;
+    /// default: every pending payin of the job and scope whose method may be cancelled)
+    #[arg(long = "payin", value_name = "ID")]
+    pub payins: Vec<String>,
     /// Do not ask (required when not on a terminal)
     #[arg(long)]
     pub yes: bool,
@@ -261,6 +265,10 @@ pub struct SandboxArgs {
     /// Time from payout creation to completed (processing from half-way).
     #[arg(long, default_value = "10s", value_parser = parse_duration_arg)]
     pub payout_delay: std::time::Duration,
+    /// Payers pay each payin in full this long after it was created (before it expires);
+    /// without it, only POST /v2/payins/simulate pays one.
+    #[arg(long, value_parser = parse_duration_arg)]
+    pub payin_delay: Option<std::time::Duration>,
     /// A balance: --balance AUD=1000000 (repeatable); currencies not given are unlimited.
     #[arg(long = "balance", value_name = "CCY=AMOUNT", value_parser = parse_balance)]
     pub balances: Vec<(String, rust_decimal::Decimal)>,

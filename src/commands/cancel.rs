@@ -1,5 +1,6 @@
-//! `payrun cancel`: recalls the job's scheduled payout batches (all, or those named)
-//! through the provider, and records their rows as `cancelled`.
+//! `payrun cancel`: recalls the job's scheduled payout batches and cancels its pending
+//! payins (all, or those named) through the provider, and records their rows as
+//! `cancelled`.
 
 use super::output::plural;
 use super::{Error, job_and_state, no_state_yet, run_error, runtime, take_lock};
@@ -25,71 +26,147 @@ pub(super) fn cancel(args: &CancelArgs) -> Result<i32, Error> {
             job.name, job.scope
         )));
     };
+    // Names given for one kind only: the other kind is left alone.
+    let want_batches = args.payins.is_empty() || !args.batches.is_empty();
+    let want_payins = args.batches.is_empty() || !args.payins.is_empty();
     let batches = work::sent_batches(conn, plan).map_err(sql)?;
-    let (targets, refused) = choose(&batches, &args.batches)?;
+    let (targets, refused) = if want_batches {
+        choose(&batches, &args.batches)?
+    } else {
+        (Vec::new(), Vec::new())
+    };
     for (b, why) in &refused {
         say!("not cancelled: batch {} {why}", name(b));
     }
-    if targets.is_empty() {
+    let payin_steps: Vec<String> = job
+        .steps
+        .iter()
+        .filter(|s| s.kind == crate::job::steps::StepKind::Payin)
+        .map(|s| s.id.clone())
+        .collect();
+    let payins = if want_payins {
+        let pending = work::pending_payins(conn, plan, &payin_steps).map_err(sql)?;
+        choose_payins(pending, &args.payins)?
+    } else {
+        Vec::new()
+    };
+    if targets.is_empty() && payins.is_empty() {
         say!(
-            "nothing to cancel: '{}' scope '{}' has no sent batch that may still be scheduled",
+            "nothing to cancel: '{}' scope '{}' has no sent batch that may still be scheduled{}",
             job.name,
-            job.scope
+            job.scope,
+            if payin_steps.is_empty() {
+                ""
+            } else {
+                " and no payin its payer may still pay"
+            }
         );
         return Ok(exit::ROWS_FAILED);
     }
-    let rows: u64 = targets.iter().map(|b| b.rows).sum();
-    println!(
-        "{} payout {} of '{}' scope '{}' ({rows} {}) to recall if still scheduled:",
-        targets.len(),
-        plural(targets.len() as u64, "batch", "batches"),
-        job.name,
-        job.scope,
-        plural(rows, "row", "rows"),
-    );
-    for b in &targets {
+    if !targets.is_empty() {
+        let rows: u64 = targets.iter().map(|b| b.rows).sum();
         println!(
-            "  {}  step {}, {} rows, {}",
-            name(b),
-            b.step,
-            b.rows,
-            b.amount
+            "{} payout {} of '{}' scope '{}' ({rows} {}) to recall if still scheduled:",
+            targets.len(),
+            plural(targets.len() as u64, "batch", "batches"),
+            job.name,
+            job.scope,
+            plural(rows, "row", "rows"),
         );
+        for b in &targets {
+            println!(
+                "  {}  step {}, {} rows, {}",
+                name(b),
+                b.step,
+                b.rows,
+                b.amount
+            );
+        }
+    }
+    if !payins.is_empty() {
+        println!(
+            "{} {} of '{}' scope '{}' to cancel if still pending:",
+            payins.len(),
+            plural(payins.len() as u64, "payin", "payins"),
+            job.name,
+            job.scope,
+        );
+        for p in &payins {
+            println!(
+                "  {}  step {}, row {}, {} {}",
+                p.uuid,
+                p.step,
+                crate::redact::printable(&p.row_key),
+                p.amount.as_deref().unwrap_or(""),
+                p.currency.as_deref().unwrap_or("")
+            );
+        }
     }
     if !args.yes && !confirmed()? {
         say!("nothing was cancelled");
         return Ok(exit::ROWS_FAILED);
     }
-    let uuids: Vec<String> = targets
-        .iter()
-        .filter_map(|b| b.provider_ref.clone())
-        .collect();
     let opts = super::methods::options(&state_path);
-    let recalled = runtime()?
-        .block_on(crate::exec::recall_scheduled(&job, &opts, &uuids))
-        .map_err(|e| run_error(&job, e))?;
     let mut all = refused.is_empty();
-    for (b, outcome) in targets.iter().zip(recalled) {
-        match outcome {
-            Recall::Cancelled(status) => {
-                let n = work::mark_cancelled(conn, b.id).map_err(sql)?;
-                println!(
-                    "cancelled {}: {n} {} recorded as cancelled (the provider shows it {status})",
-                    name(b),
-                    plural(n as u64, "row", "rows")
-                );
+    if !targets.is_empty() {
+        let uuids: Vec<String> = targets
+            .iter()
+            .filter_map(|b| b.provider_ref.clone())
+            .collect();
+        let recalled = runtime()?
+            .block_on(crate::exec::recall_scheduled(&job, &opts, &uuids))
+            .map_err(|e| run_error(&job, e))?;
+        for (b, outcome) in targets.iter().zip(recalled) {
+            match outcome {
+                Recall::Cancelled(status) => {
+                    let n = work::mark_cancelled(conn, b.id).map_err(sql)?;
+                    println!(
+                        "cancelled {}: {n} {} recorded as cancelled (the provider shows it {status})",
+                        name(b),
+                        plural(n as u64, "row", "rows")
+                    );
+                }
+                Recall::NotScheduled(status) => {
+                    all = false;
+                    say!(
+                        "not cancelled: batch {} is {status}, not scheduled (only a batch waiting \
+                         for its scheduled time can be recalled)",
+                        name(b)
+                    );
+                }
+                Recall::Failed(why) => {
+                    all = false;
+                    say!("not cancelled: batch {}: {why}", name(b));
+                }
             }
-            Recall::NotScheduled(status) => {
-                all = false;
-                say!(
-                    "not cancelled: batch {} is {status}, not scheduled (only a batch waiting \
-                     for its scheduled time can be recalled)",
-                    name(b)
-                );
-            }
-            Recall::Failed(why) => {
-                all = false;
-                say!("not cancelled: batch {}: {why}", name(b));
+        }
+    }
+    if !payins.is_empty() {
+        let uuids: Vec<String> = payins.iter().map(|p| p.uuid.clone()).collect();
+        let cancelled = runtime()?
+            .block_on(crate::exec::cancel_payins(&job, &opts, &uuids))
+            .map_err(|e| run_error(&job, e))?;
+        for (p, outcome) in payins.iter().zip(cancelled) {
+            match outcome {
+                Recall::Cancelled(status) => {
+                    work::mark_payin_cancelled(conn, p.id).map_err(sql)?;
+                    println!(
+                        "cancelled payin {} (row {}): recorded as cancelled (the provider shows it {status})",
+                        p.uuid,
+                        crate::redact::printable(&p.row_key)
+                    );
+                }
+                Recall::NotScheduled(status) => {
+                    all = false;
+                    say!(
+                        "not cancelled: payin {} is {status}, not pending (`payrun reconcile` records it)",
+                        p.uuid
+                    );
+                }
+                Recall::Failed(why) => {
+                    all = false;
+                    say!("not cancelled: payin {}: {why}", p.uuid);
+                }
             }
         }
     }
@@ -98,6 +175,31 @@ pub(super) fn cancel(args: &CancelArgs) -> Result<i32, Error> {
     } else {
         exit::ROWS_FAILED
     })
+}
+
+/// The pending payins to cancel: all of them when none is named, else those named (by
+/// uuid or row key; a name that is no pending payin of the job is an error).
+fn choose_payins(
+    pending: Vec<work::PendingPayin>,
+    named: &[String],
+) -> Result<Vec<work::PendingPayin>, Error> {
+    if named.is_empty() {
+        return Ok(pending);
+    }
+    let mut picked = Vec::new();
+    for n in named {
+        match pending.iter().find(|p| p.uuid == *n || p.row_key == *n) {
+            Some(p) => picked.push(p.clone()),
+            None => {
+                return Err(Error::Invalid(format!(
+                    "no pending payin '{n}' in this job and scope (name a payin by the provider's \
+                     uuid or its row's key, as results.csv shows them; one paid, expired or in \
+                     doubt cannot be cancelled)"
+                )));
+            }
+        }
+    }
+    Ok(picked)
 }
 
 /// A batch as the user knows it: the provider's uuid, and payrun's external id.
@@ -166,7 +268,7 @@ fn confirmed() -> Result<bool, Error> {
     use std::io::{BufRead, IsTerminal, Write};
     if !std::io::stdin().is_terminal() {
         return Err(Error::Invalid(
-            "not on a terminal: add --yes to cancel these batches".into(),
+            "not on a terminal: add --yes to cancel these".into(),
         ));
     }
     eprint!("cancel them? [y/N] ");

@@ -100,6 +100,8 @@ async fn embedded_sandbox(
     let config = crate::sandbox::Config {
         kyc_delay: std::time::Duration::from_millis(500),
         payout_delay: std::time::Duration::from_millis(1500),
+        // Payers pay a moment after each payment request.
+        payin_delay: Some(std::time::Duration::from_secs(2)),
         // Something to export: records of every kind over the last 400 days.
         seed_data: if job.exports.is_empty() { 0 } else { 4000 },
         ..crate::sandbox::Config::default()

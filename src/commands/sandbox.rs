@@ -38,6 +38,7 @@ pub(super) fn sandbox(args: crate::cli::SandboxArgs) -> Result<i32, Error> {
         },
         payto_funding: args.payto_funding,
         unfunded_expiry: args.unfunded_expiry,
+        payin_delay: args.payin_delay,
     };
     let runtime = tokio::runtime::Runtime::new()
         .map_err(|e| Error::Fatal(format!("cannot start the async runtime: {e}")))?;

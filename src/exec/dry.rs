@@ -53,6 +53,8 @@ fn path_of(kind: StepKind) -> &'static str {
         StepKind::CustomerStatus => "POST /update/{customerId}/status/{status}",
         StepKind::KycConfirmation => "POST kycConfirmation",
         StepKind::Payout => "POST /v2/payouts",
+        StepKind::Payin => "POST /v2/payins",
+        StepKind::Refund => "POST /v2/payins/refund",
     }
 }
 

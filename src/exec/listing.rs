@@ -128,6 +128,19 @@ pub(super) async fn scan(
     window: Window,
     keep: impl Fn(&PayoutBatch) -> bool,
 ) -> Result<Vec<PayoutBatch>, CallError> {
+    scan_records(ctx, hc, "/v2/payouts/all", window, |b: &PayoutBatch| b.uuid.clone(), keep).await
+}
+
+/// [`scan`] of any of the provider's listings of shape A (`path`), its records read as
+/// `T`, each once by `uuid`.
+pub(super) async fn scan_records<T: serde::de::DeserializeOwned>(
+    ctx: &Ctx,
+    hc: &HelloClever,
+    path: &str,
+    window: Window,
+    uuid: impl Fn(&T) -> String,
+    keep: impl Fn(&T) -> bool,
+) -> Result<Vec<T>, CallError> {
     let fmt = |t: DateTime<Utc>| t.format("%Y-%m-%dT%H:%M:%S").to_string();
     let mut seen: HashSet<String> = HashSet::new();
     let mut kept = Vec::new();
@@ -141,8 +154,7 @@ pub(super) async fn scan(
                 ("page", page.to_string()),
             ];
             let reply =
-                super::protocol::idempotent(ctx, || hc.list_page("/v2/payouts/all", &query))
-                    .await?;
+                super::protocol::idempotent(ctx, || hc.list_page(path, &query)).await?;
             let p = super::export::parse_page(reply, page).map_err(CallError::Decode)?;
             let n = p.records.len() as u64;
             if n == 0 {
@@ -150,21 +162,21 @@ pub(super) async fn scan(
             }
             let mut fresh = 0;
             for record in p.records {
-                let b: PayoutBatch = serde_json::from_value(record)
-                    .map_err(|e| CallError::Decode(format!("a listed payout: {e}")))?;
-                if !seen.insert(b.uuid.clone()) {
+                let r: T = serde_json::from_value(record)
+                    .map_err(|e| CallError::Decode(format!("a record of {path}: {e}")))?;
+                if !seen.insert(uuid(&r)) {
                     continue;
                 }
                 fresh += 1;
-                if keep(&b) {
-                    kept.push(b);
+                if keep(&r) {
+                    kept.push(r);
                 }
             }
             // A provider that ignores the page number would be read forever.
             stale = if fresh == 0 { stale + 1 } else { 0 };
             if stale >= 3 || page >= 100_000 {
                 return Err(CallError::Decode(format!(
-                    "the payout listing repeats itself from page {}; it cannot be read to its end",
+                    "the listing {path} repeats itself from page {}; it cannot be read to its end",
                     page.saturating_sub(2)
                 )));
             }

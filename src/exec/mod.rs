@@ -21,6 +21,7 @@ mod kyc;
 mod listing;
 mod open;
 pub mod pace;
+mod payin;
 mod payout;
 pub mod progress;
 mod protocol;
@@ -32,7 +33,7 @@ use ctx::AbortOnDrop;
 pub use ctx::{Change, Client, Ctx, Halt, SAME_ANSWER};
 pub use dry::dry_run;
 use open::open;
-pub use open::{Recall, payout_methods, provider_base, recall_scheduled};
+pub use open::{Recall, cancel_payins, payout_methods, provider_base, recall_scheduled};
 pub(crate) use rows::*;
 pub use runs::{reconcile, run};
 

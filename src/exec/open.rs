@@ -360,6 +360,62 @@ pub async fn recall_scheduled(
     Ok(out)
 }
 
+/// Cancels each pending payin of `uuids` whose method the provider says may be cancelled
+/// (`is_cancellable`): its status is read first (only a `pending` payin is cancelled), then
+/// again after the request, so an answer lost on the way still tells what happened.
+pub async fn cancel_payins(
+    job: &Job,
+    opts: &RunOptions,
+    uuids: &[String],
+) -> Result<Vec<Recall>, RunError> {
+    let (_, hc) = one_off_client(job, opts, "FinHub has no payins to cancel")?;
+    let mut out = Vec::with_capacity(uuids.len());
+    for uuid in uuids {
+        let p = match hc.payin(uuid).await {
+            Ok(p) => p,
+            Err(e) => {
+                out.push(Recall::Failed(format!("its status could not be read: {e}")));
+                continue;
+            }
+        };
+        let status = p.status.unwrap_or_default();
+        if status != "pending" {
+            out.push(Recall::NotScheduled(status));
+            continue;
+        }
+        let method = p.payment_method.unwrap_or_default();
+        match hc.payin_cancellable(&method).await {
+            Ok(true) => {}
+            Ok(false) => {
+                out.push(Recall::Failed(format!(
+                    "its method {method} does not allow cancelling (is_cancellable is false)"
+                )));
+                continue;
+            }
+            Err(e) => {
+                out.push(Recall::Failed(format!(
+                    "whether its method {method} may be cancelled could not be read: {e}"
+                )));
+                continue;
+            }
+        }
+        let asked = hc.cancel_payin(uuid).await.map_err(|e| e.to_string());
+        let now = hc.payin(uuid).await.map(|p| p.status.unwrap_or_default());
+        out.push(match (asked, now.map_err(|e| e.to_string())) {
+            (_, Ok(s)) if s == "expired" => Recall::Cancelled(s),
+            (_, Ok(s)) if s != "pending" => Recall::NotScheduled(s),
+            (Err(e), _) => Recall::Failed(format!("the provider refused or did not answer: {e}")),
+            (Ok(()), Ok(_)) => {
+                Recall::Failed("the provider accepted, yet still shows it pending".into())
+            }
+            (Ok(()), Err(e)) => Recall::Failed(format!(
+                "the provider accepted; its status could not be read after: {e}"
+            )),
+        });
+    }
+    Ok(out)
+}
+
 /// What a recall came to, from the provider's answer and the batch's status read after it.
 /// Only a status that means recalled (`expired`, as the sandbox reads it, or `cancelled`)
 /// counts: a batch whose time came meanwhile (`processing`, `completed`) may pay, and

@@ -61,7 +61,7 @@ impl RowSource<'_, '_> {
 }
 
 /// Whether a row may enter step `si`: every earlier step's item succeeded (KYC with a wait
-/// also approved) or was skipped. Otherwise, why not.
+/// also approved, a payin also paid) or was skipped. Otherwise, why not.
 pub(crate) fn ready(
     job: &Job,
     si: usize,
@@ -73,11 +73,15 @@ pub(crate) fn ready(
         else {
             continue;
         };
-        let approved_needed = earlier.kind == StepKind::Kyc && earlier.wait.is_some();
+        // KYC with a wait is done once approved; a payin, once its payer paid.
+        let done = match earlier.kind {
+            StepKind::Kyc if earlier.wait.is_some() => provider_status.as_deref() == Some("approved"),
+            StepKind::Payin => crate::report::payin_paid(provider_status.as_deref()),
+            _ => true,
+        };
         match state {
             ItemState::Skipped => {}
-            ItemState::Succeeded
-                if !approved_needed || provider_status.as_deref() == Some("approved") => {}
+            ItemState::Succeeded if done => {}
             ItemState::Failed => return Err(format!("step '{}' failed for this row", earlier.id)),
             _ => return Err(format!("waiting for step '{}'", earlier.id)),
         }

@@ -87,6 +87,12 @@ pub async fn reconcile(
                     }
                     found
                 }
+                StepKind::Payin if let Client::HelloClever(hc) = &ctx.client => {
+                    let keep = |i: &WorkItem| in_span(&i.first_attempt_at);
+                    payin::follow_changes(&ctx, hc, &step_id, None, keep)
+                        .await?
+                        .1
+                }
                 // Nothing of these changes at FinHub on its own.
                 _ => Vec::new(),
             };
@@ -458,6 +464,12 @@ pub async fn execute(
             }
             (Client::HelloClever(hc), StepKind::Payout) => {
                 payout::run(job, si, step, &ctx, hc, &mut rows).await?
+            }
+            (Client::HelloClever(hc), StepKind::Payin) => {
+                payin::run(job, si, step, &ctx, hc, &mut rows).await?
+            }
+            (Client::HelloClever(hc), StepKind::Refund) => {
+                payin::refunds(job, si, step, &ctx, hc, &mut rows).await?
             }
             (Client::FinHub(fh), kind)
                 if kind.provider() == crate::provider::ProviderKind::FinHub =>

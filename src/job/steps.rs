@@ -18,23 +18,31 @@ pub enum StepKind {
     CustomerStatus,
     /// FinHub: post the row's customer's kycConfirmation.
     KycConfirmation,
+    /// A payment request to the row's payer (Hello Clever payins).
+    Payin,
+    /// A refund of the row's received payin.
+    Refund,
 }
 
 impl StepKind {
-    pub const NAMES: [&'static str; 8] = [
+    pub const NAMES: [&'static str; 10] = [
         "contact",
         "kyc",
         "payout",
+        "payin",
+        "refund",
         "customer",
         "customers_bulk",
         "documents",
         "customer_status",
         "kyc_confirmation",
     ];
-    const ALL: [StepKind; 8] = [
+    const ALL: [StepKind; 10] = [
         StepKind::Contact,
         StepKind::Kyc,
         StepKind::Payout,
+        StepKind::Payin,
+        StepKind::Refund,
         StepKind::Customer,
         StepKind::CustomersBulk,
         StepKind::Documents,
@@ -56,6 +64,8 @@ impl StepKind {
             StepKind::Documents => "documents",
             StepKind::CustomerStatus => "customer_status",
             StepKind::KycConfirmation => "kyc_confirmation",
+            StepKind::Payin => "payin",
+            StepKind::Refund => "refund",
         }
     }
 
@@ -63,7 +73,11 @@ impl StepKind {
     pub fn provider(self) -> crate::provider::ProviderKind {
         use crate::provider::ProviderKind::{FinHub, HelloClever};
         match self {
-            StepKind::Contact | StepKind::Kyc | StepKind::Payout => HelloClever,
+            StepKind::Contact
+            | StepKind::Kyc
+            | StepKind::Payout
+            | StepKind::Payin
+            | StepKind::Refund => HelloClever,
             _ => FinHub,
         }
     }
@@ -82,7 +96,11 @@ impl StepKind {
         match self {
             StepKind::Contact | StepKind::Customer | StepKind::CustomersBulk => 0,
             StepKind::Kyc | StepKind::Documents => 1,
-            StepKind::Payout | StepKind::CustomerStatus | StepKind::KycConfirmation => 2,
+            StepKind::Payout
+            | StepKind::Payin
+            | StepKind::CustomerStatus
+            | StepKind::KycConfirmation => 2,
+            StepKind::Refund => 3,
         }
     }
 
@@ -100,6 +118,8 @@ impl StepKind {
             StepKind::Documents => DOCUMENT,
             StepKind::CustomerStatus => CUSTOMER_STATUS,
             StepKind::KycConfirmation => KYC_CONFIRMATION,
+            StepKind::Payin => PAYIN,
+            StepKind::Refund => REFUND,
         }
     }
 
@@ -175,6 +195,12 @@ pub enum FieldKind {
     /// A map of names to templates (`payout_method_params`).
     Map,
     PayoutMethod,
+    /// A payin method's name (`au_payid_npp_aud`): its shape, and its currency.
+    PayinMethod,
+    /// `true` or `false`, sent as a JSON boolean.
+    Flag,
+    /// A time ahead of now by more than the provider's minimum (a payin's `expired_at`).
+    Expiry,
 }
 
 /// A field a step type knows.
@@ -293,6 +319,33 @@ const PAYOUT: &[FieldSpec] = &[
     f("amount", FieldKind::Amount, Always),
     f("payout_method_params", FieldKind::Map, Always),
 ];
+
+// Create payin (P3): `gst` is a flag (false when not set); `webhook_notification` comes
+// from the job's callbacks; `expired_at` must be more than 15 minutes ahead.
+const PAYIN: &[FieldSpec] = &[
+    f("currency", FieldKind::Currency, Always),
+    f("amount", FieldKind::Amount, Always),
+    f("gst", FieldKind::Flag, Optional),
+    f("name", TEXT, Always),
+    f("email", FieldKind::Email, Always),
+    f("description", TEXT, Always),
+    f("payin_method_name", FieldKind::PayinMethod, Always),
+    f("payin_method_params", FieldKind::Map, Optional),
+    f("expired_at", FieldKind::Expiry, Optional),
+    f("external_id", TEXT, Optional),
+];
+
+// Refund payin (P7): the payin is the row's from the job's payin step, or named by the
+// row (`payin`: its uuid); no `amount` refunds what was paid; the reason is required.
+const REFUND: &[FieldSpec] = &[
+    f("payin", TEXT, Optional),
+    f("amount", FieldKind::Amount, Optional),
+    f("currency", FieldKind::Currency, Optional),
+    f("description", FieldKind::Text { min: 5, max: 255 }, Always),
+];
+
+/// A refund step's field naming the payin it refunds.
+pub const PAYIN_ID: &str = "payin";
 
 // FinHub's Customer object (shared/api/finhub.md §2.0), as dotted paths: an array segment
 // (`telephoneNumbers`, `addresses`) holds one entry built from its fields. Names and enum

@@ -311,23 +311,24 @@ pub fn build_item(
     }
     entries.sort_by(|a, b| a.name.cmp(&b.name));
     let fields = Fields { entries };
-    let (currency, group, ext) = if step.kind == StepKind::Payout {
-        let group = BATCH_FIELDS
-            .iter()
-            .map(|f| fields.text(f))
-            .collect::<Vec<_>>()
-            .join("\u{1f}");
-        let ext = match fields.text("external_id") {
-            "" => external_id(&[&job.name, &job.scope, &step.id, key]),
-            user => user.to_string(),
-        };
-        (
-            Some(fields.text("currency").to_string()),
-            Some(group),
-            Some(ext),
-        )
-    } else {
-        (None, None, None)
+    let ext = || match fields.text("external_id") {
+        "" => external_id(&[&job.name, &job.scope, &step.id, key]),
+        user => user.to_string(),
+    };
+    let currency = || Some(fields.text("currency").to_string()).filter(|c| !c.is_empty());
+    let (currency, group, ext) = match step.kind {
+        StepKind::Payout => {
+            let group = BATCH_FIELDS
+                .iter()
+                .map(|f| fields.text(f))
+                .collect::<Vec<_>>()
+                .join("\u{1f}");
+            (currency(), Some(group), Some(ext()))
+        }
+        // A payin is found again by its external id, in the provider's listing.
+        StepKind::Payin => (currency(), None, Some(ext())),
+        StepKind::Refund => (currency(), None, None),
+        _ => (None, None, None),
     };
     let hashed = fields.json(false, true);
     // What the plan's digest and the duplicate-payroll guard take of a payout; not when

@@ -19,6 +19,9 @@ pub struct Facts<'a> {
     pub csv_dir: &'a Path,
 }
 
+/// How far ahead a payin's `expired_at` must be (the reference: more than 15 minutes).
+pub const EXPIRY_AHEAD: chrono::Duration = chrono::Duration::minutes(15);
+
 /// Checks one value; an amount comes back parsed.
 pub fn check_value(kind: FieldKind, v: &str, facts: &Facts) -> Result<Option<Decimal>, String> {
     match kind {
@@ -50,6 +53,28 @@ pub fn check_value(kind: FieldKind, v: &str, facts: &Facts) -> Result<Option<Dec
                 _ => Ok(()),
             })
         }
+        FieldKind::PayinMethod => {
+            methods::payin_currency(v).and_then(|ccy| match facts.currency {
+                Some(c) if c != ccy => Err(format!(
+                    "payin method {v} collects {ccy}, but the currency is {c}"
+                )),
+                _ => Ok(()),
+            })
+        }
+        FieldKind::Flag => match v {
+            "true" | "false" => Ok(()),
+            _ => Err("must be true or false".into()),
+        },
+        FieldKind::Expiry => validate::timestamp(v).and_then(|t| {
+            if t.and_utc() > chrono::Utc::now() + EXPIRY_AHEAD {
+                Ok(())
+            } else {
+                Err(format!(
+                    "must be more than {} minutes from now (UTC), as the provider requires",
+                    EXPIRY_AHEAD.num_minutes()
+                ))
+            }
+        }),
         FieldKind::Map => Ok(()),
     }
     .map(|()| None)

@@ -16,6 +16,21 @@ pub fn neutralise(cell: &str) -> String {
     }
 }
 
+/// A payin's pay details as one cell: `pay_id: ann@payid.example`, each of the provider's
+/// fields as `name: value`, `; ` between them.
+pub(super) fn pay_details(details: Option<&str>) -> String {
+    let Some(Ok(serde_json::Value::Object(m))) = details.map(serde_json::from_str) else {
+        return String::new();
+    };
+    m.iter()
+        .map(|(k, v)| match v {
+            serde_json::Value::String(s) => format!("{k}: {s}"),
+            other => format!("{k}: {other}"),
+        })
+        .collect::<Vec<_>>()
+        .join("; ")
+}
+
 pub fn results_csv(r: &Report, out: &mut super::Out) {
     let mut header: Vec<String> = vec!["key".into(), "line".into()];
     for (id, kind) in &r.steps {
@@ -32,6 +47,16 @@ pub fn results_csv(r: &Report, out: &mut super::Out) {
             }
             StepKind::Payout => {
                 for col in ["batch_uuid", "transaction_uuid", "transaction_status"] {
+                    header.push(format!("{id}_{col}"));
+                }
+            }
+            StepKind::Payin => {
+                for col in ["payin_uuid", "payin_status", "pay_details"] {
+                    header.push(format!("{id}_{col}"));
+                }
+            }
+            StepKind::Refund => {
+                for col in ["payin_uuid", "payin_status", "refunded"] {
                     header.push(format!("{id}_{col}"));
                 }
             }
@@ -72,6 +97,7 @@ pub fn results_csv(r: &Report, out: &mut super::Out) {
                 error_code: None,
                 error_message: None,
                 updated_at: String::new(),
+                details: None,
             };
             // A row without an item of the step shows an empty status.
             let (s, status) = match s {
@@ -97,6 +123,21 @@ pub fn results_csv(r: &Report, out: &mut super::Out) {
                     {
                         amount = (a.to_string(), c.clone());
                     }
+                }
+                StepKind::Payin => {
+                    rec.push(opt(&s.provider_ref));
+                    rec.push(opt(&s.provider_status));
+                    rec.push(pay_details(s.details.as_deref()));
+                    if let (Some(a), Some(c)) = (s.amount, &s.currency)
+                        && amount.0.is_empty()
+                    {
+                        amount = (a.to_string(), c.clone());
+                    }
+                }
+                StepKind::Refund => {
+                    rec.push(opt(&s.provider_ref));
+                    rec.push(opt(&s.provider_status));
+                    rec.push(super::refunded(s).map(|a| a.to_string()).unwrap_or_default());
                 }
             }
             attempts += s.attempts;

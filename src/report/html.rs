@@ -202,7 +202,24 @@ fn totals_and_counts(r: &Report, h: &mut super::Out) {
             t.failed
         );
     }
-    h.push_str("</tbody></table><h2>Rows by step and status</h2><table id=\"counts\"><thead><tr><th>Step</th>");
+    h.push_str("</tbody></table>");
+    if !r.collected.is_empty() {
+        h.push_str("<h2>Collected</h2><table id=\"collected\"><thead><tr><th>Currency</th><th>Requested</th><th>Collected</th><th>Pending</th><th>Expired</th><th>Refunded</th></tr></thead><tbody>");
+        for (ccy, c) in &r.collected {
+            let _ = write!(
+                h,
+                "<tr><td>{}</td><td class=\"num\">{}</td><td class=\"num\">{}</td><td class=\"num\">{}</td><td class=\"num\">{}</td><td class=\"num\">{}</td></tr>",
+                esc(ccy),
+                c.requested,
+                c.collected,
+                c.pending,
+                c.expired,
+                c.refunded
+            );
+        }
+        h.push_str("</tbody></table>");
+    }
+    h.push_str("<h2>Rows by step and status</h2><table id=\"counts\"><thead><tr><th>Step</th>");
     for (status, _) in COLOURS {
         let _ = write!(h, "<th>{status}</th>");
     }

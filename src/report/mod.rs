@@ -38,6 +38,8 @@ pub struct StepResult {
     pub error_code: Option<String>,
     pub error_message: Option<String>,
     pub updated_at: String,
+    /// What the provider gave for the row (a payin's pay details, a refund's amount).
+    pub details: Option<String>,
 }
 
 /// One input row.
@@ -61,6 +63,42 @@ pub struct Totals {
     pub failed: Decimal,
 }
 
+/// Money collected with payins, per currency.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Collected {
+    /// Asked of payers: every payin row of the plan.
+    pub requested: Decimal,
+    /// Paid by the payer (refunded or not).
+    pub collected: Decimal,
+    /// Asked (or in doubt), not paid yet.
+    pub pending: Decimal,
+    /// Expired or cancelled unpaid.
+    pub expired: Decimal,
+    /// Refunded by the job's refund steps.
+    pub refunded: Decimal,
+}
+
+/// A refund item's refunded amount and currency, from what the provider answered.
+pub(crate) fn refund_of(details: Option<&str>) -> Option<(Decimal, String)> {
+    #[derive(serde::Deserialize)]
+    struct Refunded {
+        refund_amount: Decimal,
+        currency: String,
+    }
+    let r: Refunded = serde_json::from_str(details?).ok()?;
+    Some((r.refund_amount, r.currency))
+}
+
+/// [`refund_of`]'s amount for a step result.
+pub(crate) fn refunded(s: &StepResult) -> Option<Decimal> {
+    refund_of(s.details.as_deref()).map(|(a, _)| a)
+}
+
+/// Whether a payin's status says its payer paid.
+pub fn payin_paid(status: Option<&str>) -> bool {
+    matches!(status, Some(s) if s == "received" || s.starts_with("return_"))
+}
+
 #[derive(Debug, Clone)]
 pub struct Report {
     pub job: String,
@@ -74,6 +112,8 @@ pub struct Report {
     /// Rows with a step failed, in conflict, blocked or pending.
     pub attention: usize,
     pub totals: BTreeMap<String, Totals>,
+    /// Payins' money per currency (jobs with payin or refund steps).
+    pub collected: BTreeMap<String, Collected>,
     plan_id: i64,
     /// The rows, when there are at most [`HELD_ROWS`]; a larger report reads them again
     /// from the database as each writer goes ([`Report::each_row`]), so a report of a
@@ -142,10 +182,12 @@ impl Report {
         };
         let run = crate::state::work::run_info(conn, plan_id, run_id)?.unwrap_or_default();
         let mut totals: BTreeMap<String, Totals> = BTreeMap::new();
+        let mut collected: BTreeMap<String, Collected> = BTreeMap::new();
         let mut counts: BTreeMap<String, BTreeMap<Status, u64>> = BTreeMap::new();
         let (mut row_count, mut attention) = (0, 0);
         let mut rows = Some(Vec::new());
-        scan(conn, plan_id, &steps, Some(&mut totals), &mut |row| {
+        let money = Some((&mut totals, &mut collected));
+        scan(conn, plan_id, &steps, money, &mut |row| {
             row_count += 1;
             if needs_attention(&row) {
                 attention += 1;
@@ -184,6 +226,7 @@ impl Report {
             counts,
             attention,
             totals,
+            collected,
             plan_id,
             rows,
             source: source.to_path_buf(),
@@ -255,13 +298,51 @@ pub(crate) fn needs_attention(row: &RowResult) -> bool {
     row.steps.iter().flatten().any(|s| s.status.needs_a_look())
 }
 
+/// Adds a payin's or a refund's money to `collected`.
+fn count_collected(
+    collected: &mut BTreeMap<String, Collected>,
+    kind: StepKind,
+    i: &crate::state::work::ReportItem,
+) {
+    match kind {
+        StepKind::Payin => {
+            let (Some(a), Some(c)) = (i.amount, &i.currency) else {
+                return;
+            };
+            let t = collected.entry(c.clone()).or_default();
+            t.requested += a;
+            let status = i.provider_status.as_deref();
+            if payin_paid(status) {
+                t.collected += a;
+            } else if status == Some("expired") {
+                t.expired += a;
+            } else if i.state == ItemState::InFlight
+                || (i.state != ItemState::Failed && status == Some("pending"))
+            {
+                t.pending += a;
+            }
+        }
+        StepKind::Refund if i.state == ItemState::Succeeded => {
+            if let Some((a, c)) = refund_of(i.details.as_deref()) {
+                collected.entry(c).or_default().refunded += a;
+            }
+        }
+        _ => {}
+    }
+}
+
 /// Reads the plan's items in file order and hands each row (its items of the job's steps)
-/// to `on_row`; adds the payouts' money to `totals` when given.
+/// to `on_row`; adds the payouts' and payins' money to `money` when given.
+type Money<'m> = (
+    &'m mut BTreeMap<String, Totals>,
+    &'m mut BTreeMap<String, Collected>,
+);
+
 fn scan(
     conn: &Conn,
     plan_id: i64,
     steps: &[(String, StepKind)],
-    mut totals: Option<&mut BTreeMap<String, Totals>>,
+    mut money: Option<Money<'_>>,
     on_row: &mut dyn FnMut(RowResult),
 ) -> crate::state::SqlResult<()> {
     let mut current: Option<RowResult> = None;
@@ -277,12 +358,17 @@ fn scan(
             return;
         };
         let status = Status::of(i.state, i.conflict);
+        if let Some((_, collected)) = money.as_mut()
+            && status != Status::Skipped
+        {
+            count_collected(collected, steps[si].1, &i);
+        }
         let (error_code, error_message) = if status.needs_a_look() {
             status.reason(i.error_code, i.error_message)
         } else {
             (i.error_code, i.error_message)
         };
-        if let Some(totals) = totals.as_deref_mut()
+        if let Some((totals, _)) = money.as_mut()
             && steps[si].1 == StepKind::Payout
             && status != Status::Skipped
             && let (Some(a), Some(c)) = (i.amount, &i.currency)
@@ -315,6 +401,7 @@ fn scan(
             error_code,
             error_message,
             updated_at: i.updated_at,
+            details: i.details,
         };
         if current
             .as_ref()

@@ -56,6 +56,20 @@ pub fn summary_json(r: &Report) -> String {
         })).collect::<Vec<_>>(),
     });
     let mut v = v;
+    if !r.collected.is_empty() {
+        let collected: Map<String, Value> = r
+            .collected
+            .iter()
+            .map(|(ccy, c)| {
+                (ccy.clone(), json!({
+                    "requested": c.requested.to_string(), "collected": c.collected.to_string(),
+                    "pending": c.pending.to_string(), "expired": c.expired.to_string(),
+                    "refunded": c.refunded.to_string(),
+                }))
+            })
+            .collect();
+        v["collected"] = Value::Object(collected);
+    }
     if let Some(a) = &r.approval {
         let d = &a.digest;
         v["approval"] = json!({

@@ -68,6 +68,9 @@ pub struct Config {
     pub payto_funding: bool,
     /// A batch still waiting for funds this long after its creation expires.
     pub unfunded_expiry: Option<Duration>,
+    /// Payers pay each payin in full this long after it was created (if it has not
+    /// expired by then); `None`: only `POST /v2/payins/simulate` pays one.
+    pub payin_delay: Option<Duration>,
 }
 
 impl Default for Config {
@@ -84,6 +87,7 @@ impl Default for Config {
             finhub: FinhubConfig::default(),
             payto_funding: false,
             unfunded_expiry: None,
+            payin_delay: None,
         }
     }
 }

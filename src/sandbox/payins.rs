@@ -30,23 +30,45 @@ pub async fn method_params(Query(q): Query<HashMap<String, String>>) -> ApiResul
     Ok(Json(json!({"record": m.record("payin")})))
 }
 
-fn status(p: &Payin, now: DateTime<Utc>) -> &'static str {
-    if p.status == "pending" && now > p.expired_at {
-        "expired"
-    } else {
-        p.status
+/// When the sandbox's payer pays a pending payin (`payin_delay` after its creation, in
+/// full), if before it expires.
+fn paid_at(p: &Payin, delay: Option<std::time::Duration>) -> Option<DateTime<Utc>> {
+    let at = p.created_at + Duration::from_std(delay?).ok()?;
+    (p.status == "pending" && at <= p.expired_at).then_some(at)
+}
+
+fn status(p: &Payin, delay: Option<std::time::Duration>, now: DateTime<Utc>) -> &'static str {
+    match paid_at(p, delay) {
+        Some(at) if now >= at => "received",
+        _ if p.status == "pending" && now > p.expired_at => "expired",
+        _ => p.status,
     }
 }
 
-pub fn payin_json(p: &Payin, now: DateTime<Utc>) -> Value {
+/// Writes down what time has done to a payin (its payer paid; it expired) before a change.
+fn settle(p: &mut Payin, delay: Option<std::time::Duration>, now: DateTime<Utc>) {
+    let s = status(p, delay, now);
+    if s == "received" && p.status == "pending" {
+        p.paid_amount = p.amount + p.gst_amount;
+    }
+    p.status = s;
+}
+
+pub fn payin_json(p: &Payin, delay: Option<std::time::Duration>, now: DateTime<Utc>) -> Value {
+    let status = status(p, delay, now);
+    let paid = if status == "received" && p.status == "pending" {
+        p.amount + p.gst_amount
+    } else {
+        p.paid_amount
+    };
     let f = |k: &str| p.fields.get(k).cloned().unwrap_or(Value::Null);
     let refundable = methods::payin(&p.method).is_some_and(|m| m.refundable);
     json!({
         "uuid": p.uuid, "name": f("name"), "description": f("description"), "email": f("email"),
-        "external_id": f("external_id"), "status": status(p, now), "stage": "normal_stage",
+        "external_id": f("external_id"), "status": status, "stage": "normal_stage",
         "pay_code": f("pay_code"), "currency": p.currency, "gst": f("gst"),
         "amount": money(p.amount), "gst_amount": money(p.gst_amount), "total": money(p.amount + p.gst_amount),
-        "paid_amount": money(p.paid_amount), "payment_method": p.method, "is_refundable": refundable,
+        "paid_amount": money(paid), "payment_method": p.method, "is_refundable": refundable,
         "expired_at": timestamp(p.expired_at), "pay_by": timestamp(p.expired_at),
         "webhook_notification": mask_webhook(&f("webhook_notification")),
         "created_at": timestamp(p.created_at),
@@ -160,7 +182,7 @@ pub async fn create(State(app): State<Arc<App>>, body: Bytes) -> ApiResult {
         created_at: now,
         expired_at,
     };
-    let reply = payin_json(&payin, now);
+    let reply = payin_json(&payin, app.config.payin_delay, now);
     ledger.payins.push(payin);
     Ok(Json(reply))
 }
@@ -193,7 +215,10 @@ pub async fn list(
         .collect();
     payins.sort_by_key(|p| p.created_at);
     let mut v = page_a(
-        payins.iter().map(|p| payin_json(p, now)).collect(),
+        payins
+            .iter()
+            .map(|p| payin_json(p, app.config.payin_delay, now))
+            .collect(),
         page,
         per_page.min(100),
     );
@@ -216,7 +241,11 @@ pub async fn detail(
 ) -> ApiResult {
     let uuid = query_param(&q, "uuid")?;
     let mut ledger = app.ledger();
-    Ok(Json(payin_json(find(&mut ledger, uuid)?, Utc::now())))
+    Ok(Json(payin_json(
+        find(&mut ledger, uuid)?,
+        app.config.payin_delay,
+        Utc::now(),
+    )))
 }
 
 /// `POST /v2/payins/simulate`: `completed` pays it (`received`); `failed` ends it `expired`.
@@ -228,7 +257,8 @@ pub async fn simulate(State(app): State<Arc<App>>, body: Bytes) -> ApiResult {
     let now = Utc::now();
     let mut ledger = app.ledger();
     let p = find(&mut ledger, &uuid)?;
-    if status(p, now) != "pending" {
+    settle(p, app.config.payin_delay, now);
+    if p.status != "pending" {
         return Err(ApiError::bad_request(
             "Only pending payins can be simulated",
         ));
@@ -263,7 +293,8 @@ pub async fn refund(State(app): State<Arc<App>>, body: Bytes) -> ApiResult {
     let now = Utc::now();
     let mut ledger = app.ledger();
     let p = find(&mut ledger, &uuid)?;
-    if status(p, now) != "received" || !methods::payin(&p.method).is_some_and(|m| m.refundable) {
+    settle(p, app.config.payin_delay, now);
+    if p.status != "received" || !methods::payin(&p.method).is_some_and(|m| m.refundable) {
         return Err(ApiError::bad_request(
             "Only received payins of refundable methods can be refunded",
         ));
@@ -280,7 +311,7 @@ pub async fn refund(State(app): State<Arc<App>>, body: Bytes) -> ApiResult {
     p.status = "return_pending";
     Ok(Json(json!({
         "total_amount": money(total), "refund_amount": money(value), "description": description,
-        "payin_request": payin_json(p, now),
+        "payin_request": payin_json(p, app.config.payin_delay, now),
     })))
 }
 
@@ -291,7 +322,8 @@ pub async fn cancel(State(app): State<Arc<App>>, body: Bytes) -> ApiResult {
     let now = Utc::now();
     let mut ledger = app.ledger();
     let p = find(&mut ledger, &uuid)?;
-    if status(p, now) != "pending" || !methods::payin(&p.method).is_some_and(|m| m.cancellable) {
+    settle(p, app.config.payin_delay, now);
+    if p.status != "pending" || !methods::payin(&p.method).is_some_and(|m| m.cancellable) {
         return Err(ApiError::bad_request(
             "Only pending payins of cancellable methods can be cancelled",
         ));

@@ -61,6 +61,7 @@ const TABLES: &[(&str, &[&str])] = &[
             "doubt_since",
             "doubt_applied",
             "payee_hash",
+            "details",
         ],
     ),
     (

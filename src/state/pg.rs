@@ -415,6 +415,10 @@ const MIGRATIONS: &[&str] = &[
     );
     ALTER TABLE items ADD COLUMN payee_hash TEXT COLLATE "C";
     "#,
+    // 4: SQLite's 10 (a payin's pay details, a refund's amount).
+    r#"
+    ALTER TABLE items ADD COLUMN details TEXT COLLATE "C";
+    "#,
 ];
 
 /// The schema version this build writes in PostgreSQL.

@@ -218,6 +218,11 @@ const MIGRATIONS: &[&str] = &[
     );
     ALTER TABLE items ADD COLUMN payee_hash TEXT;
     "#,
+    // 10: what the provider gave for a row to use: a payin's pay details (a PayID, a pay
+    // URL), a refund's amount (JSON text).
+    r#"
+    ALTER TABLE items ADD COLUMN details TEXT;
+    "#,
 ];
 
 /// The schema version this build writes.

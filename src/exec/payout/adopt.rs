@@ -148,6 +148,7 @@ pub(super) fn row_outcome(b: &PayoutBatch, tx: Option<&PayoutTransaction>) -> Ou
         provider_status: tx.and_then(|t| t.status.clone()),
         error_code: Some(code.into()),
         error_message: Some(message),
+        details: None,
     };
     let Some(tx) = tx else {
         return failed(
@@ -191,6 +192,7 @@ pub(super) fn row_outcome(b: &PayoutBatch, tx: Option<&PayoutTransaction>) -> Ou
                     provider_status: tx.status.clone(),
                     error_code: Some("HC_PAYOUT1".into()),
                     error_message: Some(message.to_string()),
+                    ..Outcome::default()
                 };
             }
         }

@@ -63,6 +63,20 @@ impl Builder<'_> {
                     ),
                 );
             }
+            if kind == StepKind::Refund
+                && !sc.fields.contains_key(crate::job::steps::PAYIN_ID)
+                && !steps.iter().any(|s| s.kind == StepKind::Payin)
+            {
+                self.err_in_step(
+                    sc.index,
+                    &["fields"],
+                    format!(
+                        "step '{id}': a refund needs the payin it refunds: a payin step before it, \
+                         or fields.{} naming the payin (its uuid)",
+                        crate::job::steps::PAYIN_ID
+                    ),
+                );
+            }
             let specs = kind.fields_in(mode, creator.is_some());
             let fields = self.fields(&id, sc.index, (kind, specs), &sc.fields, templates);
             let batch_size = self.batch_size(sc, kind, max_batch);
@@ -122,7 +136,7 @@ impl Builder<'_> {
             && prev.kind.rank() > kind.rank()
         {
             let order = match provider {
-                ProviderKind::HelloClever => "contact, then kyc, then payout",
+                ProviderKind::HelloClever => "contact, then kyc, then payout and payin, then refund",
                 ProviderKind::FinHub => {
                     "customer (or customers_bulk), then documents, then customer_status and kyc_confirmation"
                 }
@@ -168,14 +182,15 @@ impl Builder<'_> {
         }
     }
 
-    /// A step's wait: what it waits for (KYC approved, payouts completed), how long and how
-    /// often it asks.
+    /// A step's wait: what it waits for (KYC approved, payouts completed, payins received),
+    /// how long and how often it asks.
     fn wait(&mut self, sc: &config::StepConfig, kind: StepKind) -> Option<Wait> {
         let id = &sc.id;
         let w = sc.wait.as_ref()?;
         let expected = match kind {
             StepKind::Kyc => "approved",
             StepKind::Payout => "completed",
+            StepKind::Payin => "received",
             other => {
                 self.err_in_step(
                     sc.index,

@@ -142,6 +142,24 @@ pub(super) fn cross_checks<'v>(
                 problems.push((ai, text(idx.amount), msg));
             }
         }
+        StepKind::Payin => {
+            if let (Some(m), Some(a), Some(ai)) = (
+                text(idx.payin_method).and_then(methods::payin_method),
+                amount,
+                idx.amount,
+            ) && (m.min_amount.is_some_and(|min| a < Decimal::from(min))
+                || m.max_amount.is_some_and(|max| a > Decimal::from(max)))
+            {
+                let msg = format!(
+                    "\u{0}amount must be between {} and {} {} for {}",
+                    m.min_amount.unwrap_or(0),
+                    m.max_amount.map_or("any".to_string(), |x| x.to_string()),
+                    m.currency,
+                    m.name
+                );
+                problems.push((ai, text(idx.amount), msg));
+            }
+        }
         _ => {}
     }
 }

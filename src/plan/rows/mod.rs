@@ -28,6 +28,7 @@ struct Indexes {
     amount: Option<usize>,
     kind: Option<usize>,
     reg_no: Option<usize>,
+    payin_method: Option<usize>,
     issue_date: Option<usize>,
     expiry_date: Option<usize>,
 }
@@ -56,6 +57,7 @@ impl StepRules {
         let idx = Indexes {
             currency: pos("currency"),
             method: pos("payout_method_name"),
+            payin_method: pos("payin_method_name"),
             amount: pos("amount"),
             kind: pos("type"),
             reg_no: pos("reg_no"),
@@ -75,7 +77,7 @@ impl StepRules {
                 // These depend on the currency: once only if it is fixed too.
                 (
                     FieldValue::One(Template::Literal(_), _),
-                    FieldKind::Amount | FieldKind::PayoutMethod,
+                    FieldKind::Amount | FieldKind::PayoutMethod | FieldKind::PayinMethod,
                 ) => currency_fixed,
                 (FieldValue::One(Template::Literal(_), _), _) => true,
                 _ => false,

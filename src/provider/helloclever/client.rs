@@ -281,6 +281,27 @@ impl HelloClever {
         .await
     }
 
+    /// `GET /v2/payins/payin_method/params?payin_method_name=`: whether the method's
+    /// payins may be cancelled (`is_cancellable`, a bool or its text).
+    pub async fn payin_cancellable(&self, method: &str) -> Result<bool, CallError> {
+        #[derive(serde::Deserialize)]
+        struct Record {
+            #[serde(default, deserialize_with = "super::wire::flag")]
+            is_cancellable: Option<bool>,
+        }
+        #[derive(serde::Deserialize)]
+        struct Reply {
+            record: Record,
+        }
+        let r: Reply = self
+            .send(
+                self.request(Method::GET, "/v2/payins/payin_method/params")
+                    .query(&[("payin_method_name", method)]),
+            )
+            .await?;
+        Ok(r.record.is_cancellable == Some(true))
+    }
+
     /// `GET /v2/payins/detail?uuid=`.
     pub async fn payin(&self, uuid: &str) -> Result<Payin, CallError> {
         self.send(

@@ -109,6 +109,54 @@ pub const PAYOUT_METHODS: &[PayoutMethod] = &[
     },
 ];
 
+/// A payin method payrun knows from the reference: its currency, amount limits (whole
+/// units) and what may be done with its payins. Methods not listed are accepted when their
+/// name has the documented shape; the provider has the last word on them.
+#[derive(Debug)]
+pub struct PayinMethod {
+    pub name: &'static str,
+    pub currency: &'static str,
+    pub min_amount: Option<u32>,
+    pub max_amount: Option<u32>,
+}
+
+pub const PAYIN_METHODS: &[PayinMethod] = &[
+    PayinMethod {
+        name: "au_payid_npp_aud",
+        currency: "AUD",
+        min_amount: Some(20),
+        max_amount: Some(10_000),
+    },
+    PayinMethod {
+        name: "ph_bank_maya_php",
+        currency: "PHP",
+        min_amount: None,
+        max_amount: None,
+    },
+    PayinMethod {
+        name: "ph_ewallet_gcash_php",
+        currency: "PHP",
+        min_amount: None,
+        max_amount: None,
+    },
+];
+
+/// Looks up a known payin method.
+pub fn payin_method(name: &str) -> Option<&'static PayinMethod> {
+    PAYIN_METHODS.iter().find(|m| m.name == name)
+}
+
+/// Checks a payin method name's shape and returns its currency.
+pub fn payin_currency(name: &str) -> Result<String, String> {
+    match payin_method(name) {
+        Some(m) => Ok(m.currency.to_string()),
+        None => shape_currency(name).ok_or_else(|| {
+            "payin method name must look like au_payid_npp_aud (<country>_<kind>_<currency>)"
+                .into()
+        }),
+    }
+}
+
 /// Looks up a known payout method.
 pub fn payout_method(name: &str) -> Option<&'static PayoutMethod> {
     PAYOUT_METHODS.iter().find(|m| m.name == name)
@@ -119,6 +167,13 @@ pub fn method_currency(name: &str) -> Result<String, String> {
     if let Some(m) = payout_method(name) {
         return Ok(m.currency.to_string());
     }
+    shape_currency(name).ok_or_else(|| {
+        "payout method name must look like au_bank_aud (<country>_<kind>_<currency>)".into()
+    })
+}
+
+/// The currency of a method name of the documented shape (`<cc>_<kind>[_<brand>]_<ccy>`).
+fn shape_currency(name: &str) -> Option<String> {
     let parts: Vec<&str> = name.split('_').collect();
     let ok = parts.len() >= 3
         && parts.iter().all(|p| {
@@ -128,12 +183,7 @@ pub fn method_currency(name: &str) -> Result<String, String> {
         })
         && parts[0].len() == 2;
     let ccy = parts.last().copied().unwrap_or_default();
-    if !ok || !(3..=4).contains(&ccy.len()) {
-        return Err(
-            "payout method name must look like au_bank_aud (<country>_<kind>_<currency>)".into(),
-        );
-    }
-    Ok(ccy.to_ascii_uppercase())
+    (ok && (3..=4).contains(&ccy.len())).then(|| ccy.to_ascii_uppercase())
 }
 
 #[cfg(test)]
@@ -154,5 +204,8 @@ mod tests {
         assert_eq!(method_currency("my_ewallet_boost_myr").unwrap(), "MYR");
         assert!(method_currency("bank").is_err());
         assert!(method_currency("AU_BANK_AUD").is_err());
+        assert_eq!(payin_currency("au_payid_npp_aud").unwrap(), "AUD");
+        assert_eq!(payin_currency("th_qrpay_thb").unwrap(), "THB");
+        assert!(payin_currency("payid").is_err());
     }
 }

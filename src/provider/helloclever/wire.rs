@@ -103,6 +103,9 @@ pub struct Payin {
     pub amount: Option<Decimal>,
     #[serde(default, deserialize_with = "money")]
     pub paid_amount: Option<Decimal>,
+    /// The payin method (`au_payid_npp_aud`).
+    #[serde(default)]
+    pub payment_method: Option<String>,
     /// How the payer pays (a PayID, a bank reference, a pay URL), as the provider gives it.
     #[serde(default)]
     pub pay_code: Option<serde_json::Value>,
@@ -124,7 +127,7 @@ pub struct Refund {
 }
 
 /// A flag given as a bool or as the text `"true"`/`"false"`.
-fn flag<'de, D: Deserializer<'de>>(d: D) -> Result<Option<bool>, D::Error> {
+pub(super) fn flag<'de, D: Deserializer<'de>>(d: D) -> Result<Option<bool>, D::Error> {
     #[derive(Deserialize)]
     #[serde(untagged)]
     enum Raw {

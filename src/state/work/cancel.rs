@@ -74,3 +74,53 @@ pub fn mark_cancelled(conn: &Conn, batch_id: i64) -> SqlResult<usize> {
         )
     })
 }
+
+/// A payin the payer may still pay: its item, row and the provider's uuid.
+#[derive(Debug, Clone)]
+pub struct PendingPayin {
+    pub id: i64,
+    pub step: String,
+    pub row_key: String,
+    pub uuid: String,
+    pub amount: Option<String>,
+    pub currency: Option<String>,
+}
+
+/// The plan's payins of `steps` the provider last showed pending, in file order.
+pub fn pending_payins(conn: &Conn, plan_id: i64, steps: &[String]) -> SqlResult<Vec<PendingPayin>> {
+    if steps.is_empty() {
+        return Ok(Vec::new());
+    }
+    let sql = format!(
+        "SELECT id, step, row_key, provider_ref, amount, currency FROM items
+         WHERE plan_id = ?1 AND step IN ({}) AND state IN ('succeeded', 'blocked')
+           AND provider_status = 'pending' AND provider_ref IS NOT NULL
+         ORDER BY row_line, row_key, id",
+        placeholders(2, steps.len())
+    );
+    let mut all: Vec<&dyn Arg> = vec![&plan_id];
+    all.extend(steps.iter().map(|s| s as &dyn Arg));
+    conn.all(&sql, &all, |r| {
+        Ok(PendingPayin {
+            id: r.get(0)?,
+            step: r.get(1)?,
+            row_key: r.get(2)?,
+            uuid: r.get(3)?,
+            amount: r.get(4)?,
+            currency: r.get(5)?,
+        })
+    })
+}
+
+/// Records a payin cancelled with `payrun cancel`: its row is `cancelled` and the payin
+/// `expired` (the provider's status for it now).
+pub fn mark_payin_cancelled(conn: &Conn, id: i64) -> SqlResult<()> {
+    let t = now();
+    let why = format!("cancelled with payrun cancel at {t}");
+    conn.execute(
+        "UPDATE items SET state = 'cancelled', provider_status = 'expired', error_code = 'CANCELLED',
+                error_message = ?2, updated_at = ?3 WHERE id = ?1",
+        args![id, why, t],
+    )?;
+    Ok(())
+}

@@ -193,6 +193,9 @@ pub struct Outcome {
     pub provider_status: Option<String>,
     pub error_code: Option<String>,
     pub error_message: Option<String>,
+    /// What the provider gave for the row to use (a payin's pay details, a refund's
+    /// amount), as JSON text; `None` keeps what is stored.
+    pub details: Option<String>,
 }
 
 /// Records an item's outcome. A message (often the provider's words) is scrubbed of
@@ -223,7 +226,7 @@ pub fn set_outcomes(conn: &Conn, outcomes: &[(i64, &Outcome)]) -> SqlResult<()> 
         // prepare and keep.
         let rows = part.len().next_power_of_two();
         let none: Option<i64> = None;
-        let mut all: Vec<&dyn Arg> = Vec::with_capacity(1 + rows * 6);
+        let mut all: Vec<&dyn Arg> = Vec::with_capacity(1 + rows * 7);
         all.push(&t);
         for ((id, o), message) in part.iter().zip(&messages) {
             all.extend([
@@ -233,35 +236,38 @@ pub fn set_outcomes(conn: &Conn, outcomes: &[(i64, &Outcome)]) -> SqlResult<()> 
                 &o.provider_status,
                 &o.error_code,
                 message,
+                &o.details,
             ]);
         }
         for _ in part.len()..rows {
-            all.extend([&none as &dyn Arg, &none, &none, &none, &none, &none]);
+            all.extend([&none as &dyn Arg, &none, &none, &none, &none, &none, &none]);
         }
         conn.execute(&outcomes_sql(rows), &all)?;
     }
     Ok(())
 }
 
-/// The statement of [`set_outcomes`] for `rows` rows: `?1` the time, then 6 a row.
+/// The statement of [`set_outcomes`] for `rows` rows: `?1` the time, then 7 a row.
 fn outcomes_sql(rows: usize) -> String {
     let values: Vec<String> = (0..rows)
         .map(|r| {
-            let p = 2 + r * 6;
+            let p = 2 + r * 7;
             format!(
-                "(CAST(?{p} AS BIGINT), ?{}, ?{}, ?{}, ?{}, ?{})",
+                "(CAST(?{p} AS BIGINT), ?{}, ?{}, ?{}, ?{}, ?{}, ?{})",
                 p + 1,
                 p + 2,
                 p + 3,
                 p + 4,
-                p + 5
+                p + 5,
+                p + 6
             )
         })
         .collect();
     format!(
-        "WITH v (id, state, provider_ref, provider_status, error_code, error_message) AS (VALUES {})
+        "WITH v (id, state, provider_ref, provider_status, error_code, error_message, details) AS (VALUES {})
          UPDATE items SET state = v.state, provider_ref = COALESCE(v.provider_ref, items.provider_ref),
                 provider_status = COALESCE(v.provider_status, items.provider_status),
+                details = COALESCE(v.details, items.details),
                 error_code = v.error_code, error_message = v.error_message, updated_at = ?1
          FROM v WHERE items.id = v.id",
         values.join(",")
@@ -349,6 +355,8 @@ pub struct ReportItem {
     pub updated_at: String,
     /// What the file asks now, for an item in conflict (the amount sent is `amount`).
     pub asked: Option<rust_decimal::Decimal>,
+    /// What the provider gave for the row (see [`Outcome::details`]).
+    pub details: Option<String>,
 }
 
 /// Every item of the plan in file order (row line, row key, then step), one at a time.
@@ -356,7 +364,7 @@ pub fn each_report_item(conn: &Conn, plan_id: i64, f: &mut dyn FnMut(ReportItem)
     let sql = format!(
         "SELECT i.row_key, i.row_line, i.step_index, i.state, i.conflict_hash IS NOT NULL, i.provider_ref, i.provider_status,
                 b.provider_ref, i.amount, i.currency, i.attempts, i.error_code, i.error_message, i.updated_at, i.step,
-                {}
+                {}, i.details
          FROM items i LEFT JOIN batches b ON b.id = i.batch_id WHERE i.plan_id = ?1 ORDER BY i.row_line, i.row_key, i.id",
         conn.json_text("i.conflict_payload", "amount")
     );
@@ -379,7 +387,19 @@ pub fn each_report_item(conn: &Conn, plan_id: i64, f: &mut dyn FnMut(ReportItem)
             updated_at: r.get(13)?,
             step: r.get(14)?,
             asked: decimal(r.get(15)?),
+            details: r.get(16)?,
         });
         Ok(())
     })
+}
+
+/// Puts a step's items that waited for their row's earlier steps, and were never sent,
+/// back in the queue (a step that sends each row once reads only pending items).
+pub fn unblock_unsent(conn: &Conn, plan_id: i64, step: &str) -> SqlResult<()> {
+    conn.execute(
+        "UPDATE items SET state = 'pending', error_code = NULL, error_message = NULL
+         WHERE plan_id = ?1 AND step = ?2 AND state = 'blocked' AND first_attempt_at IS NULL AND provider_ref IS NULL",
+        args![plan_id, step],
+    )?;
+    Ok(())
 }
