@@ -128,7 +128,15 @@ pub(super) async fn scan(
     window: Window,
     keep: impl Fn(&PayoutBatch) -> bool,
 ) -> Result<Vec<PayoutBatch>, CallError> {
-    scan_records(ctx, hc, "/v2/payouts/all", window, |b: &PayoutBatch| b.uuid.clone(), keep).await
+    scan_records(
+        ctx,
+        hc,
+        "/v2/payouts/all",
+        window,
+        |b: &PayoutBatch| b.uuid.clone(),
+        keep,
+    )
+    .await
 }
 
 /// [`scan`] of any of the provider's listings of shape A (`path`), its records read as
@@ -153,8 +161,7 @@ pub(super) async fn scan_records<T: serde::de::DeserializeOwned>(
                 ("to_date", fmt(to)),
                 ("page", page.to_string()),
             ];
-            let reply =
-                super::protocol::idempotent(ctx, || hc.list_page(path, &query)).await?;
+            let reply = super::protocol::idempotent(ctx, || hc.list_page(path, &query)).await?;
             let p = super::export::parse_page(reply, page).map_err(CallError::Decode)?;
             let n = p.records.len() as u64;
             if n == 0 {

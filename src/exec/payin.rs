@@ -174,19 +174,22 @@ fn of_payin(p: &Payin, waited: Option<(bool, std::time::Duration)>) -> Outcome {
     }
 }
 
+/// The payins listing as last read, by external id, with when the read began.
+type Listed = tokio::sync::Mutex<Option<(tokio::time::Instant, Arc<HashMap<String, Payin>>)>>;
+
 /// A payin step's payins in doubt: found by external id in the provider's listing. One
 /// listing read serves every lookup of a settle round (a read made before the round's
 /// start does not answer it).
 struct Payins {
     hc: Arc<HelloClever>,
-    listed: Arc<tokio::sync::Mutex<Option<(tokio::time::Instant, Arc<HashMap<String, Payin>>)>>>,
+    listed: Arc<Listed>,
 }
 
 impl Payins {
     async fn by_external_id(
         ctx: &Ctx,
         hc: &HelloClever,
-        listed: &tokio::sync::Mutex<Option<(tokio::time::Instant, Arc<HashMap<String, Payin>>)>>,
+        listed: &Listed,
         not_before: tokio::time::Instant,
     ) -> Result<Arc<HashMap<String, Payin>>, CallError> {
         let mut cached = listed.lock().await;
@@ -352,7 +355,10 @@ pub(super) async fn follow_changes(
 
 /// Whether a payin's status may still move (pending, or a refund under way).
 fn unsettled(status: Option<&str>) -> bool {
-    matches!(status, None | Some("pending" | "received" | "return_pending"))
+    matches!(
+        status,
+        None | Some("pending" | "received" | "return_pending")
+    )
 }
 
 /// Sends a refund step's rows: each row's received payin refunded once.
@@ -459,9 +465,22 @@ impl Refunds {
     /// A row's first refund: its payin is read first. Paid and not refunded, it is
     /// refunded; refunded already (by anyone), the row fails rather than refund twice;
     /// not paid yet, the row waits (`blocked`) for the next run.
-    async fn first(&self, ctx: &Arc<Ctx>, item: WorkItem, body: Arc<RefundBody>) -> Result<(), StateError> {
+    async fn first(
+        &self,
+        ctx: &Arc<Ctx>,
+        item: WorkItem,
+        body: Arc<RefundBody>,
+    ) -> Result<(), StateError> {
         let Some(uuid) = self.payin_of(&item, &body) else {
-            return ctx.outcome(item.id, refund_problem(ItemState::Blocked, "WAITING", "the row has no payin yet".into(), None));
+            return ctx.outcome(
+                item.id,
+                refund_problem(
+                    ItemState::Blocked,
+                    "WAITING",
+                    "the row has no payin yet".into(),
+                    None,
+                ),
+            );
         };
         let hc = &self.hc;
         let p = match idempotent(ctx, || hc.payin(&uuid)).await {
@@ -470,8 +489,13 @@ impl Refunds {
         };
         let status = p.status.clone().unwrap_or_default();
         if status.starts_with("return_") {
-            let why = format!("payin {uuid} has a refund already ({status}); payrun refunds a payin once");
-            return ctx.outcome(item.id, refund_problem(ItemState::Failed, "REFUND_EXISTS", why, Some(&p)));
+            let why = format!(
+                "payin {uuid} has a refund already ({status}); payrun refunds a payin once"
+            );
+            return ctx.outcome(
+                item.id,
+                refund_problem(ItemState::Failed, "REFUND_EXISTS", why, Some(&p)),
+            );
         }
         if status != "received" {
             let (state, code) = match status.as_str() {
@@ -482,12 +506,20 @@ impl Refunds {
             return ctx.outcome(item.id, refund_problem(state, code, why, Some(&p)));
         }
         let id = item.id;
-        ctx.db.write(move |c| work::mark_in_flight(c, &[id])).await?;
+        ctx.db
+            .write(move |c| work::mark_in_flight(c, &[id]))
+            .await?;
         self.refund(ctx, item, &body, &uuid).await
     }
 
     /// Sends the refund of `uuid` under the protocol (its intent is written).
-    async fn refund(&self, ctx: &Ctx, item: WorkItem, body: &RefundBody, uuid: &str) -> Result<(), StateError> {
+    async fn refund(
+        &self,
+        ctx: &Ctx,
+        item: WorkItem,
+        body: &RefundBody,
+        uuid: &str,
+    ) -> Result<(), StateError> {
         let target = protocol::Item {
             id: item.id,
             intent_written: true,
@@ -498,7 +530,10 @@ impl Refunds {
         })
         .await?;
         match sent {
-            Sent::Answered(r, _) => ctx.outcome(item.id, refunded(&r.payin_request, r.refund_amount.or(body.amount))),
+            Sent::Answered(r, _) => ctx.outcome(
+                item.id,
+                refunded(&r.payin_request, r.refund_amount.or(body.amount)),
+            ),
             Sent::Claimed(..) | Sent::Recorded => Ok(()),
         }
     }
@@ -585,10 +620,13 @@ impl Resolve for Refunds {
         item: WorkItem,
         body: Arc<RefundBody>,
     ) -> impl Future<Output = Result<(), StateError>> + Send + 'static {
-        let (ctx, op) = (ctx.clone(), Refunds {
-            hc: self.hc.clone(),
-            payins: self.payins.clone(),
-        });
+        let (ctx, op) = (
+            ctx.clone(),
+            Refunds {
+                hc: self.hc.clone(),
+                payins: self.payins.clone(),
+            },
+        );
         async move {
             let Some(uuid) = op.payin_of(&item, &body) else {
                 return Ok(());

@@ -75,7 +75,9 @@ pub(crate) fn ready(
         };
         // KYC with a wait is done once approved; a payin, once its payer paid.
         let done = match earlier.kind {
-            StepKind::Kyc if earlier.wait.is_some() => provider_status.as_deref() == Some("approved"),
+            StepKind::Kyc if earlier.wait.is_some() => {
+                provider_status.as_deref() == Some("approved")
+            }
             StepKind::Payin => crate::report::payin_paid(provider_status.as_deref()),
             _ => true,
         };

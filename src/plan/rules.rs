@@ -53,14 +53,12 @@ pub fn check_value(kind: FieldKind, v: &str, facts: &Facts) -> Result<Option<Dec
                 _ => Ok(()),
             })
         }
-        FieldKind::PayinMethod => {
-            methods::payin_currency(v).and_then(|ccy| match facts.currency {
-                Some(c) if c != ccy => Err(format!(
-                    "payin method {v} collects {ccy}, but the currency is {c}"
-                )),
-                _ => Ok(()),
-            })
-        }
+        FieldKind::PayinMethod => methods::payin_currency(v).and_then(|ccy| match facts.currency {
+            Some(c) if c != ccy => Err(format!(
+                "payin method {v} collects {ccy}, but the currency is {c}"
+            )),
+            _ => Ok(()),
+        }),
         FieldKind::Flag => match v {
             "true" | "false" => Ok(()),
             _ => Err("must be true or false".into()),

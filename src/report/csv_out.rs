@@ -137,7 +137,11 @@ pub fn results_csv(r: &Report, out: &mut super::Out) {
                 StepKind::Refund => {
                     rec.push(opt(&s.provider_ref));
                     rec.push(opt(&s.provider_status));
-                    rec.push(super::refunded(s).map(|a| a.to_string()).unwrap_or_default());
+                    rec.push(
+                        super::refunded(s)
+                            .map(|a| a.to_string())
+                            .unwrap_or_default(),
+                    );
                 }
             }
             attempts += s.attempts;

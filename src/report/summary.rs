@@ -61,11 +61,14 @@ pub fn summary_json(r: &Report) -> String {
             .collected
             .iter()
             .map(|(ccy, c)| {
-                (ccy.clone(), json!({
-                    "requested": c.requested.to_string(), "collected": c.collected.to_string(),
-                    "pending": c.pending.to_string(), "expired": c.expired.to_string(),
-                    "refunded": c.refunded.to_string(),
-                }))
+                (
+                    ccy.clone(),
+                    json!({
+                        "requested": c.requested.to_string(), "collected": c.collected.to_string(),
+                        "pending": c.pending.to_string(), "expired": c.expired.to_string(),
+                        "refunded": c.refunded.to_string(),
+                    }),
+                )
             })
             .collect();
         v["collected"] = Value::Object(collected);

@@ -424,7 +424,14 @@ pub async fn show(State(app): State<Arc<App>>) -> Json<Value> {
         "finhub": finhub,
         "exportable": exportable,
         "contacts": contacts, "kyc_submissions": kyc, "payouts": payouts,
-        "payins": l.payins.len(), "payment_agreements": l.agreements.len(), "card_payments": l.cards.len(),
+        "payins": l.payins.len(),
+        // Each payin as the API shows it, with what was refunded of it (for tests).
+        "payin_requests": l.payins.iter().map(|p| {
+            let mut v = super::payins::payin_json(p, app.config.payin_delay, now);
+            v["refunded"] = money(p.refunded);
+            v
+        }).collect::<Vec<_>>(),
+        "payment_agreements": l.agreements.len(), "card_payments": l.cards.len(),
         "balances": balances, "requests": requests,
         // The most API requests answered at once (the ledger's own request among them).
         "peak_in_flight": app.peak_in_flight.load(std::sync::atomic::Ordering::SeqCst),

@@ -16,6 +16,7 @@ use std::time::Duration;
 mod approval;
 mod day_to_day;
 mod lock;
+mod payins;
 mod postgres;
 
 mod provider;

@@ -136,7 +136,9 @@ impl Builder<'_> {
             && prev.kind.rank() > kind.rank()
         {
             let order = match provider {
-                ProviderKind::HelloClever => "contact, then kyc, then payout and payin, then refund",
+                ProviderKind::HelloClever => {
+                    "contact, then kyc, then payout and payin, then refund"
+                }
                 ProviderKind::FinHub => {
                     "customer (or customers_bulk), then documents, then customer_status and kyc_confirmation"
                 }

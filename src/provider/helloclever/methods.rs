@@ -151,8 +151,7 @@ pub fn payin_currency(name: &str) -> Result<String, String> {
     match payin_method(name) {
         Some(m) => Ok(m.currency.to_string()),
         None => shape_currency(name).ok_or_else(|| {
-            "payin method name must look like au_payid_npp_aud (<country>_<kind>_<currency>)"
-                .into()
+            "payin method name must look like au_payid_npp_aud (<country>_<kind>_<currency>)".into()
         }),
     }
 }

@@ -1,0 +1,342 @@
+//! Payins and refunds against the sandbox: the example job end to end, one payin per row
+//! under faults, a payer who does not pay (blocked, then cancelled, then reconciled).
+
+use super::{Setup, assert_exit, command, fast};
+use crate::sandbox_support::{client, ledger, post, start};
+use payrun::sandbox::{Config, Faults, Sandbox};
+use serde_json::Value;
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+/// The one file called `name` under `dir` (the run's reports are filed by job and run).
+fn find(dir: &Path, name: &str) -> PathBuf {
+    let mut found = Vec::new();
+    let mut todo = vec![dir.to_path_buf()];
+    while let Some(d) = todo.pop() {
+        for e in std::fs::read_dir(&d).unwrap().flatten() {
+            let p = e.path();
+            if p.is_dir() {
+                todo.push(p);
+            } else if p.file_name().is_some_and(|n| n == name) {
+                found.push(p);
+            }
+        }
+    }
+    found.sort();
+    found
+        .pop()
+        .unwrap_or_else(|| panic!("no {name} under {}", dir.display()))
+}
+
+/// The ledger's payins, by the payer's email.
+fn payins_by_email(l: &Value) -> HashMap<String, Vec<Value>> {
+    let mut out: HashMap<String, Vec<Value>> = HashMap::new();
+    for p in l["payin_requests"].as_array().unwrap() {
+        out.entry(p["email"].as_str().unwrap().to_string())
+            .or_default()
+            .push(p.clone());
+    }
+    out
+}
+
+fn results(setup: &Setup) -> Vec<HashMap<String, String>> {
+    let text = std::fs::read_to_string(find(setup.dir.path(), "results.csv")).unwrap();
+    csv::Reader::from_reader(text.as_bytes())
+        .deserialize()
+        .map(Result::unwrap)
+        .collect()
+}
+
+fn summary(setup: &Setup) -> Value {
+    let text = std::fs::read_to_string(find(setup.dir.path(), "summary.json")).unwrap();
+    serde_json::from_str(&text).unwrap()
+}
+
+/// The example job (jobs/collect-payins.yaml over examples/payins.csv), against `s`.
+fn example(s: &Sandbox) -> (Setup, std::process::Command) {
+    let repo = PathBuf::from(env!("CARGO_MANIFEST_DIR"));
+    let job = std::fs::read_to_string(repo.join("jobs/collect-payins.yaml"))
+        .unwrap()
+        .replace("../examples/payins.csv", "people.csv")
+        .replace("poll: 10s", "poll: 100ms");
+    let csv = std::fs::read_to_string(repo.join("examples/payins.csv")).unwrap();
+    let setup = Setup::new(&job, &csv);
+    let mut cmd = command(&setup, s);
+    cmd.env("HELLOCLEVER_BASE_URL", s.base_url())
+        .env("HELLOCLEVER_APP_ID", "sandbox-app")
+        .env("HELLOCLEVER_SECRET_KEY", "sandbox-secret");
+    (setup, cmd)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_payin_example_collects_gives_pay_details_refunds_and_reports_the_money() {
+    let s = start(Config {
+        payin_delay: Some(Duration::from_millis(300)),
+        ..fast(Faults::default())
+    })
+    .await;
+    let (setup, mut cmd) = example(&s);
+    let out = cmd.output().unwrap();
+    assert_exit(&out, 0);
+    let l = ledger(&s).await;
+    let by_email = payins_by_email(&l);
+    let rows = results(&setup);
+    assert_eq!(rows.len(), 8);
+    assert_eq!(by_email.len(), 8);
+    let csv = std::fs::read_to_string(
+        PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("examples/payins.csv"),
+    )
+    .unwrap();
+    let mut input: HashMap<String, HashMap<String, String>> = HashMap::new();
+    for r in csv::Reader::from_reader(csv.as_bytes()).deserialize::<HashMap<String, String>>() {
+        let r = r.unwrap();
+        input.insert(r["invoice"].clone(), r);
+    }
+    let mut external_ids = std::collections::HashSet::new();
+    for row in &rows {
+        let want = &input[&row["key"]];
+        let payins = &by_email[&want["email"]];
+        assert_eq!(payins.len(), 1, "one payin for {}", row["key"]);
+        let p = &payins[0];
+        assert!(external_ids.insert(p["external_id"].as_str().unwrap().to_string()));
+        assert_eq!(
+            p["amount"]
+                .as_str()
+                .unwrap()
+                .parse::<rust_decimal::Decimal>()
+                .unwrap(),
+            want["amount"].parse::<rust_decimal::Decimal>().unwrap()
+        );
+        // The pay details the payer needs are the provider's, on the row.
+        assert_eq!(row["collect_payin_uuid"], p["uuid"].as_str().unwrap());
+        assert_eq!(
+            row["collect_pay_details"],
+            format!("pay_id: {}", p["pay_code"]["pay_id"].as_str().unwrap())
+        );
+        assert_eq!(row["collect_payin_status"], "received");
+        let refund = &want["refund_amount"];
+        if refund.is_empty() {
+            assert_eq!(row["refund_status"], "skipped");
+            assert_eq!(p["refunded"], "0.0");
+        } else {
+            assert_eq!(row["refund_status"], "succeeded");
+            assert_eq!(row["refund_refunded"], *refund);
+            assert_eq!(
+                p["refunded"]
+                    .as_str()
+                    .unwrap()
+                    .parse::<rust_decimal::Decimal>()
+                    .unwrap(),
+                refund.parse::<rust_decimal::Decimal>().unwrap()
+            );
+            assert_eq!(p["status"], "return_pending");
+        }
+    }
+    let total: rust_decimal::Decimal = input
+        .values()
+        .map(|r| r["amount"].parse::<rust_decimal::Decimal>().unwrap())
+        .sum();
+    let sum = summary(&setup);
+    let aud = &sum["collected"]["AUD"];
+    assert_eq!(aud["requested"], total.to_string(), "{sum}");
+    assert_eq!(aud["collected"], total.to_string());
+    assert_eq!(aud["pending"], "0");
+    assert_eq!(aud["expired"], "0");
+    assert_eq!(aud["refunded"], "940.80");
+    let html = std::fs::read_to_string(find(setup.dir.path(), "report.html")).unwrap();
+    assert!(html.contains("<table id=\"collected\">") && html.contains("940.80"));
+    // Run again: nothing more is asked of anyone, nothing refunded twice.
+    let mut again = example_again(&setup, &s);
+    assert_exit(&again.output().unwrap(), 0);
+    let l = ledger(&s).await;
+    assert_eq!(l["payin_requests"].as_array().unwrap().len(), 8);
+    assert_eq!(l["requests"]["POST /api/v2/payins/refund"]["200"], 2);
+}
+
+fn example_again(setup: &Setup, s: &Sandbox) -> std::process::Command {
+    let mut cmd = command(setup, s);
+    cmd.env("HELLOCLEVER_BASE_URL", s.base_url())
+        .env("HELLOCLEVER_APP_ID", "sandbox-app")
+        .env("HELLOCLEVER_SECRET_KEY", "sandbox-secret");
+    cmd
+}
+
+/// A contact and payin job over `n` people (ann{i}@example.com), waiting `wait` for them
+/// to pay.
+fn payin_job(wait: &str, extra_steps: &str) -> String {
+    let job = super::job_text(10, "");
+    let head = &job[..job.find("  - id: pay\n").unwrap()];
+    format!(
+        r#"{head}  - id: collect
+    type: payin
+    fields:
+      currency: AUD
+      amount: "{{{{ row.amount }}}}"
+      name: "{{{{ row.first }}}} {{{{ row.last }}}}"
+      email: "{{{{ row.email }}}}"
+      description: "Invoice {{{{ row.id }}}}"
+      payin_method_name: au_payid_npp_aud
+    wait: {{ until: received, {wait}, poll: 100ms }}
+{extra_steps}"#
+    )
+}
+
+/// `n` payers owing 20.00 to 99.99 (the PayID method's range).
+fn payers(n: usize) -> String {
+    let mut s = String::from("id,first,last,email,amount,account\n");
+    for i in 0..n {
+        s.push_str(&format!(
+            "P{i:04},Ann{i},Lee,ann{i}@example.com,{}.{:02},0\n",
+            20 + i % 80,
+            i % 100
+        ));
+    }
+    s
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn payins_under_lost_responses_resets_and_5xx_are_one_per_row() {
+    let s = start(Config {
+        payin_delay: Some(Duration::from_millis(200)),
+        ..fast(Faults {
+            lost_response_rate: 0.15,
+            reset_rate: 0.1,
+            error_rate: 0.1,
+            listing_lag: Duration::from_millis(300),
+            ..Faults::default()
+        })
+    })
+    .await;
+    let n = 60;
+    let setup = Setup::new(&payin_job("timeout: 20s", ""), &payers(n));
+    let out = command(&setup, &s).output().unwrap();
+    assert_exit(&out, 0);
+    let l = ledger(&s).await;
+    let by_email = payins_by_email(&l);
+    assert_eq!(by_email.len(), n, "every row asked");
+    for i in 0..n {
+        let p = &by_email[&format!("ann{i}@example.com")];
+        assert_eq!(p.len(), 1, "row {i} asked {} times", p.len());
+        assert_eq!(p[0]["status"], "received");
+    }
+    // Responses were lost: the payins in doubt were found by their external ids.
+    let dropped = l["requests"]["POST /api/v2/payins"]["dropped"]
+        .as_u64()
+        .unwrap_or(0);
+    assert!(dropped > 0, "{}", l["requests"]);
+    let (resolved,): (i64,) = setup.state_row("SELECT in_doubt_resolved FROM runs");
+    assert!(resolved >= dropped as i64, "{resolved} < {dropped}");
+    let rows = results(&setup);
+    assert!(rows.iter().all(|r| r["collect_payin_status"] == "received"
+        && r["collect_pay_details"].starts_with("pay_id: ")));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_unpaid_payin_waits_blocked_is_cancelled_and_a_late_payment_is_reconciled() {
+    // Nobody pays unless the test says so.
+    let s = start(fast(Faults::default())).await;
+    let n = 3;
+    let setup = Setup::new(&payin_job("timeout: 1s", ""), &payers(n));
+    let out = command(&setup, &s).output().unwrap();
+    // Not paid is not failed: the rows are blocked, the run says they need a look.
+    assert_exit(&out, 1);
+    let (blocked, code): (i64, String) = setup.state_row(
+        "SELECT COUNT(*), MAX(error_code) FROM items WHERE step = 'collect' AND state = 'blocked'",
+    );
+    assert_eq!((blocked, code.as_str()), (3, "PAYIN_PENDING"));
+    let pending_total: rust_decimal::Decimal = (0..n)
+        .map(|i| {
+            format!("{}.{:02}", 20 + i % 80, i % 100)
+                .parse::<rust_decimal::Decimal>()
+                .unwrap()
+        })
+        .sum();
+    assert_eq!(
+        summary(&setup)["collected"]["AUD"]["pending"],
+        pending_total.to_string()
+    );
+    let uuid_of = |key: &str| -> String {
+        setup
+            .state_row::<(String,)>(&format!(
+                "SELECT provider_ref FROM items WHERE step = 'collect' AND row_key = '{key}'"
+            ))
+            .0
+    };
+    // Cancel one, by its row's key.
+    let cancel = |extra: &[&str]| {
+        let mut cmd = std::process::Command::new(env!("CARGO_BIN_EXE_payrun"));
+        cmd.args(["cancel", "job.yaml", "--state", "state.db", "--yes"])
+            .args(extra)
+            .current_dir(setup.dir.path());
+        for (k, v) in setup.env(&s) {
+            cmd.env(k, v);
+        }
+        cmd.output().unwrap()
+    };
+    let out = cancel(&["--payin", "P0000"]);
+    assert_exit(&out, 0);
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        stdout.contains(&format!("cancelled payin {}", uuid_of("P0000"))),
+        "{stdout}"
+    );
+    let l = ledger(&s).await;
+    let status = |l: &Value, uuid: &str| {
+        l["payin_requests"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|p| p["uuid"] == uuid)
+            .unwrap()["status"]
+            .clone()
+    };
+    assert_eq!(status(&l, &uuid_of("P0000")), "expired");
+    assert_eq!(
+        setup
+            .state_row::<(String,)>(
+                "SELECT state FROM items WHERE step = 'collect' AND row_key = 'P0000'"
+            )
+            .0,
+        "cancelled"
+    );
+    // A name that is no pending payin is refused, and nothing is cancelled.
+    let out = cancel(&["--payin", "P0000"]);
+    assert_exit(&out, 2);
+    // The second payer pays late: reconcile records it; the third is still pending.
+    let c = client();
+    let (code, _) = post(
+        &c,
+        &s,
+        "/v2/payins/simulate",
+        &serde_json::json!({"uuid": uuid_of("P0001"), "status": "completed"}),
+    )
+    .await;
+    assert_eq!(code, 200);
+    let mut rec = std::process::Command::new(env!("CARGO_BIN_EXE_payrun"));
+    rec.args(["reconcile", "job.yaml", "--state", "state.db"])
+        .current_dir(setup.dir.path());
+    for (k, v) in setup.env(&s) {
+        rec.env(k, v);
+    }
+    let out = rec.output().unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(stdout.contains("payin pending → received"), "{stdout}");
+    let states: (String, String, String) = setup.state_row(
+        "SELECT (SELECT state || ' ' || provider_status FROM items WHERE step = 'collect' AND row_key = 'P0000'),
+                (SELECT state || ' ' || provider_status FROM items WHERE step = 'collect' AND row_key = 'P0001'),
+                (SELECT state || ' ' || provider_status FROM items WHERE step = 'collect' AND row_key = 'P0002')",
+    );
+    assert_eq!(
+        states,
+        (
+            "cancelled expired".to_string(),
+            "succeeded received".to_string(),
+            "blocked pending".to_string()
+        )
+    );
+    assert_eq!(
+        ledger(&s).await["payin_requests"].as_array().unwrap().len(),
+        3
+    );
+}
