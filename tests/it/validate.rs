@@ -33,7 +33,11 @@ fn with_row(i: usize, row: &str) -> Fixture {
 
 #[test]
 fn example_jobs_validate_cleanly() {
-    for job in ["jobs/payroll.yaml", "jobs/onboard-contacts.yaml"] {
+    for job in [
+        "jobs/payroll.yaml",
+        "jobs/onboard-contacts.yaml",
+        "jobs/collect-payins.yaml",
+    ] {
         let out = payrun_in(&repo(), &["validate", job]);
         assert_eq!(out.code, 0, "{job}: {}{}", out.stdout, out.stderr);
         assert!(out.stdout.contains("no problems"), "{}", out.stdout);
@@ -516,4 +520,87 @@ fn a_large_file_reports_exact_lines_across_segments() {
     let at = |needle: &str| out.stderr.find(needle).unwrap();
     let positions: Vec<usize> = expected.iter().map(|e| at(e)).collect();
     assert!(positions.is_sorted(), "{}", out.stderr);
+}
+
+/// `JOB` with its payout step replaced by a payin step with `fields` (YAML lines under
+/// `fields:`) and `rest` after it.
+fn payin_job(fields: &str, rest: &str) -> String {
+    let head = &JOB[..JOB.find("  - id: pay\n").unwrap()];
+    format!(
+        "{head}  - id: collect\n    type: payin\n    fields:\n      currency: AUD\n      amount: \"{{{{ row.net_pay }}}}\"\n      name: \"{{{{ row.first_name }}}}\"\n      email: \"{{{{ row.email }}}}\"\n      description: Invoice\n{fields}{rest}"
+    )
+}
+
+#[test]
+fn payin_and_refund_steps_are_checked_like_payouts() {
+    // A clean payin step.
+    let ok = Fixture::new(
+        &payin_job("      payin_method_name: au_payid_npp_aud\n", ""),
+        &rows(),
+    );
+    let out = validate(&ok);
+    assert_eq!(out.code, 0, "{}{}", out.stdout, out.stderr);
+    // expired_at too soon, a method of another currency, gst not a flag, an amount over
+    // the method's limit (PayID: 20 to 10000 AUD), and a wait for the wrong thing.
+    let soon = (chrono::Utc::now() + chrono::Duration::minutes(5))
+        .format("%Y-%m-%dT%H:%M:%S")
+        .to_string();
+    let bad = Fixture::new(
+        &payin_job(
+            &format!(
+                "      payin_method_name: ph_bank_maya_php\n      expired_at: \"{soon}\"\n      gst: \"yes\"\n"
+            ),
+            "",
+        ),
+        &rows(),
+    );
+    assert_invalid(
+        &validate(&bad),
+        &[
+            "payin method ph_bank_maya_php collects PHP, but the currency is AUD",
+            "must be more than 15 minutes from now (UTC), as the provider requires",
+            "must be true or false",
+        ],
+    );
+    let wait = Fixture::new(
+        &payin_job(
+            "      payin_method_name: au_payid_npp_aud\n",
+            "    wait: { until: completed }\n",
+        ),
+        &rows(),
+    );
+    assert_invalid(
+        &validate(&wait),
+        &["wait.until must be 'received' for a payin step (got 'completed')"],
+    );
+    let over = with_row(0, "E1,Ann,Lee,ann@example.com,AU,1990-01-02,19.99,062000,12345678");
+    std::fs::write(
+        over.path("job.yaml"),
+        payin_job("      payin_method_name: au_payid_npp_aud\n", ""),
+    )
+    .unwrap();
+    assert_invalid(
+        &validate(&over),
+        &["amount must be between 20 and 10000 AUD for au_payid_npp_aud"],
+    );
+    // A refund needs its payin: from a payin step before it, or named by the row.
+    let head = &JOB[..JOB.find("  - id: pay\n").unwrap()];
+    let orphan = Fixture::new(
+        &format!(
+            "{head}  - id: refund\n    type: refund\n    fields:\n      description: Credit note\n"
+        ),
+        &rows(),
+    );
+    assert_invalid(
+        &validate(&orphan),
+        &["step 'refund': a refund needs the payin it refunds"],
+    );
+    let named = Fixture::new(
+        &format!(
+            "{head}  - id: refund\n    type: refund\n    fields:\n      payin: \"{{{{ row.bsb }}}}\"\n      description: Credit note\n"
+        ),
+        &rows(),
+    );
+    let out = validate(&named);
+    assert_eq!(out.code, 0, "{}{}", out.stdout, out.stderr);
 }
