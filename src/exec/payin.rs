@@ -11,7 +11,7 @@
 //! payin's status having moved to `return_…`.
 
 use super::doubt::Resolve;
-use super::listing::{SKEW, Window, scan_records};
+use super::listing::{Window, scan_records};
 use super::protocol::{self, Sent, idempotent};
 use super::queue::{ToSend, drain, payloads, throttle};
 use super::{Change, Ctx, RowSource, RunError, parse_fields};
@@ -58,6 +58,7 @@ pub async fn run(
     drain(&mut tasks).await?;
     let op = Arc::new(Payins {
         hc: hc.clone(),
+        since: first_sent(ctx, &step.id).await?,
         listed: Arc::new(tokio::sync::Mutex::new(None)),
     });
     items.settle(ctx, rows, &op).await?;
@@ -182,6 +183,9 @@ type Listed = tokio::sync::Mutex<Option<(tokio::time::Instant, Arc<HashMap<Strin
 /// start does not answer it).
 struct Payins {
     hc: Arc<HelloClever>,
+    /// When the first of the step's payins in doubt was first sent: the listing is read
+    /// from a day before it (see [`Window::around`]).
+    since: chrono::DateTime<chrono::Utc>,
     listed: Arc<Listed>,
 }
 
@@ -189,7 +193,7 @@ impl Payins {
     async fn by_external_id(
         ctx: &Ctx,
         hc: &HelloClever,
-        listed: &Listed,
+        (listed, since): (&Listed, chrono::DateTime<chrono::Utc>),
         not_before: tokio::time::Instant,
     ) -> Result<Arc<HashMap<String, Payin>>, CallError> {
         let mut cached = listed.lock().await;
@@ -199,8 +203,7 @@ impl Payins {
             return Ok(map.clone());
         }
         let at = tokio::time::Instant::now();
-        let back = chrono::Duration::from_std(ctx.lookback).unwrap_or(chrono::Duration::days(90));
-        let window = Window::around(chrono::Utc::now() - back, None);
+        let window = Window::around(since, None);
         let found = scan_records(
             ctx,
             hc,
@@ -237,10 +240,15 @@ impl Resolve for Payins {
         _body: &Arc<Body>,
         not_before: tokio::time::Instant,
     ) -> impl Future<Output = Result<Option<Payin>, CallError>> + Send + 'static {
-        let (ctx, hc, listed) = (ctx.clone(), self.hc.clone(), self.listed.clone());
+        let (ctx, hc, listed, since) = (
+            ctx.clone(),
+            self.hc.clone(),
+            self.listed.clone(),
+            self.since,
+        );
         let ext = item.external_id.clone().unwrap_or_default();
         async move {
-            let map = Payins::by_external_id(&ctx, &hc, &listed, not_before).await?;
+            let map = Payins::by_external_id(&ctx, &hc, (&listed, since), not_before).await?;
             Ok(map.get(&ext).cloned())
         }
     }
@@ -264,6 +272,22 @@ impl Resolve for Payins {
     ) -> impl Future<Output = Result<(), StateError>> + Send + 'static {
         send(ctx.clone(), self.hc.clone(), item, body, true)
     }
+}
+
+/// When the first of a step's payins in doubt was first sent (now, if none says).
+async fn first_sent(ctx: &Ctx, step: &str) -> Result<chrono::DateTime<chrono::Utc>, StateError> {
+    let doubtful = ctx.items_in(step, &[ItemState::InFlight]).await?;
+    Ok(earliest(&doubtful))
+}
+
+/// The earliest first send of `items` (now, if none says).
+fn earliest(items: &[WorkItem]) -> chrono::DateTime<chrono::Utc> {
+    items
+        .iter()
+        .filter_map(|i| i.first_attempt_at.as_deref())
+        .filter_map(super::listing::parse_time)
+        .min()
+        .unwrap_or_else(chrono::Utc::now)
 }
 
 /// Asks the provider where a step's unpaid payins stand (one listing read, matched by
@@ -297,13 +321,7 @@ pub(super) async fn follow_changes(
     if open.is_empty() {
         return Ok((0, Vec::new()));
     }
-    let earliest = open
-        .iter()
-        .filter_map(|i| i.first_attempt_at.as_deref())
-        .filter_map(super::listing::parse_time)
-        .min()
-        .unwrap_or_else(chrono::Utc::now);
-    let window = Window::around(earliest - SKEW, None);
+    let window = Window::around(earliest(&open), None);
     let listed = match scan_records(
         ctx,
         hc,

@@ -573,7 +573,10 @@ fn payin_and_refund_steps_are_checked_like_payouts() {
         &validate(&wait),
         &["wait.until must be 'received' for a payin step (got 'completed')"],
     );
-    let over = with_row(0, "E1,Ann,Lee,ann@example.com,AU,1990-01-02,19.99,062000,12345678");
+    let over = with_row(
+        0,
+        "E1,Ann,Lee,ann@example.com,AU,1990-01-02,19.99,062000,12345678",
+    );
     std::fs::write(
         over.path("job.yaml"),
         payin_job("      payin_method_name: au_payid_npp_aud\n", ""),

@@ -340,3 +340,136 @@ async fn an_unpaid_payin_waits_blocked_is_cancelled_and_a_late_payment_is_reconc
         3
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn payins_applied_after_the_timeout_and_listed_late_are_asked_once() {
+    // Every payin is applied 1.5 s after it arrives — after the client's 1 s timeout — and
+    // shows in the listing 2 s after that: the first look (3.5 s after the send) misses it.
+    let s = start(Config {
+        payin_delay: Some(Duration::from_millis(200)),
+        ..fast(Faults {
+            late_apply_rate: 1.0,
+            late_apply_delay: Duration::from_millis(1500),
+            listing_lag: Duration::from_secs(2),
+            ..Faults::default()
+        })
+    })
+    .await;
+    let n = 20;
+    let job = payin_job("timeout: 30s", "")
+        .replace("timeout: 2s", "timeout: 1s")
+        .replace("settle: 300ms", "settle: 2500ms")
+        .replace("settle_recheck: 100ms", "settle_recheck: 1500ms");
+    let setup = Setup::new(&job, &payers(n));
+    let out = command(&setup, &s).output().unwrap();
+    assert_exit(&out, 0);
+    let l = ledger(&s).await;
+    let by_email = payins_by_email(&l);
+    assert_eq!(by_email.len(), n);
+    assert!(
+        by_email.values().all(|p| p.len() == 1),
+        "a payer asked twice"
+    );
+    // None was sent again: each was found in doubt, by its external id.
+    let sent: u64 = l["requests"]["POST /api/v2/payins"]
+        .as_object()
+        .unwrap()
+        .values()
+        .filter_map(Value::as_u64)
+        .sum();
+    assert_eq!(sent, n as u64);
+    let (resolved,): (i64,) = setup.state_row("SELECT in_doubt_resolved FROM runs");
+    assert!(
+        resolved >= 2 * n as i64,
+        "contacts and payins in doubt: {resolved}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn refunds_under_lost_responses_are_made_once_and_a_refunded_payin_is_not_refunded_again() {
+    let s = start(Config {
+        payin_delay: Some(Duration::from_millis(100)),
+        ..fast(Faults {
+            lost_response_rate: 0.3,
+            ..Faults::default()
+        })
+    })
+    .await;
+    let n = 20;
+    let refund = "  - id: refund\n    type: refund\n    fields:\n      description: Credit note {{ row.id }}\n";
+    let setup = Setup::new(&payin_job("timeout: 20s", refund), &payers(n));
+    let out = command(&setup, &s).output().unwrap();
+    assert_exit(&out, 0);
+    let l = ledger(&s).await;
+    for p in l["payin_requests"].as_array().unwrap() {
+        // Refunded in full, once: a second refund would be over what was paid, or partial.
+        assert_eq!(p["refunded"], p["total"], "{p}");
+        assert_eq!(p["status"], "return_pending");
+    }
+    let dropped = l["requests"]["POST /api/v2/payins/refund"]["dropped"]
+        .as_u64()
+        .unwrap_or(0);
+    assert!(dropped > 0, "{}", l["requests"]);
+    let rows = results(&setup);
+    assert!(
+        rows.iter().all(|r| r["refund_status"] == "succeeded"
+            && r["refund_refunded"]
+                .parse::<rust_decimal::Decimal>()
+                .unwrap()
+                == r["amount"].parse::<rust_decimal::Decimal>().unwrap()),
+        "{rows:?}"
+    );
+    assert_eq!(
+        summary(&setup)["collected"]["AUD"]["refunded"],
+        summary(&setup)["collected"]["AUD"]["collected"]
+    );
+
+    // A payin refunded by someone else is not refunded by a job that names it.
+    let c = client();
+    let uuid = l["payin_requests"][0]["uuid"].as_str().unwrap().to_string();
+    let (_, created) = post(
+        &c,
+        &s,
+        "/v2/payins",
+        &serde_json::json!({"currency": "PHP", "gst": false, "amount": 500, "name": "Ann",
+            "email": "ann0@example.com", "description": "Invoice", "payin_method_name": "ph_bank_maya_php",
+            "payin_method_params": {}, "webhook_notification": {}}),
+    )
+    .await;
+    let other = created["uuid"].as_str().unwrap().to_string();
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let mut refunded = None;
+    for _ in 0..20 {
+        let (code, _) = post(
+            &c,
+            &s,
+            "/v2/payins/refund",
+            &serde_json::json!({"uuid": other, "description": "By hand"}),
+        )
+        .await;
+        if code == 200
+            || ledger(&s).await["payin_requests"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .any(|p| p["uuid"] == other.as_str() && p["refunded"] != "0.0")
+        {
+            refunded = Some(code);
+            break;
+        }
+    }
+    assert!(refunded.is_some());
+    let named = "version: 1\nname: refunds\nscope: once\nprovider:\n  kind: helloclever\n  base_url: ${HC_TEST_BASE_URL}\n  app_id: ${HC_TEST_APP_ID}\n  secret_key: ${HC_TEST_SECRET_KEY}\nlimits:\n  timeout: 2s\n  retry: { attempts: 12, base: 5ms, max: 100ms }\n  settle: 300ms\n  settle_recheck: 100ms\ninput: { csv: people.csv, key: id }\nsteps:\n  - id: refund\n    type: refund\n    fields:\n      payin: \"{{ row.payin }}\"\n      description: Credit note\n";
+    let refunds_before = ledger(&s).await["requests"]["POST /api/v2/payins/refund"].clone();
+    let named_setup = Setup::new(named, &format!("id,payin\nR1,{other}\nR2,{uuid}\n"));
+    let out = command(&named_setup, &s).output().unwrap();
+    assert_exit(&out, 1);
+    let (failed, code): (i64, String) =
+        named_setup.state_row("SELECT COUNT(*), MAX(error_code) FROM items WHERE state = 'failed'");
+    assert_eq!((failed, code.as_str()), (2, "REFUND_EXISTS"));
+    // No refund was asked for.
+    assert_eq!(
+        ledger(&s).await["requests"]["POST /api/v2/payins/refund"],
+        refunds_before
+    );
+}
