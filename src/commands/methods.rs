@@ -232,3 +232,132 @@ pub(super) fn check(job: &Job, known: Option<Known>, on_error: &mut dyn FnMut(In
     }
     problems
 }
+
+/// A step's field `name`: its job-file line and value.
+fn field<'s>(step: &'s crate::job::Step, name: &str) -> Option<(Option<usize>, &'s FieldValue)> {
+    step.fields
+        .iter()
+        .find(|f| f.spec.name == name)
+        .map(|f| (f.line, &f.value))
+}
+
+/// Checks each payin step whose method is written in the job against the provider's record
+/// of it (`GET /v2/payins/payin_method/params`), where the job's credentials are set: a
+/// method it does not offer, one of another currency, or a required parameter the job does
+/// not give, is a problem at the step's line. Says on stdout what it checked against.
+pub(super) fn check_payins(
+    job: &Job,
+    state_path: &Path,
+    on_error: &mut dyn FnMut(InputError),
+) -> u64 {
+    let literal = |v: Option<(Option<usize>, &FieldValue)>| match v {
+        Some((line, FieldValue::One(Template::Literal(s), _))) => Some((line, s.clone())),
+        _ => None,
+    };
+    // A method rendered per row is checked by the provider as its payins go.
+    let steps: Vec<(&crate::job::Step, Option<usize>, String)> = job
+        .steps
+        .iter()
+        .filter(|s| s.kind == StepKind::Payin)
+        .filter_map(|s| literal(field(s, "payin_method_name")).map(|(line, name)| (s, line, name)))
+        .collect();
+    if steps.is_empty() || !matches!(crate::exec::provider_base(job), Ok(Some(_))) {
+        return 0;
+    }
+    let names: Vec<String> = steps.iter().map(|(_, _, n)| n.clone()).collect();
+    let fetched = runtime().map_err(|e| e.to_string()).and_then(|rt| {
+        rt.block_on(crate::exec::payin_methods(
+            job,
+            &options(state_path),
+            &names,
+        ))
+        .map_err(|e| first_line(&e.to_string()))
+    });
+    let records = match fetched {
+        Ok(r) => r,
+        Err(why) => {
+            println!("payin methods: the provider's required fields could not be read ({why})");
+            return 0;
+        }
+    };
+    let mut problems = 0;
+    let mut problem = |line: Option<usize>, message: String| {
+        problems += 1;
+        on_error(InputError {
+            path: job.path.clone(),
+            line: line.map(|l| l as u64),
+            column: None,
+            message,
+        });
+    };
+    let mut unread = Vec::new();
+    for ((step, line, method), record) in steps.iter().zip(records) {
+        let record = match record {
+            Ok(r) => r,
+            Err(crate::provider::error::CallError::Status {
+                status: 400 | 404 | 422,
+                message,
+                ..
+            }) => {
+                problem(
+                    *line,
+                    format!(
+                        "step '{}': the provider offers no payin method '{method}' ({message})",
+                        step.id
+                    ),
+                );
+                continue;
+            }
+            Err(e) => {
+                unread.push(format!("{method}: {}", first_line(&e.to_string())));
+                continue;
+            }
+        };
+        if let Some((cline, ccy)) = literal(field(step, "currency"))
+            && !record.currency.is_empty()
+            && ccy != record.currency
+        {
+            problem(
+                cline.or(*line),
+                format!(
+                    "step '{}': payin method {method} collects {}, but the currency is {ccy} \
+                     (the provider's record)",
+                    step.id, record.currency
+                ),
+            );
+        }
+        let given: Vec<&str> = match field(step, "payin_method_params") {
+            Some((_, FieldValue::Map(entries))) => {
+                entries.iter().map(|(k, _, _)| k.as_str()).collect()
+            }
+            _ => Vec::new(),
+        };
+        let (mandatory, _) = record.params();
+        let missing: Vec<&str> = mandatory
+            .into_iter()
+            .filter(|p| !given.contains(p))
+            .collect();
+        if !missing.is_empty() {
+            problem(
+                field(step, "payin_method_params")
+                    .and_then(|(l, _)| l)
+                    .or(*line),
+                format!(
+                    "step '{}': payin method {method} requires {} in payin_method_params \
+                     (the provider's required fields)",
+                    step.id,
+                    missing.join(", ")
+                ),
+            );
+        }
+    }
+    if !unread.is_empty() {
+        println!(
+            "payin methods: the provider's required fields could not be read ({})",
+            unread.join("; ")
+        );
+    } else if problems == 0 {
+        println!("payin methods: parameters checked against the provider's, read just now");
+    }
+    problems
+}

@@ -35,6 +35,10 @@ pub(super) fn plan(cmd: &PlanCmdArgs) -> Result<i32, Error> {
         say!("nothing was planned: the job's payout methods need the fields above");
         return Ok(exit::INVALID_INPUT);
     }
+    if super::methods::check_payins(&job, &state_path, &mut |e| problems.print(e)) > 0 {
+        say!("nothing was planned: the job's payin methods need the fields above");
+        return Ok(exit::INVALID_INPUT);
+    }
     let planned = crate::plan::plan(&job, &state_path, &opts, &mut |e| problems.print(e));
     problems.finish();
     match planned {

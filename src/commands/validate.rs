@@ -17,6 +17,7 @@ pub(super) fn validate(args: &JobArgs) -> Result<i32, Error> {
         let known = super::methods::known(&job, &state, false, false);
         let mut methods = Problems::default();
         summary.errors += super::methods::check(&job, known, &mut |e| methods.print(e));
+        summary.errors += super::methods::check_payins(&job, &state, &mut |e| methods.print(e));
     }
     let secs = started.elapsed().as_secs_f64();
     if job.input.is_none() {

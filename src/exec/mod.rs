@@ -33,7 +33,9 @@ use ctx::AbortOnDrop;
 pub use ctx::{Change, Client, Ctx, Halt, SAME_ANSWER};
 pub use dry::dry_run;
 use open::open;
-pub use open::{Recall, cancel_payins, payout_methods, provider_base, recall_scheduled};
+pub use open::{
+    Recall, cancel_payins, payin_methods, payout_methods, provider_base, recall_scheduled,
+};
 pub(crate) use rows::*;
 pub use runs::{reconcile, run};
 

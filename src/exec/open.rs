@@ -360,6 +360,21 @@ pub async fn recall_scheduled(
     Ok(out)
 }
 
+/// The provider's record of each payin method of `names` (`Err`: why it could not be
+/// read, or the provider's refusal of the name).
+pub async fn payin_methods(
+    job: &Job,
+    opts: &RunOptions,
+    names: &[String],
+) -> Result<Vec<Result<crate::provider::helloclever::wire::MethodRecord, CallError>>, RunError> {
+    let (_, hc) = one_off_client(job, opts, "FinHub has no payin methods")?;
+    let mut out = Vec::with_capacity(names.len());
+    for name in names {
+        out.push(hc.payin_method(name).await);
+    }
+    Ok(out)
+}
+
 /// Cancels each pending payin of `uuids` whose method the provider says may be cancelled
 /// (`is_cancellable`): its status is read first (only a `pending` payin is cancelled), then
 /// again after the request, so an answer lost on the way still tells what happened.
@@ -384,7 +399,7 @@ pub async fn cancel_payins(
             continue;
         }
         let method = p.payment_method.unwrap_or_default();
-        match hc.payin_cancellable(&method).await {
+        match hc.payin_method(&method).await.map(|m| m.is_cancellable) {
             Ok(true) => {}
             Ok(false) => {
                 out.push(Recall::Failed(format!(

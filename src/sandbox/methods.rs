@@ -163,7 +163,8 @@ pub const PAYIN: &[Method] = &[
             "AUD",
             "$",
             "New Payments Platform (NPP)",
-            &[("callback_url", "string:Optional callback URL")],
+            // As the reference's record of it has it.
+            &[("callback_url", "string:Mandatory callback URL")],
         )
     },
     Method {

@@ -120,11 +120,19 @@ pub async fn create(State(app): State<Arc<App>>, body: Bytes) -> ApiResult {
             m.min_amount, m.max_amount, m.currency
         )));
     }
-    if !body
-        .get("payin_method_params")
-        .is_some_and(Value::is_object)
-    {
+    let Some(Value::Object(params)) = body.get("payin_method_params") else {
         return Err(ApiError::invalid("Payin method params can't be blank"));
+    };
+    for p in m.mandatory() {
+        if !params
+            .get(p)
+            .and_then(Value::as_str)
+            .is_some_and(|v| !v.trim().is_empty())
+        {
+            return Err(ApiError::invalid(format!(
+                "Payin method params {p} can't be blank"
+            )));
+        }
     }
     super::api::webhook(body.get("webhook_notification"))?;
     let now = Utc::now();

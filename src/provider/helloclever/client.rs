@@ -281,25 +281,20 @@ impl HelloClever {
         .await
     }
 
-    /// `GET /v2/payins/payin_method/params?payin_method_name=`: whether the method's
-    /// payins may be cancelled (`is_cancellable`, a bool or its text).
-    pub async fn payin_cancellable(&self, method: &str) -> Result<bool, CallError> {
-        #[derive(serde::Deserialize)]
-        struct Record {
-            #[serde(default, deserialize_with = "super::wire::flag")]
-            is_cancellable: Option<bool>,
-        }
+    /// `GET /v2/payins/payin_method/params?payin_method_name=`: a payin method's record
+    /// (its parameters, limits, and whether its payins may be cancelled).
+    pub async fn payin_method(&self, method: &str) -> Result<MethodRecord, CallError> {
         #[derive(serde::Deserialize)]
         struct Reply {
-            record: Record,
+            record: MethodRecord,
         }
-        let r: Reply = self
+        let reply: Reply = self
             .send(
                 self.request(Method::GET, "/v2/payins/payin_method/params")
                     .query(&[("payin_method_name", method)]),
             )
             .await?;
-        Ok(r.record.is_cancellable == Some(true))
+        Ok(reply.record)
     }
 
     /// `GET /v2/payins/detail?uuid=`.

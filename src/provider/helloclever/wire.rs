@@ -127,6 +127,11 @@ pub struct Refund {
 }
 
 /// A flag given as a bool or as the text `"true"`/`"false"`.
+/// [`flag`], absent or null as `false`.
+fn strict_flag<'de, D: Deserializer<'de>>(d: D) -> Result<bool, D::Error> {
+    Ok(flag(d)?.unwrap_or(false))
+}
+
 pub(super) fn flag<'de, D: Deserializer<'de>>(d: D) -> Result<Option<bool>, D::Error> {
     #[derive(Deserialize)]
     #[serde(untagged)]
@@ -196,19 +201,21 @@ mod tests {
 /// payrun reads what an earlier one stored.
 #[derive(Debug, Clone, Deserialize, serde::Serialize, PartialEq)]
 pub struct MethodRecord {
+    /// The method's name (`payin_method_name` in a payin method's record).
+    #[serde(alias = "payin_method_name")]
     pub payout_method_name: String,
     #[serde(default)]
     pub currency: String,
     #[serde(default)]
     pub description: String,
     /// Parameter name → descriptor (`"string:Mandatory Bank Account Number"`).
-    #[serde(default)]
+    #[serde(default, alias = "payin_method_params")]
     pub payout_method_params: std::collections::BTreeMap<String, serde_json::Value>,
     #[serde(default, deserialize_with = "money")]
     pub min_amount: Option<Decimal>,
     #[serde(default, deserialize_with = "money")]
     pub max_amount: Option<Decimal>,
-    #[serde(default)]
+    #[serde(default, deserialize_with = "strict_flag")]
     pub is_cancellable: bool,
     #[serde(default)]
     pub require_contact: bool,

@@ -177,6 +177,7 @@ fn payin_job(wait: &str, extra_steps: &str) -> String {
       email: "{{{{ row.email }}}}"
       description: "Invoice {{{{ row.id }}}}"
       payin_method_name: au_payid_npp_aud
+      payin_method_params: {{ callback_url: "https://example.com/paid" }}
     wait: {{ until: received, {wait}, poll: 100ms }}
 {extra_steps}"#
     )
@@ -471,5 +472,52 @@ async fn refunds_under_lost_responses_are_made_once_and_a_refunded_payin_is_not_
     assert_eq!(
         ledger(&s).await["requests"]["POST /api/v2/payins/refund"],
         refunds_before
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn validate_and_plan_check_a_payin_method_against_the_providers_required_fields() {
+    let s = start(fast(Faults::default())).await;
+    let check = |job: &str, cmd: &str| {
+        let setup = Setup::new(job, &payers(2));
+        let mut c = std::process::Command::new(env!("CARGO_BIN_EXE_payrun"));
+        c.args([cmd, "job.yaml"]).current_dir(setup.dir.path());
+        if cmd == "plan" {
+            c.args(["--state", "state.db"]);
+        }
+        for (k, v) in setup.env(&s) {
+            c.env(k, v);
+        }
+        c.output().unwrap()
+    };
+    let good = payin_job("timeout: 20s", "");
+    let out = check(&good, "validate");
+    assert_exit(&out, 0);
+    assert!(
+        String::from_utf8_lossy(&out.stdout)
+            .contains("payin methods: parameters checked against the provider's, read just now")
+    );
+    // The provider's record of au_payid_npp_aud marks callback_url Mandatory.
+    let missing = good.replace(
+        "      payin_method_params: { callback_url: \"https://example.com/paid\" }\n",
+        "",
+    );
+    for cmd in ["validate", "plan"] {
+        let out = check(&missing, cmd);
+        assert_exit(&out, 2);
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(
+            err.contains("step 'collect': payin method au_payid_npp_aud requires callback_url in payin_method_params (the provider's required fields)"),
+            "{cmd}: {err}"
+        );
+    }
+    let unknown = good.replace("au_payid_npp_aud", "au_payto_npp_aud");
+    let out = check(&unknown, "validate");
+    assert_exit(&out, 2);
+    assert!(
+        String::from_utf8_lossy(&out.stderr)
+            .contains("the provider offers no payin method 'au_payto_npp_aud'"),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
     );
 }

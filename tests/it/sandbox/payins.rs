@@ -228,7 +228,8 @@ async fn the_client_creates_reads_cancels_and_refunds_payins() {
         let amount: Value = serde_json::from_str("120.50").unwrap();
         json!({"currency": "AUD", "amount": amount, "name": "Ann Lee", "gst": false,
                "email": "ann@example.com", "payin_method_name": "au_payid_npp_aud",
-               "payin_method_params": {}, "description": "Invoice 7", "external_id": ext})
+               "payin_method_params": {"callback_url": "https://example.com/paid"},
+               "description": "Invoice 7", "external_id": ext})
     };
     // A PayID payin's payer must be a contact first.
     let c = client();
