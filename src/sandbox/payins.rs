@@ -124,10 +124,10 @@ pub async fn create(State(app): State<Arc<App>>, body: Bytes) -> ApiResult {
         return Err(ApiError::invalid("Payin method params can't be blank"));
     };
     for p in m.mandatory() {
-        if !params
+        if params
             .get(p)
             .and_then(Value::as_str)
-            .is_some_and(|v| !v.trim().is_empty())
+            .is_none_or(|v| v.trim().is_empty())
         {
             return Err(ApiError::invalid(format!(
                 "Payin method params {p} can't be blank"
