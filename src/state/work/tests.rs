@@ -413,3 +413,73 @@ fn digests_are_recorded_once_with_their_rows_and_approvals_are_bound_to_one() {
         assert_eq!(approvals::current(c, 2).unwrap(), None, "{name}");
     }
 }
+
+#[test]
+fn a_payins_details_are_kept_its_pending_ones_listed_and_a_cancel_recorded() {
+    for store in two_plans() {
+        let c = store.state().connection();
+        let name = store.name;
+        for id in 1..=4 {
+            item(c, id);
+        }
+        c.batch("UPDATE items SET step = 'collect', currency = 'AUD', amount = '20.00'")
+            .unwrap();
+        let paid = |uuid: &str, status: &str, details: Option<&str>| Outcome {
+            state: ItemState::Succeeded,
+            provider_ref: Some(uuid.into()),
+            provider_status: Some(status.into()),
+            details: details.map(str::to_string),
+            ..Outcome::default()
+        };
+        let pay_id = r#"{"pay_id":"p1@payid.example"}"#;
+        set_outcomes(
+            c,
+            &[
+                (1, &paid("P1", "pending", Some(pay_id))),
+                (2, &paid("P2", "received", None)),
+                (3, &paid("P3", "pending", None)),
+            ],
+        )
+        .unwrap();
+        // A later outcome without details keeps them.
+        set_outcome(c, 1, &paid("P1", "pending", None)).unwrap();
+        assert_eq!(
+            text(c, "SELECT details FROM items WHERE id = 1").as_deref(),
+            Some(pay_id),
+            "{name}"
+        );
+        let pending = pending_payins(c, 1, &["collect".to_string()]).unwrap();
+        let uuids: Vec<&str> = pending.iter().map(|p| p.uuid.as_str()).collect();
+        assert_eq!(uuids, ["P1", "P3"], "{name}");
+        assert!(pending_payins(c, 1, &[]).unwrap().is_empty());
+        mark_payin_cancelled(c, 3).unwrap();
+        assert_eq!(
+            text(c, "SELECT state || ' ' || provider_status || ' ' || error_code FROM items WHERE id = 3")
+                .as_deref(),
+            Some("cancelled expired CANCELLED"),
+            "{name}"
+        );
+        assert_eq!(
+            pending_payins(c, 1, &["collect".to_string()])
+                .unwrap()
+                .len(),
+            1
+        );
+        // A row that waited and was never sent goes back in the queue; one sent does not.
+        c.batch("UPDATE items SET state = 'blocked', error_code = 'WAITING' WHERE id = 4")
+            .unwrap();
+        c.batch("UPDATE items SET state = 'blocked', error_code = 'PAYIN_PENDING' WHERE id = 1")
+            .unwrap();
+        unblock_unsent(c, 1, "collect").unwrap();
+        assert_eq!(
+            text(c, "SELECT state FROM items WHERE id = 4").as_deref(),
+            Some("pending"),
+            "{name}"
+        );
+        assert_eq!(
+            text(c, "SELECT state FROM items WHERE id = 1").as_deref(),
+            Some("blocked"),
+            "{name}"
+        );
+    }
+}
