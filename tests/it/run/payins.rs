@@ -48,8 +48,10 @@ fn results(setup: &Setup) -> Vec<HashMap<String, String>> {
         .collect()
 }
 
+/// The run's summary.json, checked against its schema.
 fn summary(setup: &Setup) -> Value {
     let text = std::fs::read_to_string(find(setup.dir.path(), "summary.json")).unwrap();
+    crate::support::assert_summary_schema(&text);
     serde_json::from_str(&text).unwrap()
 }
 
