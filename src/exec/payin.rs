@@ -176,7 +176,10 @@ fn of_payin(p: &Payin, waited: Option<(bool, std::time::Duration)>) -> Outcome {
 }
 
 /// The payins listing as last read, by external id, with when the read began.
-type Listed = tokio::sync::Mutex<Option<(tokio::time::Instant, Arc<HashMap<String, Payin>>)>>;
+type Listed = tokio::sync::Mutex<Option<(tokio::time::Instant, Arc<ByExternalId>)>>;
+
+/// Listed payins by external id (a row asked again after `--retry-failed` has the same).
+type ByExternalId = HashMap<String, Vec<Payin>>;
 
 /// A payin step's payins in doubt: found by external id in the provider's listing. One
 /// listing read serves every lookup of a settle round (a read made before the round's
@@ -195,7 +198,7 @@ impl Payins {
         hc: &HelloClever,
         (listed, since): (&Listed, chrono::DateTime<chrono::Utc>),
         not_before: tokio::time::Instant,
-    ) -> Result<Arc<HashMap<String, Payin>>, CallError> {
+    ) -> Result<Arc<ByExternalId>, CallError> {
         let mut cached = listed.lock().await;
         if let Some((at, map)) = cached.as_ref()
             && *at >= not_before
@@ -213,10 +216,10 @@ impl Payins {
             |p| p.external_id.is_some(),
         )
         .await?;
-        let mut map = HashMap::with_capacity(found.len());
+        let mut map: ByExternalId = HashMap::with_capacity(found.len());
         for p in found {
             if let Some(ext) = p.external_id.clone() {
-                map.entry(ext).or_insert(p);
+                map.entry(ext).or_default().push(p);
             }
         }
         let map = Arc::new(map);
@@ -247,9 +250,15 @@ impl Resolve for Payins {
             self.since,
         );
         let ext = item.external_id.clone().unwrap_or_default();
+        // A row asked again (`--retry-failed` after it expired or was cancelled) keeps its
+        // external id: the payin it had before is not this request's.
+        let before = item.provider_ref.clone();
         async move {
             let map = Payins::by_external_id(&ctx, &hc, (&listed, since), not_before).await?;
-            Ok(map.get(&ext).cloned())
+            Ok(map
+                .get(&ext)
+                .and_then(|all| all.iter().find(|p| Some(&p.uuid) != before.as_ref()))
+                .cloned())
         }
     }
 

@@ -342,6 +342,17 @@ async fn an_unpaid_payin_waits_blocked_is_cancelled_and_a_late_payment_is_reconc
         ledger(&s).await["payin_requests"].as_array().unwrap().len(),
         3
     );
+    // Asked again on purpose: --retry-failed sends the cancelled row a new request; the
+    // paid and the pending ones are not asked again.
+    let cancelled = uuid_of("P0000");
+    let out = command(&setup, &s).arg("--retry-failed").output().unwrap();
+    assert_exit(&out, 1);
+    let l = ledger(&s).await;
+    assert_eq!(l["payin_requests"].as_array().unwrap().len(), 4);
+    let again = uuid_of("P0000");
+    assert_ne!(again, cancelled);
+    assert_eq!(status(&l, &again), "pending");
+    assert_eq!(payins_by_email(&l)["ann0@example.com"].len(), 2);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
