@@ -271,12 +271,19 @@ pub(super) fn check_payins(
             &options(state_path),
             &names,
         ))
-        .map_err(|e| first_line(&e.to_string()))
+        .map_err(|e| match e {
+            // An unset credential: its message, without place and hint.
+            crate::exec::RunError::Setting(d) => d.message.clone(),
+            e => first_line(&e.to_string()),
+        })
     });
     let records = match fetched {
         Ok(r) => r,
         Err(why) => {
-            println!("payin methods: the provider's required fields could not be read ({why})");
+            println!(
+                "payin methods: the provider's required fields could not be read ({why}); \
+                 names, currencies and amounts were checked against payrun's own table only"
+            );
             return 0;
         }
     };
@@ -353,7 +360,8 @@ pub(super) fn check_payins(
     }
     if !unread.is_empty() {
         println!(
-            "payin methods: the provider's required fields could not be read ({})",
+            "payin methods: the provider's required fields could not be read ({}); \
+             names, currencies and amounts were checked against payrun's own table only",
             unread.join("; ")
         );
     } else if problems == 0 {

@@ -324,7 +324,7 @@ pub(super) async fn follow_changes(
         .items_in(step, &[ItemState::Succeeded, ItemState::Blocked])
         .await?
         .into_iter()
-        .filter(|i| i.provider_ref.is_some() && unsettled(i.provider_status.as_deref()))
+        .filter(|i| i.provider_ref.is_some() && unsettled(i.provider_status.as_deref(), waited))
         .filter(|i| keep(i))
         .collect();
     if open.is_empty() {
@@ -351,6 +351,7 @@ pub(super) async fn follow_changes(
     let by_uuid: HashMap<&str, &Payin> = listed.iter().map(|p| (p.uuid.as_str(), p)).collect();
     let (mut waiting, mut changes) = (0, Vec::new());
     for item in &open {
+        // Not listed yet (a listing lags): left as it is, and still waited for.
         let Some(p) = item.provider_ref.as_deref().and_then(|u| by_uuid.get(u)) else {
             waiting += 1;
             continue;
@@ -380,12 +381,16 @@ pub(super) async fn follow_changes(
     Ok((waiting, changes))
 }
 
-/// Whether a payin's status may still move (pending, or a refund under way).
-fn unsettled(status: Option<&str>) -> bool {
-    matches!(
-        status,
-        None | Some("pending" | "received" | "return_pending")
-    )
+/// Whether a payin's status is to be asked about: a wait follows the unpaid ones;
+/// reconcile (`waited` none) also those paid, whose refund may be under way.
+fn unsettled(status: Option<&str>, waited: Option<(bool, std::time::Duration)>) -> bool {
+    match waited {
+        Some(_) => matches!(status, None | Some("pending")),
+        None => matches!(
+            status,
+            None | Some("pending" | "received" | "return_pending")
+        ),
+    }
 }
 
 /// Sends a refund step's rows: each row's received payin refunded once.

@@ -61,7 +61,8 @@ fn example(s: &Sandbox) -> (Setup, std::process::Command) {
     let job = std::fs::read_to_string(repo.join("jobs/collect-payins.yaml"))
         .unwrap()
         .replace("../examples/payins.csv", "people.csv")
-        .replace("poll: 10s", "poll: 100ms");
+        .replace("poll: 10s", "poll: 100ms")
+        .replace("dir: ../reports", "dir: reports");
     let csv = std::fs::read_to_string(repo.join("examples/payins.csv")).unwrap();
     let setup = Setup::new(&job, &csv);
     let mut cmd = command(&setup, s);
@@ -154,6 +155,16 @@ async fn the_payin_example_collects_gives_pay_details_refunds_and_reports_the_mo
     let l = ledger(&s).await;
     assert_eq!(l["payin_requests"].as_array().unwrap().len(), 8);
     assert_eq!(l["requests"]["POST /api/v2/payins/refund"]["200"], 2);
+    // Against a provider that no longer lists them (a fresh sandbox), paid payins are not
+    // waited for: nothing is asked at all.
+    let fresh = start(fast(Faults::default())).await;
+    assert_exit(&example_again(&setup, &fresh).output().unwrap(), 0);
+    let l = ledger(&fresh).await;
+    assert!(
+        l["requests"].get("GET /api/v2/payins/all").is_none(),
+        "{}",
+        l["requests"]
+    );
 }
 
 fn example_again(setup: &Setup, s: &Sandbox) -> std::process::Command {
