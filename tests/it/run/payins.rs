@@ -140,6 +140,14 @@ async fn the_payin_example_collects_gives_pay_details_refunds_and_reports_the_mo
         .values()
         .map(|r| r["amount"].parse::<rust_decimal::Decimal>().unwrap())
         .sum();
+    // The closing summary says it too.
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        stdout.contains(&format!(
+            "collected AUD {total} of {total} asked, refunded 940.80"
+        )),
+        "{stdout}"
+    );
     let sum = summary(&setup);
     let aud = &sum["collected"]["AUD"];
     assert_eq!(aud["requested"], total.to_string(), "{sum}");
