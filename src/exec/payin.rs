@@ -517,7 +517,18 @@ impl Refunds {
         let hc = &self.hc;
         let p = match idempotent(ctx, || hc.payin(&uuid)).await {
             Ok(p) => p,
-            Err(e) => return ctx.outcome(item.id, protocol::failed(&e)),
+            // Refused (no such payin): the row fails. Not read (the provider out of
+            // reach): nothing was sent; the row waits for the next run.
+            Err(e) if e.verdict() == crate::provider::error::Verdict::Reject => {
+                return ctx.outcome(item.id, protocol::failed(&e));
+            }
+            Err(e) => {
+                let why = format!("payin {uuid} could not be read ({e}); nothing was sent");
+                return ctx.outcome(
+                    item.id,
+                    refund_problem(ItemState::Blocked, "WAITING", why, None),
+                );
+            }
         };
         let status = p.status.clone().unwrap_or_default();
         if status.starts_with("return_") {
@@ -535,7 +546,9 @@ impl Refunds {
                 _ => (ItemState::Failed, "PAYIN_NOT_REFUNDABLE"),
             };
             let why = format!("payin {uuid} is {status}: only a received payin is refunded");
-            return ctx.outcome(item.id, refund_problem(state, code, why, Some(&p)));
+            // A row that waits keeps no payin of its own: the next run reads it again.
+            let p = (state == ItemState::Failed).then_some(&p);
+            return ctx.outcome(item.id, refund_problem(state, code, why, p));
         }
         let id = item.id;
         ctx.db

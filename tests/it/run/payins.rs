@@ -493,18 +493,68 @@ async fn refunds_under_lost_responses_are_made_once_and_a_refunded_payin_is_not_
     }
     assert!(refunded.is_some());
     let named = "version: 1\nname: refunds\nscope: once\nprovider:\n  kind: helloclever\n  base_url: ${HC_TEST_BASE_URL}\n  app_id: ${HC_TEST_APP_ID}\n  secret_key: ${HC_TEST_SECRET_KEY}\nlimits:\n  timeout: 2s\n  retry: { attempts: 12, base: 5ms, max: 100ms }\n  settle: 300ms\n  settle_recheck: 100ms\ninput: { csv: people.csv, key: id }\nsteps:\n  - id: refund\n    type: refund\n    fields:\n      payin: \"{{ row.payin }}\"\n      description: Credit note\n";
+    // And one not paid yet waits for its payer, then is refunded by a later run.
+    let expires = (chrono::Utc::now() + chrono::Duration::hours(2))
+        .format("%Y-%m-%dT%H:%M:%S")
+        .to_string();
+    let (_, created) = post(
+        &c,
+        &s,
+        "/v2/payins",
+        &serde_json::json!({"currency": "PHP", "gst": false, "amount": 700, "name": "Ann",
+            "email": "ann0@example.com", "description": "Invoice", "payin_method_name": "ph_bank_maya_php",
+            "payin_method_params": {}, "webhook_notification": {}, "expired_at": expires}),
+    )
+    .await;
+    let unpaid = created["uuid"].as_str().unwrap().to_string();
     let refunds_before = ledger(&s).await["requests"]["POST /api/v2/payins/refund"].clone();
-    let named_setup = Setup::new(named, &format!("id,payin\nR1,{other}\nR2,{uuid}\n"));
+    let named_setup = Setup::new(
+        named,
+        &format!("id,payin\nR1,{other}\nR2,{uuid}\nR3,{unpaid}\n"),
+    );
     let out = command(&named_setup, &s).output().unwrap();
     assert_exit(&out, 1);
     let (failed, code): (i64, String) =
         named_setup.state_row("SELECT COUNT(*), MAX(error_code) FROM items WHERE state = 'failed'");
     assert_eq!((failed, code.as_str()), (2, "REFUND_EXISTS"));
+    let (state, code): (String, String) =
+        named_setup.state_row("SELECT state, error_code FROM items WHERE row_key = 'R3'");
+    assert_eq!(
+        (state.as_str(), code.as_str()),
+        ("blocked", "PAYIN_NOT_PAID")
+    );
     // No refund was asked for.
     assert_eq!(
         ledger(&s).await["requests"]["POST /api/v2/payins/refund"],
         refunds_before
     );
+    let payin_of = |l: &Value| {
+        l["payin_requests"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|p| p["uuid"] == unpaid.as_str())
+            .unwrap()
+            .clone()
+    };
+    for _ in 0..20 {
+        let (code, _) = post(
+            &c,
+            &s,
+            "/v2/payins/simulate",
+            &serde_json::json!({"uuid": unpaid, "status": "completed"}),
+        )
+        .await;
+        if code == 200 || payin_of(&ledger(&s).await)["status"] == "received" {
+            break;
+        }
+    }
+    let out = command(&named_setup, &s).output().unwrap();
+    assert_exit(&out, 1);
+    let (state,): (String,) = named_setup.state_row("SELECT state FROM items WHERE row_key = 'R3'");
+    assert_eq!(state, "succeeded");
+    let p = payin_of(&ledger(&s).await);
+    assert_eq!(p["refunded"], p["total"]);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
