@@ -204,15 +204,7 @@ pub(super) fn check(job: &Job, known: Option<Known>, on_error: &mut dyn FnMut(In
             );
             continue;
         };
-        let given: Vec<&str> = match field("payout_method_params").map(|f| &f.value) {
-            Some(FieldValue::Map(entries)) => entries.iter().map(|(k, _, _)| k.as_str()).collect(),
-            _ => Vec::new(),
-        };
-        let (mandatory, _) = record.params();
-        let missing: Vec<&str> = mandatory
-            .into_iter()
-            .filter(|p| !given.contains(p))
-            .collect();
+        let missing = missing(record, field("payout_method_params").map(|f| &f.value));
         if !missing.is_empty() {
             problem(
                 field("payout_method_params")
@@ -231,6 +223,19 @@ pub(super) fn check(job: &Job, known: Option<Known>, on_error: &mut dyn FnMut(In
         println!("payout methods: parameters checked against {source}");
     }
     problems
+}
+
+/// The parameters `record` marks Mandatory that the job's `params` map does not give.
+fn missing<'r>(record: &'r MethodRecord, params: Option<&FieldValue>) -> Vec<&'r str> {
+    let given: Vec<&str> = match params {
+        Some(FieldValue::Map(entries)) => entries.iter().map(|(k, _, _)| k.as_str()).collect(),
+        _ => Vec::new(),
+    };
+    let (mandatory, _) = record.params();
+    mandatory
+        .into_iter()
+        .filter(|p| !given.contains(p))
+        .collect()
 }
 
 /// A step's field `name`: its job-file line and value.
@@ -333,17 +338,7 @@ pub(super) fn check_payins(
                 ),
             );
         }
-        let given: Vec<&str> = match field(step, "payin_method_params") {
-            Some((_, FieldValue::Map(entries))) => {
-                entries.iter().map(|(k, _, _)| k.as_str()).collect()
-            }
-            _ => Vec::new(),
-        };
-        let (mandatory, _) = record.params();
-        let missing: Vec<&str> = mandatory
-            .into_iter()
-            .filter(|p| !given.contains(p))
-            .collect();
+        let missing = missing(&record, field(step, "payin_method_params").map(|(_, v)| v));
         if !missing.is_empty() {
             problem(
                 field(step, "payin_method_params")

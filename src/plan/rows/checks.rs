@@ -127,35 +127,26 @@ pub(super) fn cross_checks<'v>(
                 ));
             }
         }
-        StepKind::Payout => {
-            if let (Some(m), Some(a), Some(ai)) = (rules.method(values), amount, idx.amount)
-                && (m.min_amount.is_some_and(|min| a < Decimal::from(min))
-                    || m.max_amount.is_some_and(|max| a > Decimal::from(max)))
+        StepKind::Payout | StepKind::Payin => {
+            // The method's name, currency and amount limits, where payrun knows them.
+            let limits = if step.kind == StepKind::Payout {
+                rules
+                    .method(values)
+                    .map(|m| (m.name, m.currency, m.min_amount, m.max_amount))
+            } else {
+                text(idx.payin_method)
+                    .and_then(methods::payin_method)
+                    .map(|m| (m.name, m.currency, m.min_amount, m.max_amount))
+            };
+            if let (Some((name, currency, min, max)), Some(a), Some(ai)) =
+                (limits, amount, idx.amount)
+                && (min.is_some_and(|min| a < Decimal::from(min))
+                    || max.is_some_and(|max| a > Decimal::from(max)))
             {
                 let msg = format!(
-                    "\u{0}amount must be between {} and {} {} for {}",
-                    m.min_amount.unwrap_or(0),
-                    m.max_amount.map_or("any".to_string(), |x| x.to_string()),
-                    m.currency,
-                    m.name
-                );
-                problems.push((ai, text(idx.amount), msg));
-            }
-        }
-        StepKind::Payin => {
-            if let (Some(m), Some(a), Some(ai)) = (
-                text(idx.payin_method).and_then(methods::payin_method),
-                amount,
-                idx.amount,
-            ) && (m.min_amount.is_some_and(|min| a < Decimal::from(min))
-                || m.max_amount.is_some_and(|max| a > Decimal::from(max)))
-            {
-                let msg = format!(
-                    "\u{0}amount must be between {} and {} {} for {}",
-                    m.min_amount.unwrap_or(0),
-                    m.max_amount.map_or("any".to_string(), |x| x.to_string()),
-                    m.currency,
-                    m.name
+                    "\u{0}amount must be between {} and {} {currency} for {name}",
+                    min.unwrap_or(0),
+                    max.map_or("any".to_string(), |x| x.to_string()),
                 );
                 problems.push((ai, text(idx.amount), msg));
             }
