@@ -195,6 +195,12 @@ pub const PAYIN: &[Method] = &[
         cancellable: true,
         ..m("ph_ewallet_gcash_php", "PHP", "₱", "GCASH", &[])
     },
+    // Neither refundable nor cancellable: what a job must not assume of every method.
+    Method {
+        min_amount: 100,
+        max_amount: 1_000_000,
+        ..m("jp_bank_jpy", "JPY", "¥", "Japanese bank transfer", &[])
+    },
 ];
 
 pub fn payout(name: &str) -> Option<&'static Method> {

@@ -603,3 +603,74 @@ async fn validate_and_plan_check_a_payin_method_against_the_providers_required_f
         String::from_utf8_lossy(&out.stderr)
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_expired_payin_fails_and_one_whose_method_cannot_be_cancelled_is_not() {
+    let s = start(fast(Faults::default())).await;
+    let job = payin_job("timeout: 1s", "")
+        .replace("currency: AUD", "currency: JPY")
+        .replace("au_payid_npp_aud", "jp_bank_jpy")
+        .replace(
+            "      payin_method_params: { callback_url: \"https://example.com/paid\" }\n",
+            "",
+        );
+    let yen = "id,first,last,email,amount,account\nY1,Ann,Lee,ann@example.com,1500,0\nY2,Bob,Ng,bob@example.com,2500,0\n";
+    let setup = Setup::new(&job, yen);
+    assert_exit(&command(&setup, &s).output().unwrap(), 1);
+    let uuid = |key: &str| {
+        setup
+            .state_row::<(String,)>(&format!(
+                "SELECT provider_ref FROM items WHERE step = 'collect' AND row_key = '{key}'"
+            ))
+            .0
+    };
+    // Y1's payer never pays: the provider ends it expired; the next run's wait fails it.
+    let (code, _) = post(
+        &client(),
+        &s,
+        "/v2/payins/simulate",
+        &serde_json::json!({"uuid": uuid("Y1"), "status": "failed"}),
+    )
+    .await;
+    assert_eq!(code, 200);
+    assert_exit(&command(&setup, &s).output().unwrap(), 1);
+    let (state, code): (String, String) = setup
+        .state_row("SELECT state, error_code FROM items WHERE step = 'collect' AND row_key = 'Y1'");
+    assert_eq!((state.as_str(), code.as_str()), ("failed", "PAYIN_EXPIRED"));
+    let yen_totals = &summary(&setup)["collected"]["JPY"];
+    assert_eq!(
+        (
+            yen_totals["requested"].as_str(),
+            yen_totals["expired"].as_str(),
+            yen_totals["pending"].as_str()
+        ),
+        (Some("4000"), Some("1500"), Some("2500"))
+    );
+    // jp_bank_jpy's record says is_cancellable false: Y2 is not cancelled, and says why.
+    let mut cancel = std::process::Command::new(env!("CARGO_BIN_EXE_payrun"));
+    cancel
+        .args(["cancel", "job.yaml", "--state", "state.db", "--yes"])
+        .current_dir(setup.dir.path());
+    for (k, v) in setup.env(&s) {
+        cancel.env(k, v);
+    }
+    let out = cancel.output().unwrap();
+    assert_exit(&out, 1);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains(&format!(
+            "not cancelled: payin {}: its method jp_bank_jpy does not allow cancelling (is_cancellable is false)",
+            uuid("Y2")
+        )),
+        "{err}"
+    );
+    let l = ledger(&s).await;
+    assert!(
+        l["payin_requests"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|p| p["uuid"] == uuid("Y2").as_str() && p["status"] == "pending")
+    );
+    assert!(l["requests"].get("POST /api/v2/payins/cancel").is_none());
+}

@@ -9,7 +9,7 @@ async fn payins_contract_and_lifecycle() {
     let (st, methods) = get(&c, &s, "/v2/payins/payin_methods").await;
     assert_eq!(
         (st, methods["records"].as_array().map(Vec::len)),
-        (200, Some(3))
+        (200, Some(4))
     );
     let (_, params) = get(
         &c,
