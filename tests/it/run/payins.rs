@@ -674,3 +674,57 @@ async fn an_expired_payin_fails_and_one_whose_method_cannot_be_cancelled_is_not(
     );
     assert!(l["requests"].get("POST /api/v2/payins/cancel").is_none());
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_payin_example_runs_on_a_postgresql_state_and_cancels_there() {
+    let Some(url) = super::postgres::fresh_database() else {
+        return;
+    };
+    let s = start(Config {
+        payin_delay: Some(Duration::from_millis(300)),
+        ..fast(Faults::default())
+    })
+    .await;
+    let (setup, _) = example(&s);
+    let state = ["--state", url.as_str()];
+    let key = ("PAYRUN_STATE_KEY", super::postgres::KEY);
+    let on_pg = |cmd: &str| {
+        let mut c = std::process::Command::new(env!("CARGO_BIN_EXE_payrun"));
+        c.args([cmd, "job.yaml"])
+            .args(state)
+            .env(key.0, key.1)
+            .env("HELLOCLEVER_BASE_URL", s.base_url())
+            .env("HELLOCLEVER_APP_ID", "sandbox-app")
+            .env("HELLOCLEVER_SECRET_KEY", "sandbox-secret")
+            .current_dir(setup.dir.path());
+        c
+    };
+    let out = on_pg("run").output().unwrap();
+    assert_exit(&out, 0);
+    assert_eq!(
+        ledger(&s).await["payin_requests"].as_array().unwrap().len(),
+        8
+    );
+    let sum = summary(&setup);
+    assert_eq!(sum["collected"]["AUD"]["refunded"], "940.80");
+    assert!(
+        results(&setup)
+            .iter()
+            .all(|r| r["collect_pay_details"].starts_with("pay_id: "))
+    );
+    // Run again: nothing asked twice.
+    let out = on_pg("run").output().unwrap();
+    assert_exit(&out, 0);
+    assert_eq!(
+        ledger(&s).await["payin_requests"].as_array().unwrap().len(),
+        8
+    );
+    // Nothing is left to cancel: every payer has paid.
+    let out = on_pg("cancel").arg("--yes").output().unwrap();
+    assert_exit(&out, 1);
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("and no payin its payer may still pay"),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
