@@ -351,9 +351,28 @@ pub(super) async fn follow_changes(
     let by_uuid: HashMap<&str, &Payin> = listed.iter().map(|p| (p.uuid.as_str(), p)).collect();
     let (mut waiting, mut changes) = (0, Vec::new());
     for item in &open {
-        // Not listed yet (a listing lags): left as it is, and still waited for.
+        // Not listed yet (a listing lags): still waited for, and at the wait's end as
+        // unpaid as a pending one (blocked: the payer may still pay).
         let Some(p) = item.provider_ref.as_deref().and_then(|u| by_uuid.get(u)) else {
             waiting += 1;
+            if let (Some((true, _)), Some(uuid)) = (waited, &item.provider_ref)
+                && item.state == ItemState::Succeeded
+            {
+                let unlisted = Payin {
+                    uuid: uuid.clone(),
+                    status: item.provider_status.clone(),
+                    external_id: None,
+                    currency: None,
+                    amount: None,
+                    paid_amount: None,
+                    payment_method: None,
+                    pay_code: None,
+                    is_refundable: None,
+                    expired_at: None,
+                    created_at: None,
+                };
+                ctx.update(item.id, of_payin(&unlisted, waited))?;
+            }
             continue;
         };
         // Reconcile records what moved; a payin still pending stays as it is (blocked,

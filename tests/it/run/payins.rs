@@ -728,3 +728,26 @@ async fn the_payin_example_runs_on_a_postgresql_state_and_cancels_there() {
         String::from_utf8_lossy(&out.stderr)
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_payin_the_listing_does_not_show_by_the_waits_end_is_not_called_done() {
+    // Nobody pays, and new payins show in the listing only after a minute: at the end of
+    // a one-second wait nothing is known of them, so they are unpaid, not done.
+    let s = start(fast(Faults {
+        listing_lag: Duration::from_secs(60),
+        ..Faults::default()
+    }))
+    .await;
+    let setup = Setup::new(&payin_job("timeout: 1s", ""), &payers(2));
+    assert_exit(&command(&setup, &s).output().unwrap(), 1);
+    let (blocked, code): (i64, String) = setup.state_row(
+        "SELECT COUNT(*), MAX(error_code) FROM items WHERE step = 'collect' AND state = 'blocked'",
+    );
+    assert_eq!((blocked, code.as_str()), (2, "PAYIN_PENDING"));
+    // The pay details of the request's answer are kept.
+    assert!(
+        results(&setup)
+            .iter()
+            .all(|r| r["collect_pay_details"].starts_with("pay_id: "))
+    );
+}
