@@ -345,6 +345,9 @@ pub(super) async fn follow_changes(
         // Not known this round: nothing concluded; the next round (or run) asks again.
         Err(e) => {
             tracing::warn!(step, "the payins listing could not be read: {e}");
+            for item in &open {
+                still_unpaid(ctx, item, waited)?;
+            }
             return Ok((open.len() as u64, Vec::new()));
         }
     };
@@ -355,24 +358,7 @@ pub(super) async fn follow_changes(
         // unpaid as a pending one (blocked: the payer may still pay).
         let Some(p) = item.provider_ref.as_deref().and_then(|u| by_uuid.get(u)) else {
             waiting += 1;
-            if let (Some((true, _)), Some(uuid)) = (waited, &item.provider_ref)
-                && item.state == ItemState::Succeeded
-            {
-                let unlisted = Payin {
-                    uuid: uuid.clone(),
-                    status: item.provider_status.clone(),
-                    external_id: None,
-                    currency: None,
-                    amount: None,
-                    paid_amount: None,
-                    payment_method: None,
-                    pay_code: None,
-                    is_refundable: None,
-                    expired_at: None,
-                    created_at: None,
-                };
-                ctx.update(item.id, of_payin(&unlisted, waited))?;
-            }
+            still_unpaid(ctx, item, waited)?;
             continue;
         };
         // Reconcile records what moved; a payin still pending stays as it is (blocked,
@@ -398,6 +384,28 @@ pub(super) async fn follow_changes(
         ctx.update(item.id, o)?;
     }
     Ok((waiting, changes))
+}
+
+/// A payin whose status could not be read (a lagging listing, a listing that could not be
+/// read): at the wait's end it counts as unpaid — blocked, the payer may still pay —, never
+/// as done.
+fn still_unpaid(
+    ctx: &Ctx,
+    item: &WorkItem,
+    waited: Option<(bool, std::time::Duration)>,
+) -> Result<(), StateError> {
+    let (Some((true, _)), Some(uuid)) = (waited, &item.provider_ref) else {
+        return Ok(());
+    };
+    if item.state != ItemState::Succeeded {
+        return Ok(());
+    }
+    let unread = Payin {
+        uuid: uuid.clone(),
+        status: item.provider_status.clone(),
+        ..Payin::default()
+    };
+    ctx.update(item.id, of_payin(&unread, waited))
 }
 
 /// Whether a payin's status is to be asked about: a wait follows the unpaid ones;

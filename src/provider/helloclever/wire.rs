@@ -89,7 +89,7 @@ pub struct PayoutBatch {
 }
 
 /// A payin request as Hello Clever answers it (create, detail, each record of the list).
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Default, Deserialize)]
 pub struct Payin {
     pub uuid: String,
     /// `pending`, `received`, `expired`, `return_pending`, `return_received`…
