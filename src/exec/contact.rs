@@ -6,19 +6,18 @@
 
 use super::doubt::Resolve;
 use super::protocol::{self, Sent, failed, idempotent};
-use super::queue::{ToSend, drain, payloads, row_changed, throttle};
+use super::queue::{ToSend, row_changed};
 use super::{Ctx, RowSource, RunError, parse_fields};
 use crate::job::steps::ContactMode;
 use crate::job::{Job, Step};
 use crate::provider::error::CallError;
 use crate::provider::helloclever::client::HelloClever;
 use crate::provider::helloclever::wire::Contact;
-use crate::state::work::{self, Outcome, WorkItem};
+use crate::state::work::{Outcome, WorkItem};
 use crate::state::{ItemState, StateError};
 use serde_json::{Map, Value};
 use std::future::Future;
 use std::sync::Arc;
-use tokio::task::JoinSet;
 
 pub async fn run(
     job: &Job,
@@ -29,27 +28,11 @@ pub async fn run(
     rows: &mut RowSource<'_, '_>,
 ) -> Result<(), RunError> {
     let mut items = ToSend::open(si, step, ctx).await?;
-    let mut tasks = JoinSet::new();
-    // Intents are committed for a chunk of items at once. An item whose intent is written
-    // but whose request never left (a crash in between) is in doubt for the next run,
-    // which asks the provider before sending: correct, at the price of a lookup.
-    let chunk_size = ctx.pacer.intent_chunk();
-    while let Some(chunk) = items.next(job, ctx, chunk_size).await? {
-        if ctx.stopping() {
-            break;
-        }
-        let (ready, fresh) = payloads(ctx, si, chunk, rows, Body::new)?;
-        // One durable commit for the intents of the chunk, just before its requests start.
-        ctx.db
-            .write(move |c| work::mark_in_flight(c, &fresh))
-            .await?;
-        for (item, payload) in ready {
-            throttle(&mut tasks, chunk_size).await?;
-            let contacts = Contacts(hc.clone(), step.mode);
-            tasks.spawn(contacts.process(ctx.clone(), item, Arc::new(payload)));
-        }
-    }
-    drain(&mut tasks).await?;
+    items
+        .send_all(job, ctx, rows, Body::new, |item, body| {
+            Contacts(hc.clone(), step.mode).process(ctx.clone(), item, body)
+        })
+        .await?;
     items
         .settle(ctx, rows, &Arc::new(Contacts(hc.clone(), step.mode)))
         .await

@@ -40,22 +40,11 @@ pub async fn run(
 ) -> Result<(), RunError> {
     requeue_waiting(ctx, &step.id).await?;
     let mut items = ToSend::open(si, step, ctx).await?;
-    let mut tasks = JoinSet::new();
-    let chunk_size = ctx.pacer.intent_chunk();
-    while let Some(chunk) = items.next(job, ctx, chunk_size).await? {
-        if ctx.stopping() {
-            break;
-        }
-        let (ready, fresh) = payloads(ctx, si, chunk, rows, Body::new)?;
-        ctx.db
-            .write(move |c| work::mark_in_flight(c, &fresh))
-            .await?;
-        for (item, body) in ready {
-            throttle(&mut tasks, chunk_size).await?;
-            tasks.spawn(send(ctx.clone(), hc.clone(), item, Arc::new(body), true));
-        }
-    }
-    drain(&mut tasks).await?;
+    items
+        .send_all(job, ctx, rows, Body::new, |item, body| {
+            send(ctx.clone(), hc.clone(), item, body, true)
+        })
+        .await?;
     let op = Arc::new(Payins {
         hc: hc.clone(),
         since: first_sent(ctx, &step.id).await?,

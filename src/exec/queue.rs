@@ -90,6 +90,42 @@ impl ToSend {
     }
 }
 
+impl ToSend {
+    /// Sends the step's items: a chunk at a time, the chunk's intents committed in one
+    /// durable write just before its requests start, each request a task `spawn` makes.
+    /// An item whose intent is written but whose request never left (a crash in between)
+    /// is in doubt for the next run, which asks the provider before sending: correct, at
+    /// the price of a lookup.
+    pub(super) async fn send_all<T, F>(
+        &mut self,
+        job: &Job,
+        ctx: &Ctx,
+        rows: &mut RowSource<'_, '_>,
+        form: fn(String) -> Result<T, String>,
+        mut spawn: impl FnMut(WorkItem, Arc<T>) -> F,
+    ) -> Result<(), RunError>
+    where
+        F: std::future::Future<Output = Result<(), StateError>> + Send + 'static,
+    {
+        let mut tasks = JoinSet::new();
+        let chunk_size = ctx.pacer.intent_chunk();
+        while let Some(chunk) = self.next(job, ctx, chunk_size).await? {
+            if ctx.stopping() {
+                break;
+            }
+            let (ready, fresh) = payloads(ctx, self.si, chunk, rows, form)?;
+            ctx.db
+                .write(move |c| work::mark_in_flight(c, &fresh))
+                .await?;
+            for (item, payload) in ready {
+                throttle(&mut tasks, chunk_size).await?;
+                tasks.spawn(spawn(item, Arc::new(payload)));
+            }
+        }
+        drain(&mut tasks).await
+    }
+}
+
 /// A chunk's items ready to send with their payloads, and the ids whose intent is to be
 /// written.
 pub(super) type Ready<T> = (Vec<(WorkItem, T)>, Vec<i64>);
