@@ -38,7 +38,6 @@ pub async fn run(
     hc: &Arc<HelloClever>,
     rows: &mut RowSource<'_, '_>,
 ) -> Result<(), RunError> {
-    requeue_waiting(ctx, &step.id).await?;
     let mut items = ToSend::open(si, step, ctx).await?;
     items
         .send_all(job, ctx, rows, Body::new, |item, body| {
@@ -62,15 +61,6 @@ pub async fn run(
         .await?;
     }
     Ok(())
-}
-
-/// Puts back in the queue a step's rows that waited for an earlier step and were never
-/// sent (the step reads only pending rows).
-async fn requeue_waiting(ctx: &Ctx, step: &str) -> Result<(), StateError> {
-    let (plan_id, step) = (ctx.plan_id, step.to_string());
-    ctx.db
-        .write(move |c| work::unblock_unsent(c, plan_id, &step))
-        .await
 }
 
 /// A payin's request body: the row's fields as the provider takes them (the amount a JSON
@@ -418,7 +408,6 @@ pub async fn refunds(
     hc: &Arc<HelloClever>,
     rows: &mut RowSource<'_, '_>,
 ) -> Result<(), RunError> {
-    requeue_waiting(ctx, &step.id).await?;
     let op = Arc::new(Refunds {
         hc: hc.clone(),
         payins: Arc::new(payins_of_rows(job, si, ctx).await?),

@@ -28,7 +28,13 @@ pub(super) struct ToSend {
 }
 
 impl ToSend {
+    /// The step's queue. Its rows that waited for an earlier step and were never sent go
+    /// back in it first: they are read again, and sent once their earlier steps are done.
     pub(super) async fn open(si: usize, step: &Step, ctx: &Ctx) -> Result<ToSend, StateError> {
+        let (plan_id, id) = (ctx.plan_id, step.id.clone());
+        ctx.db
+            .write(move |c| work::unblock_unsent(c, plan_id, &id))
+            .await?;
         Ok(ToSend {
             si,
             step: step.id.clone(),

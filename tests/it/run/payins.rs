@@ -751,3 +751,41 @@ async fn a_payin_the_listing_does_not_show_by_the_waits_end_is_not_called_done()
             .all(|r| r["collect_pay_details"].starts_with("pay_id: "))
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_row_that_waited_for_its_contact_is_asked_to_pay_once_the_contact_is_fixed() {
+    let s = start(Config {
+        payin_delay: Some(Duration::from_millis(100)),
+        ..fast(Faults::default())
+    })
+    .await;
+    // Contacts are only updated here: a payer who is no contact yet fails that step, and
+    // the payin waits for it.
+    let job = payin_job("timeout: 20s", "").replace(
+        "    type: contact\n",
+        "    type: contact\n    mode: update\n",
+    );
+    let setup = Setup::new(&job, &payers(1));
+    assert_exit(&command(&setup, &s).output().unwrap(), 1);
+    let (state, code): (String, String) =
+        setup.state_row("SELECT state, error_code FROM items WHERE step = 'collect'");
+    assert_eq!((state.as_str(), code.as_str()), ("blocked", "WAITING"));
+    assert_eq!(
+        ledger(&s).await["payin_requests"].as_array().unwrap().len(),
+        0
+    );
+    // The contact is made by hand; the failed contact row goes again, and then its payin.
+    let (code, _) = post(
+        &client(),
+        &s,
+        "/v2/contacts",
+        &crate::sandbox_support::contact("ann0@example.com"),
+    )
+    .await;
+    assert_eq!(code, 200);
+    let out = command(&setup, &s).arg("--retry-failed").output().unwrap();
+    assert_exit(&out, 0);
+    let l = ledger(&s).await;
+    assert_eq!(l["payin_requests"].as_array().unwrap().len(), 1);
+    assert_eq!(l["payin_requests"][0]["status"], "received");
+}
