@@ -132,6 +132,16 @@ pub(super) fn print_totals(summary: &CheckSummary) {
     }
 }
 
+/// What a file's payins ask of payers, per currency.
+pub(super) fn print_payin_totals(summary: &CheckSummary) {
+    for (ccy, (total, n)) in &summary.payin_totals {
+        println!(
+            "  {ccy} {total} asked in {n} {}",
+            plural(*n, "payin", "payins")
+        );
+    }
+}
+
 /// `one` or `many` as `n` asks.
 pub(crate) fn plural<'a>(n: u64, one: &'a str, many: &'a str) -> &'a str {
     if n == 1 { one } else { many }

@@ -95,6 +95,11 @@ pub(super) fn plan(cmd: &PlanCmdArgs) -> Result<i32, Error> {
                 println!("payout totals:");
                 print_totals(&outcome.summary);
             }
+            if !outcome.summary.payin_totals.is_empty() {
+                println!();
+                println!("payin totals:");
+                super::output::print_payin_totals(&outcome.summary);
+            }
             println!();
             println!("digest: {}", outcome.counts.digest);
             let st = crate::state::State::open(&outcome.state_path)?;

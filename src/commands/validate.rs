@@ -41,6 +41,7 @@ pub(super) fn validate(args: &JobArgs) -> Result<i32, Error> {
         }
     );
     print_totals(&summary);
+    super::output::print_payin_totals(&summary);
     Ok(if summary.errors == 0 {
         exit::SUCCESS
     } else {

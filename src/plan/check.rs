@@ -60,6 +60,8 @@ pub struct CheckSummary {
     pub errors: u64,
     /// Per payout currency: sum of planned amounts and number of payouts.
     pub totals: BTreeMap<String, (Decimal, u64)>,
+    /// Per payin currency: sum of the amounts asked of payers and number of payins.
+    pub payin_totals: BTreeMap<String, (Decimal, u64)>,
 }
 
 /// A rendered field value.
@@ -172,6 +174,8 @@ pub struct ChunkResult {
     pub(super) accounts: Vec<u64>,
     /// Per payout currency: the chunk's total and number of payouts.
     pub(super) subtotals: SmallVec<[([u8; 3], Decimal, u64); 2]>,
+    /// Per payin currency: the chunk's total and number of payins.
+    pub(super) payin_subtotals: SmallVec<[([u8; 3], Decimal, u64); 2]>,
 }
 
 impl ChunkResult {
@@ -183,6 +187,7 @@ impl ChunkResult {
         self.hashes.clear();
         self.accounts.clear();
         self.subtotals.clear();
+        self.payin_subtotals.clear();
     }
 }
 
@@ -257,6 +262,12 @@ impl Merger<'_, '_> {
         }
         for &(ccy, subtotal, n) in &result.subtotals {
             self.add_to_totals(chunk, result, rules, ccy, subtotal, n);
+        }
+        for &(ccy, subtotal, n) in &result.payin_subtotals {
+            let ccy = String::from_utf8_lossy(&ccy).into_owned();
+            let t = self.summary.payin_totals.entry(ccy).or_default();
+            t.0 += subtotal;
+            t.1 += n;
         }
 
         if chunk.bad.is_empty() && result.errors.is_empty() && result.items.is_empty() {

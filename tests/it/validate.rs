@@ -540,6 +540,12 @@ fn payin_and_refund_steps_are_checked_like_payouts() {
     );
     let out = validate(&ok);
     assert_eq!(out.code, 0, "{}{}", out.stdout, out.stderr);
+    // What the file asks of payers, as payouts' totals are said.
+    assert!(
+        out.stdout.contains("AUD 4999.50 asked in 3 payins"),
+        "{}",
+        out.stdout
+    );
     // expired_at too soon, a method of another currency, gst not a flag, an amount over
     // the method's limit (PayID: 20 to 10000 AUD), and a wait for the wrong thing.
     let soon = (chrono::Utc::now() + chrono::Duration::minutes(5))

@@ -382,6 +382,21 @@ impl RowChecker<'_> {
         if errs.count > errors_before {
             return;
         }
+        if step.kind == StepKind::Payin
+            && let (Some(a), Some(ccy)) = (
+                amount,
+                currency.and_then(|c| <[u8; 3]>::try_from(c.as_bytes()).ok()),
+            )
+        {
+            let totals = &mut errs.out.payin_subtotals;
+            match totals.iter_mut().find(|t| t.0 == ccy) {
+                Some(t) => {
+                    t.1 += a;
+                    t.2 += 1;
+                }
+                None => totals.push((ccy, a, 1)),
+            }
+        }
         if step.kind == StepKind::Payout
             && let (Some(a), Some(ccy)) = (
                 amount,

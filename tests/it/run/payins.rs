@@ -575,6 +575,14 @@ async fn validate_and_plan_check_a_payin_method_against_the_providers_required_f
     let good = payin_job("timeout: 20s", "");
     let out = check(&good, "validate");
     assert_exit(&out, 0);
+    assert!(String::from_utf8_lossy(&out.stdout).contains("AUD 41.01 asked in 2 payins"));
+    let out = check(&good, "plan");
+    assert_exit(&out, 0);
+    let planned = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        planned.contains("payin totals:\n  AUD 41.01 asked in 2 payins"),
+        "{planned}"
+    );
     assert!(
         String::from_utf8_lossy(&out.stdout)
             .contains("payin methods: parameters checked against the provider's, read just now")
