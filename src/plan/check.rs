@@ -136,13 +136,7 @@ pub fn check_rows(
                 checker.check_row(slot, line, key, chunk.row(slot), out, &mut scratch);
             }
             for &(_, _, amount, ccy) in &out.payouts {
-                match out.subtotals.iter_mut().find(|t| t.0 == ccy) {
-                    Some(t) => {
-                        t.1 += amount;
-                        t.2 += 1;
-                    }
-                    None => out.subtotals.push((ccy, amount, 1)),
-                }
+                add_to(&mut out.subtotals, ccy, amount);
             }
         },
         |chunk, result| merger.merge(chunk, result, &checker.rules, on_row),
@@ -173,9 +167,23 @@ pub struct ChunkResult {
     /// pay one account.
     pub(super) accounts: Vec<u64>,
     /// Per payout currency: the chunk's total and number of payouts.
-    pub(super) subtotals: SmallVec<[([u8; 3], Decimal, u64); 2]>,
+    pub(super) subtotals: Subtotals,
     /// Per payin currency: the chunk's total and number of payins.
-    pub(super) payin_subtotals: SmallVec<[([u8; 3], Decimal, u64); 2]>,
+    pub(super) payin_subtotals: Subtotals,
+}
+
+/// A chunk's total and count per currency.
+pub(super) type Subtotals = SmallVec<[([u8; 3], Decimal, u64); 2]>;
+
+/// Counts `amount` in `ccy`'s subtotal.
+pub(super) fn add_to(subtotals: &mut Subtotals, ccy: [u8; 3], amount: Decimal) {
+    match subtotals.iter_mut().find(|t| t.0 == ccy) {
+        Some(t) => {
+            t.1 += amount;
+            t.2 += 1;
+        }
+        None => subtotals.push((ccy, amount, 1)),
+    }
 }
 
 impl ChunkResult {

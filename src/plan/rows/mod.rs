@@ -388,14 +388,7 @@ impl RowChecker<'_> {
                 currency.and_then(|c| <[u8; 3]>::try_from(c.as_bytes()).ok()),
             )
         {
-            let totals = &mut errs.out.payin_subtotals;
-            match totals.iter_mut().find(|t| t.0 == ccy) {
-                Some(t) => {
-                    t.1 += a;
-                    t.2 += 1;
-                }
-                None => totals.push((ccy, a, 1)),
-            }
+            super::check::add_to(&mut errs.out.payin_subtotals, ccy, a);
         }
         if step.kind == StepKind::Payout
             && let (Some(a), Some(ccy)) = (
