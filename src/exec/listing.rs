@@ -131,7 +131,7 @@ pub(super) async fn scan(
     scan_records(
         ctx,
         hc,
-        "/v2/payouts/all",
+        ("/v2/payouts/all", None),
         window,
         |b: &PayoutBatch| b.uuid.clone(),
         keep,
@@ -139,12 +139,12 @@ pub(super) async fn scan(
     .await
 }
 
-/// [`scan`] of any of the provider's listings of shape A (`path`), its records read as
-/// `T`, each once by `uuid`.
+/// [`scan`] of any of the provider's listings of shape A (`path`, asked for `per_page`
+/// records a page, or the documented 20), its records read as `T`, each once by `uuid`.
 pub(super) async fn scan_records<T: serde::de::DeserializeOwned>(
     ctx: &Ctx,
     hc: &HelloClever,
-    path: &str,
+    (path, per_page): (&str, Option<u64>),
     window: Window,
     uuid: impl Fn(&T) -> String,
     keep: impl Fn(&T) -> bool,
@@ -156,11 +156,14 @@ pub(super) async fn scan_records<T: serde::de::DeserializeOwned>(
         let mut page: u64 = 1;
         let mut stale = 0;
         loop {
-            let query = [
+            let mut query = vec![
                 ("from_date", fmt(from)),
                 ("to_date", fmt(to)),
                 ("page", page.to_string()),
             ];
+            if let Some(n) = per_page {
+                query.push(("per_page", n.to_string()));
+            }
             let reply = super::protocol::idempotent(ctx, || hc.list_page(path, &query)).await?;
             let p = super::export::parse_page(reply, page).map_err(CallError::Decode)?;
             let n = p.records.len() as u64;
@@ -187,6 +190,8 @@ pub(super) async fn scan_records<T: serde::de::DeserializeOwned>(
                     page.saturating_sub(2)
                 )));
             }
+            // Any page of the documented length or more is followed, whatever was asked
+            // and whatever the metadata says: one empty page more at most.
             let full = n >= p.size.unwrap_or(PAGE).min(PAGE);
             if full || p.more == super::export::More::Yes {
                 page += 1;

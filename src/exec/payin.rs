@@ -154,6 +154,11 @@ fn of_payin(p: &Payin, waited: Option<(bool, std::time::Duration)>) -> Outcome {
     }
 }
 
+/// The payins listing, read in pages of [`PAYINS_PAGE`] (the provider's default is 20; its
+/// reference takes `per_page`).
+const PAYINS: &str = "/v2/payins/all";
+const PAYINS_PAGE: u64 = 100;
+
 /// The payins listing as last read, by external id, with when the read began.
 type Listed = tokio::sync::Mutex<Option<(tokio::time::Instant, Arc<ByExternalId>)>>;
 
@@ -189,7 +194,7 @@ impl Payins {
         let found = scan_records(
             ctx,
             hc,
-            "/v2/payins/all",
+            (PAYINS, Some(PAYINS_PAGE)),
             window,
             |p: &Payin| p.uuid.clone(),
             |p| p.external_id.is_some(),
@@ -313,7 +318,7 @@ pub(super) async fn follow_changes(
     let listed = match scan_records(
         ctx,
         hc,
-        "/v2/payins/all",
+        (PAYINS, Some(PAYINS_PAGE)),
         window,
         |p: &Payin| p.uuid.clone(),
         |_| true,
