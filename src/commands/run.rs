@@ -323,17 +323,7 @@ fn print_run(job: &Job, report: &crate::exec::RunReport, status: &str) {
     }
     if let Some(r) = &report.report {
         for (ccy, c) in &r.collected {
-            let mut line = format!("  collected {ccy} {} of {} asked", c.collected, c.requested);
-            for (what, n) in [
-                ("pending", c.pending),
-                ("expired", c.expired),
-                ("refunded", c.refunded),
-            ] {
-                if !n.is_zero() {
-                    line.push_str(&format!(", {what} {n}"));
-                }
-            }
-            println!("{line}");
+            println!("  {}", c.said(ccy));
         }
     }
     for e in &report.exports {

@@ -36,6 +36,19 @@ fn show(job: &Job, path: &Path) -> Result<(), crate::state::StateError> {
         crate::state::shown(path)
     );
     print_counts(&snap.tally);
+    // What payers were asked and paid, for jobs that collect.
+    let collects = job.steps.iter().any(|s| {
+        matches!(
+            s.kind,
+            crate::job::steps::StepKind::Payin | crate::job::steps::StepKind::Refund
+        )
+    });
+    if collects {
+        let report = crate::report::Report::load(conn, path, job, None).map_err(err)?;
+        for (ccy, c) in &report.collected {
+            println!("  {}", c.said(ccy));
+        }
+    }
     if let Some(approval) = &job.approval
         && let Some(s) =
             crate::plan::approval::standing(conn, approval, plan_id, chrono::Utc::now())

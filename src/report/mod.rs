@@ -78,6 +78,27 @@ pub struct Collected {
     pub refunded: Decimal,
 }
 
+impl Collected {
+    /// One line of it, as the run's summary and `status` say it: `collected AUD 10.00 of
+    /// 20.00 asked, pending 10.00` (figures that are zero left out).
+    pub fn said(&self, ccy: &str) -> String {
+        let mut line = format!(
+            "collected {ccy} {} of {} asked",
+            self.collected, self.requested
+        );
+        for (what, n) in [
+            ("pending", self.pending),
+            ("expired", self.expired),
+            ("refunded", self.refunded),
+        ] {
+            if !n.is_zero() {
+                line.push_str(&format!(", {what} {n}"));
+            }
+        }
+        line
+    }
+}
+
 /// A refund item's refunded amount and currency, from what the provider answered.
 pub(crate) fn refund_of(details: Option<&str>) -> Option<(Decimal, String)> {
     #[derive(serde::Deserialize)]

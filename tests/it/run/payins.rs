@@ -278,6 +278,19 @@ async fn an_unpaid_payin_waits_blocked_is_cancelled_and_a_late_payment_is_reconc
         summary(&setup)["collected"]["AUD"]["pending"],
         pending_total.to_string()
     );
+    // `status` says what payers were asked and what came in.
+    let status_out = std::process::Command::new(env!("CARGO_BIN_EXE_payrun"))
+        .args(["status", "job.yaml", "--state", "state.db"])
+        .current_dir(setup.dir.path())
+        .output()
+        .unwrap();
+    let said = String::from_utf8_lossy(&status_out.stdout);
+    assert!(
+        said.contains(&format!(
+            "collected AUD 0 of {pending_total} asked, pending {pending_total}"
+        )),
+        "{said}"
+    );
     let uuid_of = |key: &str| -> String {
         setup
             .state_row::<(String,)>(&format!(
