@@ -106,6 +106,29 @@ pub fn metrics(r: &Report) -> String {
         }
     }
     metric("amount", "Payout amounts per currency.", "gauge", amounts);
+    if !r.collected.is_empty() {
+        let mut collected = Vec::new();
+        for (ccy, c) in &r.collected {
+            for (kind, v) in [
+                ("requested", c.requested),
+                ("collected", c.collected),
+                ("pending", c.pending),
+                ("expired", c.expired),
+                ("refunded", c.refunded),
+            ] {
+                collected.push((
+                    format!("{job},currency=\"{ccy}\",kind=\"{kind}\""),
+                    v.to_string(),
+                ));
+            }
+        }
+        metric(
+            "collected_amount",
+            "Payin amounts per currency: asked of payers, paid, pending, expired, refunded.",
+            "gauge",
+            collected,
+        );
+    }
     metric(
         "duplicates",
         "External ids the provider holds in more than one batch that can pay (0 is right).",

@@ -80,8 +80,18 @@ async fn the_payin_example_collects_gives_pay_details_refunds_and_reports_the_mo
     })
     .await;
     let (setup, mut cmd) = example(&s);
-    let out = cmd.output().unwrap();
+    let out = cmd
+        .args(["--metrics-file", "payrun.prom"])
+        .output()
+        .unwrap();
     assert_exit(&out, 0);
+    let prom = std::fs::read_to_string(setup.path("payrun.prom")).unwrap();
+    assert!(
+        prom.contains(
+            "payrun_collected_amount{payrun_job=\"collect-payins\",scope=\"2026-12\",currency=\"AUD\",kind=\"refunded\"} 940.80"
+        ),
+        "{prom}"
+    );
     let l = ledger(&s).await;
     let by_email = payins_by_email(&l);
     let rows = results(&setup);
