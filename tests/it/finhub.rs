@@ -476,3 +476,28 @@ async fn customers_export_by_status_across_pages() {
         2
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn steps_waiting_for_a_refused_customer_go_once_it_is_fixed() {
+    let s = start(config(Faults::default())).await;
+    let dir = Dir::new(&job(&format!("{CUSTOMER}{AFTER}"), RETRY), &people(3, &[1]));
+    assert_eq!(dir.run(&s).await.exit_code, 1);
+    let items = dir.items();
+    assert_eq!(items["R001"]["customer"].0, "failed");
+    assert_eq!(items["R001"]["id-front"].0, "blocked");
+    // The address is corrected in the file: the customer is made, then what waited for it.
+    std::fs::write(dir.path("people.csv"), people(3, &[])).unwrap();
+    let r = dir.run_until_done(&s, 2).await;
+    assert_eq!(r.exit_code, 0, "{}", r.counts);
+    let l = ledger(&s).await;
+    let by_email = exactly_one_each(
+        &l,
+        &(0..3)
+            .map(|i| format!("ann{i}@example.com"))
+            .collect::<Vec<_>>(),
+    );
+    let fixed = &by_email["ann1@example.com"];
+    assert_eq!(fixed["documents"].as_array().unwrap().len(), 1);
+    assert_eq!(fixed["kycConfirmation"], "confirmed");
+    assert_eq!(fixed["status"], "under_verificaiton");
+}
