@@ -73,8 +73,13 @@ fn item_lines(
         } else {
             ""
         };
+        // A payin goes with its external id (how a payin in doubt is found again).
+        let ext = match (&i.external_id, step.kind) {
+            (Some(e), StepKind::Payin) => format!(" external_id {e}"),
+            _ => String::new(),
+        };
         lines.push(format!(
-            "{} row '{}' (line {}): {path} {}{doubt}",
+            "{} row '{}' (line {}): {path} {}{ext}{doubt}",
             step.id,
             i.row_key,
             i.row_line,

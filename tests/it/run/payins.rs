@@ -80,6 +80,13 @@ async fn the_payin_example_collects_gives_pay_details_refunds_and_reports_the_mo
     })
     .await;
     let (setup, mut cmd) = example(&s);
+    // A dry run first: each payin it would ask for, with the external id it would carry.
+    let dry = example_again(&setup, &s).arg("--dry-run").output().unwrap();
+    assert_exit(&dry, 0);
+    let listed = String::from_utf8_lossy(&dry.stdout).into_owned();
+    assert_eq!(listed.matches(": POST /v2/payins {").count(), 8, "{listed}");
+    let first = "external_id collect-payins-2026-12-collect-INV-2026-0101";
+    assert!(listed.contains(first), "{listed}");
     let out = cmd
         .args(["--metrics-file", "payrun.prom"])
         .output()
@@ -113,6 +120,9 @@ async fn the_payin_example_collects_gives_pay_details_refunds_and_reports_the_mo
         assert_eq!(payins.len(), 1, "one payin for {}", row["key"]);
         let p = &payins[0];
         assert!(external_ids.insert(p["external_id"].as_str().unwrap().to_string()));
+        // The external id the dry run said.
+        let said = format!("external_id {}", p["external_id"].as_str().unwrap());
+        assert!(listed.contains(&said), "{said}");
         assert_eq!(
             p["amount"]
                 .as_str()
