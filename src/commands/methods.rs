@@ -172,22 +172,15 @@ pub(super) fn check(job: &Job, known: Option<Known>, on_error: &mut dyn FnMut(In
     };
     let mut problems = 0;
     for step in job.steps.iter().filter(|s| s.kind == StepKind::Payout) {
-        let field = |name: &str| step.fields.iter().find(|f| f.spec.name == name);
-        let Some(method_field) = field("payout_method_name") else {
-            continue;
-        };
         // A method rendered per row is checked by the provider as its batches go.
-        let FieldValue::One(Template::Literal(method), _) = &method_field.value else {
+        let Some((method_line, FieldValue::One(Template::Literal(method), _))) =
+            field(step, "payout_method_name")
+        else {
             continue;
         };
         let mut problem = |line: Option<usize>, message: String| {
             problems += 1;
-            on_error(InputError {
-                path: job.path.clone(),
-                line: line.map(|l| l as u64),
-                column: None,
-                message,
-            });
+            on_error(at_line(job, line, message));
         };
         let Some(record) = records.iter().find(|r| &r.payout_method_name == method) else {
             let offered: Vec<&str> = records
@@ -195,7 +188,7 @@ pub(super) fn check(job: &Job, known: Option<Known>, on_error: &mut dyn FnMut(In
                 .map(|r| r.payout_method_name.as_str())
                 .collect();
             problem(
-                method_field.line,
+                method_line,
                 format!(
                     "step '{}': the provider offers no payout method '{method}' (it offers: {})",
                     step.id,
@@ -204,12 +197,11 @@ pub(super) fn check(job: &Job, known: Option<Known>, on_error: &mut dyn FnMut(In
             );
             continue;
         };
-        let missing = missing(record, field("payout_method_params").map(|f| &f.value));
+        let params = field(step, "payout_method_params");
+        let missing = missing(record, params.map(|(_, v)| v));
         if !missing.is_empty() {
             problem(
-                field("payout_method_params")
-                    .and_then(|f| f.line)
-                    .or(method_field.line),
+                params.and_then(|(l, _)| l).or(method_line),
                 format!(
                     "step '{}': payout method {method} requires {} in payout_method_params \
                      (the provider's required fields)",
@@ -236,6 +228,16 @@ fn missing<'r>(record: &'r MethodRecord, params: Option<&FieldValue>) -> Vec<&'r
         .into_iter()
         .filter(|p| !given.contains(p))
         .collect()
+}
+
+/// A problem with the job file at `line`.
+fn at_line(job: &Job, line: Option<usize>, message: String) -> InputError {
+    InputError {
+        path: job.path.clone(),
+        line: line.map(|l| l as u64),
+        column: None,
+        message,
+    }
 }
 
 /// A step's field `name`: its job-file line and value.
@@ -295,12 +297,7 @@ pub(super) fn check_payins(
     let mut problems = 0;
     let mut problem = |line: Option<usize>, message: String| {
         problems += 1;
-        on_error(InputError {
-            path: job.path.clone(),
-            line: line.map(|l| l as u64),
-            column: None,
-            message,
-        });
+        on_error(at_line(job, line, message));
     };
     let mut unread = Vec::new();
     for ((step, line, method), record) in steps.iter().zip(records) {

@@ -44,8 +44,8 @@ fn show(job: &Job, path: &Path) -> Result<(), crate::state::StateError> {
         )
     });
     if collects {
-        let report = crate::report::Report::load(conn, path, job, None).map_err(err)?;
-        for (ccy, c) in &report.collected {
+        let collected = crate::report::Report::collected_of(conn, job).map_err(err)?;
+        for (ccy, c) in &collected {
             println!("  {}", c.said(ccy));
         }
     }

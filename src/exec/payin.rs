@@ -492,6 +492,7 @@ impl RefundBody {
 }
 
 /// A refund step's client and the payins of its rows (by row key).
+#[derive(Clone)]
 struct Refunds {
     hc: Arc<HelloClever>,
     payins: Arc<HashMap<String, String>>,
@@ -675,13 +676,7 @@ impl Resolve for Refunds {
         item: WorkItem,
         body: Arc<RefundBody>,
     ) -> impl Future<Output = Result<(), StateError>> + Send + 'static {
-        let (ctx, op) = (
-            ctx.clone(),
-            Refunds {
-                hc: self.hc.clone(),
-                payins: self.payins.clone(),
-            },
-        );
+        let (ctx, op) = (ctx.clone(), self.clone());
         async move {
             let Some(uuid) = op.payin_of(&item, &body) else {
                 return Ok(());

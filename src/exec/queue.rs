@@ -28,8 +28,9 @@ pub(super) struct ToSend {
 }
 
 impl ToSend {
-    /// The step's queue. Its rows that waited for an earlier step and were never sent go
-    /// back in it first: they are read again, and sent once their earlier steps are done.
+    /// The step's queue. Its rows that waited and were never sent (for an earlier step,
+    /// or a refund for its payer) go back in it first: they are read again, and sent once
+    /// what they waited for is done.
     pub(super) async fn open(si: usize, step: &Step, ctx: &Ctx) -> Result<ToSend, StateError> {
         let (plan_id, id) = (ctx.plan_id, step.id.clone());
         ctx.db

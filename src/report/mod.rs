@@ -254,6 +254,28 @@ impl Report {
         })
     }
 
+    /// What a plan's payins collected per currency, without holding its rows (for
+    /// `status`).
+    pub fn collected_of(
+        conn: &Conn,
+        job: &Job,
+    ) -> Result<BTreeMap<String, Collected>, crate::state::SqlError> {
+        let Some(plan_id) = crate::state::work::plan_id(conn, &job.name, &job.scope)? else {
+            return Ok(BTreeMap::new());
+        };
+        let steps: Vec<(String, StepKind)> =
+            job.steps.iter().map(|s| (s.id.clone(), s.kind)).collect();
+        let (mut totals, mut collected) = (BTreeMap::new(), BTreeMap::new());
+        scan(
+            conn,
+            plan_id,
+            &steps,
+            Some((&mut totals, &mut collected)),
+            &mut |_| {},
+        )?;
+        Ok(collected)
+    }
+
     /// Counts by step and status.
     pub fn counts(&self) -> BTreeMap<String, BTreeMap<Status, u64>> {
         self.counts.clone()

@@ -393,8 +393,9 @@ pub fn each_report_item(conn: &Conn, plan_id: i64, f: &mut dyn FnMut(ReportItem)
     })
 }
 
-/// Puts a step's items that waited for their row's earlier steps, and were never sent,
-/// back in the queue (a step that sends each row once reads only pending items).
+/// Puts a step's items that waited (for their row's earlier steps, or a refund for its
+/// payer) and were never sent back in the queue (a step that sends each row once reads
+/// only pending items).
 pub fn unblock_unsent(conn: &Conn, plan_id: i64, step: &str) -> SqlResult<()> {
     conn.execute(
         "UPDATE items SET state = 'pending', error_code = NULL, error_message = NULL
