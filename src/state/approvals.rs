@@ -3,7 +3,7 @@
 //! each (jobs with `approval:`; their keyed hashes, never values) and who approved which.
 
 use super::Conn;
-use super::sql::{Arg, SqlResult, args, placeholders};
+use super::sql::{Arg, Kind, SqlResult, args};
 use crate::plan::digest::PlanDigest;
 use rust_decimal::Decimal;
 
@@ -35,9 +35,6 @@ pub struct Changes {
     /// Rows in both whose content, amount or batch differ.
     pub changed: u64,
 }
-
-/// Digest rows are inserted this many to a statement.
-const INSERT_ROWS: usize = 128;
 
 /// Records `digest` as the current digest of plan `plan_id` (a new one made by `by` at
 /// `now`; one seen before keeps its first maker), with its payout rows when it has them
@@ -79,28 +76,35 @@ pub fn record_plan(
     if kept {
         return Ok(());
     }
-    for part in digest.items.chunks(INSERT_ROWS) {
-        let mut sql = String::from(
-            "INSERT INTO digest_rows (digest_id, step, row_key, content_hash, amount, currency, batch) VALUES ",
-        );
-        let mut all: Vec<&dyn Arg> = vec![&id];
-        for (i, row) in part.iter().enumerate() {
-            let p = 2 + i * 6;
-            if i > 0 {
-                sql.push(',');
-            }
-            sql.push_str(&format!("(?1,{})", placeholders(p, 6)));
-            all.extend([
-                &row.step as &dyn Arg,
+    let rows: Vec<[&dyn Arg; 7]> = digest
+        .items
+        .iter()
+        .map(|row| {
+            [
+                &id as &dyn Arg,
+                &row.step,
                 &row.key,
                 &row.hash,
                 &row.amount,
                 &row.currency,
                 &row.batch,
-            ]);
-        }
-        conn.execute(&sql, &all)?;
-    }
+            ]
+        })
+        .collect();
+    let rows: Vec<&[&dyn Arg]> = rows.iter().map(|r| &r[..]).collect();
+    conn.insert_rows(
+        "digest_rows",
+        &[
+            ("digest_id", Kind::Int),
+            ("step", Kind::Text),
+            ("row_key", Kind::Text),
+            ("content_hash", Kind::Text),
+            ("amount", Kind::Text),
+            ("currency", Kind::Text),
+            ("batch", Kind::Text),
+        ],
+        &rows,
+    )?;
     Ok(())
 }
 

@@ -5,7 +5,7 @@
 //! reached the provider (in flight, succeeded, blocked) the change is recorded as a
 //! conflict and the item is never re-sent.
 
-use super::sql::{Arg, args, placeholders};
+use super::sql::{Arg, Kind, args, placeholders};
 use super::{Conn, State, StateError};
 use crate::job::Job;
 use crate::job::steps::StepKind;
@@ -81,9 +81,9 @@ impl Drop for PlanWriter<'_> {
     }
 }
 
-/// New items are inserted this many to a statement: a PostgreSQL state pays a round trip a
-/// statement, and SQLite too runs one statement of many rows faster than many of one.
-const INSERT_ROWS: usize = 128;
+/// New items are kept until this many are written together ([`Conn::insert_rows`]): a
+/// PostgreSQL state pays a round trip a write, and takes many rows at once for less.
+const INSERT_ROWS: usize = 1024;
 
 /// A re-plan looks its rows' items up this many rows at a time (a statement per step): a
 /// PostgreSQL state pays a round trip a statement.
@@ -110,26 +110,26 @@ struct NewItem {
     payee: Option<String>,
 }
 
-/// `INSERT INTO items` of `rows` rows: `?1` the plan, `?2` the time, then 14 a row.
-fn insert_items_sql(rows: usize) -> String {
-    let mut sql = String::from(
-        "INSERT INTO items (plan_id, step, step_index, row_key, row_line, state, content_hash, payload,
-                            amount, currency, batch_id, external_id, created_at, updated_at, row_offset, group_key, payee_hash) VALUES ",
-    );
-    for r in 0..rows {
-        let p = 3 + r * 14;
-        if r > 0 {
-            sql.push(',');
-        }
-        // The plan and the time are ?1 and ?2 in every row.
-        sql.push_str(&format!(
-            "(?1,{},?2,?2,{})",
-            placeholders(p, 11),
-            placeholders(p + 11, 3)
-        ));
-    }
-    sql
-}
+/// The columns a new item is written with.
+const ITEM_COLUMNS: [(&str, Kind); 17] = [
+    ("plan_id", Kind::Int),
+    ("step", Kind::Text),
+    ("step_index", Kind::Int),
+    ("row_key", Kind::Text),
+    ("row_line", Kind::Int),
+    ("state", Kind::Text),
+    ("content_hash", Kind::Text),
+    ("payload", Kind::Text),
+    ("amount", Kind::Text),
+    ("currency", Kind::Text),
+    ("batch_id", Kind::Int),
+    ("external_id", Kind::Text),
+    ("created_at", Kind::Text),
+    ("updated_at", Kind::Text),
+    ("row_offset", Kind::Int),
+    ("group_key", Kind::Text),
+    ("payee_hash", Kind::Text),
+];
 
 struct Existing {
     id: i64,
@@ -420,35 +420,42 @@ impl<'s> PlanWriter<'s> {
         Ok(())
     }
 
-    /// Inserts the new items kept so far, in one statement.
+    /// Writes the new items kept so far.
     fn insert_new_items(&mut self) -> Result<(), StateError> {
         if self.new_items.is_empty() {
             return Ok(());
         }
         let items = std::mem::take(&mut self.new_items);
         let step_index: Vec<i64> = items.iter().map(|i| i.step as i64).collect();
-        let mut all: Vec<&dyn Arg> = Vec::with_capacity(2 + items.len() * 14);
-        all.push(&self.plan_id);
-        all.push(&self.now);
-        for (item, si) in items.iter().zip(&step_index) {
-            all.extend([
-                &self.steps[item.step].0 as &dyn Arg,
-                si,
-                &item.row_key,
-                &item.line,
-                &item.state,
-                &item.hash,
-                &item.payload,
-                &item.amount,
-                &item.currency,
-                &item.batch,
-                &item.external_id,
-                &item.offset,
-                &item.group,
-                &item.payee,
-            ]);
-        }
-        self.exec(&insert_items_sql(items.len()), &all)?;
+        let rows: Vec<[&dyn Arg; 17]> = items
+            .iter()
+            .zip(&step_index)
+            .map(|(item, si)| {
+                [
+                    &self.plan_id as &dyn Arg,
+                    &self.steps[item.step].0,
+                    si,
+                    &item.row_key,
+                    &item.line,
+                    &item.state,
+                    &item.hash,
+                    &item.payload,
+                    &item.amount,
+                    &item.currency,
+                    &item.batch,
+                    &item.external_id,
+                    &self.now,
+                    &self.now,
+                    &item.offset,
+                    &item.group,
+                    &item.payee,
+                ]
+            })
+            .collect();
+        let rows: Vec<&[&dyn Arg]> = rows.iter().map(|r| &r[..]).collect();
+        self.conn
+            .insert_rows("items", &ITEM_COLUMNS, &rows)
+            .map_err(|e| self.state.err(e))?;
         self.inserted += items.len();
         self.new_items = items;
         self.new_items.clear();

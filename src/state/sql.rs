@@ -435,6 +435,45 @@ impl Pg {
         Ok(off_runtime(|| client.execute(&stmt, &params(&values)))?)
     }
 
+    /// Writes `rows` into `table` with one `COPY … FROM STDIN` in binary: the rows stream
+    /// to the server as they are encoded, and it takes them in without a statement's
+    /// parameters to parse.
+    fn copy_in(
+        &mut self,
+        table: &str,
+        columns: &[(&str, Kind)],
+        rows: &[&[&dyn Arg]],
+    ) -> SqlResult<()> {
+        use postgres::types::Type;
+        let names: Vec<&str> = columns.iter().map(|(n, _)| *n).collect();
+        let stmt = self.statement(&format!(
+            "COPY {table} ({}) FROM STDIN (FORMAT binary)",
+            names.join(", ")
+        ))?;
+        let types: Vec<Type> = columns
+            .iter()
+            .map(|(_, k)| match k {
+                Kind::Int => Type::INT8,
+                Kind::Text => Type::TEXT,
+            })
+            .collect();
+        let values: Vec<Value> = rows
+            .iter()
+            .flat_map(|r| r.iter().map(|a| a.value()))
+            .collect();
+        round_trip();
+        let client = self.client();
+        off_runtime(|| {
+            let mut writer =
+                postgres::binary_copy::BinaryCopyInWriter::new(client.copy_in(&stmt)?, &types);
+            for row in values.chunks(columns.len()) {
+                writer.write(&params(row))?;
+            }
+            writer.finish()
+        })?;
+        Ok(())
+    }
+
     fn batch(&mut self, sql: &str) -> SqlResult<()> {
         round_trip();
         let client = self.client();
@@ -634,6 +673,45 @@ impl Conn {
         }
     }
 
+    /// Inserts `rows` (each a value per column of `columns`) into `table`: SQLite
+    /// [`INSERT_ROWS`] to a statement, PostgreSQL all with one `COPY` (for a plan's new
+    /// items, a third of what its `INSERT`s cost the server).
+    pub(super) fn insert_rows(
+        &self,
+        table: &str,
+        columns: &[(&str, Kind)],
+        rows: &[&[&dyn Arg]],
+    ) -> SqlResult<()> {
+        match &self.0 {
+            Backend::Lite(_) => {
+                let head = format!(
+                    "INSERT INTO {table} ({}) VALUES ",
+                    columns
+                        .iter()
+                        .map(|(n, _)| *n)
+                        .collect::<Vec<_>>()
+                        .join(", ")
+                );
+                for part in rows.chunks(INSERT_ROWS) {
+                    let mut sql = head.clone();
+                    for r in 0..part.len() {
+                        if r > 0 {
+                            sql.push(',');
+                        }
+                        sql.push('(');
+                        sql.push_str(&placeholders(1 + r * columns.len(), columns.len()));
+                        sql.push(')');
+                    }
+                    let all: Vec<&dyn Arg> = part.iter().flat_map(|r| r.iter().copied()).collect();
+                    self.execute(&sql, &all)?;
+                }
+                Ok(())
+            }
+            Backend::Pg(p) if !rows.is_empty() => p.borrow_mut().copy_in(table, columns, rows),
+            Backend::Pg(_) => Ok(()),
+        }
+    }
+
     /// Runs SQL text of one or more statements, without parameters.
     pub(super) fn batch(&self, sql: &str) -> SqlResult<()> {
         match &self.0 {
@@ -786,6 +864,18 @@ impl Conn {
         }
     }
 }
+
+/// What a column of [`Conn::insert_rows`] holds (PostgreSQL's `COPY` in binary must know).
+#[derive(Debug, Clone, Copy)]
+pub(super) enum Kind {
+    /// `BIGINT` (PostgreSQL) or `INTEGER` (SQLite).
+    Int,
+    Text,
+}
+
+/// Rows of [`Conn::insert_rows`] a statement on SQLite: one statement of many rows runs
+/// faster than many of one.
+const INSERT_ROWS: usize = 128;
 
 /// A prepared statement (see [`Conn::prepare`]).
 pub(super) enum Stmt<'c> {

@@ -145,18 +145,21 @@ pub fn row_states(conn: &Conn, plan_id: i64) -> SqlResult<RowStates> {
 /// Records the intent to send: in flight, one more attempt, first attempt time kept, no
 /// earlier doubt (a new attempt's doubt is its own).
 /// A chunk's intents are one statement per this many items (a PostgreSQL state pays a round
-/// trip a statement; few distinct statement texts stay prepared).
-const INTENTS_PER_STATEMENT: usize = 64;
+/// trip a statement).
+const INTENTS_PER_STATEMENT: usize = 1024;
 
 pub fn mark_in_flight(conn: &Conn, ids: &[i64]) -> SqlResult<()> {
     let t = now();
     for part in ids.chunks(INTENTS_PER_STATEMENT) {
+        // Padded to a power of two with the first id again: few statement texts, each
+        // prepared once.
+        let n = part.len().next_power_of_two();
         let sql = format!(
             "UPDATE items SET state = ?2, attempts = attempts + 1, first_attempt_at = COALESCE(first_attempt_at, ?1), updated_at = ?1, doubt_since = NULL, doubt_applied = 0 WHERE id IN ({})",
-            placeholders(3, part.len())
+            placeholders(3, n)
         );
         let mut all: Vec<&dyn crate::state::sql::Arg> = vec![&t, &ItemState::InFlight];
-        all.extend(part.iter().map(|id| id as &dyn crate::state::sql::Arg));
+        all.extend((0..n).map(|i| part.get(i).unwrap_or(&part[0]) as &dyn crate::state::sql::Arg));
         conn.execute(&sql, &all)?;
     }
     Ok(())
