@@ -10,7 +10,13 @@
 //!
 //! 5. with `BENCH_PG=postgresql://…` (a server whose role may create databases): the
 //!    overhead job with the state in PostgreSQL next to SQLite, alternating, with the
-//!    round trips to PostgreSQL per row.
+//!    round trips to PostgreSQL per row and the CPU time of payrun, of the sandbox and —
+//!    when the server runs on this machine and its data directory is readable — of the
+//!    server.
+//!
+//! `BENCH_CPUS=0` (a list, `0,1`) keeps this process, its sandboxes and the payrun runs on
+//! those CPUs: with the PostgreSQL server moved to the others (`taskset -a -p -c 1 PID` of
+//! its postmaster), the server has cores of its own, as on a host of its own.
 //!
 //! Run: `cargo bench --bench executor` (needs `wrk`). SKIP_SLOW=1 skips 2 and 3; SKIP_WRK=1
 //! skips 1 and 4.
@@ -217,7 +223,59 @@ fn wrk(url: &str, connections: u32) -> (f64, f64) {
     (rate, requests)
 }
 
+/// Keeps this thread — and the threads and processes it starts from now on — on `cpus`
+/// (`0,1`).
+fn pin(cpus: &str) {
+    // SAFETY: a zeroed `cpu_set_t` is an empty set, CPU_SET writes inside it, and
+    // sched_setaffinity only reads it.
+    unsafe {
+        let mut set: libc::cpu_set_t = std::mem::zeroed();
+        for cpu in cpus.split(',') {
+            libc::CPU_SET(
+                cpu.trim().parse().expect("BENCH_CPUS: CPU numbers"),
+                &mut set,
+            );
+        }
+        assert_eq!(
+            libc::sched_setaffinity(0, std::mem::size_of::<libc::cpu_set_t>(), &set),
+            0,
+            "BENCH_CPUS: {}",
+            std::io::Error::last_os_error()
+        );
+    }
+}
+
+/// CPU seconds the PostgreSQL server at `admin` and its finished sessions have used, when
+/// it runs on this machine and its data directory is readable (else `None`).
+fn server_cpu(admin: &str) -> Option<f64> {
+    let url = admin.to_string();
+    let dir: String = std::thread::spawn(move || {
+        let mut c = postgres::Client::connect(&url, postgres::NoTls).ok()?;
+        c.query_one("SHOW data_directory", &[])
+            .ok()
+            .map(|r| r.get(0))
+    })
+    .join()
+    .ok()??;
+    let pid = std::fs::read_to_string(Path::new(&dir).join("postmaster.pid")).ok()?;
+    let stat = std::fs::read_to_string(format!("/proc/{}/stat", pid.lines().next()?)).ok()?;
+    // Fields after the command's closing parenthesis: utime, stime, cutime, cstime are the
+    // 14th to 17th of the line, so the 12th to 15th after it.
+    let rest = stat.rsplit_once(')')?.1;
+    let ticks: f64 = rest
+        .split_whitespace()
+        .skip(11)
+        .take(4)
+        .filter_map(|t| t.parse::<f64>().ok())
+        .sum();
+    // SAFETY: sysconf reads a constant.
+    Some(ticks / unsafe { libc::sysconf(libc::_SC_CLK_TCK) } as f64)
+}
+
 fn main() {
+    if let Ok(cpus) = std::env::var("BENCH_CPUS") {
+        pin(&cpus);
+    }
     let rt = tokio::runtime::Runtime::new().unwrap();
     let start = |config: Config| {
         rt.block_on(async {
@@ -340,20 +398,27 @@ fn main() {
         for round in 0..PG_ROUNDS {
             let sb = start(Config::default());
             let dir = setup("pg-lite", ROWS, &job("1000000/s", 1000, 8));
-            let (m, _) = run_payrun_at(&dir, &sb, "state.db");
+            let ((m, _), lite_cpu, lite_sb) = cpu_of(|| run_payrun_at(&dir, &sb, "state.db"));
             assert_eq!(m.code, 0);
             lite.push(ROWS as f64 / m.wall);
             let sb = start(Config::default());
             let dir = setup("pg", ROWS, &job("1000000/s", 1000, 8));
             let url = fresh_database(&admin, &format!("payrun_bench_{round}"));
-            let (m, t) = run_payrun_at(&dir, &sb, &url);
+            let before = server_cpu(&admin);
+            let ((m, t), pg_cpu, pg_sb) = cpu_of(|| run_payrun_at(&dir, &sb, &url));
             assert_eq!(m.code, 0);
+            let server = before.zip(server_cpu(&admin)).map(|(b, a)| a - b);
             pg.push(ROWS as f64 / m.wall);
             trips.push(t as f64 / ROWS as f64);
             println!(
-                "   round: SQLite {:.0} rows/s, PostgreSQL {:.0} rows/s ({:.2} round trips a row): ratio {:.2}",
+                "   round: SQLite {:.0} rows/s (CPU s: payrun {:.2}, sandbox {:.2}), PostgreSQL {:.0} rows/s (CPU s: payrun {:.2}, sandbox {:.2}, server {}; {:.2} round trips a row): ratio {:.2}",
                 lite[round],
+                lite_cpu / 1e6,
+                lite_sb / 1e6,
                 pg[round],
+                pg_cpu / 1e6,
+                pg_sb / 1e6,
+                server.map_or("?".to_string(), |s| format!("{s:.2}")),
                 trips[round],
                 pg[round] / lite[round]
             );

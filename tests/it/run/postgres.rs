@@ -374,6 +374,102 @@ async fn history_moves_between_sqlite_and_postgresql_and_a_newer_schema_is_refus
     assert!(err.contains("newer than this payrun's"), "{err}");
 }
 
+/// Every item of a plan, in file order, as the store keeps it: step, key, line, state,
+/// version, payload, amount, currency, external id, and its batch's number and external
+/// id (content hashes are keyed with each state's own key).
+fn items_of(path: &Path) -> Vec<Vec<Option<String>>> {
+    let c = rusqlite::Connection::open(path).unwrap();
+    let mut stmt = c
+        .prepare(
+            "SELECT i.step, i.row_key, i.row_line, i.state, i.version, i.payload,
+                    i.amount, i.currency, i.external_id, b.seq, b.external_id
+             FROM items i LEFT JOIN batches b ON b.id = i.batch_id ORDER BY i.row_line, i.row_key, i.step",
+        )
+        .unwrap();
+    stmt.query_map([], |r| {
+        (0..11)
+            .map(|i| {
+                r.get::<_, Option<rusqlite::types::Value>>(i).map(|v| {
+                    v.map(|v| match v {
+                        rusqlite::types::Value::Integer(n) => n.to_string(),
+                        rusqlite::types::Value::Text(t) => t,
+                        other => format!("{other:?}"),
+                    })
+                })
+            })
+            .collect()
+    })
+    .unwrap()
+    .collect::<Result<_, _>>()
+    .unwrap()
+}
+
+/// A plan's digest as `payrun plan` prints it.
+fn digest_said(out: &std::process::Output) -> String {
+    let text = String::from_utf8_lossy(&out.stdout).into_owned();
+    text.split_whitespace()
+        .find(|w| w.starts_with("sha256:"))
+        .unwrap_or_else(|| panic!("no digest in: {text}"))
+        .to_string()
+}
+
+/// Plans are written to PostgreSQL in bulk (`COPY`, many rows at a time) and to SQLite a
+/// statement per 128 rows: a file planned, changed and planned again must leave the same
+/// items, batches and digest in both.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_file_planned_and_planned_again_is_kept_alike_in_postgresql_and_sqlite() {
+    let Some(db) = fresh_database() else { return };
+    let s = start(fast(Faults::default())).await;
+    // More rows than a bulk write takes at once, and batches opened between them.
+    let setup = Setup::new(&job_text(10, ""), &people(2500));
+    let plan_both = |label: &str| {
+        let mut said = Vec::new();
+        for state in [db.as_str(), "state.db"] {
+            let out = payrun(&setup, &s, &["plan", "job.yaml", "--state", state], &[])
+                .output()
+                .unwrap();
+            assert!(
+                out.status.success(),
+                "{label}, {state}: {}",
+                String::from_utf8_lossy(&out.stderr)
+            );
+            said.push(digest_said(&out));
+        }
+        assert_eq!(said[0], said[1], "{label}: the same digest in both stores");
+    };
+    plan_both("first plan");
+    // A row changed, one gone, and 1,300 new rows after the others: looked up and written
+    // between each other's bulk writes.
+    let mut rows: Vec<String> = people(3800).lines().map(str::to_string).collect();
+    rows[6] = rows[6].replace("Ann5,", "Anne5,");
+    rows.remove(8);
+    std::fs::write(setup.path("people.csv"), rows.join("\n") + "\n").unwrap();
+    plan_both("second plan");
+    let mut copy = payrun(&setup, &s, &["state", "copy", &db, "copied.db"], &[]);
+    copy.env_remove("PAYRUN_STATE_KEY_FILE");
+    let (code, err) = output(copy);
+    assert_eq!(code, Some(0), "{err}");
+    let (pg, lite) = (
+        items_of(&setup.path("copied.db")),
+        items_of(&setup.path("state.db")),
+    );
+    assert_eq!(lite.len(), 2 * 3800, "two items a row, the gone row's kept");
+    assert_eq!(pg.len(), lite.len());
+    if let Some((p, l)) = pg.iter().zip(&lite).find(|(p, l)| p != l) {
+        panic!("PostgreSQL keeps {p:?}\nwhere SQLite keeps {l:?}");
+    }
+    let changed: Vec<_> = lite
+        .iter()
+        .filter(|i| i[1].as_deref() == Some("P0005"))
+        .map(|i| i[4].clone())
+        .collect();
+    assert_eq!(
+        changed,
+        [Some("2".to_string()), Some("2".to_string())],
+        "P0005's new version"
+    );
+}
+
 #[test]
 fn two_hosts_starting_at_once_migrate_one_database_once() {
     let Some(db) = fresh_database() else { return };
