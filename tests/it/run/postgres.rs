@@ -420,8 +420,9 @@ fn digest_said(out: &std::process::Output) -> String {
 async fn a_file_planned_and_planned_again_is_kept_alike_in_postgresql_and_sqlite() {
     let Some(db) = fresh_database() else { return };
     let s = start(fast(Faults::default())).await;
-    // More rows than a bulk write takes at once, and batches opened between them.
-    let setup = Setup::new(&job_text(10, ""), &people(2500));
+    // More rows than a bulk write takes at once: some bulk writes follow each other, others
+    // have a batch opened between them.
+    let setup = Setup::new(&job_text(1000, ""), &people(2500));
     let plan_both = |label: &str| {
         let mut said = Vec::new();
         for state in [db.as_str(), "state.db"] {
