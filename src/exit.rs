@@ -14,7 +14,7 @@ pub const INTERRUPTED: i32 = 4;
 /// A fatal runtime error (state database, I/O, an internal bug).
 pub const FATAL: i32 = 5;
 /// The job's payouts need approving: the current plan's digest lacks the approvals its
-/// `approval:` section requires, so no payout was sent (`payrun approve`).
+/// `approval:` section requires, so no payout or refund was sent (`payrun approve`).
 pub const AWAITING_APPROVAL: i32 = 6;
 /// The provider holds one of this job's external ids in more than one batch that can still
 /// pay: a payment was (or will be) made twice. Takes precedence over every other code.

@@ -269,7 +269,7 @@ fn print_run(job: &Job, report: &crate::exec::RunReport, status: &str) {
         exit::ROWS_FAILED if open > 0 => needing.as_str(),
         exit::ROWS_FAILED => "an export failed",
         exit::DUPLICATE => "A PAYOUT EXISTS TWICE at the provider (see below)",
-        exit::AWAITING_APPROVAL => "awaiting approval; no payout was sent",
+        exit::AWAITING_APPROVAL => "awaiting approval; no payout or refund was sent",
         exit::INVALID_INPUT => "invalid input; nothing was sent",
         exit::INTERRUPTED => "interrupted; run again to resume",
         _ => "stopped",

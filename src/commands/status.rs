@@ -59,7 +59,7 @@ fn show(job: &Job, path: &Path) -> Result<(), crate::state::StateError> {
             if s.approved() {
                 "approved: its payouts go out at the next run"
             } else {
-                "awaiting: no payout is sent until it is approved"
+                "awaiting: no payout or refund is sent until it is approved"
             }
         );
         for line in s.lines() {

@@ -267,8 +267,8 @@ async fn send_planned(
 enum Go {
     /// Everything (with where its approvals stand, for a job with `approval:`).
     Payouts(Option<crate::plan::approval::Standing>),
-    /// The payouts await approval: no payout step runs, nor any export; the other steps
-    /// run unless the job holds them too (`true`).
+    /// The payouts await approval: no payout or refund step runs, nor any export; the
+    /// other steps run unless the job holds them too (`true`).
     Awaiting(crate::plan::approval::Standing, bool),
     /// The plan repeats another scope's payroll: nothing is sent (said here).
     Refused,
@@ -279,7 +279,10 @@ impl Go {
     fn runs(&self, step: &crate::job::Step) -> bool {
         match self {
             Go::Payouts(_) => true,
-            Go::Awaiting(_, hold) => !hold && step.kind != StepKind::Payout,
+            // Money out, payouts and refunds alike, waits for the approval.
+            Go::Awaiting(_, hold) => {
+                !hold && !matches!(step.kind, StepKind::Payout | StepKind::Refund)
+            }
             Go::Refused => false,
         }
     }
@@ -327,7 +330,7 @@ async fn before_sending(job: &Job, ctx: &Ctx, opts: &RunOptions) -> Result<Go, R
         tracing::warn!("awaiting approval: {line}");
     }
     tracing::warn!(
-        "no payout is sent until the plan has {} approvals: payrun approve {} --digest {} --as NAME",
+        "no payout or refund is sent until the plan has {} approvals: payrun approve {} --digest {} --as NAME",
         standing.required,
         job.path.display(),
         standing.digest.digest

@@ -115,8 +115,18 @@ impl Digester {
     /// Adds one payout item of step `step`, row `key`, going out in batch `batch` (its
     /// external id). Items without content (skipped) are not sent, and not added.
     pub fn payout(&mut self, step: &str, key: &str, item: &ItemPlan, batch: &str) {
+        self.money_out(b"payout", step, key, item, batch);
+    }
+
+    /// Adds one refund item of step `step`, row `key`: money back to a payer, approved
+    /// like a payout.
+    pub fn refund(&mut self, step: &str, key: &str, item: &ItemPlan) {
+        self.money_out(b"refund", step, key, item, "");
+    }
+
+    fn money_out(&mut self, kind: &[u8], step: &str, key: &str, item: &ItemPlan, batch: &str) {
         let Some(content) = item.digest else { return };
-        self.field(b"payout");
+        self.field(kind);
         self.field(step.as_bytes());
         self.field(key.as_bytes());
         self.field(item.external_id.as_deref().unwrap_or("").as_bytes());

@@ -331,13 +331,14 @@ pub fn build_item(
         _ => (None, None, None),
     };
     let hashed = fields.json(false, true);
-    // What the plan's digest and the duplicate-payroll guard take of a payout; not when
-    // rendering to send.
+    // What the plan's digest takes of a payout or a refund, and the duplicate-payroll
+    // guard of a payout; not when rendering to send.
     let (digest, payee) = match (step.kind, amount) {
         (StepKind::Payout, Some(a)) if !keep_full => (
             Some(super::digest::content(&hashed)),
             fields.payee_hash(a, hasher),
         ),
+        (StepKind::Refund, _) if !keep_full => (Some(super::digest::content(&hashed)), None),
         _ => (None, None),
     };
     let send = keep_full.then(|| {

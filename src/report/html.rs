@@ -160,7 +160,7 @@ fn approval(a: &crate::plan::approval::Standing, h: &mut super::Out) {
         if a.approved() {
             "approved"
         } else {
-            "awaiting approval: no payout was sent"
+            "awaiting approval: no payout or refund was sent"
         },
         esc(&d.digest),
         esc(&d.planned_by),

@@ -462,16 +462,21 @@ impl<'s> PlanWriter<'s> {
         Ok(())
     }
 
-    /// Adds a payout item going out in `batch` to the plan's digest.
+    /// Adds a payout item going out in `batch`, or a refund item, to the plan's digest.
     fn digest(&mut self, si: usize, key: &str, item: &crate::plan::ItemPlan, batch: Option<i64>) {
-        if self.steps[si].1 != StepKind::Payout || item.skipped {
+        let Some(d) = self.digester.as_mut().filter(|_| !item.skipped) else {
             return;
-        }
-        let batch = batch
-            .and_then(|b| self.batch_ids.get(&b))
-            .map_or("", String::as_str);
-        if let Some(d) = &mut self.digester {
-            d.payout(&self.steps[si].0, key, item, batch);
+        };
+        let (step, kind, _) = &self.steps[si];
+        match kind {
+            StepKind::Payout => {
+                let batch = batch
+                    .and_then(|b| self.batch_ids.get(&b))
+                    .map_or("", String::as_str);
+                d.payout(step, key, item, batch);
+            }
+            StepKind::Refund => d.refund(step, key, item),
+            _ => {}
         }
     }
 

@@ -173,10 +173,12 @@ impl<'a> Builder<'a> {
             provider.kind,
         );
 
-        if approval.is_some() && !steps.iter().any(|s: &Step| s.kind == StepKind::Payout) {
+        // What is approved is money out: payouts, and refunds to payers.
+        let money_out = |s: &Step| matches!(s.kind, StepKind::Payout | StepKind::Refund);
+        if approval.is_some() && !steps.iter().any(money_out) {
             self.err(
                 &["approval"],
-                "approval: the job has no payout step to approve",
+                "approval: the job has no payout or refund step to approve",
             );
         }
         if !self.diags.is_empty() {

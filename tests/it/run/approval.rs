@@ -89,7 +89,8 @@ async fn two_approvers_are_needed_before_a_payout_goes_and_then_exactly_the_appr
     let run = payrun(&setup, &s, &["run", "job.yaml"]);
     assert_eq!(run.code, 6, "{}{}", run.stdout, run.stderr);
     assert!(
-        run.stdout.contains("awaiting approval; no payout was sent"),
+        run.stdout
+            .contains("awaiting approval; no payout or refund was sent"),
         "{}",
         run.stdout
     );
@@ -490,4 +491,82 @@ async fn a_plan_made_without_as_is_the_os_user_s_who_cannot_approve_it() {
     let run = payrun(&setup, &s, &["run", "job.yaml"]);
     assert_eq!(run.code, 0, "{}{}", run.stdout, run.stderr);
     assert_eq!(payouts(&s).await, 2);
+}
+
+/// Refunds are money out too: a job with `approval:` holds them with the payouts until the
+/// plan is approved, and its digest covers them, so a refund changed after planning needs
+/// approving again.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn refunds_wait_for_the_approval_and_a_changed_refund_changes_the_digest() {
+    let s = start(Config {
+        payin_delay: Some(Duration::from_millis(100)),
+        ..fast(Faults::default())
+    })
+    .await;
+    let refund = "  - id: refund\n    type: refund\n    fields:\n      amount: \"{{ row.refund }}\"\n      description: Credit note {{ row.id }}\n";
+    let job = super::payins::payin_job("timeout: 20s", refund)
+        + "approval: { required: 1, approvers: [alice] }\n";
+    let csv_with = |second: &str| -> String {
+        super::payins::payers(3)
+            .lines()
+            .enumerate()
+            .map(|(i, l)| match i {
+                0 => format!("{l},refund\n"),
+                2 => format!("{l},{second}\n"),
+                _ => format!("{l},10.00\n"),
+            })
+            .collect()
+    };
+    let setup = Setup::new(&job, &csv_with("10.00"));
+    // (payer, amount refunded), by payer.
+    let refunds = |l: &Value| -> Vec<(String, rust_decimal::Decimal)> {
+        let mut r: Vec<_> = l["payin_requests"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|p| {
+                (
+                    p["email"].as_str().unwrap().to_string(),
+                    p["refunded"].as_str().unwrap().parse().unwrap(),
+                )
+            })
+            .collect();
+        r.sort();
+        r
+    };
+    let plan = payrun(&setup, &s, &["plan", "job.yaml"]);
+    assert_eq!(plan.code, 0, "{}{}", plan.stdout, plan.stderr);
+    let first = digest(&plan);
+    // Not approved: the payers are asked to pay, and nobody is refunded.
+    let run = payrun(&setup, &s, &["run", "job.yaml"]);
+    assert_eq!(run.code, 6, "{}{}", run.stdout, run.stderr);
+    let l = ledger(&s).await;
+    assert_eq!(l["payin_requests"].as_array().unwrap().len(), 3, "{l}");
+    assert!(
+        l["requests"]["POST /api/v2/payins/refund"].is_null(),
+        "no refund is asked for: {}",
+        l["requests"]
+    );
+    // One refund changed: another digest, and the first one's approval would not count.
+    std::fs::write(setup.path("people.csv"), csv_with("12.50")).unwrap();
+    let second = digest(&payrun(&setup, &s, &["plan", "job.yaml"]));
+    assert_ne!(
+        second, first,
+        "a refund's amount is part of what is approved"
+    );
+    let refused = approve(&setup, &s, &first, "alice");
+    assert_eq!(refused.code, 2, "{}{}", refused.stdout, refused.stderr);
+    assert_eq!(approve(&setup, &s, &second, "alice").code, 0);
+    // Approved: each payer is refunded once, as the approved plan says.
+    let run = payrun(&setup, &s, &["run", "job.yaml"]);
+    assert_eq!(run.code, 0, "{}{}", run.stdout, run.stderr);
+    let cents = |c: i64| rust_decimal::Decimal::new(c, 2);
+    assert_eq!(
+        refunds(&ledger(&s).await),
+        [
+            ("ann0@example.com".to_string(), cents(1000)),
+            ("ann1@example.com".to_string(), cents(1250)),
+            ("ann2@example.com".to_string(), cents(1000)),
+        ]
+    );
 }

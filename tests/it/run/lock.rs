@@ -243,6 +243,6 @@ async fn missing_method_parameters_are_caught_before_sending() {
         ledger(&s).await["requests"]
             .get("POST /api/v2/payouts")
             .is_none(),
-        "no payout was sent"
+        "no payout or refund was sent"
     );
 }

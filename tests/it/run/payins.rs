@@ -205,7 +205,7 @@ fn example_again(setup: &Setup, s: &Sandbox) -> std::process::Command {
 
 /// A contact and payin job over `n` people (ann{i}@example.com), waiting `wait` for them
 /// to pay.
-fn payin_job(wait: &str, extra_steps: &str) -> String {
+pub(super) fn payin_job(wait: &str, extra_steps: &str) -> String {
     let job = super::job_text(10, "");
     let head = &job[..job.find("  - id: pay\n").unwrap()];
     format!(
@@ -225,7 +225,7 @@ fn payin_job(wait: &str, extra_steps: &str) -> String {
 }
 
 /// `n` payers owing 20.00 to 99.99 (the PayID method's range).
-fn payers(n: usize) -> String {
+pub(super) fn payers(n: usize) -> String {
     let mut s = String::from("id,first,last,email,amount,account\n");
     for i in 0..n {
         s.push_str(&format!(
