@@ -11,7 +11,9 @@ use std::sync::mpsc;
 use std::time::Duration;
 
 type Completion = Box<dyn FnOnce(Result<(), String>) + Send>;
-type WriteJob = Box<dyn FnOnce(&Conn) -> Completion + Send>;
+/// A write, run in a round's transaction (`Some`), or told that the round's transaction
+/// could not begin (`None`: it runs nothing, and its caller learns why).
+type WriteJob = Box<dyn FnOnce(Option<&Conn>) -> Completion + Send>;
 type ReadJob = Box<dyn FnOnce(&Conn) + Send>;
 
 enum Job {
@@ -172,9 +174,9 @@ impl Db {
         self.unwaited_failure()?;
         let failed = self.unwaited.clone();
         let job: WriteJob = Box::new(move |conn| {
-            let result = alone(conn, f);
+            let result = conn.map(|c| alone(c, f));
             Box::new(move |commit: Result<(), String>| {
-                if let Err(e) = written(result, commit) {
+                if let Err(e) = ran(result, commit) {
                     failed
                         .lock()
                         .unwrap_or_else(|p| p.into_inner())
@@ -230,9 +232,9 @@ impl Db {
     ) -> Result<T, StateError> {
         let (tx, rx) = tokio::sync::oneshot::channel::<Result<T, String>>();
         let job: WriteJob = Box::new(move |conn| {
-            let result = in_savepoint(conn, f);
+            let result = conn.map(|c| in_savepoint(c, f));
             Box::new(move |commit: Result<(), String>| {
-                let _ = tx.send(written(result, commit));
+                let _ = tx.send(ran(result, commit));
             })
         });
         self.jobs
@@ -256,6 +258,20 @@ fn written<T, E: std::fmt::Display>(
         (Ok(v), Ok(())) => Ok(v),
         (Err(e), _) => Err(e.to_string()),
         (Ok(_), Err(e)) => Err(format!("commit failed: {e}")),
+    }
+}
+
+/// What became of a write that ran (`Some`), or of one whose round's transaction could not
+/// begin (`None`: `commit` says why).
+fn ran<T, E: std::fmt::Display>(
+    result: Option<Result<T, E>>,
+    commit: Result<(), String>,
+) -> Result<T, String> {
+    match result {
+        Some(result) => written(result, commit),
+        None => Err(commit
+            .err()
+            .unwrap_or_else(|| "the write did not run".into())),
     }
 }
 
@@ -294,7 +310,7 @@ fn run_writes(conn: &Conn, writes: Vec<Write>) -> Vec<Completion> {
         match w {
             Write::Job(job) => {
                 write_outcomes(conn, &mut outcomes, &mut completions);
-                completions.push(job(conn));
+                completions.push(job(Some(conn)));
             }
             Write::Outcome(id, o, done) => {
                 // A second outcome of an item follows the first in a statement of its own.
@@ -375,11 +391,13 @@ fn serve(conn: Conn, rx: mpsc::Receiver<Job>, commits: Arc<AtomicU64>) {
             let began = conn.begin().map_err(|e| e.to_string());
             let completions: Vec<Completion> = match &began {
                 Ok(()) => run_writes(&conn, writes),
+                // Every write is told why (a lost lease, a lost connection), none dropped
+                // unanswered: its caller would take the thread for stopped.
                 Err(_) => writes
                     .into_iter()
-                    .filter_map(|w| match w {
-                        Write::Outcome(_, _, done) => Some(done),
-                        Write::Job(_) => None,
+                    .map(|w| match w {
+                        Write::Outcome(_, _, done) => done,
+                        Write::Job(job) => job(None),
                     })
                     .collect(),
             };
@@ -458,6 +476,36 @@ mod tests {
                 store.name,
                 db.commits()
             );
+        }
+    }
+
+    /// A run that lost its lease (PostgreSQL: a fence no lease holds) writes nothing, and
+    /// each write says so: none is left unanswered, which its caller would take for a
+    /// stopped database thread.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn writes_of_a_round_that_cannot_begin_are_each_told_why() {
+        for (store, db) in with_table().await {
+            if store.name != "PostgreSQL" {
+                continue;
+            }
+            db.fence(crate::state::pg::Fence {
+                job: "j".into(),
+                scope: "s".into(),
+                token: 7,
+            })
+            .await
+            .unwrap();
+            db.record_later(|c| c.execute("INSERT INTO t VALUES (1)", &[]).map(drop))
+                .unwrap();
+            let waited = db
+                .write(|c| c.execute("INSERT INTO t VALUES (2)", &[]))
+                .await
+                .unwrap_err()
+                .to_string();
+            assert!(waited.contains("lost its lease"), "{waited}");
+            let later = db.settled().await.unwrap_err().to_string();
+            assert!(later.contains("lost its lease"), "{later}");
+            assert_eq!(rows(&db).await, 0);
         }
     }
 
