@@ -321,7 +321,9 @@ impl Heartbeat {
         plan_id: i64,
         run_id: i64,
     ) -> Heartbeat {
-        let held = lock.clone();
+        // The task holds the lock weakly: dropping the heartbeat lets the lock go at once,
+        // not when the aborted task is dropped at the runtime's leisure.
+        let held = std::sync::Arc::downgrade(&lock);
         // A lease is renewed three times in its length, at least.
         let period = match lock.lease {
             Some(_) => HEARTBEAT.min(super::pg::lease() / 3),
@@ -335,7 +337,7 @@ impl Heartbeat {
                 // A PostgreSQL lease is renewed on a connection of its own. Once it is lost,
                 // every write of the run fails its fencing check: nothing more is recorded
                 // or sent.
-                let lease = held.clone();
+                let Some(lease) = held.upgrade() else { return };
                 let renewed = tokio::task::spawn_blocking(move || lease.renew()).await;
                 if let Ok(Err(why)) = renewed {
                     tracing::error!("{why}");

@@ -197,13 +197,34 @@ async fn killed_runs_with_the_state_in_postgresql_resume_and_pay_every_row_exact
     let setup = Setup::new(&job_text(25, ""), &people(n));
     let mut rng = fastrand::Rng::with_seed(5);
     let lease = [("PAYRUN_LEASE", "1s")];
+    // Requests to the provider's API so far (the ledger's own are not counted).
+    let asked = |l: Value| -> u64 {
+        l["requests"]
+            .as_object()
+            .unwrap()
+            .iter()
+            .filter(|(path, _)| path.contains("/api/"))
+            .flat_map(|(_, by_code)| by_code.as_object().unwrap().values())
+            .filter_map(Value::as_u64)
+            .sum()
+    };
     for _ in 0..8 {
+        let before = asked(ledger(&s).await);
         let mut child = payrun(&setup, &s, &["run", "job.yaml", "--state", &db], &lease)
             .stdout(Stdio::null())
             .stderr(Stdio::null())
             .spawn()
             .unwrap();
-        tokio::time::sleep(Duration::from_millis(rng.u64(20..400))).await;
+        // Killed while it sends (a loaded machine may take longer to plan than a fixed
+        // pause), or once it has ended by itself.
+        let deadline = std::time::Instant::now() + Duration::from_secs(30);
+        while asked(ledger(&s).await) == before
+            && child.try_wait().unwrap().is_none()
+            && std::time::Instant::now() < deadline
+        {
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        tokio::time::sleep(Duration::from_millis(rng.u64(0..300))).await;
         let _ = child.kill(); // SIGKILL: its session ends; its lease stays until it lapses
         let _ = child.wait();
         tokio::time::sleep(Duration::from_millis(1100)).await;
