@@ -59,6 +59,24 @@ pub async fn post(c: &reqwest::Client, s: &Sandbox, path: &str, body: &Value) ->
     (status, r.json().await.unwrap_or(Value::Null))
 }
 
+/// [`post`] against a sandbox that drops connections: `None` when it dropped this one
+/// (the request may have been applied all the same).
+pub async fn try_post(
+    c: &reqwest::Client,
+    s: &Sandbox,
+    path: &str,
+    body: &Value,
+) -> Option<(u16, Value)> {
+    let r = c
+        .post(format!("{}{path}", s.base_url()))
+        .json(body)
+        .send()
+        .await
+        .ok()?;
+    let status = r.status().as_u16();
+    Some((status, r.json().await.ok()?))
+}
+
 pub async fn get(c: &reqwest::Client, s: &Sandbox, path_and_query: &str) -> (u16, Value) {
     let r = c
         .get(format!("{}{path_and_query}", s.base_url()))

@@ -2,7 +2,7 @@
 //! under faults, a payer who does not pay (blocked, then cancelled, then reconciled).
 
 use super::{Setup, assert_exit, command, fast};
-use crate::sandbox_support::{client, ledger, post, start};
+use crate::sandbox_support::{client, ledger, post, start, try_post};
 use payrun::sandbox::{Config, Faults, Sandbox};
 use serde_json::Value;
 use std::collections::HashMap;
@@ -451,10 +451,41 @@ async fn payins_applied_after_the_timeout_and_listed_late_are_asked_once() {
     );
 }
 
+/// Makes a payin on `s` by hand, asked again while the sandbox drops the reply (a payin
+/// made twice is harmless here): the uuid of the one it answered for.
+async fn payin_by_hand(c: &reqwest::Client, s: &Sandbox, body: &Value) -> String {
+    for _ in 0..50 {
+        if let Some((200, made)) = try_post(c, s, "/v2/payins", body).await {
+            return made["uuid"].as_str().unwrap().to_string();
+        }
+    }
+    panic!("the sandbox made no payin in 50 tries");
+}
+
+/// Has the payer of payin `uuid` pay it (the sandbox's simulation), asked again while the
+/// sandbox drops the reply, until its ledger says received.
+async fn paid_by_hand(c: &reqwest::Client, s: &Sandbox, uuid: &str) {
+    let body = serde_json::json!({"uuid": uuid, "status": "completed"});
+    for _ in 0..50 {
+        let _ = try_post(c, s, "/v2/payins/simulate", &body).await;
+        let received = ledger(s).await["payin_requests"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|p| p["uuid"] == uuid && p["status"] == "received");
+        if received {
+            return;
+        }
+    }
+    panic!("payin {uuid} was not paid in 50 tries");
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn refunds_under_lost_responses_are_made_once_and_a_refunded_payin_is_not_refunded_again() {
     let s = start(Config {
-        payin_delay: Some(Duration::from_millis(100)),
+        // Long enough that the payin made unpaid below is still unpaid when a run reads it
+        // on a loaded machine (its payer pays it this long after it is made).
+        payin_delay: Some(Duration::from_secs(3)),
         ..fast(Faults {
             lost_response_rate: 0.3,
             ..Faults::default()
@@ -493,27 +524,26 @@ async fn refunds_under_lost_responses_are_made_once_and_a_refunded_payin_is_not_
     // A payin refunded by someone else is not refunded by a job that names it.
     let c = client();
     let uuid = l["payin_requests"][0]["uuid"].as_str().unwrap().to_string();
-    let (_, created) = post(
+    let other = payin_by_hand(
         &c,
         &s,
-        "/v2/payins",
         &serde_json::json!({"currency": "PHP", "gst": false, "amount": 500, "name": "Ann",
             "email": "ann0@example.com", "description": "Invoice", "payin_method_name": "ph_bank_maya_php",
             "payin_method_params": {}, "webhook_notification": {}}),
     )
     .await;
-    let other = created["uuid"].as_str().unwrap().to_string();
-    tokio::time::sleep(Duration::from_millis(200)).await;
+    paid_by_hand(&c, &s, &other).await;
     let mut refunded = None;
     for _ in 0..20 {
-        let (code, _) = post(
+        let code = try_post(
             &c,
             &s,
             "/v2/payins/refund",
             &serde_json::json!({"uuid": other, "description": "By hand"}),
         )
-        .await;
-        if code == 200
+        .await
+        .map(|(code, _)| code);
+        if code == Some(200)
             || ledger(&s).await["payin_requests"]
                 .as_array()
                 .unwrap()
@@ -530,16 +560,14 @@ async fn refunds_under_lost_responses_are_made_once_and_a_refunded_payin_is_not_
     let expires = (chrono::Utc::now() + chrono::Duration::hours(2))
         .format("%Y-%m-%dT%H:%M:%S")
         .to_string();
-    let (_, created) = post(
+    let unpaid = payin_by_hand(
         &c,
         &s,
-        "/v2/payins",
         &serde_json::json!({"currency": "PHP", "gst": false, "amount": 700, "name": "Ann",
             "email": "ann0@example.com", "description": "Invoice", "payin_method_name": "ph_bank_maya_php",
             "payin_method_params": {}, "webhook_notification": {}, "expired_at": expires}),
     )
     .await;
-    let unpaid = created["uuid"].as_str().unwrap().to_string();
     let refunds_before = ledger(&s).await["requests"]["POST /api/v2/payins/refund"].clone();
     let named_setup = Setup::new(
         named,
@@ -570,18 +598,7 @@ async fn refunds_under_lost_responses_are_made_once_and_a_refunded_payin_is_not_
             .unwrap()
             .clone()
     };
-    for _ in 0..20 {
-        let (code, _) = post(
-            &c,
-            &s,
-            "/v2/payins/simulate",
-            &serde_json::json!({"uuid": unpaid, "status": "completed"}),
-        )
-        .await;
-        if code == 200 || payin_of(&ledger(&s).await)["status"] == "received" {
-            break;
-        }
-    }
+    paid_by_hand(&c, &s, &unpaid).await;
     let out = command(&named_setup, &s).output().unwrap();
     assert_exit(&out, 1);
     let (state,): (String,) = named_setup.state_row("SELECT state FROM items WHERE row_key = 'R3'");
