@@ -87,6 +87,18 @@ pub async fn get(c: &reqwest::Client, s: &Sandbox, path_and_query: &str) -> (u16
     (status, r.json().await.unwrap_or(Value::Null))
 }
 
+/// The ledger's request counts of the provider's API (`/api/…`), leaving out the
+/// sandbox's own endpoints (the ledger itself).
+pub fn api_requests(ledger: &Value) -> serde_json::Map<String, Value> {
+    ledger["requests"]
+        .as_object()
+        .unwrap()
+        .iter()
+        .filter(|(k, _)| k.contains("/api/"))
+        .map(|(k, v)| (k.clone(), v.clone()))
+        .collect()
+}
+
 pub async fn ledger(s: &Sandbox) -> Value {
     reqwest::get(format!("http://{}/__sandbox/ledger", s.addr))
         .await

@@ -40,15 +40,7 @@ async fn a_second_run_is_refused_while_one_holds_the_lock() {
         rusqlite::params![std::process::id(), payrun::state::work::host_name()],
     )
     .unwrap();
-    let api = |l: Value| -> Value {
-        l["requests"]
-            .as_object()
-            .unwrap()
-            .iter()
-            .filter(|(k, _)| k.contains("/api/"))
-            .map(|(k, v)| (k.clone(), v.clone()))
-            .collect()
-    };
+    let api = |l: Value| crate::sandbox_support::api_requests(&l);
     let before = api(ledger(&s).await);
     let out = binary(&setup, &s, &[]).wait_with_output().unwrap();
     assert_exit(&out, 3);

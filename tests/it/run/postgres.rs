@@ -197,14 +197,11 @@ async fn killed_runs_with_the_state_in_postgresql_resume_and_pay_every_row_exact
     let setup = Setup::new(&job_text(25, ""), &people(n));
     let mut rng = fastrand::Rng::with_seed(5);
     let lease = [("PAYRUN_LEASE", "1s")];
-    // Requests to the provider's API so far (the ledger's own are not counted).
+    // Requests to the provider's API so far.
     let asked = |l: Value| -> u64 {
-        l["requests"]
-            .as_object()
-            .unwrap()
-            .iter()
-            .filter(|(path, _)| path.contains("/api/"))
-            .flat_map(|(_, by_code)| by_code.as_object().unwrap().values())
+        crate::sandbox_support::api_requests(&l)
+            .values()
+            .flat_map(|by_code| by_code.as_object().unwrap().values())
             .filter_map(Value::as_u64)
             .sum()
     };
