@@ -1,5 +1,5 @@
 //! Plan digests and the approvals bound to them: each digest a plan of a job and scope came
-//! to (who made it first, when, its totals), the plan's current one, the payout rows of
+//! to (who made it first, when, its totals), the plan's current one, the payout and refund rows of
 //! each (jobs with `approval:`; their keyed hashes, never values) and who approved which.
 
 use super::Conn;
@@ -27,7 +27,7 @@ pub struct ApprovalRecord {
     pub note: Option<String>,
 }
 
-/// What changed between two digests' payout rows.
+/// What changed between two digests' payout and refund rows.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Changes {
     pub added: u64,
@@ -37,7 +37,7 @@ pub struct Changes {
 }
 
 /// Records `digest` as the current digest of plan `plan_id` (a new one made by `by` at
-/// `now`; one seen before keeps its first maker), with its payout rows when it has them
+/// `now`; one seen before keeps its first maker), with its payout and refund rows when it has them
 /// and none are kept yet. Part of the plan's transaction.
 pub fn record_plan(
     conn: &Conn,
@@ -181,7 +181,7 @@ pub fn approve(
     Ok(n == 1)
 }
 
-/// What changed from digest `from` to digest `to`, by their payout rows (step and key).
+/// What changed from digest `from` to digest `to`, by their payout and refund rows (step and key).
 pub fn changes(conn: &Conn, from: i64, to: i64) -> SqlResult<Changes> {
     let count = |sql: &str| -> SqlResult<u64> { conn.one(sql, args![from, to], |r| r.get(0)) };
     Ok(Changes {
