@@ -1,6 +1,7 @@
 //! Plan digests and the approvals bound to them: each digest a plan of a job and scope came
-//! to (who made it first, when, its totals), the plan's current one, the payout and refund rows of
-//! each (jobs with `approval:`; their keyed hashes, never values) and who approved which.
+//! to (who made it first, when, its totals), the plan's current one, the payout and refund
+//! rows of each (jobs with `approval:`; their keyed hashes, never values) and who approved
+//! which.
 
 use super::Conn;
 use super::sql::{Arg, Kind, SqlResult, args};
@@ -37,8 +38,8 @@ pub struct Changes {
 }
 
 /// Records `digest` as the current digest of plan `plan_id` (a new one made by `by` at
-/// `now`; one seen before keeps its first maker), with its payout and refund rows when it has them
-/// and none are kept yet. Part of the plan's transaction.
+/// `now`; one seen before keeps its first maker), with its payout and refund rows when it
+/// has them and none are kept yet. Part of the plan's transaction.
 pub fn record_plan(
     conn: &Conn,
     plan_id: i64,
@@ -181,7 +182,8 @@ pub fn approve(
     Ok(n == 1)
 }
 
-/// What changed from digest `from` to digest `to`, by their payout and refund rows (step and key).
+/// What changed from digest `from` to digest `to`, by their payout and refund rows (step
+/// and key).
 pub fn changes(conn: &Conn, from: i64, to: i64) -> SqlResult<Changes> {
     let count = |sql: &str| -> SqlResult<u64> { conn.one(sql, args![from, to], |r| r.get(0)) };
     Ok(Changes {
